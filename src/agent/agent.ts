@@ -1,0 +1,102 @@
+// The agent process: flags, directories, worker threads and the API server, started in
+// that order and stopped in reverse. Container and image state join it in later work.
+import { mkdirSync } from "node:fs";
+import { isIP } from "node:net";
+import { startApiServer, type ApiServer } from "../api/server.ts";
+import type { LoadedFlags } from "../config/flags.ts";
+import { log, setLevel } from "../log.ts";
+import { VERSION } from "../version.ts";
+import { WORKER_NAMES, startWorker, type WorkerName } from "../workers/pool.ts";
+import type { WorkerClient } from "../workers/rpc.ts";
+
+export class StartupError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "StartupError";
+  }
+}
+
+export class Agent {
+  readonly workers = new Map<WorkerName, WorkerClient>();
+  private server: ApiServer | undefined;
+
+  constructor(readonly flags: LoadedFlags) {}
+
+  get port(): number {
+    if (!this.server) throw new Error("agent is not serving");
+    return this.server.port;
+  }
+
+  async start(): Promise<void> {
+    const f = this.flags.values;
+    setLevel(f.logging_level);
+    log.info(`ucr ${VERSION} agent starting`);
+    for (const [name, source] of this.flags.sources) log.info(`flag --${name} from ${source}`);
+
+    for (const [flag, dir] of [
+      ["work_dir", f.work_dir],
+      ["runtime_dir", f.runtime_dir],
+      ["docker_store_dir", f.docker_store_dir],
+    ] as const) {
+      try {
+        mkdirSync(dir, { recursive: true, mode: 0o755 });
+      } catch (err) {
+        throw new StartupError(`flag '--${flag}': cannot create ${dir}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+      }
+    }
+    if (f.docker_registry.kind === "directory") log.info(`docker images come from archives in ${f.docker_registry.path}`);
+
+    await this.startWorkers();
+
+    if (!isLoopback(f.ip) && !f.authenticate_http_readwrite) {
+      const bar = "!".repeat(78);
+      log.warn(bar);
+      log.warn(`WARNING: listening on ${f.ip} WITHOUT authentication. Anyone who can reach this port`);
+      log.warn("can launch containers as root on this machine. Use --authenticate_http_readwrite with");
+      log.warn("--http_credentials, or keep --ip on loopback (the default, 127.0.0.1).");
+      log.warn(bar);
+    }
+
+    try {
+      this.server = startApiServer(this);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      throw new StartupError(`cannot listen on ${f.ip}:${f.port}: ${e.code ?? e.message}`);
+    }
+    log.always(`agent listening on http://${hostPort(f.ip, this.server.port)} (Operator API at /api/v1)`);
+  }
+
+  /** Start every worker and wait for it to answer: a build that cannot run its workers fails now. */
+  private async startWorkers(): Promise<void> {
+    for (const name of WORKER_NAMES) {
+      const started = performance.now();
+      const client = startWorker(name);
+      const timeout = new Promise<never>((_, reject) =>
+        setTimeout(() => reject(new StartupError(`worker ${name} did not answer within 10s`)), 10_000).unref(),
+      );
+      const pong = await Promise.race([client.call<{ threadId: number }>("ping"), timeout]).catch((err: Error) => {
+        throw new StartupError(`worker ${name} failed to start: ${err.message}`);
+      });
+      client.unref();
+      this.workers.set(name, client);
+      log.info(`worker ${name} ready (thread ${pong.threadId}, ${(performance.now() - started).toFixed(1)}ms)`);
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.server) {
+      log.info("agent stopping: no new requests; finishing those in flight");
+      await this.server.drain();
+    }
+    for (const w of this.workers.values()) w.terminate();
+    log.info("agent stopped");
+  }
+}
+
+function isLoopback(ip: string): boolean {
+  return (isIP(ip) === 4 && ip.startsWith("127.")) || ip === "::1";
+}
+
+function hostPort(ip: string, port: number): string {
+  return isIP(ip) === 6 ? `[${ip}]:${port}` : `${ip}:${port}`;
+}

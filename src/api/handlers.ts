@@ -1,0 +1,76 @@
+// The dispatcher: one handler per agent::Call type. Handlers get the validated payload
+// and the agent, and return a Response (JSON, a bare status, or a text error).
+import type { Agent } from "../agent/agent.ts";
+import { VERSION, versionInfo } from "../version.ts";
+import { type CallType, type Payload } from "./calls.ts";
+import { jsonResponse, textResponse } from "./http.ts";
+
+export type Handler<T extends CallType> = (payload: Payload<T>, agent: Agent) => Response | Promise<Response>;
+type HandlerTable = { [T in CallType]: Handler<T> };
+
+/** Calls that later work fills in answer 501 and say so, never a pretend success. */
+function notYet(type: CallType, what: string): Handler<CallType> {
+  return () => textResponse(501, `${type} is not implemented in ucr ${VERSION} yet: ${what}`);
+}
+
+/** Mesos calls that have no meaning for an agent that runs only standalone containers. */
+function notForUcr(type: CallType, why: string): Handler<CallType> {
+  return () => textResponse(501, `${type} is not supported by ucr: ${why}`);
+}
+
+const NO_FRAMEWORKS = "ucr runs standalone containers and has no frameworks, executors or tasks";
+const NO_PROVIDERS = "ucr has no resource providers";
+
+export const HANDLERS: HandlerTable = {
+  UNKNOWN: () => textResponse(501, "Call type UNKNOWN is not implemented"),
+
+  GET_HEALTH: () => jsonResponse({ type: "GET_HEALTH", get_health: { healthy: true } }),
+  GET_FLAGS: (_p, agent) => jsonResponse({ type: "GET_FLAGS", get_flags: { flags: agent.flags.shown } }),
+  GET_VERSION: () => jsonResponse({ type: "GET_VERSION", get_version: { version_info: versionInfo() } }),
+
+  // Truthful for ucr: standalone containers never appear in these (reference 1.10).
+  GET_STATE: () =>
+    jsonResponse({
+      type: "GET_STATE",
+      get_state: {
+        get_tasks: {},
+        get_executors: {},
+        get_frameworks: {},
+      },
+    }),
+  GET_FRAMEWORKS: () => jsonResponse({ type: "GET_FRAMEWORKS", get_frameworks: {} }),
+  GET_EXECUTORS: () => jsonResponse({ type: "GET_EXECUTORS", get_executors: {} }),
+  GET_TASKS: () => jsonResponse({ type: "GET_TASKS", get_tasks: {} }),
+
+  GET_METRICS: notYet("GET_METRICS", "metrics are not exported yet"),
+  GET_LOGGING_LEVEL: notForUcr("GET_LOGGING_LEVEL", "ucr has no glog verbosity; it logs by --logging_level"),
+  SET_LOGGING_LEVEL: notForUcr("SET_LOGGING_LEVEL", "ucr has no glog verbosity; it logs by --logging_level"),
+  LIST_FILES: notYet("LIST_FILES", "sandbox browsing is not implemented; read <work_dir>/containers/<id>/ directly"),
+  READ_FILE: notYet("READ_FILE", "sandbox browsing is not implemented; read <work_dir>/containers/<id>/ directly"),
+  GET_AGENT: notForUcr("GET_AGENT", "ucr does not register with a master and has no AgentInfo"),
+  GET_OPERATIONS: notForUcr("GET_OPERATIONS", NO_PROVIDERS),
+  GET_RESOURCE_PROVIDERS: notForUcr("GET_RESOURCE_PROVIDERS", NO_PROVIDERS),
+  ADD_RESOURCE_PROVIDER_CONFIG: notForUcr("ADD_RESOURCE_PROVIDER_CONFIG", NO_PROVIDERS),
+  UPDATE_RESOURCE_PROVIDER_CONFIG: notForUcr("UPDATE_RESOURCE_PROVIDER_CONFIG", NO_PROVIDERS),
+  REMOVE_RESOURCE_PROVIDER_CONFIG: notForUcr("REMOVE_RESOURCE_PROVIDER_CONFIG", NO_PROVIDERS),
+  MARK_RESOURCE_PROVIDER_GONE: notForUcr("MARK_RESOURCE_PROVIDER_GONE", NO_PROVIDERS),
+
+  LAUNCH_CONTAINER: notYet("LAUNCH_CONTAINER", "containers arrive with the container runtime"),
+  WAIT_CONTAINER: notYet("WAIT_CONTAINER", "containers arrive with the container runtime"),
+  KILL_CONTAINER: notYet("KILL_CONTAINER", "containers arrive with the container runtime"),
+  REMOVE_CONTAINER: notYet("REMOVE_CONTAINER", "containers arrive with the container runtime"),
+  GET_CONTAINERS: notYet("GET_CONTAINERS", "containers arrive with the container runtime"),
+  LAUNCH_NESTED_CONTAINER: notYet("LAUNCH_NESTED_CONTAINER", "containers arrive with the container runtime"),
+  WAIT_NESTED_CONTAINER: notYet("WAIT_NESTED_CONTAINER", "containers arrive with the container runtime"),
+  KILL_NESTED_CONTAINER: notYet("KILL_NESTED_CONTAINER", "containers arrive with the container runtime"),
+  REMOVE_NESTED_CONTAINER: notYet("REMOVE_NESTED_CONTAINER", "containers arrive with the container runtime"),
+  LAUNCH_NESTED_CONTAINER_SESSION: notYet("LAUNCH_NESTED_CONTAINER_SESSION", "streaming sessions are not implemented"),
+  ATTACH_CONTAINER_INPUT: notYet("ATTACH_CONTAINER_INPUT", "streaming attach is not implemented"),
+  ATTACH_CONTAINER_OUTPUT: notYet("ATTACH_CONTAINER_OUTPUT", "streaming attach is not implemented"),
+  PRUNE_IMAGES: notYet("PRUNE_IMAGES", "image garbage collection arrives with the image store"),
+};
+
+export function dispatch<T extends CallType>(type: T, payload: Payload<T>, agent: Agent): Response | Promise<Response> {
+  return (HANDLERS[type] as Handler<T>)(payload, agent);
+}
+

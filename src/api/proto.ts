@@ -1,0 +1,211 @@
+// valibot schemas for the Mesos protobuf messages that travel as JSON in the v1 Operator
+// API (mesos.proto, agent.proto). Field names are the proto names; enums are strings.
+import * as v from "valibot";
+
+// --- scalars as protobuf's JSON mapping carries them ------------------------------------
+
+/** int64/uint64 in protobuf JSON may be a number or a decimal string. */
+export const Int64 = v.pipe(
+  v.union([v.number(), v.pipe(v.string(), v.regex(/^-?\d+$/, "must be an integer"))], "must be an integer"),
+  v.transform((x) => Number(x)),
+  v.integer("must be an integer"),
+);
+
+/** double in protobuf JSON: a number, or the strings "Infinity"/"NaN" the mapping allows. */
+export const Double = v.pipe(
+  v.union([v.number(), v.picklist(["Infinity", "-Infinity", "NaN"])], "must be a number"),
+  v.transform((x) => (typeof x === "number" ? x : Number(x))),
+);
+
+// --- ContainerID ------------------------------------------------------------------------
+
+const MAX_CONTAINER_ID = 242; // Mesos: leaves room for the path components it builds
+
+/** Why a ContainerID value is unacceptable to Mesos (src/slave/validation.cpp), or null. */
+export function containerIdProblem(value: string): string | null {
+  if (value.length === 0) return "must not be empty";
+  if (value.length > MAX_CONTAINER_ID) return `is ${value.length} characters long; at most ${MAX_CONTAINER_ID} are allowed`;
+  if (value === "." || value === "..") return `'${value}' is not allowed`;
+  for (const ch of value) {
+    const code = ch.codePointAt(0)!;
+    if (ch === "/" || ch === "\\" || ch === "." || ch === " ") return `'${printable(value)}' contains '${ch}', which is not allowed`;
+    if (code < 0x20 || code === 0x7f) return `'${printable(value)}' contains a control character (0x${code.toString(16).padStart(2, "0")})`;
+  }
+  return null;
+}
+
+function printable(s: string): string {
+  const shown = s.length > 40 ? `${s.slice(0, 40)}…` : s;
+  return JSON.stringify(shown).slice(1, -1);
+}
+
+export interface ContainerID {
+  value: string;
+  parent?: ContainerID;
+}
+
+export const ContainerIDSchema: v.GenericSchema<unknown, ContainerID> = v.looseObject({
+  value: v.pipe(
+    v.string("must be a string"),
+    v.rawCheck(({ dataset, addIssue }) => {
+      if (!dataset.typed) return;
+      const problem = containerIdProblem(dataset.value);
+      if (problem) addIssue({ message: problem });
+    }),
+  ),
+  parent: v.optional(v.lazy(() => ContainerIDSchema)),
+});
+
+// --- Image ------------------------------------------------------------------------------
+
+export const LabelsSchema = v.looseObject({
+  labels: v.optional(v.array(v.looseObject({ key: v.string(), value: v.optional(v.string()) })), []),
+});
+
+export const SecretSchema = v.looseObject({
+  type: v.optional(v.picklist(["UNKNOWN", "REFERENCE", "VALUE"])),
+  reference: v.optional(v.looseObject({ name: v.string(), key: v.optional(v.string()) })),
+  value: v.optional(v.looseObject({ data: v.string() })),
+});
+
+export const ImageSchema = v.pipe(
+  v.looseObject({
+    type: v.picklist(["APPC", "DOCKER"], "must be APPC or DOCKER"),
+    appc: v.optional(
+      v.looseObject({
+        name: v.pipe(v.string(), v.minLength(1, "must not be empty")),
+        id: v.optional(v.string()),
+        labels: v.optional(LabelsSchema),
+      }),
+    ),
+    docker: v.optional(
+      v.looseObject({
+        name: v.pipe(v.string(), v.minLength(1, "must not be empty")),
+        config: v.optional(SecretSchema),
+      }),
+    ),
+    cached: v.optional(v.boolean(), true),
+  }),
+  v.rawCheck(({ dataset, addIssue }) => {
+    if (!dataset.typed) return;
+    const img = dataset.value;
+    if (img.type === "DOCKER" && !img.docker) {
+      addIssue({ message: "an image of type DOCKER needs 'docker' set", path: pathTo(dataset.value, "docker") });
+    }
+    if (img.type === "APPC" && !img.appc) {
+      addIssue({ message: "an image of type APPC needs 'appc' set", path: pathTo(dataset.value, "appc") });
+    }
+  }),
+);
+export type Image = v.InferOutput<typeof ImageSchema>;
+
+/** A path item for rawCheck issues that point at a missing key of an object. */
+function pathTo(input: Record<string, unknown>, key: string): [v.ObjectPathItem] {
+  return [{ type: "object", origin: "value", input, key, value: input[key] }];
+}
+
+// --- CommandInfo ------------------------------------------------------------------------
+
+export const EnvironmentSchema = v.looseObject({
+  variables: v.optional(
+    v.array(
+      v.pipe(
+        v.looseObject({
+          name: v.string(),
+          type: v.optional(v.picklist(["UNKNOWN", "VALUE", "SECRET"]), "VALUE"),
+          value: v.optional(v.string()),
+          secret: v.optional(SecretSchema),
+        }),
+        v.rawCheck(({ dataset, addIssue }) => {
+          if (!dataset.typed) return;
+          const e = dataset.value;
+          if (e.type === "VALUE" && e.value === undefined) {
+            addIssue({ message: `environment variable '${e.name}' of type VALUE must have a value set` });
+          }
+          if (e.type === "SECRET" && e.secret === undefined) {
+            addIssue({ message: `environment variable '${e.name}' of type SECRET must have a secret set` });
+          }
+        }),
+      ),
+    ),
+    [],
+  ),
+});
+
+export const CommandInfoSchema = v.looseObject({
+  shell: v.optional(v.boolean(), true),
+  value: v.optional(v.string()),
+  arguments: v.optional(v.array(v.string()), []),
+  environment: v.optional(EnvironmentSchema),
+  user: v.optional(v.string()),
+  uris: v.optional(
+    v.array(
+      v.looseObject({
+        value: v.string(),
+        executable: v.optional(v.boolean()),
+        extract: v.optional(v.boolean()),
+        cache: v.optional(v.boolean()),
+        output_file: v.optional(v.string()),
+      }),
+    ),
+    [],
+  ),
+});
+export type CommandInfo = v.InferOutput<typeof CommandInfoSchema>;
+
+// --- Resources --------------------------------------------------------------------------
+
+export const ResourceSchema = v.looseObject({
+  name: v.pipe(v.string(), v.minLength(1, "must not be empty")),
+  type: v.picklist(["SCALAR", "RANGES", "SET", "TEXT"], "must be SCALAR, RANGES, SET or TEXT"),
+  scalar: v.optional(v.looseObject({ value: Double })),
+  ranges: v.optional(v.looseObject({ range: v.optional(v.array(v.looseObject({ begin: Int64, end: Int64 })), []) })),
+  set: v.optional(v.looseObject({ item: v.optional(v.array(v.string()), []) })),
+  role: v.optional(v.string()),
+  reservation: v.optional(v.looseObject({})),
+  reservations: v.optional(v.array(v.looseObject({})), []),
+  disk: v.optional(v.looseObject({ persistence: v.optional(v.looseObject({ id: v.string() })) })),
+  revocable: v.optional(v.looseObject({})),
+  shared: v.optional(v.looseObject({})),
+});
+export type Resource = v.InferOutput<typeof ResourceSchema>;
+
+/** LaunchContainer.limits: map<string, Value.Scalar>. */
+export const LimitsSchema = v.record(v.string(), v.looseObject({ value: Double }));
+
+// --- ContainerInfo and volumes ----------------------------------------------------------
+
+export const VolumeSchema = v.looseObject({
+  container_path: v.pipe(v.string(), v.minLength(1, "must not be empty")),
+  host_path: v.optional(v.string()),
+  mode: v.picklist(["RW", "RO"], "must be RW or RO"),
+  image: v.optional(ImageSchema),
+  source: v.optional(
+    v.looseObject({
+      type: v.optional(v.picklist(["UNKNOWN", "DOCKER_VOLUME", "HOST_PATH", "SANDBOX_PATH", "SECRET", "CSI_VOLUME"])),
+      host_path: v.optional(
+        v.looseObject({
+          path: v.string(),
+          mount_propagation: v.optional(v.looseObject({ mode: v.optional(v.picklist(["HOST_TO_CONTAINER", "BIDIRECTIONAL"])) })),
+        }),
+      ),
+      sandbox_path: v.optional(v.looseObject({ type: v.optional(v.picklist(["UNKNOWN", "SELF", "PARENT"])), path: v.string() })),
+    }),
+  ),
+});
+export type Volume = v.InferOutput<typeof VolumeSchema>;
+
+export const ContainerInfoSchema = v.looseObject({
+  type: v.picklist(["DOCKER", "MESOS"], "must be DOCKER or MESOS"),
+  volumes: v.optional(v.array(VolumeSchema), []),
+  hostname: v.optional(v.string()),
+  mesos: v.optional(v.looseObject({ image: v.optional(ImageSchema) })),
+  docker: v.optional(v.looseObject({})),
+});
+export type ContainerInfo = v.InferOutput<typeof ContainerInfoSchema>;
+
+// --- Durations ---------------------------------------------------------------------------
+
+export const DurationInfoSchema = v.looseObject({
+  nanoseconds: v.pipe(Int64, v.minValue(0, "must not be negative")),
+});

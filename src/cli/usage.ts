@@ -1,0 +1,29 @@
+// What `ucr help` prints, and the one-line usage that goes with command-line errors.
+import { flagsHelp } from "../config/flags.ts";
+import { VERSION } from "../version.ts";
+
+export const USAGE_LINE = "usage: ucr <agent|version|help> [flags]  (ucr help for more)";
+
+export const COMMANDS: Record<string, string> = {
+  agent: "Run the agent: the Mesos v1 Operator API on --ip:--port (default 127.0.0.1:5051).",
+  version: "Print the version and build of this binary.",
+  help: "Print this help; `ucr help agent` lists the agent's flags.",
+};
+
+export function mainHelp(): string {
+  const lines = [
+    `ucr ${VERSION}: pulls container images and runs containers behind the Mesos v1 Operator API.`,
+    "",
+    "usage: ucr <command> [flags]",
+    "",
+    "commands:",
+    ...Object.entries(COMMANDS).map(([name, text]) => `  ${name.padEnd(9)} ${text}`),
+    "",
+    "Run `ucr help agent` for the agent's flags.",
+  ];
+  return lines.join("\n");
+}
+
+export function agentHelp(): string {
+  return ["usage: ucr agent [--flag=value | --flag value ...]", "", "flags:", flagsHelp()].join("\n");
+}

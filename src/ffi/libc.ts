@@ -1,0 +1,110 @@
+// The only place ucr talks to libc directly (bun:ffi): the namespace and mount calls the
+// container init stage needs. Each wrapper throws SysError naming the call, its subject and
+// the errno, so a failure reads "mount(/a -> /b) failed: ENOENT (No such file or directory)".
+import { dlopen, read } from "bun:ffi";
+import { SysError } from "./errno.ts";
+
+const libc = dlopen("libc.so.6", {
+  __errno_location: { args: [], returns: "ptr" },
+  strerror: { args: ["i32"], returns: "cstring" },
+  unshare: { args: ["i32"], returns: "i32" },
+  setns: { args: ["i32", "i32"], returns: "i32" },
+  mount: { args: ["ptr", "ptr", "ptr", "u64", "ptr"], returns: "i32" },
+  umount2: { args: ["ptr", "i32"], returns: "i32" },
+  sethostname: { args: ["ptr", "u64"], returns: "i32" },
+  chroot: { args: ["ptr"], returns: "i32" },
+  chdir: { args: ["ptr"], returns: "i32" },
+  syscall: { args: ["i64", "ptr", "ptr"], returns: "i64" },
+  getpid: { args: [], returns: "i32" },
+});
+
+// Namespace flags (linux/sched.h).
+export const CLONE_NEWNS = 0x00020000;
+export const CLONE_NEWUTS = 0x04000000;
+export const CLONE_NEWIPC = 0x08000000;
+export const CLONE_NEWPID = 0x20000000;
+export const CLONE_NEWNET = 0x40000000;
+export const CLONE_NEWCGROUP = 0x02000000;
+
+// mount(2) flags (linux/mount.h).
+export const MS_RDONLY = 1;
+export const MS_NOSUID = 2;
+export const MS_NODEV = 4;
+export const MS_NOEXEC = 8;
+export const MS_REMOUNT = 32;
+export const MS_BIND = 4096;
+export const MS_MOVE = 8192;
+export const MS_REC = 16384;
+export const MS_PRIVATE = 1 << 18;
+export const MS_SLAVE = 1 << 19;
+export const MS_SHARED = 1 << 20;
+
+// umount2(2) flags.
+export const MNT_DETACH = 2;
+
+/** pivot_root has no glibc wrapper; its syscall number differs by architecture. */
+const SYS_PIVOT_ROOT = process.arch === "arm64" ? 41 : 155;
+
+/**
+ * A NUL-terminated copy of `s`. Passed to ffi as the TypedArray itself (not a raw pointer
+ * number), so the buffer stays reachable, and cannot be collected, during the call.
+ */
+function cstr(s: string): Buffer {
+  return Buffer.from(`${s}\0`, "utf8");
+}
+
+function errno(): number {
+  return read.i32(libc.symbols.__errno_location()!);
+}
+
+/** Throws SysError if a libc call returned -1; read errno before anything else can touch it. */
+function check(rc: number | bigint, call: string, what?: string): void {
+  if (Number(rc) !== -1) return;
+  const e = errno();
+  throw new SysError(call, e, libc.symbols.strerror(e)?.toString() ?? "unknown error", what);
+}
+
+export function unshare(flags: number): void {
+  check(libc.symbols.unshare(flags), "unshare", `0x${flags.toString(16)}`);
+}
+
+export function setns(fd: number, nstype: number): void {
+  check(libc.symbols.setns(fd, nstype), "setns", `fd ${fd}`);
+}
+
+export function mount(source: string | null, target: string, fstype: string | null, flags: number, data: string | null = null): void {
+  const rc = libc.symbols.mount(
+    source === null ? null : cstr(source),
+    cstr(target),
+    fstype === null ? null : cstr(fstype),
+    flags,
+    data === null ? null : cstr(data),
+  );
+  check(rc, "mount", `${source ?? fstype ?? "none"} -> ${target}`);
+}
+
+export function umount2(target: string, flags = 0): void {
+  check(libc.symbols.umount2(cstr(target), flags), "umount2", target);
+}
+
+export function sethostname(name: string): void {
+  const buf = Buffer.from(name, "utf8");
+  check(libc.symbols.sethostname(buf, buf.length), "sethostname", name);
+}
+
+export function pivotRoot(newRoot: string, putOld: string): void {
+  check(libc.symbols.syscall(SYS_PIVOT_ROOT, cstr(newRoot), cstr(putOld)), "pivot_root", `${newRoot}, ${putOld}`);
+}
+
+export function chroot(path: string): void {
+  check(libc.symbols.chroot(cstr(path)), "chroot", path);
+}
+
+export function chdir(path: string): void {
+  check(libc.symbols.chdir(cstr(path)), "chdir", path);
+}
+
+/** The pid as the kernel sees it in this process's PID namespace. */
+export function getpid(): number {
+  return libc.symbols.getpid();
+}

@@ -1,0 +1,59 @@
+// Tree measurement and deletion for image GC and accounting. Run in the gc worker
+// (src/workers/gc.ts): both walk whole trees and must stay off the server thread.
+import { lstatSync, readdirSync, rmSync } from "node:fs";
+import { join, relative, resolve, sep } from "node:path";
+
+export interface DiskUsage {
+  /** Bytes allocated on disk (st_blocks * 512), hard-linked files counted once. */
+  bytes: number;
+  /** Sum of file sizes (what `du --apparent-size` shows). */
+  apparentBytes: number;
+  entries: number;
+}
+
+export function diskUsage(root: string): DiskUsage {
+  const seen = new Set<string>();
+  const usage: DiskUsage = { bytes: 0, apparentBytes: 0, entries: 0 };
+  const stack = [resolve(root)];
+  while (stack.length > 0) {
+    const path = stack.pop()!;
+    let st;
+    try {
+      st = lstatSync(path, { bigint: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") continue; // removed while we walked
+      throw err;
+    }
+    if (st.nlink > 1n && !st.isDirectory()) {
+      const key = `${st.dev}:${st.ino}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+    }
+    usage.entries++;
+    usage.bytes += Number(st.blocks) * 512;
+    usage.apparentBytes += Number(st.size);
+    if (st.isDirectory()) {
+      for (const name of readdirSync(path)) stack.push(join(path, name));
+    }
+  }
+  return usage;
+}
+
+/** Deletes `path` (recursively, never following symlinks) if it lies strictly inside `within`. */
+export function removeTree(path: string, within: string): { removed: boolean } {
+  const target = resolve(path);
+  const root = resolve(within);
+  const rel = relative(root, target);
+  if (rel === "" || rel.startsWith(`..${sep}`) || rel === ".." || resolve(root, rel) !== target) {
+    throw new Error(`refusing to remove ${target}: it is not inside ${root}`);
+  }
+  let existed = true;
+  try {
+    lstatSync(target);
+  } catch {
+    existed = false;
+  }
+  rmSync(target, { recursive: true, force: true });
+  return { removed: existed };
+}
+

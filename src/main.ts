@@ -1,0 +1,88 @@
+// ucr: one binary, several commands. `ucr agent` runs the Operator API; `ucr __init` is the
+// container init stage the agent starts (hidden); the rest are client commands.
+import { Agent, StartupError } from "./agent/agent.ts";
+import { USAGE_LINE, agentHelp, mainHelp } from "./cli/usage.ts";
+import { FlagError, loadFlags } from "./config/flags.ts";
+import { log } from "./log.ts";
+import { initMain } from "./runtime/init.ts";
+import { VERSION, versionInfo } from "./version.ts";
+
+function fail(message: string, code: number): never {
+  process.stderr.write(`${message}\n`);
+  process.exit(code);
+}
+
+async function agentMain(args: readonly string[]): Promise<void> {
+  let flags;
+  try {
+    flags = loadFlags(args, process.env);
+  } catch (err) {
+    if (err instanceof FlagError) fail(`ucr agent: ${err.message} (usage: ucr agent [--flag=value ...]; see 'ucr help agent')`, 2);
+    throw err;
+  }
+  if (flags.help) {
+    process.stdout.write(`${agentHelp()}\n`);
+    return;
+  }
+  const agent = new Agent(flags);
+  try {
+    await agent.start();
+  } catch (err) {
+    if (err instanceof StartupError) fail(`ucr agent: ${err.message}`, 1);
+    throw err;
+  }
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info(`received ${signal}`);
+    agent.stop().then(
+      () => process.exit(0),
+      (err) => {
+        log.error(`stopping failed: ${(err as Error).message}`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+}
+
+function versionMain(): void {
+  const info = versionInfo();
+  const build = [info.git_sha && `git ${info.git_sha.slice(0, 12)}`, info.build_date && `built ${info.build_date} UTC`]
+    .filter(Boolean)
+    .join(", ");
+  process.stdout.write(`ucr ${VERSION}${build ? ` (${build})` : " (from source)"}\n`);
+}
+
+async function main(argv: readonly string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case "agent":
+      return agentMain(rest);
+    case "version":
+    case "--version":
+      if (rest.length > 0) fail(`ucr version: unexpected argument '${rest[0]}' (${USAGE_LINE})`, 2);
+      return versionMain();
+    case "help":
+    case "--help":
+    case "-h":
+      if (rest[0] === "agent") process.stdout.write(`${agentHelp()}\n`);
+      else if (rest.length === 0) process.stdout.write(`${mainHelp()}\n`);
+      else fail(`ucr help: unknown command '${rest[0]}' (${USAGE_LINE})`, 2);
+      return;
+    case "__init":
+      process.exit(initMain(rest));
+    case undefined:
+      fail(`ucr: no command given (${USAGE_LINE})`, 2);
+    default:
+      if (command.startsWith("-")) fail(`ucr: unknown flag '${command}' before a command (${USAGE_LINE})`, 2);
+      fail(`ucr: unknown command '${command}' (${USAGE_LINE})`, 2);
+  }
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  process.stderr.write(`ucr: ${(err as Error).stack ?? String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,98 @@
+// A small request/response protocol over worker postMessage: the server thread calls
+// `client.call(op, args)` and awaits; the worker registers one async handler per op.
+// Errors cross the boundary as {name, message, code} and are rebuilt as Errors.
+import { threadId } from "node:worker_threads";
+
+declare const self: Worker;
+
+export interface RpcRequest {
+  id: number;
+  op: string;
+  args: unknown;
+}
+
+export type RpcReply =
+  | { id: number; ok: true; value: unknown }
+  | { id: number; ok: false; error: { name: string; message: string; code?: string } };
+
+export class WorkerError extends Error {
+  constructor(
+    message: string,
+    readonly code?: string,
+    name = "WorkerError",
+  ) {
+    super(message);
+    this.name = name;
+  }
+}
+
+type Handlers = Record<string, (args: never) => unknown>;
+
+/** Inside a worker: answer requests with the given handlers. */
+export function serveRpc(worker: string, handlers: Handlers): void {
+  const all: Handlers = {
+    ping: () => ({ worker, threadId, at: Date.now() }),
+    ...handlers,
+  };
+  self.onmessage = async (event: MessageEvent<RpcRequest>) => {
+    const { id, op, args } = event.data;
+    const handler = all[op];
+    let reply: RpcReply;
+    try {
+      if (!handler) throw new WorkerError(`worker ${worker} has no operation '${op}'`);
+      reply = { id, ok: true, value: await (handler as (a: unknown) => unknown)(args) };
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      reply = { id, ok: false, error: { name: e.name ?? "Error", message: e.message ?? String(err), code: e.code } };
+    }
+    postMessage(reply);
+  };
+}
+
+/** On the server thread: a worker and the calls waiting on it. */
+export class WorkerClient {
+  private nextId = 1;
+  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  private dead: Error | undefined;
+
+  constructor(
+    readonly name: string,
+    private readonly worker: Worker,
+  ) {
+    worker.onmessage = (event: MessageEvent<RpcReply>) => {
+      const reply = event.data;
+      const waiter = this.pending.get(reply.id);
+      if (!waiter) return;
+      this.pending.delete(reply.id);
+      if (reply.ok) waiter.resolve(reply.value);
+      else waiter.reject(new WorkerError(reply.error.message, reply.error.code, reply.error.name));
+    };
+    worker.onerror = (event: ErrorEvent) => this.fail(new WorkerError(`worker ${name} failed: ${event.message}`));
+    worker.addEventListener("close", () => this.fail(new WorkerError(`worker ${name} exited`)));
+  }
+
+  private fail(err: Error): void {
+    this.dead = err;
+    for (const w of this.pending.values()) w.reject(err);
+    this.pending.clear();
+  }
+
+  call<T>(op: string, args?: unknown, transfer: ArrayBuffer[] = []): Promise<T> {
+    if (this.dead) return Promise.reject(this.dead);
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.worker.postMessage({ id, op, args } satisfies RpcRequest, transfer);
+    });
+  }
+
+  /** Let the process exit while the worker idles. */
+  unref(): void {
+    this.worker.unref();
+  }
+
+  terminate(): void {
+    this.fail(new WorkerError(`worker ${this.name} was stopped`));
+    this.worker.terminate();
+  }
+}

@@ -1,0 +1,131 @@
+// Runs the built binary (dist/ucr) as a real agent process on a free loopback port, with
+// its own work_dir, and talks to it over HTTP. Every test that needs an agent uses this.
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+export const ROOT = join(import.meta.dir, "..", "..");
+export const UCR = join(ROOT, "dist", "ucr");
+
+export function requireBinary(): string {
+  if (!existsSync(UCR)) {
+    throw new Error(`${UCR} is missing: run the tests with \`bun run test\`, which builds it first`);
+  }
+  return UCR;
+}
+
+export function tempDir(prefix = "ucr-test-"): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export interface RunningAgent {
+  port: number;
+  url: string;
+  workDir: string;
+  proc: Bun.Subprocess<"ignore", "pipe", "pipe">;
+  /** Everything the agent wrote to stderr so far. */
+  log(): string;
+  /** POST /api/v1 with a JSON body (object or raw string) and optional extra headers. */
+  call(body: unknown, headers?: Record<string, string>): Promise<Response>;
+  /** SIGTERM (or the given signal), wait, and return the exit code. */
+  stop(signal?: NodeJS.Signals): Promise<number>;
+}
+
+export interface StartOptions {
+  args?: string[];
+  env?: Record<string, string>;
+  /** Keep the work_dir after stop (default: removed). */
+  keepWorkDir?: boolean;
+}
+
+export async function startAgent(options: StartOptions = {}): Promise<RunningAgent> {
+  const ucr = requireBinary();
+  const workDir = tempDir();
+  const args = options.args ?? [];
+  const hasWorkDir = args.some((a) => a.startsWith("--work_dir"));
+  const hasPort = args.some((a) => a.startsWith("--port"));
+  const hasRuntime = args.some((a) => a.startsWith("--runtime_dir"));
+  const proc = Bun.spawn(
+    [
+      ucr,
+      "agent",
+      ...(hasPort ? [] : ["--port=0"]),
+      ...(hasWorkDir ? [] : [`--work_dir=${workDir}`]),
+      ...(hasRuntime ? [] : [`--runtime_dir=${join(workDir, "run")}`]),
+      ...args,
+    ],
+    {
+      stdin: "ignore",
+      stdout: "pipe",
+      stderr: "pipe",
+      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...(options.env ?? {}) },
+    },
+  );
+  let stderr = "";
+  const decoder = new TextDecoder();
+  const pump = (async () => {
+    for await (const chunk of proc.stderr) stderr += decoder.decode(chunk, { stream: true });
+  })();
+
+  const deadline = Date.now() + 15_000;
+  let port = 0;
+  while (Date.now() < deadline) {
+    const m = /agent listening on http:\/\/[^\s]*:(\d+)/.exec(stderr);
+    if (m) {
+      port = Number(m[1]);
+      break;
+    }
+    if (proc.exitCode !== null) break;
+    await Bun.sleep(20);
+  }
+  if (!port) {
+    proc.kill("SIGKILL");
+    await proc.exited;
+    await pump;
+    throw new Error(`agent did not start (exit ${proc.exitCode}):\n${stderr}`);
+  }
+  const url = `http://127.0.0.1:${port}`;
+  return {
+    port,
+    url,
+    workDir,
+    proc,
+    log: () => stderr,
+    call(body, headers = {}) {
+      return fetch(`${url}/api/v1`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", ...headers },
+        body: typeof body === "string" ? body : JSON.stringify(body),
+      });
+    },
+    async stop(signal = "SIGTERM") {
+      if (proc.exitCode === null) proc.kill(signal);
+      const code = await proc.exited;
+      await pump;
+      if (!options.keepWorkDir) rmSync(workDir, { recursive: true, force: true });
+      return code;
+    },
+  };
+}
+
+/** Run `dist/ucr ARGS` to completion and collect its output. */
+export async function runUcr(
+  args: string[],
+  env: Record<string, string> = {},
+  timeoutMs = 15_000,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const proc = Bun.spawn([requireBinary(), ...args], {
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...env },
+  });
+  const timer = setTimeout(() => proc.kill("SIGKILL"), timeoutMs);
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(proc.stdout).text(),
+    new Response(proc.stderr).text(),
+    proc.exited,
+  ]);
+  clearTimeout(timer);
+  return { code, stdout, stderr };
+}
