@@ -4,6 +4,7 @@
 // linux-x64-baseline and writes a SHA-256 beside each file.
 import { createHash } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { userInfo } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { humanBytes } from "../src/config/units.ts";
 
@@ -29,7 +30,7 @@ const dirty = git("status", "--porcelain") ? "-dirty" : "";
 const define: Record<string, string> = {
   UCR_BUILD_DATE: JSON.stringify(date),
   UCR_BUILD_TIME: String(epoch),
-  UCR_BUILD_USER: JSON.stringify(process.env.USER ?? process.env.LOGNAME ?? "unknown"),
+  UCR_BUILD_USER: JSON.stringify(process.env.USER ?? process.env.LOGNAME ?? userInfo().username),
   UCR_GIT_SHA: JSON.stringify(sha ? `${sha}${dirty}` : "unknown"),
 };
 
