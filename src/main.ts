@@ -4,6 +4,7 @@ import { Agent, StartupError } from "./agent/agent.ts";
 import { USAGE_LINE, agentHelp, mainHelp } from "./cli/usage.ts";
 import { FlagError, loadFlags } from "./config/flags.ts";
 import { log } from "./log.ts";
+import { imagesMain, loadMain, pullMain } from "./cli/images.ts";
 import { initMain } from "./runtime/init.ts";
 import { VERSION, versionInfo } from "./version.ts";
 
@@ -72,6 +73,12 @@ async function main(argv: readonly string[]): Promise<void> {
       else if (rest.length === 0) process.stdout.write(`${mainHelp()}\n`);
       else fail(`ucr help: unknown command '${rest[0]}' (${USAGE_LINE})`, 2);
       return;
+    case "pull":
+      process.exit(await pullMain(rest));
+    case "load":
+      process.exit(await loadMain(rest));
+    case "images":
+      process.exit(imagesMain(rest));
     case "__init":
       process.exit(initMain(rest));
     case undefined:

@@ -2,10 +2,13 @@
 import { flagsHelp } from "../config/flags.ts";
 import { VERSION } from "../version.ts";
 
-export const USAGE_LINE = "usage: ucr <agent|version|help> [flags]  (ucr help for more)";
+export const USAGE_LINE = "usage: ucr <agent|pull|load|images|version|help> [flags]  (ucr help for more)";
 
 export const COMMANDS: Record<string, string> = {
   agent: "Run the agent: the Mesos v1 Operator API on --ip:--port (default 127.0.0.1:5051).",
+  pull: "Pull IMAGE into the store (--docker_registry, --docker_store_dir, ...); --force refetches the manifest.",
+  load: "Import the images of a docker save / OCI archive FILE (or just NAME...) into the store.",
+  images: "List the images in the store: reference, digest, size, layers, last use.",
   version: "Print the version and build of this binary.",
   help: "Print this help; `ucr help agent` lists the agent's flags.",
 };

@@ -7,7 +7,7 @@ import { dirname, isAbsolute, resolve } from "node:path";
 import * as v from "valibot";
 import { DurationInfoSchema, ImageSchema } from "../api/proto.ts";
 import { LEVELS } from "../log.ts";
-import { formatDuration, parseDuration } from "./units.ts";
+import { formatBytes, formatDuration, parseBytes, parseDuration } from "./units.ts";
 
 // --- value schemas (string in, typed value out) -----------------------------------------
 
@@ -130,6 +130,26 @@ const Isolation = v.pipe(
       if (!(KNOWN_ISOLATORS as readonly string[]).includes(i)) throw new Error(`unknown isolator '${i}'`);
     }
     return [...new Set(items)];
+  }),
+);
+
+const HostList = v.pipe(
+  text,
+  convert((s) => {
+    const hosts = splitList(s);
+    for (const h of hosts) {
+      if (!/^[A-Za-z0-9.-]+(:\d+)?$|^\[[0-9A-Fa-f:.]+\](:\d+)?$/.test(h)) throw new Error(`'${h}' is not a host or host:port`);
+    }
+    return hosts;
+  }),
+);
+
+const Size = v.pipe(
+  text,
+  convert((s) => {
+    const n = parseBytes(s);
+    if (n <= 0) throw new Error(`'${s}' must be larger than zero`);
+    return n;
   }),
 );
 
@@ -284,6 +304,8 @@ const SCHEMAS = {
   authenticate_http_readwrite: Bool,
   docker_config: v.optional(jsonFlag(DockerConfigSchema)),
   docker_ignore_runtime: Bool,
+  docker_insecure_registries: HostList,
+  docker_max_layer_size: Size,
   docker_registry: DockerRegistry,
   docker_store_dir: HostPath,
   http_credentials: v.optional(jsonFlag(HttpCredentialsSchema)),
@@ -330,6 +352,16 @@ const META: { [K in FlagName]: FlagMeta } = {
     boolean: true,
     default: "false",
     show: showBool,
+  },
+  docker_insecure_registries: {
+    help: "Comma-separated registries (host[:port]) named in images that may be reached over plain http (loopback always may).",
+    default: "",
+    show: showList,
+  },
+  docker_max_layer_size: {
+    help: "Refuse a layer whose unpacked tar grows past this size (e.g. 64GB, 512MB).",
+    default: "64GB",
+    show: formatBytes,
   },
   docker_registry: {
     help: "Default registry URL for Docker images, or an absolute directory of `docker save` archives (<name>.tar).",
@@ -424,7 +456,11 @@ export interface LoadedFlags {
  * (which wins over both). Throws FlagError for an unknown flag, a repeated flag or a bad
  * value; the message names the flag.
  */
-export function loadFlags(argv: readonly string[], env: Record<string, string | undefined>): LoadedFlags {
+export function loadFlags(
+  argv: readonly string[],
+  env: Record<string, string | undefined>,
+  options: { positionals?: string[] } = {},
+): LoadedFlags {
   const raw = new Map<FlagName, string>();
   const sources = new Map<FlagName, string>();
 
@@ -449,7 +485,13 @@ export function loadFlags(argv: readonly string[], env: Record<string, string | 
       help = true;
       continue;
     }
-    if (!arg.startsWith("--") || arg === "--") throw new FlagError(`unexpected argument '${arg}'`);
+    if (!arg.startsWith("--") || arg === "--") {
+      if (options.positionals && arg !== "--") {
+        options.positionals.push(arg);
+        continue;
+      }
+      throw new FlagError(`unexpected argument '${arg}'`);
+    }
     const eq = arg.indexOf("=");
     let key = eq === -1 ? arg.slice(2) : arg.slice(2, eq);
     let value: string | undefined = eq === -1 ? undefined : arg.slice(eq + 1);

@@ -16,6 +16,9 @@ const libc = dlopen("libc.so.6", {
   chdir: { args: ["ptr"], returns: "i32" },
   syscall: { args: ["i64", "ptr", "ptr"], returns: "i64" },
   getpid: { args: [], returns: "i32" },
+  mknod: { args: ["ptr", "u32", "u64"], returns: "i32" },
+  lsetxattr: { args: ["ptr", "ptr", "ptr", "u64", "i32"], returns: "i32" },
+  lgetxattr: { args: ["ptr", "ptr", "ptr", "u64"], returns: "i64" },
 });
 
 // Namespace flags (linux/sched.h).
@@ -107,4 +110,39 @@ export function chdir(path: string): void {
 /** The pid as the kernel sees it in this process's PID namespace. */
 export function getpid(): number {
   return libc.symbols.getpid();
+}
+
+// mknod(2) file types (sys/stat.h).
+export const S_IFCHR = 0o020000;
+export const S_IFBLK = 0o060000;
+export const S_IFIFO = 0o010000;
+
+/** glibc's makedev: the 64-bit dev_t layout Linux uses. */
+export function makedev(major: number, minor: number): bigint {
+  const ma = BigInt(major);
+  const mi = BigInt(minor);
+  return ((ma & 0xfffff000n) << 32n) | ((ma & 0xfffn) << 8n) | ((mi & 0xffffff00n) << 12n) | (mi & 0xffn);
+}
+
+/** Creates a device node or fifo; `type` is S_IFCHR, S_IFBLK or S_IFIFO. */
+export function mknod(path: string, type: number, mode: number, major = 0, minor = 0): void {
+  check(libc.symbols.mknod(cstr(path), type | (mode & 0o7777), makedev(major, minor)), "mknod", path);
+}
+
+/** Sets an extended attribute on a path without following a final symlink. */
+export function lsetxattr(path: string, name: string, value: Uint8Array): void {
+  const buf = value.byteLength === 0 ? new Uint8Array(1) : value;
+  check(libc.symbols.lsetxattr(cstr(path), cstr(name), buf, value.byteLength, 0), "lsetxattr", `${path}, ${name}`);
+}
+
+/** Reads an extended attribute (null if absent). */
+export function lgetxattr(path: string, name: string): Uint8Array | null {
+  const buf = new Uint8Array(65536);
+  const n = Number(libc.symbols.lgetxattr(cstr(path), cstr(name), buf, buf.byteLength));
+  if (n === -1) {
+    const e = errno();
+    if (e === 61 /* ENODATA */) return null;
+    throw new SysError("lgetxattr", e, libc.symbols.strerror(e)?.toString() ?? "unknown error", `${path}, ${name}`);
+  }
+  return buf.slice(0, n);
 }

@@ -1,7 +1,10 @@
-// Extract worker: decompresses layer blobs and unpacks their tars into staging directories.
-// The extractor arrives with the image provisioning work; until then this worker only
-// answers `ping`, which the agent uses at start-up to prove workers run in this build.
-import { serveRpc } from "./rpc.ts";
+// Extract worker: fetches a layer blob (registry or archive range), hashes it while it
+// streams, decompresses and untars it into a staging directory (src/images/layer-job.ts).
+// The agent runs a few of these so the layers of one image unpack in parallel.
+import { runLayerJob, type LayerJob } from "../images/layer-job.ts";
+import { serveRpc, type RpcContext } from "./rpc.ts";
 
 declare const self: Worker;
-serveRpc("extract", {});
+serveRpc("extract", {
+  layer: (args: LayerJob, ctx: RpcContext) => runLayerJob(args, ctx),
+});

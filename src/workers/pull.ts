@@ -1,7 +1,10 @@
-// Pull worker: talks to registries (manifests, blobs) off the server thread.
-// The registry client arrives with the image provisioning work; until then this worker
-// only answers `ping`, which the agent uses at start-up to prove workers run in this build.
+// Pull worker: talks to registries (auth, manifests, indexes, configs) and reads archive
+// indexes, off the server thread. Layer blobs go to the extract workers.
+import { resolveFromArchive, resolveFromRegistry, type ArchiveResolveJob, type RegistryResolveJob } from "../images/resolve.ts";
 import { serveRpc } from "./rpc.ts";
 
 declare const self: Worker;
-serveRpc("pull", {});
+serveRpc("pull", {
+  registry: (args: RegistryResolveJob) => resolveFromRegistry(args),
+  archive: (args: ArchiveResolveJob) => resolveFromArchive(args),
+});

@@ -12,6 +12,7 @@ export interface RpcRequest {
 }
 
 export type RpcReply =
+  | { id: number; progress: unknown }
   | { id: number; ok: true; value: unknown }
   | { id: number; ok: false; error: { name: string; message: string; code?: string } };
 
@@ -26,7 +27,12 @@ export class WorkerError extends Error {
   }
 }
 
-type Handlers = Record<string, (args: never) => unknown>;
+/** What a handler gets besides its arguments: a way to report progress to the caller. */
+export interface RpcContext {
+  progress(data: unknown): void;
+}
+
+type Handlers = Record<string, (args: never, ctx: RpcContext) => unknown>;
 
 /** Inside a worker: answer requests with the given handlers. */
 export function serveRpc(worker: string, handlers: Handlers): void {
@@ -40,7 +46,8 @@ export function serveRpc(worker: string, handlers: Handlers): void {
     let reply: RpcReply;
     try {
       if (!handler) throw new WorkerError(`worker ${worker} has no operation '${op}'`);
-      reply = { id, ok: true, value: await (handler as (a: unknown) => unknown)(args) };
+      const ctx: RpcContext = { progress: (data) => postMessage({ id, progress: data } satisfies RpcReply) };
+      reply = { id, ok: true, value: await (handler as (a: unknown, c: RpcContext) => unknown)(args, ctx) };
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
       reply = { id, ok: false, error: { name: e.name ?? "Error", message: e.message ?? String(err), code: e.code } };
@@ -52,7 +59,14 @@ export function serveRpc(worker: string, handlers: Handlers): void {
 /** On the server thread: a worker and the calls waiting on it. */
 export class WorkerClient {
   private nextId = 1;
-  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  private readonly pending = new Map<
+    number,
+    { resolve: (v: unknown) => void; reject: (e: Error) => void; onProgress?: (data: unknown) => void }
+  >();
+  /** Calls started and not yet answered: how busy this worker is. */
+  get busy(): number {
+    return this.pending.size;
+  }
   private dead: Error | undefined;
 
   constructor(
@@ -63,6 +77,10 @@ export class WorkerClient {
       const reply = event.data;
       const waiter = this.pending.get(reply.id);
       if (!waiter) return;
+      if ("progress" in reply) {
+        waiter.onProgress?.(reply.progress);
+        return;
+      }
       this.pending.delete(reply.id);
       if (reply.ok) waiter.resolve(reply.value);
       else waiter.reject(new WorkerError(reply.error.message, reply.error.code, reply.error.name));
@@ -77,11 +95,12 @@ export class WorkerClient {
     this.pending.clear();
   }
 
-  call<T>(op: string, args?: unknown, transfer: ArrayBuffer[] = []): Promise<T> {
+  call<T>(op: string, args?: unknown, options: { onProgress?: (data: unknown) => void; transfer?: ArrayBuffer[] } = {}): Promise<T> {
     if (this.dead) return Promise.reject(this.dead);
     const id = this.nextId++;
+    const transfer = options.transfer ?? [];
     return new Promise<T>((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, onProgress: options.onProgress });
       this.worker.postMessage({ id, op, args } satisfies RpcRequest, transfer);
     });
   }

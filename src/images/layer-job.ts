@@ -1,0 +1,70 @@
+// One layer, fetched and unpacked inside an extract worker: from a registry blob (resumed
+// on dropped connections) or from a byte range of a local archive. On any failure the
+// staging directory is removed before the error goes back, so nothing half-written stays.
+import { mkdirSync, rmSync } from "node:fs";
+import type { RpcContext } from "../workers/rpc.ts";
+import { RegistryClient, RestartRequired, type RegistrySpec } from "./registry.ts";
+import { unpackLayer, type UnpackResult } from "./unpack.ts";
+
+export type LayerSource =
+  | { kind: "registry"; spec: RegistrySpec; digest: string; size?: number }
+  | { kind: "file"; path: string; offset: number; length: number };
+
+export interface LayerJob {
+  source: LayerSource;
+  /** A directory of its own under the store's staging/; the tree goes to `<staging>/rootfs`. */
+  staging: string;
+  expectDigest?: string;
+  expectDiffId?: string;
+  maxBytes: number;
+  what: string;
+}
+
+export interface LayerProgress {
+  bytes: number;
+}
+
+const clients = new Map<string, RegistryClient>();
+
+/** One client per repository and credentials, so a token is fetched once per worker. */
+function clientFor(spec: RegistrySpec): RegistryClient {
+  const key = JSON.stringify(spec);
+  let client = clients.get(key);
+  if (!client) {
+    client = new RegistryClient(spec);
+    clients.set(key, client);
+  }
+  return client;
+}
+
+function open(source: LayerSource): AsyncIterable<Uint8Array> {
+  if (source.kind === "registry") return clientFor(source.spec).blob(source.digest, source.size);
+  const file = Bun.file(source.path).slice(source.offset, source.offset + source.length);
+  return file.stream() as unknown as AsyncIterable<Uint8Array>;
+}
+
+export async function runLayerJob(job: LayerJob, ctx: RpcContext): Promise<UnpackResult> {
+  const rootfs = `${job.staging}/rootfs`;
+  try {
+    for (let attempt = 0; ; attempt++) {
+      rmSync(rootfs, { recursive: true, force: true });
+      mkdirSync(rootfs, { recursive: true });
+      try {
+        return await unpackLayer(open(job.source), rootfs, {
+          maxBytes: job.maxBytes,
+          expectDigest: job.expectDigest,
+          expectDiffId: job.expectDiffId,
+          what: job.what,
+          onProgress: (bytes) => ctx.progress({ bytes } satisfies LayerProgress),
+        });
+      } catch (err) {
+        // A registry that cannot resume gets one more try from the first byte.
+        if (err instanceof RestartRequired && attempt === 0) continue;
+        throw err;
+      }
+    }
+  } catch (err) {
+    rmSync(job.staging, { recursive: true, force: true });
+    throw err;
+  }
+}

@@ -1,0 +1,289 @@
+// Image manifests and configs as registries and archives carry them: Docker schema 1
+// (signed or not), schema 2 and manifest lists, OCI manifests and indexes. Parsed with
+// valibot; anything else is refused with the media type named.
+import * as v from "valibot";
+import { sha256 } from "./digest.ts";
+import { validateDigest } from "./reference.ts";
+
+export const MT = {
+  dockerManifest: "application/vnd.docker.distribution.manifest.v2+json",
+  dockerList: "application/vnd.docker.distribution.manifest.list.v2+json",
+  dockerSchema1: "application/vnd.docker.distribution.manifest.v1+json",
+  dockerSchema1Signed: "application/vnd.docker.distribution.manifest.v1+prettyjws",
+  dockerConfig: "application/vnd.docker.container.image.v1+json",
+  ociManifest: "application/vnd.oci.image.manifest.v1+json",
+  ociIndex: "application/vnd.oci.image.index.v1+json",
+  ociConfig: "application/vnd.oci.image.config.v1+json",
+} as const;
+
+/** What we ask registries for, best first. */
+export const MANIFEST_ACCEPT = [
+  MT.ociIndex,
+  MT.dockerList,
+  MT.ociManifest,
+  MT.dockerManifest,
+  MT.dockerSchema1Signed,
+  MT.dockerSchema1,
+].join(", ");
+
+const LAYER_TYPES = new Set([
+  "application/vnd.docker.image.rootfs.diff.tar.gzip",
+  "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+  "application/vnd.oci.image.layer.v1.tar",
+  "application/vnd.oci.image.layer.v1.tar+gzip",
+  "application/vnd.oci.image.layer.v1.tar+zstd",
+  "application/vnd.oci.image.layer.nondistributable.v1.tar",
+  "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+  "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+]);
+
+export class ManifestError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ManifestError";
+  }
+}
+
+const Digest = v.pipe(
+  v.string(),
+  v.check((d) => validateDigest(d) === null, "must be a digest like sha256:<64 hex>"),
+);
+
+export const DescriptorSchema = v.looseObject({
+  mediaType: v.optional(v.string()),
+  digest: Digest,
+  size: v.pipe(v.number(), v.integer(), v.minValue(0)),
+  urls: v.optional(v.array(v.string())),
+  platform: v.optional(
+    v.looseObject({
+      architecture: v.string(),
+      os: v.string(),
+      variant: v.optional(v.string()),
+    }),
+  ),
+  annotations: v.optional(v.record(v.string(), v.string())),
+});
+export type Descriptor = v.InferOutput<typeof DescriptorSchema>;
+
+const ImageManifestSchema = v.looseObject({
+  schemaVersion: v.literal(2),
+  mediaType: v.optional(v.string()),
+  config: DescriptorSchema,
+  layers: v.array(DescriptorSchema),
+});
+export type ImageManifest = v.InferOutput<typeof ImageManifestSchema>;
+
+const IndexSchema = v.looseObject({
+  schemaVersion: v.literal(2),
+  mediaType: v.optional(v.string()),
+  manifests: v.array(DescriptorSchema),
+});
+export type ImageIndex = v.InferOutput<typeof IndexSchema>;
+
+const Schema1Schema = v.looseObject({
+  schemaVersion: v.literal(1),
+  name: v.optional(v.string()),
+  tag: v.optional(v.string()),
+  architecture: v.optional(v.string()),
+  fsLayers: v.pipe(v.array(v.looseObject({ blobSum: Digest })), v.minLength(1, "must list at least one layer")),
+  history: v.array(v.looseObject({ v1Compatibility: v.string() })),
+  signatures: v.optional(v.array(v.looseObject({ protected: v.string() }))),
+});
+
+const V1CompatibilitySchema = v.looseObject({
+  id: v.string(),
+  parent: v.optional(v.string()),
+  throwaway: v.optional(v.boolean()),
+  config: v.optional(v.nullable(v.looseObject({}))),
+  container_config: v.optional(v.nullable(v.looseObject({}))),
+  architecture: v.optional(v.string()),
+  os: v.optional(v.string()),
+  created: v.optional(v.string()),
+});
+
+const StringList = v.optional(v.nullable(v.array(v.string())));
+
+/** The parts of an image config (Docker/OCI) that ucr uses; everything else is kept as is. */
+export const ImageConfigSchema = v.looseObject({
+  architecture: v.optional(v.string()),
+  os: v.optional(v.string()),
+  variant: v.optional(v.string()),
+  created: v.optional(v.string()),
+  config: v.optional(
+    v.nullable(
+      v.looseObject({
+        Entrypoint: StringList,
+        Cmd: StringList,
+        Env: StringList,
+        WorkingDir: v.optional(v.nullable(v.string())),
+        User: v.optional(v.nullable(v.string())),
+      }),
+    ),
+  ),
+  rootfs: v.optional(
+    v.looseObject({
+      type: v.optional(v.string()),
+      diff_ids: v.optional(v.array(Digest), []),
+    }),
+  ),
+});
+export type ImageConfig = v.InferOutput<typeof ImageConfigSchema>;
+
+export type ParsedManifest =
+  | { kind: "index"; mediaType: string; index: ImageIndex }
+  | { kind: "image"; mediaType: string; manifest: ImageManifest }
+  | { kind: "schema1"; mediaType: string; layers: Schema1Layer[]; config: ImageConfig; v1: unknown[] };
+
+export interface Schema1Layer {
+  /** The compressed blob digest (fsLayers[].blobSum). */
+  digest: string;
+  /** The v1 layer id, kept so duplicates can be dropped as Mesos does. */
+  v1Id: string;
+}
+
+function parseJson(text: string, what: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new ManifestError(`${what} is not JSON: ${(err as Error).message}`);
+  }
+}
+
+function check<S extends v.GenericSchema>(schema: S, value: unknown, what: string): v.InferOutput<S> {
+  const r = v.safeParse(schema, value);
+  if (!r.success) {
+    const issue = r.issues[0];
+    const path = (issue.path ?? []).map((p) => String(p.key)).join(".");
+    throw new ManifestError(`${what} is malformed${path ? ` at ${path}` : ""}: ${issue.message}`);
+  }
+  return r.output;
+}
+
+/**
+ * Parses a manifest. `contentType` is what the registry said; a generic one
+ * (application/json, text/plain, absent) is resolved from the body as Docker does.
+ */
+export function parseManifest(text: string, contentType: string | undefined, what = "manifest"): ParsedManifest {
+  const json = parseJson(text, what);
+  if (typeof json !== "object" || json === null || Array.isArray(json)) throw new ManifestError(`${what} is not a JSON object`);
+  const obj = json as Record<string, unknown>;
+  let mt = (contentType ?? "").split(";")[0]!.trim().toLowerCase();
+  if (mt === "" || mt === "application/json" || mt === "text/plain" || mt === "application/octet-stream") {
+    if (obj.schemaVersion === 1) mt = MT.dockerSchema1;
+    else if (typeof obj.mediaType === "string") mt = obj.mediaType;
+    else if (Array.isArray(obj.manifests)) mt = MT.ociIndex;
+    else if (Array.isArray(obj.layers)) mt = MT.ociManifest;
+    else throw new ManifestError(`${what} has no media type and is not a known manifest shape`);
+  }
+  switch (mt) {
+    case MT.ociIndex:
+    case MT.dockerList:
+      return { kind: "index", mediaType: mt, index: check(IndexSchema, obj, what) };
+    case MT.ociManifest:
+    case MT.dockerManifest: {
+      const manifest = check(ImageManifestSchema, obj, what);
+      const configType = manifest.config.mediaType ?? MT.ociConfig;
+      if (configType !== MT.dockerConfig && configType !== MT.ociConfig) {
+        throw new ManifestError(`${what} is not a container image: its config has media type '${configType}'`);
+      }
+      for (const layer of manifest.layers) {
+        const lt = layer.mediaType ?? "application/vnd.oci.image.layer.v1.tar";
+        if (!LAYER_TYPES.has(lt)) throw new ManifestError(`${what} has layer ${layer.digest} of unknown media type '${lt}'`);
+      }
+      return { kind: "image", mediaType: mt, manifest };
+    }
+    case MT.dockerSchema1:
+    case MT.dockerSchema1Signed:
+      return parseSchema1(obj, mt, what);
+    default:
+      throw new ManifestError(`${what} has unsupported media type '${mt}'`);
+  }
+}
+
+/**
+ * Schema 1: layers and v1 histories are listed child first. Reverse to base first and drop
+ * duplicate v1 ids (reference 3.2); the runtime config is the leaf's `config`.
+ */
+function parseSchema1(obj: Record<string, unknown>, mt: string, what: string): ParsedManifest {
+  const m = check(Schema1Schema, obj, what);
+  if (m.history.length !== m.fsLayers.length) {
+    throw new ManifestError(`${what} (schema 1) has ${m.fsLayers.length} layers but ${m.history.length} history entries`);
+  }
+  const v1 = m.history.map((h, i) => check(V1CompatibilitySchema, parseJson(h.v1Compatibility, `${what} history[${i}]`), `${what} history[${i}]`));
+  const seen = new Set<string>();
+  const layers: Schema1Layer[] = [];
+  const v1BaseFirst: unknown[] = [];
+  for (let i = m.fsLayers.length - 1; i >= 0; i--) {
+    const id = v1[i]!.id;
+    if (seen.has(id)) continue;
+    seen.add(id);
+    layers.push({ digest: m.fsLayers[i]!.blobSum, v1Id: id });
+    v1BaseFirst.push(v1[i]);
+  }
+  const leaf = v1[0]!;
+  const config = check(
+    ImageConfigSchema,
+    {
+      architecture: leaf.architecture ?? m.architecture,
+      os: leaf.os ?? "linux",
+      created: leaf.created,
+      config: leaf.config ?? leaf.container_config ?? {},
+      rootfs: { type: "layers", diff_ids: [] },
+    },
+    `${what} leaf config`,
+  );
+  return { kind: "schema1", mediaType: mt, layers, config, v1: v1BaseFirst };
+}
+
+/**
+ * The digest a registry gives a manifest. For a signed schema 1 manifest that is the
+ * digest of the payload without the JWS signatures (the protected header says where the
+ * payload ends and what its tail was).
+ */
+export function manifestDigest(text: string, mediaType: string): string {
+  if (mediaType !== MT.dockerSchema1Signed && mediaType !== MT.dockerSchema1) return sha256(text);
+  const obj = JSON.parse(text) as { signatures?: Array<{ protected: string }> };
+  const sig = obj.signatures?.[0];
+  if (!sig) return sha256(text);
+  const header = JSON.parse(Buffer.from(sig.protected, "base64url").toString("utf8")) as {
+    formatLength: number;
+    formatTail: string;
+  };
+  const body = Buffer.from(text, "utf8");
+  const payload = Buffer.concat([body.subarray(0, header.formatLength), Buffer.from(header.formatTail, "base64url")]);
+  return sha256(payload);
+}
+
+export function parseImageConfig(text: string, what = "image config"): ImageConfig {
+  return check(ImageConfigSchema, parseJson(text, what), what);
+}
+
+// --- platform ---------------------------------------------------------------------------
+
+/** This machine as OCI names it: node's arch names differ from GOARCH. */
+export function hostPlatform(): { os: string; architecture: string; variant?: string } {
+  const arch: Record<string, string> = { x64: "amd64", arm64: "arm64", arm: "arm", ia32: "386", ppc64: "ppc64le", s390x: "s390x", riscv64: "riscv64" };
+  const architecture = arch[process.arch] ?? process.arch;
+  const variant = architecture === "arm64" ? "v8" : undefined;
+  return { os: "linux", architecture, variant };
+}
+
+/** Picks the manifest for linux on this architecture from an index, variant aware. */
+export function selectPlatform(index: ImageIndex, what: string, want = hostPlatform()): Descriptor {
+  const candidates = index.manifests.filter(
+    (m) => m.platform?.os === want.os && m.platform.architecture === want.architecture,
+  );
+  const byVariant =
+    candidates.find((m) => m.platform?.variant === want.variant) ??
+    candidates.find((m) => m.platform?.variant === undefined || m.platform.variant === "") ??
+    candidates[0];
+  if (!byVariant) {
+    const have = index.manifests
+      .map((m) => (m.platform ? [m.platform.os, m.platform.architecture, m.platform.variant].filter(Boolean).join("/") : "unknown"))
+      .join(", ");
+    throw new ManifestError(
+      `${what} has no image for ${[want.os, want.architecture, want.variant].filter(Boolean).join("/")} (it has: ${have || "nothing"})`,
+    );
+  }
+  return byVariant;
+}

@@ -1,0 +1,233 @@
+// The Docker provisioner's puller, on the main thread: from an image name to an image
+// record in the store. Resolution happens in the pull worker, layers in the extract
+// workers (bounded by their number); pulls of one image and downloads of one layer are
+// shared, and layers already in the store are not fetched again.
+import type { DockerConfig, Registry } from "../config/flags.ts";
+import type { WorkerClient } from "../workers/rpc.ts";
+import { lookupCredentials } from "./credentials.ts";
+import type { LayerJob, LayerProgress } from "./layer-job.ts";
+import { DOCKER_HUB, DOCKER_HUB_REGISTRY, canonical, manifestReference, parseReference, remotePath, type ImageReference } from "./reference.ts";
+import { isLoopbackHost, probeBase, type RegistrySpec } from "./registry.ts";
+import type { ResolvedImage, ResolvedLayer } from "./resolve.ts";
+import type { DockerStore, ImageRecord } from "./store.ts";
+import type { UnpackResult } from "./unpack.ts";
+
+export interface PullerOptions {
+  registry: Registry;
+  dockerConfig?: DockerConfig;
+  insecureRegistries: readonly string[];
+  maxLayerSize: number;
+}
+
+export type LayerEvent =
+  | { kind: "layer"; index: number; total: number; id: string; state: "cached" | "shared" | "start"; size: number }
+  | { kind: "progress"; index: number; id: string; bytes: number; size: number }
+  | { kind: "layer-done"; index: number; id: string; bytes: number; ms: number };
+
+export interface PullOptions {
+  /** Fetch the manifest again even if the image is in the store (Mesos forcePullImage). */
+  force?: boolean;
+  onEvent?: (e: LayerEvent) => void;
+}
+
+export class PullError extends Error {
+  constructor(
+    readonly image: string,
+    message: string,
+  ) {
+    super(`pull ${image}: ${message}`);
+    this.name = "PullError";
+  }
+}
+
+export interface PullerWorkers {
+  pull: WorkerClient;
+  extract: readonly WorkerClient[];
+}
+
+/** A counting semaphore handing out idle extract workers. */
+class WorkerSlots {
+  private readonly idle: WorkerClient[];
+  private readonly waiting: Array<(w: WorkerClient) => void> = [];
+  constructor(workers: readonly WorkerClient[]) {
+    this.idle = [...workers];
+  }
+  async run<T>(fn: (w: WorkerClient) => Promise<T>): Promise<T> {
+    const worker = this.idle.pop() ?? (await new Promise<WorkerClient>((resolve) => this.waiting.push(resolve)));
+    try {
+      return await fn(worker);
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next(worker);
+      else this.idle.push(worker);
+    }
+  }
+}
+
+export class Puller {
+  private readonly images = new Map<string, Promise<ImageRecord>>();
+  private readonly layers = new Map<string, Promise<string>>();
+  private readonly bases = new Map<string, Promise<string>>();
+  private readonly slots: WorkerSlots;
+
+  constructor(
+    readonly store: DockerStore,
+    private readonly options: PullerOptions,
+    private readonly workers: PullerWorkers,
+  ) {
+    this.slots = new WorkerSlots(workers.extract);
+  }
+
+  /** Imports image `name` from one archive file (`ucr load`), whatever --docker_registry says. */
+  load(file: string, name: string, opts: PullOptions = {}): Promise<ImageRecord> {
+    return this.pull(name, { ...opts, force: true, file });
+  }
+
+  /** Pulls (or finds in the store) the image `name`; errors are PullError naming it. */
+  async pull(name: string, opts: PullOptions & { file?: string } = {}): Promise<ImageRecord> {
+    let ref: ImageReference;
+    try {
+      ref = parseReference(name);
+    } catch (err) {
+      throw new PullError(name, (err as Error).message);
+    }
+    const key = canonical(ref);
+    if (!opts.force) {
+      const cached = this.store.image(key);
+      if (cached) return cached;
+    }
+    const running = this.images.get(key);
+    if (running) return running;
+    const pulling = this.doPull(ref, key, opts).catch((err: unknown) => {
+      if (err instanceof PullError) throw err;
+      throw new PullError(name, (err as Error).message);
+    });
+    this.images.set(key, pulling);
+    try {
+      return await pulling;
+    } finally {
+      this.images.delete(key);
+    }
+  }
+
+  private async doPull(ref: ImageReference, key: string, opts: PullOptions & { file?: string }): Promise<ImageRecord> {
+    const resolved = opts.file
+      ? await this.workers.pull.call<ResolvedImage>("archive", { file: opts.file, name: ref.original })
+      : await this.resolve(ref);
+    const total = resolved.layers.length;
+    const diffIds = await Promise.all(resolved.layers.map((layer, index) => this.layer(ref, layer, index, total, opts)));
+
+    let configText = resolved.configText;
+    if (resolved.schema1 || resolved.layers.some((l) => !l.diffId)) {
+      // No config blob carried the diff_ids (schema 1, legacy archives): record what we computed.
+      const config = JSON.parse(configText) as { rootfs?: { type?: string; diff_ids?: string[] } };
+      config.rootfs = { type: "layers", diff_ids: diffIds };
+      configText = JSON.stringify(config);
+    }
+    const configDigest = this.store.writeConfig(configText);
+    const now = new Date().toISOString();
+    const record: ImageRecord = {
+      reference: key,
+      manifestDigest: resolved.manifestDigest,
+      configDigest,
+      layers: diffIds,
+      layerSizes: resolved.layers.map((l) => l.size),
+      source: resolved.source,
+      pulledAt: now,
+      lastUsedAt: now,
+    };
+    this.store.putImage(record);
+    return record;
+  }
+
+  private async resolve(ref: ImageReference): Promise<ResolvedImage> {
+    const registry = this.options.registry;
+    if (registry.kind === "directory") {
+      return this.workers.pull.call<ResolvedImage>("archive", { dir: registry.path, name: ref.original });
+    }
+    const spec = await this.spec(ref);
+    return this.workers.pull.call<ResolvedImage>("registry", {
+      spec,
+      reference: manifestReference(ref),
+      what: ref.original,
+    });
+  }
+
+  /** Which registry, which scheme, which repository path, which credentials. */
+  private async spec(ref: ImageReference): Promise<RegistrySpec> {
+    const registry = this.options.registry;
+    let base: string;
+    let host: string;
+    if (ref.explicitDomain || registry.kind !== "url") {
+      host = ref.domain === DOCKER_HUB ? DOCKER_HUB_REGISTRY : ref.domain;
+      const allowHttp = isLoopbackHost(host) || this.options.insecureRegistries.includes(host);
+      let probing = this.bases.get(host);
+      if (!probing) {
+        probing = ref.domain === DOCKER_HUB ? Promise.resolve(`https://${host}`) : probeBase(host, allowHttp);
+        this.bases.set(host, probing);
+        probing.catch(() => this.bases.delete(host));
+      }
+      base = await probing;
+    } else {
+      base = registry.url.origin;
+      host = registry.url.host;
+    }
+    const isHub = host === DOCKER_HUB_REGISTRY || host.endsWith(".docker.io") || host === DOCKER_HUB;
+    const credentials = lookupCredentials(this.options.dockerConfig, isHub ? DOCKER_HUB : host);
+    return { base, repository: remotePath(ref, isHub), ...(credentials ? { credentials } : {}) };
+  }
+
+  /** One layer: from the store if there, else joined to or started as a download. */
+  private async layer(ref: ImageReference, layer: ResolvedLayer, index: number, total: number, opts: PullOptions): Promise<string> {
+    const emit = opts.onEvent ?? (() => {});
+    const id = layer.diffId ?? layer.digest ?? `${layer.file?.path}:${layer.member}`;
+    const known = (layer.diffId && this.store.hasLayer(layer.diffId) && layer.diffId) || (layer.digest && this.store.diffIdFor(layer.digest));
+    if (known) {
+      emit({ kind: "layer", index, total, id, state: "cached", size: layer.size });
+      return known;
+    }
+    const shared = this.layers.get(id);
+    if (shared) {
+      emit({ kind: "layer", index, total, id, state: "shared", size: layer.size });
+      return shared;
+    }
+    const work = this.slots.run(async (worker) => {
+      // Someone may have finished it while we waited for a worker.
+      const done = (layer.diffId && this.store.hasLayer(layer.diffId) && layer.diffId) || (layer.digest && this.store.diffIdFor(layer.digest));
+      if (done) return done;
+      emit({ kind: "layer", index, total, id, state: "start", size: layer.size });
+      const started = performance.now();
+      const staging = this.store.newStaging();
+      const job: LayerJob = {
+        source: layer.file
+          ? { kind: "file", ...layer.file }
+          : { kind: "registry", spec: await this.spec(ref), digest: layer.digest!, ...(layer.size ? { size: layer.size } : {}) },
+        staging,
+        expectDigest: layer.digest,
+        expectDiffId: layer.diffId,
+        maxBytes: this.options.maxLayerSize,
+        what: `layer ${layer.digest ?? layer.member ?? id}`,
+      };
+      const result = await worker.call<UnpackResult>("layer", job, {
+        onProgress: (p) => emit({ kind: "progress", index, id, bytes: (p as LayerProgress).bytes, size: layer.size }),
+      });
+      this.store.commitLayer(staging, {
+        diffId: result.diffId,
+        digests: [...new Set([result.digest, ...(layer.digest ? [layer.digest] : [])])],
+        tarBytes: result.tarBytes,
+        entries: result.entries,
+        whiteouts: result.whiteouts,
+        opaques: result.opaques,
+        createdAt: new Date().toISOString(),
+      });
+      emit({ kind: "layer-done", index, id, bytes: result.compressedBytes, ms: performance.now() - started });
+      return result.diffId;
+    });
+    this.layers.set(id, work);
+    try {
+      return await work;
+    } finally {
+      this.layers.delete(id);
+    }
+  }
+}

@@ -1,0 +1,53 @@
+// Wiring for the image provisioner: the store under --docker_store_dir, the pull worker and
+// a few extract workers, and the puller over them. Used by the agent and the CLI commands.
+import { availableParallelism } from "node:os";
+import type { Flags } from "../config/flags.ts";
+import { startWorker } from "../workers/pool.ts";
+import type { WorkerClient } from "../workers/rpc.ts";
+import { Puller } from "./puller.ts";
+import { DockerStore } from "./store.ts";
+
+/** Layers unpack in parallel up to this many (gunzip and file creation are CPU-bound). */
+export function extractWorkerCount(): number {
+  return Math.max(2, Math.min(4, availableParallelism()));
+}
+
+export interface ImageService {
+  store: DockerStore;
+  puller: Puller;
+  workers: WorkerClient[];
+  removedStaging: string[];
+  stop(): void;
+}
+
+export function startImageService(
+  flags: Flags,
+  workers?: { pull: WorkerClient; extract: WorkerClient[] },
+): ImageService {
+  const store = new DockerStore(flags.docker_store_dir);
+  const { removedStaging } = store.init();
+  const pool = workers ?? {
+    pull: startWorker("pull"),
+    extract: Array.from({ length: extractWorkerCount() }, () => startWorker("extract")),
+  };
+  const puller = new Puller(
+    store,
+    {
+      registry: flags.docker_registry,
+      dockerConfig: flags.docker_config,
+      insecureRegistries: flags.docker_insecure_registries,
+      maxLayerSize: flags.docker_max_layer_size,
+    },
+    pool,
+  );
+  const all = [pool.pull, ...pool.extract];
+  return {
+    store,
+    puller,
+    workers: all,
+    removedStaging,
+    stop: () => {
+      for (const w of all) w.terminate();
+    },
+  };
+}

@@ -1,0 +1,220 @@
+// The Docker image store under --docker_store_dir: layers by diff_id (shared by every
+// image), configs by digest, one record per image reference, and a staging area. Every
+// piece of metadata is written atomically (temp file, fsync, rename); a layer appears only
+// by renaming a complete staging directory into place.
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from "node:fs";
+import { dirname, join } from "node:path";
+import * as v from "valibot";
+import { digestHex, sha256 } from "./digest.ts";
+import { parseImageConfig, type ImageConfig } from "./manifest.ts";
+
+export const LayerRecordSchema = v.looseObject({
+  diffId: v.string(),
+  /** Compressed digests this layer arrived as (a registry's gzip, an archive's plain tar). */
+  digests: v.array(v.string()),
+  tarBytes: v.number(),
+  entries: v.number(),
+  whiteouts: v.array(v.string()),
+  opaques: v.array(v.string()),
+  createdAt: v.string(),
+});
+export type LayerRecord = v.InferOutput<typeof LayerRecordSchema>;
+
+export const ImageRecordSchema = v.looseObject({
+  /** Canonical reference: "docker.io/library/alpine:latest". */
+  reference: v.string(),
+  manifestDigest: v.optional(v.string()),
+  configDigest: v.string(),
+  /** diff_ids, base layer first. */
+  layers: v.array(v.string()),
+  /** Compressed size per layer as fetched (0 when unknown). */
+  layerSizes: v.optional(v.array(v.number()), []),
+  /** Where it came from: a registry URL or an archive path. */
+  source: v.string(),
+  pulledAt: v.string(),
+  lastUsedAt: v.string(),
+});
+export type ImageRecord = v.InferOutput<typeof ImageRecordSchema>;
+
+/** Writes a file so that readers see the old or the new content, never a part. */
+export function writeFileAtomic(path: string, data: string | Uint8Array): void {
+  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  const fd = openSync(tmp, "w", 0o644);
+  try {
+    const buf = typeof data === "string" ? Buffer.from(data) : data;
+    let off = 0;
+    while (off < buf.byteLength) off += writeSync(fd, buf, off);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
+  syncDir(dirname(path));
+}
+
+export function syncDir(dir: string): void {
+  const fd = openSync(dir, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+export class DockerStore {
+  constructor(readonly root: string) {}
+
+  get layersDir() {
+    return join(this.root, "layers");
+  }
+  get stagingDir() {
+    return join(this.root, "staging");
+  }
+
+  /** Creates the layout and removes staging left by processes that are gone. */
+  init(): { removedStaging: string[] } {
+    for (const d of ["layers", "configs", "images", "digests", "staging"]) mkdirSync(join(this.root, d), { recursive: true });
+    const removedStaging: string[] = [];
+    for (const name of readdirSync(this.stagingDir)) {
+      const pid = Number(name.split(".")[0]);
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) continue; // another live pull
+      if (pid === process.pid) continue;
+      rmSync(join(this.stagingDir, name), { recursive: true, force: true });
+      removedStaging.push(name);
+    }
+    for (const d of ["configs", "images", "digests"]) {
+      for (const name of readdirSync(join(this.root, d))) {
+        if (name.includes(".tmp-")) rmSync(join(this.root, d, name), { force: true });
+      }
+    }
+    return { removedStaging };
+  }
+
+  /** A fresh staging directory owned by this process. */
+  newStaging(): string {
+    const dir = join(this.stagingDir, `${process.pid}.${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`);
+    mkdirSync(dir, { recursive: true });
+    return dir;
+  }
+
+  layerDir(diffId: string): string {
+    return join(this.layersDir, digestHex(diffId));
+  }
+
+  /** The unpacked tree of a layer (overlay-form whiteouts). */
+  layerRootfs(diffId: string): string {
+    return join(this.layerDir(diffId), "rootfs");
+  }
+
+  hasLayer(diffId: string): boolean {
+    return existsSync(join(this.layerDir(diffId), "layer.json"));
+  }
+
+  layer(diffId: string): LayerRecord | undefined {
+    try {
+      return v.parse(LayerRecordSchema, JSON.parse(readFileSync(join(this.layerDir(diffId), "layer.json"), "utf8")));
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The diff_id a compressed blob unpacked to before, if any (skips its download). */
+  diffIdFor(digest: string): string | undefined {
+    try {
+      const diffId = readFileSync(join(this.root, "digests", digestHex(digest)), "utf8").trim();
+      return this.hasLayer(diffId) ? diffId : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * Moves a finished staging directory (holding `rootfs/`) into place as the layer.
+   * If another pull committed the same layer first, ours is discarded.
+   */
+  commitLayer(staging: string, record: LayerRecord): void {
+    writeFileAtomic(join(staging, "layer.json"), `${JSON.stringify(record)}\n`);
+    const target = this.layerDir(record.diffId);
+    try {
+      renameSync(staging, target);
+      syncDir(this.layersDir);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== "ENOTEMPTY" && code !== "EEXIST") throw err;
+      rmSync(staging, { recursive: true, force: true });
+    }
+    for (const digest of record.digests) {
+      if (digest !== record.diffId) writeFileAtomic(join(this.root, "digests", digestHex(digest)), record.diffId);
+    }
+  }
+
+  writeConfig(text: string): string {
+    const digest = sha256(text);
+    const path = join(this.root, "configs", `${digestHex(digest)}.json`);
+    if (!existsSync(path)) writeFileAtomic(path, text);
+    return digest;
+  }
+
+  configText(digest: string): string {
+    return readFileSync(join(this.root, "configs", `${digestHex(digest)}.json`), "utf8");
+  }
+
+  config(digest: string): ImageConfig {
+    return parseImageConfig(this.configText(digest), `config ${digest}`);
+  }
+
+  private imagePath(reference: string): string {
+    return join(this.root, "images", `${digestHex(sha256(reference))}.json`);
+  }
+
+  /** The record for a canonical reference, if it and everything it needs are present. */
+  image(reference: string): ImageRecord | undefined {
+    let record: ImageRecord;
+    try {
+      record = v.parse(ImageRecordSchema, JSON.parse(readFileSync(this.imagePath(reference), "utf8")));
+    } catch {
+      return undefined;
+    }
+    if (record.reference !== reference) return undefined;
+    if (!record.layers.every((l) => this.hasLayer(l))) return undefined;
+    if (!existsSync(join(this.root, "configs", `${digestHex(record.configDigest)}.json`))) return undefined;
+    return record;
+  }
+
+  putImage(record: ImageRecord): void {
+    writeFileAtomic(this.imagePath(record.reference), `${JSON.stringify(record, null, 1)}\n`);
+  }
+
+  images(): ImageRecord[] {
+    const out: ImageRecord[] = [];
+    for (const name of readdirSync(join(this.root, "images"))) {
+      if (!name.endsWith(".json")) continue;
+      try {
+        out.push(v.parse(ImageRecordSchema, JSON.parse(readFileSync(join(this.root, "images", name), "utf8"))));
+      } catch {
+        // an unreadable record is skipped here; GC reports and removes it
+      }
+    }
+    return out.sort((a, b) => a.reference.localeCompare(b.reference));
+  }
+}

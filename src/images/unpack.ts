@@ -1,0 +1,473 @@
+// Layer unpacking: a blob stream is hashed (compressed digest), decompressed (gzip or zstd,
+// detected by content), hashed again (diff_id) and untarred with tar-stream into a
+// directory. Every entry's path is resolved inside that directory; whiteouts become what
+// overlayfs understands (0/0 character devices, trusted.overlay.opaque). Runs in the
+// extract worker; the caller commits the directory only if the digests match.
+import {
+  closeSync,
+  fchmodSync,
+  fchownSync,
+  futimesSync,
+  lchownSync,
+  linkSync,
+  lstatSync,
+  lutimesSync,
+  mkdirSync,
+  openSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  unlinkSync,
+  utimesSync,
+  chmodSync,
+  writeSync,
+  constants,
+} from "node:fs";
+import { PassThrough, Readable, pipeline } from "node:stream";
+import zlib from "node:zlib";
+import tar from "tar-stream";
+// Not in tar-stream's exports map; imported by path so the bundle shares the module.
+import tarHeaders from "../../node_modules/tar-stream/headers.js";
+import { S_IFBLK, S_IFCHR, S_IFIFO, lsetxattr, mknod } from "../ffi/libc.ts";
+import { DigestMismatchError, StreamDigest } from "./digest.ts";
+
+export class LayerError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "LayerError";
+  }
+}
+
+// tar-stream decodes PAX values as UTF-8, which mangles binary xattr values such as
+// security.capability. Keep xattr values as latin1 (one char per byte) so they survive.
+const XATTR_PREFIXES = ["SCHILY.xattr.", "LIBARCHIVE.xattr."];
+(tarHeaders as { decodePax: (buf: Buffer) => Record<string, string> }).decodePax = function decodePax(buf: Buffer) {
+  const result: Record<string, string> = {};
+  let rest = buf;
+  while (rest.length > 0) {
+    const space = rest.indexOf(32);
+    if (space <= 0) break;
+    const len = Number.parseInt(rest.subarray(0, space).toString("ascii"), 10);
+    if (!(len > space + 1) || len > rest.length) break;
+    const record = rest.subarray(space + 1, len - 1); // drop the trailing newline
+    const eq = record.indexOf(61);
+    if (eq < 0) break;
+    const key = record.subarray(0, eq).toString("utf8");
+    const raw = record.subarray(eq + 1);
+    result[key] = XATTR_PREFIXES.some((p) => key.startsWith(p)) ? raw.toString("latin1") : raw.toString("utf8");
+    rest = rest.subarray(len);
+  }
+  return result;
+};
+
+export interface UnpackOptions {
+  /** Refuse a layer whose uncompressed tar grows past this many bytes. */
+  maxBytes: number;
+  /** Compressed digest the blob must have (registry and OCI blobs). */
+  expectDigest?: string;
+  /** Uncompressed digest the tar must have (rootfs.diff_ids from the image config). */
+  expectDiffId?: string;
+  /** Called now and then with the compressed bytes read so far. */
+  onProgress?: (bytes: number) => void;
+  /** For messages: "layer sha256:ab12…". */
+  what: string;
+}
+
+export interface UnpackResult {
+  digest: string;
+  diffId: string;
+  compressedBytes: number;
+  tarBytes: number;
+  entries: number;
+  /** Paths (relative, "/"-separated) turned into overlay whiteouts, and opaque dirs. */
+  whiteouts: string[];
+  opaques: string[];
+  compression: "gzip" | "zstd" | "none";
+}
+
+const WHITEOUT = ".wh.";
+const OPAQUE = ".wh..wh..opq";
+const MAX_SYMLINK_HOPS = 40;
+
+function detect(head: Uint8Array, what: string): UnpackResult["compression"] {
+  if (head[0] === 0x1f && head[1] === 0x8b) return "gzip";
+  if (head[0] === 0x28 && head[1] === 0xb5 && head[2] === 0x2f && head[3] === 0xfd) return "zstd";
+  if (head[0] === 0xfd && head[1] === 0x37 && head[2] === 0x7a && head[3] === 0x58) throw new LayerError(`${what}: xz-compressed layers are not supported`);
+  if (head[0] === 0x42 && head[1] === 0x5a && head[2] === 0x68) throw new LayerError(`${what}: bzip2-compressed layers are not supported`);
+  return "none";
+}
+
+/** Chunks of `source` with the first ones peeked at, hashed as they pass. */
+async function* tapped(first: Uint8Array[], rest: AsyncIterator<Uint8Array>, hash: StreamDigest, onProgress?: (n: number) => void) {
+  let last = 0;
+  for (const chunk of first) {
+    hash.update(chunk);
+    yield chunk;
+  }
+  for (;;) {
+    const { value, done } = await rest.next();
+    if (done) return;
+    hash.update(value);
+    if (onProgress && hash.bytes - last > 1 << 20) {
+      last = hash.bytes;
+      onProgress(hash.bytes);
+    }
+    yield value;
+  }
+}
+
+/** Unpacks one layer stream into `root` (an empty directory that exists). */
+export async function unpackLayer(source: AsyncIterable<Uint8Array>, root: string, opts: UnpackOptions): Promise<UnpackResult> {
+  const compressed = new StreamDigest();
+  const uncompressed = new StreamDigest();
+  const iterator = source[Symbol.asyncIterator]();
+
+  // Peek at the first bytes to learn the compression.
+  const first: Uint8Array[] = [];
+  let peeked = 0;
+  while (peeked < 6) {
+    const { value, done } = await iterator.next();
+    if (done) break;
+    first.push(value);
+    peeked += value.byteLength;
+  }
+  if (peeked === 0) throw new LayerError(`${opts.what}: the blob is empty`);
+  const compression = detect(Buffer.concat(first).subarray(0, 6), opts.what);
+
+  const decompressor =
+    compression === "gzip" ? zlib.createGunzip() : compression === "zstd" ? zlib.createZstdDecompress() : new PassThrough();
+  const plain = pipeline(Readable.from(tapped(first, iterator, compressed, opts.onProgress)), decompressor, () => {});
+
+  const extract = tar.extract();
+  const writer = new LayerWriter(root, opts.what);
+
+  const pump = (async () => {
+    try {
+      for await (const chunk of plain as AsyncIterable<Buffer>) {
+        uncompressed.update(chunk);
+        if (uncompressed.bytes > opts.maxBytes) {
+          throw new LayerError(`${opts.what}: unpacks to more than ${opts.maxBytes} bytes (--docker_max_layer_size)`);
+        }
+        if (!extract.write(chunk)) await new Promise<void>((resolve) => extract.once("drain", () => resolve()));
+      }
+      (extract as unknown as { end(): void }).end();
+    } catch (err) {
+      extract.destroy(err as Error);
+      throw err;
+    }
+  })();
+  pump.catch(() => {}); // reported through `await pump` below
+
+  try {
+    for await (const entry of extract) {
+      await writer.entry(entry.header as TarHeader, entry as unknown as AsyncIterable<Buffer>);
+    }
+    await pump;
+  } catch (err) {
+    plain.destroy();
+    const message = (err as Error).message;
+    if (err instanceof LayerError || err instanceof DigestMismatchError) throw err;
+    if (/incorrect header check|invalid (stored block|distance|code)|unexpected end of file|Unknown frame descriptor|zstd/i.test(message)) {
+      throw new LayerError(`${opts.what}: the ${compression} stream is corrupt or truncated (${message})`);
+    }
+    if (/Invalid tar header|Unexpected end of data|unknown format/i.test(message)) {
+      throw new LayerError(`${opts.what}: not a valid tar archive (${message})`);
+    }
+    throw new LayerError(`${opts.what}: ${message}`);
+  }
+  writer.finish();
+
+  const digest = compressed.digest();
+  const diffId = uncompressed.digest();
+  if (opts.expectDigest && digest !== opts.expectDigest) throw new DigestMismatchError(opts.what, opts.expectDigest, digest);
+  if (opts.expectDiffId && diffId !== opts.expectDiffId) {
+    throw new DigestMismatchError(`${opts.what} (uncompressed, diff_id)`, opts.expectDiffId, diffId);
+  }
+  return {
+    digest,
+    diffId,
+    compressedBytes: compressed.bytes,
+    tarBytes: uncompressed.bytes,
+    entries: writer.entries,
+    whiteouts: writer.whiteouts,
+    opaques: writer.opaques,
+    compression,
+  };
+}
+
+interface TarHeader {
+  name: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  mtime: Date;
+  type: string | null;
+  linkname: string | null;
+  devmajor: number;
+  devminor: number;
+  pax: Record<string, string> | null;
+}
+
+/** Writes tar entries under a root, never outside it. */
+class LayerWriter {
+  entries = 0;
+  readonly whiteouts: string[] = [];
+  readonly opaques: string[] = [];
+  /** Directory metadata applied at the end, so later entries do not disturb mtimes. */
+  private readonly dirTimes = new Map<string, Date>();
+  /** Resolved parent directories ("a/b" → host path), valid until a dir or link is replaced. */
+  private readonly dirs = new Map<string, string>();
+
+  constructor(
+    private readonly root: string,
+    private readonly what: string,
+  ) {}
+
+  private fail(name: string, why: string): never {
+    throw new LayerError(`${this.what}: entry '${name}' ${why}`);
+  }
+
+  /** Splits a tar name into clean components; refuses absolute names and `..`. */
+  private components(name: string, raw: string, role = "path"): string[] {
+    if (name.startsWith("/")) this.fail(raw, `has an absolute ${role}; layer entries must be relative`);
+    const parts: string[] = [];
+    for (const p of name.split("/")) {
+      if (p === "" || p === ".") continue;
+      if (p === "..") this.fail(raw, `has a ${role} with '..', which would escape the layer root`);
+      parts.push(p);
+    }
+    return parts;
+  }
+
+  /**
+   * The host path of the directory `parts` inside the root, created where missing.
+   * Symlinks on the way are followed only while they stay inside the root.
+   */
+  private dir(parts: string[], raw: string): string {
+    const key = parts.join("/");
+    const cached = this.dirs.get(key);
+    if (cached !== undefined) return cached;
+    let current: string[] = [];
+    const queue = [...parts];
+    let hops = 0;
+    while (queue.length > 0) {
+      const c = queue.shift()!;
+      const rel = [...current, c];
+      const host = `${this.root}/${rel.join("/")}`;
+      let st;
+      try {
+        st = lstatSync(host);
+      } catch {
+        mkdirSync(host, { mode: 0o755 });
+        current = rel;
+        continue;
+      }
+      if (st.isDirectory()) {
+        current = rel;
+      } else if (st.isSymbolicLink()) {
+        if (++hops > MAX_SYMLINK_HOPS) this.fail(raw, "is written through too many symlinks");
+        const target = readlinkSync(host);
+        if (target.startsWith("/")) {
+          this.fail(raw, `would be written through symlink '${rel.join("/")}' -> '${target}', which leads outside the layer`);
+        }
+        const next = [...current];
+        for (const t of target.split("/")) {
+          if (t === "" || t === ".") continue;
+          if (t === "..") {
+            if (next.length === 0) {
+              this.fail(raw, `would be written through symlink '${rel.join("/")}' -> '${target}', which leads outside the layer`);
+            }
+            next.pop();
+          } else next.push(t);
+        }
+        current = [];
+        queue.unshift(...next);
+      } else {
+        this.fail(raw, `needs '${rel.join("/")}' to be a directory, but it is a file`);
+      }
+    }
+    const resolved = current.length === 0 ? this.root : `${this.root}/${current.join("/")}`;
+    this.dirs.set(key, resolved);
+    return resolved;
+  }
+
+  /** Removes whatever is at `host` so an entry can take its place (a dir stays for a dir). */
+  private clear(host: string, keepDir: boolean): void {
+    let st;
+    try {
+      st = lstatSync(host);
+    } catch {
+      return;
+    }
+    if (st.isDirectory()) {
+      if (keepDir) return;
+      rmSync(host, { recursive: true, force: true });
+      this.dirs.clear();
+    } else {
+      unlinkSync(host);
+      if (st.isSymbolicLink()) this.dirs.clear();
+    }
+  }
+
+  async entry(header: TarHeader, data: AsyncIterable<Buffer>): Promise<void> {
+    this.entries++;
+    const raw = header.name;
+    const pax = header.pax ?? {};
+    if (pax["GNU.sparse.major"] !== undefined || pax["GNU.sparse.map"] !== undefined || pax["GNU.sparse.offset"] !== undefined) {
+      this.fail(pax["GNU.sparse.name"] ?? raw, "is a GNU sparse file, which ucr does not unpack yet");
+    }
+    const parts = this.components(raw, raw);
+    const type = header.type;
+
+    if (parts.length === 0) {
+      // "./": the layer root itself; only its metadata can change.
+      await skip(data);
+      if (type === "directory") this.dirTimes.set(this.root, mtimeOf(header));
+      return;
+    }
+    const base = parts[parts.length - 1]!;
+    const parent = this.dir(parts.slice(0, -1), raw);
+    const rel = parts.join("/");
+
+    if (base === OPAQUE) {
+      await skip(data);
+      lsetxattr(parent, "trusted.overlay.opaque", Buffer.from("y"));
+      this.opaques.push(parts.slice(0, -1).join("/"));
+      return;
+    }
+    if (base.startsWith(WHITEOUT)) {
+      await skip(data);
+      if (base.startsWith(`${WHITEOUT}${WHITEOUT}`)) return; // aufs bookkeeping (.wh..wh.plnk etc.)
+      const name = base.slice(WHITEOUT.length);
+      if (name === "" || name === "." || name === "..") this.fail(raw, "is a whiteout of nothing");
+      const host = `${parent}/${name}`;
+      this.clear(host, false);
+      mknod(host, S_IFCHR, 0, 0, 0);
+      this.whiteouts.push([...parts.slice(0, -1), name].join("/"));
+      return;
+    }
+
+    const host = `${parent}/${base}`;
+    const mode = header.mode & 0o7777;
+    const uid = paxNumber(pax.uid) ?? header.uid;
+    const gid = paxNumber(pax.gid) ?? header.gid;
+    const mtime = mtimeOf(header);
+
+    switch (type) {
+      case "file":
+      case "contiguous-file": {
+        this.clear(host, false);
+        const fd = openSync(host, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+        try {
+          for await (const chunk of data) writeSync(fd, chunk);
+          fchownSync(fd, uid, gid);
+          fchmodSync(fd, mode); // after chown, which clears setuid/setgid
+          futimesSync(fd, mtime, mtime);
+        } finally {
+          closeSync(fd);
+        }
+        break;
+      }
+      case "directory": {
+        await skip(data);
+        this.clear(host, true);
+        try {
+          mkdirSync(host, { mode: 0o755 });
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+        }
+        lchownSync(host, uid, gid);
+        chmodSync(host, mode);
+        this.dirTimes.set(host, mtime);
+        break;
+      }
+      case "symlink": {
+        await skip(data);
+        if (!header.linkname) this.fail(raw, "is a symlink without a target");
+        this.clear(host, false);
+        symlinkSync(header.linkname, host);
+        lchownSync(host, uid, gid);
+        lutimesSync(host, mtime, mtime);
+        break;
+      }
+      case "link": {
+        await skip(data);
+        if (!header.linkname) this.fail(raw, "is a hard link without a target");
+        const targetParts = this.components(header.linkname, raw, "hard link target");
+        if (targetParts.length === 0) this.fail(raw, "is a hard link to the layer root");
+        const target = `${this.dir(targetParts.slice(0, -1), raw)}/${targetParts[targetParts.length - 1]}`;
+        let st;
+        try {
+          st = lstatSync(target);
+        } catch {
+          this.fail(raw, `is a hard link to '${header.linkname}', which is not in this layer`);
+        }
+        if (st.isDirectory()) this.fail(raw, `is a hard link to directory '${header.linkname}'`);
+        if (target === host) return;
+        this.clear(host, false);
+        linkSync(target, host);
+        break;
+      }
+      case "character-device":
+      case "block-device":
+      case "fifo": {
+        await skip(data);
+        this.clear(host, false);
+        const kind = type === "fifo" ? S_IFIFO : type === "character-device" ? S_IFCHR : S_IFBLK;
+        mknod(host, kind, 0o600, header.devmajor, header.devminor);
+        lchownSync(host, uid, gid);
+        chmodSync(host, mode);
+        utimesSync(host, mtime, mtime);
+        break;
+      }
+      default:
+        this.fail(raw, `has an unsupported tar type (${type ?? "unknown"})`);
+    }
+
+    for (const [key, value] of Object.entries(pax)) {
+      const name = key.startsWith("SCHILY.xattr.")
+        ? key.slice("SCHILY.xattr.".length)
+        : key.startsWith("LIBARCHIVE.xattr.")
+          ? decodeURIComponent(key.slice("LIBARCHIVE.xattr.".length))
+          : undefined;
+      if (name === undefined || !keepXattr(name) || type === "link") continue;
+      const bytes = key.startsWith("SCHILY.") ? Buffer.from(value, "latin1") : Buffer.from(value, "base64");
+      lsetxattr(host, name, bytes);
+    }
+    void rel;
+  }
+
+  /** Directory mtimes last, deepest first, since creating children changes them. */
+  finish(): void {
+    const dirs = [...this.dirTimes.entries()].sort((a, b) => b[0].length - a[0].length);
+    for (const [path, mtime] of dirs) utimesSync(path, mtime, mtime);
+  }
+}
+
+/**
+ * xattrs a layer may set. trusted.* would let a layer steer overlayfs (only our own
+ * opaque markers may), and security.selinux labels belong to the host that built it.
+ */
+function keepXattr(name: string): boolean {
+  return !name.startsWith("trusted.") && name !== "security.selinux";
+}
+
+function paxNumber(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  return Number.isFinite(n) ? n : undefined;
+}
+
+function mtimeOf(header: TarHeader): Date {
+  const pax = header.pax?.mtime;
+  if (pax !== undefined) {
+    const seconds = Number(pax);
+    if (Number.isFinite(seconds)) return new Date(seconds * 1000);
+  }
+  return header.mtime;
+}
+
+async function skip(data: AsyncIterable<Buffer>): Promise<void> {
+  for await (const _ of data) void _;
+}
