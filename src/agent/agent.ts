@@ -6,7 +6,8 @@ import { startApiServer, type ApiServer } from "../api/server.ts";
 import type { LoadedFlags } from "../config/flags.ts";
 import { log, setLevel } from "../log.ts";
 import { VERSION } from "../version.ts";
-import { WORKER_NAMES, startWorker, type WorkerName } from "../workers/pool.ts";
+import { extractWorkerCount, startImageService, type ImageService } from "../images/service.ts";
+import { startWorker, type WorkerName } from "../workers/pool.ts";
 import type { WorkerClient } from "../workers/rpc.ts";
 
 export class StartupError extends Error {
@@ -17,8 +18,15 @@ export class StartupError extends Error {
 }
 
 export class Agent {
-  readonly workers = new Map<WorkerName, WorkerClient>();
+  readonly workers = new Map<string, WorkerClient>();
   private server: ApiServer | undefined;
+  private imageService: ImageService | undefined;
+
+  /** The Docker image store and puller (started with the agent). */
+  get images(): ImageService {
+    if (!this.imageService) throw new Error("agent is not started");
+    return this.imageService;
+  }
 
   constructor(readonly flags: LoadedFlags) {}
 
@@ -47,6 +55,17 @@ export class Agent {
     if (f.docker_registry.kind === "directory") log.info(`docker images come from archives in ${f.docker_registry.path}`);
 
     await this.startWorkers();
+    try {
+      this.imageService = startImageService(f, {
+        pull: this.workers.get("pull")!,
+        extract: [...this.workers.entries()].filter(([n]) => n.startsWith("extract")).map(([, w]) => w),
+      });
+    } catch (err) {
+      throw new StartupError(`flag '--docker_store_dir': cannot open the image store at ${f.docker_store_dir}: ${(err as Error).message}`);
+    }
+    const { removedStaging } = this.imageService;
+    if (removedStaging.length > 0) log.info(`image store: removed ${removedStaging.length} unfinished staging dir(s) left by an earlier run`);
+    log.info(`image store at ${f.docker_store_dir}: ${this.imageService.store.images().length} image(s)`);
 
     if (!isLoopback(f.ip) && !f.authenticate_http_readwrite) {
       const bar = "!".repeat(78);
@@ -68,9 +87,14 @@ export class Agent {
 
   /** Start every worker and wait for it to answer: a build that cannot run its workers fails now. */
   private async startWorkers(): Promise<void> {
-    for (const name of WORKER_NAMES) {
+    const plan: Array<[string, WorkerName]> = [
+      ["pull", "pull"],
+      ...Array.from({ length: extractWorkerCount() }, (_, i): [string, WorkerName] => [`extract${i === 0 ? "" : `-${i + 1}`}`, "extract"]),
+      ["gc", "gc"],
+    ];
+    for (const [name, kind] of plan) {
       const started = performance.now();
-      const client = startWorker(name);
+      const client = startWorker(kind);
       const timeout = new Promise<never>((_, reject) =>
         setTimeout(() => reject(new StartupError(`worker ${name} did not answer within 10s`)), 10_000).unref(),
       );

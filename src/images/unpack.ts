@@ -215,7 +215,7 @@ class LayerWriter {
   readonly whiteouts: string[] = [];
   readonly opaques: string[] = [];
   /** Directory metadata applied at the end, so later entries do not disturb mtimes. */
-  private readonly dirTimes = new Map<string, Date>();
+  private readonly dirTimes = new Map<string, number>();
   /** Resolved parent directories ("a/b" → host path), valid until a dir or link is replaced. */
   private readonly dirs = new Map<string, string>();
 
@@ -459,13 +459,14 @@ function paxNumber(value: string | undefined): number | undefined {
   return Number.isFinite(n) ? n : undefined;
 }
 
-function mtimeOf(header: TarHeader): Date {
+/** Seconds since the epoch, with PAX's sub-second part (to about a microsecond). */
+function mtimeOf(header: TarHeader): number {
   const pax = header.pax?.mtime;
   if (pax !== undefined) {
     const seconds = Number(pax);
-    if (Number.isFinite(seconds)) return new Date(seconds * 1000);
+    if (Number.isFinite(seconds)) return seconds;
   }
-  return header.mtime;
+  return header.mtime.getTime() / 1000;
 }
 
 async function skip(data: AsyncIterable<Buffer>): Promise<void> {

@@ -23,10 +23,14 @@ async function rejection(p: Promise<unknown>): Promise<Error> {
 test("the compiled binary starts every worker thread and each answers", async () => {
   const agent = await startAgent();
   try {
-    const ready = [...agent.log().matchAll(/worker (\w+) ready \(thread (\d+), [\d.]+ms\)/g)];
-    expect(ready.map((m) => m[1]).sort()).toEqual(["extract", "gc", "pull"]);
+    const ready = [...agent.log().matchAll(/worker ([\w-]+) ready \(thread (\d+), [\d.]+ms\)/g)];
+    const names = ready.map((m) => m[1]!);
+    expect(names).toContain("pull");
+    expect(names).toContain("gc");
+    // Layers unpack in parallel: at least two extract workers.
+    expect(names.filter((n) => n.startsWith("extract")).length).toBeGreaterThanOrEqual(2);
     const threads = ready.map((m) => Number(m[2]));
-    expect(new Set(threads).size).toBe(3);
+    expect(new Set(threads).size).toBe(ready.length);
     for (const t of threads) expect(t).toBeGreaterThan(0); // not the main thread (0)
     // The agent only listens after the workers answered.
     expect(agent.log().indexOf("worker gc ready")).toBeLessThan(agent.log().indexOf("agent listening"));
