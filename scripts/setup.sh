@@ -9,7 +9,7 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 # Debian packages the tests and the quickstart use.
-APT_PACKAGES=(ca-certificates curl)
+APT_PACKAGES=(ca-certificates curl docker-registry skopeo umoci busybox-static apache2-utils openssl zstd libcap2-bin tar gzip)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
