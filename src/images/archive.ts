@@ -366,7 +366,10 @@ export function archiveCandidates(dir: string, ref: ImageReference): string[] {
   names.add(short);
   if (!ref.digest && (ref.tag ?? "latest") === "latest") names.add(short.replace(/:latest$/, ""));
   names.add(canonical(ref));
-  if (ref.implicitLibrary) names.add(`${ref.path}${ref.digest ? `@${ref.digest}` : `:${ref.tag}`}`);
+  if (ref.implicitLibrary) {
+    names.add(`${ref.path}${ref.digest ? `@${ref.digest}` : `:${ref.tag}`}`);
+    if (!ref.digest && ref.tag === "latest") names.add(ref.path);
+  }
   return [...names].map((n) => join(dir, `${n}.tar`));
 }
 

@@ -115,7 +115,12 @@ export class Puller {
       ? await this.workers.pull.call<ResolvedImage>("archive", { file: opts.file, name: ref.original })
       : await this.resolve(ref);
     const total = resolved.layers.length;
-    const diffIds = await Promise.all(resolved.layers.map((layer, index) => this.layer(ref, layer, index, total, opts)));
+    // Wait for every layer job to settle before reporting a failure, so no sibling is still
+    // writing into staging when the caller hears the pull failed. Good layers stay stored.
+    const settled = await Promise.allSettled(resolved.layers.map((layer, index) => this.layer(ref, layer, index, total, opts)));
+    const failed = settled.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failed) throw failed.reason;
+    const diffIds = settled.map((r) => (r as PromiseFulfilledResult<string>).value);
 
     let configText = resolved.configText;
     if (resolved.schema1 || resolved.layers.some((l) => !l.diffId)) {

@@ -6,19 +6,7 @@ import { join } from "node:path";
 import { startWorker } from "../../src/workers/pool.ts";
 import type { WorkerClient } from "../../src/workers/rpc.ts";
 import { startAgent, tempDir } from "../helpers/agent.ts";
-
-/**
- * The error a promise rejects with. (bun:test's `expect(p).rejects` waits on the promise
- * without letting worker messages in, so a call to a worker would never settle there.)
- */
-async function rejection(p: Promise<unknown>): Promise<Error> {
-  return p.then(
-    (value) => {
-      throw new Error(`expected a rejection, got ${JSON.stringify(value)}`);
-    },
-    (err: Error) => err,
-  );
-}
+import { rejection } from "../helpers/async.ts";
 
 test("the compiled binary starts every worker thread and each answers", async () => {
   const agent = await startAgent();
