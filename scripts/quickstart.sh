@@ -17,6 +17,13 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 $SUDO mkdir -p "$IMAGES"
 echo "quickstart: images come from $IMAGES (put '<name>.tar' archives from 'docker save' there)"
+if [ ! -e "$IMAGES/alpine.tar" ]; then
+  # An air-gapped start: a small "alpine" image made here from Debian's busybox-static.
+  $SUDO bun scripts/make-alpine.ts "$IMAGES"
+fi
+echo "quickstart: ucr pull alpine (from $IMAGES into $WORK_DIR/store/docker) ->"
+$SUDO ./dist/ucr pull alpine --work_dir="$WORK_DIR" --docker_registry="$IMAGES"
+$SUDO ./dist/ucr images --work_dir="$WORK_DIR"
 
 $SUDO ./dist/ucr agent \
   --work_dir="$WORK_DIR" \
