@@ -12,7 +12,7 @@ const root = join(import.meta.dir, "..");
 const dist = join(root, "dist");
 const release = process.argv.includes("--release");
 
-const ENTRYPOINTS = ["src/main.ts", "src/workers/pull.ts", "src/workers/extract.ts", "src/workers/gc.ts"].map((p) =>
+const ENTRYPOINTS = ["src/main.ts", "src/workers/pull.ts", "src/workers/extract.ts", "src/workers/write.ts", "src/workers/gc.ts"].map((p) =>
   join(root, p),
 );
 

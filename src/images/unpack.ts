@@ -30,6 +30,7 @@ import tar from "tar-stream";
 import tarHeaders from "../../node_modules/tar-stream/headers.js";
 import { S_IFBLK, S_IFCHR, S_IFIFO, lsetxattr, mknod } from "../ffi/libc.ts";
 import { DigestMismatchError, StreamDigest } from "./digest.ts";
+import { createFile, finishFile, type FileJob, type WriterPool } from "./file-writer.ts";
 
 export class LayerError extends Error {
   constructor(message: string) {
@@ -71,6 +72,8 @@ export interface UnpackOptions {
   onProgress?: (bytes: number) => void;
   /** For messages: "layer sha256:ab12…". */
   what: string;
+  /** Write threads for small regular files (file creation overlaps across threads). */
+  writers?: WriterPool;
 }
 
 export interface UnpackResult {
@@ -84,6 +87,13 @@ export interface UnpackResult {
   opaques: string[];
   compression: "gzip" | "zstd" | "none";
 }
+
+/** The process umask, read once (reading it means setting it, so set it straight back). */
+const UMASK = (() => {
+  const m = process.umask(0o022);
+  process.umask(m);
+  return m;
+})();
 
 const WHITEOUT = ".wh.";
 const OPAQUE = ".wh..wh..opq";
@@ -139,7 +149,7 @@ export async function unpackLayer(source: AsyncIterable<Uint8Array>, root: strin
   const plain = pipeline(Readable.from(tapped(first, iterator, compressed, opts.onProgress)), decompressor, () => {});
 
   const extract = tar.extract();
-  const writer = new LayerWriter(root, opts.what);
+  const writer = new LayerWriter(root, opts.what, opts.writers);
 
   const pump = (async () => {
     try {
@@ -163,8 +173,10 @@ export async function unpackLayer(source: AsyncIterable<Uint8Array>, root: strin
       await writer.entry(entry.header as TarHeader, entry as unknown as AsyncIterable<Buffer>);
     }
     await pump;
+    await writer.finish();
   } catch (err) {
     plain.destroy();
+    await writer.settle();
     const message = (err as Error).message;
     if (err instanceof LayerError || err instanceof DigestMismatchError) throw err;
     if (/incorrect header check|invalid (stored block|distance|code)|unexpected end of file|Unknown frame descriptor|zstd/i.test(message)) {
@@ -175,7 +187,6 @@ export async function unpackLayer(source: AsyncIterable<Uint8Array>, root: strin
     }
     throw new LayerError(`${opts.what}: ${message}`);
   }
-  writer.finish();
 
   const digest = compressed.digest();
   const diffId = uncompressed.digest();
@@ -219,10 +230,53 @@ class LayerWriter {
   /** Resolved parent directories ("a/b" → host path), valid until a dir or link is replaced. */
   private readonly dirs = new Map<string, string>();
 
+  /** Who files we create belong to before any chown: this process (root, for the agent). */
+  private readonly uid = process.getuid?.() ?? 0;
+  private readonly gid = process.getgid?.() ?? 0;
+
+  /** Small files queued for the write threads, and the paths not yet on disk. */
+  private batch: FileJob[] = [];
+  private batchBytes = 0;
+  private readonly pending = new Set<string>();
+  private readonly inflight = new Set<Promise<void>>();
+  private failure: Error | undefined;
+  /** Host paths known to be directories (a file entry replacing one must wait its turn). */
+  private readonly dirSet = new Set<string>();
+
   constructor(
     private readonly root: string,
     private readonly what: string,
+    private readonly writers?: WriterPool,
   ) {}
+
+  /** Sends the queued files off; keeps at most two batches per writer in flight. */
+  private async flush(): Promise<void> {
+    if (this.batch.length === 0 || !this.writers) return;
+    const files = this.batch;
+    this.batch = [];
+    this.batchBytes = 0;
+    const sent = this.writers.write(files).catch((err: Error) => {
+      this.failure ??= err;
+    });
+    this.inflight.add(sent);
+    void sent.then(() => this.inflight.delete(sent));
+    while (this.inflight.size >= this.writers.size * 2) await Promise.race(this.inflight);
+    if (this.failure) throw new LayerError(`${this.what}: ${this.failure.message}`);
+  }
+
+  /** Waits until every queued file is on disk (before touching one of their paths). */
+  private async drain(): Promise<void> {
+    await this.flush();
+    await Promise.all(this.inflight);
+    this.pending.clear();
+    if (this.failure) throw new LayerError(`${this.what}: ${this.failure.message}`);
+  }
+
+  /** After a failure: let writes in flight finish so nothing writes into a removed tree. */
+  async settle(): Promise<void> {
+    this.batch = [];
+    await Promise.all(this.inflight);
+  }
 
   private fail(name: string, why: string): never {
     throw new LayerError(`${this.what}: entry '${name}' ${why}`);
@@ -289,6 +343,7 @@ class LayerWriter {
     }
     const resolved = current.length === 0 ? this.root : `${this.root}/${current.join("/")}`;
     this.dirs.set(key, resolved);
+    this.dirSet.add(resolved);
     return resolved;
   }
 
@@ -304,6 +359,7 @@ class LayerWriter {
       if (keepDir) return;
       rmSync(host, { recursive: true, force: true });
       this.dirs.clear();
+      this.dirSet.clear();
     } else {
       unlinkSync(host);
       if (st.isSymbolicLink()) this.dirs.clear();
@@ -349,6 +405,7 @@ class LayerWriter {
     }
 
     const host = `${parent}/${base}`;
+    if (this.pending.has(host)) await this.drain();
     const mode = header.mode & 0o7777;
     const uid = paxNumber(pax.uid) ?? header.uid;
     const gid = paxNumber(pax.gid) ?? header.gid;
@@ -357,17 +414,47 @@ class LayerWriter {
     switch (type) {
       case "file":
       case "contiguous-file": {
-        this.clear(host, false);
-        const fd = openSync(host, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
-        try {
-          for await (const chunk of data) writeSync(fd, chunk);
-          fchownSync(fd, uid, gid);
-          fchmodSync(fd, mode); // after chown, which clears setuid/setgid
-          futimesSync(fd, mtime, mtime);
-        } finally {
-          closeSync(fd);
+        const special = (mode & 0o7000) !== 0;
+        const job: FileJob = {
+          path: host,
+          data: EMPTY,
+          mode,
+          uid,
+          gid,
+          mtime,
+          // Every metadata syscall dirties the inode (and, on ext4, the journal): files are
+          // created with their final mode, and chown/chmod happen only when they change something.
+          chown: uid !== this.uid || gid !== this.gid || special,
+          chmod: special || (mode & UMASK) !== 0,
+          xattrs: xattrsOf(pax),
+        };
+        if (this.dirSet.has(host)) {
+          await this.drain();
+          this.clear(host, false);
         }
-        break;
+        if (!this.writers || header.size > SMALL_FILE) {
+          // Large files (and everything without write threads) stream straight to disk.
+          const fd = createFile(job);
+          let ok = false;
+          try {
+            for await (const chunk of data) {
+              let off = 0;
+              while (off < chunk.byteLength) off += writeSync(fd, chunk, off);
+            }
+            ok = true;
+          } finally {
+            if (ok) finishFile(fd, job);
+            else closeSync(fd);
+          }
+        } else {
+          // A buffer of its own, so it can be handed to a write thread without copying again.
+          job.data = header.size > 0 ? await collect(data, header.size) : new Uint8Array(0);
+          this.pending.add(host);
+          this.batch.push(job);
+          this.batchBytes += header.size;
+          if (this.batch.length >= BATCH_FILES || this.batchBytes >= BATCH_BYTES) await this.flush();
+        }
+        return;
       }
       case "directory": {
         await skip(data);
@@ -397,6 +484,7 @@ class LayerWriter {
         const targetParts = this.components(header.linkname, raw, "hard link target");
         if (targetParts.length === 0) this.fail(raw, "is a hard link to the layer root");
         const target = `${this.dir(targetParts.slice(0, -1), raw)}/${targetParts[targetParts.length - 1]}`;
+        if (this.pending.has(target)) await this.drain();
         let st;
         try {
           st = lstatSync(target);
@@ -425,21 +513,13 @@ class LayerWriter {
         this.fail(raw, `has an unsupported tar type (${type ?? "unknown"})`);
     }
 
-    for (const [key, value] of Object.entries(pax)) {
-      const name = key.startsWith("SCHILY.xattr.")
-        ? key.slice("SCHILY.xattr.".length)
-        : key.startsWith("LIBARCHIVE.xattr.")
-          ? decodeURIComponent(key.slice("LIBARCHIVE.xattr.".length))
-          : undefined;
-      if (name === undefined || !keepXattr(name) || type === "link") continue;
-      const bytes = key.startsWith("SCHILY.") ? Buffer.from(value, "latin1") : Buffer.from(value, "base64");
-      lsetxattr(host, name, bytes);
-    }
+    if (type !== "link") for (const [name, value] of xattrsOf(pax)) lsetxattr(host, name, value);
     void rel;
   }
 
   /** Directory mtimes last, deepest first, since creating children changes them. */
-  finish(): void {
+  async finish(): Promise<void> {
+    await this.drain();
     const dirs = [...this.dirTimes.entries()].sort((a, b) => b[0].length - a[0].length);
     for (const [path, mtime] of dirs) utimesSync(path, mtime, mtime);
   }
@@ -451,6 +531,37 @@ class LayerWriter {
  */
 function keepXattr(name: string): boolean {
   return !name.startsWith("trusted.") && name !== "security.selinux";
+}
+
+const EMPTY = new Uint8Array(0);
+/** Files up to this size go to the write threads; larger ones stream straight to disk. */
+const SMALL_FILE = 1 << 20;
+const BATCH_FILES = 64;
+const BATCH_BYTES = 4 << 20;
+
+/** An entry's data in one buffer of its own (tar-stream's chunks may share theirs). */
+async function collect(data: AsyncIterable<Buffer>, size: number): Promise<Uint8Array> {
+  const out = new Uint8Array(size);
+  let off = 0;
+  for await (const chunk of data) {
+    out.set(chunk.subarray(0, Math.max(0, size - off)), off);
+    off += chunk.byteLength;
+  }
+  return out;
+}
+
+/** The xattrs a PAX header carries that a layer may set (see keepXattr). */
+function xattrsOf(pax: Record<string, string>): Array<[string, Uint8Array]> {
+  const out: Array<[string, Uint8Array]> = [];
+  for (const [key, value] of Object.entries(pax)) {
+    const schily = key.startsWith("SCHILY.xattr.");
+    const libarchive = key.startsWith("LIBARCHIVE.xattr.");
+    if (!schily && !libarchive) continue;
+    const name = schily ? key.slice("SCHILY.xattr.".length) : decodeURIComponent(key.slice("LIBARCHIVE.xattr.".length));
+    if (!keepXattr(name)) continue;
+    out.push([name, schily ? Buffer.from(value, "latin1") : Buffer.from(value, "base64")]);
+  }
+  return out;
 }
 
 function paxNumber(value: string | undefined): number | undefined {

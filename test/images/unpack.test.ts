@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import tar from "tar-stream";
 import { lgetxattr, lsetxattr } from "../../src/ffi/libc.ts";
+import { WriterPool } from "../../src/images/file-writer.ts";
 import { runLayerJob } from "../../src/images/layer-job.ts";
 import { LayerError, unpackLayer } from "../../src/images/unpack.ts";
 import { tempDir } from "../helpers/agent.ts";
@@ -151,7 +152,7 @@ describe("what a layer means is kept", () => {
     await expect(unpackLayer(from(gz), fresh("dg"), { ...opts, expectDiffId: wrong })).rejects.toThrow(/\(uncompressed, diff_id\): digest mismatch/);
   });
 
-  test("a GNU tar layer unpacks to the same tree as tar -x, owners, modes, links, xattrs included", async () => {
+  for (const threads of [0, 2]) test(`a GNU tar layer unpacks to the same tree as tar -x, owners, modes, links, xattrs included (${threads} write threads)`, async () => {
     const src = fresh("src");
     mkdirSync(join(src, "bin"));
     writeFileSync(join(src, "bin/tool"), "#!/bin/sh\necho hi\n", { mode: 0o755 });
@@ -173,7 +174,8 @@ describe("what a layer means is kept", () => {
     expect(Bun.spawnSync(["tar", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-C", src, "-czf", tarFile, "."]).exitCode).toBe(0);
 
     const ours = fresh("ours");
-    const result = await unpackLayer(Bun.file(tarFile).stream() as unknown as AsyncIterable<Uint8Array>, ours, opts);
+    const writers = threads > 0 ? new WriterPool(threads) : undefined;
+    const result = await unpackLayer(Bun.file(tarFile).stream() as unknown as AsyncIterable<Uint8Array>, ours, { ...opts, writers });
     const theirs = fresh("theirs");
     expect(Bun.spawnSync(["tar", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-C", theirs, "-xzf", tarFile]).exitCode).toBe(0);
 
