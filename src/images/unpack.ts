@@ -7,6 +7,7 @@ import {
   closeSync,
   fchmodSync,
   fchownSync,
+  ftruncateSync,
   futimesSync,
   lchownSync,
   linkSync,
@@ -370,10 +371,20 @@ class LayerWriter {
     this.entries++;
     const raw = header.name;
     const pax = header.pax ?? {};
+    let name = raw;
+    let sparse: { realSize: number } | undefined;
     if (pax["GNU.sparse.major"] !== undefined || pax["GNU.sparse.map"] !== undefined || pax["GNU.sparse.offset"] !== undefined) {
-      this.fail(pax["GNU.sparse.name"] ?? raw, "is a GNU sparse file, which ucr does not unpack yet");
+      // PAX sparse format 1.0 (GNU tar --sparse --format=posix): the real name and size are in
+      // the PAX header and the data starts with the map of regions. Older variants are refused.
+      if (pax["GNU.sparse.major"] !== "1" || pax["GNU.sparse.minor"] !== "0" || pax["GNU.sparse.name"] === undefined) {
+        this.fail(pax["GNU.sparse.name"] ?? raw, "is a GNU sparse file in a format before 1.0, which ucr does not read");
+      }
+      name = pax["GNU.sparse.name"];
+      const realSize = Number(pax["GNU.sparse.realsize"]);
+      if (!Number.isSafeInteger(realSize) || realSize < 0) this.fail(name, "is a sparse file without a valid real size");
+      sparse = { realSize };
     }
-    const parts = this.components(raw, raw);
+    const parts = this.components(name, name);
     const type = header.type;
 
     if (parts.length === 0) {
@@ -432,7 +443,17 @@ class LayerWriter {
           await this.drain();
           this.clear(host, false);
         }
-        if (!this.writers || header.size > SMALL_FILE) {
+        if (sparse) {
+          const fd = createFile(job);
+          let ok = false;
+          try {
+            await writeSparse(fd, data, sparse.realSize, (why) => this.fail(name, why));
+            ok = true;
+          } finally {
+            if (ok) finishFile(fd, job);
+            else closeSync(fd);
+          }
+        } else if (!this.writers || header.size > SMALL_FILE) {
           // Large files (and everything without write threads) stream straight to disk.
           const fd = createFile(job);
           let ok = false;
@@ -534,6 +555,68 @@ function keepXattr(name: string): boolean {
 }
 
 const EMPTY = new Uint8Array(0);
+
+/**
+ * The data of a PAX 1.0 sparse entry: a map ("count\n" then "offset\nsize\n" pairs, padded
+ * to 512 bytes), then each region's bytes in order. Holes stay holes; the file gets its
+ * real size at the end.
+ */
+async function writeSparse(fd: number, data: AsyncIterable<Buffer>, realSize: number, fail: (why: string) => never): Promise<void> {
+  const it = data[Symbol.asyncIterator]();
+  let buf: Buffer = Buffer.alloc(0);
+  let regions: Array<[number, number]> | undefined;
+  let consumed = 0;
+  while (!regions) {
+    const lines = buf.toString("latin1").split("\n");
+    const complete = lines.slice(0, -1);
+    const count = complete.length > 0 ? Number(complete[0]) : Number.NaN;
+    if (complete.length > 0 && (!Number.isSafeInteger(count) || count < 0 || count > 1_000_000)) fail("has a malformed sparse map");
+    if (complete.length >= 1 + 2 * count) {
+      regions = [];
+      for (let i = 0; i < count; i++) {
+        const off = Number(complete[1 + 2 * i]);
+        const len = Number(complete[2 + 2 * i]);
+        if (!Number.isSafeInteger(off) || !Number.isSafeInteger(len) || off < 0 || len < 0 || off + len > realSize) {
+          fail("has a sparse region outside the file");
+        }
+        regions.push([off, len]);
+      }
+      const mapBytes = complete.slice(0, 1 + 2 * count).reduce((n, l) => n + l.length + 1, 0);
+      consumed = Math.ceil(mapBytes / 512) * 512;
+      break;
+    }
+    const { value, done } = await it.next();
+    if (done) fail("ends inside its sparse map");
+    buf = Buffer.concat([buf, value]);
+  }
+  while (buf.length < consumed) {
+    const { value, done } = await it.next();
+    if (done) fail("ends inside its sparse map");
+    buf = Buffer.concat([buf, value]);
+  }
+  let rest: Buffer = buf.subarray(consumed);
+  for (const [offset, length] of regions) {
+    let written = 0;
+    while (written < length) {
+      if (rest.length === 0) {
+        const { value, done } = await it.next();
+        if (done) fail("ends inside a sparse region");
+        rest = value;
+        continue;
+      }
+      const n = Math.min(rest.length, length - written);
+      let off = 0;
+      while (off < n) off += writeSync(fd, rest, off, n - off, offset + written + off);
+      written += n;
+      rest = rest.subarray(n);
+    }
+  }
+  for (;;) {
+    const { done } = await it.next();
+    if (done) break;
+  }
+  ftruncateSync(fd, realSize);
+}
 /** Files up to this size go to the write threads; larger ones stream straight to disk. */
 const SMALL_FILE = 1 << 20;
 const BATCH_FILES = 64;

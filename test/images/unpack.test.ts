@@ -210,3 +210,25 @@ test("a failed job removes its staging directory", async () => {
   ).rejects.toThrow(/has a path with '\.\.'/);
   expect(existsSync(staging)).toBe(false);
 });
+
+test("GNU sparse files (PAX 1.0) keep their holes; older sparse formats are refused by name", async () => {
+  const src = fresh("sparse-src");
+  const file = join(src, "disk.img");
+  expect(Bun.spawnSync(["truncate", "-s", "8M", file]).exitCode).toBe(0);
+  for (const [offset, text] of [[4096, "start"], [5_000_000, "middle"], [8 * 1024 * 1024 - 3, "end"]] as const) {
+    expect(Bun.spawnSync(["sh", "-c", `printf '${text}' | dd of='${file}' bs=1 seek=${offset} conv=notrunc status=none`]).exitCode).toBe(0);
+  }
+  const v1 = join(dir, "sparse-1.0.tar");
+  expect(Bun.spawnSync(["tar", "--sparse", "--sparse-version=1.0", "--format=posix", "-C", src, "-cf", v1, "disk.img"]).exitCode).toBe(0);
+  const root = fresh("sparse-out");
+  await unpackLayer(Bun.file(v1).stream() as unknown as AsyncIterable<Uint8Array>, root, opts);
+  const out = join(root, "disk.img");
+  expect(statSync(out).size).toBe(8 * 1024 * 1024);
+  expect(readFileSync(out).equals(readFileSync(file))).toBe(true);
+  expect(statSync(out).blocks * 512).toBeLessThan(64 * 1024); // still sparse, not 8 MiB of zeros
+
+  const v01 = join(dir, "sparse-0.1.tar");
+  expect(Bun.spawnSync(["tar", "--sparse", "--sparse-version=0.1", "--format=posix", "-C", src, "-cf", v01, "disk.img"]).exitCode).toBe(0);
+  const err = await unpackLayer(Bun.file(v01).stream() as unknown as AsyncIterable<Uint8Array>, fresh("sparse-old"), opts).catch((e: Error) => e);
+  expect((err as Error).message).toMatch(/entry '.*disk\.img' is a GNU sparse file in a format before 1\.0/);
+});
