@@ -80,7 +80,7 @@ async function main(argv: readonly string[]): Promise<void> {
     case "images":
       process.exit(imagesMain(rest));
     case "__init":
-      process.exit(initMain(rest));
+      process.exit(await initMain(rest));
     case undefined:
       fail(`ucr: no command given (${USAGE_LINE})`, 2);
     default:

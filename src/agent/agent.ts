@@ -6,7 +6,9 @@ import { startApiServer, type ApiServer } from "../api/server.ts";
 import type { LoadedFlags } from "../config/flags.ts";
 import { log, setLevel } from "../log.ts";
 import { VERSION } from "../version.ts";
+import { BackendError } from "../images/backends.ts";
 import { extractWorkerCount, startImageService, type ImageService } from "../images/service.ts";
+import { Containers } from "./containers.ts";
 import { startWorker, type WorkerName } from "../workers/pool.ts";
 import type { WorkerClient } from "../workers/rpc.ts";
 
@@ -21,6 +23,12 @@ export class Agent {
   readonly workers = new Map<string, WorkerClient>();
   private server: ApiServer | undefined;
   private imageService: ImageService | undefined;
+  private containerTable: Containers | undefined;
+
+  get containers(): Containers {
+    if (!this.containerTable) throw new Error("agent is not started");
+    return this.containerTable;
+  }
 
   /** The Docker image store and puller (started with the agent). */
   get images(): ImageService {
@@ -66,6 +74,13 @@ export class Agent {
     const { removedStaging } = this.imageService;
     if (removedStaging.length > 0) log.info(`image store: removed ${removedStaging.length} unfinished staging dir(s) left by an earlier run`);
     log.info(`image store at ${f.docker_store_dir}: ${this.imageService.store.images().length} image(s)`);
+    try {
+      this.containerTable = new Containers(this.flags, this.imageService, this.workers.get("gc")!);
+    } catch (err) {
+      if (err instanceof BackendError) throw new StartupError(err.message);
+      throw err;
+    }
+    log.info(`provisioner backend: ${this.containerTable.backend}`);
 
     if (!isLoopback(f.ip) && !f.authenticate_http_readwrite) {
       const bar = "!".repeat(78);

@@ -3,7 +3,8 @@
 import type { Agent } from "../agent/agent.ts";
 import { VERSION, versionInfo } from "../version.ts";
 import { type CallType, type Payload } from "./calls.ts";
-import { jsonResponse, textResponse } from "./http.ts";
+import { ContainerError, idKey, type Container } from "../agent/containers.ts";
+import { emptyResponse, jsonResponse, textResponse } from "./http.ts";
 
 export type Handler<T extends CallType> = (payload: Payload<T>, agent: Agent) => Response | Promise<Response>;
 type HandlerTable = { [T in CallType]: Handler<T> };
@@ -55,11 +56,33 @@ export const HANDLERS: HandlerTable = {
   REMOVE_RESOURCE_PROVIDER_CONFIG: notForUcr("REMOVE_RESOURCE_PROVIDER_CONFIG", NO_PROVIDERS),
   MARK_RESOURCE_PROVIDER_GONE: notForUcr("MARK_RESOURCE_PROVIDER_GONE", NO_PROVIDERS),
 
-  LAUNCH_CONTAINER: notYet("LAUNCH_CONTAINER", "containers arrive with the container runtime"),
-  WAIT_CONTAINER: notYet("WAIT_CONTAINER", "containers arrive with the container runtime"),
-  KILL_CONTAINER: notYet("KILL_CONTAINER", "containers arrive with the container runtime"),
-  REMOVE_CONTAINER: notYet("REMOVE_CONTAINER", "containers arrive with the container runtime"),
-  GET_CONTAINERS: notYet("GET_CONTAINERS", "containers arrive with the container runtime"),
+  LAUNCH_CONTAINER: (p, agent) =>
+    containerCall(async () => emptyResponse((await agent.containers.launch(p)) ? 200 : 202)),
+  WAIT_CONTAINER: (p, agent) =>
+    containerCall(async () => {
+      const c = await agent.containers.wait(p.container_id);
+      return jsonResponse({ type: "WAIT_CONTAINER", wait_container: waitBody(c) });
+    }),
+  KILL_CONTAINER: (p, agent) =>
+    containerCall(async () => {
+      agent.containers.kill(p.container_id, p.signal ?? 9);
+      return emptyResponse(200);
+    }),
+  REMOVE_CONTAINER: (p, agent) =>
+    containerCall(async () => {
+      await agent.containers.remove(p.container_id);
+      return emptyResponse(200);
+    }),
+  GET_CONTAINERS: (p, agent) =>
+    jsonResponse({
+      type: "GET_CONTAINERS",
+      get_containers: {
+        containers: agent.containers
+          .list()
+          .filter((c) => (c.id.parent ? p.show_nested : p.show_standalone))
+          .map(containerInfo),
+      },
+    }),
   LAUNCH_NESTED_CONTAINER: notYet("LAUNCH_NESTED_CONTAINER", "containers arrive with the container runtime"),
   WAIT_NESTED_CONTAINER: notYet("WAIT_NESTED_CONTAINER", "containers arrive with the container runtime"),
   KILL_NESTED_CONTAINER: notYet("KILL_NESTED_CONTAINER", "containers arrive with the container runtime"),
@@ -74,3 +97,32 @@ export function dispatch<T extends CallType>(type: T, payload: Payload<T>, agent
   return (HANDLERS[type] as Handler<T>)(payload, agent);
 }
 
+
+async function containerCall(fn: () => Promise<Response>): Promise<Response> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof ContainerError) return textResponse(err.status, err.message);
+    throw err;
+  }
+}
+
+function waitBody(c: Container): Record<string, unknown> {
+  const body: Record<string, unknown> = {};
+  if (c.exitStatus !== undefined) body.exit_status = c.exitStatus;
+  if (c.message) body.message = c.message;
+  return body;
+}
+
+function containerInfo(c: Container): Record<string, unknown> {
+  return {
+    container_id: { value: c.id.value },
+    container_status: {
+      container_id: c.id,
+      ...(c.state === "RUNNING" && c.pid !== undefined ? { executor_pid: c.pid } : {}),
+    },
+    resource_statistics: { timestamp: Date.now() / 1000 },
+  };
+}
+
+void idKey;

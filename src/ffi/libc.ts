@@ -1,7 +1,7 @@
 // The only place ucr talks to libc directly (bun:ffi): the namespace and mount calls the
 // container init stage needs. Each wrapper throws SysError naming the call, its subject and
 // the errno, so a failure reads "mount(/a -> /b) failed: ENOENT (No such file or directory)".
-import { dlopen, read } from "bun:ffi";
+import { dlopen, ptr, read } from "bun:ffi";
 import { SysError } from "./errno.ts";
 
 const libc = dlopen("libc.so.6", {
@@ -17,6 +17,12 @@ const libc = dlopen("libc.so.6", {
   syscall: { args: ["i64", "ptr", "ptr"], returns: "i64" },
   getpid: { args: [], returns: "i32" },
   mknod: { args: ["ptr", "u32", "u64"], returns: "i32" },
+  execve: { args: ["ptr", "ptr", "ptr"], returns: "i32" },
+  setgroups: { args: ["u64", "ptr"], returns: "i32" },
+  setresgid: { args: ["u32", "u32", "u32"], returns: "i32" },
+  setresuid: { args: ["u32", "u32", "u32"], returns: "i32" },
+  fcntl: { args: ["i32", "i32", "i32"], returns: "i32" },
+  prctl: { args: ["i32", "u64", "u64", "u64", "u64"], returns: "i32" },
   lsetxattr: { args: ["ptr", "ptr", "ptr", "u64", "i32"], returns: "i32" },
   lgetxattr: { args: ["ptr", "ptr", "ptr", "u64"], returns: "i64" },
 });
@@ -145,4 +151,62 @@ export function lgetxattr(path: string, name: string): Uint8Array | null {
     throw new SysError("lgetxattr", e, libc.symbols.strerror(e)?.toString() ?? "unknown error", `${path}, ${name}`);
   }
   return buf.slice(0, n);
+}
+
+/** A NULL-terminated array of C strings; the buffers stay referenced by the returned object. */
+function cstrArray(items: readonly string[]): { array: BigUint64Array; keep: Buffer[] } {
+  const keep = items.map(cstr);
+  const array = new BigUint64Array(items.length + 1);
+  keep.forEach((b, i) => (array[i] = BigInt(ptr(b))));
+  return { array, keep };
+}
+
+/** Replaces this process with `path`; returns only by throwing. */
+export function execve(path: string, argv: readonly string[], env: Readonly<Record<string, string>>): never {
+  const a = cstrArray(argv);
+  const e = cstrArray(Object.entries(env).map(([k, v]) => `${k}=${v}`));
+  const p = cstr(path);
+  const rc = libc.symbols.execve(p, a.array, e.array);
+  void [a.keep, e.keep];
+  check(rc, "execve", path);
+  throw new Error("execve returned");
+}
+
+export function setgroups(gids: readonly number[]): void {
+  const list = new Uint32Array(Math.max(1, gids.length));
+  gids.forEach((g, i) => (list[i] = g));
+  check(libc.symbols.setgroups(gids.length, list), "setgroups", gids.join(","));
+}
+
+/** Real, effective and saved ids at once, so nothing can be regained. */
+export function setresgid(gid: number): void {
+  check(libc.symbols.setresgid(gid, gid, gid), "setresgid", String(gid));
+}
+
+export function setresuid(uid: number): void {
+  check(libc.symbols.setresuid(uid, uid, uid), "setresuid", String(uid));
+}
+
+const F_GETFD = 1;
+const F_SETFD = 2;
+const FD_CLOEXEC = 1;
+
+/** Marks a descriptor close-on-exec (so exec closes it: the launch's "it is running" signal). */
+export function setCloexec(fd: number): void {
+  const flags = libc.symbols.fcntl(fd, F_GETFD, 0);
+  check(flags, "fcntl", `fd ${fd}`);
+  check(libc.symbols.fcntl(fd, F_SETFD, flags | FD_CLOEXEC), "fcntl", `fd ${fd}`);
+}
+
+const PR_SET_PDEATHSIG = 1;
+const PR_SET_CHILD_SUBREAPER = 36;
+
+/** Ask for `signal` when the parent dies. */
+export function setParentDeathSignal(signal: number): void {
+  check(libc.symbols.prctl(PR_SET_PDEATHSIG, signal, 0, 0, 0), "prctl", "PR_SET_PDEATHSIG");
+}
+
+/** Become the reaper of orphaned descendants. */
+export function setChildSubreaper(): void {
+  check(libc.symbols.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl", "PR_SET_CHILD_SUBREAPER");
 }

@@ -1,12 +1,151 @@
-// `ucr __init`: the container init stage. The agent will start this binary as `ucr __init`
-// to unshare namespaces, mount the rootfs, pivot_root and exec the workload, so the HTTP
-// server's own process never changes its namespaces. Until the container runtime lands,
-// it refuses to run rather than pretend.
+// `ucr __init`: the container init stage, in two processes so the workload is PID 1 of its
+// own namespace while something outside still waits for it.
+//   stage 1 (`__init SPEC`): unshares UTS, IPC and PID namespaces, starts stage 2,
+//     waits for it and writes its raw wait(2) status for the agent (which may be gone).
+//   stage 2 (`__init --pid1 SPEC`, PID 1 inside): in its own mount namespace, mounts the rootfs, /proc, /sys, /dev,
+//     /etc files and the sandbox, pivot_roots, drops to the user and execs the workload.
+// Setup errors go to fd 3, which the agent reads; exec closes fd 3 (close-on-exec), and
+// that EOF is how the agent knows the workload runs.
+import { closeSync, existsSync, mkdirSync, readFileSync, statSync, writeSync } from "node:fs";
+import { constants } from "node:os";
+import { CLONE_NEWIPC, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUTS, MS_REC, MS_SLAVE, execve, mount, setCloexec, sethostname, unshare } from "../ffi/libc.ts";
+import { writeFileAtomic } from "../images/store.ts";
+import { enterRootfs, mountHostProc } from "./mounts.ts";
+import { selfCommand, type LaunchSpec } from "./spec.ts";
+import { dropPrivileges, resolveUser } from "./user.ts";
 
-export function initMain(_args: readonly string[]): number {
-  process.stderr.write(
-    "ucr __init: the container init stage is started by the agent when it launches a container;\n" +
-      "this build has no container runtime yet, so there is nothing to initialise.\n",
-  );
-  return 2;
+const REPORT_FD = 3;
+
+function readSpec(path: string | undefined): LaunchSpec {
+  if (!path) throw new Error("usage: ucr __init [--pid1] SPEC");
+  return JSON.parse(readFileSync(path, "utf8")) as LaunchSpec;
 }
+
+/** Tells the agent why the launch failed (fd 3), and the sandbox's stderr too. */
+function report(message: string): void {
+  const line = `${message}\n`;
+  try {
+    writeSync(REPORT_FD, line);
+  } catch {
+    // the agent is gone; stderr still has it
+  }
+  try {
+    writeSync(2, `ucr: ${line}`);
+  } catch {
+    // nothing left to tell
+  }
+}
+
+export async function initMain(args: readonly string[]): Promise<number> {
+  if (args[0] === "--pid1") return stage2(args[1]);
+  if (args.length !== 1 || !existsSync(args[0]!) || !fdOpen(REPORT_FD)) {
+    process.stderr.write("ucr __init: the container init stage is started by the agent when it launches a container; it is not for direct use\n");
+    return 2;
+  }
+  return stage1(args[0]!);
+}
+
+function fdOpen(fd: number): boolean {
+  try {
+    statSync(`/proc/self/fd/${fd}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function stage1(specPath: string): Promise<number> {
+  let spec: LaunchSpec;
+  try {
+    spec = readSpec(specPath);
+    // The mount namespace is stage 2's own: pivot_root moves the root of every process in
+    // a namespace, and stage 1 must keep the host's to write the status file.
+    unshare(CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID);
+  } catch (err) {
+    report(`container init failed: ${(err as Error).message}`);
+    return 1;
+  }
+  const child = Bun.spawn(selfCommand("__init", "--pid1", specPath), {
+    stdio: ["inherit", "inherit", "inherit", REPORT_FD],
+    env: {},
+  });
+  closeSync(REPORT_FD); // only stage 2 (until exec) holds it now
+  writeFileAtomic(spec.pidFile, `${child.pid}\n`);
+  for (const sig of ["SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGQUIT"] as const) {
+    process.on(sig, () => child.kill(sig));
+  }
+  await child.exited;
+  const status =
+    child.signalCode !== null ? (constants.signals[child.signalCode as keyof typeof constants.signals] ?? 9) : ((child.exitCode ?? 0) & 0xff) << 8;
+  writeFileAtomic(spec.statusFile, `${status}\n`);
+  return 0;
+}
+
+function stage2(specPath: string | undefined): number {
+  let spec: LaunchSpec;
+  try {
+    spec = readSpec(specPath);
+    setCloexec(REPORT_FD);
+    unshare(CLONE_NEWNS);
+    // Mounts from the host still reach the container; none of the container's reach the host.
+    mount(null, "/", null, MS_REC | MS_SLAVE);
+    sethostname(spec.hostname);
+    if (spec.rootfs) enterRootfs(spec);
+    else mountHostProc();
+  } catch (err) {
+    report(`container setup failed: ${(err as Error).message}`);
+    return 1;
+  }
+  let executable: string;
+  try {
+    const user = spec.user ? resolveUser(spec.user) : undefined;
+    try {
+      process.chdir(spec.workingDir);
+    } catch {
+      // docker creates a missing WorkingDir
+      mkdirSync(spec.workingDir, { recursive: true, mode: 0o755 });
+      process.chdir(spec.workingDir);
+    }
+    if (user) {
+      dropPrivileges(user);
+      if (spec.env.HOME === undefined && user.home) spec.env.HOME = user.home;
+      spec.env.USER ??= user.name;
+    }
+    executable = findExecutable(spec.executable, spec.env.PATH ?? "", spec.workingDir);
+  } catch (err) {
+    // The container runs (the launch succeeded); it fails like a shell that cannot exec.
+    closeSync(REPORT_FD);
+    writeSync(2, `ucr: ${(err as Error).message}\n`);
+    return 127;
+  }
+  try {
+    return execve(executable, spec.argv, spec.env);
+  } catch (err) {
+    closeSync(REPORT_FD);
+    writeSync(2, `ucr: cannot execute ${spec.executable}: ${(err as Error).message}\n`);
+    return 126;
+  }
+}
+
+/** PATH lookup as execvp does: relative names with a slash from the working dir. */
+function findExecutable(name: string, path: string, cwd: string): string {
+  const runnable = (p: string) => {
+    try {
+      const st = statSync(p);
+      return st.isFile() && (st.mode & 0o111) !== 0;
+    } catch {
+      return false;
+    }
+  };
+  if (name.includes("/")) {
+    const p = name.startsWith("/") ? name : `${cwd}/${name}`;
+    if (!existsSync(p)) throw new Error(`executable '${name}' not found`);
+    return p;
+  }
+  for (const dir of path.split(":")) {
+    const p = `${dir || "."}/${name}`;
+    if (runnable(p)) return p;
+  }
+  throw new Error(`executable '${name}' not found in PATH (${path})`);
+}
+

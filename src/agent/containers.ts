@@ -1,0 +1,274 @@
+// The containers table: launch (validate, pull, provision, sandbox, start `ucr __init`),
+// wait, kill, remove and list, for standalone containers. One state machine per container:
+// PROVISIONING -> RUNNING -> EXITED -> (removed). The exit status comes from the file the
+// init stage writes, so it is there even when the agent was not.
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { ContainerID, Resource } from "../api/proto.ts";
+import type { LaunchContainer } from "../api/calls.ts";
+import type { Backend, LoadedFlags } from "../config/flags.ts";
+import { BackendError, chooseBackend, provision } from "../images/backends.ts";
+import type { ImageService } from "../images/service.ts";
+import { writeFileAtomic } from "../images/store.ts";
+import { log } from "../log.ts";
+import { CommandError, resolveCommand } from "../runtime/command.ts";
+import { selfCommand, type LaunchSpec } from "../runtime/spec.ts";
+import type { WorkerClient } from "../workers/rpc.ts";
+
+export class ContainerError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = "ContainerError";
+  }
+}
+
+export type State = "PROVISIONING" | "RUNNING" | "EXITED";
+
+export interface Container {
+  id: ContainerID;
+  key: string;
+  state: State;
+  sandbox: string;
+  runtime: string;
+  provisionerDir?: string;
+  /** Host pid of the workload (PID 1 in its namespace) once it runs. */
+  pid?: number;
+  /** Raw wait(2) status once it exited; undefined if no process ran. */
+  exitStatus?: number;
+  message?: string;
+  image?: string;
+  launchedAt: number;
+  exited: Promise<void>;
+}
+
+/** "c1" or "c1.child" (Mesos' string form of a ContainerID chain). */
+export function idKey(id: ContainerID): string {
+  return id.parent ? `${idKey(id.parent)}.${id.value}` : id.value;
+}
+
+export class Containers {
+  private readonly table = new Map<string, Container>();
+  readonly backend: Backend;
+  private readonly provisionerDir: string;
+
+  constructor(
+    private readonly flags: LoadedFlags,
+    private readonly images: ImageService,
+    private readonly gc: WorkerClient,
+  ) {
+    const f = flags.values;
+    this.provisionerDir = join(f.work_dir, "provisioner");
+    this.backend = chooseBackend(f.image_provisioner_backend, this.provisionerDir);
+  }
+
+  get(id: ContainerID): Container | undefined {
+    return this.table.get(idKey(id));
+  }
+
+  list(): Container[] {
+    return [...this.table.values()];
+  }
+
+  /** true: launched; false: the ID was already in use (Mesos answers 202). */
+  async launch(call: LaunchContainer): Promise<boolean> {
+    const f = this.flags.values;
+    const id = call.container_id;
+    const key = idKey(id);
+    if (this.table.has(key)) return false;
+    if (id.parent) throw new ContainerError(501, "nested containers are not implemented in this version of ucr yet");
+    if (call.container && call.container.type !== "MESOS") throw new ContainerError(400, "The provided ContainerInfo is not supported");
+    checkTopLevelResources(call.resources ?? []);
+    if ((call.container?.volumes ?? []).length > 0) throw new ContainerError(501, "volumes are not implemented in this version of ucr yet");
+
+    const image = call.container?.mesos?.image;
+    if (image?.type === "APPC") throw new ContainerError(501, "Appc images are not implemented in this version of ucr yet");
+    if (image && !(f.image_providers ?? []).includes("docker")) {
+      throw new ContainerError(400, "Docker images are not enabled: start the agent with --image_providers=docker --isolation=filesystem/linux,docker/runtime");
+    }
+
+    let resolveExited!: () => void;
+    const container: Container = {
+      id,
+      key,
+      state: "PROVISIONING",
+      sandbox: join(f.work_dir, "containers", id.value),
+      runtime: join(f.runtime_dir, "containers", id.value),
+      launchedAt: Date.now(),
+      exited: new Promise<void>((r) => (resolveExited = r)),
+      ...(image?.docker ? { image: image.docker.name } : {}),
+    };
+    this.table.set(key, container);
+    try {
+      await this.start(call, container, resolveExited);
+      return true;
+    } catch (err) {
+      await this.cleanup(container).catch(() => {});
+      this.table.delete(key);
+      if (err instanceof ContainerError) throw err;
+      throw new ContainerError(400, (err as Error).message);
+    }
+  }
+
+  private async start(call: LaunchContainer, c: Container, exited: () => void): Promise<void> {
+    const f = this.flags.values;
+    const image = call.container?.mesos?.image;
+    mkdirSync(c.runtime, { recursive: true, mode: 0o700 });
+    try {
+      mkdirSync(c.sandbox, { recursive: true, mode: 0o750 });
+    } catch (err) {
+      throw new ContainerError(500, `cannot create the sandbox ${c.sandbox}: ${(err as Error).message}`);
+    }
+
+    let rootfs: LaunchSpec["rootfs"];
+    let config;
+    if (image?.docker) {
+      const record = await this.images.puller.pull(image.docker.name, { force: image.cached === false });
+      config = this.images.store.config(record.configDigest);
+      const layers = record.layers.map((l) => this.images.store.layerRootfs(l));
+      c.provisionerDir = join(this.provisionerDir, "containers", c.id.value);
+      const dir = join(c.provisionerDir, "backends", this.backend);
+      try {
+        const provisioned = await provision(this.backend, layers, dir, async (ls, dest) => {
+          const records = record.layers.map((l) => {
+            const r = this.images.store.layer(l)!;
+            return { whiteouts: r.whiteouts, opaques: r.opaques };
+          });
+          await this.gc.call("copyLayers", { layers: ls, dest, records });
+        });
+        rootfs = provisioned.rootfs;
+      } catch (err) {
+        if (err instanceof BackendError) throw new ContainerError(400, err.message);
+        throw err;
+      }
+    }
+
+    const sandboxInContainer = rootfs ? f.sandbox_directory : c.sandbox;
+    let command;
+    try {
+      command = resolveCommand(call.command, config, { sandbox: sandboxInContainer, useImage: !f.docker_ignore_runtime });
+    } catch (err) {
+      if (err instanceof CommandError) throw new ContainerError(400, err.message);
+      throw err;
+    }
+    const user = f.switch_user && call.command?.user ? call.command.user : (config?.config?.User ?? undefined) || undefined;
+
+    const hostnameFile = join(c.runtime, "hostname");
+    const hostname = c.id.value.slice(0, 63);
+    writeFileSync(hostnameFile, `${hostname}\n`);
+    const spec: LaunchSpec = {
+      id: c.key,
+      hostname,
+      ...(rootfs ? { rootfs } : {}),
+      sandbox: { host: c.sandbox, container: sandboxInContainer },
+      executable: command.executable,
+      argv: command.argv,
+      env: command.env,
+      workingDir: command.workingDir,
+      ...(user ? { user } : {}),
+      etc: {
+        ...(existsSync("/etc/hosts") ? { hosts: "/etc/hosts" } : {}),
+        ...(existsSync("/etc/resolv.conf") ? { resolv: "/etc/resolv.conf" } : {}),
+        hostname: hostnameFile,
+      },
+      statusFile: join(c.runtime, "status"),
+      pidFile: join(c.runtime, "pid"),
+    };
+    const specPath = join(c.runtime, "launch.json");
+    writeFileAtomic(specPath, JSON.stringify(spec));
+
+    const stdout = openSync(join(c.sandbox, "stdout"), "a", 0o640);
+    const stderr = openSync(join(c.sandbox, "stderr"), "a", 0o640);
+    let proc;
+    try {
+      proc = Bun.spawn(selfCommand("__init", specPath), {
+        stdio: ["ignore", stdout, stderr, "pipe"],
+        env: {},
+        detached: true, // its own session: the agent's signals and death do not reach it
+      });
+    } finally {
+      closeSync(stdout);
+      closeSync(stderr);
+    }
+    const report = await readAll((proc as unknown as { stdio: number[] }).stdio[3]!);
+    if (report.trim() !== "") {
+      await proc.exited;
+      throw new ContainerError(400, report.trim());
+    }
+    c.pid = Number(readFileSync(spec.pidFile, "utf8").trim());
+    c.state = "RUNNING";
+    log.info(`container ${c.key} running (pid ${c.pid}${c.image ? `, image ${c.image}` : ""}, ${this.backend})`);
+    proc.unref();
+    void proc.exited.then(() => {
+      try {
+        c.exitStatus = Number(readFileSync(spec.statusFile, "utf8").trim());
+      } catch {
+        c.exitStatus = 9; // Mesos: no status written means it was killed
+      }
+      c.state = "EXITED";
+      log.info(`container ${c.key} exited with status ${c.exitStatus}`);
+      exited();
+    });
+  }
+
+  async wait(id: ContainerID): Promise<Container> {
+    const c = this.get(id);
+    if (!c) throw new ContainerError(404, `Container '${idKey(id)}' cannot be found`);
+    await c.exited;
+    return c;
+  }
+
+  kill(id: ContainerID, signal: number): void {
+    const c = this.get(id);
+    if (!c || c.state === "EXITED") throw new ContainerError(404, `Container '${idKey(id)}' cannot be found (or is already killed)`);
+    if (c.pid === undefined) return;
+    try {
+      // The workload is PID 1 of its namespace: SIGKILL to it ends every process in there.
+      process.kill(c.pid, signal);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ESRCH") throw err;
+    }
+  }
+
+  async remove(id: ContainerID): Promise<void> {
+    const c = this.get(id);
+    if (!c) throw new ContainerError(404, `Container '${idKey(id)}' cannot be found`);
+    if (c.state !== "EXITED") throw new ContainerError(500, `Container '${c.key}' has not terminated yet`);
+    await this.cleanup(c);
+    this.table.delete(c.key);
+  }
+
+  /** Removes the container's rootfs, runtime state and sandbox (in the gc worker). */
+  private async cleanup(c: Container): Promise<void> {
+    const f = this.flags.values;
+    if (c.provisionerDir) await this.gc.call("remove", { path: c.provisionerDir, within: f.work_dir });
+    await this.gc.call("remove", { path: c.sandbox, within: f.work_dir });
+    rmSync(c.runtime, { recursive: true, force: true });
+  }
+}
+
+/** Mesos refuses reserved, persistent-volume and revocable resources on a top-level launch. */
+function checkTopLevelResources(resources: Resource[]): void {
+  for (const r of resources) {
+    if ((r.role && r.role !== "*") || (r.reservations ?? []).length > 0 || r.reservation) {
+      throw new ContainerError(400, `resource '${r.name}' is reserved; standalone containers cannot use reserved resources`);
+    }
+    if (r.disk?.persistence) throw new ContainerError(400, `resource '${r.name}' is a persistent volume, which standalone containers cannot use`);
+    if (r.revocable) throw new ContainerError(400, `resource '${r.name}' is revocable, which standalone containers cannot use`);
+  }
+}
+
+/** Everything written to a pipe until every writer closed it. */
+async function readAll(fd: number): Promise<string> {
+  try {
+    return await Bun.file(fd).text();
+  } finally {
+    try {
+      closeSync(fd);
+    } catch {
+      // already closed
+    }
+  }
+}

@@ -1,0 +1,43 @@
+// What the agent tells the container init stage (`ucr __init`), as a JSON file in the
+// container's runtime directory: everything already decided, nothing left to look up.
+import { join } from "node:path";
+import { isCompiled } from "../version.ts";
+
+export interface RootfsSpec {
+  backend: "overlay" | "copy" | "bind";
+  /** The mount point that becomes `/`. */
+  target: string;
+  /** overlay: layer trees, base first; upper and work dirs of this container. */
+  lowers?: string[];
+  upper?: string;
+  work?: string;
+  /** copy and bind: the tree to bind onto the target. */
+  source?: string;
+  readonly?: boolean;
+}
+
+export interface LaunchSpec {
+  /** "parent.child" ContainerID chain, for messages. */
+  id: string;
+  hostname: string;
+  /** Absent: the container sees the host's filesystem (no image). */
+  rootfs?: RootfsSpec;
+  sandbox: { host: string; container: string };
+  executable: string;
+  argv: string[];
+  env: Record<string, string>;
+  workingDir: string;
+  /** A user name or uid[:gid], resolved in the image's /etc/passwd and /etc/group; absent: root. */
+  user?: string;
+  /** Files the agent prepared to bind over /etc/hosts, /etc/resolv.conf, /etc/hostname. */
+  etc: { hosts?: string; resolv?: string; hostname: string };
+  /** Where stage 1 writes the workload's raw wait(2) status, and its host pid. */
+  statusFile: string;
+  pidFile: string;
+}
+
+/** argv that runs this same binary (compiled) or main.ts under bun (from source). */
+export function selfCommand(...args: string[]): string[] {
+  if (isCompiled()) return [process.execPath, ...args];
+  return [process.execPath, join(import.meta.dir, "..", "main.ts"), ...args];
+}
