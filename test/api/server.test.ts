@@ -186,18 +186,24 @@ describe("transport errors", () => {
     }
   });
 
-  test("container and image calls are routed but answer 501 until implemented", async () => {
-    const id = { container_id: { value: "c1" } };
-    const calls = [
-      { type: "LAUNCH_CONTAINER", launch_container: id },
-      { type: "WAIT_CONTAINER", wait_container: id },
-      { type: "KILL_CONTAINER", kill_container: id },
-      { type: "REMOVE_CONTAINER", remove_container: id },
-      { type: "GET_CONTAINERS" },
+  test("container calls reach their handlers: unknown IDs are 404, as Mesos", async () => {
+    const id = { container_id: { value: "nobody-here" } };
+    await expectText(await agent.call({ type: "WAIT_CONTAINER", wait_container: id }), 404, /Container 'nobody-here' cannot be found/);
+    await expectText(await agent.call({ type: "KILL_CONTAINER", kill_container: id }), 404, /cannot be found \(or is already killed\)/);
+    await expectText(await agent.call({ type: "REMOVE_CONTAINER", remove_container: id }), 404, /cannot be found/);
+    await expectText(await agent.call({ type: "LAUNCH_CONTAINER", launch_container: id }), 400, /Shell specified but no command value provided/);
+    const list = await agent.call({ type: "GET_CONTAINERS", get_containers: { show_standalone: true } });
+    expect(await list.json()).toEqual({ type: "GET_CONTAINERS", get_containers: { containers: [] } });
+  });
+
+  test("calls not built yet answer 501 and say so, never a pretend success", async () => {
+    const id = { container_id: { value: "c1", parent: { value: "p" } } };
+    for (const call of [
       { type: "PRUNE_IMAGES" },
-    ];
-    for (const call of calls) {
-      await expectText(await agent.call(call), 501, new RegExp(`^${call.type} is not implemented`));
+      { type: "LAUNCH_NESTED_CONTAINER", launch_nested_container: id },
+      { type: "LAUNCH_CONTAINER", launch_container: { ...id, command: { value: "true" } } },
+    ]) {
+      await expectText(await agent.call(call), 501, /not implemented/);
     }
   });
 

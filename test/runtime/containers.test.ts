@@ -1,0 +1,239 @@
+// Standalone containers for real: the built agent, an `alpine` image made from
+// busybox-static and saved with skopeo into an archive directory, real namespaces and
+// overlay mounts (CI runs as root). The seeds' requests are sent as written.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { hostname } from "node:os";
+import { join } from "node:path";
+import { type RunningAgent, startAgent, tempDir } from "../helpers/agent.ts";
+import { buildBusyboxImage, buildRichImage, saveArchive } from "../helpers/images.ts";
+
+const isRoot = process.getuid?.() === 0;
+const work = tempDir("ucr-containers-");
+let agent: RunningAgent;
+
+beforeAll(async () => {
+  if (!isRoot) return;
+  const images = join(work, "images");
+  mkdirSync(images);
+  const layout = join(work, "busybox");
+  buildBusyboxImage(layout, { tag: "1" });
+  await saveArchive(layout, join(images, "alpine.tar"), "alpine:latest", { srcTag: "1" });
+  const rich = join(work, "rich");
+  buildRichImage(rich, { tag: "1", zstd: false });
+  await saveArchive(rich, join(images, "rich.tar"), "rich:latest", { srcTag: "1" });
+  agent = await startAgent({
+    args: [`--docker_registry=${images}`, "--image_providers=docker", "--isolation=filesystem/linux,docker/runtime"],
+  });
+});
+afterAll(async () => {
+  if (agent) expect(await agent.stop()).toBe(0);
+  rmSync(work, { recursive: true, force: true });
+});
+
+async function call(body: unknown): Promise<{ status: number; text: string; json?: Record<string, unknown> }> {
+  const res = await agent.call(body);
+  const text = await res.text();
+  let json;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { status: res.status, text, json };
+}
+
+let n = 0;
+/** Launch `script` in alpine, wait, and return the exit status and sandbox output. */
+async function run(script: string, extra: Record<string, unknown> = {}, image = "alpine") {
+  const id = `t${n++}`;
+  const launch = await call({
+    type: "LAUNCH_CONTAINER",
+    launch_container: {
+      container_id: { value: id },
+      command: { value: script },
+      container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: image } } } },
+      ...extra,
+    },
+  });
+  expect({ status: launch.status, text: launch.text }).toEqual({ status: 200, text: "" });
+  const wait = await call({ type: "WAIT_CONTAINER", wait_container: { container_id: { value: id } } });
+  expect(wait.status).toBe(200);
+  const sandbox = join(agent.workDir, "containers", id);
+  return {
+    id,
+    exit: (wait.json!.wait_container as { exit_status: number }).exit_status,
+    stdout: readFileSync(join(sandbox, "stdout"), "utf8"),
+    stderr: readFileSync(join(sandbox, "stderr"), "utf8"),
+    sandbox,
+  };
+}
+
+describe.skipIf(!isRoot)("standalone containers (need root: namespaces and mounts)", () => {
+  test("the seeds' LAUNCH, WAIT and KILL requests, as written", async () => {
+    const launch = await call({
+      type: "LAUNCH_CONTAINER",
+      launch_container: {
+        container_id: { value: "my-standalone-container-id" },
+        command: { value: "sleep 100" },
+        resources: [
+          { name: "cpus", scalar: { value: 2.0 }, type: "SCALAR" },
+          { name: "mem", scalar: { value: 1024.0 }, type: "SCALAR" },
+          { name: "disk", scalar: { value: 1024.0 }, type: "SCALAR" },
+        ],
+        container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "alpine" } } } },
+      },
+    });
+    expect({ status: launch.status, body: launch.text }).toEqual({ status: 200, body: "" });
+    const again = await call({ type: "LAUNCH_CONTAINER", launch_container: { container_id: { value: "my-standalone-container-id" }, command: { value: "true" } } });
+    expect({ status: again.status, body: again.text }).toEqual({ status: 202, body: "" });
+
+    const list = await call({ type: "GET_CONTAINERS", get_containers: { show_standalone: true } });
+    const containers = (list.json!.get_containers as { containers: Array<Record<string, any>> }).containers;
+    const mine = containers.find((c) => c.container_id.value === "my-standalone-container-id")!;
+    expect(mine.container_status.executor_pid).toBeGreaterThan(1);
+    expect((await call({ type: "GET_CONTAINERS" })).json).toEqual({ type: "GET_CONTAINERS", get_containers: { containers: [] } });
+
+    const removeRunning = await call({ type: "REMOVE_CONTAINER", remove_container: { container_id: { value: "my-standalone-container-id" } } });
+    expect(removeRunning.status).toBe(500);
+    expect(removeRunning.text).toMatch(/has not terminated yet/);
+
+    const kill = await call({ type: "KILL_CONTAINER", kill_container: { container_id: { value: "my-standalone-container-id" } } });
+    expect({ status: kill.status, body: kill.text }).toEqual({ status: 200, body: "" });
+    const wait = await call({ type: "WAIT_CONTAINER", wait_container: { container_id: { value: "my-standalone-container-id" } } });
+    expect(wait.json).toEqual({ type: "WAIT_CONTAINER", wait_container: { exit_status: 9 } });
+    // Kept until removed: a second WAIT answers at once.
+    expect((await call({ type: "WAIT_CONTAINER", wait_container: { container_id: { value: "my-standalone-container-id" } } })).json).toEqual(wait.json);
+    expect((await call({ type: "KILL_CONTAINER", kill_container: { container_id: { value: "my-standalone-container-id" } } })).status).toBe(404);
+
+    const remove = await call({ type: "REMOVE_CONTAINER", remove_container: { container_id: { value: "my-standalone-container-id" } } });
+    expect(remove.status).toBe(200);
+    expect(existsSync(join(agent.workDir, "containers", "my-standalone-container-id"))).toBe(false);
+    expect(readdirSync(join(agent.workDir, "provisioner", "containers"))).not.toContain("my-standalone-container-id");
+    expect((await call({ type: "WAIT_CONTAINER", wait_container: { container_id: { value: "my-standalone-container-id" } } })).status).toBe(404);
+  });
+
+  test("exit statuses are raw wait(2) statuses", async () => {
+    expect((await run("exit 0")).exit).toBe(0);
+    expect((await run("exit 1")).exit).toBe(256);
+  });
+
+  test("KILL_CONTAINER delivers the signal it names to the workload", async () => {
+    const id = `sig${n++}`;
+    const launch = await call({
+      type: "LAUNCH_CONTAINER",
+      launch_container: {
+        container_id: { value: id },
+        // PID 1 gets only signals it handles: trap TERM, as an init-aware workload would.
+        command: { value: "trap 'echo got-term; exit 7' TERM; echo ready; while true; do sleep 0.05; done" },
+        container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "alpine" } } } },
+      },
+    });
+    expect(launch.status).toBe(200);
+    const stdout = join(agent.workDir, "containers", id, "stdout");
+    for (let i = 0; i < 200 && !readFileSync(stdout, "utf8").includes("ready"); i++) await Bun.sleep(10);
+    expect((await call({ type: "KILL_CONTAINER", kill_container: { container_id: { value: id }, signal: 15 } })).status).toBe(200);
+    const wait = await call({ type: "WAIT_CONTAINER", wait_container: { container_id: { value: id } } });
+    expect(wait.json).toEqual({ type: "WAIT_CONTAINER", wait_container: { exit_status: 7 << 8 } });
+    expect(readFileSync(stdout, "utf8")).toContain("got-term");
+  });
+
+  test("inside: the workload is PID 1, /proc shows only its processes, its own hostname, the image's root", async () => {
+    const r = await run("echo pid=$$; ls /proc | grep -E '^[0-9]+$' | wc -l; hostname; ls /; cat /proc/1/cmdline | tr '\\0' ' '; echo; echo sandbox=$MESOS_SANDBOX; pwd; ls /bin/busybox");
+    expect(r.exit).toBe(0);
+    const lines = r.stdout.trim().split("\n");
+    expect(lines[0]).toBe("pid=1");
+    expect(Number(lines[1])).toBeLessThanOrEqual(4); // sh, ls, grep and wc: nothing from the host
+    expect(lines[2]).toBe(r.id);
+    expect(hostname()).not.toBe(r.id);
+    expect(r.stdout).toContain("sh -c echo pid=$$;");
+    expect(r.stdout).toContain("sandbox=/mnt/mesos/sandbox");
+    expect(r.stdout).toMatch(/^\/mnt\/mesos\/sandbox$/m);
+    expect(r.stdout).toContain("/bin/busybox");
+  });
+
+  test("the sandbox is shared with the host; other writes stay in the container; host mounts are not visible", async () => {
+    const marker = join(work, "host-only-marker");
+    const r = await run(`echo from-inside > $MESOS_SANDBOX/out.txt; echo secret > /root/inside.txt; ls ${work} 2>&1; cat /proc/self/mountinfo | wc -l`);
+    expect(r.exit).toBe(0);
+    expect(readFileSync(join(r.sandbox, "out.txt"), "utf8")).toBe("from-inside\n");
+    expect(existsSync("/root/inside.txt")).toBe(false);
+    expect(r.stdout).toMatch(/No such file or directory/); // the host's paths are not there
+    expect(existsSync(marker)).toBe(false);
+    // And none of the container's mounts leaked into the host.
+    expect(readFileSync("/proc/self/mountinfo", "utf8")).not.toContain(join(agent.workDir, "provisioner"));
+  });
+
+  test("the image's Entrypoint, Cmd, Env, WorkingDir and User apply (shell=false, no value)", async () => {
+    const id = `ep${n++}`;
+    const launch = await call({
+      type: "LAUNCH_CONTAINER",
+      launch_container: {
+        container_id: { value: id },
+        command: { shell: false, arguments: ["from", "args"] },
+        container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "rich" } } } },
+      },
+    });
+    expect(launch.status).toBe(200);
+    const wait = await call({ type: "WAIT_CONTAINER", wait_container: { container_id: { value: id } } });
+    expect((wait.json!.wait_container as { exit_status: number }).exit_status).toBe(0);
+    // Entrypoint ["/bin/echo","entry"] + arguments (Cmd dropped).
+    expect(readFileSync(join(agent.workDir, "containers", id, "stdout"), "utf8")).toBe("entry from args\n");
+    const who = await run("id -u; id -g; pwd; echo $FOO", {}, "rich");
+    expect(who.stdout.trim().split("\n")).toEqual(["1000", "1000", "/work", "bar"]);
+  });
+
+  test("CommandInfo.user with --switch_user: a name from the image's /etc/passwd", async () => {
+    const r = await run("id -u; id -g", { command: { value: "id -u; id -g", user: "nobody" } });
+    expect(r.stdout.trim().split("\n")).toEqual(["65534", "65534"]);
+  });
+
+  test("a missing executable: the container fails with 127 and says why in its stderr", async () => {
+    const id = `missing${n++}`;
+    const launch = await call({
+      type: "LAUNCH_CONTAINER",
+      launch_container: {
+        container_id: { value: id },
+        command: { shell: false, value: "/no/such/program", arguments: ["x"] },
+        container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "alpine" } } } },
+      },
+    });
+    expect(launch.status).toBe(200);
+    const wait = await call({ type: "WAIT_CONTAINER", wait_container: { container_id: { value: id } } });
+    expect(wait.json).toEqual({ type: "WAIT_CONTAINER", wait_container: { exit_status: 127 << 8 } });
+    expect(readFileSync(join(agent.workDir, "containers", id, "stderr"), "utf8")).toContain("executable '/no/such/program' not found");
+  });
+
+  test("launch failures are 400 with the reason, and leave nothing behind", async () => {
+    const cases: Array<[Record<string, unknown>, RegExp]> = [
+      [{ command: { shell: true } }, /Shell specified but no command value provided/],
+      [{ command: { value: "true" }, container: { type: "DOCKER" } }, /The provided ContainerInfo is not supported/],
+      [{ command: { value: "true" }, container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "nothere" } } } } }, /Failed to find archive for image 'nothere'/],
+      [{ command: { value: "true" }, container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "Bad/Name" } } } } }, /invalid image reference 'Bad\/Name'/],
+      [{ command: { value: "true" }, resources: [{ name: "cpus", type: "SCALAR", scalar: { value: 1 }, role: "web" }] }, /reserved/],
+    ];
+    for (const [extra, pattern] of cases) {
+      const id = `bad${n++}`;
+      const r = await call({ type: "LAUNCH_CONTAINER", launch_container: { container_id: { value: id }, ...extra } });
+      expect({ status: r.status, text: r.text }).toEqual({ status: 400, text: expect.stringMatching(pattern) });
+      expect(existsSync(join(agent.workDir, "containers", id))).toBe(false);
+      expect((await call({ type: "WAIT_CONTAINER", wait_container: { container_id: { value: id } } })).status).toBe(404);
+    }
+  });
+
+  test("without an image: the host's filesystem, but its own PID namespace", async () => {
+    const id = `host${n++}`;
+    const r = await call({ type: "LAUNCH_CONTAINER", launch_container: { container_id: { value: id }, command: { value: "echo $$; ls /proc | grep -cE '^[0-9]+$'; pwd; test -d /usr/lib && echo host-fs" } } });
+    expect(r.status).toBe(200);
+    await call({ type: "WAIT_CONTAINER", wait_container: { container_id: { value: id } } });
+    const out = readFileSync(join(agent.workDir, "containers", id, "stdout"), "utf8").trim().split("\n");
+    expect(out[0]).toBe("1");
+    expect(Number(out[1])).toBeLessThanOrEqual(3); // sh, ls and grep
+    expect(out[2]).toBe(join(agent.workDir, "containers", id));
+    expect(out[3]).toBe("host-fs");
+  });
+});
+
+test.skipIf(isRoot)("containers need root (namespaces, mounts): skipped as this test runs unprivileged", () => {
+  expect(isRoot).toBe(false);
+});
