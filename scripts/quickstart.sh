@@ -52,5 +52,22 @@ echo "quickstart: GET_HEALTH ->"
 api '{"type":"GET_HEALTH"}'
 echo "quickstart: GET_VERSION ->"
 api '{"type":"GET_VERSION"}'
+
+echo "quickstart: LAUNCH_CONTAINER 'hello' from the alpine image ->"
+api '{"type":"REMOVE_CONTAINER","remove_container":{"container_id":{"value":"hello"}}}' >/dev/null 2>&1 || true
+curl -fsS -X POST "http://127.0.0.1:$PORT/api/v1" -H 'Content-Type: application/json' -d '{
+  "type": "LAUNCH_CONTAINER",
+  "launch_container": {
+    "container_id": {"value": "hello"},
+    "command": {"value": "echo \"hello from a ucr container: I am pid $$ on host $(hostname), in $(pwd)\"; ls /"},
+    "container": {"type": "MESOS", "mesos": {"image": {"type": "DOCKER", "docker": {"name": "alpine"}}}}
+  }
+}' -w 'HTTP %{http_code}\n'
+echo "quickstart: WAIT_CONTAINER 'hello' ->"
+api '{"type":"WAIT_CONTAINER","wait_container":{"container_id":{"value":"hello"}}}'
+echo "quickstart: its stdout ($WORK_DIR/containers/hello/stdout):"
+$SUDO cat "$WORK_DIR/containers/hello/stdout"
+api '{"type":"REMOVE_CONTAINER","remove_container":{"container_id":{"value":"hello"}}}' >/dev/null
+
 echo "quickstart: the agent is running (pid $AGENT) at http://127.0.0.1:$PORT/api/v1; Ctrl-C stops it."
 wait "$AGENT"
