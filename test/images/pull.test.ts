@@ -268,11 +268,12 @@ describe("from a directory of docker save archives", () => {
     await saveArchive(gz.dir, join(images, "rich-2.tar"), "docker.io/library/rich:2", { srcTag: "1", familiar: false }); // skopeo's long names
     Bun.spawnSync(["mv", join(images, "rich-2.tar"), join(images, "rich:2.tar")]);
     ociArchive(gz.dir, join(images, "library", "ocirich.tar"), { ref: "ocirich:latest", srcTag: "1" }); // Docker 25+
+    ociArchive(richDir, join(images, "zstdrich.tar"), { ref: "zstdrich:latest", srcTag: "1", uncompressed: false }); // gzip + zstd layers
     mkdirSync(join(images, "reg.io"), { recursive: true });
     legacyArchive(gz.dir, join(images, "reg.io", "app:1.tar"), "reg.io/app:1", { srcTag: "1" }); // what Mesos reads
 
     const s = service([`--docker_registry=${images}`]);
-    for (const name of ["alpine", "alpine:latest", "docker.io/library/alpine:latest", "rich:2", "ocirich", "reg.io/app:1"]) {
+    for (const name of ["alpine", "alpine:latest", "docker.io/library/alpine:latest", "rich:2", "ocirich", "zstdrich", "reg.io/app:1"]) {
       const record = await s.puller.pull(name);
       expectSameAsUmoci(s, record);
     }
