@@ -81,6 +81,12 @@ export class Agent {
       throw err;
     }
     log.info(`provisioner backend: ${this.containerTable.backend}`);
+    const recovered = await this.containerTable.recover();
+    if (recovered.running + recovered.exited + recovered.broken.length > 0) {
+      log.info(
+        `recovered ${recovered.running} running and ${recovered.exited} exited container(s)${recovered.broken.length ? `; removed ${recovered.broken.length} with unreadable checkpoints (${recovered.broken.join(", ")})` : ""}`,
+      );
+    }
 
     if (!isLoopback(f.ip) && !f.authenticate_http_readwrite) {
       const bar = "!".repeat(78);

@@ -2,7 +2,7 @@
 // wait, kill, remove and list, for standalone containers. One state machine per container:
 // PROVISIONING -> RUNNING -> EXITED -> (removed). The exit status comes from the file the
 // init stage writes, so it is there even when the agent was not.
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, watch, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { ContainerID, Resource } from "../api/proto.ts";
 import type { LaunchContainer } from "../api/calls.ts";
@@ -199,18 +199,117 @@ export class Containers {
     }
     c.pid = Number(readFileSync(spec.pidFile, "utf8").trim());
     c.state = "RUNNING";
+    this.checkpoint(c);
     log.info(`container ${c.key} running (pid ${c.pid}${c.image ? `, image ${c.image}` : ""}, ${this.backend})`);
     proc.unref();
-    void proc.exited.then(() => {
+    void proc.exited.then(() => this.exited(c, exited));
+  }
+
+  /** Reads the status the init stage wrote and settles the container. */
+  private exited(c: Container, done: () => void): void {
+    if (c.state === "EXITED") return;
+    try {
+      c.exitStatus = Number(readFileSync(join(c.runtime, "status"), "utf8").trim());
+    } catch {
+      c.exitStatus = 9; // Mesos: no status written means it was killed
+    }
+    c.state = "EXITED";
+    log.info(`container ${c.key} exited with status ${c.exitStatus}`);
+    done();
+  }
+
+  /** What a restarted agent needs to find a container again (atomic, in its runtime dir). */
+  private checkpoint(c: Container): void {
+    const record: Checkpoint = {
+      id: c.id,
+      sandbox: c.sandbox,
+      runtime: c.runtime,
+      ...(c.provisionerDir ? { provisionerDir: c.provisionerDir } : {}),
+      ...(c.pid !== undefined ? { pid: c.pid } : {}),
+      ...(c.image ? { image: c.image } : {}),
+      launchedAt: c.launchedAt,
+    };
+    writeFileAtomic(join(c.runtime, "container.json"), JSON.stringify(record));
+  }
+
+  /**
+   * After a restart: containers keep running without the agent. Each checkpoint becomes a
+   * container again: exited (its status file is there, or its process is gone) or running
+   * (watched until the init stage writes the status). Unreadable ones are reported and
+   * cleaned up.
+   */
+  async recover(): Promise<{ running: number; exited: number; broken: string[] }> {
+    const root = join(this.flags.values.runtime_dir, "containers");
+    const result = { running: 0, exited: 0, broken: [] as string[] };
+    if (!existsSync(root)) return result;
+    for (const name of readdirSync(root)) {
+      const dir = join(root, name);
+      let record: Checkpoint;
       try {
-        c.exitStatus = Number(readFileSync(spec.statusFile, "utf8").trim());
-      } catch {
-        c.exitStatus = 9; // Mesos: no status written means it was killed
+        record = JSON.parse(readFileSync(join(dir, "container.json"), "utf8")) as Checkpoint;
+        if (typeof record.id?.value !== "string" || typeof record.sandbox !== "string") throw new Error("incomplete checkpoint");
+      } catch (err) {
+        log.error(`container checkpoint ${dir} is unreadable (${(err as Error).message}); removing its runtime state and rootfs`);
+        result.broken.push(name);
+        rmSync(dir, { recursive: true, force: true });
+        const prov = join(this.provisionerDir, "containers", name);
+        if (existsSync(prov)) await this.gc.call("remove", { path: prov, within: this.flags.values.work_dir }).catch(() => {});
+        continue;
       }
-      c.state = "EXITED";
-      log.info(`container ${c.key} exited with status ${c.exitStatus}`);
-      exited();
-    });
+      let settle!: () => void;
+      const c: Container = {
+        id: record.id,
+        key: idKey(record.id),
+        state: "RUNNING",
+        sandbox: record.sandbox,
+        runtime: dir,
+        ...(record.provisionerDir ? { provisionerDir: record.provisionerDir } : {}),
+        ...(record.pid !== undefined ? { pid: record.pid } : {}),
+        ...(record.image ? { image: record.image } : {}),
+        launchedAt: record.launchedAt,
+        exited: new Promise<void>((r) => (settle = r)),
+      };
+      this.table.set(c.key, c);
+      const statusFile = join(dir, "status");
+      if (existsSync(statusFile) || record.pid === undefined || !alive(record.pid)) {
+        this.exited(c, settle);
+        result.exited++;
+        continue;
+      }
+      result.running++;
+      this.watchExit(c, statusFile, settle);
+    }
+    return result;
+  }
+
+  /**
+   * The init stage is no longer our child: watch its runtime dir for the status file it
+   * writes at the end (inotify), and poll too, in case it died before writing one.
+   */
+  private watchExit(c: Container, statusFile: string, settle: () => void): void {
+    let deadSince: number | undefined;
+    const stop = () => {
+      watcher.close();
+      clearInterval(timer);
+    };
+    const check = () => {
+      if (c.state === "EXITED") return stop();
+      if (existsSync(statusFile)) {
+        this.exited(c, settle);
+        return stop();
+      }
+      if (c.pid !== undefined && !alive(c.pid)) {
+        deadSince ??= Date.now();
+        // Stage 1 writes the status just after the workload dies; give it a moment.
+        if (Date.now() - deadSince > 2000) {
+          this.exited(c, settle);
+          stop();
+        }
+      }
+    };
+    const watcher = watch(c.runtime, () => check());
+    const timer = setInterval(check, 250);
+    timer.unref();
   }
 
   async wait(id: ContainerID): Promise<Container> {
@@ -246,6 +345,25 @@ export class Containers {
     if (c.provisionerDir) await this.gc.call("remove", { path: c.provisionerDir, within: f.work_dir });
     await this.gc.call("remove", { path: c.sandbox, within: f.work_dir });
     rmSync(c.runtime, { recursive: true, force: true });
+  }
+}
+
+interface Checkpoint {
+  id: ContainerID;
+  sandbox: string;
+  runtime: string;
+  provisionerDir?: string;
+  pid?: number;
+  image?: string;
+  launchedAt: number;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 

@@ -6,9 +6,23 @@
 //     /etc files and the sandbox, pivot_roots, drops to the user and execs the workload.
 // Setup errors go to fd 3, which the agent reads; exec closes fd 3 (close-on-exec), and
 // that EOF is how the agent knows the workload runs.
-import { closeSync, existsSync, mkdirSync, readFileSync, statSync, writeSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, writeSync } from "node:fs";
 import { constants } from "node:os";
-import { CLONE_NEWIPC, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUTS, MS_REC, MS_SLAVE, execve, mount, setCloexec, sethostname, unshare } from "../ffi/libc.ts";
+import {
+  CLONE_NEWIPC,
+  CLONE_NEWNS,
+  CLONE_NEWPID,
+  CLONE_NEWUTS,
+  MS_REC,
+  MS_SLAVE,
+  execve,
+  mount,
+  setCloexec,
+  setParentDeathSignal,
+  sethostname,
+  setns,
+  unshare,
+} from "../ffi/libc.ts";
 import { writeFileAtomic } from "../images/store.ts";
 import { enterRootfs, mountHostProc } from "./mounts.ts";
 import { selfCommand, type LaunchSpec } from "./spec.ts";
@@ -58,17 +72,35 @@ async function stage1(specPath: string): Promise<number> {
   let spec: LaunchSpec;
   try {
     spec = readSpec(specPath);
+    // Outlive the agent: Bun asks the kernel to kill spawned children when their parent
+    // dies; a container must keep running (and stage 1 must write its status) without it.
+    setParentDeathSignal(0);
     // The mount namespace is stage 2's own: pivot_root moves the root of every process in
     // a namespace, and stage 1 must keep the host's to write the status file.
-    unshare(CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID);
+    unshare(CLONE_NEWUTS | CLONE_NEWIPC);
   } catch (err) {
     report(`container init failed: ${(err as Error).message}`);
     return 1;
   }
-  const child = Bun.spawn(selfCommand("__init", "--pid1", specPath), {
-    stdio: ["inherit", "inherit", "inherit", REPORT_FD],
-    env: {},
-  });
+  // A new PID namespace applies to the children started after unshare; but while our
+  // "namespace for children" differs from our own, the kernel refuses to create threads
+  // (clone EINVAL), which a runtime does whenever it likes. So: unshare, start stage 2 (PID 1
+  // over there), and go straight back to our own namespace for any later children.
+  const ownPidNs = openSync("/proc/self/ns/pid", "r");
+  let child;
+  try {
+    unshare(CLONE_NEWPID);
+    child = Bun.spawn(selfCommand("__init", "--pid1", specPath), {
+      stdio: ["inherit", "inherit", "inherit", REPORT_FD],
+      env: {},
+    });
+  } catch (err) {
+    report(`container init failed: ${(err as Error).message}`);
+    return 1;
+  } finally {
+    setns(ownPidNs, CLONE_NEWPID);
+    closeSync(ownPidNs);
+  }
   closeSync(REPORT_FD); // only stage 2 (until exec) holds it now
   writeFileAtomic(spec.pidFile, `${child.pid}\n`);
   for (const sig of ["SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGQUIT"] as const) {
