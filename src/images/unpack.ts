@@ -453,7 +453,7 @@ class LayerWriter {
             if (ok) finishFile(fd, job);
             else closeSync(fd);
           }
-        } else if (!this.writers || header.size > SMALL_FILE) {
+        } else if (!this.writers || header.size > SMALL_FILE || this.entries <= INLINE_FIRST) {
           // Large files (and everything without write threads) stream straight to disk.
           const fd = createFile(job);
           let ok = false;
@@ -619,6 +619,8 @@ async function writeSparse(fd: number, data: AsyncIterable<Buffer>, realSize: nu
 }
 /** Files up to this size go to the write threads; larger ones stream straight to disk. */
 const SMALL_FILE = 1 << 20;
+/** The first entries of a layer are written inline: small layers never start write threads. */
+const INLINE_FIRST = 128;
 const BATCH_FILES = 64;
 const BATCH_BYTES = 4 << 20;
 

@@ -232,3 +232,24 @@ test("GNU sparse files (PAX 1.0) keep their holes; older sparse formats are refu
   const err = await unpackLayer(Bun.file(v01).stream() as unknown as AsyncIterable<Uint8Array>, fresh("sparse-old"), opts).catch((e: Error) => e);
   expect((err as Error).message).toMatch(/entry '.*disk\.img' is a GNU sparse file in a format before 1\.0/);
 });
+
+test("with write threads: many files, a later duplicate wins, hard links wait for their target", async () => {
+  const entries: Entry[] = [];
+  for (let i = 0; i < 400; i++) entries.push({ name: `d${i % 7}/f${i}`, body: `file ${i}\n`.repeat(i % 50), mode: i % 2 ? 0o644 : 0o755 });
+  const at = (i: number) => `d${i % 7}/f${i}`;
+  entries.push({ name: at(300), body: "second version\n" }); // replaces an earlier entry, possibly still queued
+  entries.push({ name: "late-link", type: "link", linkname: at(399) }); // target likely still in a batch
+  entries.push({ name: "d2/f303", type: "symlink", linkname: "f2" }); // a symlink replacing a queued file
+  const root = fresh("threads");
+  const result = await unpackLayer(from(gzipSync(await makeTar(entries))), root, { ...opts, writers: new WriterPool(2) });
+  expect(result.entries).toBe(403);
+  expect(readFileSync(join(root, at(300)), "utf8")).toBe("second version\n");
+  expect(statSync(join(root, "late-link")).ino).toBe(statSync(join(root, at(399))).ino);
+  expect(readFileSync(join(root, "late-link"), "utf8")).toBe("file 399\n".repeat(399 % 50));
+  expect(lstatSync(join(root, "d2/f303")).isSymbolicLink()).toBe(true);
+  for (const i of [0, 1, 150, 398]) {
+    const st = statSync(join(root, `d${i % 7}/f${i}`));
+    expect(st.mode & 0o777).toBe(i % 2 ? 0o644 : 0o755);
+    expect(readFileSync(join(root, `d${i % 7}/f${i}`), "utf8")).toBe(`file ${i}\n`.repeat(i % 50));
+  }
+});
