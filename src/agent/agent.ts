@@ -81,6 +81,9 @@ export class Agent {
       throw err;
     }
     log.info(`provisioner backend: ${this.containerTable.backend}`);
+    const cg = this.containerTable.cgroups;
+    if (cg.kind === "none") log.warn(`cgroups: none usable (${cg.why}); cpus and mem will not be enforced`);
+    else log.info(`cgroups: ${cg.kind === "v2" ? "v2 (unified)" : `v1 (memory at ${cg.memory}, cpu at ${cg.cpu})`}`);
     const recovered = await this.containerTable.recover();
     if (recovered.running + recovered.exited + recovered.broken.length > 0) {
       log.info(

@@ -11,6 +11,7 @@ import { BackendError, chooseBackend, provision } from "../images/backends.ts";
 import type { ImageService } from "../images/service.ts";
 import { writeFileAtomic } from "../images/store.ts";
 import { log } from "../log.ts";
+import { ContainerCgroup, detectCgroups, type CgroupLayout } from "../runtime/cgroups.ts";
 import { CommandError, resolveCommand } from "../runtime/command.ts";
 import { selfCommand, type LaunchSpec } from "../runtime/spec.ts";
 import type { WorkerClient } from "../workers/rpc.ts";
@@ -39,6 +40,10 @@ export interface Container {
   /** Raw wait(2) status once it exited; undefined if no process ran. */
   exitStatus?: number;
   message?: string;
+  /** Set when the agent's limits killed it (Mesos' TASK_FAILED + REASON_CONTAINER_LIMITATION_MEMORY). */
+  limitation?: { reason: string; resources: Resource[] };
+  cgroup?: ContainerCgroup;
+  limits?: { cpus?: number; memBytes?: number };
   image?: string;
   launchedAt: number;
   exited: Promise<void>;
@@ -52,6 +57,7 @@ export function idKey(id: ContainerID): string {
 export class Containers {
   private readonly table = new Map<string, Container>();
   readonly backend: Backend;
+  readonly cgroups: CgroupLayout;
   private readonly provisionerDir: string;
 
   constructor(
@@ -62,6 +68,7 @@ export class Containers {
     const f = flags.values;
     this.provisionerDir = join(f.work_dir, "provisioner");
     this.backend = chooseBackend(f.image_provisioner_backend, this.provisionerDir);
+    this.cgroups = detectCgroups();
   }
 
   get(id: ContainerID): Container | undefined {
@@ -155,6 +162,17 @@ export class Containers {
     }
     const user = f.switch_user && call.command?.user ? call.command.user : (config?.config?.User ?? undefined) || undefined;
 
+    c.limits = limitsOf(call);
+    if (this.cgroups.kind !== "none") {
+      try {
+        c.cgroup = ContainerCgroup.create(this.cgroups, f.cgroups_root, c.id.value, { ...c.limits, cfs: f.cgroups_enable_cfs });
+      } catch (err) {
+        throw new ContainerError(500, `cannot set up the cgroups of ${c.key}: ${(err as Error).message}`);
+      }
+    } else if (c.limits.cpus !== undefined || c.limits.memBytes !== undefined) {
+      log.warn(`container ${c.key}: resources are not enforced: ${this.cgroups.why}`);
+    }
+
     const hostnameFile = join(c.runtime, "hostname");
     const hostname = c.id.value.slice(0, 63);
     writeFileSync(hostnameFile, `${hostname}\n`);
@@ -173,6 +191,7 @@ export class Containers {
         ...(existsSync("/etc/resolv.conf") ? { resolv: "/etc/resolv.conf" } : {}),
         hostname: hostnameFile,
       },
+      cgroupProcs: (c.cgroup?.dirs ?? []).map((d) => join(d, "cgroup.procs")),
       statusFile: join(c.runtime, "status"),
       pidFile: join(c.runtime, "pid"),
     };
@@ -213,8 +232,16 @@ export class Containers {
     } catch {
       c.exitStatus = 9; // Mesos: no status written means it was killed
     }
+    if (c.cgroup && c.cgroup.oomKills() > 0) {
+      const mb = c.limits?.memBytes !== undefined ? c.limits.memBytes / 1048576 : undefined;
+      c.limitation = {
+        reason: "REASON_CONTAINER_LIMITATION_MEMORY",
+        resources: mb !== undefined ? [{ name: "mem", type: "SCALAR", scalar: { value: mb } } as Resource] : [],
+      };
+      c.message = `Memory limit exceeded: the kernel's OOM killer stopped the container${mb !== undefined ? ` (limit ${mb} MB)` : ""}`;
+    }
     c.state = "EXITED";
-    log.info(`container ${c.key} exited with status ${c.exitStatus}`);
+    log.info(`container ${c.key} exited with status ${c.exitStatus}${c.limitation ? ` (${c.limitation.reason})` : ""}`);
     done();
   }
 
@@ -227,6 +254,8 @@ export class Containers {
       ...(c.provisionerDir ? { provisionerDir: c.provisionerDir } : {}),
       ...(c.pid !== undefined ? { pid: c.pid } : {}),
       ...(c.image ? { image: c.image } : {}),
+      ...(c.cgroup ? { cgroups: c.cgroup.dirs } : {}),
+      ...(c.limits ? { limits: c.limits } : {}),
       launchedAt: c.launchedAt,
     };
     writeFileAtomic(join(c.runtime, "container.json"), JSON.stringify(record));
@@ -266,6 +295,8 @@ export class Containers {
         ...(record.provisionerDir ? { provisionerDir: record.provisionerDir } : {}),
         ...(record.pid !== undefined ? { pid: record.pid } : {}),
         ...(record.image ? { image: record.image } : {}),
+        ...(record.cgroups ? { cgroup: ContainerCgroup.existing(this.cgroups, record.cgroups) } : {}),
+        ...(record.limits ? { limits: record.limits } : {}),
         launchedAt: record.launchedAt,
         exited: new Promise<void>((r) => (settle = r)),
       };
@@ -345,6 +376,7 @@ export class Containers {
     if (c.provisionerDir) await this.gc.call("remove", { path: c.provisionerDir, within: f.work_dir });
     await this.gc.call("remove", { path: c.sandbox, within: f.work_dir });
     rmSync(c.runtime, { recursive: true, force: true });
+    c.cgroup?.destroy();
   }
 }
 
@@ -355,7 +387,21 @@ interface Checkpoint {
   provisionerDir?: string;
   pid?: number;
   image?: string;
+  cgroups?: string[];
+  limits?: { cpus?: number; memBytes?: number };
   launchedAt: number;
+}
+
+/** cpus and mem from the launch's resources, `limits` winning (Mesos 1.9+ limits). */
+function limitsOf(call: LaunchContainer): { cpus?: number; memBytes?: number } {
+  const scalar = (name: string) => call.resources?.find((r) => r.name === name && r.type === "SCALAR")?.scalar?.value;
+  const limit = (name: string) => call.limits?.[name]?.value;
+  const cpus = limit("cpus") ?? scalar("cpus");
+  const mem = limit("mem") ?? scalar("mem");
+  return {
+    ...(cpus !== undefined && Number.isFinite(cpus) ? { cpus } : {}),
+    ...(mem !== undefined && Number.isFinite(mem) ? { memBytes: Math.round(mem * 1048576) } : {}),
+  };
 }
 
 function alive(pid: number): boolean {

@@ -110,6 +110,11 @@ async function containerCall(fn: () => Promise<Response>): Promise<Response> {
 function waitBody(c: Container): Record<string, unknown> {
   const body: Record<string, unknown> = {};
   if (c.exitStatus !== undefined) body.exit_status = c.exitStatus;
+  if (c.limitation) {
+    body.state = "TASK_FAILED";
+    body.reason = c.limitation.reason;
+    body.limitation = { resources: c.limitation.resources };
+  }
   if (c.message) body.message = c.message;
   return body;
 }
@@ -121,7 +126,12 @@ function containerInfo(c: Container): Record<string, unknown> {
       container_id: c.id,
       ...(c.state === "RUNNING" && c.pid !== undefined ? { executor_pid: c.pid } : {}),
     },
-    resource_statistics: { timestamp: Date.now() / 1000 },
+    resource_statistics: {
+      timestamp: Date.now() / 1000,
+      ...(c.limits?.cpus !== undefined ? { cpus_limit: c.limits.cpus } : {}),
+      ...(c.limits?.memBytes !== undefined ? { mem_limit_bytes: c.limits.memBytes } : {}),
+      ...(c.state === "RUNNING" ? (c.cgroup?.statistics() ?? {}) : {}),
+    },
   };
 }
 

@@ -302,6 +302,14 @@ const SCHEMAS = {
   appc_simple_discovery_uri_prefix: AppcPrefix,
   appc_store_dir: HostPath,
   authenticate_http_readwrite: Bool,
+  cgroups_enable_cfs: Bool,
+  cgroups_root: v.pipe(
+    text,
+    convert((s) => {
+      if (!/^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/.test(s) || s.split("/").includes("..")) throw new Error(`'${s}' is not a relative cgroup path`);
+      return s;
+    }),
+  ),
   docker_config: v.optional(jsonFlag(DockerConfigSchema)),
   docker_ignore_runtime: Bool,
   docker_insecure_registries: HostList,
@@ -342,6 +350,13 @@ const META: { [K in FlagName]: FlagMeta } = {
     default: "false",
     show: showBool,
   },
+  cgroups_enable_cfs: {
+    help: "Also cap CPU time at `cpus` with a CFS quota (cpu shares/weight apply either way).",
+    boolean: true,
+    default: "false",
+    show: showBool,
+  },
+  cgroups_root: { help: "Cgroup under which each container gets its own (per hierarchy on cgroup v1).", default: "ucr" },
   docker_config: {
     help: "Docker config.json or legacy .dockercfg with registry credentials: inline JSON, file:///path or /path.",
     json: true,

@@ -6,7 +6,7 @@
 //     /etc files and the sandbox, pivot_roots, drops to the user and execs the workload.
 // Setup errors go to fd 3, which the agent reads; exec closes fd 3 (close-on-exec), and
 // that EOF is how the agent knows the workload runs.
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, writeSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { constants } from "node:os";
 import {
   CLONE_NEWIPC,
@@ -101,8 +101,9 @@ async function stage1(specPath: string): Promise<number> {
     setns(ownPidNs, CLONE_NEWPID);
     closeSync(ownPidNs);
   }
-  closeSync(REPORT_FD); // only stage 2 (until exec) holds it now
+  // The pid file first: the agent reads it as soon as fd 3 reaches EOF, which needs our copy closed.
   writeFileAtomic(spec.pidFile, `${child.pid}\n`);
+  closeSync(REPORT_FD); // only stage 2 (until exec) holds it now
   for (const sig of ["SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGQUIT"] as const) {
     process.on(sig, () => child.kill(sig));
   }
@@ -118,6 +119,9 @@ function stage2(specPath: string | undefined): number {
   try {
     spec = readSpec(specPath);
     setCloexec(REPORT_FD);
+    // Join the container's cgroups now: what this runtime already allocated stays charged
+    // where it was, and is freed at exec; the workload starts inside its limits.
+    for (const procs of spec.cgroupProcs ?? []) writeFileSync(procs, String(process.pid));
     unshare(CLONE_NEWNS);
     // Mounts from the host still reach the container; none of the container's reach the host.
     mount(null, "/", null, MS_REC | MS_SLAVE);

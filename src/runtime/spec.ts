@@ -31,6 +31,8 @@ export interface LaunchSpec {
   user?: string;
   /** Files the agent prepared to bind over /etc/hosts, /etc/resolv.conf, /etc/hostname. */
   etc: { hosts?: string; resolv?: string; hostname: string };
+  /** cgroup.procs files stage 2 writes its pid to before setting up (resource limits). */
+  cgroupProcs: string[];
   /** Where stage 1 writes the workload's raw wait(2) status, and its host pid. */
   statusFile: string;
   pidFile: string;

@@ -27,7 +27,17 @@ beforeAll(async () => {
   });
 });
 afterAll(async () => {
-  if (agent) expect(await agent.stop()).toBe(0);
+  if (agent) {
+    // Leave nothing behind on the machine: every container killed, waited for and removed.
+    const list = await call({ type: "GET_CONTAINERS", get_containers: { show_standalone: true } });
+    for (const c of (list.json?.get_containers as { containers: Array<{ container_id: { value: string } }> }).containers) {
+      const ref = { container_id: c.container_id };
+      await call({ type: "KILL_CONTAINER", kill_container: ref });
+      await call({ type: "WAIT_CONTAINER", wait_container: ref });
+      expect((await call({ type: "REMOVE_CONTAINER", remove_container: ref })).status).toBe(200);
+    }
+    expect(await agent.stop()).toBe(0);
+  }
   rmSync(work, { recursive: true, force: true });
 });
 
@@ -219,6 +229,59 @@ describe.skipIf(!isRoot)("standalone containers (need root: namespaces and mount
       expect(existsSync(join(agent.workDir, "containers", id))).toBe(false);
       expect((await call({ type: "WAIT_CONTAINER", wait_container: { container_id: { value: id } } })).status).toBe(404);
     }
+  });
+
+  test("cpus and mem become cgroup limits; usage shows in GET_CONTAINERS", async () => {
+    const id = `limits${n++}`;
+    const r = await call({
+      type: "LAUNCH_CONTAINER",
+      launch_container: {
+        container_id: { value: id },
+        command: { value: "cat /proc/self/cgroup; sleep 5" },
+        resources: [
+          { name: "cpus", type: "SCALAR", scalar: { value: 0.5 } },
+          { name: "mem", type: "SCALAR", scalar: { value: 96 } },
+        ],
+        container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "alpine" } } } },
+      },
+    });
+    expect(r.status).toBe(200);
+    const list = await call({ type: "GET_CONTAINERS", get_containers: { show_standalone: true } });
+    const mine = (list.json!.get_containers as { containers: Array<Record<string, any>> }).containers.find((c) => c.container_id.value === id)!;
+    expect(mine.resource_statistics.mem_limit_bytes).toBe(96 * 1048576);
+    expect(mine.resource_statistics.cpus_limit).toBe(0.5);
+    expect(typeof mine.resource_statistics.mem_total_bytes).toBe("number");
+    // The limits are the kernel's: read them where the workload's /proc/self/cgroup says it is.
+    await Bun.sleep(100);
+    const cgroups = readFileSync(join(agent.workDir, "containers", id, "stdout"), "utf8");
+    const memPath = /^\d+:memory:(.+)$/m.exec(cgroups)?.[1] ?? /^0::(.+)$/m.exec(cgroups)?.[1];
+    expect(memPath).toBe(`/ucr/${id}`);
+    const v2 = existsSync("/sys/fs/cgroup/cgroup.controllers");
+    const limit = readFileSync(v2 ? `/sys/fs/cgroup${memPath}/memory.max` : `/sys/fs/cgroup/memory${memPath}/memory.limit_in_bytes`, "utf8").trim();
+    expect(Number(limit)).toBe(96 * 1048576);
+    if (!v2) expect(readFileSync(`/sys/fs/cgroup/cpu${memPath}/cpu.shares`, "utf8").trim()).toBe("512");
+    await call({ type: "KILL_CONTAINER", kill_container: { container_id: { value: id } } });
+    await call({ type: "WAIT_CONTAINER", wait_container: { container_id: { value: id } } });
+    expect((await call({ type: "REMOVE_CONTAINER", remove_container: { container_id: { value: id } } })).status).toBe(200);
+    expect(existsSync(v2 ? `/sys/fs/cgroup${memPath}` : `/sys/fs/cgroup/memory${memPath}`)).toBe(false);
+  });
+
+  test("a container allocating past its memory limit is OOM-killed, and WAIT says so", async () => {
+    const r = await run("x=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa; while true; do x=$x$x; done", {
+      resources: [{ name: "mem", type: "SCALAR", scalar: { value: 48 } }],
+    });
+    expect(r.exit).toBe(9);
+    const wait = await call({ type: "WAIT_CONTAINER", wait_container: { container_id: { value: r.id } } });
+    expect(wait.json).toEqual({
+      type: "WAIT_CONTAINER",
+      wait_container: {
+        exit_status: 9,
+        state: "TASK_FAILED",
+        reason: "REASON_CONTAINER_LIMITATION_MEMORY",
+        limitation: { resources: [{ name: "mem", type: "SCALAR", scalar: { value: 48 } }] },
+        message: expect.stringContaining("Memory limit exceeded"),
+      },
+    });
   });
 
   test("without an image: the host's filesystem, but its own PID namespace", async () => {

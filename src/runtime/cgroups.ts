@@ -1,0 +1,170 @@
+// Resource limits through cgroups, on v1, v2, or the hybrid layout (v1 controllers with a
+// cgroup2 mount at /sys/fs/cgroup/unified, which this machine has and crun refuses):
+// cpus -> cpu shares/weight (and a CFS quota with --cgroups_enable_cfs), mem -> a memory
+// limit; usage and OOM kills read back for WAIT_CONTAINER and GET_CONTAINERS.
+import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+
+export type CgroupLayout = { kind: "v2"; root: string } | { kind: "v1"; cpu: string; cpuacct: string; memory: string } | { kind: "none"; why: string };
+
+const ROOT = "/sys/fs/cgroup";
+
+/** Which cgroup layout this machine has (v2 wins only when it is the unified hierarchy). */
+export function detectCgroups(): CgroupLayout {
+  if (existsSync(join(ROOT, "cgroup.controllers"))) {
+    const controllers = readFileSync(join(ROOT, "cgroup.controllers"), "utf8");
+    if (!/\bmemory\b/.test(controllers) || !/\bcpu\b/.test(controllers)) {
+      return { kind: "none", why: "the cgroup v2 hierarchy lacks the cpu or memory controller" };
+    }
+    return { kind: "v2", root: ROOT };
+  }
+  const v1 = (name: string) => [join(ROOT, name), join(ROOT, "cpu,cpuacct")].find((p) => existsSync(join(p, "cgroup.procs")));
+  const cpu = v1("cpu");
+  const cpuacct = v1("cpuacct");
+  const memory = existsSync(join(ROOT, "memory", "cgroup.procs")) ? join(ROOT, "memory") : undefined;
+  if (cpu && cpuacct && memory) return { kind: "v1", cpu, cpuacct, memory };
+  return { kind: "none", why: "no cgroup v1 cpu, cpuacct and memory hierarchies and no cgroup v2 hierarchy under /sys/fs/cgroup" };
+}
+
+export interface Limits {
+  cpus?: number;
+  memBytes?: number;
+  cfs: boolean;
+}
+
+const CFS_PERIOD_US = 100_000;
+const MIN_SHARES = 2;
+
+/** The cgroup(s) of one container; `dirs` are what to add its process to and remove at the end. */
+export class ContainerCgroup {
+  constructor(
+    readonly layout: CgroupLayout,
+    readonly dirs: string[],
+  ) {}
+
+  static create(layout: CgroupLayout, parent: string, name: string, limits: Limits): ContainerCgroup | undefined {
+    if (layout.kind === "none") return undefined;
+    if (layout.kind === "v2") {
+      const base = join(layout.root, parent);
+      mkdirSync(base, { recursive: true });
+      // Controllers must be enabled for the children of every level down to ours.
+      enable(layout.root);
+      enable(base);
+      const dir = join(base, name);
+      mkdirSync(dir, { recursive: true });
+      if (limits.cpus !== undefined) {
+        const shares = Math.max(MIN_SHARES, Math.round(limits.cpus * 1024));
+        const weight = Math.min(10000, Math.max(1, 1 + Math.floor(((shares - 2) * 9999) / 262142)));
+        writeFileSync(join(dir, "cpu.weight"), String(weight));
+        if (limits.cfs) writeFileSync(join(dir, "cpu.max"), `${Math.max(1000, Math.round(limits.cpus * CFS_PERIOD_US))} ${CFS_PERIOD_US}`);
+      }
+      if (limits.memBytes !== undefined) {
+        writeFileSync(join(dir, "memory.max"), String(limits.memBytes));
+        if (existsSync(join(dir, "memory.swap.max"))) writeFileSync(join(dir, "memory.swap.max"), "0");
+      }
+      return new ContainerCgroup(layout, [dir]);
+    }
+    const cpu = join(layout.cpu, parent, name);
+    const cpuacct = join(layout.cpuacct, parent, name);
+    const memory = join(layout.memory, parent, name);
+    for (const d of new Set([cpu, cpuacct, memory])) mkdirSync(d, { recursive: true });
+    if (limits.cpus !== undefined) {
+      writeFileSync(join(cpu, "cpu.shares"), String(Math.max(MIN_SHARES, Math.round(limits.cpus * 1024))));
+      if (limits.cfs) {
+        writeFileSync(join(cpu, "cpu.cfs_period_us"), String(CFS_PERIOD_US));
+        writeFileSync(join(cpu, "cpu.cfs_quota_us"), String(Math.max(1000, Math.round(limits.cpus * CFS_PERIOD_US))));
+      }
+    }
+    if (limits.memBytes !== undefined) {
+      writeFileSync(join(memory, "memory.limit_in_bytes"), String(limits.memBytes));
+      // Without swap accounting the limit could be dodged by swapping.
+      if (existsSync(join(memory, "memory.memsw.limit_in_bytes"))) {
+        try {
+          writeFileSync(join(memory, "memory.memsw.limit_in_bytes"), String(limits.memBytes));
+        } catch {
+          // swap accounting off: the memory limit alone applies
+        }
+      }
+    }
+    return new ContainerCgroup(layout, [...new Set([cpu, cpuacct, memory])]);
+  }
+
+  /** Re-attach to the cgroup dirs of a recovered container. */
+  static existing(layout: CgroupLayout, dirs: string[]): ContainerCgroup {
+    return new ContainerCgroup(layout, dirs);
+  }
+
+  /** Moves a process in (its children follow). */
+  add(pid: number): void {
+    for (const d of this.dirs) writeFileSync(join(d, "cgroup.procs"), String(pid));
+  }
+
+  private file(kind: "memory" | "cpu" | "cpuacct", name: string): string | undefined {
+    const dir =
+      this.layout.kind === "v2"
+        ? this.dirs[0]
+        : this.dirs.find((d) => d.startsWith(this.layout.kind === "v1" ? this.layout[kind] : ""));
+    if (!dir) return undefined;
+    try {
+      return readFileSync(join(dir, name), "utf8");
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** How many times the kernel's OOM killer killed a process in here. */
+  oomKills(): number {
+    const text = this.layout.kind === "v2" ? this.file("memory", "memory.events") : this.file("memory", "memory.oom_control");
+    const m = /^oom_kill (\d+)/m.exec(text ?? "");
+    return m ? Number(m[1]) : 0;
+  }
+
+  /** Mesos' ResourceStatistics fields that cgroups give us. */
+  statistics(): Record<string, number> {
+    const stats: Record<string, number> = {};
+    if (this.layout.kind === "v2") {
+      const cpu = this.file("cpu", "cpu.stat") ?? "";
+      const user = /^user_usec (\d+)/m.exec(cpu);
+      const system = /^system_usec (\d+)/m.exec(cpu);
+      if (user) stats.cpus_user_time_secs = Number(user[1]) / 1e6;
+      if (system) stats.cpus_system_time_secs = Number(system[1]) / 1e6;
+      const current = this.file("memory", "memory.current");
+      if (current) stats.mem_total_bytes = Number(current);
+      const max = this.file("memory", "memory.max")?.trim();
+      if (max && max !== "max") stats.mem_limit_bytes = Number(max);
+      const rss = /^anon (\d+)/m.exec(this.file("memory", "memory.stat") ?? "");
+      if (rss) stats.mem_rss_bytes = Number(rss[1]);
+    } else if (this.layout.kind === "v1") {
+      const acct = this.file("cpuacct", "cpuacct.stat") ?? "";
+      const hz = 100; // USER_HZ
+      const user = /^user (\d+)/m.exec(acct);
+      const system = /^system (\d+)/m.exec(acct);
+      if (user) stats.cpus_user_time_secs = Number(user[1]) / hz;
+      if (system) stats.cpus_system_time_secs = Number(system[1]) / hz;
+      const usage = this.file("memory", "memory.usage_in_bytes");
+      if (usage) stats.mem_total_bytes = Number(usage);
+      const limit = this.file("memory", "memory.limit_in_bytes");
+      if (limit && Number(limit) < 2 ** 60) stats.mem_limit_bytes = Number(limit);
+      const rss = /^total_rss (\d+)/m.exec(this.file("memory", "memory.stat") ?? "");
+      if (rss) stats.mem_rss_bytes = Number(rss[1]);
+    }
+    return stats;
+  }
+
+  /** Removes the (empty) cgroup directories. */
+  destroy(): void {
+    for (const d of this.dirs) {
+      try {
+        rmdirSync(d);
+      } catch {
+        // already gone, or a process is still in it (then the next removal tries again)
+      }
+    }
+  }
+}
+
+function enable(dir: string): void {
+  const want = ["cpu", "memory"].filter((c) => readFileSync(join(dir, "cgroup.controllers"), "utf8").includes(c));
+  const on = readFileSync(join(dir, "cgroup.subtree_control"), "utf8");
+  for (const c of want) if (!on.includes(c)) writeFileSync(join(dir, "cgroup.subtree_control"), `+${c}`);
+}
