@@ -4,6 +4,7 @@ import { Agent, StartupError } from "./agent/agent.ts";
 import { USAGE_LINE, agentHelp, mainHelp } from "./cli/usage.ts";
 import { FlagError, loadFlags } from "./config/flags.ts";
 import { log } from "./log.ts";
+import { killMain, psMain, rmMain, runMain } from "./cli/client.ts";
 import { imagesMain, loadMain, pullMain } from "./cli/images.ts";
 import { initMain } from "./runtime/init.ts";
 import { VERSION, versionInfo } from "./version.ts";
@@ -79,6 +80,14 @@ async function main(argv: readonly string[]): Promise<void> {
       process.exit(await loadMain(rest));
     case "images":
       process.exit(imagesMain(rest));
+    case "run":
+      process.exit(await runMain(rest));
+    case "ps":
+      process.exit(await psMain(rest));
+    case "kill":
+      process.exit(await killMain(rest));
+    case "rm":
+      process.exit(await rmMain(rest));
     case "__init":
       process.exit(await initMain(rest));
     case undefined:

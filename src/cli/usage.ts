@@ -2,10 +2,14 @@
 import { flagsHelp } from "../config/flags.ts";
 import { VERSION } from "../version.ts";
 
-export const USAGE_LINE = "usage: ucr <agent|pull|load|images|version|help> [flags]  (ucr help for more)";
+export const USAGE_LINE = "usage: ucr <agent|run|ps|kill|rm|pull|load|images|version|help> [flags]  (ucr help for more)";
 
 export const COMMANDS: Record<string, string> = {
   agent: "Run the agent: the Mesos v1 Operator API on --ip:--port (default 127.0.0.1:5051).",
+  run: "Run IMAGE [-- CMD...] on the local agent, stream its output, exit with its status (--name, --cpus, --mem, --keep).",
+  ps: "List the agent's containers: status, limits, memory used.",
+  kill: "Signal containers (--signal N, default 9).",
+  rm: "Remove exited containers (sandbox, rootfs, state).",
   pull: "Pull IMAGE into the store (--docker_registry, --docker_store_dir, ...); --force refetches the manifest.",
   load: "Import the images of a docker save / OCI archive FILE (or just NAME...) into the store.",
   images: "List the images in the store: reference, digest, size, layers, last use.",

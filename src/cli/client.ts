@@ -1,0 +1,216 @@
+// `ucr run`, `ucr ps`, `ucr kill` and `ucr rm`: the local agent's Operator API from the
+// command line (like mesos-execute). `--agent` names the agent (default 127.0.0.1:5051);
+// `--principal`/`--secret` (or UCR_PRINCIPAL/UCR_SECRET) authenticate.
+import { closeSync, existsSync, openSync, readSync } from "node:fs";
+import { join } from "node:path";
+
+interface ClientOptions {
+  agent: string;
+  auth?: string;
+}
+
+class UsageError extends Error {}
+
+/** Splits client options (--agent, --principal, --secret) from the rest. */
+function clientOptions(args: readonly string[]): { opts: ClientOptions; rest: string[] } {
+  let agent = process.env.UCR_AGENT ?? "127.0.0.1:5051";
+  let principal = process.env.UCR_PRINCIPAL;
+  let secret = process.env.UCR_SECRET;
+  const rest: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    const m = /^--(agent|principal|secret)(?:=(.*))?$/.exec(a);
+    if (!m) {
+      rest.push(a);
+      continue;
+    }
+    const value = m[2] ?? args[++i];
+    if (value === undefined) throw new UsageError(`--${m[1]} needs a value`);
+    if (m[1] === "agent") agent = value;
+    else if (m[1] === "principal") principal = value;
+    else secret = value;
+  }
+  const base = /^https?:\/\//.test(agent) ? agent : `http://${agent}`;
+  return {
+    opts: { agent: base.replace(/\/+$/, ""), ...(principal ? { auth: `Basic ${Buffer.from(`${principal}:${secret ?? ""}`).toString("base64")}` } : {}) },
+    rest,
+  };
+}
+
+async function api(opts: ClientOptions, body: unknown): Promise<{ status: number; text: string }> {
+  let res: Response;
+  try {
+    res = await fetch(`${opts.agent}/api/v1`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", ...(opts.auth ? { Authorization: opts.auth } : {}) },
+      body: JSON.stringify(body),
+    });
+  } catch (err) {
+    throw new Error(`cannot reach the agent at ${opts.agent} (${(err as Error).message}); start it with 'ucr agent' or pass --agent`);
+  }
+  return { status: res.status, text: await res.text() };
+}
+
+function fail(command: string, message: string, code = 1): number {
+  process.stderr.write(`ucr ${command}: ${message}\n`);
+  return code;
+}
+
+/** Copies what is appended to `path` to `out` until `done` says stop (then drains it). */
+async function follow(path: string, out: NodeJS.WriteStream, done: () => boolean): Promise<void> {
+  let offset = 0;
+  const buf = Buffer.alloc(65536);
+  for (;;) {
+    const finished = done();
+    if (existsSync(path)) {
+      const fd = openSync(path, "r");
+      try {
+        for (;;) {
+          const n = readSync(fd, buf, 0, buf.length, offset);
+          if (n <= 0) break;
+          offset += n;
+          out.write(buf.subarray(0, n));
+        }
+      } finally {
+        closeSync(fd);
+      }
+    }
+    if (finished) return;
+    await Bun.sleep(50);
+  }
+}
+
+/** Exit code for a raw wait(2) status, as a shell reports it. */
+export function exitCodeOf(status: number): number {
+  return status & 0x7f ? 128 + (status & 0x7f) : (status >> 8) & 0xff;
+}
+
+export async function runMain(args: readonly string[]): Promise<number> {
+  let opts: ClientOptions;
+  let rest: string[];
+  try {
+    ({ opts, rest } = clientOptions(args));
+  } catch (err) {
+    return fail("run", (err as Error).message, 2);
+  }
+  const dash = rest.indexOf("--");
+  const before = dash < 0 ? rest : rest.slice(0, dash);
+  const command = dash < 0 ? [] : rest.slice(dash + 1);
+  let keep = false;
+  let id = `run-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
+  const resources: unknown[] = [];
+  const positional: string[] = [];
+  for (let i = 0; i < before.length; i++) {
+    const a = before[i]!;
+    const m = /^--(keep|name|cpus|mem)(?:=(.*))?$/.exec(a);
+    if (!m) {
+      if (a.startsWith("--")) return fail("run", `unknown flag '${a}' (usage: ucr run [--name ID] [--cpus N] [--mem MB] [--keep] IMAGE [-- CMD...])`, 2);
+      positional.push(a);
+      continue;
+    }
+    if (m[1] === "keep") {
+      keep = true;
+      continue;
+    }
+    const value = m[2] ?? before[++i];
+    if (value === undefined) return fail("run", `--${m[1]} needs a value`, 2);
+    if (m[1] === "name") id = value;
+    else resources.push({ name: m[1], type: "SCALAR", scalar: { value: Number(value) } });
+  }
+  if (positional.length !== 1) return fail("run", "expected one image (usage: ucr run [--name ID] [--cpus N] [--mem MB] [--keep] IMAGE [-- CMD...])", 2);
+
+  const flags = await api(opts, { type: "GET_FLAGS" });
+  if (flags.status !== 200) return fail("run", `GET_FLAGS: HTTP ${flags.status} ${flags.text}`);
+  const workDir = (JSON.parse(flags.text) as { get_flags: { flags: Array<{ name: string; value: string }> } }).get_flags.flags.find(
+    (f) => f.name === "work_dir",
+  )?.value;
+
+  const launch = await api(opts, {
+    type: "LAUNCH_CONTAINER",
+    launch_container: {
+      container_id: { value: id },
+      command: command.length > 0 ? { shell: false, value: command[0], arguments: command } : { shell: false },
+      ...(resources.length > 0 ? { resources } : {}),
+      container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: positional[0] } } } },
+    },
+  });
+  if (launch.status === 202) return fail("run", `container ID '${id}' is already in use`);
+  if (launch.status !== 200) return fail("run", launch.text || `HTTP ${launch.status}`);
+
+  let exited = false;
+  const sandbox = workDir ? join(workDir, "containers", id) : undefined;
+  const streams = sandbox
+    ? Promise.all([follow(join(sandbox, "stdout"), process.stdout, () => exited), follow(join(sandbox, "stderr"), process.stderr, () => exited)])
+    : Promise.resolve();
+  const forward = (sig: NodeJS.Signals, num: number) => process.on(sig, () => void api(opts, { type: "KILL_CONTAINER", kill_container: { container_id: { value: id }, signal: num } }));
+  forward("SIGINT", 9);
+  forward("SIGTERM", 15);
+  const wait = await api(opts, { type: "WAIT_CONTAINER", wait_container: { container_id: { value: id } } });
+  exited = true;
+  await streams;
+  if (wait.status !== 200) return fail("run", `WAIT_CONTAINER: HTTP ${wait.status} ${wait.text}`);
+  const result = (JSON.parse(wait.text) as { wait_container: { exit_status?: number; message?: string } }).wait_container;
+  if (result.message) process.stderr.write(`ucr run: ${result.message}\n`);
+  if (!keep) await api(opts, { type: "REMOVE_CONTAINER", remove_container: { container_id: { value: id } } });
+  return exitCodeOf(result.exit_status ?? 9);
+}
+
+export async function psMain(args: readonly string[]): Promise<number> {
+  let opts: ClientOptions;
+  let rest: string[];
+  try {
+    ({ opts, rest } = clientOptions(args));
+  } catch (err) {
+    return fail("ps", (err as Error).message, 2);
+  }
+  if (rest.length > 0) return fail("ps", `unexpected argument '${rest[0]}' (usage: ucr ps [--agent HOST:PORT])`, 2);
+  const r = await api(opts, { type: "GET_CONTAINERS", get_containers: { show_standalone: true, show_nested: true } });
+  if (r.status !== 200) return fail("ps", `HTTP ${r.status} ${r.text}`);
+  const containers = (JSON.parse(r.text) as { get_containers: { containers?: Array<Record<string, any>> } }).get_containers.containers ?? [];
+  const rows = containers.map((c) => {
+    const st = c.resource_statistics ?? {};
+    return [
+      c.container_id.value as string,
+      c.container_status?.executor_pid !== undefined ? `running (pid ${c.container_status.executor_pid})` : "exited",
+      st.cpus_limit !== undefined ? String(st.cpus_limit) : "-",
+      st.mem_limit_bytes !== undefined ? `${Math.round(st.mem_limit_bytes / 1048576)}MB` : "-",
+      st.mem_total_bytes !== undefined ? `${(st.mem_total_bytes / 1048576).toFixed(1)}MB` : "-",
+    ];
+  });
+  const header = ["CONTAINER", "STATUS", "CPUS", "MEM LIMIT", "MEM USED"];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
+  for (const row of [header, ...rows]) process.stdout.write(`${row.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()}\n`);
+  return 0;
+}
+
+async function byId(command: "kill" | "rm", args: readonly string[]): Promise<number> {
+  let opts: ClientOptions;
+  let rest: string[];
+  try {
+    ({ opts, rest } = clientOptions(args));
+  } catch (err) {
+    return fail(command, (err as Error).message, 2);
+  }
+  let signal: number | undefined;
+  const ids: string[] = [];
+  for (let i = 0; i < rest.length; i++) {
+    const m = /^--signal(?:=(.*))?$/.exec(rest[i]!);
+    if (command === "kill" && m) signal = Number(m[1] ?? rest[++i]);
+    else if (rest[i]!.startsWith("--")) return fail(command, `unknown flag '${rest[i]}'`, 2);
+    else ids.push(rest[i]!);
+  }
+  if (ids.length === 0) return fail(command, `expected a container ID (usage: ucr ${command}${command === "kill" ? " [--signal N]" : ""} ID...)`, 2);
+  let code = 0;
+  for (const id of ids) {
+    const r =
+      command === "kill"
+        ? await api(opts, { type: "KILL_CONTAINER", kill_container: { container_id: { value: id }, ...(signal ? { signal } : {}) } })
+        : await api(opts, { type: "REMOVE_CONTAINER", remove_container: { container_id: { value: id } } });
+    if (r.status !== 200) code = fail(command, `${id}: ${r.text || `HTTP ${r.status}`}`);
+    else process.stdout.write(`${id}\n`);
+  }
+  return code;
+}
+
+export const killMain = (args: readonly string[]) => byId("kill", args);
+export const rmMain = (args: readonly string[]) => byId("rm", args);
