@@ -300,3 +300,43 @@ describe.skipIf(!isRoot)("standalone containers (need root: namespaces and mount
 test.skipIf(isRoot)("containers need root (namespaces, mounts): skipped as this test runs unprivileged", () => {
   expect(isRoot).toBe(false);
 });
+
+describe.skipIf(!isRoot)("concurrency (needs root)", () => {
+  test("50 concurrent launches of one uncached image: all run, the image is pulled once", async () => {
+    const { startRegistry } = await import("../helpers/registry.ts");
+    const { startProxy } = await import("../helpers/proxy.ts");
+    const { pushImage } = await import("../helpers/images.ts");
+    const registry = await startRegistry();
+    const proxy = await startProxy(registry.url);
+    const layout = join(work, "busybox");
+    await pushImage(layout, `${registry.host}/busybox:1`, { exact: true });
+    const second = await startAgent({ args: [`--docker_registry=${proxy.url}`, "--image_providers=docker", "--isolation=filesystem/linux,docker/runtime"] });
+    try {
+      const launches = await Promise.all(
+        Array.from({ length: 50 }, (_, i) =>
+          second.call({
+            type: "LAUNCH_CONTAINER",
+            launch_container: {
+              container_id: { value: `many${i}` },
+              command: { value: "true" },
+              container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "busybox:1" } } } },
+            },
+          }),
+        ),
+      );
+      expect(launches.map((r) => r.status)).toEqual(Array(50).fill(200));
+      expect(proxy.count(/\/manifests\//)).toBe(1);
+      expect(proxy.requests().filter((r) => r.method === "GET" && /\/blobs\//.test(r.path)).length).toBe(2); // config + layer
+      for (let i = 0; i < 50; i++) {
+        const ref = { container_id: { value: `many${i}` } };
+        const wait = await second.call({ type: "WAIT_CONTAINER", wait_container: ref });
+        expect(await wait.json()).toEqual({ type: "WAIT_CONTAINER", wait_container: { exit_status: 0 } });
+        expect((await second.call({ type: "REMOVE_CONTAINER", remove_container: ref })).status).toBe(200);
+      }
+    } finally {
+      expect(await second.stop()).toBe(0);
+      await proxy.stop();
+      await registry.stop();
+    }
+  }, 120_000);
+});
