@@ -119,20 +119,28 @@ function waitBody(c: Container): Record<string, unknown> {
   return body;
 }
 
+/**
+ * One GET_CONTAINERS entry. Mesos' shapes only: a running container has executor_pid and
+ * statistics; one still being provisioned has statistics but no pid; an exited one (kept
+ * until REMOVE_CONTAINER) has neither, since Mesos omits what is unavailable.
+ */
 function containerInfo(c: Container): Record<string, unknown> {
-  return {
+  const info: Record<string, unknown> = {
     container_id: { value: c.id.value },
     container_status: {
       container_id: c.id,
       ...(c.state === "RUNNING" && c.pid !== undefined ? { executor_pid: c.pid } : {}),
     },
-    resource_statistics: {
+  };
+  if (c.state !== "EXITED") {
+    info.resource_statistics = {
       timestamp: Date.now() / 1000,
       ...(c.limits?.cpus !== undefined ? { cpus_limit: c.limits.cpus } : {}),
       ...(c.limits?.memBytes !== undefined ? { mem_limit_bytes: c.limits.memBytes } : {}),
       ...(c.state === "RUNNING" ? (c.cgroup?.statistics() ?? {}) : {}),
-    },
-  };
+    };
+  }
+  return info;
 }
 
 void idKey;

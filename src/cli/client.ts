@@ -171,7 +171,7 @@ export async function psMain(args: readonly string[]): Promise<number> {
     const st = c.resource_statistics ?? {};
     return [
       c.container_id.value as string,
-      c.container_status?.executor_pid !== undefined ? `running (pid ${c.container_status.executor_pid})` : "exited",
+      c.container_status?.executor_pid !== undefined ? `running (pid ${c.container_status.executor_pid})` : c.resource_statistics ? "starting" : "exited",
       st.cpus_limit !== undefined ? String(st.cpus_limit) : "-",
       st.mem_limit_bytes !== undefined ? `${Math.round(st.mem_limit_bytes / 1048576)}MB` : "-",
       st.mem_total_bytes !== undefined ? `${(st.mem_total_bytes / 1048576).toFixed(1)}MB` : "-",

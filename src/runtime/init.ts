@@ -6,7 +6,7 @@
 //     /etc files and the sandbox, pivot_roots, drops to the user and execs the workload.
 // Setup errors go to fd 3, which the agent reads; exec closes fd 3 (close-on-exec), and
 // that EOF is how the agent knows the workload runs.
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, writeSync } from "node:fs";
 import { constants } from "node:os";
 import {
   CLONE_NEWIPC,
@@ -116,12 +116,19 @@ async function stage1(specPath: string): Promise<number> {
 
 function stage2(specPath: string | undefined): number {
   let spec: LaunchSpec;
+  let cgroupFds: number[] = [];
   try {
     spec = readSpec(specPath);
     setCloexec(REPORT_FD);
-    // Join the container's cgroups now: what this runtime already allocated stays charged
-    // where it was, and is freed at exec; the workload starts inside its limits.
-    for (const procs of spec.cgroupProcs ?? []) writeFileSync(procs, String(process.pid));
+    // The container's cgroups are joined at the last moment before exec (through descriptors
+    // opened now, as /sys/fs/cgroup is not inside the container): everything this runtime
+    // allocates stays charged outside and is freed by exec, so even a small memory limit
+    // holds only the workload.
+    cgroupFds = (spec.cgroupProcs ?? []).map((p) => {
+      const fd = openSync(p, "w");
+      setCloexec(fd);
+      return fd;
+    });
     unshare(CLONE_NEWNS);
     // Mounts from the host still reach the container; none of the container's reach the host.
     mount(null, "/", null, MS_REC | MS_SLAVE);
@@ -153,6 +160,13 @@ function stage2(specPath: string | undefined): number {
     closeSync(REPORT_FD);
     writeSync(2, `ucr: ${(err as Error).message}\n`);
     return 127;
+  }
+  try {
+    for (const fd of cgroupFds) writeSync(fd, String(process.pid));
+  } catch (err) {
+    closeSync(REPORT_FD);
+    writeSync(2, `ucr: cannot join the container's cgroups: ${(err as Error).message}\n`);
+    return 125;
   }
   try {
     return execve(executable, spec.argv, spec.env);

@@ -40,7 +40,7 @@ test.skipIf(!isRoot)("ucr run streams the container's output and exits with its 
 test.skipIf(!isRoot)("ucr ps, kill and rm (needs root)", async () => {
   const run = Bun.spawn([UCR, "run", at, "--name", "sleeper", "--keep", "--mem", "64", "alpine", "--", "sleep", "60"], { stdout: "pipe", stderr: "pipe" });
   let listed = "";
-  for (let i = 0; i < 100 && !listed.includes("sleeper"); i++) {
+  for (let i = 0; i < 100 && !/sleeper +running/.test(listed); i++) {
     await Bun.sleep(50);
     listed = (await runUcr(["ps", at])).stdout;
   }
