@@ -1,5 +1,5 @@
-// tar-stream does not export its header codec; unpack.ts replaces decodePax in it (see there).
+// tar-stream does not export its header codec (not in its exports map); tar-reader.ts uses decode.
 declare module "*/tar-stream/headers.js" {
-  const headers: { decodePax: (buf: Buffer) => Record<string, string> };
+  const headers: { decode: unknown };
   export default headers;
 }

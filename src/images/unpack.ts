@@ -1,5 +1,5 @@
 // Layer unpacking: a blob stream is hashed (compressed digest), decompressed (gzip or zstd,
-// detected by content), hashed again (diff_id) and untarred with tar-stream into a
+// detected by content), hashed again (diff_id) and walked as a tar (tar-reader.ts) into a
 // directory. Every entry's path is resolved inside that directory; whiteouts become what
 // overlayfs understands (0/0 character devices, trusted.overlay.opaque). Runs in the
 // extract worker; the caller commits the directory only if the digests match.
@@ -26,12 +26,10 @@ import {
 } from "node:fs";
 import { PassThrough, Readable, pipeline } from "node:stream";
 import zlib from "node:zlib";
-import tar from "tar-stream";
-// Not in tar-stream's exports map; imported by path so the bundle shares the module.
-import tarHeaders from "../../node_modules/tar-stream/headers.js";
 import { S_IFBLK, S_IFCHR, S_IFIFO, lsetxattr, mknod } from "../ffi/libc.ts";
 import { DigestMismatchError, StreamDigest } from "./digest.ts";
 import { createFile, finishFile, type FileJob, type WriterPool } from "./file-writer.ts";
+import { TarFormatError, readTar, type TarHeader } from "./tar-reader.ts";
 
 export class LayerError extends Error {
   constructor(message: string) {
@@ -39,28 +37,6 @@ export class LayerError extends Error {
     this.name = "LayerError";
   }
 }
-
-// tar-stream decodes PAX values as UTF-8, which mangles binary xattr values such as
-// security.capability. Keep xattr values as latin1 (one char per byte) so they survive.
-const XATTR_PREFIXES = ["SCHILY.xattr.", "LIBARCHIVE.xattr."];
-(tarHeaders as { decodePax: (buf: Buffer) => Record<string, string> }).decodePax = function decodePax(buf: Buffer) {
-  const result: Record<string, string> = {};
-  let rest = buf;
-  while (rest.length > 0) {
-    const space = rest.indexOf(32);
-    if (space <= 0) break;
-    const len = Number.parseInt(rest.subarray(0, space).toString("ascii"), 10);
-    if (!(len > space + 1) || len > rest.length) break;
-    const record = rest.subarray(space + 1, len - 1); // drop the trailing newline
-    const eq = record.indexOf(61);
-    if (eq < 0) break;
-    const key = record.subarray(0, eq).toString("utf8");
-    const raw = record.subarray(eq + 1);
-    result[key] = XATTR_PREFIXES.some((p) => key.startsWith(p)) ? raw.toString("latin1") : raw.toString("utf8");
-    rest = rest.subarray(len);
-  }
-  return result;
-};
 
 export interface UnpackOptions {
   /** Refuse a layer whose uncompressed tar grows past this many bytes. */
@@ -149,31 +125,27 @@ export async function unpackLayer(source: AsyncIterable<Uint8Array>, root: strin
     compression === "gzip" ? zlib.createGunzip() : compression === "zstd" ? zlib.createZstdDecompress() : new PassThrough();
   const plain = pipeline(Readable.from(tapped(first, iterator, compressed, opts.onProgress)), decompressor, () => {});
 
-  const extract = tar.extract();
   const writer = new LayerWriter(root, opts.what, opts.writers);
 
-  const pump = (async () => {
-    try {
-      for await (const chunk of plain as AsyncIterable<Buffer>) {
-        uncompressed.update(chunk);
-        if (uncompressed.bytes > opts.maxBytes) {
-          throw new LayerError(`${opts.what}: unpacks to more than ${opts.maxBytes} bytes (--docker_max_layer_size)`);
-        }
-        if (!extract.write(chunk)) await new Promise<void>((resolve) => extract.once("drain", () => resolve()));
+  // The uncompressed stream, hashed (diff_id) and bounded as it goes to the tar walker.
+  async function* measured(): AsyncGenerator<Buffer> {
+    for await (const chunk of plain as AsyncIterable<Buffer>) {
+      uncompressed.update(chunk);
+      if (uncompressed.bytes > opts.maxBytes) {
+        throw new LayerError(`${opts.what}: unpacks to more than ${opts.maxBytes} bytes (--docker_max_layer_size)`);
       }
-      (extract as unknown as { end(): void }).end();
-    } catch (err) {
-      extract.destroy(err as Error);
-      throw err;
+      yield chunk;
     }
-  })();
-  pump.catch(() => {}); // reported through `await pump` below
+  }
+  const stream = measured();
 
   try {
-    for await (const entry of extract) {
-      await writer.entry(entry.header as TarHeader, entry as unknown as AsyncIterable<Buffer>);
+    await readTar(stream, (header, data) => writer.entry(header, data));
+    // Past the end-of-archive marker: read the rest so both digests cover every byte.
+    for (;;) {
+      const { done } = await stream.next();
+      if (done) break;
     }
-    await pump;
     await writer.finish();
   } catch (err) {
     plain.destroy();
@@ -183,7 +155,7 @@ export async function unpackLayer(source: AsyncIterable<Uint8Array>, root: strin
     if (/incorrect header check|invalid (stored block|distance|code)|unexpected end of file|Unknown frame descriptor|zstd/i.test(message)) {
       throw new LayerError(`${opts.what}: the ${compression} stream is corrupt or truncated (${message})`);
     }
-    if (/Invalid tar header|Unexpected end of data|unknown format/i.test(message)) {
+    if (err instanceof TarFormatError || /Invalid tar header|Unexpected end of data|unknown format/i.test(message)) {
       throw new LayerError(`${opts.what}: not a valid tar archive (${message})`);
     }
     throw new LayerError(`${opts.what}: ${message}`);
@@ -207,19 +179,6 @@ export async function unpackLayer(source: AsyncIterable<Uint8Array>, root: strin
   };
 }
 
-interface TarHeader {
-  name: string;
-  mode: number;
-  uid: number;
-  gid: number;
-  size: number;
-  mtime: Date;
-  type: string | null;
-  linkname: string | null;
-  devmajor: number;
-  devminor: number;
-  pax: Record<string, string> | null;
-}
 
 /** Writes tar entries under a root, never outside it. */
 class LayerWriter {
@@ -624,7 +583,7 @@ const INLINE_FIRST = 128;
 const BATCH_FILES = 64;
 const BATCH_BYTES = 4 << 20;
 
-/** An entry's data in one buffer of its own (tar-stream's chunks may share theirs). */
+/** An entry's data in one buffer of its own (the incoming chunks may be shared). */
 async function collect(data: AsyncIterable<Buffer>, size: number): Promise<Uint8Array> {
   const out = new Uint8Array(size);
   let off = 0;
