@@ -15,6 +15,7 @@ import { ContainerCgroup, detectCgroups, type CgroupLayout } from "../runtime/cg
 import { CommandError, resolveCommand } from "../runtime/command.ts";
 import { selfCommand, type LaunchSpec } from "../runtime/spec.ts";
 import type { WorkerClient } from "../workers/rpc.ts";
+import { alive } from "../util/process.ts";
 
 export class ContainerError extends Error {
   constructor(
@@ -404,14 +405,6 @@ function limitsOf(call: LaunchContainer): { cpus?: number; memBytes?: number } {
   };
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
 
 /** Mesos refuses reserved, persistent-volume and revocable resources on a top-level launch. */
 function checkTopLevelResources(resources: Resource[]): void {

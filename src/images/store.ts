@@ -18,6 +18,7 @@ import { dirname, join } from "node:path";
 import * as v from "valibot";
 import { digestHex, sha256 } from "./digest.ts";
 import { parseImageConfig, type ImageConfig } from "./manifest.ts";
+import { alive } from "../util/process.ts";
 
 export const LayerRecordSchema = v.looseObject({
   diffId: v.string(),
@@ -72,14 +73,6 @@ export function syncDir(dir: string): void {
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
 
 export class DockerStore {
   constructor(readonly root: string) {}
