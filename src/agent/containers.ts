@@ -13,7 +13,7 @@ import { writeFileAtomic } from "../images/store.ts";
 import { log } from "../log.ts";
 import { ContainerCgroup, detectCgroups, type CgroupLayout } from "../runtime/cgroups.ts";
 import { CommandError, resolveCommand } from "../runtime/command.ts";
-import { selfCommand, type LaunchSpec } from "../runtime/spec.ts";
+import { selfCommand, type LaunchSpec, type VolumeSpec } from "../runtime/spec.ts";
 import type { WorkerClient } from "../workers/rpc.ts";
 import { alive } from "../util/process.ts";
 
@@ -44,6 +44,8 @@ export interface Container {
   /** Set when the agent's limits killed it (Mesos' TASK_FAILED + REASON_CONTAINER_LIMITATION_MEMORY). */
   limitation?: { reason: string; resources: Resource[] };
   cgroup?: ContainerCgroup;
+  /** Images mounted as volumes (kept from GC while the container exists). */
+  volumeImages?: string[];
   limits?: { cpus?: number; memBytes?: number };
   image?: string;
   launchedAt: number;
@@ -89,7 +91,6 @@ export class Containers {
     if (id.parent) throw new ContainerError(501, "nested containers are not implemented in this version of ucr yet");
     if (call.container && call.container.type !== "MESOS") throw new ContainerError(400, "The provided ContainerInfo is not supported");
     checkTopLevelResources(call.resources ?? []);
-    if ((call.container?.volumes ?? []).length > 0) throw new ContainerError(501, "volumes are not implemented in this version of ucr yet");
 
     const image = call.container?.mesos?.image;
     if (image?.type === "APPC") throw new ContainerError(501, "Appc images are not implemented in this version of ucr yet");
@@ -154,6 +155,7 @@ export class Containers {
     }
 
     const sandboxInContainer = rootfs ? f.sandbox_directory : c.sandbox;
+    const volumes = await this.volumes(call, c, sandboxInContainer);
     let command;
     try {
       command = resolveCommand(call.command, config, { sandbox: sandboxInContainer, useImage: !f.docker_ignore_runtime });
@@ -182,6 +184,7 @@ export class Containers {
       hostname,
       ...(rootfs ? { rootfs } : {}),
       sandbox: { host: c.sandbox, container: sandboxInContainer },
+      ...(volumes.length > 0 ? { volumes } : {}),
       executable: command.executable,
       argv: command.argv,
       env: command.env,
@@ -257,6 +260,7 @@ export class Containers {
       ...(c.image ? { image: c.image } : {}),
       ...(c.cgroup ? { cgroups: c.cgroup.dirs } : {}),
       ...(c.limits ? { limits: c.limits } : {}),
+      ...(c.volumeImages ? { volumeImages: c.volumeImages } : {}),
       launchedAt: c.launchedAt,
     };
     writeFileAtomic(join(c.runtime, "container.json"), JSON.stringify(record));
@@ -298,6 +302,7 @@ export class Containers {
         ...(record.image ? { image: record.image } : {}),
         ...(record.cgroups ? { cgroup: ContainerCgroup.existing(this.cgroups, record.cgroups) } : {}),
         ...(record.limits ? { limits: record.limits } : {}),
+        ...(record.volumeImages ? { volumeImages: record.volumeImages } : {}),
         launchedAt: record.launchedAt,
         exited: new Promise<void>((r) => (settle = r)),
       };
@@ -342,6 +347,52 @@ export class Containers {
     const watcher = watch(c.runtime, () => check());
     const timer = setInterval(check, 250);
     timer.unref();
+  }
+
+  /**
+   * The launch's volumes as mounts: host paths (the legacy `host_path` or a HOST_PATH
+   * source), sandbox paths (SANDBOX_PATH, SELF), and images (pulled, mounted read-only).
+   * A relative container_path is inside the sandbox, as in Mesos.
+   */
+  private async volumes(call: LaunchContainer, c: Container, sandboxInContainer: string): Promise<VolumeSpec[]> {
+    const out: VolumeSpec[] = [];
+    for (const [i, v] of (call.container?.volumes ?? []).entries()) {
+      const where = `volume ${i} (container_path '${v.container_path}')`;
+      if (v.container_path.split("/").includes("..")) throw new ContainerError(400, `${where}: container_path must not contain '..'`);
+      const target = v.container_path.startsWith("/") ? v.container_path : join(sandboxInContainer, v.container_path);
+      const readonly = v.mode === "RO";
+      if (v.image) {
+        if (v.image.type !== "DOCKER" || !v.image.docker) throw new ContainerError(501, `${where}: only Docker image volumes are implemented`);
+        if (!(this.flags.values.image_providers ?? []).includes("docker")) {
+          throw new ContainerError(400, `${where}: Docker images are not enabled (--image_providers=docker)`);
+        }
+        if (!readonly) throw new ContainerError(400, `${where}: an image volume must be mounted read-only (mode RO)`);
+        const record = await this.images.puller.pull(v.image.docker.name, { force: v.image.cached === false });
+        c.volumeImages = [...(c.volumeImages ?? []), record.reference];
+        out.push({ target, readonly: true, lowers: record.layers.map((l) => this.images.store.layerRootfs(l)) });
+        continue;
+      }
+      const type = v.source?.type ?? (v.host_path !== undefined ? "HOST_PATH" : undefined);
+      if (type === "HOST_PATH") {
+        const source = v.source?.host_path?.path ?? v.host_path;
+        if (!source || !source.startsWith("/")) throw new ContainerError(400, `${where}: the host path must be absolute`);
+        if (!existsSync(source)) throw new ContainerError(400, `${where}: host path '${source}' does not exist`);
+        out.push({ target, readonly, source });
+      } else if (type === "SANDBOX_PATH") {
+        const sp = v.source?.sandbox_path;
+        if (!sp) throw new ContainerError(400, `${where}: SANDBOX_PATH needs 'sandbox_path'`);
+        if ((sp.type ?? "SELF") !== "SELF") throw new ContainerError(400, `${where}: sandbox_path of type ${sp.type} needs a nested container`);
+        if (sp.path.startsWith("/") || sp.path.split("/").includes("..")) {
+          throw new ContainerError(400, `${where}: sandbox_path.path must be relative and stay inside the sandbox`);
+        }
+        const source = join(c.sandbox, sp.path);
+        mkdirSync(source, { recursive: true, mode: 0o755 });
+        out.push({ target, readonly, source });
+      } else {
+        throw new ContainerError(501, `${where}: volumes of type ${type ?? "UNKNOWN"} are not implemented`);
+      }
+    }
+    return out;
   }
 
   async wait(id: ContainerID): Promise<Container> {
@@ -390,6 +441,7 @@ interface Checkpoint {
   image?: string;
   cgroups?: string[];
   limits?: { cpus?: number; memBytes?: number };
+  volumeImages?: string[];
   launchedAt: number;
 }
 

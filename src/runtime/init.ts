@@ -24,7 +24,7 @@ import {
   unshare,
 } from "../ffi/libc.ts";
 import { writeFileAtomic } from "../images/store.ts";
-import { enterRootfs, mountHostProc } from "./mounts.ts";
+import { enterRootfs, mountHostProc, mountVolumes } from "./mounts.ts";
 import { selfCommand, type LaunchSpec } from "./spec.ts";
 import { dropPrivileges, resolveUser } from "./user.ts";
 
@@ -134,7 +134,10 @@ function stage2(specPath: string | undefined): number {
     mount(null, "/", null, MS_REC | MS_SLAVE);
     sethostname(spec.hostname);
     if (spec.rootfs) enterRootfs(spec);
-    else mountHostProc();
+    else {
+      mountHostProc();
+      mountVolumes(spec, "");
+    }
   } catch (err) {
     report(`container setup failed: ${(err as Error).message}`);
     return 1;

@@ -2,7 +2,7 @@
 // rootfs (overlay of the image's layers, or a bind of a copied/single layer), /proc of
 // the new PID namespace, a read-only /sys, a minimal /dev, /etc files and the sandbox;
 // then pivot_root into it with the old root detached.
-import { existsSync, mkdirSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   MNT_DETACH,
@@ -39,6 +39,34 @@ function ensureFile(path: string): boolean {
     return true;
   } catch {
     return false;
+  }
+}
+
+/**
+ * Volumes, after the sandbox so a volume may sit inside it. `root` is "" for a container
+ * on the host's filesystem (then its private mount namespace keeps them from the host).
+ */
+export function mountVolumes(spec: LaunchSpec, root: string): void {
+  for (const v of spec.volumes ?? []) {
+    const target = `${root}${v.target}`;
+    if (v.lowers) {
+      if (!ensureDir(target)) throw new Error(`cannot create the mount point ${v.target} for an image volume`);
+      if (v.lowers.length === 1) {
+        mount(v.lowers[0]!, target, null, MS_BIND | MS_REC);
+        mount(null, target, null, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV);
+      } else {
+        // Lower layers only: overlayfs is then read-only, and the image's layers stay shared.
+        const lower = [...v.lowers].reverse().join(":");
+        mount("overlay", target, "overlay", MS_RDONLY, `lowerdir=${lower}`);
+      }
+      continue;
+    }
+    const isDir = statSync(v.source!).isDirectory();
+    if (!(isDir ? ensureDir(target) : ensureDir(join(target, "..")) && ensureFile(target))) {
+      throw new Error(`cannot create the mount point ${v.target} for volume ${v.source}`);
+    }
+    mount(v.source!, target, null, MS_BIND | MS_REC);
+    if (v.readonly) mount(null, target, null, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV);
   }
 }
 
@@ -102,6 +130,7 @@ export function enterRootfs(spec: LaunchSpec): void {
     throw new Error(`the image has no ${spec.sandbox.container} and its rootfs is read-only (--sandbox_directory must exist in the image for the bind backend)`);
   }
   mount(spec.sandbox.host, sandbox, null, MS_BIND | MS_REC);
+  mountVolumes(spec, root);
 
   chdir(root);
   pivotRoot(".", ".");

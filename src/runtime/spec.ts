@@ -16,6 +16,17 @@ export interface RootfsSpec {
   readonly?: boolean;
 }
 
+/** A mount the container gets besides its rootfs: a bind of a host path or an image's layers. */
+export interface VolumeSpec {
+  /** Absolute path as the container sees it. */
+  target: string;
+  readonly: boolean;
+  /** A host file or directory to bind... */
+  source?: string;
+  /** ...or an image's layer trees (base first), mounted as a read-only overlay. */
+  lowers?: string[];
+}
+
 export interface LaunchSpec {
   /** "parent.child" ContainerID chain, for messages. */
   id: string;
@@ -23,6 +34,7 @@ export interface LaunchSpec {
   /** Absent: the container sees the host's filesystem (no image). */
   rootfs?: RootfsSpec;
   sandbox: { host: string; container: string };
+  volumes?: VolumeSpec[];
   executable: string;
   argv: string[];
   env: Record<string, string>;

@@ -340,3 +340,63 @@ describe.skipIf(!isRoot)("concurrency (needs root)", () => {
     }
   }, 120_000);
 });
+
+describe.skipIf(!isRoot)("volumes (need root)", () => {
+  test("host paths (RW and RO), a sandbox path, and an image mounted read-only", async () => {
+    const hostDir = join(work, "host-volume");
+    mkdirSync(hostDir, { recursive: true });
+    await Bun.write(join(hostDir, "from-host.txt"), "hello from the host\n");
+    const roDir = join(work, "host-ro");
+    mkdirSync(roDir, { recursive: true });
+    const script = [
+      "cat /data/from-host.txt",
+      "echo written > /data/from-container.txt",
+      "echo nope > /ro/x 2>/dev/null && echo ro-writable || echo ro-refused",
+      "echo scratch > $MESOS_SANDBOX/scratch/file && echo scratch-ok",
+      "cat /opt/rich/etc/rich/keep.txt >/dev/null && echo image-ok",
+      "test -e /opt/rich/etc/rich/old.txt && echo whiteout-broken || echo whiteout-ok",
+      "touch /opt/rich/new 2>/dev/null && echo image-writable || echo image-refused",
+    ].join("; ");
+    const r = await run(script, {
+      command: { value: script, user: "root" },
+      container: {
+        type: "MESOS",
+        mesos: { image: { type: "DOCKER", docker: { name: "alpine" } } },
+        volumes: [
+          { container_path: "/data", host_path: hostDir, mode: "RW" },
+          { container_path: "/ro", mode: "RO", source: { type: "HOST_PATH", host_path: { path: roDir } } },
+          { container_path: "scratch", mode: "RW", source: { type: "SANDBOX_PATH", sandbox_path: { type: "SELF", path: "work/scratch" } } },
+          { container_path: "/opt/rich", mode: "RO", image: { type: "DOCKER", docker: { name: "rich" } } },
+        ],
+      },
+    });
+    expect(r.stderr).toMatch(/^(sh: can't create \/ro\/x: Read-only file system\n)?$/); // the shell's own word
+    expect(r.stdout.trim().split("\n")).toEqual(["hello from the host", "ro-refused", "scratch-ok", "image-ok", "whiteout-ok", "image-refused"]);
+    expect(r.exit).toBe(0);
+    expect(readFileSync(join(hostDir, "from-container.txt"), "utf8")).toBe("written\n");
+    expect(readFileSync(join(r.sandbox, "work/scratch/file"), "utf8")).toBe("scratch\n");
+    expect(readFileSync("/proc/self/mountinfo", "utf8")).not.toContain(hostDir);
+  });
+
+  test("bad volumes are 400 with the reason", async () => {
+    const cases: Array<[Record<string, unknown>, RegExp]> = [
+      [{ container_path: "/x", host_path: "/no/such/dir", mode: "RW" }, /host path '\/no\/such\/dir' does not exist/],
+      [{ container_path: "/x", host_path: "relative", mode: "RW" }, /the host path must be absolute/],
+      [{ container_path: "../up", host_path: "/tmp", mode: "RW" }, /container_path must not contain '\.\.'/],
+      [{ container_path: "/x", mode: "RO", source: { type: "SANDBOX_PATH", sandbox_path: { path: "../out" } } }, /must be relative and stay inside the sandbox/],
+      [{ container_path: "/x", mode: "RW", image: { type: "DOCKER", docker: { name: "rich" } } }, /an image volume must be mounted read-only/],
+    ];
+    for (const [volume, pattern] of cases) {
+      const id = `vol${n++}`;
+      const r = await call({
+        type: "LAUNCH_CONTAINER",
+        launch_container: {
+          container_id: { value: id },
+          command: { value: "true" },
+          container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "alpine" } } }, volumes: [volume] },
+        },
+      });
+      expect({ status: r.status, text: r.text }).toEqual({ status: 400, text: expect.stringMatching(pattern) });
+    }
+  });
+});
