@@ -44,6 +44,12 @@ export interface Container {
   /** Set when the agent's limits killed it (Mesos' TASK_FAILED + REASON_CONTAINER_LIMITATION_MEMORY). */
   limitation?: { reason: string; resources: Resource[] };
   cgroup?: ContainerCgroup;
+  /** Where the workload sees its sandbox. */
+  sandboxInContainer?: string;
+  /** The container this one is nested in. */
+  parent?: Container;
+  /** The user it runs as (nested containers inherit it). */
+  user?: string;
   /** Images mounted as volumes (kept from GC while the container exists). */
   volumeImages?: string[];
   limits?: { cpus?: number; memBytes?: number };
@@ -88,9 +94,26 @@ export class Containers {
     const id = call.container_id;
     const key = idKey(id);
     if (this.table.has(key)) return false;
-    if (id.parent) throw new ContainerError(501, "nested containers are not implemented in this version of ucr yet");
     if (call.container && call.container.type !== "MESOS") throw new ContainerError(400, "The provided ContainerInfo is not supported");
-    checkTopLevelResources(call.resources ?? []);
+    const shareCgroups = call.container?.linux_info?.share_cgroups;
+    let parent: Container | undefined;
+    if (id.parent) {
+      parent = this.get(id.parent);
+      if (!parent) throw new ContainerError(400, `Parent container ${idKey(id.parent)} does not exist`);
+      if (parent.state !== "RUNNING") throw new ContainerError(400, `Parent container ${parent.key} is not running`);
+      const depth = key.split(".").length - 1;
+      const hasResources = (call.resources ?? []).length > 0 || Object.keys(call.limits ?? {}).length > 0;
+      if (depth >= 2 && hasResources) {
+        throw new ContainerError(400, "Resources and limits can only be set on top-level containers and their direct children");
+      }
+      if (depth >= 2 && shareCgroups === false) throw new ContainerError(400, "Only a direct child of a top-level container may have its own cgroups (share_cgroups: false)");
+      if (hasResources && shareCgroups !== false) {
+        throw new ContainerError(400, "A nested container that shares its parent's cgroups cannot have its own resources or limits; set share_cgroups: false");
+      }
+    } else {
+      checkTopLevelResources(call.resources ?? []);
+      if (shareCgroups === true) throw new ContainerError(400, "A top-level container cannot share cgroups: it has no parent");
+    }
 
     const image = call.container?.mesos?.image;
     if (image?.type === "APPC") throw new ContainerError(501, "Appc images are not implemented in this version of ucr yet");
@@ -103,8 +126,10 @@ export class Containers {
       id,
       key,
       state: "PROVISIONING",
-      sandbox: join(f.work_dir, "containers", id.value),
-      runtime: join(f.runtime_dir, "containers", id.value),
+      // Nested: under the parent's sandbox and runtime dir, as Mesos lays them out.
+      sandbox: join(parent ? parent.sandbox : f.work_dir, "containers", id.value),
+      runtime: join(parent ? parent.runtime : f.runtime_dir, "containers", id.value),
+      ...(parent ? { parent } : {}),
       launchedAt: Date.now(),
       exited: new Promise<void>((r) => (resolveExited = r)),
       ...(image?.docker ? { image: image.docker.name } : {}),
@@ -137,7 +162,7 @@ export class Containers {
       const record = await this.images.puller.pull(image.docker.name, { force: image.cached === false });
       config = this.images.store.config(record.configDigest);
       const layers = record.layers.map((l) => this.images.store.layerRootfs(l));
-      c.provisionerDir = join(this.provisionerDir, "containers", c.id.value);
+      c.provisionerDir = join(this.provisionerDir, "containers", ...c.key.split(".").flatMap((part, i) => (i === 0 ? [part] : ["containers", part])));
       const dir = join(c.provisionerDir, "backends", this.backend);
       try {
         const provisioned = await provision(this.backend, layers, dir, async (ls, dest) => {
@@ -154,7 +179,13 @@ export class Containers {
       }
     }
 
-    const sandboxInContainer = rootfs ? f.sandbox_directory : c.sandbox;
+    // Without an image a nested container sees its parent's filesystem, where its sandbox is
+    // <parent's sandbox as the parent sees it>/containers/<id>.
+    const sandboxInContainer = rootfs ? f.sandbox_directory : c.parent ? join(c.parent.sandboxInContainer ?? c.parent.sandbox, "containers", c.id.value) : c.sandbox;
+    c.sandboxInContainer = sandboxInContainer;
+    if (c.parent && !rootfs && (call.container?.volumes ?? []).length > 0) {
+      throw new ContainerError(400, "a nested container without its own image runs in its parent's filesystem and cannot have volumes; give it an image");
+    }
     const volumes = await this.volumes(call, c, sandboxInContainer);
     let command;
     try {
@@ -163,12 +194,16 @@ export class Containers {
       if (err instanceof CommandError) throw new ContainerError(400, err.message);
       throw err;
     }
-    const user = f.switch_user && call.command?.user ? call.command.user : (config?.config?.User ?? undefined) || undefined;
+    const user =
+      (f.switch_user && call.command?.user ? call.command.user : undefined) ?? c.parent?.user ?? ((config?.config?.User ?? undefined) || undefined);
+    c.user = user;
 
     c.limits = limitsOf(call);
-    if (this.cgroups.kind !== "none") {
+    if (c.parent && call.container?.linux_info?.share_cgroups !== false) {
+      c.cgroup = c.parent.cgroup; // shared: the parent's limits cover it (and it is not removed with it)
+    } else if (this.cgroups.kind !== "none") {
       try {
-        c.cgroup = ContainerCgroup.create(this.cgroups, f.cgroups_root, c.id.value, { ...c.limits, cfs: f.cgroups_enable_cfs });
+        c.cgroup = ContainerCgroup.create(this.cgroups, f.cgroups_root, c.key, { ...c.limits, cfs: f.cgroups_enable_cfs });
       } catch (err) {
         throw new ContainerError(500, `cannot set up the cgroups of ${c.key}: ${(err as Error).message}`);
       }
@@ -185,6 +220,7 @@ export class Containers {
       ...(rootfs ? { rootfs } : {}),
       sandbox: { host: c.sandbox, container: sandboxInContainer },
       ...(volumes.length > 0 ? { volumes } : {}),
+      ...(c.parent?.pid !== undefined ? { parentPid: c.parent.pid } : {}),
       executable: command.executable,
       argv: command.argv,
       env: command.env,
@@ -258,9 +294,11 @@ export class Containers {
       ...(c.provisionerDir ? { provisionerDir: c.provisionerDir } : {}),
       ...(c.pid !== undefined ? { pid: c.pid } : {}),
       ...(c.image ? { image: c.image } : {}),
-      ...(c.cgroup ? { cgroups: c.cgroup.dirs } : {}),
+      ...(c.cgroup && c.cgroup !== c.parent?.cgroup ? { cgroups: c.cgroup.dirs } : {}),
       ...(c.limits ? { limits: c.limits } : {}),
       ...(c.volumeImages ? { volumeImages: c.volumeImages } : {}),
+      ...(c.user ? { user: c.user } : {}),
+      ...(c.sandboxInContainer ? { sandboxInContainer: c.sandboxInContainer } : {}),
       launchedAt: c.launchedAt,
     };
     writeFileAtomic(join(c.runtime, "container.json"), JSON.stringify(record));
@@ -273,9 +311,14 @@ export class Containers {
    * cleaned up.
    */
   async recover(): Promise<{ running: number; exited: number; broken: string[] }> {
-    const root = join(this.flags.values.runtime_dir, "containers");
     const result = { running: 0, exited: 0, broken: [] as string[] };
-    if (!existsSync(root)) return result;
+    await this.recoverUnder(join(this.flags.values.runtime_dir, "containers"), undefined, result);
+    return result;
+  }
+
+  /** One level of runtime dirs: top-level containers, or the nested ones of `parent`. */
+  private async recoverUnder(root: string, parent: Container | undefined, result: { running: number; exited: number; broken: string[] }): Promise<void> {
+    if (!existsSync(root)) return;
     for (const name of readdirSync(root)) {
       const dir = join(root, name);
       let record: Checkpoint;
@@ -303,20 +346,24 @@ export class Containers {
         ...(record.cgroups ? { cgroup: ContainerCgroup.existing(this.cgroups, record.cgroups) } : {}),
         ...(record.limits ? { limits: record.limits } : {}),
         ...(record.volumeImages ? { volumeImages: record.volumeImages } : {}),
+        ...(record.user ? { user: record.user } : {}),
+        ...(record.sandboxInContainer ? { sandboxInContainer: record.sandboxInContainer } : {}),
+        ...(parent ? { parent } : {}),
         launchedAt: record.launchedAt,
         exited: new Promise<void>((r) => (settle = r)),
       };
       this.table.set(c.key, c);
+      if (parent && c.cgroup === undefined) c.cgroup = parent.cgroup;
       const statusFile = join(dir, "status");
       if (existsSync(statusFile) || record.pid === undefined || !alive(record.pid)) {
         this.exited(c, settle);
         result.exited++;
-        continue;
+      } else {
+        result.running++;
+        this.watchExit(c, statusFile, settle);
       }
-      result.running++;
-      this.watchExit(c, statusFile, settle);
+      await this.recoverUnder(join(dir, "containers"), c, result);
     }
-    return result;
   }
 
   /**
@@ -417,7 +464,14 @@ export class Containers {
   async remove(id: ContainerID): Promise<void> {
     const c = this.get(id);
     if (!c) throw new ContainerError(404, `Container '${idKey(id)}' cannot be found`);
-    if (c.state !== "EXITED") throw new ContainerError(500, `Container '${c.key}' has not terminated yet`);
+    if (c.state !== "EXITED") {
+      throw new ContainerError(500, c.parent ? "Nested container has not terminated yet" : `Container '${c.key}' has not terminated yet`);
+    }
+    // Its nested containers ended with it (they share its PID namespace); they go with it.
+    for (const child of this.list().filter((x) => x.key.startsWith(`${c.key}.`))) {
+      await child.exited;
+      this.table.delete(child.key);
+    }
     await this.cleanup(c);
     this.table.delete(c.key);
   }
@@ -428,7 +482,7 @@ export class Containers {
     if (c.provisionerDir) await this.gc.call("remove", { path: c.provisionerDir, within: f.work_dir });
     await this.gc.call("remove", { path: c.sandbox, within: f.work_dir });
     rmSync(c.runtime, { recursive: true, force: true });
-    c.cgroup?.destroy();
+    if (c.cgroup && c.cgroup !== c.parent?.cgroup) c.cgroup.destroy();
   }
 }
 
@@ -442,6 +496,8 @@ interface Checkpoint {
   cgroups?: string[];
   limits?: { cpus?: number; memBytes?: number };
   volumeImages?: string[];
+  user?: string;
+  sandboxInContainer?: string;
   launchedAt: number;
 }
 

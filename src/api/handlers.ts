@@ -83,10 +83,32 @@ export const HANDLERS: HandlerTable = {
           .map(containerInfo),
       },
     }),
-  LAUNCH_NESTED_CONTAINER: notYet("LAUNCH_NESTED_CONTAINER", "containers arrive with the container runtime"),
-  WAIT_NESTED_CONTAINER: notYet("WAIT_NESTED_CONTAINER", "containers arrive with the container runtime"),
-  KILL_NESTED_CONTAINER: notYet("KILL_NESTED_CONTAINER", "containers arrive with the container runtime"),
-  REMOVE_NESTED_CONTAINER: notYet("REMOVE_NESTED_CONTAINER", "containers arrive with the container runtime"),
+  // The deprecated *_NESTED_CONTAINER calls: the same, with a parent required.
+  LAUNCH_NESTED_CONTAINER: (p, agent) =>
+    nested(p.container_id, () =>
+      containerCall(async () => emptyResponse((await agent.containers.launch({ ...p, resources: [] })) ? 200 : 202)),
+    ),
+  WAIT_NESTED_CONTAINER: (p, agent) =>
+    nested(p.container_id, () =>
+      containerCall(async () => {
+        const c = await agent.containers.wait(p.container_id);
+        return jsonResponse({ type: "WAIT_NESTED_CONTAINER", wait_nested_container: waitBody(c) });
+      }),
+    ),
+  KILL_NESTED_CONTAINER: (p, agent) =>
+    nested(p.container_id, () =>
+      containerCall(async () => {
+        agent.containers.kill(p.container_id, p.signal ?? 9);
+        return emptyResponse(200);
+      }),
+    ),
+  REMOVE_NESTED_CONTAINER: (p, agent) =>
+    nested(p.container_id, () =>
+      containerCall(async () => {
+        await agent.containers.remove(p.container_id);
+        return emptyResponse(200);
+      }),
+    ),
   LAUNCH_NESTED_CONTAINER_SESSION: notYet("LAUNCH_NESTED_CONTAINER_SESSION", "streaming sessions are not implemented"),
   ATTACH_CONTAINER_INPUT: notYet("ATTACH_CONTAINER_INPUT", "streaming attach is not implemented"),
   ATTACH_CONTAINER_OUTPUT: notYet("ATTACH_CONTAINER_OUTPUT", "streaming attach is not implemented"),
@@ -97,6 +119,11 @@ export function dispatch<T extends CallType>(type: T, payload: Payload<T>, agent
   return (HANDLERS[type] as Handler<T>)(payload, agent);
 }
 
+
+function nested(id: { parent?: unknown }, fn: () => Promise<Response>): Promise<Response> | Response {
+  if (!id.parent) return textResponse(400, "Failed to validate agent::Call: Expecting 'container_id.parent' to be present");
+  return fn();
+}
 
 async function containerCall(fn: () => Promise<Response>): Promise<Response> {
   try {

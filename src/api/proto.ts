@@ -201,6 +201,7 @@ export const ContainerInfoSchema = v.looseObject({
   hostname: v.optional(v.string()),
   mesos: v.optional(v.looseObject({ image: v.optional(ImageSchema) })),
   docker: v.optional(v.looseObject({})),
+  linux_info: v.optional(v.looseObject({ share_cgroups: v.optional(v.boolean()) })),
 });
 export type ContainerInfo = v.InferOutput<typeof ContainerInfoSchema>;
 

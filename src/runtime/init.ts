@@ -24,7 +24,7 @@ import {
   unshare,
 } from "../ffi/libc.ts";
 import { writeFileAtomic } from "../images/store.ts";
-import { enterRootfs, mountHostProc, mountVolumes } from "./mounts.ts";
+import { enterParentRoot, enterRootfs, mountHostProc, mountVolumes } from "./mounts.ts";
 import { selfCommand, type LaunchSpec } from "./spec.ts";
 import { dropPrivileges, resolveUser } from "./user.ts";
 
@@ -77,7 +77,19 @@ async function stage1(specPath: string): Promise<number> {
     setParentDeathSignal(0);
     // The mount namespace is stage 2's own: pivot_root moves the root of every process in
     // a namespace, and stage 1 must keep the host's to write the status file.
-    unshare(CLONE_NEWUTS | CLONE_NEWIPC);
+    if (spec.parentPid !== undefined) {
+      // Nested: the parent's hostname and IPC (and, below, its PID namespace).
+      for (const [ns, flag] of [["uts", CLONE_NEWUTS], ["ipc", CLONE_NEWIPC]] as const) {
+        const fd = openSync(`/proc/${spec.parentPid}/ns/${ns}`, "r");
+        try {
+          setns(fd, flag);
+        } finally {
+          closeSync(fd);
+        }
+      }
+    } else {
+      unshare(CLONE_NEWUTS | CLONE_NEWIPC);
+    }
   } catch (err) {
     report(`container init failed: ${(err as Error).message}`);
     return 1;
@@ -89,7 +101,16 @@ async function stage1(specPath: string): Promise<number> {
   const ownPidNs = openSync("/proc/self/ns/pid", "r");
   let child;
   try {
-    unshare(CLONE_NEWPID);
+    if (spec.parentPid !== undefined) {
+      const fd = openSync(`/proc/${spec.parentPid}/ns/pid`, "r");
+      try {
+        setns(fd, CLONE_NEWPID);
+      } finally {
+        closeSync(fd);
+      }
+    } else {
+      unshare(CLONE_NEWPID);
+    }
     child = Bun.spawn(selfCommand("__init", "--pid1", specPath), {
       stdio: ["inherit", "inherit", "inherit", REPORT_FD],
       env: {},
@@ -132,9 +153,11 @@ function stage2(specPath: string | undefined): number {
     unshare(CLONE_NEWNS);
     // Mounts from the host still reach the container; none of the container's reach the host.
     mount(null, "/", null, MS_REC | MS_SLAVE);
-    sethostname(spec.hostname);
+    if (spec.parentPid === undefined) sethostname(spec.hostname);
     if (spec.rootfs) enterRootfs(spec);
-    else {
+    else if (spec.parentPid !== undefined) {
+      enterParentRoot(spec.parentPid);
+    } else {
       mountHostProc();
       mountVolumes(spec, "");
     }

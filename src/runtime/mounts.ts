@@ -15,6 +15,7 @@ import {
   MS_REMOUNT,
   S_IFCHR,
   chdir,
+  chroot,
   mknod,
   mount,
   pivotRoot,
@@ -135,5 +136,16 @@ export function enterRootfs(spec: LaunchSpec): void {
   chdir(root);
   pivotRoot(".", ".");
   umount2(".", MNT_DETACH);
+  chdir("/");
+}
+
+/**
+ * A nested container without an image sees its parent's filesystem. A mount cannot be
+ * bound across mount namespaces, and a threaded process cannot join another's, so we
+ * chroot into the parent's root as /proc shows it: lookups then walk the parent's mounts.
+ * (The nested container runs inside its parent's container, in its PID namespace.)
+ */
+export function enterParentRoot(parentPid: number): void {
+  chroot(`/proc/${parentPid}/root`);
   chdir("/");
 }

@@ -35,6 +35,8 @@ export interface LaunchSpec {
   rootfs?: RootfsSpec;
   sandbox: { host: string; container: string };
   volumes?: VolumeSpec[];
+  /** Nested: the parent's workload (host pid), whose PID, UTS and IPC namespaces it joins. */
+  parentPid?: number;
   executable: string;
   argv: string[];
   env: Record<string, string>;

@@ -200,11 +200,13 @@ describe("transport errors", () => {
     const id = { container_id: { value: "c1", parent: { value: "p" } } };
     for (const call of [
       { type: "PRUNE_IMAGES" },
-      { type: "LAUNCH_NESTED_CONTAINER", launch_nested_container: id },
-      { type: "LAUNCH_CONTAINER", launch_container: { ...id, command: { value: "true" } } },
+      { type: "LAUNCH_NESTED_CONTAINER_SESSION", launch_nested_container_session: { ...id, command: { value: "true" } } },
+      { type: "ATTACH_CONTAINER_OUTPUT", attach_container_output: id },
     ]) {
       await expectText(await agent.call(call), 501, /not implemented/);
     }
+    // Nested launches are implemented: a missing parent is Mesos' 400.
+    await expectText(await agent.call({ type: "LAUNCH_CONTAINER", launch_container: { ...id, command: { value: "true" } } }), 400, /^Parent container p does not exist$/);
   });
 
   test("a body over 1 MiB is 413, declared or streamed", async () => {

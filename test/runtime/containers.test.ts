@@ -400,3 +400,75 @@ describe.skipIf(!isRoot)("volumes (need root)", () => {
     }
   });
 });
+
+describe.skipIf(!isRoot)("nested containers (need root)", () => {
+  const launchIn = (id: Record<string, unknown>, extra: Record<string, unknown> = {}) =>
+    call({ type: "LAUNCH_CONTAINER", launch_container: { container_id: id, ...extra } });
+
+  test("a child without an image shares its parent's filesystem, processes and hostname; its sandbox is under the parent's", async () => {
+    const parent = { value: `parent${n++}` };
+    expect((await launchIn(parent, { command: { value: "echo from-parent > /tmp/marker; exec sleep 60" }, container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "alpine" } } } } })).status).toBe(200);
+    await Bun.sleep(200);
+    const child = { value: "child", parent };
+    const launched = await launchIn(child, { command: { value: "cat /tmp/marker; hostname; echo $MESOS_SANDBOX; cat /proc/1/cmdline | tr '\\0' ' '" } });
+    expect({ status: launched.status, text: launched.text }).toEqual({ status: 200, text: "" });
+    const wait = await call({ type: "WAIT_CONTAINER", wait_container: { container_id: child } });
+    expect(wait.json).toEqual({ type: "WAIT_CONTAINER", wait_container: { exit_status: 0 } });
+    const sandbox = join(agent.workDir, "containers", parent.value, "containers", "child");
+    expect(readFileSync(join(sandbox, "stdout"), "utf8").trim().split("\n")).toEqual([
+      "from-parent",
+      parent.value,
+      "/mnt/mesos/sandbox/containers/child",
+      "sleep 60",
+    ]);
+
+    // A grandchild with its own image; then the rules on resources and cgroups.
+    const grandchild = { value: "grand", parent: child };
+    expect((await launchIn(grandchild, { command: { value: "true" } })).text).toMatch(/Parent container .*child is not running/);
+    const imaged = { value: "imaged", parent };
+    expect((await launchIn(imaged, { command: { value: "ls /bin/busybox; sleep 60" }, container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "alpine" } } } } })).status).toBe(200);
+    const deeper = { value: "deeper", parent: imaged };
+    expect((await launchIn(deeper, { command: { value: "true" }, resources: [{ name: "cpus", type: "SCALAR", scalar: { value: 0.1 } }] })).text).toMatch(
+      /Resources and limits can only be set on top-level containers and their direct children/,
+    );
+    expect((await launchIn({ value: "withres", parent }, { command: { value: "true" }, resources: [{ name: "mem", type: "SCALAR", scalar: { value: 32 } }] })).text).toMatch(
+      /set share_cgroups: false/,
+    );
+    expect((await launchIn({ value: "top" }, { command: { value: "true" }, container: { type: "MESOS", linux_info: { share_cgroups: true } } })).text).toMatch(
+      /A top-level container cannot share cgroups/,
+    );
+    expect((await launchIn({ value: "orphan", parent: { value: "nobody" } }, { command: { value: "true" } })).text).toBe("Parent container nobody does not exist");
+    expect((await call({ type: "LAUNCH_NESTED_CONTAINER", launch_nested_container: { container_id: { value: "x" }, command: { value: "true" } } })).status).toBe(400);
+
+    // Listing: nested ones only with show_nested; container_id is the value alone, the chain is in the status.
+    const list = await call({ type: "GET_CONTAINERS", get_containers: { show_nested: true } });
+    const entries = (list.json!.get_containers as { containers: Array<Record<string, any>> }).containers;
+    const imagedEntry = entries.find((e) => e.container_id.value === "imaged")!;
+    expect(imagedEntry.container_id).toEqual({ value: "imaged" });
+    expect(imagedEntry.container_status.container_id).toEqual(imaged);
+    expect(entries.some((e) => e.container_id.value === parent.value)).toBe(false);
+
+    // Removing a running nested container is refused; killing the parent ends the children.
+    const refused = await call({ type: "REMOVE_NESTED_CONTAINER", remove_nested_container: { container_id: imaged } });
+    expect({ status: refused.status, text: refused.text }).toEqual({ status: 500, text: "Nested container has not terminated yet" });
+    expect((await call({ type: "KILL_CONTAINER", kill_container: { container_id: parent } })).status).toBe(200);
+    const waitNested = await call({ type: "WAIT_NESTED_CONTAINER", wait_nested_container: { container_id: imaged } });
+    expect(waitNested.json).toEqual({ type: "WAIT_NESTED_CONTAINER", wait_nested_container: { exit_status: 9 } });
+    expect((await call({ type: "REMOVE_CONTAINER", remove_container: { container_id: child } })).status).toBe(200);
+    expect(existsSync(sandbox)).toBe(false);
+    expect((await call({ type: "REMOVE_CONTAINER", remove_container: { container_id: parent } })).status).toBe(200);
+    expect((await call({ type: "WAIT_CONTAINER", wait_container: { container_id: imaged } })).status).toBe(404);
+  });
+
+  test("a nested container inherits its parent's user", async () => {
+    const parent = { value: `uparent${n++}` };
+    expect((await launchIn(parent, { command: { value: "exec sleep 60", user: "nobody" }, container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "alpine" } } } } })).status).toBe(200);
+    const child = { value: "c", parent };
+    expect((await launchIn(child, { command: { value: "id -u" } })).status).toBe(200);
+    await call({ type: "WAIT_CONTAINER", wait_container: { container_id: child } });
+    expect(readFileSync(join(agent.workDir, "containers", parent.value, "containers", "c", "stdout"), "utf8").trim()).toBe("65534");
+    await call({ type: "KILL_CONTAINER", kill_container: { container_id: parent } });
+    await call({ type: "WAIT_CONTAINER", wait_container: { container_id: parent } });
+    expect((await call({ type: "REMOVE_CONTAINER", remove_container: { container_id: parent } })).status).toBe(200);
+  });
+});
