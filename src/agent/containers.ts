@@ -52,7 +52,9 @@ export interface Container {
   user?: string;
   /** Images mounted as volumes (kept from GC while the container exists). */
   volumeImages?: string[];
-  limits?: { cpus?: number; memBytes?: number };
+  limits?: { cpus?: number; memBytes?: number; diskBytes?: number };
+  /** Last disk measurement (du of sandbox and rootfs changes), and when. */
+  disk?: { bytes: number; at: number };
   image?: string;
   launchedAt: number;
   exited: Promise<void>;
@@ -442,6 +444,24 @@ export class Containers {
     return out;
   }
 
+  /**
+   * Disk a container uses: its sandbox plus what it wrote over its image (the overlay upper
+   * dir or the copied rootfs), measured like du(1) in the gc worker, at most every 5 s.
+   * `disk` is accounted and reported, not enforced.
+   */
+  async diskUsed(c: Container): Promise<number | undefined> {
+    if (c.disk && Date.now() - c.disk.at < 5000) return c.disk.bytes;
+    const paths = [c.sandbox, ...(c.provisionerDir ? [c.provisionerDir] : [])];
+    try {
+      const sizes = await Promise.all(paths.map((path) => this.gc.call<{ bytes: number }>("du", { path })));
+      const bytes = sizes.reduce((sum, s) => sum + s.bytes, 0);
+      c.disk = { bytes, at: Date.now() };
+      return bytes;
+    } catch {
+      return c.disk?.bytes;
+    }
+  }
+
   async wait(id: ContainerID): Promise<Container> {
     const c = this.get(id);
     if (!c) throw new ContainerError(404, `Container '${idKey(id)}' cannot be found`);
@@ -494,7 +514,7 @@ interface Checkpoint {
   pid?: number;
   image?: string;
   cgroups?: string[];
-  limits?: { cpus?: number; memBytes?: number };
+  limits?: { cpus?: number; memBytes?: number; diskBytes?: number };
   volumeImages?: string[];
   user?: string;
   sandboxInContainer?: string;
@@ -502,12 +522,14 @@ interface Checkpoint {
 }
 
 /** cpus and mem from the launch's resources, `limits` winning (Mesos 1.9+ limits). */
-function limitsOf(call: LaunchContainer): { cpus?: number; memBytes?: number } {
+function limitsOf(call: LaunchContainer): { cpus?: number; memBytes?: number; diskBytes?: number } {
   const scalar = (name: string) => call.resources?.find((r) => r.name === name && r.type === "SCALAR")?.scalar?.value;
   const limit = (name: string) => call.limits?.[name]?.value;
   const cpus = limit("cpus") ?? scalar("cpus");
   const mem = limit("mem") ?? scalar("mem");
+  const disk = scalar("disk");
   return {
+    ...(disk !== undefined && Number.isFinite(disk) ? { diskBytes: Math.round(disk * 1048576) } : {}),
     ...(cpus !== undefined && Number.isFinite(cpus) ? { cpus } : {}),
     ...(mem !== undefined && Number.isFinite(mem) ? { memBytes: Math.round(mem * 1048576) } : {}),
   };

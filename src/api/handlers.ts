@@ -73,16 +73,14 @@ export const HANDLERS: HandlerTable = {
       await agent.containers.remove(p.container_id);
       return emptyResponse(200);
     }),
-  GET_CONTAINERS: (p, agent) =>
-    jsonResponse({
+  GET_CONTAINERS: async (p, agent) => {
+    const shown = agent.containers.list().filter((c) => (c.id.parent ? p.show_nested : p.show_standalone));
+    const disk = await Promise.all(shown.map((c) => (c.state === "RUNNING" ? agent.containers.diskUsed(c) : undefined)));
+    return jsonResponse({
       type: "GET_CONTAINERS",
-      get_containers: {
-        containers: agent.containers
-          .list()
-          .filter((c) => (c.id.parent ? p.show_nested : p.show_standalone))
-          .map(containerInfo),
-      },
-    }),
+      get_containers: { containers: shown.map((c, i) => containerInfo(c, disk[i])) },
+    });
+  },
   // The deprecated *_NESTED_CONTAINER calls: the same, with a parent required.
   LAUNCH_NESTED_CONTAINER: (p, agent) =>
     nested(p.container_id, () =>
@@ -151,7 +149,7 @@ function waitBody(c: Container): Record<string, unknown> {
  * statistics; one still being provisioned has statistics but no pid; an exited one (kept
  * until REMOVE_CONTAINER) has neither, since Mesos omits what is unavailable.
  */
-function containerInfo(c: Container): Record<string, unknown> {
+function containerInfo(c: Container, diskUsed?: number): Record<string, unknown> {
   const info: Record<string, unknown> = {
     container_id: { value: c.id.value },
     container_status: {
@@ -164,6 +162,8 @@ function containerInfo(c: Container): Record<string, unknown> {
       timestamp: Date.now() / 1000,
       ...(c.limits?.cpus !== undefined ? { cpus_limit: c.limits.cpus } : {}),
       ...(c.limits?.memBytes !== undefined ? { mem_limit_bytes: c.limits.memBytes } : {}),
+      ...(c.limits?.diskBytes !== undefined ? { disk_limit_bytes: c.limits.diskBytes } : {}),
+      ...(diskUsed !== undefined ? { disk_used_bytes: diskUsed } : {}),
       ...(c.state === "RUNNING" ? (c.cgroup?.statistics() ?? {}) : {}),
     };
   }

@@ -237,23 +237,28 @@ describe.skipIf(!isRoot)("standalone containers (need root: namespaces and mount
       type: "LAUNCH_CONTAINER",
       launch_container: {
         container_id: { value: id },
-        command: { value: "cat /proc/self/cgroup; sleep 5" },
+        command: { value: "head -c 3145728 /dev/zero > $MESOS_SANDBOX/blob; cat /proc/self/cgroup; sleep 5" },
         resources: [
           { name: "cpus", type: "SCALAR", scalar: { value: 0.5 } },
           { name: "mem", type: "SCALAR", scalar: { value: 96 } },
+          { name: "disk", type: "SCALAR", scalar: { value: 64 } },
         ],
         container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "alpine" } } } },
       },
     });
     expect(r.status).toBe(200);
+    const stdout = join(agent.workDir, "containers", id, "stdout");
+    for (let i = 0; i < 100 && !readFileSync(stdout, "utf8").includes("memory"); i++) await Bun.sleep(20);
     const list = await call({ type: "GET_CONTAINERS", get_containers: { show_standalone: true } });
     const mine = (list.json!.get_containers as { containers: Array<Record<string, any>> }).containers.find((c) => c.container_id.value === id)!;
     expect(mine.resource_statistics.mem_limit_bytes).toBe(96 * 1048576);
     expect(mine.resource_statistics.cpus_limit).toBe(0.5);
     expect(typeof mine.resource_statistics.mem_total_bytes).toBe("number");
+    // disk is accounted (du of the sandbox and the rootfs changes), not enforced.
+    expect(mine.resource_statistics.disk_limit_bytes).toBe(64 * 1048576);
+    expect(mine.resource_statistics.disk_used_bytes).toBeGreaterThanOrEqual(3 * 1048576);
     // The limits are the kernel's: read them where the workload's /proc/self/cgroup says it is.
-    await Bun.sleep(100);
-    const cgroups = readFileSync(join(agent.workDir, "containers", id, "stdout"), "utf8");
+    const cgroups = readFileSync(stdout, "utf8");
     const memPath = /^\d+:memory:(.+)$/m.exec(cgroups)?.[1] ?? /^0::(.+)$/m.exec(cgroups)?.[1];
     expect(memPath).toBe(`/ucr/${id}`);
     const v2 = existsSync("/sys/fs/cgroup/cgroup.controllers");
