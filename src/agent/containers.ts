@@ -12,6 +12,7 @@ import type { ImageService } from "../images/service.ts";
 import { writeFileAtomic } from "../images/store.ts";
 import { log } from "../log.ts";
 import { ContainerCgroup, detectCgroups, type CgroupLayout } from "../runtime/cgroups.ts";
+import { FetchError, fetchUris } from "./fetcher.ts";
 import { CommandError, resolveCommand } from "../runtime/command.ts";
 import { selfCommand, type LaunchSpec, type VolumeSpec } from "../runtime/spec.ts";
 import type { WorkerClient } from "../workers/rpc.ts";
@@ -211,6 +212,13 @@ export class Containers {
       }
     } else if (c.limits.cpus !== undefined || c.limits.memBytes !== undefined) {
       log.warn(`container ${c.key}: resources are not enforced: ${this.cgroups.why}`);
+    }
+
+    try {
+      await fetchUris(call.command?.uris, c.sandbox);
+    } catch (err) {
+      if (err instanceof FetchError) throw new ContainerError(400, err.message);
+      throw err;
     }
 
     const hostnameFile = join(c.runtime, "hostname");

@@ -477,3 +477,47 @@ describe.skipIf(!isRoot)("nested containers (need root)", () => {
     expect((await call({ type: "REMOVE_CONTAINER", remove_container: { container_id: parent } })).status).toBe(200);
   });
 });
+
+describe.skipIf(!isRoot)("URIs (need root)", () => {
+  test("http and file URIs land in the sandbox before the command runs; archives are extracted", async () => {
+    const files = join(work, "uri-files");
+    mkdirSync(join(files, "pkg"), { recursive: true });
+    await Bun.write(join(files, "pkg", "inside.txt"), "from the archive\n");
+    expect(Bun.spawnSync(["tar", "-czf", join(files, "pkg.tar.gz"), "-C", files, "pkg"]).exitCode).toBe(0);
+    await Bun.write(join(files, "tool.sh"), "#!/bin/sh\necho tool ran\n");
+    await Bun.write(join(files, "plain.txt"), "plain\n");
+    const server = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      fetch: async (req) => {
+        const file = Bun.file(join(files, new URL(req.url).pathname));
+        return (await file.exists()) ? new Response(file) : new Response("no such file", { status: 404 });
+      },
+    });
+    try {
+      const script = "cat pkg/inside.txt; ./tool.sh; cat renamed.txt";
+      const r = await run(script, {
+        command: {
+          value: script,
+          uris: [
+            { value: `http://127.0.0.1:${server.port}/pkg.tar.gz` },
+            { value: `http://127.0.0.1:${server.port}/tool.sh`, executable: true },
+            { value: `file://${join(files, "plain.txt")}`, output_file: "renamed.txt" },
+          ],
+        },
+      });
+      expect(r.stdout).toBe("from the archive\ntool ran\nplain\n");
+      const bad = await call({
+        type: "LAUNCH_CONTAINER",
+        launch_container: {
+          container_id: { value: `uri${n++}` },
+          command: { value: "true", uris: [{ value: `http://127.0.0.1:${server.port}/missing` }] },
+          container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "alpine" } } } },
+        },
+      });
+      expect({ status: bad.status, text: bad.text }).toEqual({ status: 400, text: expect.stringMatching(/^Failed to fetch 'http:\/\/127\.0\.0\.1:\d+\/missing': HTTP 404/) });
+    } finally {
+      server.stop(true);
+    }
+  });
+});
