@@ -1,12 +1,9 @@
 // ucr: one binary, several commands. `ucr agent` runs the Operator API; `ucr __init` is the
 // container init stage the agent starts (hidden); the rest are client commands.
-import { Agent, StartupError } from "./agent/agent.ts";
-import { USAGE_LINE, agentHelp, mainHelp } from "./cli/usage.ts";
-import { FlagError, loadFlags } from "./config/flags.ts";
-import { log } from "./log.ts";
-import { killMain, psMain, rmMain, runMain } from "./cli/client.ts";
-import { imagesMain, loadMain, pullMain } from "./cli/images.ts";
-import { initMain } from "./runtime/init.ts";
+// Each command loads only what it needs (dynamic imports): `ucr __init` runs for every
+// container launch, twice, and must not pay for the HTTP server, valibot schemas or the
+// image code at start.
+import { USAGE_LINE } from "./cli/usage-line.ts";
 import { VERSION, versionInfo } from "./version.ts";
 
 function fail(message: string, code: number): never {
@@ -15,6 +12,10 @@ function fail(message: string, code: number): never {
 }
 
 async function agentMain(args: readonly string[]): Promise<void> {
+  const { Agent, StartupError } = await import("./agent/agent.ts");
+  const { FlagError, loadFlags } = await import("./config/flags.ts");
+  const { agentHelp } = await import("./cli/usage.ts");
+  const { log } = await import("./log.ts");
   let flags;
   try {
     flags = loadFlags(args, process.env);
@@ -69,27 +70,29 @@ async function main(argv: readonly string[]): Promise<void> {
       return versionMain();
     case "help":
     case "--help":
-    case "-h":
+    case "-h": {
+      const { agentHelp, mainHelp } = await import("./cli/usage.ts");
       if (rest[0] === "agent") process.stdout.write(`${agentHelp()}\n`);
       else if (rest.length === 0) process.stdout.write(`${mainHelp()}\n`);
       else fail(`ucr help: unknown command '${rest[0]}' (${USAGE_LINE})`, 2);
       return;
+    }
     case "pull":
-      process.exit(await pullMain(rest));
+      process.exit(await (await import("./cli/images.ts")).pullMain(rest));
     case "load":
-      process.exit(await loadMain(rest));
+      process.exit(await (await import("./cli/images.ts")).loadMain(rest));
     case "images":
-      process.exit(imagesMain(rest));
+      process.exit((await import("./cli/images.ts")).imagesMain(rest));
     case "run":
-      process.exit(await runMain(rest));
+      process.exit(await (await import("./cli/client.ts")).runMain(rest));
     case "ps":
-      process.exit(await psMain(rest));
+      process.exit(await (await import("./cli/client.ts")).psMain(rest));
     case "kill":
-      process.exit(await killMain(rest));
+      process.exit(await (await import("./cli/client.ts")).killMain(rest));
     case "rm":
-      process.exit(await rmMain(rest));
+      process.exit(await (await import("./cli/client.ts")).rmMain(rest));
     case "__init":
-      process.exit(await initMain(rest));
+      process.exit(await (await import("./runtime/init.ts")).initMain(rest));
     case undefined:
       fail(`ucr: no command given (${USAGE_LINE})`, 2);
     default:

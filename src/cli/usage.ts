@@ -2,7 +2,7 @@
 import { flagsHelp } from "../config/flags.ts";
 import { VERSION } from "../version.ts";
 
-export const USAGE_LINE = "usage: ucr <agent|run|ps|kill|rm|pull|load|images|version|help> [flags]  (ucr help for more)";
+export { USAGE_LINE } from "./usage-line.ts";
 
 export const COMMANDS: Record<string, string> = {
   agent: "Run the agent: the Mesos v1 Operator API on --ip:--port (default 127.0.0.1:5051).",
