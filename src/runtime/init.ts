@@ -72,8 +72,8 @@ async function stage1(specPath: string): Promise<number> {
   let spec: LaunchSpec;
   try {
     spec = readSpec(specPath);
-    // Outlive the agent: Bun asks the kernel to kill spawned children when their parent
-    // dies; a container must keep running (and stage 1 must write its status) without it.
+    // Outlive the agent: a container keeps running, and stage 1 writes its status, when the
+    // agent dies. No parent-death signal may be inherited from whoever started us.
     setParentDeathSignal(0);
     // The mount namespace is stage 2's own: pivot_root moves the root of every process in
     // a namespace, and stage 1 must keep the host's to write the status file.

@@ -1,0 +1,1039 @@
+// Benchmark (not a test): how long starting a `/bin/true` container from a cached image takes with
+// ucr (LAUNCH+WAIT over the Operator API) against `crun run`, `podman run` and the bare kernel floor.
+//
+//   bun bench/launch.ts [--runs N] [--quick]
+//
+// Prints two markdown tables (latency: median, p95, min of N runs and peer/ucr ratios; memory of
+// the agent and of one running container) and writes them to bench/results/launch-<date>.md.
+// Everything it makes lives in one temp dir (short path: podman's runroot must be < 50 chars).
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
+import { availableParallelism, cpus, loadavg, release, totalmem } from "node:os";
+import { dirname, join } from "node:path";
+
+// ---------------------------------------------------------------------------------------------
+// Options and constants
+
+const argv = process.argv.slice(2);
+const quick = argv.includes("--quick");
+const runsArg = argv.indexOf("--runs");
+const RUNS = runsArg >= 0 ? Number(argv[runsArg + 1]) : quick ? 10 : 50;
+if (!Number.isInteger(RUNS) || RUNS < 1 || argv.some((a, i) => a !== "--quick" && a !== "--runs" && argv[i - 1] !== "--runs")) {
+  console.error("usage: bun bench/launch.ts [--runs N] [--quick]");
+  process.exit(2);
+}
+// Untimed runs per tool first: page cache, podman's and crun's first-run state, JIT in the agent.
+const WARMUPS = quick ? 2 : 5;
+// Extra ucr launches under `perf record` for the phase breakdown (never part of the timings).
+const PROBES = quick ? 5 : 15;
+
+const ROOT = dirname(import.meta.dir);
+const BUILT_UCR = join(ROOT, "dist", "ucr");
+const RESULTS_DIR = join(import.meta.dir, "results");
+const PATH = process.env.PATH ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+// A container start that takes this long is broken, not slow.
+const TIMEOUT_MS = 60_000;
+// Our container IDs all start with this, so cleanup only ever touches what this run made.
+const ID_PREFIX = "ulb";
+
+// ---------------------------------------------------------------------------------------------
+// Processes: everything we start is tracked so an interrupted run can kill it.
+
+const live = new Set<Bun.Subprocess>();
+
+interface RunResult {
+  code: number;
+  ms: number;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+}
+
+async function exec(cmd: string[], opts: { timeoutMs?: number; stdout?: boolean } = {}): Promise<RunResult> {
+  checkStop();
+  const timeoutMs = opts.timeoutMs ?? TIMEOUT_MS;
+  const started = performance.now();
+  let proc: Bun.Subprocess<"ignore", "pipe" | "ignore", "pipe">;
+  try {
+    proc = Bun.spawn(cmd, {
+      stdin: "ignore",
+      // The timed commands print nothing worth reading; not piping stdout keeps the harness's
+      // own cost out of their times.
+      stdout: opts.stdout ? "pipe" : "ignore",
+      stderr: "pipe",
+      env: { PATH, HOME: process.env.HOME ?? "/root" },
+    });
+  } catch (e) {
+    return { code: 127, ms: performance.now() - started, stdout: "", stderr: `cannot run ${cmd[0]}: ${(e as Error).message}`, timedOut: false };
+  }
+  live.add(proc);
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    proc.kill("SIGKILL");
+  }, timeoutMs);
+  const [stdout, stderr, code] = await Promise.all([
+    proc.stdout instanceof ReadableStream ? new Response(proc.stdout).text() : Promise.resolve(""),
+    new Response(proc.stderr).text(),
+    proc.exited,
+  ]);
+  const ms = performance.now() - started;
+  clearTimeout(timer);
+  live.delete(proc);
+  return { code, ms, stdout, stderr, timedOut };
+}
+
+/** One line saying why a command failed, for the table. */
+function reason(r: RunResult): string {
+  if (r.timedOut) return "timed out";
+  const lines = `${r.stderr}\n${r.stdout}`
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l !== "");
+  const err = lines.find((l) => /error|fail|cannot|denied|invalid|not supported|not permitted/i.test(l)) ?? lines[lines.length - 1] ?? "";
+  return `exit ${r.code}: ${err.slice(0, 200).replace(/\|/g, "/")}`;
+}
+
+async function mustRun(cmd: string[]): Promise<string> {
+  const r = await exec(cmd, { stdout: true, timeoutMs: 120_000 });
+  if (r.code !== 0) throw new Error(`${cmd.join(" ")}: ${reason(r)}`);
+  return r.stdout;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cleanup: containers, the agent, podman's state, the namespace holder and the temp dir go
+// away however the run ends.
+
+let base: string | undefined;
+let agent: Agent | undefined;
+/** Process whose mount namespace has no cgroup2 mount (the crun/podman workaround), if started. */
+let holder: Bun.Subprocess | undefined;
+/** podman's command prefix once its storage exists, so cleanup can `rm -f` what it left. */
+let podmanCmd: string[] | undefined;
+let crunCmd: string[] | undefined;
+/** ucr containers launched and not yet removed. */
+const ucrLive = new Set<string>();
+/** cgroup dirs podman makes for conmon that were not there before this run. */
+const podmanCgroups: string[] = [];
+let cleaning: Promise<void> | undefined;
+
+/** Once cleanup has begun (Ctrl-C), nothing new may start. Called before each step. */
+function checkStop(): void {
+  if (cleaning) throw new Error("interrupted");
+}
+
+/** Mount points at or below `dir`, deepest first (podman's overlay can leave some behind). */
+function mountsUnder(dir: string): string[] {
+  const out: string[] = [];
+  for (const line of readFileSync("/proc/self/mountinfo", "utf8").split("\n")) {
+    const mp = line.split(" ")[4]?.replace(/\\040/g, " ");
+    if (mp && (mp === dir || mp.startsWith(`${dir}/`))) out.push(mp);
+  }
+  return out.sort((a, b) => b.length - a.length);
+}
+
+/** A command run during cleanup: no checkStop, bounded, never throws. */
+function quiet(cmd: string[], timeoutMs = 20_000): Promise<number> {
+  try {
+    const p = Bun.spawn(cmd, { stdin: "ignore", stdout: "ignore", stderr: "ignore", env: { PATH } });
+    const t = setTimeout(() => p.kill("SIGKILL"), timeoutMs);
+    return p.exited.finally(() => clearTimeout(t));
+  } catch {
+    return Promise.resolve(127);
+  }
+}
+
+/** rmdir of a cgroup: it fails, and the cgroup stays, while processes are in it. */
+function rmdirQuiet(dir: string): void {
+  try {
+    rmdirSync(dir);
+  } catch {
+    // gone already, or still in use: not ours to force
+  }
+}
+
+function cleanup(): Promise<void> {
+  cleaning ??= (async () => {
+    for (const p of live) p.kill("SIGKILL");
+    await Promise.race([Promise.all([...live].map((p) => p.exited)), Bun.sleep(3000)]);
+    // ucr containers outlive the agent by design, so they are ended through it first.
+    if (agent && ucrLive.size > 0) {
+      for (const id of [...ucrLive]) {
+        try {
+          await agent.call("KILL_CONTAINER", { kill_container: { container_id: { value: id } } }, 5000).catch(() => undefined);
+          await agent.call("WAIT_CONTAINER", { wait_container: { container_id: { value: id } } }, 5000);
+          const r = await agent.call("REMOVE_CONTAINER", { remove_container: { container_id: { value: id } } }, 10_000);
+          if (r.status === 200) ucrLive.delete(id);
+        } catch {
+          // the agent is gone or stuck: the pid files below
+        }
+      }
+    }
+    if (agent) await agent.stop();
+    if (base && ucrLive.size > 0) {
+      // What the agent could not remove: kill the workloads (stage 1 then exits) and drop their cgroups.
+      for (const id of ucrLive) {
+        try {
+          const pid = Number(readFileSync(join(base, "ucr", "run", "containers", id, "pid"), "utf8").trim());
+          if (pid > 0) process.kill(pid, "SIGKILL");
+        } catch {
+          // never started, or already gone
+        }
+      }
+      await Bun.sleep(300);
+      for (const ctl of ["cpu", "cpuacct", "memory"]) {
+        for (const id of ucrLive) rmdirQuiet(`/sys/fs/cgroup/${ctl}/ucr/${id}`);
+      }
+      console.error(`cleanup: ucr containers the agent did not remove: ${[...ucrLive].join(", ")} (killed)`);
+    }
+    if (podmanCmd) await quiet([...podmanCmd, "rm", "-f", "-a", "-t", "0"], 60_000);
+    if (crunCmd && base && existsSync(join(base, "crun"))) {
+      for (const id of readdirSync(join(base, "crun"))) await quiet([...crunCmd, "delete", "-f", id]);
+    }
+    // conmon can outlive `podman rm` by a moment, and its cgroup with it.
+    for (let i = 0; i < 20 && podmanCgroups.some((d) => existsSync(d)); i++) {
+      for (const dir of podmanCgroups.sort((a, b) => b.length - a.length)) rmdirQuiet(dir);
+      if (podmanCgroups.some((d) => existsSync(d))) await Bun.sleep(100);
+    }
+    if (holder) {
+      holder.kill("SIGKILL");
+      await holder.exited;
+    }
+    if (base) {
+      for (const mp of mountsUnder(base)) {
+        if ((await quiet(["umount", mp])) !== 0) await quiet(["umount", "-l", mp]);
+      }
+      if (mountsUnder(base).length === 0) rmSync(base, { recursive: true, force: true });
+      else console.error(`cleanup: ${base} still has mounts; remove it by hand`);
+    }
+  })();
+  return cleaning;
+}
+
+for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  process.on(sig, () => {
+    console.error(`\n${sig}: cleaning up`);
+    void cleanup().finally(() => process.exit(130));
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The ucr agent and its API
+
+class Agent {
+  readonly url: string;
+
+  private constructor(
+    readonly proc: Bun.Subprocess<"ignore", "ignore", "pipe">,
+    port: number,
+    /** Every stderr line so far: the server-side time of each call is logged there. */
+    readonly log: string[],
+  ) {
+    this.url = `http://127.0.0.1:${port}/api/v1`;
+  }
+
+  static async start(ucr: string, dir: string, images: string): Promise<Agent> {
+    const proc = Bun.spawn(
+      [
+        ucr,
+        "agent",
+        "--port=0",
+        `--work_dir=${dir}`,
+        `--runtime_dir=${join(dir, "run")}`,
+        `--docker_registry=${images}`,
+        "--image_providers=docker",
+        "--isolation=filesystem/linux,docker/runtime",
+      ],
+      // Its own session: a Ctrl-C at the terminal (SIGINT to the foreground process group) must
+      // not stop it before cleanup has used it to remove the containers.
+      { stdin: "ignore", stdout: "ignore", stderr: "pipe", env: { PATH }, detached: true },
+    );
+    const log: string[] = [];
+    const decoder = new TextDecoder();
+    let partial = "";
+    let resolvePort!: (port: number) => void;
+    const portP = new Promise<number>((r) => (resolvePort = r));
+    // Drained for the agent's whole life: a full pipe would block its logging, and so its calls.
+    void (async () => {
+      for await (const chunk of proc.stderr) {
+        partial += decoder.decode(chunk, { stream: true });
+        const lines = partial.split("\n");
+        partial = lines.pop() ?? "";
+        for (const line of lines) {
+          log.push(line);
+          const m = /agent listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(line);
+          if (m) resolvePort(Number(m[1]));
+        }
+      }
+    })();
+    const port = await Promise.race([
+      portP,
+      proc.exited.then((code) => {
+        throw new Error(`ucr agent exited ${code} before listening: ${log.slice(-3).join(" / ")}`);
+      }),
+      Bun.sleep(30_000).then(() => {
+        throw new Error("ucr agent did not listen within 30 s");
+      }),
+    ]);
+    return new Agent(proc, port, log);
+  }
+
+  async call(type: string, body: Record<string, unknown>, timeoutMs = TIMEOUT_MS): Promise<{ status: number; text: string }> {
+    const res = await fetch(this.url, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify({ type, ...body }),
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    return { status: res.status, text: await res.text() };
+  }
+
+  async stop(): Promise<void> {
+    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
+    this.proc.kill("SIGTERM");
+    const done = await Promise.race([this.proc.exited.then(() => true), Bun.sleep(5000).then(() => false)]);
+    if (!done) {
+      this.proc.kill("SIGKILL");
+      await this.proc.exited;
+    }
+  }
+}
+
+function launchBody(id: string, argv: string[]): Record<string, unknown> {
+  return {
+    launch_container: {
+      container_id: { value: id },
+      command: { shell: false, value: argv[0], arguments: [argv[0]!.split("/").pop(), ...argv.slice(1)] },
+      container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "alpine" } } } },
+    },
+  };
+}
+
+let ucrSeq = 0;
+const nextId = (what: string) => `${ID_PREFIX}-${what}-${++ucrSeq}`;
+
+interface UcrTiming {
+  launchMs: number;
+  waitMs: number;
+  /** process.hrtime ns at the request and at each response (the perf probe aligns them to the kernel's clock). */
+  t0: bigint;
+  t1: bigint;
+  t2: bigint;
+  id: string;
+}
+
+/** LAUNCH + WAIT of one /bin/true container (timed), then REMOVE (not timed). */
+async function ucrOnce(a: Agent): Promise<UcrTiming> {
+  checkStop();
+  const id = nextId("t");
+  ucrLive.add(id);
+  const t0 = process.hrtime.bigint();
+  const l = await a.call("LAUNCH_CONTAINER", launchBody(id, ["/bin/true"]));
+  const t1 = process.hrtime.bigint();
+  if (l.status !== 200) throw new Error(`LAUNCH_CONTAINER ${l.status}: ${l.text.trim().slice(0, 200)}`);
+  const w = await a.call("WAIT_CONTAINER", { wait_container: { container_id: { value: id } } });
+  const t2 = process.hrtime.bigint();
+  if (w.status !== 200) throw new Error(`WAIT_CONTAINER ${w.status}: ${w.text.trim().slice(0, 200)}`);
+  const status = (JSON.parse(w.text) as { wait_container?: { exit_status?: number } }).wait_container?.exit_status;
+  if (status !== 0) throw new Error(`/bin/true in ucr exited with wait status ${status}`);
+  const r = await a.call("REMOVE_CONTAINER", { remove_container: { container_id: { value: id } } });
+  if (r.status !== 200) throw new Error(`REMOVE_CONTAINER ${r.status}: ${r.text.trim().slice(0, 200)}`);
+  ucrLive.delete(id);
+  return { launchMs: Number(t1 - t0) / 1e6, waitMs: Number(t2 - t1) / 1e6, t0, t1, t2, id };
+}
+
+/** The agent's own "POST /api/v1 LAUNCH_CONTAINER 200 47.7ms" per container ID. */
+function serverLaunchMs(log: string[]): Map<string, number> {
+  const out = new Map<string, number>();
+  let last: string | undefined;
+  for (const line of log) {
+    const running = /container (\S+) running \(pid/.exec(line);
+    if (running) last = running[1];
+    const call = /POST \/api\/v1 LAUNCH_CONTAINER 200 ([\d.]+)ms/.exec(line);
+    if (call && last) {
+      out.set(last, Number(call[1]));
+      last = undefined;
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory: /proc/<pid>/smaps_rollup
+
+interface Mem {
+  rssKiB: number;
+  pssKiB: number;
+  /** Private_Clean + Private_Dirty: what goes away with the process. */
+  ussKiB: number;
+}
+
+function memOf(pid: number): Mem {
+  const text = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
+  const kb = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(text)?.[1] ?? NaN);
+  return { rssKiB: kb("Rss"), pssKiB: kb("Pss"), ussKiB: kb("Private_Clean") + kb("Private_Dirty") };
+}
+
+const addMem = (a: Mem, b: Mem): Mem => ({ rssKiB: a.rssKiB + b.rssKiB, pssKiB: a.pssKiB + b.pssKiB, ussKiB: a.ussKiB + b.ussKiB });
+
+function ppidOf(pid: number): number {
+  return Number(/^PPid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? NaN);
+}
+
+function cmdlineOf(pid: number): string {
+  return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ").trim();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics and the report
+
+function sorted(xs: number[]): number[] {
+  return [...xs].sort((a, b) => a - b);
+}
+function median(xs: number[]): number {
+  const s = sorted(xs);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+/** Nearest-rank percentile. */
+function pct(xs: number[], p: number): number {
+  const s = sorted(xs);
+  return s[Math.max(0, Math.ceil((p / 100) * s.length) - 1)]!;
+}
+const ms = (x: number) => x.toFixed(1);
+const mib = (kib: number) => (kib / 1024).toFixed(1);
+
+interface Case {
+  name: string;
+  /** What exactly is timed, for the method line. */
+  what: string;
+  isUcr?: boolean;
+  /** A reference row (harness or workaround cost), not a peer. */
+  reference?: boolean;
+  times: number[];
+  failure?: string;
+  run?: () => Promise<number>;
+}
+
+const notes: string[] = [];
+
+// ---------------------------------------------------------------------------------------------
+// Setup of the peers
+
+/** Is there a cgroup2 hierarchy with controllers at /sys/fs/cgroup/unified (crun refuses that)? */
+function hybridWithControllers(): boolean {
+  try {
+    return readFileSync("/sys/fs/cgroup/unified/cgroup.controllers", "utf8").trim() !== "";
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * crun 1.x refuses the hybrid layout when cgroup2 has controllers (here hugetlb), whatever
+ * --cgroup-manager says: it checks before choosing a manager. It decides "hybrid" by statfs of
+ * /sys/fs/cgroup/unified, so a private mount namespace without that mount makes it plain v1,
+ * without touching the host's cgroups. One long-lived process holds that namespace and each
+ * run enters it with nsenter (its cost is measured as its own row).
+ */
+async function startHolder(dir: string): Promise<string[]> {
+  checkStop();
+  const ready = join(dir, "holder-ready");
+  holder = Bun.spawn(
+    ["unshare", "--mount", "--propagation", "private", "sh", "-c", `umount -l /sys/fs/cgroup/unified && : > ${ready} && exec sleep infinity`],
+    // Detached like the agent: cleanup after a Ctrl-C still needs the namespace for podman rm.
+    { stdin: "ignore", stdout: "ignore", stderr: "pipe", env: { PATH }, detached: true },
+  );
+  for (let i = 0; i < 100 && !existsSync(ready); i++) {
+    if (holder.exitCode !== null) break;
+    await Bun.sleep(20);
+  }
+  if (!existsSync(ready)) {
+    const err = holder.exitCode !== null ? await new Response(holder.stderr as ReadableStream).text() : "timed out";
+    throw new Error(`could not make a mount namespace without cgroup2: ${err.trim()}`);
+  }
+  return ["nsenter", `--mount=/proc/${holder.pid}/ns/mnt`];
+}
+
+/** crun bundle from the same image: rootfs by umoci, config.json by `crun spec`. */
+async function makeBundle(dir: string, archive: string): Promise<string> {
+  const layout = join(dir, "oci");
+  const bundle = join(dir, "bundle");
+  await mustRun(["skopeo", "copy", "--quiet", `docker-archive:${archive}`, `oci:${layout}:t`]);
+  await mustRun(["umoci", "unpack", "--image", `${layout}:t`, bundle]);
+  // umoci wrote its own config.json; the brief's peer is crun's default spec.
+  rmSync(join(bundle, "config.json"));
+  const r = await exec(["sh", "-c", `cd '${bundle}' && crun spec`]);
+  if (r.code !== 0) throw new Error(`crun spec: ${reason(r)}`);
+  const specPath = join(bundle, "config.json");
+  const spec = JSON.parse(readFileSync(specPath, "utf8")) as {
+    process: { args: string[]; terminal: boolean };
+    linux: { namespaces: { type: string }[] };
+  };
+  spec.process.args = ["/bin/true"];
+  spec.process.terminal = false;
+  // ucr keeps the host network (as Mesos does); so must crun, or it pays for a netns.
+  spec.linux.namespaces = spec.linux.namespaces.filter((n) => n.type !== "network");
+  writeFileSync(specPath, JSON.stringify(spec, null, 2));
+  return bundle;
+}
+
+const PODMAN_NPROC = 32768;
+
+/** Hard limits podman's crun may set without CAP_SYS_RESOURCE (missing in this container). */
+function ulimitArgs(): string[] {
+  const limits = readFileSync("/proc/self/limits", "utf8");
+  const hard = (label: string) => {
+    const v = new RegExp(`^${label}\\s+\\S+\\s+(\\S+)`, "m").exec(limits)?.[1];
+    return v === undefined || v === "unlimited" ? undefined : Number(v);
+  };
+  const nofile = hard("Max open files");
+  // podman lowers its own RLIMIT_NPROC to 32768 as it starts (strace shows the setrlimit), and
+  // crun inherits that: a larger hard limit is refused, even one this shell has.
+  const nproc = Math.min(hard("Max processes") ?? PODMAN_NPROC, PODMAN_NPROC);
+  return [...(nofile ? ["--ulimit", `nofile=${nofile}:${nofile}`] : []), ...(nproc ? ["--ulimit", `nproc=${nproc}:${nproc}`] : [])];
+}
+
+// ---------------------------------------------------------------------------------------------
+// The perf probe: where a ucr launch spends its time, from kernel events of the processes
+// involved (agent -> `ucr __init` stage 1 -> stage 2 -> exec of the workload).
+
+interface PerfEvent {
+  pid: number;
+  t: bigint; // ns, CLOCK_MONOTONIC
+  event: string;
+  trace: string;
+}
+
+function parsePerf(text: string): PerfEvent[] {
+  const out: PerfEvent[] = [];
+  // "ucr  30340/30341  5231.648861234: sched:sched_process_fork: comm=ucr pid=... child_pid=..."
+  const re = /^\s*.*?\s(\d+)\/(\d+)\s+(\d+)\.(\d+):\s+([\w:]+):\s*(.*)$/;
+  for (const line of text.split("\n")) {
+    const m = re.exec(line);
+    if (!m) continue;
+    const frac = m[4]!.padEnd(9, "0").slice(0, 9);
+    out.push({ pid: Number(m[1]), t: BigInt(m[3]!) * 1_000_000_000n + BigInt(frac), event: m[5]!, trace: m[6]! });
+  }
+  return out;
+}
+
+const PHASES = [
+  "agent: request to stage-1 exec (HTTP, rootfs dirs, cgroups, spec, spawn)",
+  "stage 1 start-up (Bun runtime + init code) to its unshare",
+  "stage 1 spawns stage 2 (to its exec)",
+  "stage 2 start-up (Bun runtime + init code) to unshare(NEWNS)",
+  "stage 2 mounts (overlay, proc, sys, dev, /etc files, sandbox) to pivot_root",
+  "stage 2 pivot_root + umount2(old root, MNT_DETACH) returns",
+  "stage 2 user, chdir, PATH lookup (JS) to its first cgroup.procs write",
+  "that write until the kernel has moved it (v1 attach: waits for an RCU grace period)",
+  "stage 2 remaining cgroup attaches to exec of /bin/true",
+  "exec of /bin/true to LAUNCH response (fd 3 EOF, pid file, checkpoint, HTTP)",
+  "/bin/true runs and exits",
+  "workload exit to stage-1 exit (status file, Bun exit)",
+  "stage-1 exit to WAIT response (reap, status, HTTP)",
+] as const;
+
+async function perfProbe(a: Agent, ucr: string, dir: string): Promise<string[]> {
+  if (!Bun.which("perf")) return ["(no perf installed: phase breakdown skipped)"];
+  const data = join(dir, "perf.data");
+  const perf = Bun.spawn(
+    [
+      "perf", "record", "-q", "-k", "CLOCK_MONOTONIC", "-a", "-o", data,
+      "-e", "sched:sched_process_fork", "-e", "sched:sched_process_exec", "-e", "sched:sched_process_exit",
+      "-e", "syscalls:sys_enter_unshare", "-e", "syscalls:sys_enter_pivot_root", "-e", "syscalls:sys_exit_umount",
+      "-e", "cgroup:cgroup_attach_task",
+      // Stage 2 is PID 1 of its namespace, so it joins a cgroup by writing the one byte "1".
+      "-e", "syscalls:sys_enter_write", "--filter", "count == 1",
+    ],
+    { stdin: "ignore", stdout: "ignore", stderr: "pipe", env: { PATH } },
+  );
+  live.add(perf);
+  // perf has no "ready" signal; it is recording well within this.
+  await Bun.sleep(1000);
+  const probes: UcrTiming[] = [];
+  // process.hrtime counts from this process's start, perf from boot (CLOCK_MONOTONIC): the
+  // offset comes from spawns whose exec the kernel records, between our two clock readings.
+  const marks: { pid: number; before: bigint; after: bigint }[] = [];
+  try {
+    if (perf.exitCode !== null) return [`(perf record failed: ${(await new Response(perf.stderr).text()).trim().slice(0, 200)})`];
+    for (let i = 0; i < 5; i++) {
+      const before = process.hrtime.bigint();
+      const p = Bun.spawn(["/bin/true"], { stdin: "ignore", stdout: "ignore", stderr: "ignore" });
+      const after = process.hrtime.bigint();
+      marks.push({ pid: p.pid, before, after });
+      await p.exited;
+    }
+    for (let i = 0; i < PROBES; i++) probes.push(await ucrOnce(a));
+    await Bun.sleep(200);
+  } finally {
+    perf.kill("SIGINT");
+    await perf.exited;
+    live.delete(perf);
+  }
+  const script = await exec(["perf", "script", "-i", data, "-F", "comm,pid,tid,time,event,trace", "--ns"], { stdout: true, timeoutMs: 120_000 });
+  if (script.code !== 0) return [`(perf script failed: ${reason(script)})`];
+  const events = parsePerf(script.stdout);
+  if (process.env.LAUNCH_DEBUG) writeFileSync("/tmp/launch-perf-debug.txt", `${JSON.stringify(probes.map((p) => [p.id, String(p.t0), String(p.t1), String(p.t2)]))}\n${script.stdout}`);
+
+  const parent = new Map<number, number>(); // child pid (tid) -> forking process (tgid)
+  const execs = new Map<number, { t: bigint; file: string }[]>();
+  const unshares = new Map<number, bigint[]>();
+  const pivots = new Map<number, bigint>();
+  const umounts = new Map<number, bigint>(); // last umount2 return per process
+  const attaches = new Map<number, bigint[]>(); // attached pid -> times its cgroup moves completed
+  const writes1 = new Map<number, bigint>(); // first one-byte write per process
+  const exits = new Map<number, bigint>(); // tgid -> last thread exit
+  for (const e of events) {
+    if (e.event === "sched:sched_process_fork") {
+      const child = Number(/child_pid=(\d+)/.exec(e.trace)?.[1]);
+      parent.set(child, e.pid);
+    } else if (e.event === "sched:sched_process_exec") {
+      const file = /filename=(\S+)/.exec(e.trace)?.[1] ?? "";
+      execs.set(e.pid, [...(execs.get(e.pid) ?? []), { t: e.t, file }]);
+    } else if (e.event === "syscalls:sys_enter_unshare") {
+      unshares.set(e.pid, [...(unshares.get(e.pid) ?? []), e.t]);
+    } else if (e.event === "syscalls:sys_enter_pivot_root") {
+      pivots.set(e.pid, e.t);
+    } else if (e.event === "syscalls:sys_exit_umount") {
+      umounts.set(e.pid, e.t);
+    } else if (e.event === "syscalls:sys_enter_write") {
+      if (!writes1.has(e.pid)) writes1.set(e.pid, e.t);
+    } else if (e.event === "cgroup:cgroup_attach_task") {
+      // The task moved, not the writer (the same here: stage 2 joins by itself).
+      const moved = Number(/ pid=(\d+)/.exec(e.trace)?.[1] ?? e.pid);
+      attaches.set(moved, [...(attaches.get(moved) ?? []), e.t]);
+    } else if (e.event === "sched:sched_process_exit") {
+      const prev = exits.get(e.pid);
+      if (prev === undefined || e.t > prev) exits.set(e.pid, e.t);
+    }
+  }
+  // The tightest bracket wins; its half-width bounds the error of phases 1, 7 and 10.
+  let offset: bigint | undefined;
+  let width = 0n;
+  for (const m of marks) {
+    const ex = execs.get(m.pid)?.find((x) => x.file === "/bin/true" || x.file === "/usr/bin/true");
+    if (!ex) continue;
+    const w = m.after - m.before;
+    if (offset === undefined || w < width) {
+      offset = ex.t - (m.before + m.after) / 2n;
+      width = w;
+    }
+  }
+  if (offset === undefined) return ["(perf probe: no calibration spawn seen in the kernel events)"];
+  for (const p of probes) {
+    p.t0 += offset;
+    p.t1 += offset;
+    p.t2 += offset;
+  }
+  const agentPid = a.proc.pid;
+  const stage1s = [...execs.entries()].filter(([pid, ex]) => parent.get(pid) === agentPid && ex.some((x) => x.file === ucr)).map(([pid]) => pid);
+  const rows: number[][] = PHASES.map(() => []);
+  let matched = 0;
+  for (const p of probes) {
+    // The stage 1 this LAUNCH started: exec'd by the agent between request and response.
+    const s1 = stage1s.find((pid) => {
+      const t = execs.get(pid)!.find((x) => x.file === ucr)!.t;
+      return t >= p.t0 && t <= p.t1;
+    });
+    if (s1 === undefined) continue;
+    const s2 = [...execs.keys()].find((pid) => parent.get(pid) === s1 && execs.get(pid)!.some((x) => x.file === ucr));
+    if (s2 === undefined) continue;
+    const s1exec = execs.get(s1)!.find((x) => x.file === ucr)!.t;
+    const s1unshare = unshares.get(s1)?.[0];
+    const s2exec = execs.get(s2)!.find((x) => x.file === ucr)!.t;
+    const s2unshare = unshares.get(s2)?.[0];
+    const pivot = pivots.get(s2);
+    const umounted = umounts.get(s2);
+    const attached = attaches.get(s2)?.[0];
+    const written = writes1.get(s2);
+    const wexec = execs.get(s2)!.find((x) => x.file !== ucr)?.t;
+    const wexit = exits.get(s2);
+    const s1exit = exits.get(s1);
+    const marks = [p.t0, s1exec, s1unshare, s2exec, s2unshare, pivot, umounted, written, attached, wexec, p.t1, wexit, s1exit, p.t2];
+    if (marks.some((m) => m === undefined)) continue;
+    const ts = marks as bigint[];
+    // The WAIT request goes out at t1; the workload usually exits before that, so the two
+    // timelines overlap there: the LAUNCH response and the workload's exit are each measured
+    // from exec of /bin/true.
+    const d = (x: bigint, y: bigint) => Number(y - x) / 1e6;
+    const vals = [
+      ...[0, 1, 2, 3, 4, 5, 6, 7, 8].map((i) => d(ts[i]!, ts[i + 1]!)), // request .. exec of /bin/true
+      d(ts[9]!, ts[10]!), // exec .. LAUNCH response
+      d(ts[9]!, ts[11]!), // exec .. workload exit
+      d(ts[11]!, ts[12]!), // workload exit .. stage-1 exit
+      d(ts[12]!, ts[13]!), // stage-1 exit .. WAIT response
+    ];
+    vals.forEach((v, i) => rows[i]!.push(v));
+    matched++;
+  }
+  if (matched === 0) return [`(perf probe: none of ${probes.length} launches could be matched to kernel events; ${events.length} events seen)`];
+  const out = [
+    `Phases of a ucr LAUNCH + WAIT from kernel events (\`perf record -a\` of fork, exec, exit, unshare, pivot_root, umount, one-byte write and cgroup attach; ${matched} of ${probes.length} extra launches, medians; not part of the timings above):`,
+    "",
+    "| phase | median ms | p95 ms |",
+    "|---|---:|---:|",
+  ];
+  PHASES.forEach((name, i) => out.push(`| ${i + 1}. ${name} | ${ms(median(rows[i]!))} | ${ms(pct(rows[i]!, 95))} |`));
+  const launch = probes.map((p) => Number(p.t1 - p.t0) / 1e6);
+  const total = probes.map((p) => Number(p.t2 - p.t0) / 1e6);
+  out.push(
+    "",
+    `(LAUNCH = phases 1-10: median ${ms(median(launch))} ms; LAUNCH + WAIT: ${ms(median(total))} ms. Phases 11-12 start while the LAUNCH response is on its way, so they overlap phase 10 when /bin/true exits first. Client and kernel clocks aligned within ±${(Number(width) / 2e6).toFixed(2)} ms.)`,
+  );
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error("run as root (containers, namespaces, podman --root)");
+  if (!existsSync(BUILT_UCR)) throw new Error(`${BUILT_UCR} is missing: cd ${ROOT} && bun run build`);
+  for (const t of ["crun", "podman", "skopeo", "umoci", "unshare", "nsenter", "chroot"]) {
+    if (!Bun.which(t, { PATH })) throw new Error(`${t} is not installed`);
+  }
+  const started = performance.now();
+  const loadBefore = loadavg();
+  // Short: podman's runroot must stay under 50 characters.
+  base = mkdtempSync("/tmp/ulb-");
+  const dir = base;
+  // A private copy of the binary: a rebuild of dist/ucr during the run (other work on this
+  // tree does that) would otherwise break the agent's `ucr __init` spawns ("(deleted)").
+  const ucr = join(dir, "ucr-bin");
+  copyFileSync(BUILT_UCR, ucr);
+  chmodSync(ucr, 0o755);
+
+  const images = join(dir, "img");
+  await mustRun([process.execPath, join(ROOT, "scripts", "make-alpine.ts"), images]);
+  const archive = join(images, "alpine.tar");
+
+  // ---- ucr
+  const cases: Case[] = [];
+  const ucrCase: Case = { name: "ucr (LAUNCH + WAIT)", what: "LAUNCH_CONTAINER then WAIT_CONTAINER over HTTP (fetch, keep-alive)", isUcr: true, times: [] };
+  const ucrLaunch: number[] = [];
+  const ucrWait: number[] = [];
+  const ucrIds: string[] = [];
+  agent = await Agent.start(ucr, join(dir, "ucr"), images);
+  const a = agent;
+  await Bun.sleep(500); // let start-up allocation settle before the idle reading
+  const memAgentIdle = memOf(a.proc.pid);
+  // The first launch pulls alpine into the store: the cache every later launch uses.
+  const pullT0 = performance.now();
+  await ucrOnce(a);
+  const firstLaunchMs = performance.now() - pullT0;
+  await Bun.sleep(300);
+  const memAgentPulled = memOf(a.proc.pid);
+  ucrCase.run = async () => {
+    const t = await ucrOnce(a);
+    ucrLaunch.push(t.launchMs);
+    ucrWait.push(t.waitMs);
+    ucrIds.push(t.id);
+    return t.launchMs + t.waitMs;
+  };
+  cases.push(ucrCase);
+
+  // ---- crun
+  const bundle = await makeBundle(dir, archive);
+  const rootfs = join(bundle, "rootfs");
+  const crunState = join(dir, "crun");
+  mkdirSync(crunState);
+  let nsPrefix: string[] = [];
+  const crunCase: Case = { name: "crun run", what: "`crun run` of a prepared bundle (container deleted by crun run itself)", times: [] };
+  {
+    const base = ["crun", "--root", crunState];
+    let crunSeq = 0;
+    const tryCrun = async (prefix: string[], extra: string[]) => {
+      const r = await exec([...prefix, ...base, ...extra, "run", "-b", bundle, `${ID_PREFIX}-c${++crunSeq}`]);
+      return r;
+    };
+    let prefix: string[] = [];
+    let extra: string[] = [];
+    let r = await tryCrun(prefix, extra);
+    const tried: string[] = [];
+    if (r.code !== 0 && /hybrid mode/.test(r.stderr)) {
+      tried.push(`plain \`crun run\`: ${reason(r)}`);
+      r = await tryCrun(prefix, ["--cgroup-manager=disabled"]);
+      if (r.code === 0) extra = ["--cgroup-manager=disabled"];
+      else {
+        tried.push(`\`crun --cgroup-manager=disabled run\`: ${reason(r)} (crun checks the layout before it looks at the manager)`);
+        if (hybridWithControllers()) {
+          nsPrefix = await startHolder(dir);
+          prefix = nsPrefix;
+          r = await tryCrun(prefix, extra);
+        }
+      }
+    }
+    if (r.code !== 0) {
+      crunCase.failure = `${reason(r)}${tried.length ? ` (tried: ${tried.join("; ")})` : ""}`;
+    } else {
+      crunCmd = [...prefix, ...base];
+      if (tried.length) {
+        notes.push(
+          `crun: ${tried.join("; ")}. What works: running it in a private mount namespace where /sys/fs/cgroup/unified (cgroup2, holding the ${readFileSync("/sys/fs/cgroup/unified/cgroup.controllers", "utf8").trim() || "?"} controller) is unmounted, so crun sees plain cgroup v1 and uses its cgroupfs manager there: \`nsenter --mount=/proc/<holder>/ns/mnt crun run ...\`, with the holder \`unshare --mount --propagation private sh -c 'umount -l /sys/fs/cgroup/unified; exec sleep infinity'\`. The host's cgroups are not changed. nsenter's own cost is the "nsenter /bin/true" row.`,
+        );
+        crunCase.name = "crun run (via nsenter, see notes)";
+      }
+      if (extra.length) notes.push(`crun: ran with \`${extra.join(" ")}\`, so it makes no cgroups (ucr makes three per container).`);
+      crunCase.run = async () => {
+        const res = await tryCrun(prefix, extra);
+        if (res.code !== 0) throw new Error(`crun run: ${reason(res)}`);
+        return res.ms;
+      };
+    }
+  }
+  cases.push(crunCase);
+
+  // ---- podman
+  /** `podman run` argv for a command, once podman is known to work (for the memory step too). */
+  let podmanRun: ((cmd: string[], detach?: boolean) => string[]) | undefined;
+  const podmanCase: Case = { name: "podman run --rm", what: "`podman run --rm --network host` (container removed by podman itself)", times: [] };
+  {
+    for (const ctl of readdirSync("/sys/fs/cgroup")) {
+      const d = `/sys/fs/cgroup/${ctl}/libpod_parent`;
+      if (!existsSync(d) && existsSync(`/sys/fs/cgroup/${ctl}/cgroup.procs`)) podmanCgroups.push(d, `${d}/conmon`);
+    }
+    const p = join(dir, "p");
+    const global = ["podman", "--root", join(p, "r"), "--runroot", join(p, "rr"), "--tmpdir", join(p, "t"), "--storage-driver", "overlay", "--cgroup-manager", "cgroupfs", "--events-backend", "file"];
+    // podman's crun has the same hybrid-layout problem; it runs in the same namespace as crun.
+    podmanCmd = [...nsPrefix, ...global];
+    const load = await exec([...podmanCmd, "load", "-q", "-i", archive], { stdout: true, timeoutMs: 120_000 });
+    if (load.code !== 0) podmanCase.failure = `podman load: ${reason(load)}`;
+    else {
+      const runArgs = (extra: string[], cmd: string[]) => [...podmanCmd!, "run", "--rm", "--network", "host", "--pull", "never", ...extra, "localhost/alpine:latest", ...cmd];
+      let extra: string[] = [];
+      let r = await exec(runArgs(extra, ["/bin/true"]));
+      if (r.code !== 0 && /setrlimit/.test(r.stderr)) {
+        const first = reason(r);
+        extra = ulimitArgs();
+        r = await exec(runArgs(extra, ["/bin/true"]));
+        if (r.code === 0) {
+          notes.push(
+            `podman: its default RLIMIT_NOFILE/NPROC (1048576 for root) cannot be set here (${first.replace(/^exit \d+: /, "")}: this container lacks CAP_SYS_RESOURCE), so it runs with \`${extra.join(" ")}\` (the hard nofile limit here; nproc at most 32768, to which podman lowers its own limit as it starts, so crun cannot set more).`,
+          );
+        }
+      }
+      if (r.code !== 0) podmanCase.failure = reason(r);
+      else {
+        if (nsPrefix.length) {
+          notes.push("podman: run through the same nsenter namespace as crun (its crun hits the same hybrid-layout check); `--cgroup-manager cgroupfs --events-backend file`, private `--root/--runroot/--tmpdir`, `--pull never`.");
+          podmanCase.name = "podman run --rm (via nsenter)";
+        }
+        const chosen = extra;
+        podmanRun = (cmd, detach = false) =>
+          detach ? [...podmanCmd!, "run", "-d", "--network", "host", "--pull", "never", ...chosen, "localhost/alpine:latest", ...cmd] : runArgs(chosen, cmd);
+        const run = podmanRun;
+        podmanCase.run = async () => {
+          const res = await exec(run(["/bin/true"]));
+          if (res.code !== 0) throw new Error(`podman run: ${reason(res)}`);
+          return res.ms;
+        };
+      }
+    }
+  }
+  cases.push(podmanCase);
+
+  // ---- kernel floor and reference rows
+  const floor: Case = { name: "kernel floor: unshare -fpmiu --mount-proc chroot", what: "util-linux unshare (PID, mount, IPC, UTS ns + /proc) + chroot into the bundle's rootfs", times: [] };
+  floor.run = async () => {
+    const r = await exec(["unshare", "-fpmiu", "--mount-proc", "chroot", rootfs, "/bin/true"]);
+    if (r.code !== 0) throw new Error(`unshare: ${reason(r)}`);
+    return r.ms;
+  };
+  cases.push(floor);
+  const spawnRef: Case = { name: "reference: spawn /bin/true (no container)", what: "the harness's own process spawn + wait", reference: true, times: [] };
+  spawnRef.run = async () => (await exec(["/bin/true"])).ms;
+  cases.push(spawnRef);
+  if (nsPrefix.length) {
+    const nsRef: Case = { name: "reference: nsenter --mount /bin/true", what: "the workaround's cost inside the crun and podman rows", reference: true, times: [] };
+    nsRef.run = async () => (await exec([...nsPrefix, "/bin/true"])).ms;
+    cases.push(nsRef);
+  }
+  const ucrStart: Case = { name: "reference: `ucr version` (one start of the binary)", what: "process start of the ucr binary; a launch starts it twice (init stages 1 and 2)", reference: true, times: [] };
+  ucrStart.run = async () => (await exec([ucr, "version"])).ms;
+  cases.push(ucrStart);
+
+  // ---- warm-ups, then rounds with the order rotated, so drift and noise hit every tool alike
+  const runnable = () => cases.filter((c) => c.run && !c.failure);
+  console.error(`launch: ${runnable().length} cases, ${WARMUPS} warm-up(s) + ${RUNS} timed run(s) each`);
+  for (const c of runnable()) {
+    for (let i = 0; i < WARMUPS; i++) {
+      try {
+        await c.run!();
+      } catch (e) {
+        if (cleaning) throw e;
+        c.failure = (e as Error).message;
+        break;
+      }
+    }
+  }
+  ucrLaunch.length = 0;
+  ucrWait.length = 0;
+  ucrIds.length = 0;
+  for (let round = 0; round < RUNS; round++) {
+    const order = runnable();
+    const k = round % Math.max(1, order.length);
+    for (const c of [...order.slice(k), ...order.slice(0, k)]) {
+      try {
+        c.times.push(await c.run!());
+      } catch (e) {
+        if (cleaning) throw e;
+        c.failure = `${(e as Error).message} (after ${c.times.length} runs)`;
+      }
+    }
+    if ((round + 1) % 10 === 0) console.error(`launch: ${round + 1}/${RUNS} rounds`);
+  }
+  await Bun.sleep(300);
+  const memAgentAfter = memOf(a.proc.pid);
+
+  // ---- where ucr's time goes
+  const server = serverLaunchMs(a.log);
+  const serverTimes = ucrIds.map((id) => server.get(id)).filter((x): x is number => x !== undefined);
+  let phaseLines: string[] = [];
+  try {
+    phaseLines = await perfProbe(a, ucr, dir);
+  } catch (e) {
+    if (cleaning) throw e;
+    phaseLines = [`(perf probe failed: ${(e as Error).message})`];
+  }
+
+  // ---- memory of one running container
+  console.error("launch: memory of one running sleep container each");
+  const memRows: string[] = [];
+  const memRow = (what: string, m: Mem | undefined, why?: string) =>
+    memRows.push(m ? `| ${what} | ${mib(m.rssKiB)} | ${mib(m.pssKiB)} | ${mib(m.ussKiB)} |` : `| ${what} | failed: ${why ?? "?"} | | |`);
+  memRow(`ucr agent, idle (just started)`, memAgentIdle);
+  memRow(`ucr agent, idle after the image pull (first launch, ${ms(firstLaunchMs)} ms)`, memAgentPulled);
+  memRow(`ucr agent, after ${WARMUPS + RUNS + PROBES} more launches`, memAgentAfter);
+  {
+    const id = nextId("sleep");
+    ucrLive.add(id);
+    const l = await a.call("LAUNCH_CONTAINER", launchBody(id, ["/bin/sleep", "30"]));
+    if (l.status !== 200) memRow("ucr per container", undefined, `LAUNCH ${l.status}: ${l.text.trim()}`);
+    else {
+      await Bun.sleep(500);
+      const pid = Number(readFileSync(join(dir, "ucr", "run", "containers", id, "pid"), "utf8").trim());
+      const stage1 = ppidOf(pid);
+      if (!cmdlineOf(stage1).includes("__init")) memRow("ucr per container", undefined, `parent of the workload is not ucr __init: ${cmdlineOf(stage1)}`);
+      else {
+        const m1 = memOf(stage1);
+        const mw = memOf(pid);
+        memRow("ucr per container: stage 1 (`ucr __init`, waits for the workload)", m1);
+        memRow("ucr per container: workload (`sleep 30`)", mw);
+        memRow("**ucr per container: total**", addMem(m1, mw));
+      }
+      await a.call("KILL_CONTAINER", { kill_container: { container_id: { value: id } } });
+      await a.call("WAIT_CONTAINER", { wait_container: { container_id: { value: id } } });
+      const r = await a.call("REMOVE_CONTAINER", { remove_container: { container_id: { value: id } } });
+      if (r.status === 200) ucrLive.delete(id);
+    }
+  }
+  {
+    if (!podmanRun || !podmanCmd) memRow("podman per container", undefined, podmanCase.failure ?? "podman did not run");
+    else {
+      const r = await exec(podmanRun(["sleep", "30"], true), { stdout: true });
+      const cid = r.stdout.trim();
+      if (r.code !== 0) memRow("podman per container", undefined, reason(r));
+      else {
+        await Bun.sleep(500);
+        const ins = await exec([...podmanCmd, "inspect", "--format", "{{.State.ConmonPid}} {{.State.Pid}}", cid], { stdout: true });
+        const [conmon, workload] = ins.stdout.trim().split(/\s+/).map(Number);
+        if (ins.code !== 0 || !conmon || !workload) memRow("podman per container", undefined, `inspect: ${reason(ins)}`);
+        else {
+          const mc = memOf(conmon);
+          const mw = memOf(workload);
+          memRow("podman per container: conmon", mc);
+          memRow("podman per container: workload (`sleep 30`)", mw);
+          memRow("**podman per container: total**", addMem(mc, mw));
+        }
+        await exec([...podmanCmd, "rm", "-f", "-t", "0", cid]);
+      }
+    }
+  }
+
+  // ---- report
+  const ucrMed = ucrCase.times.length && !ucrCase.failure ? median(ucrCase.times) : undefined;
+  const table = ["| case | median ms | p95 ms | min ms | runs | peer/ucr (median) |", "|---|---:|---:|---:|---:|---:|"];
+  for (const c of cases) {
+    if (c.failure && c.times.length === 0) {
+      table.push(`| ${c.name} | failed: ${c.failure.replace(/\|/g, "/")} | | | 0 | |`);
+      continue;
+    }
+    const med = median(c.times);
+    const ratio = c.isUcr ? "1.00" : c.reference ? "" : ucrMed ? (med / ucrMed).toFixed(2) : "n/a";
+    table.push(`| ${c.name}${c.failure ? ` (then failed: ${c.failure.replace(/\|/g, "/")})` : ""} | ${ms(med)} | ${ms(pct(c.times, 95))} | ${ms(Math.min(...c.times))} | ${c.times.length} | ${ratio} |`);
+  }
+  if (ucrLaunch.length) {
+    table.push(
+      `| &nbsp;&nbsp;ucr: LAUNCH_CONTAINER alone | ${ms(median(ucrLaunch))} | ${ms(pct(ucrLaunch, 95))} | ${ms(Math.min(...ucrLaunch))} | ${ucrLaunch.length} | |`,
+      `| &nbsp;&nbsp;ucr: WAIT_CONTAINER alone | ${ms(median(ucrWait))} | ${ms(pct(ucrWait, 95))} | ${ms(Math.min(...ucrWait))} | ${ucrWait.length} | |`,
+    );
+    if (serverTimes.length) {
+      table.push(`| &nbsp;&nbsp;ucr: LAUNCH as the agent logs it (server side) | ${ms(median(serverTimes))} | ${ms(pct(serverTimes, 95))} | ${ms(Math.min(...serverTimes))} | ${serverTimes.length} | |`);
+    }
+  }
+
+  const versions = async (cmd: string[]) => {
+    const r = await exec(cmd, { stdout: true });
+    return (r.stdout.trim() || r.stderr.trim()).split("\n")[0] ?? "?";
+  };
+  const loadAfter = loadavg();
+  const header = [
+    `# ucr container start vs peers, ${new Date().toISOString().slice(0, 19).replace("T", " ")} UTC`,
+    "",
+    `Machine: ${availableParallelism()} cores (${cpus()[0]?.model ?? "?"}), ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM, Linux ${release()}; /tmp is ${(await versions(["findmnt", "-no", "FSTYPE", "-T", dir])) || "?"}.`,
+    `Tools: ${await versions([ucr, "version"])}; ${(await versions(["crun", "--version"])).trim()}; ${await versions(["podman", "--version"])}; ${await versions(["unshare", "--version"])}.`,
+    `Image: \`alpine\` from \`scripts/make-alpine.ts\` (busybox-static, one layer), cached: ucr pulled it once (first launch), podman loaded the same archive, crun and unshare use its rootfs unpacked by umoci.`,
+    `Method: ${WARMUPS} untimed warm-up(s) per case, then ${RUNS} rounds, each running every case once in an order rotated per round. Wall time from spawn to exit of the whole command (ucr: from the LAUNCH request to the WAIT response; REMOVE_CONTAINER follows each run, untimed). Container IDs fresh per run. ucr's agent: \`--image_providers=docker --isolation=filesystem/linux,docker/runtime\`, overlay backend, its cgroups (cpu, cpuacct, memory) made and removed per container; all containers keep the host network.`,
+    `Load average (1 min) at start ${loadBefore[0]?.toFixed(2)}, at end ${loadAfter[0]?.toFixed(2)}: other work on the machine shows up here as noise.`,
+    `peer/ucr = case median / ucr median: > 1 means ucr is faster.`,
+  ];
+  const memTable = [
+    "Memory (from /proc/<pid>/smaps_rollup; PSS splits shared pages among the processes mapping them, so the ucr init stage and the agent share the binary's pages; USS = Private_Clean + Private_Dirty, what a process frees when it exits):",
+    "",
+    "| process | RSS MiB | PSS MiB | USS MiB |",
+    "|---|---:|---:|---:|",
+    ...memRows,
+  ];
+  notes.push(
+    "What each timed command includes differs: `crun run` starts from a ready bundle (no image, no overlay; rootfs read-only), `podman run --rm` also resolves the image, mounts an overlay, starts conmon and removes the container before it exits; ucr resolves the image, mounts an overlay, makes cgroups and answers over HTTP, and removes the container in the untimed REMOVE.",
+    "crun with `--detach` or without a monitor keeps no process per container; ucr keeps stage 1 (a Bun process) to write the exit status, podman keeps conmon.",
+  );
+  const out = [
+    ...header,
+    "",
+    "Latency of starting a container that runs `/bin/true` to its exit:",
+    "",
+    ...table,
+    "",
+    "What each row times:",
+    "",
+    ...cases.map((c) => `- ${c.name}: ${c.what}.`),
+    "",
+    ...phaseLines,
+    "",
+    ...memTable,
+    "",
+    "Notes:",
+    "",
+    ...notes.map((n) => `- ${n}`),
+    "",
+  ].join("\n");
+  console.log(`\n${out}`);
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  // A --quick or short run must not overwrite the day's full one.
+  const file = join(RESULTS_DIR, `launch-${new Date().toISOString().slice(0, 10)}${quick || RUNS < 50 ? "-quick" : ""}.md`);
+  writeFileSync(file, out);
+  console.error(`wrote ${file} (total ${((performance.now() - started) / 1000).toFixed(0)}s)`);
+}
+
+let exitCode = 0;
+try {
+  await main();
+} catch (e) {
+  // An interrupt is reported by its signal handler; a stack trace would only be noise.
+  if (!cleaning) console.error(`bench/launch.ts: ${(e as Error).stack ?? e}`);
+  exitCode = 1;
+} finally {
+  await cleanup();
+}
+process.exit(exitCode);
