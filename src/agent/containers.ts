@@ -7,6 +7,7 @@ import { join } from "node:path";
 import type { ContainerID, Resource } from "../api/proto.ts";
 import type { LaunchContainer } from "../api/calls.ts";
 import type { Backend, LoadedFlags } from "../config/flags.ts";
+import { AppcStore } from "../images/appc.ts";
 import { BackendError, chooseBackend, provision } from "../images/backends.ts";
 import type { ImageService } from "../images/service.ts";
 import { writeFileAtomic } from "../images/store.ts";
@@ -71,6 +72,7 @@ export class Containers {
   readonly backend: Backend;
   readonly cgroups: CgroupLayout;
   private readonly provisionerDir: string;
+  private readonly appc: AppcStore;
 
   constructor(
     private readonly flags: LoadedFlags,
@@ -81,6 +83,7 @@ export class Containers {
     this.provisionerDir = join(f.work_dir, "provisioner");
     this.backend = chooseBackend(f.image_provisioner_backend, this.provisionerDir);
     this.cgroups = detectCgroups();
+    this.appc = new AppcStore({ prefix: f.appc_simple_discovery_uri_prefix, storeDir: f.appc_store_dir, maxBytes: f.docker_max_layer_size });
   }
 
   get(id: ContainerID): Container | undefined {
@@ -119,9 +122,11 @@ export class Containers {
     }
 
     const image = call.container?.mesos?.image;
-    if (image?.type === "APPC") throw new ContainerError(501, "Appc images are not implemented in this version of ucr yet");
-    if (image && !(f.image_providers ?? []).includes("docker")) {
+    if (image?.type === "DOCKER" && !(f.image_providers ?? []).includes("docker")) {
       throw new ContainerError(400, "Docker images are not enabled: start the agent with --image_providers=docker --isolation=filesystem/linux,docker/runtime");
+    }
+    if (image?.type === "APPC" && !(f.image_providers ?? []).includes("appc")) {
+      throw new ContainerError(400, "Appc images are not enabled: start the agent with --image_providers=appc (and --isolation=filesystem/linux)");
     }
 
     let resolveExited!: () => void;
@@ -135,7 +140,7 @@ export class Containers {
       ...(parent ? { parent } : {}),
       launchedAt: Date.now(),
       exited: new Promise<void>((r) => (resolveExited = r)),
-      ...(image?.docker ? { image: image.docker.name } : {}),
+      ...(image?.docker ? { image: image.docker.name } : image?.appc ? { image: `appc:${image.appc.name}` } : {}),
     };
     this.table.set(key, container);
     try {
@@ -161,7 +166,26 @@ export class Containers {
 
     let rootfs: LaunchSpec["rootfs"];
     let config;
-    if (image?.docker) {
+    if (image?.appc) {
+      // Appc: the rootfs only (Mesos uses no runtime config from an ACI).
+      let appcImage;
+      try {
+        appcImage = await this.appc.get(image.appc.name, image.appc.labels?.labels ?? [], image.appc.id);
+      } catch (err) {
+        throw new ContainerError(400, (err as Error).message);
+      }
+      c.provisionerDir = join(this.provisionerDir, "containers", ...c.key.split(".").flatMap((part, i) => (i === 0 ? [part] : ["containers", part])));
+      const dir = join(c.provisionerDir, "backends", this.backend);
+      try {
+        const provisioned = await provision(this.backend, appcImage.layers, dir, async (ls, dest) => {
+          await this.gc.call("copyLayers", { layers: ls, dest, records: ls.map(() => ({ whiteouts: [], opaques: [] })) });
+        });
+        rootfs = provisioned.rootfs;
+      } catch (err) {
+        if (err instanceof BackendError) throw new ContainerError(400, err.message);
+        throw err;
+      }
+    } else if (image?.docker) {
       const record = await this.images.puller.pull(image.docker.name, { force: image.cached === false });
       config = this.images.store.config(record.configDigest);
       const layers = record.layers.map((l) => this.images.store.layerRootfs(l));
