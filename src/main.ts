@@ -91,6 +91,8 @@ async function main(argv: readonly string[]): Promise<void> {
       process.exit(await (await import("./cli/client.ts")).killMain(rest));
     case "rm":
       process.exit(await (await import("./cli/client.ts")).rmMain(rest));
+    case "prune":
+      process.exit(await (await import("./cli/client.ts")).pruneMain(rest));
     case "__init":
       process.exit(await (await import("./runtime/init.ts")).initMain(rest));
     case undefined:

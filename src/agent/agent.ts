@@ -9,6 +9,7 @@ import { VERSION } from "../version.ts";
 import { BackendError } from "../images/backends.ts";
 import { extractWorkerCount, startImageService, type ImageService } from "../images/service.ts";
 import { Containers } from "./containers.ts";
+import { ImageCollector, diskUsage } from "../gc/collector.ts";
 import { startWorker, type WorkerName } from "../workers/pool.ts";
 import type { WorkerClient } from "../workers/rpc.ts";
 
@@ -24,6 +25,13 @@ export class Agent {
   private server: ApiServer | undefined;
   private imageService: ImageService | undefined;
   private containerTable: Containers | undefined;
+  private imageCollector: ImageCollector | undefined;
+  private gcTimer: ReturnType<typeof setInterval> | undefined;
+
+  get collector(): ImageCollector {
+    if (!this.imageCollector) throw new Error("agent is not started");
+    return this.imageCollector;
+  }
 
   get containers(): Containers {
     if (!this.containerTable) throw new Error("agent is not started");
@@ -85,6 +93,10 @@ export class Agent {
     if (cg.kind === "none") log.warn(`cgroups: none usable (${cg.why}); cpus and mem will not be enforced`);
     else log.info(`cgroups: ${cg.kind === "v2" ? "v2 (unified)" : `v1 (memory at ${cg.memory}, cpu at ${cg.cpu})`}`);
     const recovered = await this.containerTable.recover();
+    const containers = this.containerTable;
+    this.imageCollector = new ImageCollector(this.imageService.store, this.workers.get("gc")!, () => containers.imageUsers());
+    await this.imageCollector.cleanLeftovers();
+    this.startAutomaticGc();
     if (recovered.running + recovered.exited + recovered.broken.length > 0) {
       log.info(
         `recovered ${recovered.running} running and ${recovered.exited} exited container(s)${recovered.broken.length ? `; removed ${recovered.broken.length} with unreadable checkpoints (${recovered.broken.join(", ")})` : ""}`,
@@ -107,6 +119,26 @@ export class Agent {
       throw new StartupError(`cannot listen on ${f.ip}:${f.port}: ${e.code ?? e.message}`);
     }
     log.always(`agent listening on http://${hostPort(f.ip, this.server.port)} (Operator API at /api/v1)`);
+  }
+
+  /**
+   * --image_gc_config: every interval, if the store's filesystem has less free space than
+   * the headroom, collect least recently used images until it has it again.
+   */
+  private startAutomaticGc(): void {
+    const cfg = this.flags.values.image_gc_config;
+    if (!cfg) return;
+    const store = this.images.store.root;
+    const excluded = ImageCollector.exclusions(cfg.excluded_images);
+    const ok = () => diskUsage(store) + cfg.image_disk_headroom <= 1;
+    const intervalMs = Math.max(10, cfg.image_disk_watch_interval.nanoseconds / 1e6);
+    log.info(`automatic image gc: every ${intervalMs}ms, keeping ${(cfg.image_disk_headroom * 100).toFixed(0)}% of ${store}'s filesystem free`);
+    this.gcTimer = setInterval(() => {
+      if (ok()) return;
+      log.info(`automatic image gc: ${(diskUsage(store) * 100).toFixed(1)}% used, over the ${((1 - cfg.image_disk_headroom) * 100).toFixed(0)}% threshold`);
+      this.collector.prune(excluded, ok).catch((err: Error) => log.error(`automatic image gc failed: ${err.message}`));
+    }, intervalMs);
+    this.gcTimer.unref();
   }
 
   /** Start every worker and wait for it to answer: a build that cannot run its workers fails now. */
@@ -132,6 +164,7 @@ export class Agent {
   }
 
   async stop(): Promise<void> {
+    if (this.gcTimer) clearInterval(this.gcTimer);
     if (this.server) {
       log.info("agent stopping: no new requests; finishing those in flight");
       await this.server.drain();

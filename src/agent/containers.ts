@@ -54,6 +54,12 @@ export interface Container {
   user?: string;
   /** Images mounted as volumes (kept from GC while the container exists). */
   volumeImages?: string[];
+  /** Canonical reference of its image (what GC must keep). */
+  imageRef?: string;
+  /** Store leases held until the container is removed. */
+  leases: Array<() => void>;
+  /** Found again after an agent restart (from its checkpoint). */
+  recovered?: boolean;
   limits?: { cpus?: number; memBytes?: number; diskBytes?: number };
   /** Last disk measurement (du of sandbox and rootfs changes), and when. */
   disk?: { bytes: number; at: number };
@@ -92,6 +98,17 @@ export class Containers {
 
   list(): Container[] {
     return [...this.table.values()];
+  }
+
+  /** What image GC must keep for each container not yet removed. */
+  imageUsers(): Array<{ key: string; images: string[]; accountable: boolean }> {
+    return this.list().map((c) => ({
+      key: c.key,
+      images: [...(c.imageRef ? [c.imageRef] : []), ...(c.volumeImages ?? [])],
+      // A recovered Docker-image container without its canonical reference: a checkpoint
+      // we cannot account for. (One still provisioning is covered by its pull's lease.)
+      accountable: !(c.recovered && c.image && !c.image.startsWith("appc:") && !c.imageRef),
+    }));
   }
 
   /** true: launched; false: the ID was already in use (Mesos answers 202). */
@@ -139,6 +156,7 @@ export class Containers {
       runtime: join(parent ? parent.runtime : f.runtime_dir, "containers", id.value),
       ...(parent ? { parent } : {}),
       launchedAt: Date.now(),
+      leases: [],
       exited: new Promise<void>((r) => (resolveExited = r)),
       ...(image?.docker ? { image: image.docker.name } : image?.appc ? { image: `appc:${image.appc.name}` } : {}),
     };
@@ -186,7 +204,11 @@ export class Containers {
         throw err;
       }
     } else if (image?.docker) {
-      const record = await this.images.puller.pull(image.docker.name, { force: image.cached === false });
+      const record = await this.images.puller.pull(image.docker.name, {
+        force: image.cached === false,
+        keep: (release) => c.leases.push(release),
+      });
+      c.imageRef = record.reference;
       config = this.images.store.config(record.configDigest);
       const layers = record.layers.map((l) => this.images.store.layerRootfs(l));
       c.provisionerDir = join(this.provisionerDir, "containers", ...c.key.split(".").flatMap((part, i) => (i === 0 ? [part] : ["containers", part])));
@@ -333,6 +355,7 @@ export class Containers {
       ...(c.volumeImages ? { volumeImages: c.volumeImages } : {}),
       ...(c.user ? { user: c.user } : {}),
       ...(c.sandboxInContainer ? { sandboxInContainer: c.sandboxInContainer } : {}),
+      ...(c.imageRef ? { imageRef: c.imageRef } : {}),
       launchedAt: c.launchedAt,
     };
     writeFileAtomic(join(c.runtime, "container.json"), JSON.stringify(record));
@@ -384,6 +407,9 @@ export class Containers {
         ...(record.sandboxInContainer ? { sandboxInContainer: record.sandboxInContainer } : {}),
         ...(parent ? { parent } : {}),
         launchedAt: record.launchedAt,
+        ...(record.imageRef ? { imageRef: record.imageRef } : {}),
+        recovered: true,
+        leases: [],
         exited: new Promise<void>((r) => (settle = r)),
       };
       this.table.set(c.key, c);
@@ -448,7 +474,10 @@ export class Containers {
           throw new ContainerError(400, `${where}: Docker images are not enabled (--image_providers=docker)`);
         }
         if (!readonly) throw new ContainerError(400, `${where}: an image volume must be mounted read-only (mode RO)`);
-        const record = await this.images.puller.pull(v.image.docker.name, { force: v.image.cached === false });
+        const record = await this.images.puller.pull(v.image.docker.name, {
+          force: v.image.cached === false,
+          keep: (release) => c.leases.push(release),
+        });
         c.volumeImages = [...(c.volumeImages ?? []), record.reference];
         out.push({ target, readonly: true, lowers: record.layers.map((l) => this.images.store.layerRootfs(l)) });
         continue;
@@ -520,8 +549,9 @@ export class Containers {
       throw new ContainerError(500, c.parent ? "Nested container has not terminated yet" : `Container '${c.key}' has not terminated yet`);
     }
     // Its nested containers ended with it (they share its PID namespace); they go with it.
-    for (const child of this.list().filter((x) => x.key.startsWith(`${c.key}.`))) {
+    for (const child of this.list().filter((x) => x.key.startsWith(`${c.key}.`)).reverse()) {
       await child.exited;
+      await this.cleanup(child);
       this.table.delete(child.key);
     }
     await this.cleanup(c);
@@ -535,6 +565,7 @@ export class Containers {
     await this.gc.call("remove", { path: c.sandbox, within: f.work_dir });
     rmSync(c.runtime, { recursive: true, force: true });
     if (c.cgroup && c.cgroup !== c.parent?.cgroup) c.cgroup.destroy();
+    for (const release of c.leases.splice(0)) release();
   }
 }
 
@@ -550,6 +581,7 @@ interface Checkpoint {
   volumeImages?: string[];
   user?: string;
   sandboxInContainer?: string;
+  imageRef?: string;
   launchedAt: number;
 }
 

@@ -4,6 +4,7 @@ import type { Agent } from "../agent/agent.ts";
 import { VERSION, versionInfo } from "../version.ts";
 import { type CallType, type Payload } from "./calls.ts";
 import { ContainerError, idKey, type Container } from "../agent/containers.ts";
+import { GcError, ImageCollector } from "../gc/collector.ts";
 import { emptyResponse, jsonResponse, textResponse } from "./http.ts";
 
 export type Handler<T extends CallType> = (payload: Payload<T>, agent: Agent) => Response | Promise<Response>;
@@ -110,7 +111,16 @@ export const HANDLERS: HandlerTable = {
   LAUNCH_NESTED_CONTAINER_SESSION: notYet("LAUNCH_NESTED_CONTAINER_SESSION", "streaming sessions are not implemented"),
   ATTACH_CONTAINER_INPUT: notYet("ATTACH_CONTAINER_INPUT", "streaming attach is not implemented"),
   ATTACH_CONTAINER_OUTPUT: notYet("ATTACH_CONTAINER_OUTPUT", "streaming attach is not implemented"),
-  PRUNE_IMAGES: notYet("PRUNE_IMAGES", "image garbage collection arrives with the image store"),
+  PRUNE_IMAGES: async (p, agent) => {
+    try {
+      const excluded = ImageCollector.exclusions([...p.excluded_images, ...(agent.flags.values.image_gc_config?.excluded_images ?? [])]);
+      await agent.collector.prune(excluded);
+      return emptyResponse(200);
+    } catch (err) {
+      if (err instanceof GcError) return textResponse(err.status, err.message);
+      throw err;
+    }
+  },
 };
 
 export function dispatch<T extends CallType>(type: T, payload: Payload<T>, agent: Agent): Response | Promise<Response> {

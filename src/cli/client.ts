@@ -214,3 +214,29 @@ async function byId(command: "kill" | "rm", args: readonly string[]): Promise<nu
 
 export const killMain = (args: readonly string[]) => byId("kill", args);
 export const rmMain = (args: readonly string[]) => byId("rm", args);
+
+/** `ucr prune [--exclude IMAGE]...`: PRUNE_IMAGES on the agent; what went is in its log. */
+export async function pruneMain(args: readonly string[]): Promise<number> {
+  let opts: ClientOptions;
+  let rest: string[];
+  try {
+    ({ opts, rest } = clientOptions(args));
+  } catch (err) {
+    return fail("prune", (err as Error).message, 2);
+  }
+  const excluded: string[] = [];
+  for (let i = 0; i < rest.length; i++) {
+    const m = /^--exclude(?:=(.*))?$/.exec(rest[i]!);
+    if (!m) return fail("prune", `unexpected argument '${rest[i]}' (usage: ucr prune [--exclude IMAGE]...)`, 2);
+    const value = m[1] ?? rest[++i];
+    if (value === undefined) return fail("prune", "--exclude needs an image name", 2);
+    excluded.push(value);
+  }
+  const r = await api(opts, {
+    type: "PRUNE_IMAGES",
+    prune_images: { excluded_images: excluded.map((name) => ({ type: "DOCKER", docker: { name } })) },
+  });
+  if (r.status !== 200) return fail("prune", r.text || `HTTP ${r.status}`);
+  process.stdout.write("pruned (the agent's log lists what was removed and the bytes freed)\n");
+  return 0;
+}

@@ -13,6 +13,7 @@ export const COMMANDS: Record<string, string> = {
   pull: "Pull IMAGE into the store (--docker_registry, --docker_store_dir, ...); --force refetches the manifest.",
   load: "Import the images of a docker save / OCI archive FILE (or just NAME...) into the store.",
   images: "List the images in the store: reference, digest, size, layers, last use.",
+  prune: "PRUNE_IMAGES on the agent: remove images no container uses (--exclude IMAGE keeps one).",
   version: "Print the version and build of this binary.",
   help: "Print this help; `ucr help agent` lists the agent's flags.",
 };

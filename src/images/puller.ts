@@ -27,6 +27,11 @@ export type LayerEvent =
 export interface PullOptions {
   /** Fetch the manifest again even if the image is in the store (Mesos forcePullImage). */
   force?: boolean;
+  /**
+   * Keep the image and its layers from GC after the pull; the caller releases them (a
+   * launch, when its container is removed). Without it they are released when the pull ends.
+   */
+  keep?: (release: () => void) => void;
   onEvent?: (e: LayerEvent) => void;
 }
 
@@ -68,6 +73,9 @@ export class Puller {
   private readonly images = new Map<string, Promise<ImageRecord>>();
   private readonly layers = new Map<string, Promise<string>>();
   private readonly bases = new Map<string, Promise<string>>();
+  /** Layer leases taken while pulls run; released when no pull is running any more. */
+  private pending: Array<() => void> = [];
+  private active = 0;
   private readonly slots: WorkerSlots;
 
   constructor(
@@ -92,25 +100,60 @@ export class Puller {
       throw new PullError(name, (err as Error).message);
     }
     const key = canonical(ref);
-    if (!opts.force) {
-      const cached = this.store.image(key);
-      if (cached) return cached;
-    }
-    const running = this.images.get(key);
-    if (running) return running;
-    const pulling = this.doPull(ref, key, opts).catch((err: unknown) => {
-      if (err instanceof PullError) throw err;
-      throw new PullError(name, (err as Error).message);
-    });
-    this.images.set(key, pulling);
+    // Held from the start, so GC spares what this pull finds in the store or is fetching.
+    const releaseRef = this.store.leases.hold([`ref:${key}`]);
+    let releaseLayers = () => {};
     try {
-      return await pulling;
-    } finally {
-      this.images.delete(key);
+      let record: ImageRecord | undefined = opts.force ? undefined : this.store.image(key);
+      if (record) {
+        releaseLayers = this.store.leases.hold(record.layers.map((l) => `layer:${l}`));
+      } else {
+        let running = this.images.get(key);
+        if (!running) {
+          running = this.doPull(ref, key, opts).catch((err: unknown) => {
+            if (err instanceof PullError) throw err;
+            throw new PullError(name, (err as Error).message);
+          });
+          this.images.set(key, running);
+          running.finally(() => this.images.delete(key)).catch(() => {});
+        }
+        record = await running;
+        releaseLayers = this.store.leases.hold(record.layers.map((l) => `layer:${l}`));
+      }
+      this.store.touch(key);
+      if (opts.keep) {
+        const layers = releaseLayers;
+        opts.keep(() => {
+          layers();
+          releaseRef();
+        });
+        return record;
+      }
+      releaseLayers();
+      releaseRef();
+      return record;
+    } catch (err) {
+      releaseLayers();
+      releaseRef();
+      throw err;
     }
   }
 
   private async doPull(ref: ImageReference, key: string, opts: PullOptions & { file?: string }): Promise<ImageRecord> {
+    this.active++;
+    try {
+      return await this.pullOnce(ref, key, opts);
+    } finally {
+      // The record (or its absence) now speaks for these layers; the caller holds its own lease.
+      if (--this.active === 0) {
+        const held = this.pending;
+        this.pending = [];
+        for (const release of held) release();
+      }
+    }
+  }
+
+  private async pullOnce(ref: ImageReference, key: string, opts: PullOptions & { file?: string }): Promise<ImageRecord> {
     const resolved = opts.file
       ? await this.workers.pull.call<ResolvedImage>("archive", { file: opts.file, name: ref.original })
       : await this.resolve(ref);
@@ -188,6 +231,9 @@ export class Puller {
     const id = layer.diffId ?? layer.digest ?? `${layer.file?.path}:${layer.member}`;
     const known = (layer.diffId && this.store.hasLayer(layer.diffId) && layer.diffId) || (layer.digest && this.store.diffIdFor(layer.digest));
     if (known) {
+      // Until the record exists nothing names this layer: hold it through the pull.
+      const release = this.store.leases.hold([`layer:${known}`]);
+      this.pending.push(release);
       emit({ kind: "layer", index, total, id, state: "cached", size: layer.size });
       return known;
     }
@@ -225,6 +271,7 @@ export class Puller {
         opaques: result.opaques,
         createdAt: new Date().toISOString(),
       });
+      this.pending.push(this.store.leases.hold([`layer:${result.diffId}`]));
       emit({ kind: "layer-done", index, id, bytes: result.compressedBytes, ms: performance.now() - started });
       return result.diffId;
     });

@@ -74,7 +74,40 @@ export function syncDir(dir: string): void {
 }
 
 
+/**
+ * Reference counts that keep images and layers from image GC while something is about to
+ * use them: a pull holds them from its start, a container from its launch until it is
+ * removed. All of it lives on the agent's one JS thread, so taking a lease and GC's
+ * decision never interleave.
+ */
+export class Leases {
+  private readonly counts = new Map<string, number>();
+  hold(keys: Iterable<string>): () => void {
+    const held = [...keys];
+    for (const k of held) this.counts.set(k, (this.counts.get(k) ?? 0) + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      for (const k of held) {
+        const n = (this.counts.get(k) ?? 1) - 1;
+        if (n <= 0) this.counts.delete(k);
+        else this.counts.set(k, n);
+      }
+    };
+  }
+  has(key: string): boolean {
+    return this.counts.has(key);
+  }
+  keys(): string[] {
+    return [...this.counts.keys()];
+  }
+}
+
 export class DockerStore {
+  /** Image references ("ref:<canonical>") and layers ("layer:<diff_id>") in use. */
+  readonly leases = new Leases();
+
   constructor(readonly root: string) {}
 
   get layersDir() {
@@ -86,7 +119,7 @@ export class DockerStore {
 
   /** Creates the layout and removes staging left by processes that are gone. */
   init(): { removedStaging: string[] } {
-    for (const d of ["layers", "configs", "images", "digests", "staging"]) mkdirSync(join(this.root, d), { recursive: true });
+    for (const d of ["layers", "configs", "images", "digests", "staging", "gc"]) mkdirSync(join(this.root, d), { recursive: true });
     const removedStaging: string[] = [];
     for (const name of readdirSync(this.stagingDir)) {
       const pid = Number(name.split(".")[0]);
@@ -192,6 +225,38 @@ export class DockerStore {
     if (!record.layers.every((l) => this.hasLayer(l))) return undefined;
     if (!existsSync(join(this.root, "configs", `${digestHex(record.configDigest)}.json`))) return undefined;
     return record;
+  }
+
+  /** Records that an image was just used (for least-recently-used GC). */
+  touch(reference: string): void {
+    const record = this.image(reference);
+    // A minute is fine enough for least-recently-used, and spares a write (and two fsyncs)
+    // on every launch.
+    if (record && Date.now() - Date.parse(record.lastUsedAt) > 60_000) {
+      this.putImage({ ...record, lastUsedAt: new Date().toISOString() });
+    }
+  }
+
+  removeImage(reference: string): void {
+    rmSync(this.imagePath(reference), { force: true });
+  }
+
+  /** Every layer directory present (diff_ids), complete or not. */
+  layerIds(): string[] {
+    return readdirSync(this.layersDir)
+      .filter((n) => /^[a-f0-9]{64}$/.test(n))
+      .map((n) => `sha256:${n}`);
+  }
+
+  /** Config digests stored. */
+  configDigests(): string[] {
+    return readdirSync(join(this.root, "configs"))
+      .filter((n) => /^[a-f0-9]{64}\.json$/.test(n))
+      .map((n) => `sha256:${n.slice(0, 64)}`);
+  }
+
+  removeConfig(digest: string): void {
+    rmSync(join(this.root, "configs", `${digestHex(digest)}.json`), { force: true });
   }
 
   putImage(record: ImageRecord): void {

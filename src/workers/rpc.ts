@@ -68,6 +68,8 @@ export class WorkerClient {
     return this.pending.size;
   }
   private dead: Error | undefined;
+  /** unref() asked for: the worker keeps the process alive only while calls are pending. */
+  private weak = false;
 
   constructor(
     readonly name: string,
@@ -82,6 +84,7 @@ export class WorkerClient {
         return;
       }
       this.pending.delete(reply.id);
+      if (this.weak && this.pending.size === 0) this.worker.unref();
       if (reply.ok) waiter.resolve(reply.value);
       else waiter.reject(new WorkerError(reply.error.message, reply.error.code, reply.error.name));
     };
@@ -99,15 +102,18 @@ export class WorkerClient {
     if (this.dead) return Promise.reject(this.dead);
     const id = this.nextId++;
     const transfer = options.transfer ?? [];
+    // A call in flight keeps the process alive, even for a worker that otherwise would not.
+    if (this.weak && this.pending.size === 0) this.worker.ref();
     return new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, onProgress: options.onProgress });
       this.worker.postMessage({ id, op, args } satisfies RpcRequest, transfer);
     });
   }
 
-  /** Let the process exit while the worker idles. */
+  /** Let the process exit while the worker idles (not while a call is pending). */
   unref(): void {
-    this.worker.unref();
+    this.weak = true;
+    if (this.pending.size === 0) this.worker.unref();
   }
 
   terminate(): void {

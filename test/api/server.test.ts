@@ -199,13 +199,14 @@ describe("transport errors", () => {
   test("calls not built yet answer 501 and say so, never a pretend success", async () => {
     const id = { container_id: { value: "c1", parent: { value: "p" } } };
     for (const call of [
-      { type: "PRUNE_IMAGES" },
       { type: "LAUNCH_NESTED_CONTAINER_SESSION", launch_nested_container_session: { ...id, command: { value: "true" } } },
       { type: "ATTACH_CONTAINER_OUTPUT", attach_container_output: id },
     ]) {
       await expectText(await agent.call(call), 501, /not implemented/);
     }
-    // Nested launches are implemented: a missing parent is Mesos' 400.
+    // PRUNE_IMAGES on an empty store is a bare 200; nested launches answer Mesos' 400 for a missing parent.
+    const prune = await agent.call({ type: "PRUNE_IMAGES" });
+    expect({ status: prune.status, body: await prune.text(), type: prune.headers.get("content-type") }).toEqual({ status: 200, body: "", type: null });
     await expectText(await agent.call({ type: "LAUNCH_CONTAINER", launch_container: { ...id, command: { value: "true" } } }), 400, /^Parent container p does not exist$/);
   });
 
