@@ -34,6 +34,8 @@ export interface GcResult {
   removedConfigs: number;
   bytesFreed: number;
   ms: number;
+  /** Of `ms`, the time the agent's own thread was busy (the rest is waiting on the gc worker). */
+  threadMs: number;
 }
 
 export interface GcMetrics {
@@ -46,6 +48,8 @@ export interface GcMetrics {
 export class ImageCollector {
   readonly metrics: GcMetrics = { runs: 0, bytesFreed: 0, lastDurationMs: 0 };
   private running: Promise<GcResult> | undefined;
+  private pause: () => void = () => {};
+  private resume: () => void = () => {};
 
   constructor(
     private readonly store: DockerStore,
@@ -107,7 +111,12 @@ export class ImageCollector {
 
   private async sweep(excluded: Set<string>, enough?: () => boolean): Promise<GcResult> {
     const started = performance.now();
-    const result: GcResult = { removedImages: [], removedLayers: 0, removedConfigs: 0, bytesFreed: 0, ms: 0 };
+    const result: GcResult = { removedImages: [], removedLayers: 0, removedConfigs: 0, bytesFreed: 0, ms: 0, threadMs: 0 };
+    let busySince = performance.now();
+    const pause = () => (result.threadMs += performance.now() - busySince);
+    const resume = () => (busySince = performance.now());
+    this.pause = pause;
+    this.resume = resume;
     try {
       const { refs, layers: leased } = this.retained(excluded);
       const records = this.store.images();
@@ -130,13 +139,14 @@ export class ImageCollector {
         }
         kept = [...kept, ...remaining];
       }
+      pause();
       result.ms = performance.now() - started;
       this.metrics.runs++;
       this.metrics.bytesFreed += result.bytesFreed;
       this.metrics.lastDurationMs = result.ms;
       delete this.metrics.lastError;
       log.info(
-        `image gc: removed ${result.removedImages.length} image(s)${result.removedImages.length ? ` (${result.removedImages.join(", ")})` : ""}, ${result.removedLayers} layer(s), ${result.removedConfigs} config(s); freed ${result.bytesFreed} bytes in ${result.ms.toFixed(0)}ms`,
+        `image gc: removed ${result.removedImages.length} image(s)${result.removedImages.length ? ` (${result.removedImages.join(", ")})` : ""}, ${result.removedLayers} layer(s), ${result.removedConfigs} config(s); freed ${result.bytesFreed} bytes in ${result.ms.toFixed(0)}ms (${result.threadMs.toFixed(1)}ms on the agent's thread)`,
       );
       return result;
     } catch (err) {
@@ -170,11 +180,16 @@ export class ImageCollector {
       this.store.removeConfig(digest);
       result.removedConfigs++;
     }
-    for (const path of doomed) {
-      const { bytes } = await this.gc.call<{ bytes: number }>("du", { path });
-      await this.gc.call("remove", { path, within: gcDir });
-      result.bytesFreed += bytes;
-    }
+    this.pause();
+    const freed = await Promise.all(
+      doomed.map(async (path) => {
+        const { bytes } = await this.gc.call<{ bytes: number }>("du", { path });
+        await this.gc.call("remove", { path, within: gcDir });
+        return bytes;
+      }),
+    );
+    this.resume();
+    result.bytesFreed += freed.reduce((a, b) => a + b, 0);
   }
 }
 
