@@ -84,6 +84,8 @@ export async function pullMain(args: readonly string[]): Promise<number> {
   const service = startImageService(flags.values);
   const progress = new Progress();
   const started = performance.now();
+  // Shared with other pulls, exclusive of an agent's GC sweep on the same store.
+  const unlock = service.store.lockShared();
   try {
     const record = await service.puller.pull(positionals[0]!, { force, onEvent: (e) => progress.event(e) });
     process.stdout.write(`${summary(record, performance.now() - started)}\n`);
@@ -92,6 +94,7 @@ export async function pullMain(args: readonly string[]): Promise<number> {
     process.stderr.write(`ucr ${(err as Error).message}\n`);
     return 1;
   } finally {
+    unlock();
     service.stop();
   }
 }
@@ -106,6 +109,7 @@ export async function loadMain(args: readonly string[]): Promise<number> {
   }
   const service = startImageService(flags.values);
   const progress = new Progress();
+  const unlock = service.store.lockShared();
   try {
     const tags = names.length > 0 ? names : archiveTags(file);
     if (tags.length === 0) {
@@ -122,6 +126,7 @@ export async function loadMain(args: readonly string[]): Promise<number> {
     process.stderr.write(`ucr load: ${(err as Error).message}\n`);
     return 1;
   } finally {
+    unlock();
     service.stop();
   }
 }

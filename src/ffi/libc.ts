@@ -22,6 +22,7 @@ const libc = dlopen("libc.so.6", {
   setresgid: { args: ["u32", "u32", "u32"], returns: "i32" },
   setresuid: { args: ["u32", "u32", "u32"], returns: "i32" },
   fcntl: { args: ["i32", "i32", "i32"], returns: "i32" },
+  flock: { args: ["i32", "i32"], returns: "i32" },
   prctl: { args: ["i32", "u64", "u64", "u64", "u64"], returns: "i32" },
   lsetxattr: { args: ["ptr", "ptr", "ptr", "u64", "i32"], returns: "i32" },
   lgetxattr: { args: ["ptr", "ptr", "ptr", "u64"], returns: "i64" },
@@ -209,4 +210,20 @@ export function setParentDeathSignal(signal: number): void {
 /** Become the reaper of orphaned descendants. */
 export function setChildSubreaper(): void {
   check(libc.symbols.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl", "PR_SET_CHILD_SUBREAPER");
+}
+
+export const LOCK_SH = 1;
+export const LOCK_EX = 2;
+export const LOCK_NB = 4;
+export const LOCK_UN = 8;
+
+/** flock(2); with LOCK_NB returns false instead of waiting when the lock is held. */
+export function flock(fd: number, op: number): boolean {
+  const rc = libc.symbols.flock(fd, op);
+  if (rc === -1) {
+    const e = errno();
+    if (e === 11 /* EWOULDBLOCK */ && op & LOCK_NB) return false;
+    throw new SysError("flock", e, libc.symbols.strerror(e)?.toString() ?? "unknown error", `fd ${fd}`);
+  }
+  return true;
 }

@@ -110,6 +110,21 @@ export class ImageCollector {
   }
 
   private async sweep(excluded: Set<string>, enough?: () => boolean): Promise<GcResult> {
+    // A `ucr pull` in another process holds the store lock shared: wait for it, politely.
+    let unlock = this.store.tryLockExclusive();
+    for (let waited = 0; !unlock; waited += 50) {
+      if (waited > 600_000) throw new GcError(500, "Failed to prune images: another process has held the image store for 10 minutes");
+      await Bun.sleep(50);
+      unlock = this.store.tryLockExclusive();
+    }
+    try {
+      return await this.sweepLocked(excluded, enough);
+    } finally {
+      unlock();
+    }
+  }
+
+  private async sweepLocked(excluded: Set<string>, enough?: () => boolean): Promise<GcResult> {
     const started = performance.now();
     const result: GcResult = { removedImages: [], removedLayers: 0, removedConfigs: 0, bytesFreed: 0, ms: 0, threadMs: 0 };
     let busySince = performance.now();

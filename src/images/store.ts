@@ -18,6 +18,7 @@ import { dirname, join } from "node:path";
 import * as v from "valibot";
 import { digestHex, sha256 } from "./digest.ts";
 import { parseImageConfig, type ImageConfig } from "./manifest.ts";
+import { LOCK_EX, LOCK_NB, LOCK_SH, flock } from "../ffi/libc.ts";
 import { alive } from "../util/process.ts";
 
 export const LayerRecordSchema = v.looseObject({
@@ -115,6 +116,27 @@ export class DockerStore {
   }
   get stagingDir() {
     return join(this.root, "staging");
+  }
+
+  /**
+   * Pulls in other processes (`ucr pull` beside a running agent) hold the store's lock
+   * shared; the agent's GC sweeps only while it holds it exclusively. (The agent's own
+   * pulls are covered by leases instead.) Returns the release function.
+   */
+  lockShared(): () => void {
+    const fd = openSync(join(this.root, "lock"), "a", 0o644);
+    flock(fd, LOCK_SH);
+    return () => closeSync(fd);
+  }
+
+  /** Tries the exclusive lock without waiting; undefined while another process pulls. */
+  tryLockExclusive(): (() => void) | undefined {
+    const fd = openSync(join(this.root, "lock"), "a", 0o644);
+    if (!flock(fd, LOCK_EX | LOCK_NB)) {
+      closeSync(fd);
+      return undefined;
+    }
+    return () => closeSync(fd);
   }
 
   /** Creates the layout and removes staging left by processes that are gone. */

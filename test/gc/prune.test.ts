@@ -148,6 +148,29 @@ describe.skipIf(!isRoot)("PRUNE_IMAGES (needs root)", () => {
     }
   });
 
+  test("a pull in another process (holding the store lock) makes PRUNE wait, not delete under it", async () => {
+    const wd = join(work, "wd-lock");
+    expect((await runUcr(["pull", "unused", `--docker_registry=${images}`, `--work_dir=${wd}`])).code).toBe(0);
+    const agent = await startAgent({ args: [`--work_dir=${wd}`, ...agentArgs()], keepWorkDir: true });
+    try {
+      const { DockerStore } = await import("../../src/images/store.ts");
+      const unlock = new DockerStore(join(wd, "store/docker")).lockShared(); // as `ucr pull` does
+      let done = false;
+      const prune = call(agent, { type: "PRUNE_IMAGES" }).then((r) => {
+        done = true;
+        return r;
+      });
+      await Bun.sleep(400);
+      expect(done).toBe(false);
+      expect(storeImages(wd)).toEqual(["docker.io/library/unused:latest"]);
+      unlock();
+      expect(await prune).toEqual({ status: 200, text: "" });
+      expect(storeImages(wd)).toEqual([]);
+    } finally {
+      expect(await agent.stop()).toBe(0);
+    }
+  });
+
   test("containers whose images cannot be accounted for make PRUNE refuse (500)", async () => {
     const wd = join(work, "wd-old");
     const agent = await startAgent({ args: [`--work_dir=${wd}`, `--runtime_dir=${wd}/run`, ...agentArgs()], keepWorkDir: true });
