@@ -121,8 +121,15 @@ export async function unpackLayer(source: AsyncIterable<Uint8Array>, root: strin
   if (peeked === 0) throw new LayerError(`${opts.what}: the blob is empty`);
   const compression = detect(Buffer.concat(first).subarray(0, 6), opts.what);
 
+  // 128 KiB output chunks: with zlib's default 16 KiB, per-chunk stream overhead made
+  // gunzip 2.5x slower here (108 MB: 640-800 ms vs ~300 ms).
+  const chunkSize = 128 * 1024;
   const decompressor =
-    compression === "gzip" ? zlib.createGunzip() : compression === "zstd" ? zlib.createZstdDecompress() : new PassThrough();
+    compression === "gzip"
+      ? zlib.createGunzip({ chunkSize })
+      : compression === "zstd"
+        ? zlib.createZstdDecompress({ chunkSize })
+        : new PassThrough();
   const plain = pipeline(Readable.from(tapped(first, iterator, compressed, opts.onProgress)), decompressor, () => {});
 
   const writer = new LayerWriter(root, opts.what, opts.writers);
