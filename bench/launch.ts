@@ -6,6 +6,7 @@
 // Prints two markdown tables (latency: median, p95, min of N runs and peer/ucr ratios; memory of
 // the agent and of one running container) and writes them to bench/results/launch-<date>.md.
 // Everything it makes lives in one temp dir (short path: podman's runroot must be < 50 chars).
+import { mountsUnder } from "./lib.ts";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, cpus, loadavg, release, totalmem } from "node:os";
 import { dirname, join } from "node:path";
@@ -121,15 +122,6 @@ function checkStop(): void {
   if (cleaning) throw new Error("interrupted");
 }
 
-/** Mount points at or below `dir`, deepest first (podman's overlay can leave some behind). */
-function mountsUnder(dir: string): string[] {
-  const out: string[] = [];
-  for (const line of readFileSync("/proc/self/mountinfo", "utf8").split("\n")) {
-    const mp = line.split(" ")[4]?.replace(/\\040/g, " ");
-    if (mp && (mp === dir || mp.startsWith(`${dir}/`))) out.push(mp);
-  }
-  return out.sort((a, b) => b.length - a.length);
-}
 
 /** A command run during cleanup: no checkStop, bounded, never throws. */
 function quiet(cmd: string[], timeoutMs = 20_000): Promise<number> {

@@ -5,6 +5,7 @@
 //
 // Prints a markdown table (median and min of N runs, peer/ucr ratio) and writes it to
 // bench/results/pull-<date>.md. The big image is built once into /tmp/ucr-bench-cache.
+import { mountsUnder } from "./lib.ts";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, cpus, loadavg, release, totalmem } from "node:os";
 import { dirname, join } from "node:path";
@@ -118,15 +119,6 @@ function checkStop(): void {
   if (cleaning) throw new Error("interrupted");
 }
 
-/** Mount points at or below `dir`, deepest first (podman's overlay can leave some behind). */
-function mountsUnder(dir: string): string[] {
-  const out: string[] = [];
-  for (const line of readFileSync("/proc/self/mountinfo", "utf8").split("\n")) {
-    const mp = line.split(" ")[4]?.replace(/\\040/g, " ");
-    if (mp && (mp === dir || mp.startsWith(`${dir}/`))) out.push(mp);
-  }
-  return out.sort((a, b) => b.length - a.length);
-}
 
 function unmountUnder(dir: string, includeSelf: boolean): void {
   for (const mp of mountsUnder(dir)) {
