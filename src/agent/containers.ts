@@ -12,7 +12,7 @@ import { BackendError, chooseBackend, provision } from "../images/backends.ts";
 import type { ImageService } from "../images/service.ts";
 import { writeFileAtomic } from "../images/store.ts";
 import { log } from "../log.ts";
-import { ContainerCgroup, detectCgroups, type CgroupLayout } from "../runtime/cgroups.ts";
+import { ContainerCgroup, detectCgroups, ownProcsFile, type CgroupLayout } from "../runtime/cgroups.ts";
 import { FetchError, fetchUris } from "./fetcher.ts";
 import { CommandError, resolveCommand } from "../runtime/command.ts";
 import { selfCommand, type LaunchSpec, type VolumeSpec } from "../runtime/spec.ts";
@@ -79,6 +79,8 @@ export class Containers {
   readonly cgroups: CgroupLayout;
   private readonly provisionerDir: string;
   private readonly appc: AppcStore;
+  /** The agent's own cgroup.procs (for warming the kernel's cgroup lock before a launch). */
+  private readonly ownProcs: string | undefined;
 
   constructor(
     private readonly flags: LoadedFlags,
@@ -89,6 +91,7 @@ export class Containers {
     this.provisionerDir = join(f.work_dir, "provisioner");
     this.backend = chooseBackend(f.image_provisioner_backend, this.provisionerDir);
     this.cgroups = detectCgroups();
+    this.ownProcs = ownProcsFile(this.cgroups);
     this.appc = new AppcStore({ prefix: f.appc_simple_discovery_uri_prefix, storeDir: f.appc_store_dir, maxBytes: f.docker_max_layer_size });
   }
 
@@ -293,6 +296,10 @@ export class Containers {
     };
     const specPath = join(c.runtime, "launch.json");
     writeFileAtomic(specPath, JSON.stringify(spec));
+
+    // The first cgroup attach of a while waits for an RCU grace period: take that wait in the
+    // gc worker now, in parallel with the init stages starting, instead of in stage 2.
+    if (c.cgroup && this.ownProcs) void this.gc.call("warmCgroups", { procs: this.ownProcs, pid: process.pid }).catch(() => {});
 
     const stdout = openSync(join(c.sandbox, "stdout"), "a", 0o640);
     const stderr = openSync(join(c.sandbox, "stderr"), "a", 0o640);

@@ -168,3 +168,19 @@ function enable(dir: string): void {
   const on = readFileSync(join(dir, "cgroup.subtree_control"), "utf8");
   for (const c of want) if (!on.includes(c)) writeFileSync(join(dir, "cgroup.subtree_control"), `+${c}`);
 }
+
+/** The cgroup.procs file of the cgroup this process is in (memory hierarchy on v1). */
+export function ownProcsFile(layout: CgroupLayout): string | undefined {
+  if (layout.kind === "none") return undefined;
+  try {
+    const lines = readFileSync("/proc/self/cgroup", "utf8").split("\n");
+    if (layout.kind === "v2") {
+      const path = lines.find((l) => l.startsWith("0::"))?.slice(3);
+      return path === undefined ? undefined : join(layout.root, path, "cgroup.procs");
+    }
+    const path = lines.map((l) => l.split(":")).find((f) => f[1]?.split(",").includes("memory"))?.[2];
+    return path === undefined ? undefined : join(layout.memory, path, "cgroup.procs");
+  } catch {
+    return undefined;
+  }
+}
