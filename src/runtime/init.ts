@@ -1,6 +1,7 @@
 // `ucr __init`: the container init stage, in two processes so the workload is PID 1 of its
 // own namespace while something outside still waits for it.
-//   stage 1 (`__init SPEC`): unshares UTS, IPC and PID namespaces, starts stage 2,
+//   stage 1 (`__init SPEC`, or the agent's long-lived launcher for many containers):
+//     starts stage 2 in a new PID namespace,
 //     waits for it and writes its raw wait(2) status for the agent (which may be gone).
 //   stage 2 (`__init --pid1 SPEC`, PID 1 inside): in its own mount namespace, mounts the rootfs, /proc, /sys, /dev,
 //     /etc files and the sandbox, pivot_roots, drops to the user and execs the workload.
@@ -68,38 +69,15 @@ function fdOpen(fd: number): boolean {
   }
 }
 
-async function stage1(specPath: string): Promise<number> {
-  let spec: LaunchSpec;
-  try {
-    spec = readSpec(specPath);
-    // Outlive the agent: a container keeps running, and stage 1 writes its status, when the
-    // agent dies. No parent-death signal may be inherited from whoever started us.
-    setParentDeathSignal(0);
-    // The mount namespace is stage 2's own: pivot_root moves the root of every process in
-    // a namespace, and stage 1 must keep the host's to write the status file.
-    if (spec.parentPid !== undefined) {
-      // Nested: the parent's hostname and IPC (and, below, its PID namespace).
-      for (const [ns, flag] of [["uts", CLONE_NEWUTS], ["ipc", CLONE_NEWIPC]] as const) {
-        const fd = openSync(`/proc/${spec.parentPid}/ns/${ns}`, "r");
-        try {
-          setns(fd, flag);
-        } finally {
-          closeSync(fd);
-        }
-      }
-    } else {
-      unshare(CLONE_NEWUTS | CLONE_NEWIPC);
-    }
-  } catch (err) {
-    report(`container init failed: ${(err as Error).message}`);
-    return 1;
-  }
-  // A new PID namespace applies to the children started after unshare; but while our
-  // "namespace for children" differs from our own, the kernel refuses to create threads
-  // (clone EINVAL), which a runtime does whenever it likes. So: unshare, start stage 2 (PID 1
-  // over there), and go straight back to our own namespace for any later children.
+/**
+ * Starts stage 2 as PID 1 of a new PID namespace (or in a nested container's parent's).
+ * A new PID namespace applies to the children started after unshare; but while our
+ * "namespace for children" differs from our own, the kernel refuses to create threads
+ * (clone EINVAL), which a runtime does whenever it likes. So: unshare, spawn, and go
+ * straight back to our own namespace for any later children.
+ */
+export function spawnStage2(spec: LaunchSpec, specPath: string, stdio: Array<"inherit" | "ignore" | "pipe" | number>): Bun.Subprocess {
   const ownPidNs = openSync("/proc/self/ns/pid", "r");
-  let child;
   try {
     if (spec.parentPid !== undefined) {
       const fd = openSync(`/proc/${spec.parentPid}/ns/pid`, "r");
@@ -111,16 +89,33 @@ async function stage1(specPath: string): Promise<number> {
     } else {
       unshare(CLONE_NEWPID);
     }
-    child = Bun.spawn(selfCommand("__init", "--pid1", specPath), {
-      stdio: ["inherit", "inherit", "inherit", REPORT_FD],
-      env: {},
-    });
-  } catch (err) {
-    report(`container init failed: ${(err as Error).message}`);
-    return 1;
+    return Bun.spawn(selfCommand("__init", "--pid1", specPath), { stdio: stdio as never, env: {} });
   } finally {
     setns(ownPidNs, CLONE_NEWPID);
     closeSync(ownPidNs);
+  }
+}
+
+/** The raw wait(2) status Mesos reports: exit N is N << 8, a signal its number. */
+export function waitStatus(child: Bun.Subprocess): number {
+  return child.signalCode !== null
+    ? (constants.signals[child.signalCode as keyof typeof constants.signals] ?? 9)
+    : ((child.exitCode ?? 0) & 0xff) << 8;
+}
+
+/** Stage 1, for one container (used when the launcher cannot be had). */
+async function stage1(specPath: string): Promise<number> {
+  let spec: LaunchSpec;
+  let child;
+  try {
+    spec = readSpec(specPath);
+    // Outlive the agent: a container keeps running, and stage 1 writes its status, when the
+    // agent dies. No parent-death signal may be inherited from whoever started us.
+    setParentDeathSignal(0);
+    child = spawnStage2(spec, specPath, ["inherit", "inherit", "inherit", REPORT_FD]);
+  } catch (err) {
+    report(`container init failed: ${(err as Error).message}`);
+    return 1;
   }
   // The pid file first: the agent reads it as soon as fd 3 reaches EOF, which needs our copy closed.
   writeFileAtomic(spec.pidFile, `${child.pid}\n`);
@@ -129,9 +124,7 @@ async function stage1(specPath: string): Promise<number> {
     process.on(sig, () => child.kill(sig));
   }
   await child.exited;
-  const status =
-    child.signalCode !== null ? (constants.signals[child.signalCode as keyof typeof constants.signals] ?? 9) : ((child.exitCode ?? 0) & 0xff) << 8;
-  writeFileAtomic(spec.statusFile, `${status}\n`);
+  writeFileAtomic(spec.statusFile, `${waitStatus(child)}\n`);
   return 0;
 }
 
@@ -150,6 +143,19 @@ function stage2(specPath: string | undefined): number {
       setCloexec(fd);
       return fd;
     });
+    // Hostname and IPC: a nested container shares its parent's, a top-level one has its own.
+    if (spec.parentPid !== undefined) {
+      for (const [ns, flag] of [["uts", CLONE_NEWUTS], ["ipc", CLONE_NEWIPC]] as const) {
+        const fd = openSync(`/proc/${spec.parentPid}/ns/${ns}`, "r");
+        try {
+          setns(fd, flag);
+        } finally {
+          closeSync(fd);
+        }
+      }
+    } else {
+      unshare(CLONE_NEWUTS | CLONE_NEWIPC);
+    }
     unshare(CLONE_NEWNS);
     // Mounts from the host still reach the container; none of the container's reach the host.
     mount(null, "/", null, MS_REC | MS_SLAVE);
