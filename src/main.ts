@@ -93,6 +93,8 @@ async function main(argv: readonly string[]): Promise<void> {
       process.exit(await (await import("./cli/client.ts")).rmMain(rest));
     case "prune":
       process.exit(await (await import("./cli/client.ts")).pruneMain(rest));
+    case "__launcher":
+      process.exit(await (await import("./runtime/launcher.ts")).launcherMain(rest));
     case "__init":
       process.exit(await (await import("./runtime/init.ts")).initMain(rest));
     case undefined:

@@ -15,6 +15,7 @@ import { log } from "../log.ts";
 import { ContainerCgroup, detectCgroups, ownProcsFile, type CgroupLayout } from "../runtime/cgroups.ts";
 import { FetchError, fetchUris } from "./fetcher.ts";
 import { CommandError, resolveCommand } from "../runtime/command.ts";
+import { LauncherClient } from "../runtime/launcher.ts";
 import { selfCommand, type LaunchSpec, type VolumeSpec } from "../runtime/spec.ts";
 import type { WorkerClient } from "../workers/rpc.ts";
 import { alive } from "../util/process.ts";
@@ -81,6 +82,9 @@ export class Containers {
   private readonly appc: AppcStore;
   /** The agent's own cgroup.procs (for warming the kernel's cgroup lock before a launch). */
   private readonly ownProcs: string | undefined;
+  private readonly launcher: LauncherClient;
+  /** How to settle a running container now (set by watchExit). */
+  private readonly settle = new Map<string, () => void>();
 
   constructor(
     private readonly flags: LoadedFlags,
@@ -92,6 +96,12 @@ export class Containers {
     this.backend = chooseBackend(f.image_provisioner_backend, this.provisionerDir);
     this.cgroups = detectCgroups();
     this.ownProcs = ownProcsFile(this.cgroups);
+    const socket = join(f.runtime_dir, "launcher.sock");
+    this.launcher = new LauncherClient(socket, selfCommand("__launcher", socket), (specPath) => {
+      // The launcher tells us at once; the status file watch is the fallback.
+      const c = this.list().find((x) => join(x.runtime, "launch.json") === specPath);
+      if (c) this.settle.get(c.key)?.();
+    });
     this.appc = new AppcStore({ prefix: f.appc_simple_discovery_uri_prefix, storeDir: f.appc_store_dir, maxBytes: f.docker_max_layer_size });
   }
 
@@ -291,6 +301,8 @@ export class Containers {
         hostname: hostnameFile,
       },
       cgroupProcs: (c.cgroup?.dirs ?? []).map((d) => join(d, "cgroup.procs")),
+      stdout: join(c.sandbox, "stdout"),
+      stderr: join(c.sandbox, "stderr"),
       statusFile: join(c.runtime, "status"),
       pidFile: join(c.runtime, "pid"),
     };
@@ -301,8 +313,34 @@ export class Containers {
     // gc worker now, in parallel with the init stages starting, instead of in stage 2.
     if (c.cgroup && this.ownProcs) void this.gc.call("warmCgroups", { procs: this.ownProcs, pid: process.pid }).catch(() => {});
 
-    const stdout = openSync(join(c.sandbox, "stdout"), "a", 0o640);
-    const stderr = openSync(join(c.sandbox, "stderr"), "a", 0o640);
+    // Normally the long-lived launcher starts stage 2 (one start of the binary per launch);
+    // if it cannot be had, a stage 1 process of this container's own does the same job.
+    let started: { pid: number } | { error: string } | undefined;
+    try {
+      started = await this.launcher.launch(specPath);
+    } catch (err) {
+      log.warn(`container launcher unavailable (${(err as Error).message}); using a stage 1 process for ${c.key}`);
+    }
+    if (started === undefined) {
+      const stage1 = await this.startStage1(c, spec, specPath);
+      if ("error" in stage1) throw new ContainerError(400, stage1.error);
+      c.pid = stage1.pid;
+    } else if ("error" in started) {
+      throw new ContainerError(400, started.error);
+    } else {
+      c.pid = started.pid;
+    }
+    c.state = "RUNNING";
+    this.checkpoint(c);
+    log.info(`container ${c.key} running (pid ${c.pid}${c.image ? `, image ${c.image}` : ""}, ${this.backend})`);
+    // Not our child either way: the status file the launcher (or stage 1) writes says when it ends.
+    this.watchExit(c, spec.statusFile, exited);
+  }
+
+  /** The fallback: `ucr __init SPEC` as this container's own stage 1. */
+  private async startStage1(c: Container, spec: LaunchSpec, specPath: string): Promise<{ pid: number } | { error: string }> {
+    const stdout = openSync(spec.stdout!, "a", 0o640);
+    const stderr = openSync(spec.stderr!, "a", 0o640);
     let proc;
     try {
       proc = Bun.spawn(selfCommand("__init", specPath), {
@@ -317,14 +355,11 @@ export class Containers {
     const report = await readAll((proc as unknown as { stdio: number[] }).stdio[3]!);
     if (report.trim() !== "") {
       await proc.exited;
-      throw new ContainerError(400, report.trim());
+      return { error: report.trim() };
     }
-    c.pid = Number(readFileSync(spec.pidFile, "utf8").trim());
-    c.state = "RUNNING";
-    this.checkpoint(c);
-    log.info(`container ${c.key} running (pid ${c.pid}${c.image ? `, image ${c.image}` : ""}, ${this.backend})`);
     proc.unref();
-    void proc.exited.then(() => this.exited(c, exited));
+    void c;
+    return { pid: Number(readFileSync(spec.pidFile, "utf8").trim()) };
   }
 
   /** Reads the status the init stage wrote and settles the container. */
@@ -442,6 +477,7 @@ export class Containers {
     const stop = () => {
       watcher.close();
       clearInterval(timer);
+      this.settle.delete(c.key);
     };
     const check = () => {
       if (c.state === "EXITED") return stop();
@@ -461,6 +497,10 @@ export class Containers {
     const watcher = watch(c.runtime, () => check());
     const timer = setInterval(check, 250);
     timer.unref();
+    this.settle.set(c.key, () => {
+      this.settle.delete(c.key);
+      check();
+    });
   }
 
   /**

@@ -47,6 +47,9 @@ export interface LaunchSpec {
   etc: { hosts?: string; resolv?: string; hostname: string };
   /** cgroup.procs files stage 2 writes its pid to before setting up (resource limits). */
   cgroupProcs: string[];
+  /** The sandbox files the workload's stdout and stderr go to. */
+  stdout?: string;
+  stderr?: string;
   /** Where stage 1 writes the workload's raw wait(2) status, and its host pid. */
   statusFile: string;
   pidFile: string;

@@ -1,0 +1,210 @@
+// `ucr __launcher SOCKET`: one long-lived process that does init stage 1's job for every
+// container, so a launch starts the binary once (stage 2) instead of twice, and one
+// process waits for all workloads instead of one per container. It is detached from the
+// agent (containers outlive an agent that dies or restarts; a new agent reconnects to
+// the same socket) and exits by itself once it has no containers and no agent for a while.
+//
+// Protocol: newline-delimited JSON over a unix socket. Request {id, spec} (a LaunchSpec
+// file path); reply {id, pid} once the workload runs, or {id, error} if setup failed.
+import { closeSync, existsSync, openSync, rmSync } from "node:fs";
+import { setParentDeathSignal } from "../ffi/libc.ts";
+import { writeFileAtomic } from "../images/store.ts";
+import { spawnStage2, waitStatus } from "./init.ts";
+import type { LaunchSpec } from "./spec.ts";
+
+const IDLE_EXIT_MS = 10_000;
+
+export interface LaunchRequest {
+  id: number;
+  spec: string;
+}
+
+export type LaunchReply = { id: number; pid: number } | { id: number; error: string };
+
+/** Sent to every connected agent when a workload ends (after its status file is written). */
+export interface ExitEvent {
+  exited: string;
+  status: number;
+}
+
+export async function launcherMain(args: readonly string[]): Promise<number> {
+  const socketPath = args[0];
+  if (!socketPath) {
+    process.stderr.write("ucr __launcher: started by the agent; it is not for direct use\n");
+    return 2;
+  }
+  setParentDeathSignal(0);
+  rmSync(socketPath, { force: true });
+
+  let children = 0;
+  let clients = 0;
+  const connected = new Set<Bun.Socket<{ buffer: string }>>();
+  let idleTimer: ReturnType<typeof setTimeout> | undefined;
+  const idle = () => {
+    if (idleTimer) clearTimeout(idleTimer);
+    idleTimer = undefined;
+    if (children === 0 && clients === 0) idleTimer = setTimeout(() => process.exit(0), IDLE_EXIT_MS);
+  };
+
+  async function launch(req: LaunchRequest): Promise<LaunchReply> {
+    let spec: LaunchSpec;
+    let out: number | undefined;
+    let err: number | undefined;
+    let child: Bun.Subprocess;
+    try {
+      spec = (await Bun.file(req.spec).json()) as LaunchSpec;
+      out = openSync(spec.stdout!, "a", 0o640);
+      err = openSync(spec.stderr!, "a", 0o640);
+      child = spawnStage2(spec, req.spec, ["ignore", out, err, "pipe"]);
+    } catch (e) {
+      return { id: req.id, error: `container init failed: ${(e as Error).message}` };
+    } finally {
+      if (out !== undefined) closeSync(out);
+      if (err !== undefined) closeSync(err);
+    }
+    children++;
+    if (idleTimer) clearTimeout(idleTimer);
+    // Before the reply: the agent reads the pid file as soon as it hears the workload runs.
+    writeFileAtomic(spec.pidFile, `${child.pid}\n`);
+    void child.exited.then(() => {
+      const status = waitStatus(child);
+      writeFileAtomic(spec.statusFile, `${status}\n`);
+      const event = `${JSON.stringify({ exited: req.spec, status } satisfies ExitEvent)}\n`;
+      for (const s of connected) s.write(event);
+      children--;
+      idle();
+    });
+    // Stage 2 reports setup errors on fd 3; exec closes it (close-on-exec): EOF means running.
+    const report = (await Bun.file((child.stdio as unknown as number[])[3]!).text()).trim();
+    if (report !== "") {
+      await child.exited;
+      return { id: req.id, error: report };
+    }
+    return { id: req.id, pid: child.pid };
+  }
+
+  Bun.listen<{ buffer: string }>({
+    unix: socketPath,
+    socket: {
+      open(s) {
+        s.data = { buffer: "" };
+        connected.add(s);
+        clients++;
+        if (idleTimer) clearTimeout(idleTimer);
+      },
+      data(s, chunk) {
+        s.data.buffer += chunk.toString();
+        let nl: number;
+        while ((nl = s.data.buffer.indexOf("\n")) >= 0) {
+          const line = s.data.buffer.slice(0, nl);
+          s.data.buffer = s.data.buffer.slice(nl + 1);
+          let req: LaunchRequest;
+          try {
+            req = JSON.parse(line) as LaunchRequest;
+          } catch {
+            continue;
+          }
+          void launch(req).then((reply) => s.write(`${JSON.stringify(reply)}\n`));
+        }
+      },
+      close(s) {
+        connected.delete(s);
+        clients--;
+        idle();
+      },
+      error() {
+        // a broken agent connection is the agent's business
+      },
+    },
+  });
+  idle();
+  await new Promise<never>(() => {});
+  return 0;
+}
+
+/** The agent's side: one connection to the launcher, started if none answers. */
+export class LauncherClient {
+  private socket: Bun.Socket<undefined> | undefined;
+  private connecting: Promise<Bun.Socket<undefined>> | undefined;
+  private buffer = "";
+  private nextId = 1;
+  private readonly waiting = new Map<number, (reply: LaunchReply) => void>();
+
+  constructor(
+    readonly socketPath: string,
+    private readonly command: string[],
+    /** Told when a workload ends: its spec path and raw wait status. */
+    private readonly onExit: (specPath: string, status: number) => void = () => {},
+  ) {}
+
+  private connectOnce(): Promise<Bun.Socket<undefined>> {
+    return Bun.connect({
+      unix: this.socketPath,
+      socket: {
+        data: (_s, chunk) => {
+          this.buffer += chunk.toString();
+          let nl: number;
+          while ((nl = this.buffer.indexOf("\n")) >= 0) {
+            const message = JSON.parse(this.buffer.slice(0, nl)) as LaunchReply | ExitEvent;
+            this.buffer = this.buffer.slice(nl + 1);
+            if ("exited" in message) {
+              this.onExit(message.exited, message.status);
+              continue;
+            }
+            this.waiting.get(message.id)?.(message);
+            this.waiting.delete(message.id);
+          }
+        },
+        close: () => {
+          this.socket = undefined;
+          for (const [id, done] of this.waiting) done({ id, error: "the launcher went away" });
+          this.waiting.clear();
+        },
+        error: () => {},
+      },
+    });
+  }
+
+  /** Connects to a running launcher, or starts one (detached) and connects to it. */
+  private async connect(): Promise<Bun.Socket<undefined>> {
+    if (this.socket) return this.socket;
+    this.connecting ??= (async () => {
+      try {
+        if (existsSync(this.socketPath)) return await this.connectOnce();
+      } catch {
+        // stale socket: start a new launcher below
+      }
+      // Not the agent's stderr: the launcher outlives the agent, and whoever reads the
+      // agent's output would otherwise wait for it too.
+      const log = openSync(`${this.socketPath}.log`, "a", 0o640);
+      const proc = Bun.spawn(this.command, { stdio: ["ignore", "ignore", log], env: {}, detached: true });
+      closeSync(log);
+      proc.unref();
+      for (let i = 0; i < 400; i++) {
+        await Bun.sleep(5);
+        try {
+          if (existsSync(this.socketPath)) return await this.connectOnce();
+        } catch {
+          // not listening yet
+        }
+      }
+      throw new Error("the container launcher did not start");
+    })().finally(() => (this.connecting = undefined));
+    this.socket = await this.connecting;
+    this.socket.unref();
+    return this.socket;
+  }
+
+  async launch(specPath: string): Promise<LaunchReply> {
+    const socket = await this.connect();
+    const id = this.nextId++;
+    const reply = new Promise<LaunchReply>((resolve) => this.waiting.set(id, resolve));
+    socket.ref();
+    socket.write(`${JSON.stringify({ id, spec: specPath } satisfies LaunchRequest)}\n`);
+    try {
+      return await reply;
+    } finally {
+      if (this.waiting.size === 0) socket.unref();
+    }
+  }
+}
