@@ -908,6 +908,15 @@ async function main(): Promise<void> {
       if (cmdlineOf(stage1).includes("__launcher")) {
         // One launcher waits for every container: it is a per-agent cost, not per container.
         memRow("ucr launcher (`ucr __launcher`, one for all containers)", memOf(stage1));
+        const warm = readdirSync("/proc").filter((e) => /^\d+$/.test(e)).map(Number).find((p) => {
+          try {
+            return ppidOf(p) === stage1 && cmdlineOf(p).includes("__init --warm");
+          } catch {
+            return false;
+          }
+        });
+        if (warm !== undefined) memRow("ucr warm init stage (`ucr __init --warm`, one, waiting for the next container)", memOf(warm));
+        else memRow("ucr warm init stage", undefined, "none found under the launcher");
         memRow("**ucr per container: the workload (`sleep 30`) only**", memOf(pid));
       } else if (!cmdlineOf(stage1).includes("__init")) memRow("ucr per container", undefined, `parent of the workload is not ucr __init: ${cmdlineOf(stage1)}`);
       else {

@@ -309,8 +309,10 @@ export class Containers {
     const specPath = join(c.runtime, "launch.json");
     writeFileAtomic(specPath, JSON.stringify(spec));
 
-    // The first cgroup attach of a while waits for an RCU grace period: take that wait in the
-    // gc worker now, in parallel with the init stages starting, instead of in stage 2.
+    // The first cgroup v1 attach in a while waits for an RCU grace period (~13 ms here): take
+    // that wait in the gc worker now, while stage 2 mounts, so its own attach finds it paid.
+    // (Starting it earlier, at the top of the launch, measured slower: a waiting attach also
+    // holds up forks and thread starts, which provisioning needs.)
     if (c.cgroup && this.ownProcs) void this.gc.call("warmCgroups", { procs: this.ownProcs, pid: process.pid }).catch(() => {});
 
     // Normally the long-lived launcher starts stage 2 (one start of the binary per launch);

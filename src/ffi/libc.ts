@@ -22,6 +22,7 @@ const libc = dlopen("libc.so.6", {
   setresgid: { args: ["u32", "u32", "u32"], returns: "i32" },
   setresuid: { args: ["u32", "u32", "u32"], returns: "i32" },
   fcntl: { args: ["i32", "i32", "i32"], returns: "i32" },
+  dup2: { args: ["i32", "i32"], returns: "i32" },
   flock: { args: ["i32", "i32"], returns: "i32" },
   prctl: { args: ["i32", "u64", "u64", "u64", "u64"], returns: "i32" },
   lsetxattr: { args: ["ptr", "ptr", "ptr", "u64", "i32"], returns: "i32" },
@@ -193,6 +194,11 @@ const F_SETFD = 2;
 const FD_CLOEXEC = 1;
 
 /** Marks a descriptor close-on-exec (so exec closes it: the launch's "it is running" signal). */
+/** Makes `to` a copy of `from` (closing what `to` was), as a shell's `to>&from`. */
+export function dup2(from: number, to: number): void {
+  check(libc.symbols.dup2(from, to), "dup2", `fd ${from} -> ${to}`);
+}
+
 export function setCloexec(fd: number): void {
   const flags = libc.symbols.fcntl(fd, F_GETFD, 0);
   check(flags, "fcntl", `fd ${fd}`);

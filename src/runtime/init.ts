@@ -3,11 +3,11 @@
 //   stage 1 (`__init SPEC`, or the agent's long-lived launcher for many containers):
 //     starts stage 2 in a new PID namespace,
 //     waits for it and writes its raw wait(2) status for the agent (which may be gone).
-//   stage 2 (`__init --pid1 SPEC`, PID 1 inside): in its own mount namespace, mounts the rootfs, /proc, /sys, /dev,
+//   stage 2 (`__init --pid1 SPEC`, or `__init --warm` started ahead and told SPEC on stdin; PID 1 inside): in its own mount namespace, mounts the rootfs, /proc, /sys, /dev,
 //     /etc files and the sandbox, pivot_roots, drops to the user and execs the workload.
 // Setup errors go to fd 3, which the agent reads; exec closes fd 3 (close-on-exec), and
 // that EOF is how the agent knows the workload runs.
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, writeSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, statSync, writeSync } from "node:fs";
 import { constants } from "node:os";
 import {
   CLONE_NEWIPC,
@@ -16,6 +16,7 @@ import {
   CLONE_NEWUTS,
   MS_REC,
   MS_SLAVE,
+  dup2,
   execve,
   mount,
   setCloexec,
@@ -53,6 +54,7 @@ function report(message: string): void {
 
 export async function initMain(args: readonly string[]): Promise<number> {
   if (args[0] === "--pid1") return stage2(args[1]);
+  if (args[0] === "--warm" && args.length === 1 && fdOpen(REPORT_FD)) return stage2(undefined);
   if (args.length !== 1 || !existsSync(args[0]!) || !fdOpen(REPORT_FD)) {
     process.stderr.write("ucr __init: the container init stage is started by the agent when it launches a container; it is not for direct use\n");
     return 2;
@@ -77,10 +79,22 @@ function fdOpen(fd: number): boolean {
  * straight back to our own namespace for any later children.
  */
 export function spawnStage2(spec: LaunchSpec, specPath: string, stdio: Array<"inherit" | "ignore" | "pipe" | number>): Bun.Subprocess {
+  return spawnInPidNs(spec.parentPid, selfCommand("__init", "--pid1", specPath), stdio);
+}
+
+/**
+ * A stage 2 started ahead of its container (top-level containers only): it starts the
+ * binary, then waits for a spec path on stdin, so a launch does not wait for the start.
+ */
+export function spawnWarmStage2(): Bun.Subprocess<"pipe", "ignore", "inherit"> {
+  return spawnInPidNs(undefined, selfCommand("__init", "--warm"), ["pipe", "ignore", "inherit", "pipe"]) as Bun.Subprocess<"pipe", "ignore", "inherit">;
+}
+
+function spawnInPidNs(parentPid: number | undefined, argv: string[], stdio: Array<"inherit" | "ignore" | "pipe" | number>): Bun.Subprocess {
   const ownPidNs = openSync("/proc/self/ns/pid", "r");
   try {
-    if (spec.parentPid !== undefined) {
-      const fd = openSync(`/proc/${spec.parentPid}/ns/pid`, "r");
+    if (parentPid !== undefined) {
+      const fd = openSync(`/proc/${parentPid}/ns/pid`, "r");
       try {
         setns(fd, CLONE_NEWPID);
       } finally {
@@ -89,7 +103,7 @@ export function spawnStage2(spec: LaunchSpec, specPath: string, stdio: Array<"in
     } else {
       unshare(CLONE_NEWPID);
     }
-    return Bun.spawn(selfCommand("__init", "--pid1", specPath), { stdio: stdio as never, env: {} });
+    return Bun.spawn(argv, { stdio: stdio as never, env: {} });
   } finally {
     setns(ownPidNs, CLONE_NEWPID);
     closeSync(ownPidNs);
@@ -128,11 +142,42 @@ async function stage1(specPath: string): Promise<number> {
   return 0;
 }
 
+/** A warm stage 2's spec path: one line on stdin; null at EOF (the launcher went away). */
+function readSpecPath(): string | null {
+  const buf = Buffer.alloc(4096);
+  let line = "";
+  for (;;) {
+    const n = readSync(0, buf);
+    if (n === 0) return null;
+    line += buf.toString("utf8", 0, n);
+    const nl = line.indexOf("\n");
+    if (nl >= 0) return line.slice(0, nl);
+  }
+}
+
+/** The workload's stdio, as a cold stage 2 gets it from its spawn: sandbox files, no stdin. */
+function redirectStdio(spec: LaunchSpec): void {
+  const fds = [openSync("/dev/null", "r"), openSync(spec.stdout!, "a", 0o640), openSync(spec.stderr!, "a", 0o640)];
+  fds.forEach((fd, i) => {
+    dup2(fd, i);
+    closeSync(fd);
+  });
+}
+
+/** Stage 2; `specPath` undefined: a warm one, told its spec on stdin. */
 function stage2(specPath: string | undefined): number {
   let spec: LaunchSpec;
   let cgroupFds: number[] = [];
   try {
-    spec = readSpec(specPath);
+    if (specPath === undefined) {
+      const path = readSpecPath();
+      if (path === null) return 0;
+      spec = readSpec(path);
+      if (spec.parentPid !== undefined) throw new Error("a warm init stage is for top-level containers only");
+      redirectStdio(spec);
+    } else {
+      spec = readSpec(specPath);
+    }
     setCloexec(REPORT_FD);
     // The container's cgroups are joined at the last moment before exec (through descriptors
     // opened now, as /sys/fs/cgroup is not inside the container): everything this runtime

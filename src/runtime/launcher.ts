@@ -9,7 +9,7 @@
 import { closeSync, existsSync, openSync, rmSync } from "node:fs";
 import { setParentDeathSignal } from "../ffi/libc.ts";
 import { writeFileAtomic } from "../images/store.ts";
-import { spawnStage2, waitStatus } from "./init.ts";
+import { spawnStage2, spawnWarmStage2, waitStatus } from "./init.ts";
 import type { LaunchSpec } from "./spec.ts";
 
 const IDLE_EXIT_MS = 10_000;
@@ -46,6 +46,21 @@ export async function launcherMain(args: readonly string[]): Promise<number> {
     if (children === 0 && clients === 0) idleTimer = setTimeout(() => process.exit(0), IDLE_EXIT_MS);
   };
 
+  // One stage 2 started ahead, for the next top-level container: a launch then skips the
+  // start of the binary (most of its time). It sits idle in its own (empty) PID namespace
+  // and exits at EOF on stdin, so it dies with the launcher.
+  let warm: ReturnType<typeof spawnWarmStage2> | undefined;
+  const prepare = () => {
+    if (warm) return;
+    try {
+      warm = spawnWarmStage2();
+      // Not ours to wait for until it has a container.
+      warm.unref();
+    } catch (e) {
+      process.stderr.write(`ucr launcher: cannot start a warm init stage: ${(e as Error).message}\n`);
+    }
+  };
+
   async function launch(req: LaunchRequest): Promise<LaunchReply> {
     let spec: LaunchSpec;
     let out: number | undefined;
@@ -53,9 +68,17 @@ export async function launcherMain(args: readonly string[]): Promise<number> {
     let child: Bun.Subprocess;
     try {
       spec = (await Bun.file(req.spec).json()) as LaunchSpec;
-      out = openSync(spec.stdout!, "a", 0o640);
-      err = openSync(spec.stderr!, "a", 0o640);
-      child = spawnStage2(spec, req.spec, ["ignore", out, err, "pipe"]);
+      if (spec.parentPid === undefined && warm && warm.exitCode === null && warm.signalCode === null) {
+        child = warm;
+        warm = undefined;
+        child.ref();
+        (child as ReturnType<typeof spawnWarmStage2>).stdin.write(`${req.spec}\n`);
+        (child as ReturnType<typeof spawnWarmStage2>).stdin.end();
+      } else {
+        out = openSync(spec.stdout!, "a", 0o640);
+        err = openSync(spec.stderr!, "a", 0o640);
+        child = spawnStage2(spec, req.spec, ["ignore", out, err, "pipe"]);
+      }
     } catch (e) {
       return { id: req.id, error: `container init failed: ${(e as Error).message}` };
     } finally {
@@ -76,6 +99,9 @@ export async function launcherMain(args: readonly string[]): Promise<number> {
     });
     // Stage 2 reports setup errors on fd 3; exec closes it (close-on-exec): EOF means running.
     const report = (await Bun.file((child.stdio as unknown as number[])[3]!).text()).trim();
+    // The next warm stage 2 starts once this one has exec'd (and after this reply goes out):
+    // its start would otherwise compete with this launch for the CPU.
+    if (spec.parentPid === undefined) setTimeout(prepare, 0);
     if (report !== "") {
       await child.exited;
       return { id: req.id, error: report };
@@ -118,6 +144,7 @@ export async function launcherMain(args: readonly string[]): Promise<number> {
     },
   });
   idle();
+  prepare();
   await new Promise<never>(() => {});
   return 0;
 }

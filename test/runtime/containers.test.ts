@@ -2,7 +2,7 @@
 // busybox-static and saved with skopeo into an archive directory, real namespaces and
 // overlay mounts (CI runs as root). The seeds' requests are sent as written.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { type RunningAgent, startAgent, tempDir } from "../helpers/agent.ts";
@@ -514,6 +514,98 @@ describe.skipIf(!isRoot)("URIs (need root)", () => {
       expect({ status: bad.status, text: bad.text }).toEqual({ status: 400, text: expect.stringMatching(/^Failed to fetch 'http:\/\/127\.0\.0\.1:\d+\/missing': HTTP 404/) });
     } finally {
       server.stop(true);
+    }
+  });
+});
+
+describe.skipIf(!isRoot)("the launcher and its warm init stage (need root)", () => {
+  const childrenOf = (ppid: number) =>
+    readdirSync("/proc")
+      .filter((e) => /^\d+$/.test(e))
+      .map(Number)
+      .filter((pid) => {
+        try {
+          return Number(/^PPid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]) === ppid;
+        } catch {
+          return false;
+        }
+      });
+  const cmdline = (pid: number) => readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ").trim();
+
+  test("one launcher parents every workload; a stage 2 started ahead waits in its own PID namespace", async () => {
+    const ids = [`w${n++}`, `w${n++}`];
+    for (const id of ids) {
+      const launch = await call({
+        type: "LAUNCH_CONTAINER",
+        launch_container: {
+          container_id: { value: id },
+          command: { value: "exec sleep 30" },
+          container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "alpine" } } } },
+        },
+      });
+      expect(launch.status).toBe(200);
+    }
+    const pids = ids.map((id) => Number(readFileSync(join(agent.workDir, "run", "containers", id, "pid"), "utf8")));
+    const parents = pids.map((pid) => Number(/^PPid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]));
+    expect(parents[0]).toBe(parents[1]!);
+    expect(cmdline(parents[0]!)).toContain("__launcher");
+    // Each workload is PID 1 of a PID namespace of its own, not the launcher's.
+    const ns = (pid: number) => readlinkSync(`/proc/${pid}/ns/pid`);
+    expect(new Set([ns(parents[0]!), ...pids.map(ns)]).size).toBe(3);
+    // The warm stage 2 for the next launch: started after the last launch, idle, alone in its namespace.
+    let warm: number | undefined;
+    for (let i = 0; i < 100 && warm === undefined; i++) {
+      warm = childrenOf(parents[0]!).find((pid) => cmdline(pid).includes("__init --warm"));
+      if (warm === undefined) await Bun.sleep(20);
+    }
+    expect(warm).toBeDefined();
+    expect(new Set([ns(parents[0]!), ns(warm!), ...pids.map(ns)]).size).toBe(4);
+    for (const id of ids) {
+      await call({ type: "KILL_CONTAINER", kill_container: { container_id: { value: id } } });
+      const wait = await call({ type: "WAIT_CONTAINER", wait_container: { container_id: { value: id } } });
+      expect((wait.json!.wait_container as { exit_status: number }).exit_status).toBe(9);
+      expect((await call({ type: "REMOVE_CONTAINER", remove_container: { container_id: { value: id } } })).status).toBe(200);
+    }
+  });
+
+  test("the warm stage 2 goes with its launcher; the next launch starts a new launcher", async () => {
+    await run("true");
+    const socket = join(agent.workDir, "run", "launcher.sock");
+    const launcher = readdirSync("/proc")
+      .filter((e) => /^\d+$/.test(e))
+      .map(Number)
+      .find((pid) => {
+        try {
+          return cmdline(pid).endsWith(`__launcher ${socket}`);
+        } catch {
+          return false;
+        }
+      })!;
+    expect(launcher).toBeGreaterThan(0);
+    let warm: number | undefined;
+    for (let i = 0; i < 100 && warm === undefined; i++) {
+      warm = childrenOf(launcher).find((pid) => cmdline(pid).includes("__init --warm"));
+      if (warm === undefined) await Bun.sleep(20);
+    }
+    expect(warm).toBeDefined();
+    process.kill(launcher, "SIGKILL");
+    let gone = false;
+    for (let i = 0; i < 100 && !gone; i++) {
+      gone = !existsSync(`/proc/${warm}`) || readFileSync(`/proc/${warm}/stat`, "utf8").includes(") Z ");
+      if (!gone) await Bun.sleep(20);
+    }
+    expect(gone).toBe(true);
+    const r = await run("echo again");
+    expect(r).toMatchObject({ exit: 0, stdout: "again\n" });
+  });
+
+  test("a warm stage 2 gives the workload the sandbox's stdout and stderr and no stdin", async () => {
+    // Several in a row: each launch after the first takes a warm stage 2.
+    for (let i = 0; i < 3; i++) {
+      const r = await run(`echo out${i}; echo err${i} >&2; readlink /proc/self/fd/0; cat; echo pid $$`);
+      expect(r.exit).toBe(0);
+      expect(r.stdout).toBe(`out${i}\n/dev/null\npid 1\n`);
+      expect(r.stderr).toBe(`err${i}\n`);
     }
   });
 });
