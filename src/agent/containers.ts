@@ -300,7 +300,11 @@ export class Containers {
         ...(existsSync("/etc/resolv.conf") ? { resolv: "/etc/resolv.conf" } : {}),
         hostname: hostnameFile,
       },
-      cgroupProcs: (c.cgroup?.dirs ?? []).map((d) => join(d, "cgroup.procs")),
+      // v1: stage 2 moves only itself, the thread that will exec, by writing 0 to `tasks`; the
+      // kernel takes no global lock for that (moving a whole process, as cgroup.procs does,
+      // takes one whose first use in a while waits for an RCU grace period, ~13 ms here).
+      // exec then leaves just this thread, in the container's cgroups. v2 has no `tasks`.
+      cgroupProcs: (c.cgroup?.dirs ?? []).map((d) => join(d, this.cgroups.kind === "v1" ? "tasks" : "cgroup.procs")),
       stdout: join(c.sandbox, "stdout"),
       stderr: join(c.sandbox, "stderr"),
       statusFile: join(c.runtime, "status"),
@@ -309,11 +313,11 @@ export class Containers {
     const specPath = join(c.runtime, "launch.json");
     writeFileAtomic(specPath, JSON.stringify(spec));
 
-    // The first cgroup v1 attach in a while waits for an RCU grace period (~13 ms here): take
-    // that wait in the gc worker now, while stage 2 mounts, so its own attach finds it paid.
-    // (Starting it earlier, at the top of the launch, measured slower: a waiting attach also
-    // holds up forks and thread starts, which provisioning needs.)
-    if (c.cgroup && this.ownProcs) void this.gc.call("warmCgroups", { procs: this.ownProcs, pid: process.pid }).catch(() => {});
+    // Under cgroup v2 stage 2 moves its whole process, which takes the kernel's global
+    // threadgroup lock; its first use in a while waits for an RCU grace period (~13 ms): take
+    // that wait in the gc worker now, while stage 2 sets up, so its own attach finds it paid.
+    // (v1 needs none of this: stage 2 moves only its own thread, without that lock.)
+    if (c.cgroup && this.ownProcs && this.cgroups.kind === "v2") void this.gc.call("warmCgroups", { procs: this.ownProcs, pid: process.pid }).catch(() => {});
 
     // Normally the long-lived launcher starts stage 2 (one start of the binary per launch);
     // if it cannot be had, a stage 1 process of this container's own does the same job.

@@ -239,7 +239,9 @@ function stage2(specPath: string | undefined): number {
     return 127;
   }
   try {
-    for (const fd of cgroupFds) writeSync(fd, String(process.pid));
+    // `tasks` (cgroup v1) takes 0 for the calling thread alone, the one that execs next;
+    // cgroup.procs (v2) the whole process.
+    cgroupFds.forEach((fd, i) => writeSync(fd, spec.cgroupProcs[i]!.endsWith("/tasks") ? "0" : String(process.pid)));
   } catch (err) {
     closeSync(REPORT_FD);
     writeSync(2, `ucr: cannot join the container's cgroups: ${(err as Error).message}\n`);

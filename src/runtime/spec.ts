@@ -45,7 +45,7 @@ export interface LaunchSpec {
   user?: string;
   /** Files the agent prepared to bind over /etc/hosts, /etc/resolv.conf, /etc/hostname. */
   etc: { hosts?: string; resolv?: string; hostname: string };
-  /** cgroup.procs files stage 2 writes its pid to before setting up (resource limits). */
+  /** The container's cgroups, joined by stage 2 right before exec: v1 `tasks` files (it writes 0: itself), v2 cgroup.procs (its pid). */
   cgroupProcs: string[];
   /** The sandbox files the workload's stdout and stderr go to. */
   stdout?: string;
