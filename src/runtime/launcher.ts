@@ -61,6 +61,22 @@ export async function launcherMain(args: readonly string[]): Promise<number> {
     }
   };
 
+  /** Hands `specPath` to the warm stage 2, if there is a live one; undefined: start one cold. */
+  const takeWarm = (specPath: string): Bun.Subprocess | undefined => {
+    const w = warm;
+    warm = undefined;
+    if (!w || w.exitCode !== null || w.signalCode !== null) return undefined;
+    try {
+      w.stdin.write(`${specPath}\n`);
+      w.stdin.end();
+    } catch {
+      w.kill("SIGKILL"); // died under us: this launch goes cold
+      return undefined;
+    }
+    w.ref();
+    return w;
+  };
+
   async function launch(req: LaunchRequest): Promise<LaunchReply> {
     let spec: LaunchSpec;
     let out: number | undefined;
@@ -68,12 +84,9 @@ export async function launcherMain(args: readonly string[]): Promise<number> {
     let child: Bun.Subprocess;
     try {
       spec = (await Bun.file(req.spec).json()) as LaunchSpec;
-      if (spec.parentPid === undefined && warm && warm.exitCode === null && warm.signalCode === null) {
-        child = warm;
-        warm = undefined;
-        child.ref();
-        (child as ReturnType<typeof spawnWarmStage2>).stdin.write(`${req.spec}\n`);
-        (child as ReturnType<typeof spawnWarmStage2>).stdin.end();
+      const ready = spec.parentPid === undefined ? takeWarm(req.spec) : undefined;
+      if (ready) {
+        child = ready;
       } else {
         out = openSync(spec.stdout!, "a", 0o640);
         err = openSync(spec.stderr!, "a", 0o640);
