@@ -28,27 +28,33 @@ async function agentMain(args: readonly string[]): Promise<void> {
     return;
   }
   const agent = new Agent(flags);
-  try {
-    await agent.start();
-  } catch (err) {
-    if (err instanceof StartupError) fail(`ucr agent: ${err.message}`, 1);
-    throw err;
-  }
+  // Handlers first: a SIGTERM during start-up (the "listening" line is out before start()
+  // returns) must stop the agent cleanly, once it has started, not kill it.
   let stopping = false;
+  let started: Promise<void> | undefined;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
     log.info(`received ${signal}`);
-    agent.stop().then(
-      () => process.exit(0),
-      (err) => {
-        log.error(`stopping failed: ${(err as Error).message}`);
-        process.exit(1);
-      },
-    );
+    (started ?? Promise.resolve())
+      .then(() => agent.stop())
+      .then(
+        () => process.exit(0),
+        (err) => {
+          log.error(`stopping failed: ${(err as Error).message}`);
+          process.exit(1);
+        },
+      );
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
+  started = agent.start();
+  try {
+    await started;
+  } catch (err) {
+    if (err instanceof StartupError) fail(`ucr agent: ${err.message}`, 1);
+    throw err;
+  }
 }
 
 function versionMain(): void {

@@ -59,3 +59,14 @@ test("an idle agent stops on SIGTERM with exit 0", async () => {
   expect(await agent.stop("SIGTERM")).toBe(0);
   expect(agent.log()).toContain("agent stopped");
 });
+
+test("a SIGTERM right as the agent says it listens still stops it cleanly (exit 0), every time", async () => {
+  // The handlers are in place before start-up, so there is no moment where the default
+  // action (death by signal, 143) applies.
+  const codes: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const agent = await startAgent();
+    codes.push(await agent.stop("SIGTERM"));
+  }
+  expect(codes).toEqual([0, 0, 0, 0, 0]);
+});
