@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what ucr needs to build and test on a Debian machine that has node and npm:
+# Installs what ucr needs to build and test on a fresh Debian machine (npm too, if missing):
 # Bun (pinned in .bun-version, from the npm registry), the Debian packages the tests use,
 # and the project's locked dependencies. Safe to run again: it skips what is there.
 set -euo pipefail
@@ -10,6 +10,9 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 # Debian packages the tests and the quickstart use.
 APT_PACKAGES=(ca-certificates curl docker-registry skopeo umoci busybox-static apache2-utils openssl zstd libcap2-bin tar gzip)
+
+# Bun comes from the npm registry: without npm, Debian's npm (and nodejs) come too.
+if ! command -v npm >/dev/null 2>&1; then APT_PACKAGES+=(npm); fi
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
