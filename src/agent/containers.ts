@@ -283,6 +283,7 @@ export class Containers {
     const hostnameFile = join(c.runtime, "hostname");
     const hostname = c.id.value.slice(0, 63);
     writeFileSync(hostnameFile, `${hostname}\n`);
+    const cgroupJoin = c.cgroup?.join();
     const spec: LaunchSpec = {
       id: c.key,
       hostname,
@@ -300,11 +301,7 @@ export class Containers {
         ...(existsSync("/etc/resolv.conf") ? { resolv: "/etc/resolv.conf" } : {}),
         hostname: hostnameFile,
       },
-      // v1: stage 2 moves only itself, the thread that will exec, by writing 0 to `tasks`; the
-      // kernel takes no global lock for that (moving a whole process, as cgroup.procs does,
-      // takes one whose first use in a while waits for an RCU grace period, ~13 ms here).
-      // exec then leaves just this thread, in the container's cgroups. v2 has no `tasks`.
-      cgroupProcs: (c.cgroup?.dirs ?? []).map((d) => join(d, this.cgroups.kind === "v1" ? "tasks" : "cgroup.procs")),
+      ...(cgroupJoin ? { cgroupJoin } : {}),
       stdout: join(c.sandbox, "stdout"),
       stderr: join(c.sandbox, "stderr"),
       statusFile: join(c.runtime, "status"),
@@ -313,11 +310,10 @@ export class Containers {
     const specPath = join(c.runtime, "launch.json");
     writeFileAtomic(specPath, JSON.stringify(spec));
 
-    // Under cgroup v2 stage 2 moves its whole process, which takes the kernel's global
-    // threadgroup lock; its first use in a while waits for an RCU grace period (~13 ms): take
-    // that wait in the gc worker now, while stage 2 sets up, so its own attach finds it paid.
-    // (v1 needs none of this: stage 2 moves only its own thread, without that lock.)
-    if (c.cgroup && this.ownProcs && this.cgroups.kind === "v2") void this.gc.call("warmCgroups", { procs: this.ownProcs, pid: process.pid }).catch(() => {});
+    // A whole-process move takes the kernel's threadgroup lock, whose first use in a while
+    // waits for an RCU grace period (~13 ms): take that wait in the gc worker now, while
+    // stage 2 sets up, so its own move finds it paid. (A thread move, v1, takes no such lock.)
+    if (cgroupJoin?.move === "process" && this.ownProcs) void this.gc.call("warmCgroups", { procs: this.ownProcs, pid: process.pid }).catch(() => {});
 
     // Normally the long-lived launcher starts stage 2 (one start of the binary per launch);
     // if it cannot be had, a stage 1 process of this container's own does the same job.

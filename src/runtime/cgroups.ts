@@ -4,6 +4,7 @@
 // limit; usage and OOM kills read back for WAIT_CONTAINER and GET_CONTAINERS.
 import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import type { CgroupJoin } from "./spec.ts";
 
 export type CgroupLayout = { kind: "v2"; root: string } | { kind: "v1"; cpu: string; cpuacct: string; memory: string } | { kind: "none"; why: string };
 
@@ -41,6 +42,19 @@ export class ContainerCgroup {
     readonly layout: CgroupLayout,
     readonly dirs: string[],
   ) {}
+
+  /**
+   * How the init stage joins, right before exec. v1: 0 to each `tasks` file, which moves
+   * only the calling thread (the one that execs next; exec leaves it alone) and takes no
+   * global lock; moving a whole process (cgroup.procs) takes the kernel's threadgroup lock,
+   * whose first writer in a while waits for an RCU grace period (~13 ms here). v2 has no
+   * `tasks`: the pid to cgroup.procs.
+   */
+  join(): CgroupJoin {
+    return this.layout.kind === "v1"
+      ? { files: this.dirs.map((d) => join(d, "tasks")), move: "thread" }
+      : { files: this.dirs.map((d) => join(d, "cgroup.procs")), move: "process" };
+  }
 
   static create(layout: CgroupLayout, parent: string, name: string, limits: Limits): ContainerCgroup | undefined {
     if (layout.kind === "none") return undefined;

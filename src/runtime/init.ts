@@ -183,7 +183,7 @@ function stage2(specPath: string | undefined): number {
     // opened now, as /sys/fs/cgroup is not inside the container): everything this runtime
     // allocates stays charged outside and is freed by exec, so even a small memory limit
     // holds only the workload.
-    cgroupFds = (spec.cgroupProcs ?? []).map((p) => {
+    cgroupFds = (spec.cgroupJoin?.files ?? []).map((p) => {
       const fd = openSync(p, "w");
       setCloexec(fd);
       return fd;
@@ -239,9 +239,8 @@ function stage2(specPath: string | undefined): number {
     return 127;
   }
   try {
-    // `tasks` (cgroup v1) takes 0 for the calling thread alone, the one that execs next;
-    // cgroup.procs (v2) the whole process.
-    cgroupFds.forEach((fd, i) => writeSync(fd, spec.cgroupProcs[i]!.endsWith("/tasks") ? "0" : String(process.pid)));
+    const who = spec.cgroupJoin?.move === "thread" ? "0" : String(process.pid);
+    for (const fd of cgroupFds) writeSync(fd, who);
   } catch (err) {
     closeSync(REPORT_FD);
     writeSync(2, `ucr: cannot join the container's cgroups: ${(err as Error).message}\n`);

@@ -27,6 +27,12 @@ export interface VolumeSpec {
   lowers?: string[];
 }
 
+/** Files to write to and what: "thread" writes 0 (the calling thread only), "process" the pid. */
+export interface CgroupJoin {
+  files: string[];
+  move: "thread" | "process";
+}
+
 export interface LaunchSpec {
   /** "parent.child" ContainerID chain, for messages. */
   id: string;
@@ -45,8 +51,8 @@ export interface LaunchSpec {
   user?: string;
   /** Files the agent prepared to bind over /etc/hosts, /etc/resolv.conf, /etc/hostname. */
   etc: { hosts?: string; resolv?: string; hostname: string };
-  /** The container's cgroups, joined by stage 2 right before exec: v1 `tasks` files (it writes 0: itself), v2 cgroup.procs (its pid). */
-  cgroupProcs: string[];
+  /** The container's cgroups, joined by stage 2 right before exec (see ContainerCgroup.join). */
+  cgroupJoin?: CgroupJoin;
   /** The sandbox files the workload's stdout and stderr go to. */
   stdout?: string;
   stderr?: string;
