@@ -6,7 +6,7 @@
 // Prints two markdown tables (latency: median, p95, min of N runs and peer/ucr ratios; memory of
 // the agent and of one running container) and writes them to bench/results/launch-<date>.md.
 // Everything it makes lives in one temp dir (short path: podman's runroot must be < 50 chars).
-import { mountsUnder } from "./lib.ts";
+import { mountsUnder, runBench, writeResult } from "./lib.ts";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, cpus, loadavg, release, totalmem } from "node:os";
 import { dirname, join } from "node:path";
@@ -29,7 +29,6 @@ const PROBES = quick ? 5 : 15;
 
 const ROOT = dirname(import.meta.dir);
 const BUILT_UCR = join(ROOT, "dist", "ucr");
-const RESULTS_DIR = join(import.meta.dir, "results");
 const PATH = process.env.PATH ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 // A container start that takes this long is broken, not slow.
 const TIMEOUT_MS = 60_000;
@@ -1070,21 +1069,7 @@ async function main(): Promise<void> {
     "",
   ].join("\n");
   console.log(`\n${out}`);
-  mkdirSync(RESULTS_DIR, { recursive: true });
-  // A --quick or short run must not overwrite the day's full one.
-  const file = join(RESULTS_DIR, `launch-${new Date().toISOString().slice(0, 10)}${quick || RUNS < 50 ? "-quick" : ""}.md`);
-  writeFileSync(file, out);
-  console.error(`wrote ${file} (total ${((performance.now() - started) / 1000).toFixed(0)}s)`);
+  writeResult("launch", out, quick || RUNS < 50, started);
 }
 
-let exitCode = 0;
-try {
-  await main();
-} catch (e) {
-  // An interrupt is reported by its signal handler; a stack trace would only be noise.
-  if (!cleaning) console.error(`bench/launch.ts: ${(e as Error).stack ?? e}`);
-  exitCode = 1;
-} finally {
-  await cleanup();
-}
-process.exit(exitCode);
+await runBench("bench/launch.ts", main, cleanup, () => cleaning !== undefined);

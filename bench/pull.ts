@@ -5,7 +5,7 @@
 //
 // Prints a markdown table (median and min of N runs, peer/ucr ratio) and writes it to
 // bench/results/pull-<date>.md. The big image is built once into /tmp/ucr-bench-cache.
-import { mountsUnder } from "./lib.ts";
+import { mountsUnder, runBench, writeResult } from "./lib.ts";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, cpus, loadavg, release, totalmem } from "node:os";
 import { dirname, join } from "node:path";
@@ -29,7 +29,6 @@ const BUILT_UCR = join(ROOT, "dist", "ucr");
 // The binary measured: a private copy of dist/ucr taken at start, so a rebuild during the run
 // (bun run test builds it) neither changes what is measured nor removes it mid-run.
 let UCR = BUILT_UCR;
-const RESULTS_DIR = join(import.meta.dir, "results");
 const CACHE = "/tmp/ucr-bench-cache";
 // Bump when the image recipe changes, so a stale cache is rebuilt rather than measured.
 const CACHE_VERSION = "big-v1";
@@ -733,21 +732,7 @@ async function main(): Promise<void> {
   ];
   const text = report(rows, header);
   console.log(`\n${text}`);
-  mkdirSync(RESULTS_DIR, { recursive: true });
-  // A --quick or --runs 1 result must not overwrite the day's full one.
-  const file = join(RESULTS_DIR, `pull-${new Date().toISOString().slice(0, 10)}${RUNS === 1 ? "-quick" : ""}.md`);
-  writeFileSync(file, text);
-  console.error(`wrote ${file} (total ${((performance.now() - started) / 1000).toFixed(0)}s)`);
+  writeResult("pull", text, RUNS === 1, started);
 }
 
-let exitCode = 0;
-try {
-  await main();
-} catch (e) {
-  // An interrupt is reported by its signal handler; a stack trace would only be noise.
-  if (!cleaning) console.error(`bench/pull.ts: ${(e as Error).stack ?? e}`);
-  exitCode = 1;
-} finally {
-  await cleanup();
-}
-process.exit(exitCode);
+await runBench("bench/pull.ts", main, cleanup, () => cleaning !== undefined);
