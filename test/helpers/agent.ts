@@ -3,6 +3,7 @@
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { waitForPort } from "./async.ts";
 
 export const ROOT = join(import.meta.dir, "..", "..");
 export const UCR = join(ROOT, "dist", "ucr");
@@ -67,17 +68,7 @@ export async function startAgent(options: StartOptions = {}): Promise<RunningAge
     for await (const chunk of proc.stderr) stderr += decoder.decode(chunk, { stream: true });
   })();
 
-  const deadline = Date.now() + 15_000;
-  let port = 0;
-  while (Date.now() < deadline) {
-    const m = /agent listening on http:\/\/[^\s]*:(\d+)/.exec(stderr);
-    if (m) {
-      port = Number(m[1]);
-      break;
-    }
-    if (proc.exitCode !== null) break;
-    await Bun.sleep(20);
-  }
+  const port = await waitForPort(() => stderr, /agent listening on http:\/\/[^\s]*:(\d+)/, proc);
   if (!port) {
     proc.kill("SIGKILL");
     await proc.exited;

@@ -7,6 +7,7 @@ import { createHash, createPrivateKey, createPublicKey, randomBytes, sign, type 
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { tempDir } from "./agent.ts";
+import { waitForPort } from "./async.ts";
 
 export type RegistryAuth = "none" | "basic" | "token";
 
@@ -336,17 +337,8 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
     rmSync(dir, { recursive: true, force: true });
   };
 
-  let port = 0;
   const deadline = Date.now() + 15_000;
-  while (Date.now() < deadline) {
-    const m = /listening on 127\.0\.0\.1:(\d+)/.exec(output);
-    if (m) {
-      port = Number(m[1]);
-      break;
-    }
-    if (proc.exitCode !== null) break;
-    await Bun.sleep(20);
-  }
+  const port = await waitForPort(() => output, /listening on 127\.0\.0\.1:(\d+)/, proc, deadline);
   if (!port) {
     await cleanup();
     throw new Error(`docker-registry did not start (exit ${proc.exitCode}):\n${output}`);
