@@ -54,10 +54,9 @@ async function call(body: unknown): Promise<{ status: number; text: string; json
 }
 
 let n = 0;
-/** Launch `script` in alpine, wait, and return the exit status and sandbox output. */
-async function run(script: string, extra: Record<string, unknown> = {}, image = "alpine") {
-  const id = `t${n++}`;
-  const launch = await call({
+/** LAUNCH_CONTAINER of `script` in `image` (alpine), not waiting for it. */
+function start(id: string, script: string, extra: Record<string, unknown> = {}, image = "alpine") {
+  return call({
     type: "LAUNCH_CONTAINER",
     launch_container: {
       container_id: { value: id },
@@ -66,6 +65,12 @@ async function run(script: string, extra: Record<string, unknown> = {}, image = 
       ...extra,
     },
   });
+}
+
+/** Launch `script` in alpine, wait, and return the exit status and sandbox output. */
+async function run(script: string, extra: Record<string, unknown> = {}, image = "alpine") {
+  const id = `t${n++}`;
+  const launch = await start(id, script, extra, image);
   expect({ status: launch.status, text: launch.text }).toEqual({ status: 200, text: "" });
   const wait = await call({ type: "WAIT_CONTAINER", wait_container: { container_id: { value: id } } });
   expect(wait.status).toBe(200);
@@ -130,15 +135,8 @@ describe.skipIf(!isRoot)("standalone containers (need root: namespaces and mount
 
   test("KILL_CONTAINER delivers the signal it names to the workload", async () => {
     const id = `sig${n++}`;
-    const launch = await call({
-      type: "LAUNCH_CONTAINER",
-      launch_container: {
-        container_id: { value: id },
-        // PID 1 gets only signals it handles: trap TERM, as an init-aware workload would.
-        command: { value: "trap 'echo got-term; exit 7' TERM; echo ready; while true; do sleep 0.05; done" },
-        container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "alpine" } } } },
-      },
-    });
+    // PID 1 gets only signals it handles: trap TERM, as an init-aware workload would.
+    const launch = await start(id, "trap 'echo got-term; exit 7' TERM; echo ready; while true; do sleep 0.05; done");
     expect(launch.status).toBe(200);
     const stdout = join(agent.workDir, "containers", id, "stdout");
     for (let i = 0; i < 200 && !readFileSync(stdout, "utf8").includes("ready"); i++) await Bun.sleep(10);
@@ -534,17 +532,7 @@ describe.skipIf(!isRoot)("the launcher and its warm init stage (need root)", () 
 
   test("one launcher parents every workload; a stage 2 started ahead waits in its own PID namespace", async () => {
     const ids = [`w${n++}`, `w${n++}`];
-    for (const id of ids) {
-      const launch = await call({
-        type: "LAUNCH_CONTAINER",
-        launch_container: {
-          container_id: { value: id },
-          command: { value: "exec sleep 30" },
-          container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "alpine" } } } },
-        },
-      });
-      expect(launch.status).toBe(200);
-    }
+    for (const id of ids) expect((await start(id, "exec sleep 30")).status).toBe(200);
     const pids = ids.map((id) => Number(readFileSync(join(agent.workDir, "run", "containers", id, "pid"), "utf8")));
     const parents = pids.map((pid) => Number(/^PPid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]));
     expect(parents[0]).toBe(parents[1]!);
