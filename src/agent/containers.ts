@@ -10,15 +10,15 @@ import type { Backend, LoadedFlags } from "../config/flags.ts";
 import { AppcStore } from "../images/appc.ts";
 import { BackendError, chooseBackend, provision } from "../images/backends.ts";
 import type { ImageService } from "../images/service.ts";
-import { writeFileAtomic } from "../images/store.ts";
 import { log } from "../log.ts";
 import { ContainerCgroup, detectCgroups, ownProcsFile, type CgroupLayout } from "../runtime/cgroups.ts";
 import { FetchError, fetchUris } from "./fetcher.ts";
 import { CommandError, resolveCommand } from "../runtime/command.ts";
 import { LauncherClient } from "../runtime/launcher.ts";
 import { selfCommand, type LaunchSpec, type VolumeSpec } from "../runtime/spec.ts";
+import { writeStateFile } from "../runtime/state.ts";
 import type { WorkerClient } from "../workers/rpc.ts";
-import { alive } from "../util/process.ts";
+import { bootId, startTime, stillRunning } from "../util/process.ts";
 
 export class ContainerError extends Error {
   constructor(
@@ -41,6 +41,8 @@ export interface Container {
   provisionerDir?: string;
   /** Host pid of the workload (PID 1 in its namespace) once it runs. */
   pid?: number;
+  /** When that process started (clock ticks since boot): tells it from a later one with its pid. */
+  pidStart?: number;
   /** Raw wait(2) status once it exited; undefined if no process ran. */
   exitStatus?: number;
   message?: string;
@@ -308,7 +310,7 @@ export class Containers {
       pidFile: join(c.runtime, "pid"),
     };
     const specPath = join(c.runtime, "launch.json");
-    writeFileAtomic(specPath, JSON.stringify(spec));
+    writeStateFile(specPath, JSON.stringify(spec));
 
     // A whole-process move takes the kernel's threadgroup lock, whose first use in a while
     // waits for an RCU grace period (~13 ms): take that wait in the gc worker now, while
@@ -333,6 +335,7 @@ export class Containers {
       c.pid = started.pid;
     }
     c.state = "RUNNING";
+    c.pidStart = startTime(c.pid);
     this.checkpoint(c);
     log.info(`container ${c.key} running (pid ${c.pid}${c.image ? `, image ${c.image}` : ""}, ${this.backend})`);
     // Not our child either way: the status file the launcher (or stage 1) writes says when it ends.
@@ -393,6 +396,8 @@ export class Containers {
       runtime: c.runtime,
       ...(c.provisionerDir ? { provisionerDir: c.provisionerDir } : {}),
       ...(c.pid !== undefined ? { pid: c.pid } : {}),
+      ...(c.pidStart !== undefined ? { pidStart: c.pidStart } : {}),
+      bootId: bootId(),
       ...(c.image ? { image: c.image } : {}),
       ...(c.cgroup && c.cgroup !== c.parent?.cgroup ? { cgroups: c.cgroup.dirs } : {}),
       ...(c.limits ? { limits: c.limits } : {}),
@@ -402,7 +407,7 @@ export class Containers {
       ...(c.imageRef ? { imageRef: c.imageRef } : {}),
       launchedAt: c.launchedAt,
     };
-    writeFileAtomic(join(c.runtime, "container.json"), JSON.stringify(record));
+    writeStateFile(join(c.runtime, "container.json"), JSON.stringify(record));
   }
 
   /**
@@ -443,6 +448,7 @@ export class Containers {
         runtime: dir,
         ...(record.provisionerDir ? { provisionerDir: record.provisionerDir } : {}),
         ...(record.pid !== undefined ? { pid: record.pid } : {}),
+        ...(record.pidStart !== undefined ? { pidStart: record.pidStart } : {}),
         ...(record.image ? { image: record.image } : {}),
         ...(record.cgroups ? { cgroup: ContainerCgroup.existing(this.cgroups, record.cgroups) } : {}),
         ...(record.limits ? { limits: record.limits } : {}),
@@ -459,7 +465,12 @@ export class Containers {
       this.table.set(c.key, c);
       if (parent && c.cgroup === undefined) c.cgroup = parent.cgroup;
       const statusFile = join(dir, "status");
-      if (existsSync(statusFile) || record.pid === undefined || !alive(record.pid)) {
+      // Its processes ended with the host if the host booted since; and a pid that is alive
+      // but started at another time belongs to some later process.
+      const rebooted = record.bootId !== undefined && record.bootId !== bootId();
+      const gone = record.pid === undefined || !stillRunning(record.pid, record.pidStart);
+      if (rebooted && !existsSync(statusFile)) c.message = "The host restarted while the container was running";
+      if (rebooted || existsSync(statusFile) || gone) {
         this.exited(c, settle);
         result.exited++;
       } else {
@@ -487,7 +498,7 @@ export class Containers {
         this.exited(c, settle);
         return stop();
       }
-      if (c.pid !== undefined && !alive(c.pid)) {
+      if (c.pid !== undefined && !stillRunning(c.pid, c.pidStart)) {
         deadSince ??= Date.now();
         // Stage 1 writes the status just after the workload dies; give it a moment.
         if (Date.now() - deadSince > 2000) {
@@ -624,6 +635,9 @@ interface Checkpoint {
   runtime: string;
   provisionerDir?: string;
   pid?: number;
+  pidStart?: number;
+  /** The kernel boot the container was launched in (absent in checkpoints of ucr < 0.2). */
+  bootId?: string;
   image?: string;
   cgroups?: string[];
   limits?: { cpus?: number; memBytes?: number; diskBytes?: number };

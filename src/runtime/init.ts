@@ -25,9 +25,9 @@ import {
   setns,
   unshare,
 } from "../ffi/libc.ts";
-import { writeFileAtomic } from "../images/store.ts";
 import { enterParentRoot, enterRootfs, mountHostProc, mountVolumes } from "./mounts.ts";
 import { selfCommand, type LaunchSpec } from "./spec.ts";
+import { writeStateFile } from "./state.ts";
 import { dropPrivileges, resolveUser } from "./user.ts";
 
 const REPORT_FD = 3;
@@ -132,13 +132,13 @@ async function stage1(specPath: string): Promise<number> {
     return 1;
   }
   // The pid file first: the agent reads it as soon as fd 3 reaches EOF, which needs our copy closed.
-  writeFileAtomic(spec.pidFile, `${child.pid}\n`);
+  writeStateFile(spec.pidFile, `${child.pid}\n`);
   closeSync(REPORT_FD); // only stage 2 (until exec) holds it now
   for (const sig of ["SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGQUIT"] as const) {
     process.on(sig, () => child.kill(sig));
   }
   await child.exited;
-  writeFileAtomic(spec.statusFile, `${waitStatus(child)}\n`);
+  writeStateFile(spec.statusFile, `${waitStatus(child)}\n`);
   return 0;
 }
 

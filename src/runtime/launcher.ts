@@ -8,9 +8,9 @@
 // file path); reply {id, pid} once the workload runs, or {id, error} if setup failed.
 import { closeSync, existsSync, openSync, rmSync } from "node:fs";
 import { setParentDeathSignal } from "../ffi/libc.ts";
-import { writeFileAtomic } from "../images/store.ts";
 import { spawnStage2, spawnWarmStage2, waitStatus } from "./init.ts";
 import type { LaunchSpec } from "./spec.ts";
+import { writeStateFile } from "./state.ts";
 
 const IDLE_EXIT_MS = 10_000;
 
@@ -101,10 +101,10 @@ export async function launcherMain(args: readonly string[]): Promise<number> {
     children++;
     if (idleTimer) clearTimeout(idleTimer);
     // Before the reply: the agent reads the pid file as soon as it hears the workload runs.
-    writeFileAtomic(spec.pidFile, `${child.pid}\n`);
+    writeStateFile(spec.pidFile, `${child.pid}\n`);
     void child.exited.then(() => {
       const status = waitStatus(child);
-      writeFileAtomic(spec.statusFile, `${status}\n`);
+      writeStateFile(spec.statusFile, `${status}\n`);
       const event = `${JSON.stringify({ exited: req.spec, status } satisfies ExitEvent)}\n`;
       for (const s of connected) s.write(event);
       children--;
