@@ -193,12 +193,12 @@ const F_GETFD = 1;
 const F_SETFD = 2;
 const FD_CLOEXEC = 1;
 
-/** Marks a descriptor close-on-exec (so exec closes it: the launch's "it is running" signal). */
 /** Makes `to` a copy of `from` (closing what `to` was), as a shell's `to>&from`. */
 export function dup2(from: number, to: number): void {
   check(libc.symbols.dup2(from, to), "dup2", `fd ${from} -> ${to}`);
 }
 
+/** Marks a descriptor close-on-exec (so exec closes it: the launch's "it is running" signal). */
 export function setCloexec(fd: number): void {
   const flags = libc.symbols.fcntl(fd, F_GETFD, 0);
   check(flags, "fcntl", `fd ${fd}`);
