@@ -614,6 +614,7 @@ async function perfProbe(a: Agent, ucr: string, dir: string): Promise<string[]> 
   const umounts = new Map<number, bigint>(); // last umount2 return per process
   const attaches = new Map<number, bigint[]>(); // attached pid -> times its cgroup moves completed
   const writes1 = new Map<number, bigint>(); // first one-byte write per process
+  const writes1All = new Map<number, bigint[]>(); // every one-byte write per process
   const exits = new Map<number, bigint>(); // tgid -> last thread exit
   for (const e of events) {
     if (e.event === "sched:sched_process_fork") {
@@ -630,6 +631,7 @@ async function perfProbe(a: Agent, ucr: string, dir: string): Promise<string[]> 
       umounts.set(e.pid, e.t);
     } else if (e.event === "syscalls:sys_enter_write") {
       if (!writes1.has(e.pid)) writes1.set(e.pid, e.t);
+      writes1All.set(e.pid, [...(writes1All.get(e.pid) ?? []), e.t]);
     } else if (e.event === "cgroup:cgroup_attach_task") {
       // The task moved, not the writer (the same here: stage 2 joins by itself).
       const moved = Number(/ pid=(\d+)/.exec(e.trace)?.[1] ?? e.pid);
@@ -702,6 +704,8 @@ async function perfProbe(a: Agent, ucr: string, dir: string): Promise<string[]> 
     // The launcher model: the workload's stage 2 is a child of the launcher, started before
     // the request; it is the process that execs /bin/true between request and response.
     const lrows: number[][] = LAUNCHER_PHASES.map(() => []);
+    // Per launch: stage 2's one-byte writes and its cgroup moves before the exec.
+    const joins: { writes: number; moves: number }[] = [];
     for (const p of probes) {
       const s2 = [...execs.entries()].find(([, ex]) => ex.some((x) => (x.file === "/bin/true" || x.file === "/usr/bin/true") && x.t >= p.t0 && x.t <= p.t1))?.[0];
       if (s2 === undefined || execs.get(s2)!.every((x) => x.file !== ucr)) continue;
@@ -718,6 +722,8 @@ async function perfProbe(a: Agent, ucr: string, dir: string): Promise<string[]> 
       const ts = marks as bigint[];
       const d = (x: bigint, y: bigint) => Number(y - x) / 1e6;
       [...[0, 1, 2, 3, 4, 5].map((i) => d(ts[i]!, ts[i + 1]!)), d(wexec, p.t1), d(wexec, wexit), d(wexit, p.t2)].forEach((v, i) => lrows[i]!.push(v));
+      const inLaunch = (xs: bigint[] | undefined) => (xs ?? []).filter((t) => t >= p.t0 && t <= wexec).length;
+      joins.push({ writes: inLaunch(writes1All.get(s2)), moves: inLaunch(attaches.get(s2)) });
       matched++;
     }
     if (matched === 0) return [`(perf probe: none of ${probes.length} launches could be matched to kernel events; ${events.length} events seen)`];
@@ -730,6 +736,11 @@ async function perfProbe(a: Agent, ucr: string, dir: string): Promise<string[]> 
     LAUNCHER_PHASES.forEach((name, i) => out.push(`| ${i + 1}. ${name} | ${ms(median(lrows[i]!))} | ${ms(pct(lrows[i]!, 95))} |`));
     const total = probes.map((p) => Number(p.t2 - p.t0) / 1e6);
     out.push("", `(LAUNCH + WAIT: median ${ms(median(total))} ms. Phases 7-9 overlap: the LAUNCH response and the workload's exit are each measured from its exec. Client and kernel clocks aligned within ±${(Number(width) / 2e6).toFixed(2)} ms.)`);
+    const kinds = [...new Set(joins.map((j) => `${j.writes} one-byte write(s) and ${j.moves} cgroup move(s)`))];
+    out.push(
+      "",
+      `Cgroup joins seen per launch (stage 2, before its exec): ${kinds.join("; or ")}. A one-byte write to a v1 \`tasks\` file is \`0\`: it moves the writing thread only, which the kernel does without its threadgroup lock in either lock mode (kernel/cgroup/cgroup.c, cgroup_procs_write_start); a pid written to cgroup.procs (several bytes) would take it.`,
+    );
     return out;
   }
   const out = [
