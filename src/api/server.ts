@@ -31,6 +31,19 @@ export interface ApiServer {
   drain(): Promise<void>;
 }
 
+/**
+ * Elysia finds a request's path at the first '/' from index 11 of its URL, which assumes a
+ * host of 4 characters or more after "http://": an agent reached by a short name (`ucr`, a
+ * compose service; `a1`) answered 404 to everything. Such a request goes on with a longer,
+ * equivalent origin; its Host header is left as the client sent it.
+ */
+function routable(request: Request): Request {
+  const url = request.url;
+  const pathAt = url.indexOf("/", url.indexOf("//") + 2);
+  if (pathAt >= 11) return request;
+  return new Request(`http://localhost${pathAt < 0 ? "/" : url.slice(pathAt)}`, request);
+}
+
 export function startApiServer(agent: Agent): ApiServer {
   const { ip, port, authenticate_http_readwrite, http_credentials } = agent.flags.values;
   const authenticator =
@@ -141,10 +154,9 @@ export function startApiServer(agent: Agent): ApiServer {
         return served(request, async () => textResponse(404, `No endpoint at ${new URL(request.url).pathname}`));
       }
       return undefined;
-    })
-    .listen({ hostname: ip, port });
-
-  const server = app.server!;
+    });
+  // Bun's server directly (not Elysia's listen), so every request passes routable() first.
+  const server = Bun.serve({ hostname: ip, port, fetch: (request) => app.handle(routable(request)) });
   return {
     port: server.port!,
     hostname: ip,

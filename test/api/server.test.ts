@@ -226,6 +226,20 @@ describe("transport errors", () => {
     expect(status).toMatch(/^HTTP\/1\.1 413/);
   });
 
+  test("an agent reached by a short host name routes like any other (Host: a, ucr)", async () => {
+    for (const host of ["a", "ucr", "127.0.0.1"]) {
+      const body = '{"type":"GET_HEALTH"}';
+      const status = await rawRequest(
+        agent.port,
+        `POST /api/v1 HTTP/1.1\r\nHost: ${host}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n`,
+        (write) => write(body),
+      );
+      expect({ host, status }).toEqual({ host, status: "HTTP/1.1 200 OK" });
+    }
+    const missing = await rawRequest(agent.port, "GET /nowhere HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", () => {});
+    expect(missing).toBe("HTTP/1.1 404 Not Found");
+  });
+
   test("unknown paths are 404", async () => {
     await expectText(await fetch(`${agent.url}/api/v2`), 404, /No endpoint at \/api\/v2/);
   });
