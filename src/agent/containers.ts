@@ -85,8 +85,8 @@ export class Containers {
   /** The agent's own cgroup.procs (for warming the kernel's cgroup lock before a launch). */
   private readonly ownProcs: string | undefined;
   private readonly launcher: LauncherClient;
-  /** How to settle a running container now (set by watchExit). */
-  private readonly settle = new Map<string, () => void>();
+  /** How to settle a running container now, with its wait status if known (set by watchExit). */
+  private readonly settle = new Map<string, (status?: number) => void>();
 
   constructor(
     private readonly flags: LoadedFlags,
@@ -99,11 +99,8 @@ export class Containers {
     this.cgroups = detectCgroups();
     this.ownProcs = ownProcsFile(this.cgroups);
     const socket = join(f.runtime_dir, "launcher.sock");
-    this.launcher = new LauncherClient(socket, selfCommand("__launcher", socket), (specPath) => {
-      // The launcher tells us at once; the status file watch is the fallback.
-      const c = this.list().find((x) => join(x.runtime, "launch.json") === specPath);
-      if (c) this.settle.get(c.key)?.();
-    });
+    // The launcher tells us at once when a workload ends; the status file watch is the fallback.
+    this.launcher = new LauncherClient(socket, selfCommand("__launcher", socket), (key, status) => this.settle.get(key)?.(status));
     this.appc = new AppcStore({ prefix: f.appc_simple_discovery_uri_prefix, storeDir: f.appc_store_dir, maxBytes: f.docker_max_layer_size });
   }
 
@@ -367,11 +364,11 @@ export class Containers {
     return { pid: Number(readFileSync(spec.pidFile, "utf8").trim()) };
   }
 
-  /** Reads the status the init stage wrote and settles the container. */
-  private exited(c: Container, done: () => void): void {
+  /** Settles the container with `status`, or else the one the init stage wrote. */
+  private exited(c: Container, done: () => void, status?: number): void {
     if (c.state === "EXITED") return;
     try {
-      c.exitStatus = Number(readFileSync(join(c.runtime, "status"), "utf8").trim());
+      c.exitStatus = status ?? Number(readFileSync(join(c.runtime, "status"), "utf8").trim());
     } catch {
       c.exitStatus = 9; // Mesos: no status written means it was killed
     }
@@ -510,9 +507,10 @@ export class Containers {
     const watcher = watch(c.runtime, () => check());
     const timer = setInterval(check, 250);
     timer.unref();
-    this.settle.set(c.key, () => {
-      this.settle.delete(c.key);
-      check();
+    this.settle.set(c.key, (status) => {
+      if (status === undefined) return check();
+      this.exited(c, settle, status);
+      stop();
     });
   }
 

@@ -120,7 +120,7 @@ export class Puller {
         record = await running;
         releaseLayers = this.store.leases.hold(record.layers.map((l) => `layer:${l}`));
       }
-      this.store.touch(key);
+      this.store.touch(record);
       if (opts.keep) {
         const layers = releaseLayers;
         opts.keep(() => {

@@ -49,20 +49,24 @@ export const ImageRecordSchema = v.looseObject({
 });
 export type ImageRecord = v.InferOutput<typeof ImageRecordSchema>;
 
-/** Writes a file so that readers see the old or the new content, never a part. */
-export function writeFileAtomic(path: string, data: string | Uint8Array): void {
+/**
+ * Writes a file so that readers see the old or the new content, never a part. `sync: false`
+ * skips the fsyncs of file and directory: still atomic for readers and for a killed writer,
+ * just not durable across a crash of the host.
+ */
+export function writeFileAtomic(path: string, data: string | Uint8Array, { sync = true } = {}): void {
   const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
   const fd = openSync(tmp, "w", 0o644);
   try {
     const buf = typeof data === "string" ? Buffer.from(data) : data;
     let off = 0;
     while (off < buf.byteLength) off += writeSync(fd, buf, off);
-    fsyncSync(fd);
+    if (sync) fsyncSync(fd);
   } finally {
     closeSync(fd);
   }
   renameSync(tmp, path);
-  syncDir(dirname(path));
+  if (sync) syncDir(dirname(path));
 }
 
 export function syncDir(dir: string): void {
@@ -250,11 +254,10 @@ export class DockerStore {
   }
 
   /** Records that an image was just used (for least-recently-used GC). */
-  touch(reference: string): void {
-    const record = this.image(reference);
+  touch(record: ImageRecord): void {
     // A minute is fine enough for least-recently-used, and spares a write (and two fsyncs)
     // on every launch.
-    if (record && Date.now() - Date.parse(record.lastUsedAt) > 60_000) {
+    if (Date.now() - Date.parse(record.lastUsedAt) > 60_000) {
       this.putImage({ ...record, lastUsedAt: new Date().toISOString() });
     }
   }

@@ -26,7 +26,9 @@ export type LaunchReply = { id: number; pid: number } | { id: number; error: str
 
 /** Sent to every connected agent when a workload ends (after its status file is written). */
 export interface ExitEvent {
-  exited: string;
+  /** The container's key (its spec's `id`). */
+  container: string;
+  /** Its raw wait status, as in the status file. */
   status: number;
 }
 
@@ -105,13 +107,18 @@ export async function launcherMain(args: readonly string[]): Promise<number> {
     if (idleTimer) clearTimeout(idleTimer);
     // Before the reply: the agent reads the pid file as soon as it hears the workload runs.
     writeStateFile(spec.pidFile, `${child.pid}\n`);
+    let warmSoon: ReturnType<typeof setTimeout> | undefined;
     void child.exited.then(() => {
       const status = waitStatus(child);
       writeStateFile(spec.statusFile, `${status}\n`);
-      const event = `${JSON.stringify({ exited: req.spec, status } satisfies ExitEvent)}\n`;
+      const event = `${JSON.stringify({ container: spec.id, status } satisfies ExitEvent)}\n`;
       for (const s of connected) s.write(event);
       children--;
       idle();
+      if (spec.parentPid === undefined) {
+        clearTimeout(warmSoon);
+        setTimeout(prepare, WARM_AFTER_EXIT_MS);
+      }
     });
     // Stage 2 reports setup errors on fd 3; exec closes it (close-on-exec): EOF means running.
     const report = (await Bun.file((child.stdio as unknown as number[])[3]!).text()).trim();
@@ -121,13 +128,7 @@ export async function launcherMain(args: readonly string[]): Promise<number> {
     // faults in, which stalls the vCPU whatever the guest's scheduler says: SCHED_IDLE for it
     // measured no better) delayed the exit report of a short workload: WAIT_CONTAINER after
     // a `/bin/true` took 1.3-2.0 ms median and ~6 ms p90, against 0.7-1.0 and 1.5 ms.
-    if (spec.parentPid === undefined) {
-      const soon = setTimeout(prepare, WARM_AFTER_EXEC_MS);
-      void child.exited.then(() => {
-        clearTimeout(soon);
-        setTimeout(prepare, WARM_AFTER_EXIT_MS);
-      });
-    }
+    if (spec.parentPid === undefined) warmSoon = setTimeout(prepare, WARM_AFTER_EXEC_MS);
     if (report !== "") {
       await child.exited;
       return { id: req.id, error: report };
@@ -186,8 +187,8 @@ export class LauncherClient {
   constructor(
     readonly socketPath: string,
     private readonly command: string[],
-    /** Told when a workload ends: its spec path and raw wait status. */
-    private readonly onExit: (specPath: string, status: number) => void = () => {},
+    /** Told when a workload ends: its container's key and raw wait status. */
+    private readonly onExit: (container: string, status: number) => void = () => {},
   ) {}
 
   private connectOnce(): Promise<Bun.Socket<undefined>> {
@@ -200,8 +201,8 @@ export class LauncherClient {
           while ((nl = this.buffer.indexOf("\n")) >= 0) {
             const message = JSON.parse(this.buffer.slice(0, nl)) as LaunchReply | ExitEvent;
             this.buffer = this.buffer.slice(nl + 1);
-            if ("exited" in message) {
-              this.onExit(message.exited, message.status);
+            if ("container" in message) {
+              this.onExit(message.container, message.status);
               continue;
             }
             this.waiting.get(message.id)?.(message);
