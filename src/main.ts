@@ -65,8 +65,26 @@ function versionMain(): void {
   process.stdout.write(`ucr ${VERSION}${build ? ` (${build})` : " (from source)"}\n`);
 }
 
+type CommandMain = (args: readonly string[]) => number | Promise<number>;
+
+/** Commands that end with an exit code, each loaded only when it runs. */
+const COMMANDS: Record<string, () => Promise<CommandMain>> = {
+  pull: async () => (await import("./cli/images.ts")).pullMain,
+  load: async () => (await import("./cli/images.ts")).loadMain,
+  images: async () => (await import("./cli/images.ts")).imagesMain,
+  run: async () => (await import("./cli/client.ts")).runMain,
+  ps: async () => (await import("./cli/client.ts")).psMain,
+  kill: async () => (await import("./cli/client.ts")).killMain,
+  rm: async () => (await import("./cli/client.ts")).rmMain,
+  prune: async () => (await import("./cli/client.ts")).pruneMain,
+  __launcher: async () => (await import("./runtime/launcher.ts")).launcherMain,
+  __init: async () => (await import("./runtime/init.ts")).initMain,
+};
+
 async function main(argv: readonly string[]): Promise<void> {
   const [command, ...rest] = argv;
+  const load = command !== undefined && Object.hasOwn(COMMANDS, command) ? COMMANDS[command] : undefined;
+  if (load) process.exit(await (await load())(rest));
   switch (command) {
     case "agent":
       return agentMain(rest);
@@ -83,26 +101,6 @@ async function main(argv: readonly string[]): Promise<void> {
       else fail(`ucr help: unknown command '${rest[0]}' (${USAGE_LINE})`, 2);
       return;
     }
-    case "pull":
-      process.exit(await (await import("./cli/images.ts")).pullMain(rest));
-    case "load":
-      process.exit(await (await import("./cli/images.ts")).loadMain(rest));
-    case "images":
-      process.exit((await import("./cli/images.ts")).imagesMain(rest));
-    case "run":
-      process.exit(await (await import("./cli/client.ts")).runMain(rest));
-    case "ps":
-      process.exit(await (await import("./cli/client.ts")).psMain(rest));
-    case "kill":
-      process.exit(await (await import("./cli/client.ts")).killMain(rest));
-    case "rm":
-      process.exit(await (await import("./cli/client.ts")).rmMain(rest));
-    case "prune":
-      process.exit(await (await import("./cli/client.ts")).pruneMain(rest));
-    case "__launcher":
-      process.exit(await (await import("./runtime/launcher.ts")).launcherMain(rest));
-    case "__init":
-      process.exit(await (await import("./runtime/init.ts")).initMain(rest));
     case undefined:
       fail(`ucr: no command given (${USAGE_LINE})`, 2);
     default:

@@ -11,8 +11,20 @@ interface ClientOptions {
 
 class UsageError extends Error {}
 
-/** Splits client options (--agent, --principal, --secret) from the rest. */
-function clientOptions(args: readonly string[]): { opts: ClientOptions; rest: string[] } {
+/**
+ * Splits client options (--agent, --principal, --secret) from the rest; on a usage error it
+ * says so as `ucr COMMAND: ...` and gives undefined (the command exits 2).
+ */
+function clientOptions(command: string, args: readonly string[]): { opts: ClientOptions; rest: string[] } | undefined {
+  try {
+    return splitClientOptions(args);
+  } catch (err) {
+    fail(command, (err as Error).message, 2);
+    return undefined;
+  }
+}
+
+function splitClientOptions(args: readonly string[]): { opts: ClientOptions; rest: string[] } {
   let agent = process.env.UCR_AGENT ?? "127.0.0.1:5051";
   let principal = process.env.UCR_PRINCIPAL;
   let secret = process.env.UCR_SECRET;
@@ -86,13 +98,9 @@ export function exitCodeOf(status: number): number {
 }
 
 export async function runMain(args: readonly string[]): Promise<number> {
-  let opts: ClientOptions;
-  let rest: string[];
-  try {
-    ({ opts, rest } = clientOptions(args));
-  } catch (err) {
-    return fail("run", (err as Error).message, 2);
-  }
+  const parsed = clientOptions("run", args);
+  if (!parsed) return 2;
+  const { opts, rest } = parsed;
   const dash = rest.indexOf("--");
   const before = dash < 0 ? rest : rest.slice(0, dash);
   const command = dash < 0 ? [] : rest.slice(dash + 1);
@@ -156,13 +164,9 @@ export async function runMain(args: readonly string[]): Promise<number> {
 }
 
 export async function psMain(args: readonly string[]): Promise<number> {
-  let opts: ClientOptions;
-  let rest: string[];
-  try {
-    ({ opts, rest } = clientOptions(args));
-  } catch (err) {
-    return fail("ps", (err as Error).message, 2);
-  }
+  const parsed = clientOptions("ps", args);
+  if (!parsed) return 2;
+  const { opts, rest } = parsed;
   if (rest.length > 0) return fail("ps", `unexpected argument '${rest[0]}' (usage: ucr ps [--agent HOST:PORT])`, 2);
   const r = await api(opts, { type: "GET_CONTAINERS", get_containers: { show_standalone: true, show_nested: true } });
   if (r.status !== 200) return fail("ps", `HTTP ${r.status} ${r.text}`);
@@ -184,13 +188,9 @@ export async function psMain(args: readonly string[]): Promise<number> {
 }
 
 async function byId(command: "kill" | "rm", args: readonly string[]): Promise<number> {
-  let opts: ClientOptions;
-  let rest: string[];
-  try {
-    ({ opts, rest } = clientOptions(args));
-  } catch (err) {
-    return fail(command, (err as Error).message, 2);
-  }
+  const parsed = clientOptions(command, args);
+  if (!parsed) return 2;
+  const { opts, rest } = parsed;
   let signal: number | undefined;
   const ids: string[] = [];
   for (let i = 0; i < rest.length; i++) {
@@ -217,13 +217,9 @@ export const rmMain = (args: readonly string[]) => byId("rm", args);
 
 /** `ucr prune [--exclude IMAGE]...`: PRUNE_IMAGES on the agent; what went is in its log. */
 export async function pruneMain(args: readonly string[]): Promise<number> {
-  let opts: ClientOptions;
-  let rest: string[];
-  try {
-    ({ opts, rest } = clientOptions(args));
-  } catch (err) {
-    return fail("prune", (err as Error).message, 2);
-  }
+  const parsed = clientOptions("prune", args);
+  if (!parsed) return 2;
+  const { opts, rest } = parsed;
   const excluded: string[] = [];
   for (let i = 0; i < rest.length; i++) {
     const m = /^--exclude(?:=(.*))?$/.exec(rest[i]!);
