@@ -6,7 +6,7 @@
 // Prints two markdown tables (latency: median, p95, min of N runs and peer/ucr ratios; memory of
 // the agent and of one running container) and writes them to bench/results/launch-<date>.md.
 // Everything it makes lives in one temp dir (short path: podman's runroot must be < 50 chars).
-import { mountsUnder, runBench, writeResult } from "./lib.ts";
+import { commandRunner, mountsUnder, runBench, writeResult } from "./lib.ts";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, cpus, loadavg, release, totalmem } from "node:os";
 import { dirname, join } from "node:path";
@@ -39,66 +39,8 @@ const ID_PREFIX = "ulb";
 // ---------------------------------------------------------------------------------------------
 // Processes: everything we start is tracked so an interrupted run can kill it.
 
-const live = new Set<Bun.Subprocess>();
-
-interface RunResult {
-  code: number;
-  ms: number;
-  stdout: string;
-  stderr: string;
-  timedOut: boolean;
-}
-
-async function exec(cmd: string[], opts: { timeoutMs?: number; stdout?: boolean } = {}): Promise<RunResult> {
-  checkStop();
-  const timeoutMs = opts.timeoutMs ?? TIMEOUT_MS;
-  const started = performance.now();
-  let proc: Bun.Subprocess<"ignore", "pipe" | "ignore", "pipe">;
-  try {
-    proc = Bun.spawn(cmd, {
-      stdin: "ignore",
-      // The timed commands print nothing worth reading; not piping stdout keeps the harness's
-      // own cost out of their times.
-      stdout: opts.stdout ? "pipe" : "ignore",
-      stderr: "pipe",
-      env: { PATH, HOME: process.env.HOME ?? "/root" },
-    });
-  } catch (e) {
-    return { code: 127, ms: performance.now() - started, stdout: "", stderr: `cannot run ${cmd[0]}: ${(e as Error).message}`, timedOut: false };
-  }
-  live.add(proc);
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    proc.kill("SIGKILL");
-  }, timeoutMs);
-  const [stdout, stderr, code] = await Promise.all([
-    proc.stdout instanceof ReadableStream ? new Response(proc.stdout).text() : Promise.resolve(""),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ]);
-  const ms = performance.now() - started;
-  clearTimeout(timer);
-  live.delete(proc);
-  return { code, ms, stdout, stderr, timedOut };
-}
-
-/** One line saying why a command failed, for the table. */
-function reason(r: RunResult): string {
-  if (r.timedOut) return "timed out";
-  const lines = `${r.stderr}\n${r.stdout}`
-    .split("\n")
-    .map((l) => l.trim())
-    .filter((l) => l !== "");
-  const err = lines.find((l) => /error|fail|cannot|denied|invalid|not supported|not permitted/i.test(l)) ?? lines[lines.length - 1] ?? "";
-  return `exit ${r.code}: ${err.slice(0, 200).replace(/\|/g, "/")}`;
-}
-
-async function mustRun(cmd: string[]): Promise<string> {
-  const r = await exec(cmd, { stdout: true, timeoutMs: 120_000 });
-  if (r.code !== 0) throw new Error(`${cmd.join(" ")}: ${reason(r)}`);
-  return r.stdout;
-}
+const { live, exec, reason, mustRun: mustRunFor } = commandRunner({ path: PATH, timeoutMs: TIMEOUT_MS, stdout: false, checkStop: () => checkStop() });
+const mustRun = (cmd: string[]) => mustRunFor(cmd, { timeoutMs: 120_000 });
 
 // ---------------------------------------------------------------------------------------------
 // Cleanup: containers, the agent, podman's state, the namespace holder and the temp dir go

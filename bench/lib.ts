@@ -2,6 +2,85 @@
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
+export interface RunResult {
+  code: number;
+  ms: number;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+}
+
+export interface ExecOptions {
+  /** Added to PATH and HOME. */
+  env?: Record<string, string>;
+  timeoutMs?: number;
+  /** Pipe and return stdout (otherwise as the runner's default). */
+  stdout?: boolean;
+}
+
+/**
+ * How a benchmark runs its commands: each is tracked in `live` while it runs (so cleanup
+ * can kill it), killed at its timeout, and timed from spawn to exit. `checkStop` throws
+ * once the benchmark is being interrupted, so nothing new starts then. Not piping stdout
+ * by default keeps the harness's own cost out of timed commands that print nothing useful.
+ */
+export function commandRunner(defaults: { path: string; timeoutMs: number; stdout: boolean; checkStop: () => void }) {
+  const live = new Set<Bun.Subprocess>();
+
+  async function exec(cmd: string[], opts: ExecOptions = {}): Promise<RunResult> {
+    defaults.checkStop();
+    const timeoutMs = opts.timeoutMs ?? defaults.timeoutMs;
+    const started = performance.now();
+    let proc: Bun.Subprocess<"ignore", "pipe" | "ignore", "pipe">;
+    try {
+      proc = Bun.spawn(cmd, {
+        stdin: "ignore",
+        stdout: (opts.stdout ?? defaults.stdout) ? "pipe" : "ignore",
+        stderr: "pipe",
+        env: { PATH: defaults.path, HOME: process.env.HOME ?? "/root", ...opts.env },
+      });
+    } catch (e) {
+      // A missing binary is a failed case, not a crashed benchmark.
+      return { code: 127, ms: performance.now() - started, stdout: "", stderr: `cannot run ${cmd[0]}: ${(e as Error).message}`, timedOut: false };
+    }
+    live.add(proc);
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      proc.kill("SIGKILL");
+    }, timeoutMs);
+    const [stdout, stderr, code] = await Promise.all([
+      proc.stdout instanceof ReadableStream ? new Response(proc.stdout).text() : Promise.resolve(""),
+      new Response(proc.stderr).text(),
+      proc.exited,
+    ]);
+    const ms = performance.now() - started;
+    clearTimeout(timer);
+    live.delete(proc);
+    return { code, ms, stdout, stderr, timedOut };
+  }
+
+  /** One line saying why a command failed, for a table. */
+  function reason(r: RunResult): string {
+    if (r.timedOut) return "timed out";
+    const lines = `${r.stderr}\n${r.stdout}`
+      .split("\n")
+      .map((l) => l.trim())
+      .filter((l) => l !== "");
+    const err = lines.find((l) => /error|fail|cannot|denied|invalid|not supported|not permitted/i.test(l)) ?? lines[lines.length - 1] ?? "";
+    return `exit ${r.code}: ${err.slice(0, 200).replace(/\|/g, "/")}`;
+  }
+
+  /** Runs a setup command that must succeed; its stdout. */
+  async function mustRun(cmd: string[], opts: ExecOptions = {}): Promise<string> {
+    const r = await exec(cmd, { ...opts, stdout: true });
+    if (r.code !== 0) throw new Error(`${cmd.join(" ")}: ${reason(r)}`);
+    return r.stdout;
+  }
+
+  return { live, exec, reason, mustRun };
+}
+
 /** Mount points at or below `dir`, deepest first (podman's overlay can leave some behind). */
 export function mountsUnder(dir: string): string[] {
   const out: string[] = [];

@@ -5,7 +5,7 @@
 //
 // Prints a markdown table (median and min of N runs, peer/ucr ratio) and writes it to
 // bench/results/pull-<date>.md. The big image is built once into /tmp/ucr-bench-cache.
-import { mountsUnder, runBench, writeResult } from "./lib.ts";
+import { commandRunner, mountsUnder, runBench, type RunResult, writeResult } from "./lib.ts";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, cpus, loadavg, release, totalmem } from "node:os";
 import { dirname, join } from "node:path";
@@ -42,64 +42,7 @@ const PATH = process.env.PATH ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/
 // ---------------------------------------------------------------------------------------------
 // Processes: everything we start is tracked so an interrupted run can kill it.
 
-const live = new Set<Bun.Subprocess>();
-
-interface RunResult {
-  code: number;
-  ms: number;
-  stdout: string;
-  stderr: string;
-  timedOut: boolean;
-}
-
-async function exec(cmd: string[], env: Record<string, string> = {}, timeoutMs = TIMEOUT_MS): Promise<RunResult> {
-  checkStop();
-  const started = performance.now();
-  let proc: Bun.Subprocess<"ignore", "pipe", "pipe">;
-  try {
-    proc = Bun.spawn(cmd, {
-      stdin: "ignore",
-      stdout: "pipe",
-      stderr: "pipe",
-      env: { PATH, HOME: process.env.HOME ?? "/root", ...env },
-    });
-  } catch (e) {
-    // A missing binary is a failed case, not a crashed benchmark.
-    return { code: 127, ms: performance.now() - started, stdout: "", stderr: `cannot run ${cmd[0]}: ${(e as Error).message}`, timedOut: false };
-  }
-  live.add(proc);
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    proc.kill("SIGKILL");
-  }, timeoutMs);
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ]);
-  const ms = performance.now() - started;
-  clearTimeout(timer);
-  live.delete(proc);
-  return { code, ms, stdout, stderr, timedOut };
-}
-
-/** One line saying why a command failed, for the table. */
-function reason(r: RunResult): string {
-  if (r.timedOut) return `timeout after ${TIMEOUT_MS / 1000}s`;
-  const lines = `${r.stderr}\n${r.stdout}`
-    .split("\n")
-    .map((l) => l.trim())
-    .filter((l) => l !== "");
-  const err = lines.find((l) => /error|fail|cannot|denied|invalid/i.test(l)) ?? lines[lines.length - 1] ?? "";
-  return `exit ${r.code}: ${err.slice(0, 160).replace(/\|/g, "/")}`;
-}
-
-async function mustRun(cmd: string[]): Promise<string> {
-  const r = await exec(cmd);
-  if (r.code !== 0) throw new Error(`${cmd.join(" ")}: ${reason(r)}`);
-  return r.stdout;
-}
+const { live, exec, reason, mustRun } = commandRunner({ path: PATH, timeoutMs: TIMEOUT_MS, stdout: true, checkStop: () => checkStop() });
 
 // ---------------------------------------------------------------------------------------------
 // Cleanup: the registry, mounts and temp dirs go away however the run ends.
@@ -379,7 +322,7 @@ const ucrPull: Tool = {
   mode: "pull",
   isUcr: true,
   async run(dir, img) {
-    const r = await exec([UCR, "pull", imageRef(img), `--docker_store_dir=${join(dir, "store")}`], envFor(dir));
+    const r = await exec([UCR, "pull", imageRef(img), `--docker_store_dir=${join(dir, "store")}`], { env: envFor(dir) });
     return single(r, ucrPhases(r));
   },
 };
@@ -391,9 +334,9 @@ const skopeoUmoci: Tool = {
   async run(dir, img) {
     const env = envFor(dir);
     const layout = join(dir, "oci");
-    const s = await exec(["skopeo", "copy", "--quiet", "--src-tls-verify=false", `docker://${imageRef(img)}`, `oci:${layout}:t`], env);
+    const s = await exec(["skopeo", "copy", "--quiet", "--src-tls-verify=false", `docker://${imageRef(img)}`, `oci:${layout}:t`], { env });
     if (s.code !== 0) return { ok: false, ms: s.ms, reason: `skopeo ${reason(s)}`, phases: [] };
-    const u = await exec(["umoci", "unpack", "--image", `${layout}:t`, join(dir, "bundle")], env);
+    const u = await exec(["umoci", "unpack", "--image", `${layout}:t`, join(dir, "bundle")], { env });
     if (u.code !== 0) return { ok: false, ms: s.ms + u.ms, reason: `umoci ${reason(u)}`, phases: [] };
     return { ok: true, ms: s.ms + u.ms, phases: [`skopeo copy ${(s.ms / 1000).toFixed(2)}s, umoci unpack ${(u.ms / 1000).toFixed(2)}s`] };
   },
@@ -420,7 +363,7 @@ function podmanTool(mode: Mode, fs: string): Tool {
         mode === "pull"
           ? [...podmanArgs(dir, driver), "pull", "--quiet", "--tls-verify=false", imageRef(img)]
           : [...podmanArgs(dir, driver), "load", "--quiet", "-i", join(CACHE, `${img.name}.tar`)];
-      return single(await exec(cmd, envFor(dir)));
+      return single(await exec(cmd, { env: envFor(dir) }));
     },
   };
 }
@@ -430,7 +373,7 @@ const ucrLoad: Tool = {
   mode: "load",
   isUcr: true,
   async run(dir, img) {
-    const r = await exec([UCR, "load", join(CACHE, `${img.name}.tar`), `--docker_store_dir=${join(dir, "store")}`], envFor(dir));
+    const r = await exec([UCR, "load", join(CACHE, `${img.name}.tar`), `--docker_store_dir=${join(dir, "store")}`], { env: envFor(dir) });
     return single(r, ucrPhases(r));
   },
 };
@@ -441,7 +384,7 @@ async function podmanUsable(): Promise<string | null> {
   const probe = mkdtempSync("/var/tmp/ucr-bench-podman-probe-");
   tempDirs.push(probe);
   try {
-    const r = await exec([...podmanArgs(probe, "vfs"), "images"], envFor(probe), 60_000);
+    const r = await exec([...podmanArgs(probe, "vfs"), "images"], { env: envFor(probe), timeoutMs: 60_000 });
     return r.code === 0 ? null : `podman cannot run: ${reason(r)}`;
   } finally {
     removeTree(probe);
@@ -455,7 +398,7 @@ async function choosePodmanDriver(fs: string, base: string, keep: boolean, small
     const dir = join(base, `p-${driver}`);
     checkStop();
     mkdirSync(dir, { recursive: true });
-    const r = await exec([...podmanArgs(dir, driver), "pull", "--quiet", "--tls-verify=false", imageRef(small)], envFor(dir), 120_000);
+    const r = await exec([...podmanArgs(dir, driver), "pull", "--quiet", "--tls-verify=false", imageRef(small)], { env: envFor(dir), timeoutMs: 120_000 });
     if (!keep) removeTree(dir);
     if (r.code === 0) {
       podmanDriver.set(fs, driver);
@@ -498,7 +441,7 @@ function countFiles(dir: string): number {
 
 /** Flush dirty pages of the filesystem under test, so one run's writeback does not slow the next. */
 async function settle(base: string): Promise<void> {
-  await exec(["sync", "-f", base], {}, 120_000);
+  await exec(["sync", "-f", base], { timeoutMs: 120_000 });
 }
 
 /**
