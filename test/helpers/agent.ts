@@ -4,6 +4,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { waitForPort } from "./async.ts";
+import { type CommandResult, runCommand } from "./command.ts";
 
 export const ROOT = join(import.meta.dir, "..", "..");
 export const UCR = join(ROOT, "dist", "ucr");
@@ -104,19 +105,6 @@ export async function runUcr(
   args: string[],
   env: Record<string, string> = {},
   timeoutMs = 15_000,
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const proc = Bun.spawn([requireBinary(), ...args], {
-    stdin: "ignore",
-    stdout: "pipe",
-    stderr: "pipe",
-    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...env },
-  });
-  const timer = setTimeout(() => proc.kill("SIGKILL"), timeoutMs);
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ]);
-  clearTimeout(timer);
-  return { code, stdout, stderr };
+): Promise<CommandResult> {
+  return runCommand([requireBinary(), ...args], { env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...env }, timeoutMs });
 }

@@ -6,6 +6,7 @@ import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import * as tarStream from "tar-stream";
 import { tempDir } from "./agent.ts";
+import { type CommandResult, runCommand } from "./command.ts";
 import {
   type BadLayerKind,
   type BuiltImage,
@@ -65,14 +66,13 @@ async function proxy(...args: Parameters<typeof startProxy>): Promise<Proxy> {
   return p;
 }
 
-async function skopeo(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const proc = Bun.spawn(["skopeo", "--insecure-policy", ...args], { stdout: "pipe", stderr: "pipe", stdin: "ignore" });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ]);
-  return { code, stdout, stderr };
+function skopeo(args: string[]): Promise<CommandResult> {
+  return runCommand(["skopeo", "--insecure-policy", ...args]);
+}
+
+/** skopeo copy of busybox:1 from `host` with `creds` to an OCI layout `dest` in the work dir. */
+function skopeoPull(host: string, creds: string, dest: string): Promise<CommandResult> {
+  return skopeo(["copy", "--quiet", "--src-tls-verify=false", "--src-creds", creds, `docker://${host}/busybox:1`, `oci:${join(work, dest)}:x`]);
 }
 
 function creds(r: Registry): string[] {
@@ -450,15 +450,7 @@ describe("proxy", () => {
     expect(front.requests()[0]!.location).toBe(`${store.url}${blobPath()}`);
 
     // A real client: skopeo pulls the image through the front proxy, blobs from the store.
-    const out = await skopeo([
-      "copy",
-      "--quiet",
-      "--src-tls-verify=false",
-      "--src-creds",
-      reg.creds!,
-      `docker://${front.host}/busybox:1`,
-      `oci:${join(work, "pulled-redirect")}:x`,
-    ]);
+    const out = await skopeoPull(front.host, reg.creds!, "pulled-redirect");
     expect(out.stderr).toBe("");
     expect(out.code).toBe(0);
     const stored = store.requests().filter((q) => q.method === "GET" && q.status === 200);
@@ -472,15 +464,7 @@ describe("proxy", () => {
 
   test("skopeo sees a truncated blob as an unexpected EOF", async () => {
     const px = await proxy(reg.url, [{ path: /\/blobs\/sha256:/, method: "GET", times: 1, kind: "truncate", afterBytes: 5000 }]);
-    const out = await skopeo([
-      "copy",
-      "--quiet",
-      "--src-tls-verify=false",
-      "--src-creds",
-      reg.creds!,
-      `docker://${px.host}/busybox:1`,
-      `oci:${join(work, "pulled-truncated")}:x`,
-    ]);
+    const out = await skopeoPull(px.host, reg.creds!, "pulled-truncated");
     expect(out.code).not.toBe(0);
     expect(out.stderr).toContain("unexpected EOF");
     expect(px.requests().find((q) => q.fault === "truncate")?.bytes).toBe(5000);

@@ -21,6 +21,7 @@ import {
 import { dirname, join } from "node:path";
 import * as tarStream from "tar-stream";
 import { tempDir } from "./agent.ts";
+import { runCommand } from "./command.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Media types and shapes
@@ -143,21 +144,10 @@ function run(argv: string[], opts: { stdin?: Uint8Array; cwd?: string } = {}): U
 }
 
 async function runAsync(argv: string[], timeoutMs = 60_000): Promise<string> {
-  const proc = Bun.spawn(argv, {
-    stdin: "ignore",
-    stdout: "pipe",
-    stderr: "pipe",
-    env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", HOME: process.env.HOME ?? "/root" },
-  });
-  const timer = setTimeout(() => proc.kill("SIGKILL"), timeoutMs);
-  const [out, err, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ]);
-  clearTimeout(timer);
-  if (code !== 0) throw new Error(`${argv.join(" ")} exited ${code}: ${err}${out}`);
-  return out;
+  const env = { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", HOME: process.env.HOME ?? "/root" };
+  const { code, stdout, stderr } = await runCommand(argv, { env, timeoutMs });
+  if (code !== 0) throw new Error(`${argv.join(" ")} exited ${code}: ${stderr}${stdout}`);
+  return stdout;
 }
 
 export const haveZstd = Bun.which("zstd") !== null;

@@ -77,6 +77,7 @@ async function run(script: string, extra: Record<string, unknown> = {}, image = 
   const sandbox = join(agent.workDir, "containers", id);
   return {
     id,
+    wait: wait.json,
     exit: (wait.json!.wait_container as { exit_status: number }).exit_status,
     stdout: readFileSync(join(sandbox, "stdout"), "utf8"),
     stderr: readFileSync(join(sandbox, "stderr"), "utf8"),
@@ -173,20 +174,10 @@ describe.skipIf(!isRoot)("standalone containers (need root: namespaces and mount
   });
 
   test("the image's Entrypoint, Cmd, Env, WorkingDir and User apply (shell=false, no value)", async () => {
-    const id = `ep${n++}`;
-    const launch = await call({
-      type: "LAUNCH_CONTAINER",
-      launch_container: {
-        container_id: { value: id },
-        command: { shell: false, arguments: ["from", "args"] },
-        container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "rich" } } } },
-      },
-    });
-    expect(launch.status).toBe(200);
-    const wait = await call({ type: "WAIT_CONTAINER", wait_container: { container_id: { value: id } } });
-    expect((wait.json!.wait_container as { exit_status: number }).exit_status).toBe(0);
+    const ep = await run("", { command: { shell: false, arguments: ["from", "args"] } }, "rich");
+    expect(ep.exit).toBe(0);
     // Entrypoint ["/bin/echo","entry"] + arguments (Cmd dropped).
-    expect(readFileSync(join(agent.workDir, "containers", id, "stdout"), "utf8")).toBe("entry from args\n");
+    expect(ep.stdout).toBe("entry from args\n");
     const who = await run("id -u; id -g; pwd; echo $FOO", {}, "rich");
     expect(who.stdout.trim().split("\n")).toEqual(["1000", "1000", "/work", "bar"]);
   });
@@ -197,19 +188,9 @@ describe.skipIf(!isRoot)("standalone containers (need root: namespaces and mount
   });
 
   test("a missing executable: the container fails with 127 and says why in its stderr", async () => {
-    const id = `missing${n++}`;
-    const launch = await call({
-      type: "LAUNCH_CONTAINER",
-      launch_container: {
-        container_id: { value: id },
-        command: { shell: false, value: "/no/such/program", arguments: ["x"] },
-        container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "alpine" } } } },
-      },
-    });
-    expect(launch.status).toBe(200);
-    const wait = await call({ type: "WAIT_CONTAINER", wait_container: { container_id: { value: id } } });
-    expect(wait.json).toEqual({ type: "WAIT_CONTAINER", wait_container: { exit_status: 127 << 8 } });
-    expect(readFileSync(join(agent.workDir, "containers", id, "stderr"), "utf8")).toContain("executable '/no/such/program' not found");
+    const r = await run("", { command: { shell: false, value: "/no/such/program", arguments: ["x"] } });
+    expect(r.wait).toEqual({ type: "WAIT_CONTAINER", wait_container: { exit_status: 127 << 8 } });
+    expect(r.stderr).toContain("executable '/no/such/program' not found");
   });
 
   test("launch failures are 400 with the reason, and leave nothing behind", async () => {
