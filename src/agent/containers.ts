@@ -323,7 +323,7 @@ export class Containers {
       log.warn(`container launcher unavailable (${(err as Error).message}); using a stage 1 process for ${c.key}`);
     }
     if (started === undefined) {
-      const stage1 = await this.startStage1(c, spec, specPath);
+      const stage1 = await this.startStage1(spec, specPath);
       if ("error" in stage1) throw new ContainerError(400, stage1.error);
       c.pid = stage1.pid;
     } else if ("error" in started) {
@@ -340,7 +340,7 @@ export class Containers {
   }
 
   /** The fallback: `ucr __init SPEC` as this container's own stage 1. */
-  private async startStage1(c: Container, spec: LaunchSpec, specPath: string): Promise<{ pid: number } | { error: string }> {
+  private async startStage1(spec: LaunchSpec, specPath: string): Promise<{ pid: number } | { error: string }> {
     const stdout = openSync(spec.stdout!, "a", 0o640);
     const stderr = openSync(spec.stderr!, "a", 0o640);
     let proc;
@@ -360,7 +360,6 @@ export class Containers {
       return { error: report.trim() };
     }
     proc.unref();
-    void c;
     return { pid: Number(readFileSync(spec.pidFile, "utf8").trim()) };
   }
 

@@ -361,8 +361,6 @@ class LayerWriter {
     }
     const base = parts[parts.length - 1]!;
     const parent = this.dir(parts.slice(0, -1), raw);
-    const rel = parts.join("/");
-
     if (base === OPAQUE) {
       await skip(data);
       lsetxattr(parent, "trusted.overlay.opaque", Buffer.from("y"));
@@ -501,7 +499,6 @@ class LayerWriter {
     }
 
     if (type !== "link") for (const [name, value] of xattrsOf(pax)) lsetxattr(host, name, value);
-    void rel;
   }
 
   /** Directory mtimes last, deepest first, since creating children changes them. */
