@@ -1,6 +1,6 @@
 // Runs the built binary (dist/ucr) as a real agent process on a free loopback port, with
 // its own work_dir, and talks to it over HTTP. Every test that needs an agent uses this.
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, rmSync, rmdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { waitForPort } from "./async.ts";
@@ -24,6 +24,8 @@ export interface RunningAgent {
   port: number;
   url: string;
   workDir: string;
+  /** The cgroups root this agent was given (undefined when the test chose one). */
+  cgroupsRoot: string | undefined;
   proc: Bun.Subprocess<"ignore", "pipe", "pipe">;
   /** Everything the agent wrote to stderr so far. */
   log(): string;
@@ -47,6 +49,12 @@ export async function startAgent(options: StartOptions = {}): Promise<RunningAge
   const hasWorkDir = args.some((a) => a.startsWith("--work_dir"));
   const hasPort = args.some((a) => a.startsWith("--port"));
   const hasRuntime = args.some((a) => a.startsWith("--runtime_dir"));
+  // Each agent its own cgroups root, so test runs side by side never share a container's cgroup.
+  const hasCgroupsRoot = args.some((a) => a.startsWith("--cgroups_root"));
+  // Named after the work dir, so an agent restarted on the same work dir gets the same root.
+  const effectiveWorkDir = args.find((a) => a.startsWith("--work_dir="))?.slice("--work_dir=".length) ?? workDir;
+  const wdPath = effectiveWorkDir.replace(/\/+$/, "");
+  const cgroupsRoot = `ucr-test/${wdPath.split("/").pop()}-${Bun.hash(wdPath).toString(16).slice(0, 8)}`;
   const proc = Bun.spawn(
     [
       ucr,
@@ -54,6 +62,7 @@ export async function startAgent(options: StartOptions = {}): Promise<RunningAge
       ...(hasPort ? [] : ["--port=0"]),
       ...(hasWorkDir ? [] : [`--work_dir=${workDir}`]),
       ...(hasRuntime ? [] : [`--runtime_dir=${join(workDir, "run")}`]),
+      ...(hasCgroupsRoot ? [] : [`--cgroups_root=${cgroupsRoot}`]),
       ...args,
     ],
     {
@@ -81,6 +90,7 @@ export async function startAgent(options: StartOptions = {}): Promise<RunningAge
     port,
     url,
     workDir,
+    cgroupsRoot: hasCgroupsRoot ? undefined : cgroupsRoot,
     proc,
     log: () => stderr,
     call(body, headers = {}) {
@@ -95,6 +105,8 @@ export async function startAgent(options: StartOptions = {}): Promise<RunningAge
       const code = await proc.exited;
       await pump;
       if (!options.keepWorkDir) rmSync(workDir, { recursive: true, force: true });
+      // Empty dirs only: a restarted agent on a kept work dir makes it again if it needs it.
+      if (!hasCgroupsRoot) removeCgroupRoot(cgroupsRoot);
       return code;
     },
   };
@@ -107,4 +119,24 @@ export async function runUcr(
   timeoutMs = 15_000,
 ): Promise<CommandResult> {
   return runCommand([requireBinary(), ...args], { env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...env }, timeoutMs });
+}
+
+/** Removes a test's (empty) cgroups root from every hierarchy; what still holds a process stays. */
+export function removeCgroupRoot(root: string): void {
+  const base = "/sys/fs/cgroup";
+  let hierarchies: string[] = [];
+  try {
+    hierarchies = existsSync(join(base, "cgroup.controllers")) ? [base] : readdirSync(base).map((h) => join(base, h));
+  } catch {
+    return;
+  }
+  for (const h of hierarchies) {
+    const dir = join(h, root);
+    if (!existsSync(dir)) continue;
+    try {
+      rmdirSync(dir);
+    } catch {
+      // not empty: a container the test left behind (its own test fails on that)
+    }
+  }
 }

@@ -239,7 +239,7 @@ describe.skipIf(!isRoot)("standalone containers (need root: namespaces and mount
     // The limits are the kernel's: read them where the workload's /proc/self/cgroup says it is.
     const cgroups = readFileSync(stdout, "utf8");
     const memPath = /^\d+:memory:(.+)$/m.exec(cgroups)?.[1] ?? /^0::(.+)$/m.exec(cgroups)?.[1];
-    expect(memPath).toBe(`/ucr/${id}`);
+    expect(memPath).toBe(`/${agent.cgroupsRoot}/${id}`);
     const v2 = existsSync("/sys/fs/cgroup/cgroup.controllers");
     const limit = readFileSync(v2 ? `/sys/fs/cgroup${memPath}/memory.max` : `/sys/fs/cgroup/memory${memPath}/memory.limit_in_bytes`, "utf8").trim();
     expect(Number(limit)).toBe(96 * 1048576);
