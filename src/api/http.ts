@@ -88,11 +88,16 @@ export function emptyResponse(status = 200): Response {
  * client announced the size or streams it chunked.
  */
 export async function readBody(request: Request, limit: number): Promise<string> {
+  return decodeUtf8(await readBodyBytes(request, limit));
+}
+
+/** Reads a request body, refusing more than `limit` bytes (413), declared or streamed. */
+export async function readBodyBytes(request: Request, limit: number): Promise<Uint8Array> {
   const declared = request.headers.get("content-length");
   if (declared !== null && Number(declared) > limit) {
     throw new ApiError(413, `Request body of ${declared} bytes is over the limit of ${limit} bytes`);
   }
-  if (!request.body) return "";
+  if (!request.body) return new Uint8Array();
   const chunks: Uint8Array[] = [];
   let total = 0;
   const reader = request.body.getReader();
@@ -106,8 +111,13 @@ export async function readBody(request: Request, limit: number): Promise<string>
     }
     chunks.push(value);
   }
+  return Buffer.concat(chunks);
+}
+
+/** A JSON body's bytes as text; 400 if they are not UTF-8. */
+export function decodeUtf8(bytes: Uint8Array): string {
   try {
-    return new TextDecoder("utf-8", { fatal: true }).decode(Buffer.concat(chunks));
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
   } catch {
     throw new ApiError(400, "Failed to parse body into JSON: body is not valid UTF-8");
   }
