@@ -39,6 +39,11 @@ export function startApiServer(agent: Agent): ApiServer {
   const authenticator =
     authenticate_http_readwrite && http_credentials ? new BasicAuthenticator(http_credentials) : undefined;
 
+  // Bun closes a connection that is idle for 10 s (its idleTimeout), which also cut every call
+  // whose answer takes longer: a WAIT_CONTAINER, a LAUNCH_CONTAINER that pulls. The timeout
+  // stays while a request is read; once its call is parsed, it is lifted for that request.
+  const liftTimeout = new WeakMap<Request, () => void>();
+
   let inFlight = 0;
   let draining = false;
   let idle: (() => void) | undefined;
@@ -102,6 +107,7 @@ export function startApiServer(agent: Agent): ApiServer {
       throw err;
     }
     note(call.type);
+    liftTimeout.get(request)?.();
     checkStreaming(call.type, wire);
     const answered = await dispatch(call.type, call.payload, agent, { wire, records });
     return answered instanceof Answer ? answerResponse(answered, wire) : answered;
@@ -138,7 +144,15 @@ export function startApiServer(agent: Agent): ApiServer {
       return undefined;
     });
   // Bun's server directly (not Elysia's listen), so every request passes routable() first.
-  const server = Bun.serve({ hostname: ip, port, fetch: (request) => app.handle(routable(request)) });
+  const server = Bun.serve({
+    hostname: ip,
+    port,
+    fetch: (request, srv) => {
+      const routed = routable(request);
+      liftTimeout.set(routed, () => srv.timeout(request, 0));
+      return app.handle(routed);
+    },
+  });
   return {
     port: server.port!,
     hostname: ip,
