@@ -132,6 +132,21 @@ describe.skipIf(!isRoot)("containers in protobuf (needs root)", () => {
   });
 });
 
+test("the protobuf codec loads with the first protobuf call, not before: JSON-only agents never pay for it", async () => {
+  const fresh = await startAgent();
+  try {
+    expect((await fresh.call({ type: "GET_HEALTH" })).status).toBe(200);
+    await Bun.sleep(50);
+    expect(fresh.log()).not.toContain("protobuf codec loaded");
+    const res = await caller(fresh, "protobuf")({ type: "GET_HEALTH" });
+    expect(await res.json()).toEqual({ type: "GET_HEALTH", get_health: { healthy: true } });
+    await Bun.sleep(50);
+    expect(fresh.log()).toMatch(/protobuf codec loaded \(\d+\.\dms\)/);
+  } finally {
+    expect(await fresh.stop()).toBe(0);
+  }
+});
+
 /** What a client with a response-header timeout sees of one POST: headers (or not in time), then the body. */
 interface Answered {
   headers: string;
