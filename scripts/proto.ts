@@ -24,7 +24,8 @@ export function generate(out: string): void {
   try {
     // protoc runs plugins as executables; this one is a script run by the same bun.
     const plugin = join(scratch, "protoc-gen-es");
-    writeFileSync(plugin, `#!/bin/sh\nexec '${process.execPath}' '${join(root, "node_modules/@bufbuild/protoc-gen-es/bin/protoc-gen-es")}' "$@"\n`);
+    const script = join(root, "node_modules/@bufbuild/protoc-gen-es/bin/protoc-gen-es");
+    writeFileSync(plugin, `#!/bin/sh\nexec '${process.execPath}' '${script}' "$@"\n`);
     chmodSync(plugin, 0o755);
     const r = Bun.spawnSync(
       [

@@ -84,14 +84,9 @@ export function emptyResponse(status = 200): Response {
 }
 
 /**
- * Reads a request body as UTF-8 text, refusing more than `limit` bytes (413) whether the
- * client announced the size or streams it chunked.
+ * Reads a request body, refusing more than `limit` bytes (413) whether the client announced
+ * the size or streams it chunked.
  */
-export async function readBody(request: Request, limit: number): Promise<string> {
-  return decodeUtf8(await readBodyBytes(request, limit));
-}
-
-/** Reads a request body, refusing more than `limit` bytes (413), declared or streamed. */
 export async function readBodyBytes(request: Request, limit: number): Promise<Uint8Array> {
   const declared = request.headers.get("content-length");
   if (declared !== null && Number(declared) > limit) {

@@ -36,7 +36,6 @@ function protobuf(): Promise<typeof Codec> {
   codec ??= (async () => {
     const started = performance.now();
     const loaded = await import("../mesos/codec.ts");
-    loaded.encode("mesos.v1.agent.Response", { type: "GET_HEALTH", get_health: { healthy: true } });
     log.info(`protobuf codec loaded (${(performance.now() - started).toFixed(1)}ms)`);
     return loaded;
   })();

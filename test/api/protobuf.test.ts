@@ -14,6 +14,10 @@ let agent: RunningAgent;
 const call = (body: unknown, headers?: Record<string, string>) => caller(agent, "protobuf")(body, headers);
 const image = { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "alpine" } } } };
 const ref = (value: string, parent?: string) => ({ container_id: { value, ...(parent ? { parent: { value: parent } } : {}) } });
+const launchOf = (id: string, script: string) => ({
+  type: "LAUNCH_CONTAINER",
+  launch_container: { ...ref(id), command: { value: script }, container: image },
+});
 
 beforeAll(async () => {
   if (!isRoot) return;
@@ -48,7 +52,7 @@ async function bare(res: Response): Promise<{ status: number; body: string; type
 
 describe.skipIf(!isRoot)("containers in protobuf (needs root)", () => {
   test("LAUNCH, the same ID again, GET_CONTAINERS, WAIT, REMOVE", async () => {
-    const launch = { type: "LAUNCH_CONTAINER", launch_container: { ...ref("pb1"), command: { value: "echo hi; exit 3" }, container: image } };
+    const launch = launchOf("pb1", "echo hi; exit 3");
     expect(await bare(await call(launch))).toEqual({ status: 200, body: "", type: null });
     expect(await bare(await call(launch))).toEqual({ status: 202, body: "", type: null });
     const wait = await call({ type: "WAIT_CONTAINER", wait_container: ref("pb1") });
@@ -59,14 +63,15 @@ describe.skipIf(!isRoot)("containers in protobuf (needs root)", () => {
       type: "GET_CONTAINERS",
       get_containers: { containers: [{ container_id: { value: "pb1" }, container_status: { container_id: { value: "pb1" } } }] },
     });
-    expect(await bare(await call({ type: "REMOVE_CONTAINER", remove_container: ref("pb1") }))).toEqual({ status: 200, body: "", type: null });
+    const removed = await call({ type: "REMOVE_CONTAINER", remove_container: ref("pb1") });
+    expect(await bare(removed)).toEqual({ status: 200, body: "", type: null });
     await expect(call({ type: "WAIT_CONTAINER", wait_container: ref("pb1") }).then((r) => r.status)).resolves.toBe(404);
   });
 
   test("a running container's statistics, KILL with a signal, and the nested calls under it", async () => {
     // A shell as PID 1 ignores SIGTERM unless it traps it.
     const script = 'trap "exit 7" TERM; while true; do sleep 1; done';
-    const launch = { type: "LAUNCH_CONTAINER", launch_container: { ...ref("pb2"), command: { value: script }, container: image } };
+    const launch = launchOf("pb2", script);
     expect((await call(launch)).status).toBe(200);
     const list = (await (await call({ type: "GET_CONTAINERS", get_containers: { show_standalone: true } })).json()) as {
       get_containers: { containers: Array<Record<string, { executor_pid?: number; timestamp?: number; mem_total_bytes?: unknown }>> };
@@ -74,7 +79,8 @@ describe.skipIf(!isRoot)("containers in protobuf (needs root)", () => {
     const entry = list.get_containers.containers.find((c) => (c.container_id as unknown as { value: string }).value === "pb2")!;
     expect(entry.container_status!.executor_pid).toBeGreaterThan(1);
     expect(entry.resource_statistics!.timestamp).toBeGreaterThan(1.7e9);
-    if (entry.resource_statistics!.mem_total_bytes !== undefined) expect(int64(entry.resource_statistics!.mem_total_bytes)).toBeGreaterThan(0);
+    const memory = entry.resource_statistics!.mem_total_bytes;
+    if (memory !== undefined) expect(int64(memory)).toBeGreaterThan(0);
 
     const child = { type: "LAUNCH_NESTED_CONTAINER", launch_nested_container: { ...ref("kid", "pb2"), command: { value: "exit 5" } } };
     expect((await call(child)).status).toBe(200);
@@ -83,10 +89,12 @@ describe.skipIf(!isRoot)("containers in protobuf (needs root)", () => {
     const nested = (await (await call({ type: "GET_CONTAINERS", get_containers: { show_nested: true } })).json()) as {
       get_containers: { containers: Array<{ container_id: { value: string }; container_status: { container_id: unknown } }> };
     };
-    expect(nested.get_containers.containers.map((c) => c.container_status.container_id)).toContainEqual({ value: "kid", parent: { value: "pb2" } });
+    const ids = nested.get_containers.containers.map((c) => c.container_status.container_id);
+    expect(ids).toContainEqual({ value: "kid", parent: { value: "pb2" } });
     expect((await call({ type: "REMOVE_NESTED_CONTAINER", remove_nested_container: ref("kid", "pb2") })).status).toBe(200);
 
-    expect(await bare(await call({ type: "KILL_CONTAINER", kill_container: { ...ref("pb2"), signal: 15 } }))).toEqual({ status: 200, body: "", type: null });
+    const killed = await call({ type: "KILL_CONTAINER", kill_container: { ...ref("pb2"), signal: 15 } });
+    expect(await bare(killed)).toEqual({ status: 200, body: "", type: null });
     expect(await (await call({ type: "WAIT_CONTAINER", wait_container: ref("pb2") })).json()).toEqual({
       type: "WAIT_CONTAINER",
       wait_container: { exit_status: 7 * 256 },
@@ -159,7 +167,12 @@ interface Answered {
  * POSTs `body` over a raw socket and gives up, as Go's http.Transport with ResponseHeaderTimeout
  * does, if the status line and headers have not arrived within `headerTimeoutMs`.
  */
-async function postWithHeaderTimeout(encoding: Encoding, body: Uint8Array, headerTimeoutMs: number, onHeaders: () => Promise<boolean>): Promise<Answered> {
+async function postWithHeaderTimeout(
+  encoding: Encoding,
+  body: Uint8Array,
+  headerTimeoutMs: number,
+  onHeaders: () => Promise<boolean>,
+): Promise<Answered> {
   let data = Buffer.alloc(0);
   let headersSeen!: () => void;
   const headersIn = new Promise<void>((r) => (headersSeen = r));
@@ -210,7 +223,7 @@ function dechunk(raw: Buffer): Uint8Array {
 
 describe.skipIf(!isRoot)("a WAIT_CONTAINER longer than a client's response-header timeout (needs root)", () => {
   test("headers come while the container runs (20 s), the exit status at its end, in JSON and protobuf", async () => {
-    const launch = { type: "LAUNCH_CONTAINER", launch_container: { ...ref("slow"), command: { value: "sleep 20; exit 4" }, container: image } };
+    const launch = launchOf("slow", "sleep 20; exit 4");
     expect((await call(launch)).status).toBe(200);
     const running = async () => {
       const list = (await (await call({ type: "GET_CONTAINERS", get_containers: { show_standalone: true } })).json()) as {
@@ -220,9 +233,10 @@ describe.skipIf(!isRoot)("a WAIT_CONTAINER longer than a client's response-heade
     };
     const wait = { type: "WAIT_CONTAINER", wait_container: ref("slow") };
     const answers = await Promise.all(
-      ENCODINGS.map((encoding) =>
-        postWithHeaderTimeout(encoding, encoding === "json" ? new TextEncoder().encode(JSON.stringify(wait)) : encodeCall(wait), 15_000, running),
-      ),
+      ENCODINGS.map((encoding) => {
+        const body = encoding === "json" ? new TextEncoder().encode(JSON.stringify(wait)) : encodeCall(wait);
+        return postWithHeaderTimeout(encoding, body, 15_000, running);
+      }),
     );
     for (const [i, encoding] of ENCODINGS.entries()) {
       const a = answers[i]!;

@@ -118,7 +118,11 @@ for (const encoding of ENCODINGS) {
             : [
                 concat(encodeCall({ type: "GET_HEALTH" }), UNKNOWN_FIELDS),
                 // inside a payload too: GET_CONTAINERS { show_standalone: true, <999>, <1000> }
-                concat(encodeCall({ type: "GET_CONTAINERS" }), new Uint8Array([0xa2, 0x01, 2 + UNKNOWN_FIELDS.length, 0x10, 0x01]), UNKNOWN_FIELDS),
+                concat(
+                  encodeCall({ type: "GET_CONTAINERS" }),
+                  new Uint8Array([0xa2, 0x01, 2 + UNKNOWN_FIELDS.length, 0x10, 0x01]),
+                  UNKNOWN_FIELDS,
+                ),
               ];
         for (const body of bodies) {
           const res = await call(body);
@@ -201,8 +205,15 @@ for (const encoding of ENCODINGS) {
         const cases: Array<[Record<string, unknown>, RegExp, (RegExp | null)?]> = [
           [{ type: "LAUNCH_CONTAINER" }, /Expecting 'launch_container' to be present/],
           [{ type: "LAUNCH_CONTAINER", launch_container: {} }, /launch_container\.container_id: is required but missing/],
-          [{ type: "LAUNCH_CONTAINER", launch_container: { container_id: { value: 5 } } }, /launch_container\.container_id\.value: must be a string, got 5/, null],
-          [{ type: "LAUNCH_CONTAINER", launch_container: { container_id: {} } }, /launch_container\.container_id\.value: is required but missing/],
+          [
+            { type: "LAUNCH_CONTAINER", launch_container: { container_id: { value: 5 } } },
+            /launch_container\.container_id\.value: must be a string, got 5/,
+            null,
+          ],
+          [
+            { type: "LAUNCH_CONTAINER", launch_container: { container_id: {} } },
+            /launch_container\.container_id\.value: is required but missing/,
+          ],
           [{ type: "WAIT_CONTAINER", wait_container: { container_id: { value: "a/b" } } }, /wait_container\.container_id\.value: 'a\/b' contains '\/'/],
           [{ type: "WAIT_CONTAINER", wait_container: { container_id: { value: ".." } } }, /wait_container\.container_id\.value: '\.\.' is not allowed/],
           [{ type: "WAIT_CONTAINER", wait_container: { container_id: { value: "x".repeat(243) } } }, /is 243 characters long; at most 242/],
@@ -222,14 +233,22 @@ for (const encoding of ENCODINGS) {
             { type: "LAUNCH_CONTAINER", launch_container: { container_id: { value: "c" }, command: { environment: { variables: [{ name: "K" }] } } } },
             /environment variable 'K' of type VALUE must have a value set/,
           ],
-          [{ type: "PRUNE_IMAGES", prune_images: { excluded_images: [{ type: "OCI" }] } }, /prune_images\.excluded_images\.0\.type: must be APPC or DOCKER/, null],
+          [
+            { type: "PRUNE_IMAGES", prune_images: { excluded_images: [{ type: "OCI" }] } },
+            /prune_images\.excluded_images\.0\.type: must be APPC or DOCKER/,
+            null,
+          ],
           // An enum number the schema lacks: JSON names the value; protobuf drops it as an unknown field.
           [
             { type: "PRUNE_IMAGES", prune_images: { excluded_images: [{ type: 7, docker: { name: "a" } }] } },
             /prune_images\.excluded_images\.0\.type: must be APPC or DOCKER, got 7/,
             /prune_images\.excluded_images\.0\.type: is required but missing/,
           ],
-          [{ type: "GET_CONTAINERS", get_containers: { show_nested: "yes" } }, /get_containers\.show_nested: expected boolean, got "yes"/, null],
+          [
+            { type: "GET_CONTAINERS", get_containers: { show_nested: "yes" } },
+            /get_containers\.show_nested: expected boolean, got "yes"/,
+            null,
+          ],
         ];
         for (const [body, json, protobuf] of cases) {
           const pattern = encoding === "json" ? json : protobuf === undefined ? json : protobuf;
@@ -298,23 +317,31 @@ for (const encoding of ENCODINGS) {
       });
 
       test("other calls in RecordIO are 415; ATTACH_CONTAINER_INPUT in anything else is 415", async () => {
-        await expectText(await recordio([message({ type: "GET_HEALTH" })]), 415, /Streaming 'Content-Type' application\/recordio is not supported for GET_HEALTH call/);
+        const health = await recordio([message({ type: "GET_HEALTH" })]);
+        await expectText(health, 415, /Streaming 'Content-Type' application\/recordio is not supported for GET_HEALTH call/);
         await expectText(await call(input), 415, /Expecting 'Content-Type' to be application\/recordio for ATTACH_CONTAINER_INPUT call/);
       });
 
       test("Message-Content-Type is required with RecordIO (400) and must be JSON or protobuf (415)", async () => {
-        const missing = await fetch(`${agent.url}/api/v1`, { method: "POST", headers: { "Content-Type": "application/recordio" }, body: message(input) });
+        const headers = { "Content-Type": "application/recordio" };
+        const missing = await fetch(`${agent.url}/api/v1`, { method: "POST", headers, body: message(input) });
         await expectText(missing, 400, /Expecting 'Message-Content-Type' to be set for streaming requests/);
-        await expectText(await recordio([message(input)], { "Message-Content-Type": "text/plain" }), 415, /Expecting 'Message-Content-Type' of application\/json or application\/x-protobuf, got 'text\/plain'/);
+        await expectText(
+          await recordio([message(input)], { "Message-Content-Type": "text/plain" }),
+          415,
+          /Expecting 'Message-Content-Type' of application\/json or application\/x-protobuf, got 'text\/plain'/,
+        );
       });
 
       test("an empty, malformed or oversized RecordIO body is 400 naming what is wrong", async () => {
         await expectText(await recordio([]), 400, /Received EOF while reading request body/);
         await expectText(await recordio([new TextEncoder().encode("12x\n")]), 400, /Malformed RecordIO stream: .*byte 2 is 'x'/);
-        await expectText(await recordio([new TextEncoder().encode("5\nab")]), 400, /the stream ended inside a record: 2 of its 5 bytes arrived/);
-        await expectText(await recordio([new TextEncoder().encode("2000000\n")]), 400, /a record of 2000000 bytes is over the limit of 1048576 bytes/);
+        const raw = (s: string) => recordio([new TextEncoder().encode(s)]);
+        await expectText(await raw("5\nab"), 400, /the stream ended inside a record: 2 of its 5 bytes arrived/);
+        await expectText(await raw("2000000\n"), 400, /a record of 2000000 bytes is over the limit of 1048576 bytes/);
         const bad = encoding === "json" ? encodeRecord("{nope") : encodeRecord(new Uint8Array([0xff]));
-        await expectText(await recordio([bad]), 400, encoding === "json" ? /Failed to parse body into JSON/ : /Failed to parse body into a protobuf object/);
+        const why = encoding === "json" ? /Failed to parse body into JSON/ : /Failed to parse body into a protobuf object/;
+        await expectText(await recordio([bad]), 400, why);
       });
 
       test("a streaming Accept is for streaming answers only (406); Message-Accept must allow JSON or protobuf", async () => {
@@ -359,7 +386,8 @@ describe("transport", () => {
   test("content types other than JSON, protobuf and RecordIO are 415 naming the type", async () => {
     for (const type of ["text/plain", "application/protobuf", "application/xml"]) {
       const res = await agent.call("x", { "Content-Type": type });
-      await expectText(res, 415, new RegExp(`Expecting 'Content-Type' of application/json or application/x-protobuf or application/recordio, got '${type}'`));
+      const expected = `Expecting 'Content-Type' of application/json or application/x-protobuf or application/recordio, got '${type}'`;
+      await expectText(res, 415, new RegExp(expected));
     }
   });
 

@@ -93,7 +93,8 @@ test("a streaming answer's headers follow the Accept, as Mesos' I/O switchboard 
     const stream = await ProcessIOStream.open(streamEncoding(wire), 1_000_000_000);
     const res = streamResponse(stream, wire);
     stream.close();
-    expect({ type: res.headers.get("content-type"), message: res.headers.get("message-content-type") }).toEqual({ type, message: messageType });
+    const headers = { type: res.headers.get("content-type"), message: res.headers.get("message-content-type") };
+    expect(headers).toEqual({ type, message: messageType });
     await res.body!.cancel();
   }
 });

@@ -146,7 +146,11 @@ export function caller(agent: RunningAgent, encoding: Encoding) {
   return async (body: unknown, headers: Record<string, string> = {}): Promise<Response> => {
     if (encoding === "json" && !(body instanceof Uint8Array)) return agent.call(body, headers);
     const bytes =
-      body instanceof Uint8Array ? body : typeof body === "string" ? new TextEncoder().encode(body) : encodeCall(body as Record<string, unknown>);
+      body instanceof Uint8Array
+        ? body
+        : typeof body === "string"
+          ? new TextEncoder().encode(body)
+          : encodeCall(body as Record<string, unknown>);
     const res = await fetch(`${agent.url}/api/v1`, {
       method: "POST",
       headers: { "Content-Type": MEDIA[encoding], Accept: MEDIA[encoding], ...headers },

@@ -17,11 +17,13 @@ const protoc = Bun.which("protoc");
 const NO_PROTOC = "protoc is not installed (Debian: protobuf-compiler; scripts/setup.sh installs it)";
 const GOCODE = "/usr/share/gocode/src";
 const MESOS_GO = "github.com/mesos/mesos-go/api/v1/lib";
-const haveMesosGo = existsSync(join(GOCODE, MESOS_GO, "agent/agent.proto")) && existsSync(join(GOCODE, "github.com/gogo/protobuf/gogoproto/gogo.proto"));
+const haveMesosGo =
+  existsSync(join(GOCODE, MESOS_GO, "agent/agent.proto")) && existsSync(join(GOCODE, "github.com/gogo/protobuf/gogoproto/gogo.proto"));
 const NO_MESOS_GO = "Debian's golang-github-mesos-mesos-go-dev (with golang-github-gogo-protobuf-dev) is not installed";
 
 function runProtoc(args: string[], stdin?: Uint8Array | string): Uint8Array {
-  const r = Bun.spawnSync([protoc!, ...args], { stdin: stdin === undefined ? "ignore" : Buffer.from(stdin), stdout: "pipe", stderr: "pipe" });
+  const input = stdin === undefined ? "ignore" : Buffer.from(stdin);
+  const r = Bun.spawnSync([protoc!, ...args], { stdin: input, stdout: "pipe", stderr: "pipe" });
   if (r.exitCode !== 0) throw new Error(`protoc ${args.join(" ")} failed: ${r.stderr.toString()}`);
   return new Uint8Array(r.stdout);
 }
@@ -86,7 +88,8 @@ describe("decode: protobuf to the JSON shape the API validates", () => {
 
   test("bytes that are not protobuf, or strings that are not UTF-8, are a ProtobufError", () => {
     expect(() => decode("mesos.v1.agent.Call", new Uint8Array([0xff]))).toThrow(ProtobufError);
-    expect(() => decode("mesos.v1.agent.Call", new TextEncoder().encode('{"type":"GET_HEALTH"}'))).toThrow(/not a valid mesos\.v1\.agent\.Call/);
+    const json = new TextEncoder().encode('{"type":"GET_HEALTH"}');
+    expect(() => decode("mesos.v1.agent.Call", json)).toThrow(/not a valid mesos\.v1\.agent\.Call/);
     // wait_container { container_id { value: "\xc3" } }
     const bad = new Uint8Array([...encodeCall({ type: "WAIT_CONTAINER" }), 0x72, 0x05, 0x0a, 0x03, 0x0a, 0x01, 0xc3]);
     expect(() => decode("mesos.v1.agent.Call", bad)).toThrow(/a string field is not valid UTF-8/);
@@ -109,8 +112,10 @@ describe("encode: answers from their JSON shape", () => {
   });
 
   test("a field the schema lacks, or a required field missing, is an error naming it", () => {
-    expect(() => encode("mesos.v1.agent.Response", { type: "GET_HEALTH", get_health: { healthy: true, extra: 1 } })).toThrow(/key "extra" is unknown/);
-    expect(() => encode("mesos.v1.agent.Response", { type: "GET_HEALTH", get_health: {} })).toThrow(/GetHealth\.healthy .*required field not set/);
+    const extra = { type: "GET_HEALTH", get_health: { healthy: true, extra: 1 } };
+    expect(() => encode("mesos.v1.agent.Response", extra)).toThrow(/key "extra" is unknown/);
+    const missing = { type: "GET_HEALTH", get_health: {} };
+    expect(() => encode("mesos.v1.agent.Response", missing)).toThrow(/GetHealth\.healthy .*required field not set/);
   });
 });
 
@@ -142,7 +147,8 @@ describe.skipIf(!protoc)(`protoc interop (${protoc ? "protoc found" : NO_PROTOC}
     );
     expect(text.replace(/\s+/g, " ").trim()).toBe(
       'type: GET_CONTAINERS get_containers { containers { container_id { value: "k" } container_status { executor_pid: 1234 ' +
-        'container_id { value: "k" parent { value: "c1" } } } resource_statistics { timestamp: 1.5 cpus_limit: 0.5 mem_total_bytes: 4096 } } }',
+        'container_id { value: "k" parent { value: "c1" } } } ' +
+        "resource_statistics { timestamp: 1.5 cpus_limit: 0.5 mem_total_bytes: 4096 } } }",
     );
   });
 
@@ -170,7 +176,8 @@ function fieldType(f: DescField): string {
   return `${kind} ${of.replace(/^mesos\.(v1\.)?/, "")}${f.fieldKind !== "list" && f.presence === 2 ? " required" : ""}`;
 }
 
-describe.skipIf(!protoc || !haveMesosGo)(`the schema against mesos-go's copy of Mesos' (${!protoc ? NO_PROTOC : !haveMesosGo ? NO_MESOS_GO : "found"})`, () => {
+const WHY_NOT_MESOS_GO = !protoc ? NO_PROTOC : !haveMesosGo ? NO_MESOS_GO : "found";
+describe.skipIf(!protoc || !haveMesosGo)(`the schema against mesos-go's copy of Mesos' (${WHY_NOT_MESOS_GO})`, () => {
   test("every message, field and enum value both have carries the same number and type", () => {
     const ours = compile([PROTO_DIR], AGENT_PROTO);
     const theirs = compile([GOCODE], `${MESOS_GO}/agent/agent.proto`);
@@ -210,9 +217,9 @@ describe.skipIf(!protoc || !haveMesosGo)(`the schema against mesos-go's copy of 
 
   test("a GET_FLAGS answer from ucr reads with mesos-go's schema in protoc", () => {
     const answer = { type: "GET_FLAGS", get_flags: { flags: [{ name: "port", value: "5051" }] } };
-    const text = new TextDecoder().decode(
-      runProtoc([`-I${GOCODE}`, "--decode=mesos.agent.Response", `${MESOS_GO}/agent/agent.proto`], encode("mesos.v1.agent.Response", answer)),
-    );
+    const bytes = encode("mesos.v1.agent.Response", answer);
+    const decoded = runProtoc([`-I${GOCODE}`, "--decode=mesos.agent.Response", `${MESOS_GO}/agent/agent.proto`], bytes);
+    const text = new TextDecoder().decode(decoded);
     expect(text.replace(/\s+/g, " ").trim()).toBe('type: GET_FLAGS get_flags { flags { name: "port" value: "5051" } }');
   });
 });
