@@ -10,6 +10,9 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 # Debian packages the tests and the quickstart use.
 APT_PACKAGES=(ca-certificates curl docker-registry skopeo umoci busybox-static apache2-utils openssl zstd libcap2-bin tar gzip)
+# protoc: the protobuf tests (interop, generated code up to date) and the README's protobuf call;
+# mesos-go's copy of Mesos' .proto files: the test that checks ucr's schema against it.
+APT_PACKAGES+=(protobuf-compiler golang-github-mesos-mesos-go-dev)
 
 # Bun comes from the npm registry: without npm, Debian's npm (and nodejs) come too.
 if ! command -v npm >/dev/null 2>&1; then APT_PACKAGES+=(npm); fi

@@ -1,13 +1,23 @@
-// The dispatcher: one handler per agent::Call type. Handlers get the validated payload
-// and the agent, and return a Response (JSON, a bare status, or a text error).
+// The dispatcher: one handler per agent::Call type. Handlers get the validated payload, the
+// agent and the request's wire, and return an Answer (an agent::Response, sent in the encoding
+// the client accepts), a bare status, or a text error.
 import type { Agent } from "../agent/agent.ts";
 import { VERSION, versionInfo } from "../version.ts";
 import { type CallType, type Payload } from "./calls.ts";
 import { ContainerError, idKey, type Container } from "../agent/containers.ts";
 import { GcError, ImageCollector } from "../gc/collector.ts";
-import { emptyResponse, jsonResponse, textResponse } from "./http.ts";
+import { emptyResponse, textResponse } from "./http.ts";
+import type { ContainerID } from "./proto.ts";
+import { answer, answerLater, type Answer, type Message, type Wire } from "./wire.ts";
 
-export type Handler<T extends CallType> = (payload: Payload<T>, agent: Agent) => Response | Promise<Response>;
+/** How the call came: its encodings and, for a streaming request, the records after the call. */
+export interface CallContext {
+  wire: Wire;
+  records?: AsyncGenerator<Uint8Array>;
+}
+
+type Answered = Response | Answer;
+export type Handler<T extends CallType> = (payload: Payload<T>, agent: Agent, context: CallContext) => Answered | Promise<Answered>;
 type HandlerTable = { [T in CallType]: Handler<T> };
 
 /** Calls that later work fills in answer 501 and say so, never a pretend success. */
@@ -22,17 +32,18 @@ function notForUcr(type: CallType, why: string): Handler<CallType> {
 
 const NO_FRAMEWORKS = "ucr runs standalone containers and has no frameworks, executors or tasks";
 const NO_PROVIDERS = "ucr has no resource providers";
+const NO_SESSIONS = "RecordIO is in place, but container I/O sessions (stdin/stdout/stderr kept for attach) are not built yet";
 
 export const HANDLERS: HandlerTable = {
   UNKNOWN: () => textResponse(501, "Call type UNKNOWN is not implemented"),
 
-  GET_HEALTH: () => jsonResponse({ type: "GET_HEALTH", get_health: { healthy: true } }),
-  GET_FLAGS: (_p, agent) => jsonResponse({ type: "GET_FLAGS", get_flags: { flags: agent.flags.shown } }),
-  GET_VERSION: () => jsonResponse({ type: "GET_VERSION", get_version: { version_info: versionInfo() } }),
+  GET_HEALTH: () => answer({ type: "GET_HEALTH", get_health: { healthy: true } }),
+  GET_FLAGS: (_p, agent) => answer({ type: "GET_FLAGS", get_flags: { flags: agent.flags.shown } }),
+  GET_VERSION: () => answer({ type: "GET_VERSION", get_version: { version_info: versionInfo() } }),
 
   // Truthful for ucr: standalone containers never appear in these (reference 1.10).
   GET_STATE: () =>
-    jsonResponse({
+    answer({
       type: "GET_STATE",
       get_state: {
         get_tasks: {},
@@ -40,9 +51,9 @@ export const HANDLERS: HandlerTable = {
         get_frameworks: {},
       },
     }),
-  GET_FRAMEWORKS: () => jsonResponse({ type: "GET_FRAMEWORKS", get_frameworks: {} }),
-  GET_EXECUTORS: () => jsonResponse({ type: "GET_EXECUTORS", get_executors: {} }),
-  GET_TASKS: () => jsonResponse({ type: "GET_TASKS", get_tasks: {} }),
+  GET_FRAMEWORKS: () => answer({ type: "GET_FRAMEWORKS", get_frameworks: {} }),
+  GET_EXECUTORS: () => answer({ type: "GET_EXECUTORS", get_executors: {} }),
+  GET_TASKS: () => answer({ type: "GET_TASKS", get_tasks: {} }),
 
   GET_METRICS: notYet("GET_METRICS", "metrics are not exported yet"),
   GET_LOGGING_LEVEL: notForUcr("GET_LOGGING_LEVEL", "ucr has no glog verbosity; it logs by --logging_level"),
@@ -59,11 +70,7 @@ export const HANDLERS: HandlerTable = {
 
   LAUNCH_CONTAINER: (p, agent) =>
     containerCall(async () => emptyResponse((await agent.containers.launch(p)) ? 200 : 202)),
-  WAIT_CONTAINER: (p, agent) =>
-    containerCall(async () => {
-      const c = await agent.containers.wait(p.container_id);
-      return jsonResponse({ type: "WAIT_CONTAINER", wait_container: waitBody(c) });
-    }),
+  WAIT_CONTAINER: (p, agent) => containerCall(async () => waitAnswer(agent, p.container_id, "WAIT_CONTAINER", "wait_container")),
   KILL_CONTAINER: (p, agent) =>
     containerCall(async () => {
       agent.containers.kill(p.container_id, p.signal ?? 9);
@@ -77,7 +84,7 @@ export const HANDLERS: HandlerTable = {
   GET_CONTAINERS: async (p, agent) => {
     const shown = agent.containers.list().filter((c) => (c.id.parent ? p.show_nested : p.show_standalone));
     const disk = await Promise.all(shown.map((c) => (c.state === "RUNNING" ? agent.containers.diskUsed(c) : undefined)));
-    return jsonResponse({
+    return answer({
       type: "GET_CONTAINERS",
       get_containers: { containers: shown.map((c, i) => containerInfo(c, disk[i])) },
     });
@@ -89,10 +96,7 @@ export const HANDLERS: HandlerTable = {
     ),
   WAIT_NESTED_CONTAINER: (p, agent) =>
     nested(p.container_id, () =>
-      containerCall(async () => {
-        const c = await agent.containers.wait(p.container_id);
-        return jsonResponse({ type: "WAIT_NESTED_CONTAINER", wait_nested_container: waitBody(c) });
-      }),
+      containerCall(async () => waitAnswer(agent, p.container_id, "WAIT_NESTED_CONTAINER", "wait_nested_container")),
     ),
   KILL_NESTED_CONTAINER: (p, agent) =>
     nested(p.container_id, () =>
@@ -108,9 +112,9 @@ export const HANDLERS: HandlerTable = {
         return emptyResponse(200);
       }),
     ),
-  LAUNCH_NESTED_CONTAINER_SESSION: notYet("LAUNCH_NESTED_CONTAINER_SESSION", "streaming sessions are not implemented"),
-  ATTACH_CONTAINER_INPUT: notYet("ATTACH_CONTAINER_INPUT", "streaming attach is not implemented"),
-  ATTACH_CONTAINER_OUTPUT: notYet("ATTACH_CONTAINER_OUTPUT", "streaming attach is not implemented"),
+  LAUNCH_NESTED_CONTAINER_SESSION: notYet("LAUNCH_NESTED_CONTAINER_SESSION", NO_SESSIONS),
+  ATTACH_CONTAINER_INPUT: notYet("ATTACH_CONTAINER_INPUT", NO_SESSIONS),
+  ATTACH_CONTAINER_OUTPUT: notYet("ATTACH_CONTAINER_OUTPUT", NO_SESSIONS),
   PRUNE_IMAGES: async (p, agent) => {
     try {
       const excluded = ImageCollector.exclusions([...p.excluded_images, ...(agent.flags.values.image_gc_config?.excluded_images ?? [])]);
@@ -123,17 +127,22 @@ export const HANDLERS: HandlerTable = {
   },
 };
 
-export function dispatch<T extends CallType>(type: T, payload: Payload<T>, agent: Agent): Response | Promise<Response> {
-  return (HANDLERS[type] as Handler<T>)(payload, agent);
+export function dispatch<T extends CallType>(
+  type: T,
+  payload: Payload<T>,
+  agent: Agent,
+  context: CallContext,
+): Answered | Promise<Answered> {
+  return (HANDLERS[type] as Handler<T>)(payload, agent, context);
 }
 
 
-function nested(id: { parent?: unknown }, fn: () => Promise<Response>): Promise<Response> | Response {
+function nested(id: { parent?: unknown }, fn: () => Promise<Answered>): Promise<Answered> | Response {
   if (!id.parent) return textResponse(400, "Failed to validate agent::Call: Expecting 'container_id.parent' to be present");
   return fn();
 }
 
-async function containerCall(fn: () => Promise<Response>): Promise<Response> {
+async function containerCall(fn: () => Promise<Answered>): Promise<Answered> {
   try {
     return await fn();
   } catch (err) {
@@ -142,8 +151,20 @@ async function containerCall(fn: () => Promise<Response>): Promise<Response> {
   }
 }
 
-function waitBody(c: Container): Record<string, unknown> {
-  const body: Record<string, unknown> = {};
+/**
+ * WAIT_CONTAINER's answer. An unknown container is 404 before anything is sent; a known one
+ * gets its status line and headers at once, and the exit when it comes: a client that gives
+ * up without response headers (mesos-go after 15 s) keeps waiting.
+ */
+function waitAnswer(agent: Agent, id: ContainerID, type: string, field: string): Answer {
+  const c = agent.containers.get(id);
+  if (!c) throw new ContainerError(404, `Container '${idKey(id)}' cannot be found`);
+  if (c.state === "EXITED") return answer({ type, [field]: waitBody(c) });
+  return answerLater({ type }, field, agent.containers.wait(id).then(waitBody));
+}
+
+function waitBody(c: Container): Message {
+  const body: Message = {};
   if (c.exitStatus !== undefined) body.exit_status = c.exitStatus;
   if (c.limitation) {
     body.state = "TASK_FAILED";
@@ -180,4 +201,3 @@ function containerInfo(c: Container, diskUsed?: number): Record<string, unknown>
   return info;
 }
 
-void idKey;

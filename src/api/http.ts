@@ -84,15 +84,15 @@ export function emptyResponse(status = 200): Response {
 }
 
 /**
- * Reads a request body as UTF-8 text, refusing more than `limit` bytes (413) whether the
- * client announced the size or streams it chunked.
+ * Reads a request body, refusing more than `limit` bytes (413) whether the client announced
+ * the size or streams it chunked.
  */
-export async function readBody(request: Request, limit: number): Promise<string> {
+export async function readBodyBytes(request: Request, limit: number): Promise<Uint8Array> {
   const declared = request.headers.get("content-length");
   if (declared !== null && Number(declared) > limit) {
     throw new ApiError(413, `Request body of ${declared} bytes is over the limit of ${limit} bytes`);
   }
-  if (!request.body) return "";
+  if (!request.body) return new Uint8Array();
   const chunks: Uint8Array[] = [];
   let total = 0;
   const reader = request.body.getReader();
@@ -106,8 +106,13 @@ export async function readBody(request: Request, limit: number): Promise<string>
     }
     chunks.push(value);
   }
+  return Buffer.concat(chunks);
+}
+
+/** A JSON body's bytes as text; 400 if they are not UTF-8. */
+export function decodeUtf8(bytes: Uint8Array): string {
   try {
-    return new TextDecoder("utf-8", { fatal: true }).decode(Buffer.concat(chunks));
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
   } catch {
     throw new ApiError(400, "Failed to parse body into JSON: body is not valid UTF-8");
   }

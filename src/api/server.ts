@@ -1,6 +1,6 @@
 // The Operator API front door on Elysia: POST /api/v1 with Mesos' transport rules
-// (reference section 1.1), authentication, GET /health and GET /version, one log line per
-// request, and a drain on shutdown. Business logic lives in handlers.ts and below.
+// (reference section 1.1; the encodings in wire.ts), authentication, GET /health and GET
+// /version, one log line per request, and a drain on shutdown. Business logic lives in handlers.ts and below.
 import { Elysia } from "elysia";
 import type { Agent } from "../agent/agent.ts";
 import { log } from "../log.ts";
@@ -8,18 +8,8 @@ import { versionInfo } from "../version.ts";
 import { BasicAuthenticator } from "./auth.ts";
 import { CallError, parseCall } from "./calls.ts";
 import { dispatch } from "./handlers.ts";
-import {
-  ApiError,
-  JSON_TYPE,
-  PROTOBUF_TYPE,
-  RECORDIO_TYPE,
-  accepts,
-  emptyResponse,
-  jsonResponse,
-  mediaType,
-  readBody,
-  textResponse,
-} from "./http.ts";
+import { ApiError, emptyResponse, jsonResponse, readBodyBytes, textResponse } from "./http.ts";
+import { Answer, answerResponse, checkStreaming, decodeCall, firstRecord, negotiate } from "./wire.ts";
 
 /** Largest request body accepted on /api/v1. LAUNCH_CONTAINER bodies are a few KiB. */
 export const MAX_BODY_BYTES = 1024 * 1024;
@@ -48,6 +38,11 @@ export function startApiServer(agent: Agent): ApiServer {
   const { ip, port, authenticate_http_readwrite, http_credentials } = agent.flags.values;
   const authenticator =
     authenticate_http_readwrite && http_credentials ? new BasicAuthenticator(http_credentials) : undefined;
+
+  // Bun closes a connection that is idle for 10 s (its idleTimeout), which also cut every call
+  // whose answer takes longer: a WAIT_CONTAINER, a LAUNCH_CONTAINER that pulls. The timeout
+  // stays while a request is read; once its call is parsed, it is lifted for that request.
+  const liftTimeout = new WeakMap<Request, () => void>();
 
   let inFlight = 0;
   let draining = false;
@@ -92,35 +87,17 @@ export function startApiServer(agent: Agent): ApiServer {
     if (request.method !== "POST") {
       throw new ApiError(405, `Expecting a 'POST' request, received '${request.method}'`, { Allow: "POST" });
     }
-    const contentTypeHeader = request.headers.get("content-type");
-    if (contentTypeHeader === null) throw new ApiError(400, "Expecting 'Content-Type' to be present");
-    const contentType = mediaType(contentTypeHeader);
-    if (contentType === PROTOBUF_TYPE) {
-      throw new ApiError(415, `Unsupported 'Content-Type' ${PROTOBUF_TYPE}: ucr speaks only ${JSON_TYPE}`);
-    }
-    if (contentType === RECORDIO_TYPE) {
-      throw new ApiError(415, `Unsupported 'Content-Type' ${RECORDIO_TYPE}: ucr has no streaming calls yet`);
-    }
-    if (contentType !== JSON_TYPE) {
-      throw new ApiError(415, `Expecting 'Content-Type' of ${JSON_TYPE}, got '${contentTypeHeader}'`);
-    }
-    if (request.headers.has("message-content-type")) {
-      throw new ApiError(415, "Expecting 'Message-Content-Type' only with 'Content-Type: application/recordio'");
-    }
-    const accept = request.headers.get("accept");
-    if (!accepts(accept, JSON_TYPE)) {
-      throw new ApiError(406, `Expecting 'Accept' to allow ${JSON_TYPE}, got '${accept}': ucr answers only in JSON`);
-    }
-    if (request.headers.has("message-accept")) {
-      throw new ApiError(406, "Expecting 'Message-Accept' only with a streaming 'Accept: application/recordio'");
-    }
+    const wire = negotiate(request.headers);
 
-    const text = await readBody(request, MAX_BODY_BYTES);
     let body: unknown;
-    try {
-      body = JSON.parse(text);
-    } catch (err) {
-      throw new ApiError(400, `Failed to parse body into JSON: ${(err as Error).message}`);
+    let records: AsyncGenerator<Uint8Array> | undefined;
+    if (wire.content === "recordio") {
+      // A streaming request: its first record is the call, the rest is the handler's.
+      const first = await firstRecord(request, MAX_BODY_BYTES);
+      records = first.rest;
+      body = await decodeCall(first.record, wire.messageContent!, parseJson);
+    } else {
+      body = await decodeCall(await readBodyBytes(request, MAX_BODY_BYTES), wire.content, parseJson);
     }
     let call;
     try {
@@ -130,7 +107,18 @@ export function startApiServer(agent: Agent): ApiServer {
       throw err;
     }
     note(call.type);
-    return dispatch(call.type, call.payload, agent);
+    liftTimeout.get(request)?.();
+    checkStreaming(call.type, wire);
+    const answered = await dispatch(call.type, call.payload, agent, { wire, records });
+    return answered instanceof Answer ? answerResponse(answered, wire) : answered;
+  }
+
+  function parseJson(text: string): unknown {
+    try {
+      return JSON.parse(text);
+    } catch (err) {
+      throw new ApiError(400, `Failed to parse body into JSON: ${(err as Error).message}`);
+    }
   }
 
   function getOnly(request: Request, respond: () => Response): Response {
@@ -156,7 +144,15 @@ export function startApiServer(agent: Agent): ApiServer {
       return undefined;
     });
   // Bun's server directly (not Elysia's listen), so every request passes routable() first.
-  const server = Bun.serve({ hostname: ip, port, fetch: (request) => app.handle(routable(request)) });
+  const server = Bun.serve({
+    hostname: ip,
+    port,
+    fetch: (request, srv) => {
+      const routed = routable(request);
+      liftTimeout.set(routed, () => srv.timeout(request, 0));
+      return app.handle(routed);
+    },
+  });
   return {
     port: server.port!,
     hostname: ip,
