@@ -122,11 +122,11 @@ export class CniNetworks {
   private async start(): Promise<void> {
     const o = this.options!;
     for (const dir of o.pluginDirs) {
-      if (!existsSync(dir)) throw new CniConfigError(dir, "flag '--network_cni_plugins_dir': directory does not exist");
+      if (!existsSync(dir)) throw new CniConfigError("", `flag '--network_cni_plugins_dir': ${dir} does not exist`);
     }
-    if (!existsSync(o.configDir)) throw new CniConfigError(o.configDir, "flag '--network_cni_config_dir': directory does not exist");
+    if (!existsSync(o.configDir)) throw new CniConfigError("", `flag '--network_cni_config_dir': ${o.configDir} does not exist`);
     for (const tool of NETNS_TOOLS) {
-      if (!Bun.which(tool)) throw new CniConfigError(tool, `network namespaces need '${tool}' in PATH (util-linux's unshare, iproute2's ip)`);
+      if (!Bun.which(tool)) throw new CniConfigError("", `network/cni needs '${tool}' in PATH for network namespaces (util-linux's unshare, iproute2's ip)`);
     }
     this.configs = readConfigDir(o.configDir, o.pluginDirs, {
       strict: true,
@@ -263,8 +263,9 @@ export class CniNetworks {
           throw new NetworkError(400, `${where}.port_mappings: ${(err as Error).message}`);
         }
         const ips = (info.ip_addresses ?? []).map((a) => a.ip_address).filter((a): a is string => a !== undefined && a !== "");
+        const { port_mappings: _asked, ...rest } = info;
         const networkInfo: NetworkInfo = {
-          ...info,
+          ...rest,
           ...(taken.length > 0 ? { port_mappings: taken.map((m) => ({ host_port: m.hostPort, container_port: m.containerPort, protocol: m.protocol })) } : {}),
         };
         attachments.push({

@@ -27,11 +27,12 @@ export interface NetworkConf {
 }
 
 export class CniConfigError extends Error {
+  /** `file` "": the error is about a flag or a tool, and `why` says it all. */
   constructor(
     readonly file: string,
     why: string,
   ) {
-    super(`CNI network configuration ${file}: ${why}`);
+    super(file === "" ? why : `CNI network configuration ${file}: ${why}`);
     this.name = "CniConfigError";
   }
 }
@@ -127,7 +128,7 @@ export function readConfigDir(
   try {
     names = readdirSync(dir).sort();
   } catch (err) {
-    throw new CniConfigError(dir, `cannot be listed: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw new CniConfigError("", `CNI config directory ${dir} cannot be listed: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
   const out = new Map<string, NetworkConf>();
   for (const name of names) {
