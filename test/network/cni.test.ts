@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { MNT_DETACH, umount2 } from "../../src/ffi/libc.ts";
-import { type RunningAgent, runUcr, startAgent, tempDir } from "../helpers/agent.ts";
+import { type RunningAgent, UCR, runUcr, startAgent, tempDir } from "../helpers/agent.ts";
 import {
   bridgeName,
   cniUnavailable,
@@ -360,6 +360,34 @@ describe.skipIf(unavailable !== undefined)("CNI networks (real plugins and names
     expect(out).toContain(`${ip} parent\n`);
     await finish(agent, "parent");
     expect((await call(agent, { type: "REMOVE_CONTAINER", remove_container: ref("parent") })).status).toBe(200);
+  });
+
+  test("ucr run --network NAME -p HOST:CONTAINER publishes a port; -p CONTAINER takes one from the range and says which", async () => {
+    const serve = "mkdir /tmp/w && echo via-run > /tmp/w/index.html && exec httpd -f -p 80 -h /tmp/w";
+    const fixed = PORTS.end - 1;
+    const proc = Bun.spawn([UCR, "run", "--agent", `127.0.0.1:${agent.port}`, "--name", "cli", "--network", net.name, "-p", `${fixed}:80`, "-p", "80/tcp", "bb", "--", "sh", "-c", serve], {
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    const stderr = new Response(proc.stderr).text();
+    try {
+      const body = await until(
+        () => fetch(`http://127.0.0.1:${fixed}/index.html`, { signal: AbortSignal.timeout(2000) }).then((r) => r.text(), () => ""),
+        (t) => t === "via-run\n",
+      );
+      expect(body).toBe("via-run\n");
+      const info = (await networkInfos(agent, "cli"))![0]!;
+      const auto = info.port_mappings!.find((m) => m.host_port !== fixed)!;
+      expect(auto.host_port).toBeGreaterThanOrEqual(PORTS.begin);
+      expect(await (await fetch(`http://127.0.0.1:${auto.host_port}/index.html`)).text()).toBe("via-run\n");
+      await call(agent, { type: "KILL_CONTAINER", kill_container: ref("cli") });
+      expect(await proc.exited).toBe(137);
+      expect(await stderr).toContain(`ucr run: ${fixed} -> 80/tcp\nucr run: ${auto.host_port} -> 80/tcp\n`);
+    } finally {
+      proc.kill();
+    }
+    const usage = await runUcr(["run", "-p", "80", "bb"]);
+    expect({ code: usage.code, stderr: usage.stderr }).toEqual({ code: 2, stderr: "ucr run: -p needs --network NAME: the host network has no ports to map\n" });
   });
 
   test("bad requests: unknown network, a network twice, port mappings on the host network, a bad hostname", async () => {
