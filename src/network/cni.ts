@@ -11,6 +11,7 @@
 // so a DEL always has what its ADD had, whoever ran the ADD.
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { isIP } from "node:net";
 import { join } from "node:path";
 import type { Flags } from "../config/flags.ts";
 import { log } from "../log.ts";
@@ -263,6 +264,8 @@ export class CniNetworks {
           throw new NetworkError(400, `${where}.port_mappings: ${(err as Error).message}`);
         }
         const ips = (info.ip_addresses ?? []).map((a) => a.ip_address).filter((a): a is string => a !== undefined && a !== "");
+        const badIp = ips.findIndex((ip) => isIP(ip) === 0);
+        if (badIp >= 0) throw new NetworkError(400, `${where}.ip_addresses: '${ips[badIp]}' is not an IP address`);
         const { port_mappings: _asked, ...rest } = info;
         const networkInfo: NetworkInfo = {
           ...rest,
@@ -310,11 +313,15 @@ export class CniNetworks {
       // Left by an earlier container of this ID whose DEL failed: finish that first.
       if (existsSync(dir)) await this.detachNow(plan.key, false);
       mkdirSync(dir, { recursive: true, mode: 0o700 });
-      // Taken again: detachNow gave back whatever this ID held.
-      this.ports.take(plan.key, plan.attachments.flatMap((a) => a.capabilityArgs.portMappings ?? []));
       this.attached.set(plan.key, { statuses: [] });
       const ns = join(dir, "ns");
       try {
+        // Taken again: a detach of leftovers above gave back whatever this ID held.
+        try {
+          this.ports.take(plan.key, plan.attachments.flatMap((a) => a.capabilityArgs.portMappings ?? []));
+        } catch (err) {
+          throw new NetworkError(400, `container.network_infos: ${(err as Error).message}`);
+        }
         await createNetns(ns);
         const settled = await Promise.allSettled(plan.attachments.map((a) => this.add(dir, ns, a)));
         const failed = settled.filter((s): s is PromiseRejectedResult => s.status === "rejected").map((s) => s.reason as Error);
@@ -374,7 +381,7 @@ export class CniNetworks {
     writeStateFile(join(netDir, a.ifName, "network.info"), JSON.stringify(prev));
     const wanted = a.capabilityArgs.ips ?? [];
     const given = result!.ips.map((ip) => addressOf(ip.address));
-    const missed = wanted.filter((ip) => !given.includes(addressOf(ip.includes("/") ? ip : `${ip}/0`)));
+    const missed = wanted.filter((ip) => !given.includes(ip));
     if (missed.length > 0) {
       throw new NetworkError(400, `CNI network '${a.network}' did not assign the requested address ${missed.join(", ")} (it gave ${given.join(", ") || "none"}): its plugins must honour the 'ips' capability or Mesos' network_info`);
     }
@@ -610,13 +617,14 @@ function readAttachments(dir: string): Attachment[] {
 
 /** Waits until no plugin process of CNI container `cniId` runs (one an agent killed mid-ADD left running). */
 async function pluginsGone(cniId: string, timeoutMs: number): Promise<void> {
-  const needle = `CNI_CONTAINERID=${cniId}\0`;
+  const needle = `\0CNI_CONTAINERID=${cniId}\0`;
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const running = readdirSync("/proc").filter((p) => {
-      if (!/^\d+$/.test(p)) return false;
+      if (!/^\d+$/.test(p) || Number(p) === process.pid) return false;
       try {
-        return `${readFileSync(`/proc/${p}/environ`, "latin1")}\0`.includes(needle) && readFileSync(`/proc/${p}/environ`, "latin1").includes("CNI_COMMAND=");
+        const env = `\0${readFileSync(`/proc/${p}/environ`, "latin1")}`;
+        return env.includes(needle) && env.includes("\0CNI_COMMAND=");
       } catch {
         return false;
       }

@@ -509,6 +509,35 @@ describe.skipIf(unavailable !== undefined)("CNI networks (real plugins and names
     expect(readdirSync(join(runtimeDir, "isolators", "network", "cni"))).toEqual([]);
   }, 240_000);
 
+  test("a DEL that fails keeps the container and its namespace; REMOVE retries and then nothing is left", async () => {
+    const plugins = join(work, "plugins");
+    mkdirSync(plugins);
+    for (const p of ["bridge", "host-local", "portmap"]) symlinkSync(join("/usr/lib/cni", p), join(plugins, p));
+    const dir = join(work, "delfail");
+    const runtimeDir = join(dir, "run");
+    const a = await startNetAgent(dir, [`--network_cni_plugins_dir=${plugins}`]);
+    await run(a, "warm-delfail", "true", on(net.name, { port_mappings: [{ host_port: 0, container_port: 80 }] }));
+    const hostBefore = await hostNetState();
+    expect((await call(a, launchBody("delfail", "sleep 300", on(net.name, { port_mappings: [{ host_port: 0, container_port: 80 }] })))).status).toBe(200);
+    rmSync(join(plugins, "portmap"));
+    try {
+      await finish(a, "delfail");
+      const failed = await call(a, { type: "REMOVE_CONTAINER", remove_container: ref("delfail") });
+      expect(failed.status).toBe(500);
+      expect(failed.text).toContain(`The CNI plugin 'portmap' failed to detach container delfail from CNI network '${net.name}': it is no longer in ${plugins}`);
+      expect(failed.text).toContain("REMOVE it again to retry");
+      // Kept: the container, its namespace (for the next DEL) and portmap's rule.
+      expect((await call(a, { type: "WAIT_CONTAINER", wait_container: ref("delfail") })).status).toBe(200);
+      expect(netnsMountsUnder(runtimeDir)).toHaveLength(1);
+      expect(await hostNetState()).not.toEqual(hostBefore);
+    } finally {
+      symlinkSync("/usr/lib/cni/portmap", join(plugins, "portmap"));
+    }
+    expect((await call(a, { type: "REMOVE_CONTAINER", remove_container: ref("delfail") })).status).toBe(200);
+    expect(await leftovers(net, runtimeDir)).toEqual(clean);
+    expect(await hostNetState()).toEqual(hostBefore);
+  }, 60_000);
+
   test("agent SIGKILL in the middle of ADD: after a restart nothing is left; a running one is recovered with its network", async () => {
     const dir = join(work, "killed");
     const runtimeDir = join(dir, "run");
