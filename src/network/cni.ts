@@ -315,6 +315,8 @@ export class CniNetworks {
       mkdirSync(dir, { recursive: true, mode: 0o700 });
       this.attached.set(plan.key, { statuses: [] });
       const ns = join(dir, "ns");
+      const started = performance.now();
+      const timings: string[] = [];
       try {
         // Taken again: a detach of leftovers above gave back whatever this ID held.
         try {
@@ -323,7 +325,8 @@ export class CniNetworks {
           throw new NetworkError(400, `container.network_infos: ${(err as Error).message}`);
         }
         await createNetns(ns);
-        const settled = await Promise.allSettled(plan.attachments.map((a) => this.add(dir, ns, a)));
+        timings.push(`netns ${(performance.now() - started).toFixed(1)} ms`);
+        const settled = await Promise.allSettled(plan.attachments.map((a) => this.add(dir, ns, a, timings)));
         const failed = settled.filter((s): s is PromiseRejectedResult => s.status === "rejected").map((s) => s.reason as Error);
         if (failed.length > 0) {
           const status = failed.every((e) => e instanceof NetworkError && e.status === 400) ? 400 : 500;
@@ -332,6 +335,7 @@ export class CniNetworks {
         const results = settled.map((s) => (s as PromiseFulfilledResult<CniResult>).value);
         const joined = this.writeFiles(dir, ns, plan, results);
         this.attached.set(plan.key, { joined, statuses: plan.attachments.map((a, i) => statusOf(a, results[i]!)) });
+        log.info(`container ${plan.key}: CNI networks attached in ${(performance.now() - started).toFixed(1)} ms (${timings.join("; ")})`);
         return joined;
       } catch (err) {
         try {
@@ -346,14 +350,16 @@ export class CniNetworks {
   }
 
   /** ADD of one network: network.conf first (DEL needs it even if we die now), the chain, then the result. */
-  private async add(dir: string, ns: string, a: Attachment): Promise<CniResult> {
+  private async add(dir: string, ns: string, a: Attachment, timings: string[]): Promise<CniResult> {
     const o = this.options!;
     const netDir = join(dir, a.network);
     mkdirSync(join(netDir, a.ifName), { recursive: true, mode: 0o700 });
     writeStateFile(join(netDir, "network.conf"), JSON.stringify(a));
     let prev: Record<string, unknown> | undefined;
     let result: CniResult | undefined;
+    const took: string[] = [];
     for (const p of a.conf.plugins) {
+      const t0 = performance.now();
       const what = `The CNI plugin '${p.type}' failed to attach container ${a.cniId} to CNI network '${a.network}'`;
       const binary = findPlugin(p.type, o.pluginDirs);
       if (!binary) throw new NetworkError(500, `${what}: it is no longer in ${o.pluginDirs.join(":")}`);
@@ -377,7 +383,9 @@ export class CniNetworks {
       } catch (err) {
         throw new NetworkError(500, (err as Error).message);
       }
+      took.push(`${p.type} ${(performance.now() - t0).toFixed(1)} ms`);
     }
+    timings.push(`${a.network}: ${took.join(", ")}`);
     writeStateFile(join(netDir, a.ifName, "network.info"), JSON.stringify(prev));
     const wanted = a.capabilityArgs.ips ?? [];
     const given = result!.ips.map((ip) => addressOf(ip.address));
