@@ -65,7 +65,8 @@ function cleanup(): Promise<void> {
         try {
           await agent.call("KILL_CONTAINER", { kill_container: { container_id: { value: id } } }, 5000).catch(() => undefined);
           await agent.call("WAIT_CONTAINER", { wait_container: { container_id: { value: id } } }, 5000);
-          if ((await agent.call("REMOVE_CONTAINER", { remove_container: { container_id: { value: id } } }, 20_000)).status === 200) ucrLive.delete(id);
+          if ((await agent.call("REMOVE_CONTAINER", { remove_container: { container_id: { value: id } } }, 20_000)).status === 200)
+            ucrLive.delete(id);
         } catch {
           // the agent is gone or stuck
         }
@@ -200,7 +201,11 @@ async function ucrOnce(a: Agent, network: string | undefined): Promise<{ launchW
     launch_container: {
       container_id: { value: id },
       command: { shell: false, value: "/bin/true", arguments: ["true"] },
-      container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "alpine" } } }, ...(network ? { network_infos: [{ name: network }] } : {}) },
+      container: {
+        type: "MESOS",
+        mesos: { image: { type: "DOCKER", docker: { name: "alpine" } } },
+        ...(network ? { network_infos: [{ name: network }] } : {}),
+      },
     },
   });
   if (l.status !== 200) throw new Error(`LAUNCH_CONTAINER ${l.status}: ${l.text.trim().slice(0, 300)}`);
@@ -222,18 +227,32 @@ async function ucrOnce(a: Agent, network: string | undefined): Promise<{ launchW
 
 async function startHolder(dir: string): Promise<string[]> {
   const ready = join(dir, "holder-ready");
-  holder = Bun.spawn(["unshare", "--mount", "--propagation", "private", "sh", "-c", `umount -l /sys/fs/cgroup/unified && : > ${ready} && exec sleep infinity`], {
-    stdin: "ignore",
-    stdout: "ignore",
-    stderr: "pipe",
-    env: { PATH },
-    detached: true,
-  });
+  holder = Bun.spawn(
+    [
+      "unshare",
+      "--mount",
+      "--propagation",
+      "private",
+      "sh",
+      "-c",
+      `umount -l /sys/fs/cgroup/unified && : > ${ready} && exec sleep infinity`,
+    ],
+    {
+      stdin: "ignore",
+      stdout: "ignore",
+      stderr: "pipe",
+      env: { PATH },
+      detached: true,
+    },
+  );
   for (let i = 0; i < 100 && !existsSync(ready); i++) {
     if (holder.exitCode !== null) break;
     await Bun.sleep(20);
   }
-  if (!existsSync(ready)) throw new Error(`could not make a mount namespace without cgroup2: ${holder.exitCode !== null ? await new Response(holder.stderr as ReadableStream).text() : "timed out"}`);
+  if (!existsSync(ready))
+    throw new Error(
+      `could not make a mount namespace without cgroup2: ${holder.exitCode !== null ? await new Response(holder.stderr as ReadableStream).text() : "timed out"}`,
+    );
   return ["nsenter", `--mount=/proc/${holder.pid}/ns/mnt`];
 }
 
@@ -259,7 +278,10 @@ function ulimitArgs(): string[] {
 // ---------------------------------------------------------------------------------------------
 // The plugins alone: what any runtime pays for this network (a netns, ADD of the chain, DEL).
 
-async function pluginsOnce(dir: string, conf: { name: string; cniVersion: string; plugins: Array<Record<string, unknown>> }): Promise<number> {
+async function pluginsOnce(
+  dir: string,
+  conf: { name: string; cniVersion: string; plugins: Array<Record<string, unknown>> },
+): Promise<number> {
   checkStop();
   const id = `unb-p-${++seq}`;
   const ns = join(dir, `ns-${id}`);
@@ -316,10 +338,16 @@ async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error("run as root (network namespaces, iptables, podman --root)");
   if (!existsSync(BUILT_UCR)) throw new Error(`${BUILT_UCR} is missing: cd ${ROOT} && bun run build`);
   for (const t of ["podman", "unshare", "nsenter", "ip", "iptables"]) if (!Bun.which(t, { PATH })) throw new Error(`${t} is not installed`);
-  for (const p of ["bridge", "host-local", "portmap"]) if (!existsSync(join(PLUGINS, p))) throw new Error(`CNI plugin ${p} is not in ${PLUGINS}`);
+  for (const p of ["bridge", "host-local", "portmap"])
+    if (!existsSync(join(PLUGINS, p))) throw new Error(`CNI plugin ${p} is not in ${PLUGINS}`);
   const started = performance.now();
   const loadBefore = loadavg();
-  hostBefore = { ipForward: ipForward(), hostportChains: await hostportChainsExist(), varLibCni: existsSync("/var/lib/cni"), runNetns: existsSync("/run/netns") };
+  hostBefore = {
+    ipForward: ipForward(),
+    hostportChains: await hostportChainsExist(),
+    varLibCni: existsSync("/var/lib/cni"),
+    runNetns: existsSync("/run/netns"),
+  };
   base = mkdtempSync("/tmp/unb-");
   const dir = base;
   const ucr = join(dir, "ucr-bin");
@@ -355,9 +383,18 @@ async function main(): Promise<void> {
   agent = await Agent.start(ucr, join(dir, "ucr"), images, cniConf);
   const a = agent;
   await ucrOnce(a, undefined); // pulls alpine into the store
-  const ucrHost: Case = { name: "ucr, host network", what: "LAUNCH_CONTAINER + WAIT_CONTAINER of /bin/true (REMOVE after it, untimed)", times: [] };
+  const ucrHost: Case = {
+    name: "ucr, host network",
+    what: "LAUNCH_CONTAINER + WAIT_CONTAINER of /bin/true (REMOVE after it, untimed)",
+    times: [],
+  };
   ucrHost.run = async () => (await ucrOnce(a, undefined)).launchWait;
-  const ucrNet: Case = { name: "ucr, bridge network", what: "LAUNCH_CONTAINER + WAIT_CONTAINER with `network_infos: [{name}]` (netns, ADD of bridge and portmap, /etc files; DEL starts at the exit, REMOVE waits for it)", times: [], extra: { remove: [] } };
+  const ucrNet: Case = {
+    name: "ucr, bridge network",
+    what: "LAUNCH_CONTAINER + WAIT_CONTAINER with `network_infos: [{name}]` (netns, ADD of bridge and portmap, /etc files; DEL starts at the exit, REMOVE waits for it)",
+    times: [],
+    extra: { remove: [] },
+  };
   ucrNet.run = async () => {
     const t = await ucrOnce(a, netName);
     ucrNet.extra!.remove!.push(t.remove);
@@ -371,21 +408,43 @@ async function main(): Promise<void> {
   podmanCmd = [
     ...nsPrefix,
     "podman",
-    "--root", join(p, "r"),
-    "--runroot", join(p, "rr"),
-    "--tmpdir", join(p, "t"),
-    "--storage-driver", "overlay",
-    "--cgroup-manager", "cgroupfs",
-    "--events-backend", "file",
-    "--network-config-dir", cniConf,
+    "--root",
+    join(p, "r"),
+    "--runroot",
+    join(p, "rr"),
+    "--tmpdir",
+    join(p, "t"),
+    "--storage-driver",
+    "overlay",
+    "--cgroup-manager",
+    "cgroupfs",
+    "--events-backend",
+    "file",
+    "--network-config-dir",
+    cniConf,
   ];
   const podHost: Case = { name: "podman run --rm, host network", what: "`podman run --rm --network host` of /bin/true", times: [] };
-  const podNet: Case = { name: "podman run --rm, bridge network", what: "`podman run --rm --network <the same conflist>` of /bin/true (netns, ADD, teardown with DEL)", times: [] };
+  const podNet: Case = {
+    name: "podman run --rm, bridge network",
+    what: "`podman run --rm --network <the same conflist>` of /bin/true (netns, ADD, teardown with DEL)",
+    times: [],
+  };
   const load = await exec([...podmanCmd, "load", "-q", "-i", join(images, "alpine.tar")], { timeoutMs: 120_000 });
   if (load.code !== 0) podHost.failure = podNet.failure = `podman load: ${reason(load)}`;
   else {
     let extra: string[] = [];
-    const runArgs = (network: string) => [...podmanCmd!, "run", "--rm", "--network", network, "--pull", "never", ...extra, "localhost/alpine:latest", "/bin/true"];
+    const runArgs = (network: string) => [
+      ...podmanCmd!,
+      "run",
+      "--rm",
+      "--network",
+      network,
+      "--pull",
+      "never",
+      ...extra,
+      "localhost/alpine:latest",
+      "/bin/true",
+    ];
     let r = await exec(runArgs("host"));
     if (r.code !== 0 && /setrlimit/.test(r.stderr)) {
       extra = ulimitArgs();
@@ -393,7 +452,10 @@ async function main(): Promise<void> {
     }
     if (r.code !== 0) podHost.failure = podNet.failure = reason(r);
     else {
-      for (const [c, network] of [[podHost, "host"], [podNet, netName]] as const) {
+      for (const [c, network] of [
+        [podHost, "host"],
+        [podNet, netName],
+      ] as const) {
         c.run = async () => {
           const res = await exec(runArgs(network));
           if (res.code !== 0) throw new Error(`podman run --network ${network}: ${reason(res)}`);
@@ -403,7 +465,11 @@ async function main(): Promise<void> {
     }
   }
   cases.push(podHost, podNet);
-  const plugins: Case = { name: "reference: the plugins alone", what: "unshare --net + ip link set lo up, bridge and portmap ADD, portmap and bridge DEL, run directly (no runtime)", times: [] };
+  const plugins: Case = {
+    name: "reference: the plugins alone",
+    what: "unshare --net + ip link set lo up, bridge and portmap ADD, portmap and bridge DEL, run directly (no runtime)",
+    times: [],
+  };
   plugins.run = () => pluginsOnce(dir, conf);
   cases.push(plugins);
 
@@ -447,11 +513,17 @@ async function main(): Promise<void> {
     "|---|---:|---:|---:|---:|---:|",
     row(ucrHost, ""),
     row(ucrNet, ""),
-    ...(removes.length ? [`| &nbsp;&nbsp;ucr, bridge: the REMOVE after it (waits for DEL) | ${ms(median(removes))} | ${ms(pct(removes, 95))} | ${ms(Math.min(...removes))} | ${removes.length} | |`] : []),
+    ...(removes.length
+      ? [
+          `| &nbsp;&nbsp;ucr, bridge: the REMOVE after it (waits for DEL) | ${ms(median(removes))} | ${ms(pct(removes, 95))} | ${ms(Math.min(...removes))} | ${removes.length} | |`,
+        ]
+      : []),
     ...(removes.length && ucrNet.times.length === removes.length
       ? (() => {
           const all = ucrNet.times.map((t, i) => t + removes[i]!);
-          return [`| &nbsp;&nbsp;ucr, bridge: LAUNCH + WAIT + REMOVE (start to all gone, as podman --rm) | ${ms(median(all))} | ${ms(pct(all, 95))} | ${ms(Math.min(...all))} | ${all.length} | ${ms(med(podNet) / median(all))}× |`];
+          return [
+            `| &nbsp;&nbsp;ucr, bridge: LAUNCH + WAIT + REMOVE (start to all gone, as podman --rm) | ${ms(median(all))} | ${ms(pct(all, 95))} | ${ms(Math.min(...all))} | ${all.length} | ${ms(med(podNet) / median(all))}× |`,
+          ];
         })()
       : []),
     row(podHost, ms(med(podHost) / med(ucrHost)) + "×"),

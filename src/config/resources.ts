@@ -30,13 +30,19 @@ export function parseResourcesFlag(s: string): PortRange[] {
     return normalise(ranges);
   }
   const ranges: PortRange[] = [];
-  for (const part of text.split(";").map((p) => p.trim()).filter((p) => p !== "")) {
+  for (const part of text
+    .split(";")
+    .map((p) => p.trim())
+    .filter((p) => p !== "")) {
     const m = /^([a-z_]+)(\([^)]*\))?:\s*(.*)$/i.exec(part);
     if (!m) throw new Error(`'${part}' is not name:value`);
     if (m[1] !== "ports") throw new Error(`resource '${m[1]}' is not used by ucr (only 'ports', the host ports it maps)`);
     const body = /^\[(.*)\]$/.exec(m[3]!.trim());
     if (!body) throw new Error(`ports '${m[3]}' must be ranges like [31000-32000]`);
-    for (const r of body[1]!.split(",").map((x) => x.trim()).filter((x) => x !== "")) {
+    for (const r of body[1]!
+      .split(",")
+      .map((x) => x.trim())
+      .filter((x) => x !== "")) {
       const b = /^(\d+)-(\d+)$/.exec(r);
       if (!b) throw new Error(`'${r}' is not a port range begin-end`);
       ranges.push(checkRange(Number(b[1]), Number(b[2])));

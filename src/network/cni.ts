@@ -16,7 +16,16 @@ import { join } from "node:path";
 import type { Flags } from "../config/flags.ts";
 import { log } from "../log.ts";
 import { writeStateFile } from "../runtime/state.ts";
-import { CNI_NAME, CniConfigError, type NetworkConf, type PluginConf, findPlugin, readConfigDir, readNetworkConf, versionAtLeast } from "./config.ts";
+import {
+  CNI_NAME,
+  CniConfigError,
+  type NetworkConf,
+  type PluginConf,
+  findPlugin,
+  readConfigDir,
+  readNetworkConf,
+  versionAtLeast,
+} from "./config.ts";
 import { NETNS_TOOLS, createNetns, isNetns, makeSharedMount, releaseNetns, unmountSharedMount } from "./netns.ts";
 import { invokePlugin } from "./plugin.ts";
 import { DEFAULT_PORTS, HostPorts, type PortMapping, type PortRange } from "./ports.ts";
@@ -127,7 +136,8 @@ export class CniNetworks {
     }
     if (!existsSync(o.configDir)) throw new CniConfigError("", `flag '--network_cni_config_dir': ${o.configDir} does not exist`);
     for (const tool of NETNS_TOOLS) {
-      if (!Bun.which(tool)) throw new CniConfigError("", `network/cni needs '${tool}' in PATH for network namespaces (util-linux's unshare, iproute2's ip)`);
+      if (!Bun.which(tool))
+        throw new CniConfigError("", `network/cni needs '${tool}' in PATH for network namespaces (util-linux's unshare, iproute2's ip)`);
     }
     this.configs = readConfigDir(o.configDir, o.pluginDirs, {
       strict: true,
@@ -165,7 +175,8 @@ export class CniNetworks {
               what: `CNI plugin ${binary}`,
             });
             const answer = JSON.parse(out) as { supportedVersions?: unknown };
-            if (!Array.isArray(answer.supportedVersions)) throw new Error(`VERSION answered without supportedVersions: ${out.slice(0, 200)}`);
+            if (!Array.isArray(answer.supportedVersions))
+              throw new Error(`VERSION answered without supportedVersions: ${out.slice(0, 200)}`);
             supported = answer.supportedVersions.map(String);
           } catch (err) {
             throw new CniConfigError(conf.file, `plugin ${binary} did not say which CNI versions it speaks: ${(err as Error).message}`);
@@ -173,7 +184,10 @@ export class CniNetworks {
           this.versions.set(key, supported);
         }
         if (!supported.includes(conf.cniVersion)) {
-          throw new CniConfigError(conf.file, `plugin ${binary} does not speak cniVersion ${conf.cniVersion} (it speaks ${supported.join(", ")})`);
+          throw new CniConfigError(
+            conf.file,
+            `plugin ${binary} does not speak cniVersion ${conf.cniVersion} (it speaks ${supported.join(", ")})`,
+          );
         }
       }),
     );
@@ -203,7 +217,11 @@ export class CniNetworks {
     const found = readConfigDir(o.configDir, o.pluginDirs, { strict: false });
     for (const [n, conf] of found) if (!this.configs.has(n)) this.configs.set(n, conf);
     const conf = found.get(name);
-    if (!conf) throw new NetworkError(400, `Unknown CNI network '${name}' (known: ${[...this.configs.keys()].join(", ") || "none"}, in ${o.configDir})`);
+    if (!conf)
+      throw new NetworkError(
+        400,
+        `Unknown CNI network '${name}' (known: ${[...this.configs.keys()].join(", ") || "none"}, in ${o.configDir})`,
+      );
     await this.checked(conf);
     return conf;
   }
@@ -224,18 +242,30 @@ export class CniNetworks {
   async plan(key: string, nested: boolean, infos: readonly NetworkInfo[], hostname: string): Promise<NetworkPlan | null> {
     if (nested) {
       if (infos.length > 0) {
-        throw new NetworkError(400, "container.network_infos: a nested container joins its parent's network namespace and cannot name networks of its own");
+        throw new NetworkError(
+          400,
+          "container.network_infos: a nested container joins its parent's network namespace and cannot name networks of its own",
+        );
       }
       return null;
     }
     const named = infos.map((info, i) => ({ info, i })).filter(({ info }) => info.name !== undefined && info.name !== "");
     if (named.length === 0) {
       const withPorts = infos.findIndex((info) => (info.port_mappings ?? []).length > 0);
-      if (withPorts >= 0) throw new NetworkError(400, `container.network_infos[${withPorts}].port_mappings: port mappings need a named CNI network (the host network has no ports to map)`);
+      if (withPorts >= 0)
+        throw new NetworkError(
+          400,
+          `container.network_infos[${withPorts}].port_mappings: port mappings need a named CNI network ` +
+            "(the host network has no ports to map)",
+        );
       return null;
     }
     if (!this.options) {
-      throw new NetworkError(400, `container.network_infos[${named[0]!.i}].name: '${named[0]!.info.name}' is a CNI network, but this agent has none: start it with --network_cni_config_dir (and --isolation=...,network/cni)`);
+      throw new NetworkError(
+        400,
+        `container.network_infos[${named[0]!.i}].name: '${named[0]!.info.name}' is a CNI network, but this agent has none: ` +
+          "start it with --network_cni_config_dir (and --isolation=...,network/cni)",
+      );
     }
     const seen = new Set<string>();
     const cniId = CNI_NAME.test(key) ? key : `ucr-${createHash("sha256").update(key).digest("hex").slice(0, 32)}`;
@@ -249,13 +279,23 @@ export class CniNetworks {
         const conf = await this.lookup(name);
         const mappings = (info.port_mappings ?? []).map((m, j): PortMapping => {
           const protocol = (m.protocol ?? "tcp").toLowerCase();
-          if (!["tcp", "udp", "sctp"].includes(protocol)) throw new NetworkError(400, `${where}.port_mappings[${j}].protocol: '${m.protocol}' is not tcp, udp or sctp`);
-          if (m.container_port < 1 || m.container_port > 65535) throw new NetworkError(400, `${where}.port_mappings[${j}].container_port: ${m.container_port} is not a port (1-65535)`);
-          if (m.host_port < 0 || m.host_port > 65535) throw new NetworkError(400, `${where}.port_mappings[${j}].host_port: ${m.host_port} is not a port (1-65535, or 0 for one from the agent's range)`);
+          if (!["tcp", "udp", "sctp"].includes(protocol))
+            throw new NetworkError(400, `${where}.port_mappings[${j}].protocol: '${m.protocol}' is not tcp, udp or sctp`);
+          if (m.container_port < 1 || m.container_port > 65535)
+            throw new NetworkError(400, `${where}.port_mappings[${j}].container_port: ${m.container_port} is not a port (1-65535)`);
+          if (m.host_port < 0 || m.host_port > 65535)
+            throw new NetworkError(
+              400,
+              `${where}.port_mappings[${j}].host_port: ${m.host_port} is not a port (1-65535, or 0 for one from the agent's range)`,
+            );
           return { hostPort: m.host_port, containerPort: m.container_port, protocol };
         });
         if (mappings.length > 0 && !conf.plugins.some((p) => p.capabilities?.portMappings === true || p.type === "mesos-cni-port-mapper")) {
-          throw new NetworkError(400, `${where}.port_mappings: CNI network '${name}' (${conf.file}) has no plugin with the portMappings capability (add {"type":"portmap","capabilities":{"portMappings":true}})`);
+          throw new NetworkError(
+            400,
+            `${where}.port_mappings: CNI network '${name}' (${conf.file}) has no plugin with the portMappings capability ` +
+              `(add {"type":"portmap","capabilities":{"portMappings":true}})`,
+          );
         }
         let taken: PortMapping[];
         try {
@@ -269,7 +309,9 @@ export class CniNetworks {
         const { port_mappings: _asked, ...rest } = info;
         const networkInfo: NetworkInfo = {
           ...rest,
-          ...(taken.length > 0 ? { port_mappings: taken.map((m) => ({ host_port: m.hostPort, container_port: m.containerPort, protocol: m.protocol })) } : {}),
+          ...(taken.length > 0
+            ? { port_mappings: taken.map((m) => ({ host_port: m.hostPort, container_port: m.containerPort, protocol: m.protocol })) }
+            : {}),
         };
         attachments.push({
           version: 1,
@@ -320,7 +362,10 @@ export class CniNetworks {
       try {
         // Taken again: a detach of leftovers above gave back whatever this ID held.
         try {
-          this.ports.take(plan.key, plan.attachments.flatMap((a) => a.capabilityArgs.portMappings ?? []));
+          this.ports.take(
+            plan.key,
+            plan.attachments.flatMap((a) => a.capabilityArgs.portMappings ?? []),
+          );
         } catch (err) {
           throw new NetworkError(400, `container.network_infos: ${(err as Error).message}`);
         }
@@ -391,7 +436,11 @@ export class CniNetworks {
     const given = result!.ips.map((ip) => addressOf(ip.address));
     const missed = wanted.filter((ip) => !given.includes(ip));
     if (missed.length > 0) {
-      throw new NetworkError(400, `CNI network '${a.network}' did not assign the requested address ${missed.join(", ")} (it gave ${given.join(", ") || "none"}): its plugins must honour the 'ips' capability or Mesos' network_info`);
+      throw new NetworkError(
+        400,
+        `CNI network '${a.network}' did not assign the requested address ${missed.join(", ")} (it gave ${given.join(", ") || "none"}): ` +
+          "its plugins must honour the 'ips' capability or Mesos' network_info",
+      );
     }
     return result!;
   }
@@ -407,7 +456,10 @@ export class CniNetworks {
     const nameservers = results.flatMap((r) => r.dns.nameservers ?? []);
     let resolv: string | undefined = HOST_RESOLV;
     if (nameservers.length > 0) {
-      const domain = results.map((r) => r.dns.domain).filter((d) => d !== undefined).at(-1);
+      const domain = results
+        .map((r) => r.dns.domain)
+        .filter((d) => d !== undefined)
+        .at(-1);
       const search = results.flatMap((r) => r.dns.search ?? []);
       const options = results.flatMap((r) => r.dns.options ?? []);
       resolv = join(dir, "resolv.conf");
@@ -455,14 +507,19 @@ export class CniNetworks {
     // Without CNI_NETNS the bridge plugin cannot find the addresses whose masquerade rules to remove.
     const netns = isNetns(ns) ? ns : undefined;
     const errors: string[] = [];
-    for (const network of readdirSync(dir, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name)) {
+    for (const network of readdirSync(dir, { withFileTypes: true })
+      .filter((d) => d.isDirectory())
+      .map((d) => d.name)) {
       const netDir = join(dir, network);
       let a: Attachment;
       try {
         a = JSON.parse(readFileSync(join(netDir, "network.conf"), "utf8")) as Attachment;
         if (a.version !== 1 || !Array.isArray(a.conf?.plugins)) throw new Error("not a network.conf this version of ucr wrote");
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "ENOENT") log.error(`container ${key}: ${join(netDir, "network.conf")} is unreadable (${(err as Error).message}); its network cannot be DELeted`);
+        if ((err as NodeJS.ErrnoException).code !== "ENOENT")
+          log.error(
+            `container ${key}: ${join(netDir, "network.conf")} is unreadable (${(err as Error).message}); its network cannot be DELeted`,
+          );
         rmSync(netDir, { recursive: true, force: true });
         continue;
       }
@@ -528,7 +585,10 @@ export class CniNetworks {
       const dir = this.dir(key);
       const attachments = readAttachments(dir);
       try {
-        this.ports.take(key, attachments.flatMap((a) => a.capabilityArgs.portMappings ?? []));
+        this.ports.take(
+          key,
+          attachments.flatMap((a) => a.capabilityArgs.portMappings ?? []),
+        );
       } catch (err) {
         log.error(`container ${key}: its host ports after restart: ${(err as Error).message}`);
       }
@@ -537,13 +597,18 @@ export class CniNetworks {
         const statuses: NetworkStatus[] = [];
         for (const a of attachments) {
           try {
-            statuses.push(statusOf(a, parseResult(readFileSync(join(dir, a.network, a.ifName, "network.info"), "utf8"), "network.info").result));
+            statuses.push(
+              statusOf(a, parseResult(readFileSync(join(dir, a.network, a.ifName, "network.info"), "utf8"), "network.info").result),
+            );
           } catch {
             // ADD never finished, so the container never ran: it cannot be running
           }
         }
         const resolv = existsSync(join(dir, "resolv.conf")) ? join(dir, "resolv.conf") : existsSync(HOST_RESOLV) ? HOST_RESOLV : undefined;
-        const joined: Joined = { netns: ns, etc: { hosts: join(dir, "hosts"), hostname: join(dir, "hostname"), ...(resolv ? { resolv } : {}) } };
+        const joined: Joined = {
+          netns: ns,
+          etc: { hosts: join(dir, "hosts"), hostname: join(dir, "hostname"), ...(resolv ? { resolv } : {}) },
+        };
         this.attached.set(key, { joined, statuses });
         out.kept++;
       } else {

@@ -67,7 +67,8 @@ export function readNetworkConf(file: string, pluginDirs: readonly string[]): Ne
   let text: string;
   try {
     const st = statSync(file);
-    if (st.size > MAX_CONFIG_BYTES) throw new CniConfigError(file, `is ${st.size} bytes; a CNI config may have at most ${MAX_CONFIG_BYTES}`);
+    if (st.size > MAX_CONFIG_BYTES)
+      throw new CniConfigError(file, `is ${st.size} bytes; a CNI config may have at most ${MAX_CONFIG_BYTES}`);
     text = readFileSync(file, "utf8");
   } catch (err) {
     if (err instanceof CniConfigError) throw err;
@@ -97,7 +98,8 @@ export function readNetworkConf(file: string, pluginDirs: readonly string[]): Ne
   for (const [i, p] of plugins.entries()) {
     const where = plugins.length > 1 ? `plugin ${i} (${p.type})` : `plugin '${p.type}'`;
     // Mesos puts the container's NetworkInfo there; a config must not claim it.
-    if (Object.hasOwn((p.args ?? {}) as object, "org.apache.mesos")) throw new CniConfigError(file, `${where}: 'args.org.apache.mesos' is reserved (ucr passes the container's NetworkInfo there)`);
+    if (Object.hasOwn((p.args ?? {}) as object, "org.apache.mesos"))
+      throw new CniConfigError(file, `${where}: 'args.org.apache.mesos' is reserved (ucr passes the container's NetworkInfo there)`);
     if (!findPlugin(p.type, pluginDirs)) throw new CniConfigError(file, `${where}: plugin '${p.type}' is not in ${pluginDirs.join(":")}`);
     const ipam = p.ipam?.type;
     if (ipam !== undefined && !findPlugin(ipam, pluginDirs)) {
@@ -128,7 +130,10 @@ export function readConfigDir(
   try {
     names = readdirSync(dir).sort();
   } catch (err) {
-    throw new CniConfigError("", `CNI config directory ${dir} cannot be listed: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw new CniConfigError(
+      "",
+      `CNI config directory ${dir} cannot be listed: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+    );
   }
   const out = new Map<string, NetworkConf>();
   for (const name of names) {

@@ -25,7 +25,11 @@ export async function createNetns(path: string, timeoutMs = 10_000): Promise<voi
   const stderr = await new Response(proc.stderr).text();
   const code = await proc.exited;
   clearTimeout(timer);
-  if (code !== 0) throw new Error(`cannot create the network namespace ${path} (unshare --net ... ip link set dev lo up): ${stderr.trim() || `exit ${code ?? proc.signalCode}`}`);
+  if (code !== 0)
+    throw new Error(
+      `cannot create the network namespace ${path} (unshare --net ... ip link set dev lo up): ` +
+        (stderr.trim() || `exit ${code ?? proc.signalCode}`),
+    );
 }
 
 let nsfsDev: number | undefined;

@@ -31,7 +31,8 @@ export class HostPorts {
         if (port === 0) port = this.free();
         const key = `${m.protocol}/${port}`;
         const holder = this.used.get(key);
-        if (holder !== undefined && holder !== owner) throw new Error(`host port ${port}/${m.protocol} is already mapped by container ${holder}`);
+        if (holder !== undefined && holder !== owner)
+          throw new Error(`host port ${port}/${m.protocol} is already mapped by container ${holder}`);
         if (holder === undefined) {
           this.used.set(key, owner);
           taken.push(key);

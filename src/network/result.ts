@@ -37,7 +37,10 @@ export class CniResultError extends Error {
 
 /** A word in resolv.conf: nothing that could start another line or option. */
 const Word = v.pipe(v.string(), v.maxLength(253), v.regex(/^[^\s#;]+$/, "must be one word without spaces or comment characters"));
-const Ip = v.pipe(v.string(), v.check((s) => isIP(s) !== 0, "is not an IP address"));
+const Ip = v.pipe(
+  v.string(),
+  v.check((s) => isIP(s) !== 0, "is not an IP address"),
+);
 const Cidr = v.pipe(v.string(), v.check(isCidr, "is not an address with a prefix length (CIDR)"));
 
 const DnsSchema = v.optional(
@@ -95,18 +98,24 @@ export function parseResult(stdout: string, what: string): { raw: Record<string,
   } catch {
     throw new CniResultError(`${what} printed a result that is not JSON: ${excerpt(stdout)}`);
   }
-  if (typeof json !== "object" || json === null || Array.isArray(json)) throw new CniResultError(`${what} printed a result that is not a JSON object`);
+  if (typeof json !== "object" || json === null || Array.isArray(json))
+    throw new CniResultError(`${what} printed a result that is not a JSON object`);
   const raw = json as Record<string, unknown>;
-  const legacy = "ip4" in raw || "ip6" in raw || (!("ips" in raw) && !("interfaces" in raw) && /^0\.[12]\./.test(String(raw.cniVersion ?? "0.1.0")));
+  const legacy =
+    "ip4" in raw || "ip6" in raw || (!("ips" in raw) && !("interfaces" in raw) && /^0\.[12]\./.test(String(raw.cniVersion ?? "0.1.0")));
   if (legacy) {
     const parsed = v.safeParse(LegacySchema, raw);
     if (!parsed.success) throw new CniResultError(`${what} printed an invalid result: ${issueText(parsed.issues)}`);
     const r = parsed.output;
     const ips: CniIp[] = [];
     const routes: CniResult["routes"] = [];
-    for (const [version, ip] of [[4, r.ip4], [6, r.ip6]] as const) {
+    for (const [version, ip] of [
+      [4, r.ip4],
+      [6, r.ip6],
+    ] as const) {
       if (!ip) continue;
-      if (ipVersion(ip.ip) !== version) throw new CniResultError(`${what} printed an invalid result: ip${version}.ip ${ip.ip} is not IPv${version}`);
+      if (ipVersion(ip.ip) !== version)
+        throw new CniResultError(`${what} printed an invalid result: ip${version}.ip ${ip.ip} is not IPv${version}`);
       ips.push({ address: ip.ip, ...(ip.gateway ? { gateway: ip.gateway } : {}), version });
       routes.push(...ip.routes.map((x) => ({ dst: x.dst, ...(x.gw ? { gw: x.gw } : {}) })));
     }
@@ -117,14 +126,20 @@ export function parseResult(stdout: string, what: string): { raw: Record<string,
   const r = parsed.output;
   for (const ip of r.ips) {
     if (ip.interface !== undefined && ip.interface >= r.interfaces.length) {
-      throw new CniResultError(`${what} printed an invalid result: ip ${ip.address} names interface ${ip.interface} of ${r.interfaces.length}`);
+      throw new CniResultError(
+        `${what} printed an invalid result: ip ${ip.address} names interface ${ip.interface} of ${r.interfaces.length}`,
+      );
     }
   }
   return {
     raw,
     result: {
       cniVersion: r.cniVersion ?? "",
-      interfaces: r.interfaces.map((i) => ({ name: i.name, ...(i.mac ? { mac: i.mac } : {}), ...(i.sandbox ? { sandbox: i.sandbox } : {}) })),
+      interfaces: r.interfaces.map((i) => ({
+        name: i.name,
+        ...(i.mac ? { mac: i.mac } : {}),
+        ...(i.sandbox ? { sandbox: i.sandbox } : {}),
+      })),
       ips: r.ips.map((ip) => ({
         address: ip.address,
         ...(ip.gateway ? { gateway: ip.gateway } : {}),

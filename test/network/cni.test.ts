@@ -76,7 +76,11 @@ interface NetStatus {
 }
 async function networkInfos(a: RunningAgent, id: string, nested = false): Promise<NetStatus[] | undefined> {
   const list = await call(a, { type: "GET_CONTAINERS", get_containers: { show_standalone: true, show_nested: nested } });
-  const all = (list.json!.get_containers as { containers: Array<{ container_id: { value: string }; container_status: { network_infos?: NetStatus[] } }> }).containers;
+  const all = (
+    list.json!.get_containers as {
+      containers: Array<{ container_id: { value: string }; container_status: { network_infos?: NetStatus[] } }>;
+    }
+  ).containers;
   return all.find((c) => c.container_id.value === id)?.container_status.network_infos;
 }
 async function ipOf(a: RunningAgent, id: string): Promise<string> {
@@ -164,7 +168,11 @@ beforeAll(async () => {
   }
   mkdirSync(images);
   const layout = join(work, "layout");
-  addImage(layout, { tag: "1", layers: [{ tar: tarDir(stage, { format: "gnu" }), compression: "gzip", createdBy: "busybox" }], config: BUSYBOX_CONFIG });
+  addImage(layout, {
+    tag: "1",
+    layers: [{ tar: tarDir(stage, { format: "gnu" }), compression: "gzip", createdBy: "busybox" }],
+    config: BUSYBOX_CONFIG,
+  });
   await saveArchive(layout, join(images, "bb.tar"), "bb:latest", { srcTag: "1" });
 
   const a = await freeSubnet();
@@ -265,7 +273,10 @@ describe.skipIf(unavailable !== undefined)("CNI networks (real plugins and names
   test("the host reaches a container's httpd through its mapped port on 127.0.0.1 and the bridge IP; host_port 0 comes from --resources", async () => {
     const serve = "mkdir /tmp/w && echo served > /tmp/w/index.html && exec httpd -f -p 80 -h /tmp/w";
     const fixed = PORTS.end;
-    const launch = await call(agent, launchBody("mapped", serve, on(net.name, { port_mappings: [{ host_port: fixed, container_port: 80, protocol: "tcp" }] })));
+    const launch = await call(
+      agent,
+      launchBody("mapped", serve, on(net.name, { port_mappings: [{ host_port: fixed, container_port: 80, protocol: "tcp" }] })),
+    );
     expect({ status: launch.status, text: launch.text }).toEqual({ status: 200, text: "" });
     const auto = await call(agent, launchBody("auto", serve, on(net.name, { port_mappings: [{ host_port: 0, container_port: 80 }] })));
     expect({ status: auto.status, text: auto.text }).toEqual({ status: 200, text: "" });
@@ -285,7 +296,10 @@ describe.skipIf(unavailable !== undefined)("CNI networks (real plugins and names
       }
     }
     // The same host port twice is refused, naming the holder.
-    const clash = await call(agent, launchBody("clash", "true", on(net.name, { port_mappings: [{ host_port: fixed, container_port: 80 }] })));
+    const clash = await call(
+      agent,
+      launchBody("clash", "true", on(net.name, { port_mappings: [{ host_port: fixed, container_port: 80 }] })),
+    );
     expect(clash.status).toBe(400);
     expect(clash.text).toContain(`host port ${fixed}/tcp is already mapped by container mapped`);
     for (const id of ["mapped", "auto"]) {
@@ -293,7 +307,10 @@ describe.skipIf(unavailable !== undefined)("CNI networks (real plugins and names
       expect((await call(agent, { type: "REMOVE_CONTAINER", remove_container: ref(id) })).status).toBe(200);
     }
     // Once removed, its host port is free again.
-    const again = await call(agent, launchBody("again", "true", on(net.name, { port_mappings: [{ host_port: fixed, container_port: 80 }] })));
+    const again = await call(
+      agent,
+      launchBody("again", "true", on(net.name, { port_mappings: [{ host_port: fixed, container_port: 80 }] })),
+    );
     expect(again.status).toBe(200);
     await finish(agent, "again");
     expect((await call(agent, { type: "REMOVE_CONTAINER", remove_container: ref("again") })).status).toBe(200);
@@ -321,13 +338,22 @@ describe.skipIf(unavailable !== undefined)("CNI networks (real plugins and names
     expect(hosts).toBe(`127.0.0.1 localhost\n${eth0} web.example\n`);
     expect(resolv).toBe(`domain cni.test\nsearch a.cni.test\noptions ndots:2\nnameserver ${legacy.gateway.slice(0, -1)}53\n`);
     expect(out.stdout).toContain("LIBPROCESS_IP=0.0.0.0");
+    // On the host network too, the container has its own UTS name.
+    const host = await run(agent, "hostnet", "hostname; cat /etc/hostname; echo LIBPROCESS_IP=$LIBPROCESS_IP", {
+      hostname: "plain.example",
+    });
+    expect(host.stdout).toBe("plain.example\nplain.example\nLIBPROCESS_IP=\n");
   });
 
   test("network_infos in GET_CONTAINERS; a nested container joins its parent's namespace and may not name networks", async () => {
-    expect((await call(agent, launchBody("parent", "sleep 300", on(net.name, { labels: { labels: [{ key: "k", value: "v" }] } })))).status).toBe(200);
+    expect(
+      (await call(agent, launchBody("parent", "sleep 300", on(net.name, { labels: { labels: [{ key: "k", value: "v" }] } })))).status,
+    ).toBe(200);
     const parentInfo = await networkInfos(agent, "parent");
     const ip = parentInfo![0]!.ip_addresses[0]!.ip_address;
-    expect(parentInfo).toEqual([{ name: net.name, labels: { labels: [{ key: "k", value: "v" }] }, ip_addresses: [{ protocol: "IPv4", ip_address: ip }] }]);
+    expect(parentInfo).toEqual([
+      { name: net.name, labels: { labels: [{ key: "k", value: "v" }] }, ip_addresses: [{ protocol: "IPv4", ip_address: ip }] },
+    ]);
 
     const nestedId = { value: "child", parent: { value: "parent" } };
     const nested = await call(agent, {
@@ -350,6 +376,18 @@ describe.skipIf(unavailable !== undefined)("CNI networks (real plugins and names
     });
     expect(own.status).toBe(400);
     expect(own.text).toContain("container.network_infos: a nested container joins its parent's network namespace");
+    const named = await call(agent, {
+      type: "LAUNCH_CONTAINER",
+      launch_container: {
+        container_id: { value: "child3", parent: { value: "parent" } },
+        command: { value: "true" },
+        container: { type: "MESOS", hostname: "x" },
+      },
+    });
+    expect({ status: named.status, text: named.text }).toEqual({
+      status: 400,
+      text: "container.hostname: a nested container shares its parent's UTS namespace and hostname",
+    });
 
     const sandbox = join(sandboxOf(agent, "parent"), "containers", "child");
     const out = await until(
@@ -365,14 +403,39 @@ describe.skipIf(unavailable !== undefined)("CNI networks (real plugins and names
   test("ucr run --network NAME -p HOST:CONTAINER publishes a port; -p CONTAINER takes one from the range and says which", async () => {
     const serve = "mkdir /tmp/w && echo via-run > /tmp/w/index.html && exec httpd -f -p 80 -h /tmp/w";
     const fixed = PORTS.end - 1;
-    const proc = Bun.spawn([UCR, "run", "--agent", `127.0.0.1:${agent.port}`, "--name", "cli", "--network", net.name, "-p", `${fixed}:80`, "-p", "80/tcp", "bb", "--", "sh", "-c", serve], {
-      stdout: "pipe",
-      stderr: "pipe",
-    });
+    const proc = Bun.spawn(
+      [
+        UCR,
+        "run",
+        "--agent",
+        `127.0.0.1:${agent.port}`,
+        "--name",
+        "cli",
+        "--network",
+        net.name,
+        "-p",
+        `${fixed}:80`,
+        "-p",
+        "80/tcp",
+        "bb",
+        "--",
+        "sh",
+        "-c",
+        serve,
+      ],
+      {
+        stdout: "pipe",
+        stderr: "pipe",
+      },
+    );
     const stderr = new Response(proc.stderr).text();
     try {
       const body = await until(
-        () => fetch(`http://127.0.0.1:${fixed}/index.html`, { signal: AbortSignal.timeout(2000) }).then((r) => r.text(), () => ""),
+        () =>
+          fetch(`http://127.0.0.1:${fixed}/index.html`, { signal: AbortSignal.timeout(2000) }).then(
+            (r) => r.text(),
+            () => "",
+          ),
         (t) => t === "via-run\n",
       );
       expect(body).toBe("via-run\n");
@@ -387,23 +450,41 @@ describe.skipIf(unavailable !== undefined)("CNI networks (real plugins and names
       proc.kill();
     }
     const usage = await runUcr(["run", "-p", "80", "bb"]);
-    expect({ code: usage.code, stderr: usage.stderr }).toEqual({ code: 2, stderr: "ucr run: -p needs --network NAME: the host network has no ports to map\n" });
+    expect({ code: usage.code, stderr: usage.stderr }).toEqual({
+      code: 2,
+      stderr: "ucr run: -p needs --network NAME: the host network has no ports to map\n",
+    });
   });
 
   test("bad requests: unknown network, a network twice, port mappings on the host network, a bad hostname", async () => {
     const cases: Array<[Record<string, unknown>, string]> = [
       [on("no-such-net"), `Unknown CNI network 'no-such-net'`],
-      [{ network_infos: [{ name: net.name }, { name: net.name }] }, `container.network_infos[1].name: Attempted to join CNI network '${net.name}' multiple times`],
-      [{ network_infos: [{ port_mappings: [{ host_port: 8080, container_port: 80 }] }] }, "container.network_infos[0].port_mappings: port mappings need a named CNI network"],
-      [on(legacy.name, { port_mappings: [{ host_port: 8080, container_port: 80 }] }), `CNI network '${legacy.name}' (${join(confDir, "20-legacy.conf")}) has no plugin with the portMappings capability`],
-      [on(net.name, { port_mappings: [{ host_port: 8080, container_port: 80, protocol: "icmp" }] }), "port_mappings[0].protocol: 'icmp' is not tcp, udp or sctp"],
+      [
+        { network_infos: [{ name: net.name }, { name: net.name }] },
+        `container.network_infos[1].name: Attempted to join CNI network '${net.name}' multiple times`,
+      ],
+      [
+        { network_infos: [{ port_mappings: [{ host_port: 8080, container_port: 80 }] }] },
+        "container.network_infos[0].port_mappings: port mappings need a named CNI network",
+      ],
+      [
+        on(legacy.name, { port_mappings: [{ host_port: 8080, container_port: 80 }] }),
+        `CNI network '${legacy.name}' (${join(confDir, "20-legacy.conf")}) has no plugin with the portMappings capability`,
+      ],
+      [
+        on(net.name, { port_mappings: [{ host_port: 8080, container_port: 80, protocol: "icmp" }] }),
+        "port_mappings[0].protocol: 'icmp' is not tcp, udp or sctp",
+      ],
       [{ hostname: "bad host" }, "container.hostname: 'bad host' is not a hostname"],
     ];
     for (const [container, message] of cases) {
       const r = await call(agent, launchBody("bad", "true", container));
       expect({ status: r.status, text: r.text }).toEqual({ status: 400, text: expect.stringContaining(message) });
     }
-    const schema = await call(agent, launchBody("bad", "true", on(net.name, { port_mappings: [{ host_port: 70000, container_port: 80 }] })));
+    const schema = await call(
+      agent,
+      launchBody("bad", "true", on(net.name, { port_mappings: [{ host_port: 70000, container_port: 80 }] })),
+    );
     expect(schema.status).toBe(400);
     expect(schema.text).toContain("launch_container.container.network_infos.0.port_mappings.0.host_port");
     // None of them left anything behind.
@@ -413,7 +494,14 @@ describe.skipIf(unavailable !== undefined)("CNI networks (real plugins and names
   test("a config added while the agent runs is found by name; one that breaks is named in the 400", async () => {
     const late = join(confDir, "30-late.conflist");
     const name = `late-${net.name}`;
-    writeFileSync(late, JSON.stringify({ cniVersion: "1.0.0", name, plugins: [{ type: "bridge", bridge: net.bridge, ipam: { type: "host-local", dataDir: ipamDir, subnet: net.subnet } }] }));
+    writeFileSync(
+      late,
+      JSON.stringify({
+        cniVersion: "1.0.0",
+        name,
+        plugins: [{ type: "bridge", bridge: net.bridge, ipam: { type: "host-local", dataDir: ipamDir, subnet: net.subnet } }],
+      }),
+    );
     try {
       const ok = await run(agent, "late", "ip -o -4 addr show eth0", on(name));
       expect(ok.stdout).toContain(`inet ${net.gateway.slice(0, -1)}`);
@@ -427,12 +515,16 @@ describe.skipIf(unavailable !== undefined)("CNI networks (real plugins and names
   });
 
   test("an agent without CNI networks refuses named networks with 400", async () => {
-    const plain = await startAgent({ args: [`--docker_registry=${images}`, "--image_providers=docker", "--isolation=filesystem/linux,docker/runtime"] });
+    const plain = await startAgent({
+      args: [`--docker_registry=${images}`, "--image_providers=docker", "--isolation=filesystem/linux,docker/runtime"],
+    });
     try {
       const r = await call(plain, launchBody("x", "true", on(net.name)));
       expect({ status: r.status, text: r.text }).toEqual({
         status: 400,
-        text: expect.stringContaining(`container.network_infos[0].name: '${net.name}' is a CNI network, but this agent has none: start it with --network_cni_config_dir`),
+        text: expect.stringContaining(
+          `container.network_infos[0].name: '${net.name}' is a CNI network, but this agent has none: start it with --network_cni_config_dir`,
+        ),
       });
       // Unnamed network_infos are the host network, as in Mesos.
       const host = await call(plain, launchBody("host", "true", { network_infos: [{}] }));
@@ -448,20 +540,54 @@ describe.skipIf(unavailable !== undefined)("CNI networks (real plugins and names
     const dir = join(work, "badconf");
     const cases: Array<[string, string, string]> = [
       ["a.conflist", "{ not json", "a.conflist: is not valid JSON"],
-      ["b.conflist", JSON.stringify({ cniVersion: "1.0.0", name: "x", plugins: [{ type: "bridge" }, { type: "no-such-plugin" }] }), "b.conflist: plugin 1 (no-such-plugin): plugin 'no-such-plugin' is not in /usr/lib/cni"],
+      [
+        "b.conflist",
+        JSON.stringify({ cniVersion: "1.0.0", name: "x", plugins: [{ type: "bridge" }, { type: "no-such-plugin" }] }),
+        "b.conflist: plugin 1 (no-such-plugin): plugin 'no-such-plugin' is not in /usr/lib/cni",
+      ],
       ["c.conf", JSON.stringify({ cniVersion: "0.4.0", type: "bridge" }), "c.conf: 'name' is missing"],
-      ["d.conf", JSON.stringify({ cniVersion: "0.3.1", name: "fw", type: "firewall" }), "d.conf: plugin /usr/lib/cni/firewall does not speak cniVersion 0.3.1"],
-      ["e.conf", JSON.stringify({ name: "m", type: "bridge", args: { "org.apache.mesos": {} } }), "e.conf: plugin 'bridge': 'args.org.apache.mesos' is reserved"],
-      ["f.conflist", JSON.stringify({ cniVersion: "9.9.9", name: "v", plugins: [{ type: "bridge" }] }), "f.conflist: cniVersion: 'cniVersion' must be one of"],
-      ["g.conf", JSON.stringify({ cniVersion: "1.0.0", name: "../x", type: "bridge" }), "g.conf: name: 'name' must start with a letter or digit"],
-      ["h.conf", JSON.stringify({ cniVersion: "1.0.0", name: "y", type: "../../bin/sh" }), "h.conf: type: 'type' must be a plugin file name"],
+      [
+        "d.conf",
+        JSON.stringify({ cniVersion: "0.3.1", name: "fw", type: "firewall" }),
+        "d.conf: plugin /usr/lib/cni/firewall does not speak cniVersion 0.3.1",
+      ],
+      [
+        "e.conf",
+        JSON.stringify({ name: "m", type: "bridge", args: { "org.apache.mesos": {} } }),
+        "e.conf: plugin 'bridge': 'args.org.apache.mesos' is reserved",
+      ],
+      [
+        "f.conflist",
+        JSON.stringify({ cniVersion: "9.9.9", name: "v", plugins: [{ type: "bridge" }] }),
+        "f.conflist: cniVersion: 'cniVersion' must be one of",
+      ],
+      [
+        "g.conf",
+        JSON.stringify({ cniVersion: "1.0.0", name: "../x", type: "bridge" }),
+        "g.conf: name: 'name' must start with a letter or digit",
+      ],
+      [
+        "h.conf",
+        JSON.stringify({ cniVersion: "1.0.0", name: "y", type: "../../bin/sh" }),
+        "h.conf: type: 'type' must be a plugin file name",
+      ],
     ];
     for (const [file, content, message] of cases) {
       rmSync(dir, { recursive: true, force: true });
       mkdirSync(dir);
       writeFileSync(join(dir, file), content);
-      const r = await runUcr(["agent", "--port=0", `--work_dir=${join(work, "badwd")}`, `--runtime_dir=${join(work, "badwd", "run")}`, `--network_cni_config_dir=${dir}`]);
-      expect({ file, code: r.code, stderr: r.stderr }).toEqual({ file, code: 1, stderr: expect.stringContaining(`CNI network configuration ${join(dir, file)}: ${message.slice(message.indexOf(":") + 2)}`) });
+      const r = await runUcr([
+        "agent",
+        "--port=0",
+        `--work_dir=${join(work, "badwd")}`,
+        `--runtime_dir=${join(work, "badwd", "run")}`,
+        `--network_cni_config_dir=${dir}`,
+      ]);
+      expect({ file, code: r.code, stderr: r.stderr }).toEqual({
+        file,
+        code: 1,
+        stderr: expect.stringContaining(`CNI network configuration ${join(dir, file)}: ${message.slice(message.indexOf(":") + 2)}`),
+      });
     }
     // The same name in two files.
     rmSync(dir, { recursive: true, force: true });
@@ -469,10 +595,21 @@ describe.skipIf(unavailable !== undefined)("CNI networks (real plugins and names
     const conf = JSON.stringify({ cniVersion: "1.0.0", name: "twice", type: "bridge" });
     writeFileSync(join(dir, "1.conf"), conf);
     writeFileSync(join(dir, "2.conf"), conf);
-    const dup = await runUcr(["agent", "--port=0", `--work_dir=${join(work, "badwd")}`, `--runtime_dir=${join(work, "badwd", "run")}`, `--network_cni_config_dir=${dir}`]);
+    const dup = await runUcr([
+      "agent",
+      "--port=0",
+      `--work_dir=${join(work, "badwd")}`,
+      `--runtime_dir=${join(work, "badwd", "run")}`,
+      `--network_cni_config_dir=${dir}`,
+    ]);
     expect(dup.code).toBe(1);
     expect(dup.stderr).toContain(`${join(dir, "2.conf")}: network 'twice' is already defined in ${join(dir, "1.conf")}`);
-    const missing = await runUcr(["agent", "--port=0", `--work_dir=${join(work, "badwd")}`, `--network_cni_config_dir=${join(work, "nope")}`]);
+    const missing = await runUcr([
+      "agent",
+      "--port=0",
+      `--work_dir=${join(work, "badwd")}`,
+      `--network_cni_config_dir=${join(work, "nope")}`,
+    ]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain(`flag '--network_cni_config_dir': ${join(work, "nope")} does not exist`);
     const ports = await runUcr(["agent", "--port=0", `--work_dir=${join(work, "badwd")}`, "--resources=cpus:4"]);
@@ -489,7 +626,12 @@ describe.skipIf(unavailable !== undefined)("CNI networks (real plugins and names
     for (let i = 0; i < ids.length; i += 5) {
       const batch = ids.slice(i, i + 5);
       const launched = await Promise.all(
-        batch.map((id, j) => call(agent, launchBody(id, "sleep 300", on(net.name, (i + j) % 5 === 0 ? { port_mappings: [{ host_port: 0, container_port: 80 }] } : {})))),
+        batch.map((id, j) =>
+          call(
+            agent,
+            launchBody(id, "sleep 300", on(net.name, (i + j) % 5 === 0 ? { port_mappings: [{ host_port: 0, container_port: 80 }] } : {})),
+          ),
+        ),
       );
       expect(launched.map((r) => r.status)).toEqual(batch.map(() => 200));
     }
@@ -518,13 +660,17 @@ describe.skipIf(unavailable !== undefined)("CNI networks (real plugins and names
     const a = await startNetAgent(dir, [`--network_cni_plugins_dir=${plugins}`]);
     await run(a, "warm-delfail", "true", on(net.name, { port_mappings: [{ host_port: 0, container_port: 80 }] }));
     const hostBefore = await hostNetState();
-    expect((await call(a, launchBody("delfail", "sleep 300", on(net.name, { port_mappings: [{ host_port: 0, container_port: 80 }] })))).status).toBe(200);
+    expect(
+      (await call(a, launchBody("delfail", "sleep 300", on(net.name, { port_mappings: [{ host_port: 0, container_port: 80 }] })))).status,
+    ).toBe(200);
     rmSync(join(plugins, "portmap"));
     try {
       await finish(a, "delfail");
       const failed = await call(a, { type: "REMOVE_CONTAINER", remove_container: ref("delfail") });
       expect(failed.status).toBe(500);
-      expect(failed.text).toContain(`The CNI plugin 'portmap' failed to detach container delfail from CNI network '${net.name}': it is no longer in ${plugins}`);
+      expect(failed.text).toContain(
+        `The CNI plugin 'portmap' failed to detach container delfail from CNI network '${net.name}': it is no longer in ${plugins}`,
+      );
       expect(failed.text).toContain("REMOVE it again to retry");
       // Kept: the container, its namespace (for the next DEL) and portmap's rule.
       expect((await call(a, { type: "WAIT_CONTAINER", wait_container: ref("delfail") })).status).toBe(200);
@@ -544,13 +690,18 @@ describe.skipIf(unavailable !== undefined)("CNI networks (real plugins and names
     const first = await startNetAgent(dir);
     await run(first, "warm-killed", "true", on(net.name, { port_mappings: [{ host_port: 0, container_port: 80 }] }));
     const hostBefore = await hostNetState();
-    expect((await call(first, launchBody("keeps", "sleep 300", on(net.name, { port_mappings: [{ host_port: 0, container_port: 80 }] })))).status).toBe(200);
+    expect(
+      (await call(first, launchBody("keeps", "sleep 300", on(net.name, { port_mappings: [{ host_port: 0, container_port: 80 }] })))).status,
+    ).toBe(200);
     const keptInfo = await networkInfos(first, "keeps");
 
     // Launch, and kill the agent the moment a plugin of this container runs.
-    const pending = call(first, launchBody("midadd", "sleep 300", on(net.name, { port_mappings: [{ host_port: 0, container_port: 80 }] }))).catch((e: Error) => e);
+    const pending = call(
+      first,
+      launchBody("midadd", "sleep 300", on(net.name, { port_mappings: [{ host_port: 0, container_port: 80 }] })),
+    ).catch((e: Error) => e);
     let plugin: number | undefined;
-    for (const deadline = Date.now() + 10_000; plugin === undefined && Date.now() < deadline; ) {
+    for (const deadline = Date.now() + 10_000; plugin === undefined && Date.now() < deadline;) {
       plugin = pluginOf("midadd");
       if (plugin === undefined) await Bun.sleep(1);
     }
@@ -566,7 +717,10 @@ describe.skipIf(unavailable !== undefined)("CNI networks (real plugins and names
     expect(await networkInfos(second, "keeps")).toEqual(keptInfo);
     const port = keptInfo![0]!.port_mappings![0]!.host_port;
     // Its host port stays taken across the restart.
-    const clash = await call(second, launchBody("clash", "true", on(net.name, { port_mappings: [{ host_port: port, container_port: 80 }] })));
+    const clash = await call(
+      second,
+      launchBody("clash", "true", on(net.name, { port_mappings: [{ host_port: port, container_port: 80 }] })),
+    );
     expect(clash.text).toContain(`host port ${port}/tcp is already mapped by container keeps`);
     await finish(second, "keeps");
     expect((await call(second, { type: "REMOVE_CONTAINER", remove_container: ref("keeps") })).status).toBe(200);
@@ -580,13 +734,19 @@ describe.skipIf(unavailable !== undefined)("CNI networks (real plugins and names
     const first = await startNetAgent(dir);
     await run(first, "warm-down", "true", on(net.name, { port_mappings: [{ host_port: 0, container_port: 80 }] }));
     const hostBefore = await hostNetState();
-    expect((await call(first, launchBody("gone", "sleep 300", on(net.name, { port_mappings: [{ host_port: 0, container_port: 80 }] })))).status).toBe(200);
+    expect(
+      (await call(first, launchBody("gone", "sleep 300", on(net.name, { port_mappings: [{ host_port: 0, container_port: 80 }] })))).status,
+    ).toBe(200);
     const pid = Number(readFileSync(join(runtimeDir, "containers", "gone", "pid"), "utf8"));
     expect((await portsOf(net.bridge)).length).toBeGreaterThan(0);
     first.proc.kill("SIGKILL");
     await first.proc.exited;
     process.kill(pid, "SIGKILL");
-    await until(async () => existsSync(join(runtimeDir, "containers", "gone", "status")), (x) => x, 10_000);
+    await until(
+      async () => existsSync(join(runtimeDir, "containers", "gone", "status")),
+      (x) => x,
+      10_000,
+    );
 
     const second = await startNetAgent(dir);
     // No REMOVE yet: the restart alone DELeted its network.
