@@ -120,14 +120,6 @@ export class CniNetworks {
     return net;
   }
 
-  get enabled(): boolean {
-    return this.options !== undefined;
-  }
-
-  get networkNames(): string[] {
-    return [...this.configs.keys()];
-  }
-
   /** Start-up: every config valid and its plugins speaking its version, tools there, the root dir a shared mount. */
   private async start(): Promise<void> {
     const o = this.options!;
@@ -497,7 +489,6 @@ export class CniNetworks {
   }
 
   private async detachNow(key: string, waitForPlugins: boolean): Promise<void> {
-    const o = this.options!;
     const dir = this.dir(key);
     if (!existsSync(dir)) {
       this.forget(key);
@@ -506,63 +497,66 @@ export class CniNetworks {
     const ns = join(dir, "ns");
     // Without CNI_NETNS the bridge plugin cannot find the addresses whose masquerade rules to remove.
     const netns = isNetns(ns) ? ns : undefined;
-    const errors: string[] = [];
-    for (const network of readdirSync(dir, { withFileTypes: true })
+    const networks = readdirSync(dir, { withFileTypes: true })
       .filter((d) => d.isDirectory())
-      .map((d) => d.name)) {
-      const netDir = join(dir, network);
-      let a: Attachment;
-      try {
-        a = JSON.parse(readFileSync(join(netDir, "network.conf"), "utf8")) as Attachment;
-        if (a.version !== 1 || !Array.isArray(a.conf?.plugins)) throw new Error("not a network.conf this version of ucr wrote");
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "ENOENT")
-          log.error(
-            `container ${key}: ${join(netDir, "network.conf")} is unreadable (${(err as Error).message}); its network cannot be DELeted`,
-          );
-        rmSync(netDir, { recursive: true, force: true });
-        continue;
-      }
-      if (waitForPlugins) await pluginsGone(a.cniId, PLUGIN_TIMEOUT_MS);
-      let prev: Record<string, unknown> | undefined;
-      try {
-        prev = JSON.parse(readFileSync(join(netDir, a.ifName, "network.info"), "utf8")) as Record<string, unknown>;
-      } catch {
-        prev = undefined; // ADD did not finish: DEL without a prevResult, as libcni does
-      }
-      // Reverse order, each with the final ADD result (0.4.0+: 0.3.x plugins do not take it on DEL).
-      let failed = false;
-      for (const p of [...a.conf.plugins].reverse()) {
-        const what = `The CNI plugin '${p.type}' failed to detach container ${a.cniId} from CNI network '${a.network}'`;
-        const binary = findPlugin(p.type, o.pluginDirs);
-        if (!binary) {
-          errors.push(`${what}: it is no longer in ${o.pluginDirs.join(":")}`);
-          failed = true;
-          continue;
-        }
-        try {
-          await invokePlugin({
-            command: "DEL",
-            binary,
-            cniPath: o.pluginDirs,
-            containerId: a.cniId,
-            ...(netns ? { netns } : {}),
-            ifName: a.ifName,
-            stdin: JSON.stringify(pluginStdin(a, p, versionAtLeast(a.conf.cniVersion, "0.4.0") ? prev : undefined)),
-            timeoutMs: PLUGIN_TIMEOUT_MS,
-            what,
-          });
-        } catch (err) {
-          errors.push((err as Error).message);
-          failed = true;
-        }
-      }
-      if (!failed) rmSync(netDir, { recursive: true, force: true });
-    }
+      .map((d) => d.name);
+    // Networks in parallel, as they were added; all of them even if one fails.
+    const errors = (await Promise.all(networks.map((network) => this.del(key, join(dir, network), netns, waitForPlugins)))).flat();
     if (errors.length > 0) throw new NetworkError(500, `container ${key}: ${errors.join("; ")}`);
     releaseNetns(ns);
     rmSync(dir, { recursive: true, force: true });
     this.forget(key);
+  }
+
+  /** DEL of one network (the chain in reverse); the errors, empty if it is gone. */
+  private async del(key: string, netDir: string, netns: string | undefined, waitForPlugins: boolean): Promise<string[]> {
+    const o = this.options!;
+    const errors: string[] = [];
+    let a: Attachment;
+    try {
+      a = JSON.parse(readFileSync(join(netDir, "network.conf"), "utf8")) as Attachment;
+      if (a.version !== 1 || !Array.isArray(a.conf?.plugins)) throw new Error("not a network.conf this version of ucr wrote");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT")
+        log.error(
+          `container ${key}: ${join(netDir, "network.conf")} is unreadable (${(err as Error).message}); its network cannot be DELeted`,
+        );
+      rmSync(netDir, { recursive: true, force: true });
+      return [];
+    }
+    if (waitForPlugins) await pluginsGone(a.cniId, PLUGIN_TIMEOUT_MS);
+    let prev: Record<string, unknown> | undefined;
+    try {
+      prev = JSON.parse(readFileSync(join(netDir, a.ifName, "network.info"), "utf8")) as Record<string, unknown>;
+    } catch {
+      prev = undefined; // ADD did not finish: DEL without a prevResult, as libcni does
+    }
+    // Reverse order, each with the final ADD result (0.4.0+: 0.3.x plugins do not take it on DEL).
+    for (const p of [...a.conf.plugins].reverse()) {
+      const what = `The CNI plugin '${p.type}' failed to detach container ${a.cniId} from CNI network '${a.network}'`;
+      const binary = findPlugin(p.type, o.pluginDirs);
+      if (!binary) {
+        errors.push(`${what}: it is no longer in ${o.pluginDirs.join(":")}`);
+        continue;
+      }
+      try {
+        await invokePlugin({
+          command: "DEL",
+          binary,
+          cniPath: o.pluginDirs,
+          containerId: a.cniId,
+          ...(netns ? { netns } : {}),
+          ifName: a.ifName,
+          stdin: JSON.stringify(pluginStdin(a, p, versionAtLeast(a.conf.cniVersion, "0.4.0") ? prev : undefined)),
+          timeoutMs: PLUGIN_TIMEOUT_MS,
+          what,
+        });
+      } catch (err) {
+        errors.push((err as Error).message);
+      }
+    }
+    if (errors.length === 0) rmSync(netDir, { recursive: true, force: true });
+    return errors;
   }
 
   private forget(key: string): void {
