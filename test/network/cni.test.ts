@@ -224,11 +224,12 @@ afterAll(async () => {
         expect(await a.stop()).toBe(0);
       }
       // An agent that was killed leaves its CNI root's shared mount (a stopped one takes it away).
-      const root = join(dir, "run", "isolators", "network", "cni");
-      try {
-        umount2(root, MNT_DETACH);
-      } catch {
-        // not mounted
+      for (const root of [join(dir, "run", "isolators", "network", "cni"), join(dir, "isolators", "network", "cni")]) {
+        try {
+          umount2(root, MNT_DETACH);
+        } catch {
+          // not mounted
+        }
       }
     }
   } finally {
@@ -650,6 +651,19 @@ describe.skipIf(unavailable !== undefined)("CNI networks (real plugins and names
     expect(existsSync(join(runtimeDir, "isolators", "network", "cni"))).toBe(true);
     expect(readdirSync(join(runtimeDir, "isolators", "network", "cni"))).toEqual([]);
   }, 240_000);
+
+  test("--network_cni_root_dir_persist keeps the CNI state under the work dir", async () => {
+    const dir = join(work, "persist");
+    const a = await startNetAgent(dir, ["--network_cni_root_dir_persist"]);
+    expect((await call(a, launchBody("persisted", "sleep 300", on(net.name)))).status).toBe(200);
+    expect(netnsMountsUnder(join(dir, "isolators", "network", "cni"))).toEqual([
+      join(dir, "isolators", "network", "cni", "persisted", "ns"),
+    ]);
+    expect(existsSync(join(dir, "run", "isolators"))).toBe(false);
+    await finish(a, "persisted");
+    expect((await call(a, { type: "REMOVE_CONTAINER", remove_container: ref("persisted") })).status).toBe(200);
+    expect(await leftovers(net, dir)).toEqual(clean);
+  });
 
   test("a DEL that fails keeps the container and its namespace; REMOVE retries and then nothing is left", async () => {
     const plugins = join(work, "plugins");
