@@ -9,6 +9,8 @@ import { VERSION } from "../version.ts";
 import { BackendError } from "../images/backends.ts";
 import { extractWorkerCount, startImageService, type ImageService } from "../images/service.ts";
 import { Containers } from "./containers.ts";
+import { CniConfigError } from "../network/config.ts";
+import { CniNetworks } from "../network/cni.ts";
 import { ImageCollector, diskUsage } from "../gc/collector.ts";
 import { startWorker, type WorkerName } from "../workers/pool.ts";
 import type { WorkerClient } from "../workers/rpc.ts";
@@ -83,9 +85,10 @@ export class Agent {
     if (removedStaging.length > 0) log.info(`image store: removed ${removedStaging.length} unfinished staging dir(s) left by an earlier run`);
     log.info(`image store at ${f.docker_store_dir}: ${this.imageService.store.images().length} image(s)`);
     try {
-      this.containerTable = new Containers(this.flags, this.imageService, this.workers.get("gc")!);
+      const networks = await CniNetworks.fromFlags(f);
+      this.containerTable = new Containers(this.flags, this.imageService, this.workers.get("gc")!, networks);
     } catch (err) {
-      if (err instanceof BackendError) throw new StartupError(err.message);
+      if (err instanceof BackendError || err instanceof CniConfigError) throw new StartupError(err.message);
       throw err;
     }
     log.info(`provisioner backend: ${this.containerTable.backend}`);
@@ -170,6 +173,7 @@ export class Agent {
       await this.server.drain();
     }
     for (const w of this.workers.values()) w.terminate();
+    this.containerTable?.networks.shutdown();
     log.info("agent stopped");
   }
 }

@@ -13,6 +13,7 @@ import type { ImageService } from "../images/service.ts";
 import { log } from "../log.ts";
 import { ContainerCgroup, detectCgroups, ownProcsFile, type CgroupLayout } from "../runtime/cgroups.ts";
 import { FetchError, fetchUris } from "./fetcher.ts";
+import { type CniNetworks, NetworkError } from "../network/cni.ts";
 import { CommandError, resolveCommand } from "../runtime/command.ts";
 import { LauncherClient } from "../runtime/launcher.ts";
 import { selfCommand, type LaunchSpec, type VolumeSpec } from "../runtime/spec.ts";
@@ -92,6 +93,8 @@ export class Containers {
     private readonly flags: LoadedFlags,
     private readonly images: ImageService,
     private readonly gc: WorkerClient,
+    /** CNI networks (network/cni); without --network_cni_config_dir, host network only. */
+    readonly networks: CniNetworks,
   ) {
     const f = flags.values;
     this.provisionerDir = join(f.work_dir, "provisioner");
@@ -180,6 +183,7 @@ export class Containers {
       await this.cleanup(container).catch(() => {});
       this.table.delete(key);
       if (err instanceof ContainerError) throw err;
+      if (err instanceof NetworkError) throw new ContainerError(err.status, err.message);
       throw new ContainerError(400, (err as Error).message);
     }
   }
@@ -193,6 +197,11 @@ export class Containers {
     } catch (err) {
       throw new ContainerError(500, `cannot create the sandbox ${c.sandbox}: ${(err as Error).message}`);
     }
+    // CNI networks first: their ADD (tens of ms of plugins) runs while the image is provisioned.
+    const hostname = hostnameOf(call, c);
+    const netPlan = await this.networks.plan(c.key, c.parent !== undefined, call.container?.network_infos ?? [], hostname);
+    const attaching = netPlan ? this.networks.attach(netPlan) : undefined;
+    attaching?.catch(() => {}); // awaited below; if the launch fails first, cleanup's DEL waits for it
 
     let rootfs: LaunchSpec["rootfs"];
     let config;
@@ -279,8 +288,10 @@ export class Containers {
       throw err;
     }
 
+    // A nested container joins its root's network namespace and sees its root's /etc files.
+    const joined = attaching ? await attaching : c.parent ? this.networks.joinedBy(c.key.split(".")[0]!) : undefined;
+    if (joined) command.env.LIBPROCESS_IP = "0.0.0.0"; // Mesos: bind to the container's address
     const hostnameFile = join(c.runtime, "hostname");
-    const hostname = c.id.value.slice(0, 63);
     writeFileSync(hostnameFile, `${hostname}\n`);
     const cgroupJoin = c.cgroup?.join();
     const spec: LaunchSpec = {
@@ -290,12 +301,13 @@ export class Containers {
       sandbox: { host: c.sandbox, container: sandboxInContainer },
       ...(volumes.length > 0 ? { volumes } : {}),
       ...(c.parent?.pid !== undefined ? { parentPid: c.parent.pid } : {}),
+      ...(joined ? { netns: joined.netns } : {}),
       executable: command.executable,
       argv: command.argv,
       env: command.env,
       workingDir: command.workingDir,
       ...(user ? { user } : {}),
-      etc: {
+      etc: joined?.etc ?? {
         ...(existsSync("/etc/hosts") ? { hosts: "/etc/hosts" } : {}),
         ...(existsSync("/etc/resolv.conf") ? { resolv: "/etc/resolv.conf" } : {}),
         hostname: hostnameFile,
@@ -381,6 +393,8 @@ export class Containers {
     }
     c.state = "EXITED";
     log.info(`container ${c.key} exited with status ${c.exitStatus}${c.limitation ? ` (${c.limitation.reason})` : ""}`);
+    // CNI DEL now, while the namespace is still held; REMOVE waits for it (and retries a failure).
+    void this.networks.detach(c.key).catch((err: Error) => log.error(`${err.message} (retried at REMOVE)`));
     done();
   }
 
@@ -415,6 +429,8 @@ export class Containers {
   async recover(): Promise<{ running: number; exited: number; broken: string[] }> {
     const result = { running: 0, exited: 0, broken: [] as string[] };
     await this.recoverUnder(join(this.flags.values.runtime_dir, "containers"), undefined, result);
+    // Networks of containers that ended meanwhile, or whose launch the agent died in, are DELeted.
+    await this.networks.recover((key) => this.table.get(key)?.state === "RUNNING");
     return result;
   }
 
@@ -618,6 +634,9 @@ export class Containers {
   /** Removes the container's rootfs, runtime state and sandbox (in the gc worker). */
   private async cleanup(c: Container): Promise<void> {
     const f = this.flags.values;
+    await this.networks.detach(c.key).catch((err: Error) => {
+      throw new ContainerError(500, `${err.message}; the container is kept: REMOVE it again to retry`);
+    });
     if (c.provisionerDir) await this.gc.call("remove", { path: c.provisionerDir, within: f.work_dir });
     await this.gc.call("remove", { path: c.sandbox, within: f.work_dir });
     rmSync(c.runtime, { recursive: true, force: true });
@@ -643,6 +662,17 @@ interface Checkpoint {
   sandboxInContainer?: string;
   imageRef?: string;
   launchedAt: number;
+}
+
+/** A top-level container's hostname: ContainerInfo.hostname, else its ID (as Mesos names it). */
+function hostnameOf(call: LaunchContainer, c: Container): string {
+  const given = call.container?.hostname;
+  if (given === undefined) return c.id.value.slice(0, 63);
+  if (c.parent) throw new ContainerError(400, "container.hostname: a nested container shares its parent's UTS namespace and hostname");
+  if (given.length > 64 || !/^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/.test(given)) {
+    throw new ContainerError(400, `container.hostname: '${given}' is not a hostname (letters, digits, '-' and '.', at most 64 characters)`);
+  }
+  return given;
 }
 
 /** cpus and mem from the launch's resources, `limits` winning (Mesos 1.9+ limits). */

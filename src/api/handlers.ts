@@ -86,7 +86,7 @@ export const HANDLERS: HandlerTable = {
     const disk = await Promise.all(shown.map((c) => (c.state === "RUNNING" ? agent.containers.diskUsed(c) : undefined)));
     return answer({
       type: "GET_CONTAINERS",
-      get_containers: { containers: shown.map((c, i) => containerInfo(c, disk[i])) },
+      get_containers: { containers: shown.map((c, i) => containerInfo(c, disk[i], agent.containers.networks.status(c.key))) },
     });
   },
   // The deprecated *_NESTED_CONTAINER calls: the same, with a parent required.
@@ -180,12 +180,14 @@ function waitBody(c: Container): Message {
  * statistics; one still being provisioned has statistics but no pid; an exited one (kept
  * until REMOVE_CONTAINER) has neither, since Mesos omits what is unavailable.
  */
-function containerInfo(c: Container, diskUsed?: number): Record<string, unknown> {
+function containerInfo(c: Container, diskUsed?: number, networkInfos?: unknown[]): Record<string, unknown> {
   const info: Record<string, unknown> = {
     container_id: { value: c.id.value },
     container_status: {
       container_id: c.id,
       ...(c.state === "RUNNING" && c.pid !== undefined ? { executor_pid: c.pid } : {}),
+      // Mesos' network/cni status: each network's NetworkInfo with the container's addresses.
+      ...(c.state !== "EXITED" && networkInfos ? { network_infos: networkInfos } : {}),
     },
   };
   if (c.state !== "EXITED") {

@@ -195,10 +195,33 @@ export const VolumeSchema = v.looseObject({
 });
 export type Volume = v.InferOutput<typeof VolumeSchema>;
 
+/** NetworkInfo (mesos.proto): a CNI network to join by `name`, with port mappings. */
+export const NetworkInfoSchema = v.looseObject({
+  name: v.optional(v.string()),
+  ip_addresses: v.optional(
+    v.array(v.looseObject({ protocol: v.optional(v.picklist(["IPv4", "IPv6"], "must be IPv4 or IPv6")), ip_address: v.optional(v.string()) })),
+    [],
+  ),
+  groups: v.optional(v.array(v.string())),
+  labels: v.optional(LabelsSchema),
+  port_mappings: v.optional(
+    v.array(
+      v.looseObject({
+        host_port: v.pipe(Int64, v.minValue(0, "must be a port (0 to 65535)"), v.maxValue(65535, "must be a port (0 to 65535)")),
+        container_port: v.pipe(Int64, v.minValue(1, "must be a port (1 to 65535)"), v.maxValue(65535, "must be a port (1 to 65535)")),
+        protocol: v.optional(v.string()),
+      }),
+    ),
+    [],
+  ),
+});
+export type NetworkInfo = v.InferOutput<typeof NetworkInfoSchema>;
+
 export const ContainerInfoSchema = v.looseObject({
   type: v.picklist(["DOCKER", "MESOS"], "must be DOCKER or MESOS"),
   volumes: v.optional(v.array(VolumeSchema), []),
   hostname: v.optional(v.string()),
+  network_infos: v.optional(v.array(NetworkInfoSchema), []),
   mesos: v.optional(v.looseObject({ image: v.optional(ImageSchema) })),
   docker: v.optional(v.looseObject({})),
   linux_info: v.optional(v.looseObject({ share_cgroups: v.optional(v.boolean()) })),

@@ -108,24 +108,34 @@ export async function runMain(args: readonly string[]): Promise<number> {
   let id = `run-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
   const resources: unknown[] = [];
   const positional: string[] = [];
+  const networks: string[] = [];
+  const ports: Array<{ host_port: number; container_port: number; protocol: string }> = [];
   for (let i = 0; i < before.length; i++) {
     const a = before[i]!;
-    const m = /^--(keep|name|cpus|mem)(?:=(.*))?$/.exec(a);
+    const m = /^(?:--(keep|name|cpus|mem|network|publish)|-(p))(?:=(.*))?$/.exec(a);
     if (!m) {
-      if (a.startsWith("--")) return fail("run", `unknown flag '${a}' (usage: ucr run [--name ID] [--cpus N] [--mem MB] [--keep] IMAGE [-- CMD...])`, 2);
+      if (a.startsWith("-")) return fail("run", `unknown flag '${a}' (usage: ${RUN_USAGE})`, 2);
       positional.push(a);
       continue;
     }
-    if (m[1] === "keep") {
+    const flag = m[1] ?? "publish";
+    if (flag === "keep") {
       keep = true;
       continue;
     }
-    const value = m[2] ?? before[++i];
-    if (value === undefined) return fail("run", `--${m[1]} needs a value`, 2);
-    if (m[1] === "name") id = value;
-    else resources.push({ name: m[1], type: "SCALAR", scalar: { value: Number(value) } });
+    const value = m[3] ?? before[++i];
+    if (value === undefined) return fail("run", `${a.startsWith("--") ? `--${flag}` : "-p"} needs a value`, 2);
+    if (flag === "name") id = value;
+    else if (flag === "network") networks.push(value);
+    else if (flag === "publish") {
+      // [HOST:]CONTAINER[/PROTO], as docker writes it; no HOST: one from the agent's --resources ports.
+      const p = /^(?:(\d+):)?(\d+)(?:\/(tcp|udp|sctp))?$/.exec(value);
+      if (!p) return fail("run", `-p '${value}' is not [HOST:]CONTAINER[/tcp|udp|sctp]`, 2);
+      ports.push({ host_port: Number(p[1] ?? 0), container_port: Number(p[2]), protocol: p[3] ?? "tcp" });
+    } else resources.push({ name: flag, type: "SCALAR", scalar: { value: Number(value) } });
   }
-  if (positional.length !== 1) return fail("run", "expected one image (usage: ucr run [--name ID] [--cpus N] [--mem MB] [--keep] IMAGE [-- CMD...])", 2);
+  if (positional.length !== 1) return fail("run", `expected one image (usage: ${RUN_USAGE})`, 2);
+  if (ports.length > 0 && networks.length === 0) return fail("run", "-p needs --network NAME: the host network has no ports to map", 2);
 
   const flags = await api(opts, { type: "GET_FLAGS" });
   if (flags.status !== 200) return fail("run", `GET_FLAGS: HTTP ${flags.status} ${flags.text}`);
@@ -139,11 +149,17 @@ export async function runMain(args: readonly string[]): Promise<number> {
       container_id: { value: id },
       command: command.length > 0 ? { shell: false, value: command[0], arguments: command } : { shell: false },
       ...(resources.length > 0 ? { resources } : {}),
-      container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: positional[0] } } } },
+      container: {
+        type: "MESOS",
+        mesos: { image: { type: "DOCKER", docker: { name: positional[0] } } },
+        // Port mappings go with the first network (its portmap plugin publishes them).
+        ...(networks.length > 0 ? { network_infos: networks.map((name, i) => ({ name, ...(i === 0 && ports.length > 0 ? { port_mappings: ports } : {}) })) } : {}),
+      },
     },
   });
   if (launch.status === 202) return fail("run", `container ID '${id}' is already in use`);
   if (launch.status !== 200) return fail("run", launch.text || `HTTP ${launch.status}`);
+  if (ports.some((p) => p.host_port === 0)) await printPorts(opts, id);
 
   let exited = false;
   const sandbox = workDir ? join(workDir, "containers", id) : undefined;
@@ -161,6 +177,20 @@ export async function runMain(args: readonly string[]): Promise<number> {
   if (result.message) process.stderr.write(`ucr run: ${result.message}\n`);
   if (!keep) await api(opts, { type: "REMOVE_CONTAINER", remove_container: { container_id: { value: id } } });
   return exitCodeOf(result.exit_status ?? 9);
+}
+
+const RUN_USAGE = "ucr run [--name ID] [--cpus N] [--mem MB] [--network NAME]... [-p [HOST:]CONTAINER[/PROTO]]... [--keep] IMAGE [-- CMD...]";
+
+/** The host ports the agent chose (host port 0), on stderr: `ucr run: 31000 -> 80/tcp`. */
+async function printPorts(opts: ClientOptions, id: string): Promise<void> {
+  const r = await api(opts, { type: "GET_CONTAINERS", get_containers: { show_standalone: true } });
+  if (r.status !== 200) return;
+  type Info = { port_mappings?: Array<{ host_port: number; container_port: number; protocol?: string }> };
+  const list = (JSON.parse(r.text) as { get_containers: { containers?: Array<{ container_id: { value: string }; container_status?: { network_infos?: Info[] } }> } })
+    .get_containers.containers;
+  for (const info of list?.find((c) => c.container_id.value === id)?.container_status?.network_infos ?? []) {
+    for (const m of info.port_mappings ?? []) process.stderr.write(`ucr run: ${m.host_port} -> ${m.container_port}/${m.protocol ?? "tcp"}\n`);
+  }
 }
 
 export async function psMain(args: readonly string[]): Promise<number> {

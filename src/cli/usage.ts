@@ -6,7 +6,7 @@ export { USAGE_LINE } from "./usage-line.ts";
 
 export const COMMANDS: Record<string, string> = {
   agent: "Run the agent: the Mesos v1 Operator API on --ip:--port (default 127.0.0.1:5051).",
-  run: "Run IMAGE [-- CMD...] on the local agent, stream its output, exit with its status (--name, --cpus, --mem, --keep).",
+  run: "Run IMAGE [-- CMD...] on the local agent, stream its output, exit with its status (--name, --cpus, --mem, --network, -p, --keep).",
   ps: "List the agent's containers: status, limits, memory used.",
   kill: "Signal containers (--signal N, default 9).",
   rm: "Remove exited containers (sandbox, rootfs, state).",

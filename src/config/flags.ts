@@ -7,6 +7,7 @@ import { dirname, isAbsolute, resolve } from "node:path";
 import * as v from "valibot";
 import { DurationInfoSchema, ImageSchema } from "../api/proto.ts";
 import { LEVELS } from "../log.ts";
+import { formatRanges, parseResourcesFlag } from "./resources.ts";
 import { formatBytes, formatDuration, parseBytes, parseDuration } from "./units.ts";
 
 // --- value schemas (string in, typed value out) -----------------------------------------
@@ -57,6 +58,19 @@ const Ip = v.pipe(
     return s;
   }),
 );
+
+/** A `:`-separated search path of absolute directories (CNI_PATH's form). */
+const DirList = v.pipe(
+  text,
+  convert((s) => {
+    const dirs = s.split(":").filter((d) => d !== "");
+    if (dirs.length === 0) throw new Error("must name at least one directory");
+    for (const d of dirs) if (!isAbsolute(d)) throw new Error(`'${d}' is not an absolute directory`);
+    return dirs.map((d) => resolve(d));
+  }),
+);
+
+const Resources = v.pipe(text, convert(parseResourcesFlag));
 
 const Duration = v.pipe(
   text,
@@ -324,7 +338,11 @@ const SCHEMAS = {
   ip: Ip,
   isolation: Isolation,
   logging_level: LoggingLevel,
+  network_cni_config_dir: v.optional(HostPath),
+  network_cni_plugins_dir: DirList,
+  network_cni_root_dir_persist: Bool,
   port: Port,
+  resources: v.optional(Resources),
   runtime_dir: HostPath,
   sandbox_directory: AbsoluteContainerPath,
   switch_user: Bool,
@@ -412,7 +430,25 @@ const META: { [K in FlagName]: FlagMeta } = {
   },
   isolation: { help: "Comma-separated isolators.", default: "posix/cpu,posix/mem", show: showList },
   logging_level: { help: "Lowest severity to log: INFO, WARNING or ERROR.", default: "INFO", show: (l: string) => l },
+  network_cni_config_dir: {
+    help: "Directory of CNI network configs (.conflist, .conf, .json); a container joins one by naming it in network_infos.",
+  },
+  network_cni_plugins_dir: {
+    help: "Where CNI plugins are found (`:`-separated search path).",
+    default: "/usr/lib/cni",
+    show: (dirs: string[]) => dirs.join(":"),
+  },
+  network_cni_root_dir_persist: {
+    help: "Keep CNI state under <work_dir> instead of <runtime_dir>, so DEL can release IP leases after a reboot.",
+    boolean: true,
+    default: "false",
+    show: showBool,
+  },
   port: { help: "Port to listen on (0 picks a free port and logs it).", default: "5051", show: showNumber },
+  resources: {
+    help: "The agent's host ports for port mappings, as Mesos writes them: ports:[31000-32000] or JSON (default ports:[31000-32000]).",
+    show: formatRanges,
+  },
   runtime_dir: {
     help: "Directory for runtime state that does not survive a reboot.",
     default: () => defaultRuntimeDir(),
@@ -616,6 +652,10 @@ function checkCombinations(f: Flags): void {
   }
   if (providers.includes("docker") && !f.isolation.includes("docker/runtime")) {
     throw new FlagError(`flag '--image_providers' includes docker, which needs the docker/runtime isolator: add it to '--isolation'`);
+  }
+  if (f.network_cni_config_dir !== undefined) {
+    const other = f.isolation.find((i) => i.startsWith("network/") && i !== "network/cni" && i !== "network/ports");
+    if (other) throw new FlagError(`flag '--isolation' names ${other} and '--network_cni_config_dir' asks for network/cni: only one network isolator can be used`);
   }
   if (f.authenticate_http_readwrite && !f.http_credentials) {
     throw new FlagError(`flag '--authenticate_http_readwrite' is set but '--http_credentials' is not: there is nobody to let in`);

@@ -11,6 +11,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, sta
 import { constants } from "node:os";
 import {
   CLONE_NEWIPC,
+  CLONE_NEWNET,
   CLONE_NEWNS,
   CLONE_NEWPID,
   CLONE_NEWUTS,
@@ -25,7 +26,7 @@ import {
   setns,
   unshare,
 } from "../ffi/libc.ts";
-import { enterParentRoot, enterRootfs, mountHostProc, mountVolumes } from "./mounts.ts";
+import { enterParentRoot, enterRootfs, mountEtcOverHost, mountHostProc, mountVolumes } from "./mounts.ts";
 import { selfCommand, type LaunchSpec } from "./spec.ts";
 import { writeStateFile } from "./state.ts";
 import { dropPrivileges, resolveUser } from "./user.ts";
@@ -188,6 +189,8 @@ function stage2(specPath: string | undefined): number {
       setCloexec(fd);
       return fd;
     });
+    // The network namespace the agent made and attached (a nested container's: its root's).
+    if (spec.netns !== undefined) joinNetns(spec.netns);
     // Hostname and IPC: a nested container shares its parent's, a top-level one has its own.
     if (spec.parentPid !== undefined) {
       for (const [ns, flag] of [["uts", CLONE_NEWUTS], ["ipc", CLONE_NEWIPC]] as const) {
@@ -210,6 +213,7 @@ function stage2(specPath: string | undefined): number {
       enterParentRoot(spec.parentPid);
     } else {
       mountHostProc();
+      if (spec.netns !== undefined) mountEtcOverHost(spec);
       mountVolumes(spec, "");
     }
   } catch (err) {
@@ -252,6 +256,17 @@ function stage2(specPath: string | undefined): number {
     closeSync(REPORT_FD);
     writeSync(2, `ucr: cannot execute ${spec.executable}: ${(err as Error).message}\n`);
     return 126;
+  }
+}
+
+function joinNetns(path: string): void {
+  const fd = openSync(path, "r");
+  try {
+    setns(fd, CLONE_NEWNET);
+  } catch (err) {
+    throw new Error(`cannot join the network namespace ${path}: ${(err as Error).message}`);
+  } finally {
+    closeSync(fd);
   }
 }
 

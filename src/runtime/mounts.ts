@@ -149,3 +149,16 @@ export function enterParentRoot(parentPid: number): void {
   chroot(`/proc/${parentPid}/root`);
   chdir("/");
 }
+
+/**
+ * A container on the host's filesystem in a network namespace of its own sees its own
+ * hosts, hostname and resolv.conf (read-only binds in its private mount namespace, as
+ * Mesos does); a file the host does not have is not created on the host for it.
+ */
+export function mountEtcOverHost(spec: LaunchSpec): void {
+  for (const [source, target] of [[spec.etc.hosts, "/etc/hosts"], [spec.etc.hostname, "/etc/hostname"], [spec.etc.resolv, "/etc/resolv.conf"]] as const) {
+    if (source === undefined || source === target || !existsSync(target)) continue;
+    mount(source, target, null, MS_BIND);
+    mount(null, target, null, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV);
+  }
+}

@@ -41,6 +41,8 @@ export interface LaunchSpec {
   rootfs?: RootfsSpec;
   sandbox: { host: string; container: string };
   volumes?: VolumeSpec[];
+  /** A network namespace (a bind-mounted nsfs file) to join first; absent: the host network. */
+  netns?: string;
   /** Nested: the parent's workload (host pid), whose PID, UTS and IPC namespaces it joins. */
   parentPid?: number;
   executable: string;
