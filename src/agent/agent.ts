@@ -8,6 +8,7 @@ import { log, setLevel } from "../log.ts";
 import { VERSION } from "../version.ts";
 import { BackendError } from "../images/backends.ts";
 import { extractWorkerCount, startImageService, type ImageService } from "../images/service.ts";
+import { ConfinementSetupError } from "./confinement.ts";
 import { Containers } from "./containers.ts";
 import { ImageCollector, diskUsage } from "../gc/collector.ts";
 import { startWorker, type WorkerName } from "../workers/pool.ts";
@@ -85,10 +86,11 @@ export class Agent {
     try {
       this.containerTable = new Containers(this.flags, this.imageService, this.workers.get("gc")!);
     } catch (err) {
-      if (err instanceof BackendError) throw new StartupError(err.message);
+      if (err instanceof BackendError || err instanceof ConfinementSetupError) throw new StartupError(err.message);
       throw err;
     }
     log.info(`provisioner backend: ${this.containerTable.backend}`);
+    log.info(`confinement: ${this.containerTable.confinement.describe()}`);
     const cg = this.containerTable.cgroups;
     if (cg.kind === "none") log.warn(`cgroups: none usable (${cg.why}); cpus and mem will not be enforced`);
     else log.info(`cgroups: ${cg.kind === "v2" ? "v2 (unified)" : `v1 (memory at ${cg.memory}, cpu at ${cg.cpu})`}`);
