@@ -9,7 +9,8 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 # Debian packages the tests and the quickstart use.
-APT_PACKAGES=(ca-certificates curl docker-registry skopeo umoci busybox-static apache2-utils openssl zstd libcap2-bin tar gzip)
+APT_PACKAGES=(ca-certificates curl docker-registry skopeo umoci busybox-static apache2-utils openssl zstd libcap2-bin tar gzip
+  gcc libc6-dev podman)
 
 # Bun comes from the npm registry: without npm, Debian's npm (and nodejs) come too.
 if ! command -v npm >/dev/null 2>&1; then APT_PACKAGES+=(npm); fi

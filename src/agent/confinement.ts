@@ -92,6 +92,7 @@ export class Confinement {
       if (missing.length > 0) log.warn(`${what}: this agent does not hold ${formatCapabilities(missing)}, so no container can get them`);
       return minus(set, missing);
     };
+    if (flags.isolation.includes("linux/nnp")) log.info("isolator linux/nnp: ucr sets no_new_privs for every container anyway");
     this.capabilitiesIsolator = flags.isolation.includes("linux/capabilities");
     this.seccompIsolator = flags.isolation.includes("linux/seccomp");
     this.defaults = holdable(capabilitySet(DEFAULT_CAPABILITIES), "default capabilities");
@@ -135,6 +136,32 @@ export class Confinement {
     const { bounding, effective, ambient } = this.capabilities(linux, key);
     const seccomp = this.seccomp(linux, key, bounding);
     return { bounding, effective, ambient, lastCap: this.lastCap, noNewPrivs: true, ...(seccomp ? { seccomp } : {}) };
+  }
+
+  /**
+   * Checks a launched workload (host pid) against what was decided, from /proc: no_new_privs
+   * set, a filter if one was meant, no bounding capability beyond the decided set. These only
+   * ever get stricter, so a workload that has already dropped more still passes. A mismatch
+   * means an init stage that did not confine it (one from an older ucr, still running after
+   * an upgrade): a string saying how, else undefined (also when the workload already ended).
+   */
+  verify(pid: number, c: ConfineSpec): string | undefined {
+    let status: string;
+    try {
+      status = readFileSync(`/proc/${pid}/status`, "utf8");
+    } catch {
+      return undefined;
+    }
+    const field = (name: string) => new RegExp(`^${name}:\\s*(\\S+)$`, "m").exec(status)?.[1];
+    const problems: string[] = [];
+    if (c.noNewPrivs && field("NoNewPrivs") !== "1") problems.push(`NoNewPrivs is ${field("NoNewPrivs")}`);
+    if (c.seccomp && field("Seccomp") !== "2") problems.push(`Seccomp is ${field("Seccomp")}`);
+    const bounding = field("CapBnd");
+    if (bounding) {
+      const extra = minus(capabilitiesOfMask(BigInt(`0x${bounding}`)), c.bounding);
+      if (extra.length > 0) problems.push(`its bounding set has ${formatCapabilities(extra)}`);
+    }
+    return problems.length > 0 ? problems.join(", ") : undefined;
   }
 
   /** Mesos' linux/capabilities rules (isolators/linux/capabilities.cpp), over ucr's defaults. */

@@ -343,6 +343,15 @@ export class Containers {
     } else {
       c.pid = started.pid;
     }
+    const unconfined = this.confinement.verify(c.pid, confine);
+    if (unconfined) {
+      try {
+        process.kill(c.pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+      throw new ContainerError(500, `container ${c.key} is not confined as decided (${unconfined}): killed; an init stage from an older ucr?`);
+    }
     c.state = "RUNNING";
     c.pidStart = startTime(c.pid);
     this.checkpoint(c);

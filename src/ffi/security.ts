@@ -59,17 +59,22 @@ export function getCapabilities(): CapabilitySets {
   return { effective: join(data[0]!, data[3]!), permitted: join(data[1]!, data[4]!), inheritable: join(data[2]!, data[5]!) };
 }
 
-/** Sets the calling thread's three sets at once (capset(2), version 3). */
-export function setCapabilities(sets: CapabilitySets): void {
+/**
+ * Sets the calling thread's three sets at once (capset(2), version 3), given as capability
+ * numbers. (No BigInt here: its first use costs a fresh process a few hundred microseconds,
+ * and this runs on the launch's hot path.)
+ */
+export function setCapabilities(sets: { effective: readonly number[]; permitted: readonly number[]; inheritable: readonly number[] }): void {
   const header = new Uint32Array([LINUX_CAPABILITY_VERSION_3, 0]);
-  const lo = (m: bigint) => Number(m & 0xffffffffn);
-  const hi = (m: bigint) => Number((m >> 32n) & 0xffffffffn);
-  const data = new Uint32Array([
-    lo(sets.effective), lo(sets.permitted), lo(sets.inheritable),
-    hi(sets.effective), hi(sets.permitted), hi(sets.inheritable),
-  ]);
+  const data = new Uint32Array(6);
+  const put = (set: readonly number[], slot: number) => {
+    for (const cap of set) data[slot + (cap >= 32 ? 3 : 0)]! |= 1 << (cap & 31);
+  };
+  put(sets.effective, 0);
+  put(sets.permitted, 1);
+  put(sets.inheritable, 2);
   if (libc.symbols.capset(header, data) === -1) {
-    fail("capset", `effective 0x${sets.effective.toString(16)}, permitted 0x${sets.permitted.toString(16)}, inheritable 0x${sets.inheritable.toString(16)}`);
+    fail("capset", `effective [${sets.effective.join(",")}], permitted [${sets.permitted.join(",")}], inheritable [${sets.inheritable.join(",")}]`);
   }
 }
 

@@ -2,17 +2,18 @@
 // the bounding set before the user switch, the capability sets after it, then no_new_privs
 // and the seccomp filter last, on the thread that calls execve, just before it does.
 import {
+  boundingHas,
   clearAmbientCapabilities,
+  getCapabilities,
   dropBoundingCapability,
   installSeccompFilter,
   raiseAmbientCapability,
   setCapabilities,
   setKeepCapabilities,
   setNoNewPrivileges,
+  noNewPrivileges,
 } from "../ffi/security.ts";
 import type { ConfineSpec } from "./spec.ts";
-
-const mask = (set: readonly number[]) => set.reduce((m, n) => m | (1n << BigInt(n)), 0n);
 
 /** A setup step that failed: the launch fails (reported on fd 3), it is not the workload's error. */
 export class ConfineError extends Error {
@@ -30,9 +31,28 @@ function step<T>(what: string, fn: () => T): T {
   }
 }
 
+/**
+ * Runs each kind of call the steps below make once, changing nothing (the capability sets set
+ * to what they are), so a stage 2 started ahead of its container pays the first-call costs of
+ * a fresh process (~0.2 ms each) while it waits, not during the launch.
+ */
+export function warmUp(): void {
+  try {
+    (Uint8Array as unknown as { fromBase64(s: string): Uint8Array }).fromBase64("AAAAAAAAAAA=");
+    boundingHas(0);
+    noNewPrivileges();
+    const now = getCapabilities();
+    const numbers = (m: bigint) => [...Array(64).keys()].filter((i) => (m >> BigInt(i)) & 1n);
+    setCapabilities({ effective: numbers(now.effective), permitted: numbers(now.permitted), inheritable: numbers(now.inheritable) });
+  } catch {
+    // only an optimisation: the launch makes the same calls and reports what fails
+  }
+}
+
 /** The seccomp program's bytes, decoded while everything is still allowed. */
 export function seccompProgram(c: ConfineSpec): Uint8Array | undefined {
-  return c.seccomp ? new Uint8Array(Buffer.from(c.seccomp.program, "base64")) : undefined;
+  // Uint8Array.fromBase64: Buffer's decoder costs a fresh process ~0.5 ms on first use.
+  return c.seccomp ? (Uint8Array as unknown as { fromBase64(s: string): Uint8Array }).fromBase64(c.seccomp.program) : undefined;
 }
 
 /**
@@ -56,9 +76,7 @@ export function confineBeforeUserSwitch(c: ConfineSpec, uid: number): void {
 export function applyCapabilities(c: ConfineSpec, uid: number): void {
   if (uid !== 0 && c.ambient.length === 0) return;
   const effective = uid === 0 ? c.effective : c.ambient;
-  step("setting the capability sets", () =>
-    setCapabilities({ effective: mask(effective), permitted: mask(effective), inheritable: mask(c.ambient) }),
-  );
+  step("setting the capability sets", () => setCapabilities({ effective, permitted: effective, inheritable: c.ambient }));
   step("setting the ambient capabilities", () => {
     clearAmbientCapabilities();
     for (const cap of c.ambient) raiseAmbientCapability(cap);

@@ -26,7 +26,7 @@ import {
   setns,
   unshare,
 } from "../ffi/libc.ts";
-import { ConfineError, applyCapabilities, confineBeforeUserSwitch, lockDown, seccompProgram } from "./confine.ts";
+import { ConfineError, applyCapabilities, confineBeforeUserSwitch, lockDown, seccompProgram, warmUp } from "./confine.ts";
 import { enterParentRoot, enterRootfs, mountHostProc, mountVolumes } from "./mounts.ts";
 import { selfCommand, type LaunchSpec } from "./spec.ts";
 import { writeStateFile } from "./state.ts";
@@ -172,6 +172,7 @@ function stage2(specPath: string | undefined): number {
   let cgroupFds: number[] = [];
   try {
     if (specPath === undefined) {
+      warmUp(); // while no container waits for us
       const path = readSpecPath();
       if (path === null) return 0;
       spec = readSpec(path);
@@ -231,17 +232,16 @@ function stage2(specPath: string | undefined): number {
       process.chdir(spec.workingDir);
     }
     const uid = user?.uid ?? 0;
-    if (confine) {
-      program = seccompProgram(confine);
-      confineBeforeUserSwitch(confine, uid);
-    }
+    if (!confine) throw new ConfineError("the launch spec says nothing about confinement; refusing to run the container unconfined");
+    program = seccompProgram(confine);
+    confineBeforeUserSwitch(confine, uid);
     if (user) {
       dropPrivileges(user);
       if (spec.env.HOME === undefined && user.home) spec.env.HOME = user.home;
       spec.env.USER ??= user.name;
     }
     executable = findExecutable(spec.executable, spec.env.PATH ?? "", spec.workingDir);
-    if (confine) applyCapabilities(confine, uid);
+    applyCapabilities(confine, uid);
   } catch (err) {
     if (err instanceof ConfineError) {
       report(`container setup failed: ${err.message}`);
@@ -263,7 +263,7 @@ function stage2(specPath: string | undefined): number {
   try {
     // no_new_privs and the seccomp filter go in last, once the arguments are built: after the
     // filter only execve (and, if it fails, write, close and exit) may run on this thread.
-    return execve(executable, spec.argv, spec.env, confine ? () => lockDown(confine, program) : undefined);
+    return execve(executable, spec.argv, spec.env, () => lockDown(confine, program));
   } catch (err) {
     if (err instanceof ConfineError) {
       report(`container setup failed: ${err.message}`);

@@ -68,8 +68,8 @@ export interface LaunchSpec {
   user?: string;
   /** Files the agent prepared to bind over /etc/hosts, /etc/resolv.conf, /etc/hostname. */
   etc: { hosts?: string; resolv?: string; hostname: string };
-  /** Capabilities, no_new_privs and seccomp; absent only in specs written before ucr confined containers. */
-  confine?: ConfineSpec;
+  /** Capabilities, no_new_privs and seccomp (stage 2 refuses a spec without it). */
+  confine: ConfineSpec;
   /** The container's cgroups, joined by stage 2 right before exec (see ContainerCgroup.join). */
   cgroupJoin?: CgroupJoin;
   /** The sandbox files the workload's stdout and stderr go to. */
