@@ -48,11 +48,10 @@ interface LoadedProfile {
 const subset = (a: readonly number[], b: readonly number[]) => a.every((x) => b.includes(x));
 const minus = (a: readonly number[], b: readonly number[]) => a.filter((x) => !b.includes(x));
 
-/** This process's capability sets as /proc/self/status shows them. */
-function ownCapabilities(): { permitted: number[]; bounding: number[] } {
+/** This process's permitted capabilities (/proc/self/status): all it can pass on. */
+function ownCapabilities(): { permitted: number[] } {
   const status = readFileSync("/proc/self/status", "utf8");
-  const field = (name: string) => BigInt(`0x${new RegExp(`^${name}:\\s*([0-9a-f]+)$`, "m").exec(status)?.[1] ?? "0"}`);
-  return { permitted: capabilitiesOfMask(field("CapPrm")), bounding: capabilitiesOfMask(field("CapBnd")) };
+  return { permitted: capabilitiesOfMask(BigInt(`0x${/^CapPrm:\s*([0-9a-f]+)$/m.exec(status)?.[1] ?? "0"}`)) };
 }
 
 function kernelVersion(): [number, number] {
@@ -71,7 +70,7 @@ export class Confinement {
   private readonly flagEffective: number[] | undefined;
   private readonly flagBounding: number[] | undefined;
   /** What this agent holds, and so can pass on. */
-  private readonly available: { permitted: number[]; bounding: number[] };
+  private readonly available: { permitted: number[] };
   private readonly capabilitiesIsolator: boolean;
   private readonly seccompIsolator: boolean;
   private readonly defaultProfile: LoadedProfile;
@@ -143,11 +142,17 @@ export class Confinement {
    * set, a filter if one was meant, no bounding capability beyond the decided set. These only
    * ever get stricter, so a workload that has already dropped more still passes. A mismatch
    * means an init stage that did not confine it (one from an older ucr, still running after
-   * an upgrade): a string saying how, else undefined (also when the workload already ended).
+   * an upgrade): a string saying how, else undefined (also when the workload already ended,
+   * or the init stage never exec'd it).
    */
   verify(pid: number, c: ConfineSpec): string | undefined {
     let status: string;
     try {
+      // Still this binary: the init stage did not exec (it is failing the way a shell that
+      // cannot exec does, 125-127), so nothing runs that needed confining.
+      const exe = statSync(`/proc/${pid}/exe`);
+      const self = statSync("/proc/self/exe");
+      if (exe.ino === self.ino && exe.dev === self.dev) return undefined;
       status = readFileSync(`/proc/${pid}/status`, "utf8");
     } catch {
       return undefined;
