@@ -10,7 +10,7 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 # Debian packages the tests and the quickstart use.
 APT_PACKAGES=(ca-certificates curl docker-registry skopeo umoci busybox-static apache2-utils openssl zstd libcap2-bin tar gzip
-  containernetworking-plugins iptables iproute2)
+  containernetworking-plugins iptables iproute2 gcc libc6-dev podman)
 # protoc: the protobuf tests (interop, generated code up to date) and the README's protobuf call;
 # mesos-go's copy of Mesos' .proto files: the test that checks ucr's schema against it.
 APT_PACKAGES+=(protobuf-compiler golang-github-mesos-mesos-go-dev)

@@ -8,6 +8,7 @@ import { log, setLevel } from "../log.ts";
 import { VERSION } from "../version.ts";
 import { BackendError } from "../images/backends.ts";
 import { extractWorkerCount, startImageService, type ImageService } from "../images/service.ts";
+import { ConfinementSetupError } from "./confinement.ts";
 import { Containers } from "./containers.ts";
 import { CniConfigError } from "../network/config.ts";
 import { CniNetworks } from "../network/cni.ts";
@@ -88,10 +89,11 @@ export class Agent {
       const networks = await CniNetworks.fromFlags(f);
       this.containerTable = new Containers(this.flags, this.imageService, this.workers.get("gc")!, networks);
     } catch (err) {
-      if (err instanceof BackendError || err instanceof CniConfigError) throw new StartupError(err.message);
+      if (err instanceof BackendError || err instanceof CniConfigError || err instanceof ConfinementSetupError) throw new StartupError(err.message);
       throw err;
     }
     log.info(`provisioner backend: ${this.containerTable.backend}`);
+    log.info(`confinement: ${this.containerTable.confinement.describe()}`);
     const cg = this.containerTable.cgroups;
     if (cg.kind === "none") log.warn(`cgroups: none usable (${cg.why}); cpus and mem will not be enforced`);
     else log.info(`cgroups: ${cg.kind === "v2" ? "v2 (unified)" : `v1 (memory at ${cg.memory}, cpu at ${cg.cpu})`}`);

@@ -12,6 +12,7 @@ import { BackendError, chooseBackend, provision } from "../images/backends.ts";
 import type { ImageService } from "../images/service.ts";
 import { log } from "../log.ts";
 import { ContainerCgroup, detectCgroups, ownProcsFile, type CgroupLayout } from "../runtime/cgroups.ts";
+import { Confinement, ConfinementRefused } from "./confinement.ts";
 import { FetchError, fetchUris } from "./fetcher.ts";
 import { type CniNetworks, NetworkError } from "../network/cni.ts";
 import { CommandError, resolveCommand } from "../runtime/command.ts";
@@ -86,6 +87,8 @@ export class Containers {
   /** The agent's own cgroup.procs (for warming the kernel's cgroup lock before a launch). */
   private readonly ownProcs: string | undefined;
   private readonly launcher: LauncherClient;
+  /** Capabilities, no_new_privs and seccomp filters for each launch. */
+  readonly confinement: Confinement;
   /** How to settle a running container now, with its wait status if known (set by watchExit). */
   private readonly settle = new Map<string, (status?: number) => void>();
 
@@ -104,6 +107,7 @@ export class Containers {
     const socket = join(f.runtime_dir, "launcher.sock");
     // The launcher tells us at once when a workload ends; the status file watch is the fallback.
     this.launcher = new LauncherClient(socket, selfCommand("__launcher", socket), (key, status) => this.settle.get(key)?.(status));
+    this.confinement = new Confinement(f);
     this.appc = new AppcStore({ prefix: f.appc_simple_discovery_uri_prefix, storeDir: f.appc_store_dir, maxBytes: f.docker_max_layer_size });
   }
 
@@ -191,6 +195,13 @@ export class Containers {
   private async start(call: LaunchContainer, c: Container, exited: () => void): Promise<void> {
     const f = this.flags.values;
     const image = call.container?.mesos?.image;
+    let confine;
+    try {
+      confine = this.confinement.forLaunch(call.container?.linux_info, c.key);
+    } catch (err) {
+      if (err instanceof ConfinementRefused) throw new ContainerError(400, err.message);
+      throw err;
+    }
     mkdirSync(c.runtime, { recursive: true, mode: 0o700 });
     try {
       mkdirSync(c.sandbox, { recursive: true, mode: 0o750 });
@@ -313,6 +324,7 @@ export class Containers {
         hostname: hostnameFile,
       },
       ...(cgroupJoin ? { cgroupJoin } : {}),
+      confine,
       stdout: join(c.sandbox, "stdout"),
       stderr: join(c.sandbox, "stderr"),
       statusFile: join(c.runtime, "status"),
@@ -342,6 +354,15 @@ export class Containers {
       throw new ContainerError(400, started.error);
     } else {
       c.pid = started.pid;
+    }
+    const unconfined = this.confinement.verify(c.pid, confine);
+    if (unconfined) {
+      try {
+        process.kill(c.pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+      throw new ContainerError(500, `container ${c.key} is not confined as decided (${unconfined}): killed; an init stage from an older ucr?`);
     }
     c.state = "RUNNING";
     c.pidStart = startTime(c.pid);

@@ -1,6 +1,7 @@
 // valibot schemas for the Mesos protobuf messages that travel as JSON in the v1 Operator
 // API (mesos.proto, agent.proto). Field names are the proto names; enums are strings.
 import * as v from "valibot";
+import { CAPABILITY_NAMES } from "../runtime/capabilities.ts";
 
 // --- scalars as protobuf's JSON mapping carries them ------------------------------------
 
@@ -217,6 +218,28 @@ export const NetworkInfoSchema = v.looseObject({
 });
 export type NetworkInfo = v.InferOutput<typeof NetworkInfoSchema>;
 
+/** CapabilityInfo: Linux capabilities by Mesos' enum names (the kernel's without CAP_). */
+export const CapabilityInfoSchema = v.looseObject({
+  capabilities: v.optional(
+    v.array(
+      v.picklist(CAPABILITY_NAMES, (issue) =>
+        issue.input === "UNKNOWN" ? "UNKNOWN is not a capability" : `unknown capability ${JSON.stringify(issue.input)} (names are the kernel's without CAP_, e.g. NET_ADMIN)`,
+      ),
+    ),
+    [],
+  ),
+});
+export type CapabilityInfo = v.InferOutput<typeof CapabilityInfoSchema>;
+
+export const LinuxInfoSchema = v.looseObject({
+  share_cgroups: v.optional(v.boolean()),
+  capability_info: v.optional(CapabilityInfoSchema),
+  effective_capabilities: v.optional(CapabilityInfoSchema),
+  bounding_capabilities: v.optional(CapabilityInfoSchema),
+  seccomp: v.optional(v.looseObject({ profile_name: v.optional(v.string()), unconfined: v.optional(v.boolean()) })),
+});
+export type LinuxInfo = v.InferOutput<typeof LinuxInfoSchema>;
+
 export const ContainerInfoSchema = v.looseObject({
   type: v.picklist(["DOCKER", "MESOS"], "must be DOCKER or MESOS"),
   volumes: v.optional(v.array(VolumeSchema), []),
@@ -224,7 +247,7 @@ export const ContainerInfoSchema = v.looseObject({
   network_infos: v.optional(v.array(NetworkInfoSchema), []),
   mesos: v.optional(v.looseObject({ image: v.optional(ImageSchema) })),
   docker: v.optional(v.looseObject({})),
-  linux_info: v.optional(v.looseObject({ share_cgroups: v.optional(v.boolean()) })),
+  linux_info: v.optional(LinuxInfoSchema),
 });
 export type ContainerInfo = v.InferOutput<typeof ContainerInfoSchema>;
 

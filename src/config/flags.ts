@@ -5,9 +5,10 @@ import { accessSync, constants, readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { dirname, isAbsolute, resolve } from "node:path";
 import * as v from "valibot";
-import { DurationInfoSchema, ImageSchema } from "../api/proto.ts";
+import { CapabilityInfoSchema, DurationInfoSchema, ImageSchema } from "../api/proto.ts";
 import { LEVELS } from "../log.ts";
 import { formatRanges, parseResourcesFlag } from "./resources.ts";
+import { capabilitySet, formatCapabilities } from "../runtime/capabilities.ts";
 import { formatBytes, formatDuration, parseBytes, parseDuration } from "./units.ts";
 
 // --- value schemas (string in, typed value out) -----------------------------------------
@@ -259,6 +260,16 @@ export const ImageGcConfigSchema = v.looseObject({
 });
 export type ImageGcConfig = v.InferOutput<typeof ImageGcConfigSchema>;
 
+/** --seccomp_profile_name: a file inside --seccomp_config_dir. */
+const RelativePath = v.pipe(
+  text,
+  convert((s) => {
+    if (s.trim() === "") throw new Error("must not be empty");
+    if (isAbsolute(s) || s.split("/").includes("..")) throw new Error(`'${s}' must be a path relative to --seccomp_config_dir, without '..'`);
+    return s;
+  }),
+);
+
 function jsonFlag<const S extends v.GenericSchema>(schema: S) {
   return v.pipe(text, v.parseJson(undefined, (issue) => `is not valid JSON: ${issue.received}`), schema);
 }
@@ -316,6 +327,7 @@ const SCHEMAS = {
   appc_simple_discovery_uri_prefix: AppcPrefix,
   appc_store_dir: HostPath,
   authenticate_http_readwrite: Bool,
+  bounding_capabilities: v.optional(jsonFlag(CapabilityInfoSchema)),
   cgroups_enable_cfs: Bool,
   cgroups_root: v.pipe(
     text,
@@ -330,6 +342,7 @@ const SCHEMAS = {
   docker_max_layer_size: Size,
   docker_registry: DockerRegistry,
   docker_store_dir: HostPath,
+  effective_capabilities: v.optional(jsonFlag(CapabilityInfoSchema)),
   http_credentials: v.optional(jsonFlag(HttpCredentialsSchema)),
   http_heartbeat_interval: Duration,
   image_gc_config: v.optional(jsonFlag(ImageGcConfigSchema)),
@@ -345,6 +358,8 @@ const SCHEMAS = {
   resources: v.optional(Resources),
   runtime_dir: HostPath,
   sandbox_directory: AbsoluteContainerPath,
+  seccomp_config_dir: v.optional(HostPath),
+  seccomp_profile_name: v.optional(RelativePath),
   switch_user: Bool,
   work_dir: HostPath,
 };
@@ -367,6 +382,12 @@ const META: { [K in FlagName]: FlagMeta } = {
     boolean: true,
     default: "false",
     show: showBool,
+  },
+  bounding_capabilities: {
+    help:
+      'linux/capabilities: the most a container may hold, {"capabilities":["NET_BIND_SERVICE",...]} (inline JSON, file:///path or /path); ' +
+      "absent: what --effective_capabilities gives, else ucr's default set.",
+    json: true,
   },
   cgroups_enable_cfs: {
     help: "Also cap CPU time at `cpus` with a CFS quota (cpu shares/weight apply either way).",
@@ -404,6 +425,13 @@ const META: { [K in FlagName]: FlagMeta } = {
     help: "Directory the Docker provisioner stores layers and images in (default <work_dir>/store/docker).",
     default: (raw) => `${resolve(raw.get("work_dir") ?? DEFAULT_WORK_DIR)}/store/docker`,
     show: (p: string) => p,
+  },
+  effective_capabilities: {
+    help:
+      "linux/capabilities: what a container that asks for none gets, same JSON as --bounding_capabilities; " +
+      "a container that asks for none and runs as non-root keeps these too (ambient). Absent: ucr's default set.",
+    aliases: ["allowed_capabilities"],
+    json: true,
   },
   http_credentials: {
     help: 'Credentials for HTTP authentication, {"credentials":[{"principal":..,"secret":..}]}: inline JSON, file:///path or /path.',
@@ -458,6 +486,13 @@ const META: { [K in FlagName]: FlagMeta } = {
     help: "Where a container with an image sees its sandbox.",
     default: "/mnt/mesos/sandbox",
     show: (p: string) => p,
+  },
+  seccomp_config_dir: {
+    help: "linux/seccomp: directory of seccomp profiles (Docker's JSON format) that containers may name.",
+    show: (p: string) => p,
+  },
+  seccomp_profile_name: {
+    help: "linux/seccomp: the default profile, a path relative to --seccomp_config_dir (absent: ucr's built-in default).",
   },
   switch_user: {
     help: "Run the container's command as CommandInfo.user when it is given.",
@@ -656,6 +691,30 @@ function checkCombinations(f: Flags): void {
   if (f.network_cni_config_dir !== undefined) {
     const other = f.isolation.find((i) => i.startsWith("network/") && i !== "network/cni" && i !== "network/ports");
     if (other) throw new FlagError(`flag '--isolation' names ${other} and '--network_cni_config_dir' asks for network/cni: only one network isolator can be used`);
+  }
+  for (const flag of ["effective_capabilities", "bounding_capabilities"] as const) {
+    if (f[flag] && !f.isolation.includes("linux/capabilities")) {
+      throw new FlagError(`flag '--${flag}' needs the linux/capabilities isolator: add it to '--isolation'`);
+    }
+  }
+  if (f.effective_capabilities && f.bounding_capabilities) {
+    const effective = capabilitySet(f.effective_capabilities.capabilities);
+    const bounding = new Set(capabilitySet(f.bounding_capabilities.capabilities));
+    if (!effective.every((c) => bounding.has(c))) {
+      // Mesos' words (its spelling too), then which flags.
+      throw new FlagError(
+        `Allowed capabilities are not a subset of the bounding capabilites: --effective_capabilities ${formatCapabilities(effective)}, ` +
+          `--bounding_capabilities ${formatCapabilities([...bounding].sort((a, b) => a - b))}`,
+      );
+    }
+  }
+  for (const flag of ["seccomp_config_dir", "seccomp_profile_name"] as const) {
+    if (f[flag] !== undefined && !f.isolation.includes("linux/seccomp")) {
+      throw new FlagError(`flag '--${flag}' needs the linux/seccomp isolator: add it to '--isolation'`);
+    }
+  }
+  if (f.isolation.includes("linux/seccomp") && f.seccomp_config_dir === undefined) {
+    throw new FlagError("Missing required `--seccomp_config_dir` flag (the linux/seccomp isolator needs it)");
   }
   if (f.authenticate_http_readwrite && !f.http_credentials) {
     throw new FlagError(`flag '--authenticate_http_readwrite' is set but '--http_credentials' is not: there is nobody to let in`);

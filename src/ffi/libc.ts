@@ -163,11 +163,15 @@ function cstrArray(items: readonly string[]): { array: BigUint64Array; keep: Buf
   return { array, keep };
 }
 
-/** Replaces this process with `path`; returns only by throwing. */
-export function execve(path: string, argv: readonly string[], env: Readonly<Record<string, string>>): never {
+/**
+ * Replaces this process with `path`; returns only by throwing. `lastly` runs once the
+ * arguments are built, right before the call (where a seccomp filter goes in).
+ */
+export function execve(path: string, argv: readonly string[], env: Readonly<Record<string, string>>, lastly?: () => void): never {
   const a = cstrArray(argv);
   const e = cstrArray(Object.entries(env).map(([k, v]) => `${k}=${v}`));
   const p = cstr(path);
+  lastly?.();
   const rc = libc.symbols.execve(p, a.array, e.array);
   void [a.keep, e.keep];
   check(rc, "execve", path);

@@ -4,7 +4,8 @@
 //     starts stage 2 in a new PID namespace,
 //     waits for it and writes its raw wait(2) status for the agent (which may be gone).
 //   stage 2 (`__init --pid1 SPEC`, or `__init --warm` started ahead and told SPEC on stdin; PID 1 inside): in its own mount namespace, mounts the rootfs, /proc, /sys, /dev,
-//     /etc files and the sandbox, pivot_roots, drops to the user and execs the workload.
+//     /etc files and the sandbox, pivot_roots, drops to the user, confines (capabilities,
+//     no_new_privs, seccomp) and execs the workload.
 // Setup errors go to fd 3, which the agent reads; exec closes fd 3 (close-on-exec), and
 // that EOF is how the agent knows the workload runs.
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, statSync, writeSync } from "node:fs";
@@ -27,6 +28,7 @@ import {
   unshare,
 } from "../ffi/libc.ts";
 import { enterParentRoot, enterRootfs, mountEtcOverHost, mountHostProc, mountVolumes } from "./mounts.ts";
+import { ConfineError, applyCapabilities, confineBeforeUserSwitch, lockDown, seccompProgram, warmUp } from "./confine.ts";
 import { selfCommand, type LaunchSpec } from "./spec.ts";
 import { writeStateFile } from "./state.ts";
 import { dropPrivileges, resolveUser } from "./user.ts";
@@ -171,6 +173,7 @@ function stage2(specPath: string | undefined): number {
   let cgroupFds: number[] = [];
   try {
     if (specPath === undefined) {
+      warmUp(); // while no container waits for us
       const path = readSpecPath();
       if (path === null) return 0;
       spec = readSpec(path);
@@ -221,6 +224,8 @@ function stage2(specPath: string | undefined): number {
     return 1;
   }
   let executable: string;
+  const confine = spec.confine;
+  let program: Uint8Array | undefined;
   try {
     const user = spec.user ? resolveUser(spec.user) : undefined;
     try {
@@ -230,13 +235,22 @@ function stage2(specPath: string | undefined): number {
       mkdirSync(spec.workingDir, { recursive: true, mode: 0o755 });
       process.chdir(spec.workingDir);
     }
+    const uid = user?.uid ?? 0;
+    if (!confine) throw new ConfineError("the launch spec says nothing about confinement; refusing to run the container unconfined");
+    program = seccompProgram(confine);
+    confineBeforeUserSwitch(confine, uid);
     if (user) {
       dropPrivileges(user);
       if (spec.env.HOME === undefined && user.home) spec.env.HOME = user.home;
       spec.env.USER ??= user.name;
     }
     executable = findExecutable(spec.executable, spec.env.PATH ?? "", spec.workingDir);
+    applyCapabilities(confine, uid);
   } catch (err) {
+    if (err instanceof ConfineError) {
+      report(`container setup failed: ${err.message}`);
+      return 1;
+    }
     // The container runs (the launch succeeded); it fails like a shell that cannot exec.
     closeSync(REPORT_FD);
     writeSync(2, `ucr: ${(err as Error).message}\n`);
@@ -251,8 +265,14 @@ function stage2(specPath: string | undefined): number {
     return 125;
   }
   try {
-    return execve(executable, spec.argv, spec.env);
+    // no_new_privs and the seccomp filter go in last, once the arguments are built: after the
+    // filter only execve (and, if it fails, write, close and exit) may run on this thread.
+    return execve(executable, spec.argv, spec.env, () => lockDown(confine, program));
   } catch (err) {
+    if (err instanceof ConfineError) {
+      report(`container setup failed: ${err.message}`);
+      return 1;
+    }
     closeSync(REPORT_FD);
     writeSync(2, `ucr: cannot execute ${spec.executable}: ${(err as Error).message}\n`);
     return 126;

@@ -27,6 +27,23 @@ export interface VolumeSpec {
   lowers?: string[];
 }
 
+/**
+ * How the workload is confined (decided by the agent; stage 2 only applies it). Capability
+ * sets are kernel capability numbers.
+ */
+export interface ConfineSpec {
+  bounding: number[];
+  /** Effective and permitted for a root workload. */
+  effective: number[];
+  /** Also inheritable; kept across execve, which is how a non-root workload holds capabilities. */
+  ambient: number[];
+  /** The kernel's highest capability (cap_last_cap): every one above `bounding` is dropped. */
+  lastCap: number;
+  noNewPrivs: boolean;
+  /** The compiled filter (struct sock_filter array, base64) and seccomp(2) flags; absent: unconfined. */
+  seccomp?: { program: string; flags: number };
+}
+
 /** Files to write to and what: "thread" writes 0 (the calling thread only), "process" the pid. */
 export interface CgroupJoin {
   files: string[];
@@ -53,6 +70,8 @@ export interface LaunchSpec {
   user?: string;
   /** Files the agent prepared to bind over /etc/hosts, /etc/resolv.conf, /etc/hostname. */
   etc: { hosts?: string; resolv?: string; hostname: string };
+  /** Capabilities, no_new_privs and seccomp (stage 2 refuses a spec without it). */
+  confine: ConfineSpec;
   /** The container's cgroups, joined by stage 2 right before exec (see ContainerCgroup.join). */
   cgroupJoin?: CgroupJoin;
   /** The sandbox files the workload's stdout and stderr go to. */

@@ -9,8 +9,19 @@
 // checkpoint records the boot ID, so a restarted agent knows those containers died with the
 // host, and a file the crash left empty is an unreadable checkpoint, reported and cleaned up.
 // On ext4, fsync of file and directory cost ~0.5 ms per file here, four files per launch.
-import { writeFileAtomic } from "../images/store.ts";
+// (Written here, not with the image store's writeFileAtomic: the init stage writes these, and
+// must not load image code and valibot with it.)
+import { closeSync, openSync, renameSync, writeSync } from "node:fs";
 
 export function writeStateFile(path: string, data: string): void {
-  writeFileAtomic(path, data, { sync: false });
+  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  const fd = openSync(tmp, "w", 0o644);
+  try {
+    const buf = Buffer.from(data);
+    let off = 0;
+    while (off < buf.byteLength) off += writeSync(fd, buf, off);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
 }
