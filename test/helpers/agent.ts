@@ -29,8 +29,10 @@ export interface RunningAgent {
   proc: Bun.Subprocess<"ignore", "pipe", "pipe">;
   /** Everything the agent wrote to stderr so far. */
   log(): string;
-  /** POST /api/v1 with a JSON body (object or raw string) and optional extra headers. */
+  /** POST /api/v1 with a JSON body (object or raw string) and optional extra headers; resolves with the whole answer. */
   call(body: unknown, headers?: Record<string, string>): Promise<Response>;
+  /** The same, resolving as soon as the headers are in (streams, WAIT's early headers). */
+  callStreaming(body: unknown, headers?: Record<string, string>): Promise<Response>;
   /** SIGTERM (or the given signal), wait, and return the exit code. */
   stop(signal?: NodeJS.Signals): Promise<number>;
 }
@@ -86,6 +88,12 @@ export async function startAgent(options: StartOptions = {}): Promise<RunningAge
     throw new Error(`agent did not start (exit ${proc.exitCode}):\n${stderr}`);
   }
   const url = `http://127.0.0.1:${port}`;
+  const post = (body: unknown, headers: Record<string, string> = {}) =>
+    fetch(`${url}/api/v1`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", ...headers },
+      body: typeof body === "string" ? body : JSON.stringify(body),
+    });
   return {
     port,
     url,
@@ -93,13 +101,13 @@ export async function startAgent(options: StartOptions = {}): Promise<RunningAge
     cgroupsRoot: hasCgroupsRoot ? undefined : cgroupsRoot,
     proc,
     log: () => stderr,
-    call(body, headers = {}) {
-      return fetch(`${url}/api/v1`, {
-        method: "POST",
-        headers: { "Content-Type": "application/json", ...headers },
-        body: typeof body === "string" ? body : JSON.stringify(body),
-      });
+    async call(body, headers = {}) {
+      // WAIT_CONTAINER answers its headers at once and its body at exit: a call is over when
+      // its whole answer is in, so a test that only looks at the status still waited for it.
+      const res = await post(body, headers);
+      return new Response(await res.arrayBuffer(), { status: res.status, statusText: res.statusText, headers: res.headers });
     },
+    callStreaming: post,
     async stop(signal = "SIGTERM") {
       if (proc.exitCode === null) proc.kill(signal);
       const code = await proc.exited;
