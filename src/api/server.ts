@@ -8,15 +8,18 @@ import { versionInfo } from "../version.ts";
 import { BasicAuthenticator } from "./auth.ts";
 import { CallError, parseCall } from "./calls.ts";
 import { dispatch } from "./handlers.ts";
+import { listImages, pullImage } from "./images.ts";
 import {
   ApiError,
   JSON_TYPE,
   PROTOBUF_TYPE,
   RECORDIO_TYPE,
-  accepts,
   emptyResponse,
   jsonResponse,
+  lastValue,
   mediaType,
+  negotiate,
+  parseJsonBody,
   readBody,
   textResponse,
 } from "./http.ts";
@@ -84,15 +87,20 @@ export function startApiServer(agent: Agent): ApiServer {
     return response;
   }
 
-  async function api(request: Request, note: (callType: string) => void): Promise<Response> {
-    // libprocess authenticates before the endpoint's handler runs, so 401 comes first.
-    if (authenticator && authenticator.authenticate(request.headers.get("authorization")) === null) {
+  /** libprocess authenticates before the endpoint's handler runs, so 401 comes first. */
+  function authenticate(request: Request): void {
+    if (authenticator && authenticator.authenticate(lastValue(request.headers.get("authorization"))) === null) {
       throw new ApiError(401, "Authentication required", BasicAuthenticator.challenge());
     }
+  }
+
+  async function api(request: Request, note: (callType: string) => void): Promise<Response> {
+    authenticate(request);
     if (request.method !== "POST") {
       throw new ApiError(405, `Expecting a 'POST' request, received '${request.method}'`, { Allow: "POST" });
     }
-    const contentTypeHeader = request.headers.get("content-type");
+    // Repeated lines of a one-value header: the last wins, as in libprocess (see lastValue).
+    const contentTypeHeader = lastValue(request.headers.get("content-type"));
     if (contentTypeHeader === null) throw new ApiError(400, "Expecting 'Content-Type' to be present");
     const contentType = mediaType(contentTypeHeader);
     if (contentType === PROTOBUF_TYPE) {
@@ -107,21 +115,9 @@ export function startApiServer(agent: Agent): ApiServer {
     if (request.headers.has("message-content-type")) {
       throw new ApiError(415, "Expecting 'Message-Content-Type' only with 'Content-Type: application/recordio'");
     }
-    const accept = request.headers.get("accept");
-    if (!accepts(accept, JSON_TYPE)) {
-      throw new ApiError(406, `Expecting 'Accept' to allow ${JSON_TYPE}, got '${accept}': ucr answers only in JSON`);
-    }
-    if (request.headers.has("message-accept")) {
-      throw new ApiError(406, "Expecting 'Message-Accept' only with a streaming 'Accept: application/recordio'");
-    }
+    const negotiated = negotiate(request.headers);
 
-    const text = await readBody(request, MAX_BODY_BYTES);
-    let body: unknown;
-    try {
-      body = JSON.parse(text);
-    } catch (err) {
-      throw new ApiError(400, `Failed to parse body into JSON: ${(err as Error).message}`);
-    }
+    const body = parseJsonBody(await readBody(request, MAX_BODY_BYTES));
     let call;
     try {
       call = parseCall(body);
@@ -130,7 +126,20 @@ export function startApiServer(agent: Agent): ApiServer {
       throw err;
     }
     note(call.type);
+    // Mesos streams only these two; any other call asked for as a stream is 406.
+    if (negotiated.accept === "recordio" && call.type !== "ATTACH_CONTAINER_OUTPUT" && call.type !== "LAUNCH_NESTED_CONTAINER_SESSION") {
+      throw new ApiError(406, `Expecting 'Accept' to allow ${JSON_TYPE} for ${call.type}: only streaming calls answer in ${RECORDIO_TYPE}`);
+    }
     return dispatch(call.type, call.payload, agent);
+  }
+
+  async function pull(request: Request, note: (callType: string) => void): Promise<Response> {
+    authenticate(request);
+    if (request.method !== "POST") {
+      throw new ApiError(405, `Expecting a 'POST' request, received '${request.method}'`, { Allow: "POST" });
+    }
+    note("PULL");
+    return pullImage(agent, request);
   }
 
   function getOnly(request: Request, respond: () => Response): Response {
@@ -149,6 +158,11 @@ export function startApiServer(agent: Agent): ApiServer {
     .all("/version", ({ request }) => served(request, async () => getOnly(request, () => jsonResponse(versionInfo()))), {
       parse: "none",
     })
+    // ucr's own image endpoints, behind the same authentication as /api/v1.
+    .all("/images", ({ request }) => served(request, async () => (authenticate(request), getOnly(request, () => listImages(agent)))), {
+      parse: "none",
+    })
+    .all("/images/pull", ({ request }) => served(request, (note) => pull(request, note)), { parse: "none" })
     .onError(({ code, request }) => {
       if (code === "NOT_FOUND") {
         return served(request, async () => textResponse(404, `No endpoint at ${new URL(request.url).pathname}`));
