@@ -8,8 +8,10 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
-# Debian packages the tests and the quickstart use.
-APT_PACKAGES=(ca-certificates curl docker-registry skopeo umoci busybox-static apache2-utils openssl zstd libcap2-bin tar gzip)
+# Debian packages the tests and the quickstart use. golang-go and mesos-go build the test
+# client that speaks to the agent through a real Mesos client library (test/clients/mesos-go).
+APT_PACKAGES=(ca-certificates curl docker-registry skopeo umoci busybox-static apache2-utils openssl zstd libcap2-bin tar gzip
+  golang-go golang-github-mesos-mesos-go-dev)
 
 # Bun comes from the npm registry: without npm, Debian's npm (and nodejs) come too.
 if ! command -v npm >/dev/null 2>&1; then APT_PACKAGES+=(npm); fi

@@ -161,7 +161,9 @@ export function jsonDepthProblem(text: string, max = MAX_JSON_DEPTH): string | n
       }
       i = end;
     } else if (c === 0x5b || c === 0x7b) {
-      if (++depth > max) return `arrays and objects are nested more than ${max} deep (at character ${i}); at most ${max} levels are accepted`;
+      if (++depth > max) {
+        return `arrays and objects are nested more than ${max} deep (at character ${i}); at most ${max} levels are accepted`;
+      }
     } else if (c === 0x5d || c === 0x7d) {
       depth--;
     }
@@ -225,7 +227,8 @@ export async function readBody(request: Request, limit: number): Promise<string>
   // TextDecoder would drop a byte order mark silently; JSON text must not begin with one
   // (RFC 8259 section 8.1), and Mesos' parser refuses it.
   if (bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) {
-    throw new ApiError(400, "Failed to parse body into JSON: the body starts with a UTF-8 byte order mark (EF BB BF), which JSON text must not");
+    const why = "the body starts with a UTF-8 byte order mark (EF BB BF), which JSON text must not";
+    throw new ApiError(400, `Failed to parse body into JSON: ${why}`);
   }
   try {
     return new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(bytes);

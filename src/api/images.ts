@@ -64,10 +64,15 @@ export async function pullImage(agent: Agent, request: Request): Promise<Respons
   }
   const body = parseJsonBody(await readBody(request, MAX_PULL_BODY));
   const { name, force } = (typeof body === "object" && body !== null ? body : {}) as Record<string, unknown>;
-  if (typeof name !== "string" || name === "") throw new ApiError(400, "Expecting 'name' to be the image to pull, e.g. {\"name\":\"alpine\"}");
+  if (typeof name !== "string" || name === "") {
+    throw new ApiError(400, 'Expecting \'name\' to be the image to pull, e.g. {"name":"alpine"}');
+  }
   if (force !== undefined && typeof force !== "boolean") throw new ApiError(400, "Expecting 'force' to be true or false");
   if (!(agent.flags.values.image_providers ?? []).includes("docker")) {
-    throw new ApiError(400, "Docker images are not enabled: start the agent with --image_providers=docker --isolation=filesystem/linux,docker/runtime");
+    throw new ApiError(
+      400,
+      "Docker images are not enabled: start the agent with --image_providers=docker --isolation=filesystem/linux,docker/runtime",
+    );
   }
   let record: ImageRecord;
   try {

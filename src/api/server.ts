@@ -1,6 +1,7 @@
 // The Operator API front door on Elysia: POST /api/v1 with Mesos' transport rules
-// (reference section 1.1), authentication, GET /health and GET /version, one log line per
-// request, and a drain on shutdown. Business logic lives in handlers.ts and below.
+// (reference section 1.1), authentication, GET /health and GET /version, ucr's /images
+// endpoints, one log line per request, and a drain on shutdown. Business logic lives in
+// handlers.ts, images.ts and below.
 import { Elysia } from "elysia";
 import type { Agent } from "../agent/agent.ts";
 import { log } from "../log.ts";

@@ -57,7 +57,10 @@ export async function request(opts: ClientOptions, path: string, init: { method?
       ...(init.body !== undefined ? { body: JSON.stringify(init.body) } : {}),
     });
   } catch (err) {
-    throw new AgentError(`cannot reach the agent at ${opts.agent} (${oneLine((err as Error).message)}); start it with 'ucr agent' or pass --agent HOST:PORT (or set UCR_AGENT)`);
+    throw new AgentError(
+      `cannot reach the agent at ${opts.agent} (${oneLine((err as Error).message)}); ` +
+        "start it with 'ucr agent' or pass --agent HOST:PORT (or set UCR_AGENT)",
+    );
   }
   try {
     return { status: res.status, text: await res.text() };
@@ -77,7 +80,9 @@ export function expectJson<T>(opts: ClientOptions, what: string, answer: Answer)
   try {
     return JSON.parse(answer.text) as T;
   } catch {
-    throw new AgentError(`${what}: the agent at ${opts.agent} answered 200 with something that is not JSON: ${oneLine(answer.text).slice(0, 200)}`);
+    throw new AgentError(
+      `${what}: the agent at ${opts.agent} answered 200 with something that is not JSON: ${oneLine(answer.text).slice(0, 200)}`,
+    );
   }
 }
 
@@ -113,5 +118,13 @@ export async function clientCommand(command: string, body: () => Promise<number>
 /** Left-aligned columns, two spaces apart, as `ps` and `images` print them. */
 export function table(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  return [header, ...rows].map((row) => `${row.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()}\n`).join("");
+  return [header, ...rows]
+    .map(
+      (row) =>
+        `${row
+          .map((c, i) => c.padEnd(widths[i]!))
+          .join("  ")
+          .trimEnd()}\n`,
+    )
+    .join("");
 }

@@ -120,14 +120,18 @@ export function parseRunArgs(args: readonly string[], env: NodeJS.ProcessEnv = p
       case "--mem": {
         const text = valueOf(flag, inline);
         const value = Number(text);
-        if (text.trim() === "" || !Number.isFinite(value) || value < 0) throw new UsageError(`${flag} needs a number of ${flag === "--cpus" ? "CPUs" : "MB"}, got '${text}'`);
+        if (text.trim() === "" || !Number.isFinite(value) || value < 0) {
+          throw new UsageError(`${flag} needs a number of ${flag === "--cpus" ? "CPUs" : "MB"}, got '${text}'`);
+        }
         o.resources.push({ name: flag === "--cpus" ? "cpus" : "mem", value });
         break;
       }
       case "--stop-timeout": {
         const text = valueOf(flag, inline);
         const value = Number(text);
-        if (text.trim() === "" || !Number.isFinite(value) || value < 0) throw new UsageError(`--stop-timeout needs a number of seconds, got '${text}'`);
+        if (text.trim() === "" || !Number.isFinite(value) || value < 0) {
+          throw new UsageError(`--stop-timeout needs a number of seconds, got '${text}'`);
+        }
         o.stopTimeout = value;
         break;
       }
@@ -288,7 +292,9 @@ export function runMain(args: readonly string[]): Promise<number> {
         return;
       }
       stopping = true;
-      if (process.stderr.isTTY) process.stderr.write(`\nucr run: stopping ${o.id} (SIGKILL in ${o.stopTimeout}s; interrupt again to kill now)\n`);
+      if (process.stderr.isTTY) {
+        process.stderr.write(`\nucr run: stopping ${o.id} (SIGKILL in ${o.stopTimeout}s; interrupt again to kill now)\n`);
+      }
       void kill(15);
       killTimer = setTimeout(() => void kill(9), o.stopTimeout * 1000);
     };
@@ -302,7 +308,9 @@ export function runMain(args: readonly string[]): Promise<number> {
       launch_container: {
         container_id: containerId,
         command,
-        ...(o.resources.length > 0 ? { resources: o.resources.map((r) => ({ name: r.name, type: "SCALAR", scalar: { value: r.value } })) } : {}),
+        ...(o.resources.length > 0
+          ? { resources: o.resources.map((r) => ({ name: r.name, type: "SCALAR", scalar: { value: r.value } })) }
+          : {}),
         container: {
           type: "MESOS",
           mesos: { image: { type: "DOCKER", docker: { name: o.image } } },
@@ -318,7 +326,9 @@ export function runMain(args: readonly string[]): Promise<number> {
     }
 
     const sandbox = workDir ? join(workDir, "containers", o.id) : undefined;
-    const followers = sandbox ? [new Follower(join(sandbox, "stdout"), process.stdout), new Follower(join(sandbox, "stderr"), process.stderr)] : [];
+    const followers = sandbox
+      ? [new Follower(join(sandbox, "stdout"), process.stdout), new Follower(join(sandbox, "stderr"), process.stderr)]
+      : [];
     for (const f of followers) f.start();
     let wait: Answer;
     let unreadable: string | undefined;
@@ -384,14 +394,18 @@ function byId(command: "kill" | "rm", args: readonly string[]): Promise<number> 
       if (command === "kill" && m) {
         const text = m[1] ?? rest[++i];
         signal = text === undefined ? undefined : signalNumber(text);
-        if (signal === undefined) throw new UsageError(`--signal needs a signal number (1-64) or name (TERM, KILL, ...), got '${text ?? ""}'`);
+        if (signal === undefined) {
+          throw new UsageError(`--signal needs a signal number (1-64) or name (TERM, KILL, ...), got '${text ?? ""}'`);
+        }
       } else if (rest[i]!.startsWith("-")) {
         throw new UsageError(`unknown flag '${rest[i]}'`);
       } else {
         ids.push(rest[i]!);
       }
     }
-    if (ids.length === 0) throw new UsageError(`expected a container ID (usage: ucr ${command}${command === "kill" ? " [--signal N]" : ""} ID...)`);
+    if (ids.length === 0) {
+      throw new UsageError(`expected a container ID (usage: ucr ${command}${command === "kill" ? " [--signal N]" : ""} ID...)`);
+    }
     let code = 0;
     for (const id of ids) {
       const r =

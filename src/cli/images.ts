@@ -133,6 +133,8 @@ export async function loadMain(args: readonly string[]): Promise<number> {
   }
 }
 
+const IMAGES_USAGE = "usage: ucr images [--agent HOST:PORT | --work_dir DIR]";
+
 /** The `ucr images` table from the agent's (or a store's) image entries. */
 function imagesTable(entries: ImageEntry[]): string {
   const rows = entries.map((img) => [
@@ -154,7 +156,7 @@ export async function imagesMain(args: readonly string[]): Promise<number> {
     const positionals: string[] = [];
     const flags = flagsFor("images", args, positionals);
     if (positionals.length > 0) {
-      process.stderr.write(`ucr images: unexpected argument '${positionals[0]}' (usage: ucr images [--agent HOST:PORT | --work_dir DIR])\n`);
+      process.stderr.write(`ucr images: unexpected argument '${positionals[0]}' (${IMAGES_USAGE})\n`);
       return 2;
     }
     return clientCommand("images", async () => {
@@ -166,7 +168,7 @@ export async function imagesMain(args: readonly string[]): Promise<number> {
   }
   return clientCommand("images", async () => {
     const { opts, rest } = splitClientOptions(args);
-    if (rest.length > 0) throw new UsageError(`unexpected argument '${rest[0]}' (usage: ucr images [--agent HOST:PORT | --work_dir DIR])`);
+    if (rest.length > 0) throw new UsageError(`unexpected argument '${rest[0]}' (${IMAGES_USAGE})`);
     let answer;
     try {
       answer = await request(opts, "/images");

@@ -45,7 +45,9 @@ beforeAll(async () => {
   mkdirSync(images);
   buildBusyboxImage(join(work, "bb"), { tag: "1" });
   await saveArchive(join(work, "bb"), join(images, "alpine.tar"), "alpine:latest", { srcTag: "1" });
-  agent = await startAgent({ args: [`--docker_registry=${images}`, "--image_providers=docker", "--isolation=filesystem/linux,docker/runtime"] });
+  agent = await startAgent({
+    args: [`--docker_registry=${images}`, "--image_providers=docker", "--isolation=filesystem/linux,docker/runtime"],
+  });
 });
 afterAll(async () => {
   if (agent) expect(await agent.stop()).toBe(0);
@@ -100,9 +102,12 @@ test.skipIf(skip !== undefined || !isRoot)(
   },
 );
 
-test.skipIf(skip !== undefined)(named("mesos-go's streaming calls (two Accept lines and Message-Accept) reach their handlers"), async () => {
-  const steps = await client("streaming");
-  // 501 from the handler, not 406 from content negotiation: the last Accept line counted.
-  expect(steps.get("ATTACH_CONTAINER_OUTPUT")!.error).toMatch(/ATTACH_CONTAINER_OUTPUT is not implemented/);
-  expect(steps.get("LAUNCH_NESTED_CONTAINER_SESSION")!.error).toMatch(/LAUNCH_NESTED_CONTAINER_SESSION is not implemented/);
-});
+test.skipIf(skip !== undefined)(
+  named("mesos-go's streaming calls (two Accept lines and Message-Accept) reach their handlers"),
+  async () => {
+    const steps = await client("streaming");
+    // 501 from the handler, not 406 from content negotiation: the last Accept line counted.
+    expect(steps.get("ATTACH_CONTAINER_OUTPUT")!.error).toMatch(/ATTACH_CONTAINER_OUTPUT is not implemented/);
+    expect(steps.get("LAUNCH_NESTED_CONTAINER_SESSION")!.error).toMatch(/LAUNCH_NESTED_CONTAINER_SESSION is not implemented/);
+  },
+);
