@@ -45,10 +45,17 @@ export interface Answer {
 }
 
 /** One HTTP request to the agent; a connection failure is an AgentError naming the agent. */
-export async function request(opts: ClientOptions, path: string, init: { method?: string; body?: unknown } = {}): Promise<Answer> {
+export async function request(
+  opts: ClientOptions,
+  path: string,
+  init: { method?: string; body?: unknown; long?: boolean } = {},
+): Promise<Answer> {
   let res: Response;
   try {
     res = await fetch(`${opts.agent}${path}`, {
+      // Bun gives up on a connection idle for 5 minutes; a WAIT or a LAUNCH that pulls is
+      // silent for as long as the container runs or the pull takes.
+      ...(init.long ? { timeout: false } : {}),
       method: init.method ?? (init.body === undefined ? "GET" : "POST"),
       headers: {
         ...(init.body !== undefined ? { "Content-Type": "application/json" } : {}),
@@ -69,9 +76,9 @@ export async function request(opts: ClientOptions, path: string, init: { method?
   }
 }
 
-/** POST /api/v1 with a JSON call. */
-export function call(opts: ClientOptions, body: unknown): Promise<Answer> {
-  return request(opts, "/api/v1", { body });
+/** POST /api/v1 with a JSON call; `long` for calls that answer when something ends. */
+export function call(opts: ClientOptions, body: unknown, { long = false } = {}): Promise<Answer> {
+  return request(opts, "/api/v1", { body, long });
 }
 
 /** The JSON of a 200 answer, or an AgentError with the agent's own message. */

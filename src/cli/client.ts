@@ -192,7 +192,10 @@ async function commandFor(opts: ClientOptions, o: RunOptions): Promise<Record<st
   };
   if (o.entrypoint !== undefined) return { shell: false, value: o.entrypoint, arguments: [o.entrypoint, ...o.args], ...common };
   if (o.args.length === 0) return { shell: false, ...common };
-  const image = expectJson<PulledImage>(opts, `pull ${o.image}`, await request(opts, "/images/pull", { body: { name: o.image } }));
+  const answer = await request(opts, "/images/pull", { body: { name: o.image }, long: true });
+  // An agent without ucr's endpoint (a Mesos agent): Mesos' rule, ARGs to the image's program.
+  if (answer.status === 404) return { shell: false, arguments: o.args, ...common };
+  const image = expectJson<PulledImage>(opts, `pull ${o.image}`, answer);
   if (image.entrypoint.length > 0) return { shell: false, arguments: o.args, ...common };
   return { shell: false, value: o.args[0], arguments: o.args, ...common };
 }
@@ -219,6 +222,8 @@ class Follower {
       this.watcher = watch(dirname(this.path), (_event, file) => {
         if (file === null || file === name) this.drain();
       });
+      // The sandbox going away (the container removed by someone else) ends the watch quietly.
+      this.watcher.on("error", () => this.watcher?.close());
     } catch (err) {
       this.problem = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
     }
@@ -303,21 +308,25 @@ export function runMain(args: readonly string[]): Promise<number> {
       process.on("SIGTERM", interrupted);
     }
 
-    const launch = await call(opts, {
-      type: "LAUNCH_CONTAINER",
-      launch_container: {
-        container_id: containerId,
-        command,
-        ...(o.resources.length > 0
-          ? { resources: o.resources.map((r) => ({ name: r.name, type: "SCALAR", scalar: { value: r.value } })) }
-          : {}),
-        container: {
-          type: "MESOS",
-          mesos: { image: { type: "DOCKER", docker: { name: o.image } } },
-          ...(volumes.length > 0 ? { volumes } : {}),
+    const launch = await call(
+      opts,
+      {
+        type: "LAUNCH_CONTAINER",
+        launch_container: {
+          container_id: containerId,
+          command,
+          ...(o.resources.length > 0
+            ? { resources: o.resources.map((r) => ({ name: r.name, type: "SCALAR", scalar: { value: r.value } })) }
+            : {}),
+          container: {
+            type: "MESOS",
+            mesos: { image: { type: "DOCKER", docker: { name: o.image } } },
+            ...(volumes.length > 0 ? { volumes } : {}),
+          },
         },
       },
-    });
+      { long: true },
+    );
     if (launch.status === 202) throw new AgentError(`container ID '${o.id}' is already in use`);
     if (launch.status !== 200) throw new AgentError(launch.text ? describeFailure(launch) : `LAUNCH_CONTAINER: HTTP ${launch.status}`);
     if (o.detach) {
@@ -333,7 +342,7 @@ export function runMain(args: readonly string[]): Promise<number> {
     let wait: Answer;
     let unreadable: string | undefined;
     try {
-      wait = await call(opts, { type: "WAIT_CONTAINER", wait_container: { container_id: containerId } });
+      wait = await call(opts, { type: "WAIT_CONTAINER", wait_container: { container_id: containerId } }, { long: true });
     } finally {
       unreadable = followers.map((f) => f.stop()).find((p) => p !== undefined);
       if (killTimer) clearTimeout(killTimer);
