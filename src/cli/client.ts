@@ -203,18 +203,29 @@ async function commandFor(opts: ClientOptions, o: RunOptions): Promise<Record<st
 /**
  * Copies what is appended to a sandbox file to `out`, woken by inotify (fs.watch on its
  * directory) rather than a timer, so output shows as it is written and a short run ends
- * without waiting for a poll.
+ * without waiting for a poll. Reading pauses while `out` is full (a slow reader of ucr's
+ * output), so a fast writer never piles its output up in memory here.
  */
 class Follower {
   private fd: number | undefined;
   private offset = 0;
   private watcher: FSWatcher | undefined;
   private problem: string | undefined;
+  private paused = false;
+  /** `out` failed (EPIPE: whoever read ucr's output is gone): the rest is not copied. */
+  private broken = false;
+  private finished: (() => void) | undefined;
 
   constructor(
     private readonly path: string,
     private readonly out: NodeJS.WriteStream,
-  ) {}
+  ) {
+    out.once("error", () => {
+      this.broken = true;
+      this.paused = false;
+      this.finished?.();
+    });
+  }
 
   start(): void {
     const name = basename(this.path);
@@ -230,12 +241,18 @@ class Follower {
     this.drain();
   }
 
-  drain(): void {
+  private drain(): void {
+    if (this.broken) {
+      this.finished?.();
+      return;
+    }
+    if (this.paused) return;
     if (this.fd === undefined) {
       try {
         this.fd = openSync(this.path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
       } catch (err) {
         this.problem = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+        this.finished?.();
         return;
       }
     }
@@ -244,21 +261,33 @@ class Follower {
       const n = readSync(this.fd, buf, 0, buf.length, this.offset);
       if (n <= 0) break;
       this.offset += n;
-      this.out.write(Buffer.from(buf.subarray(0, n)));
+      if (!this.out.write(Buffer.from(buf.subarray(0, n)))) {
+        this.paused = true;
+        this.out.once("drain", () => {
+          this.paused = false;
+          this.drain();
+        });
+        return;
+      }
     }
+    this.finished?.();
   }
 
-  /** Reads what is left; says why nothing could be read, if so. */
-  stop(): string | undefined {
-    this.drain();
+  /** Copies what is left, then stops; says why nothing could be read, if so. */
+  async stop(): Promise<string | undefined> {
+    await new Promise<void>((resolve) => {
+      this.finished = resolve;
+      this.drain();
+    });
     this.watcher?.close();
     if (this.fd !== undefined) closeSync(this.fd);
     return this.fd === undefined ? this.problem : undefined;
   }
 }
 
-/** Resolves once everything written to `out` so far has been handed to the OS. */
+/** Resolves once everything written to `out` so far has been handed to the OS (or failed). */
 function flushed(out: NodeJS.WriteStream): Promise<void> {
+  if (out.destroyed || out.writableEnded) return Promise.resolve();
   return new Promise((resolve) => out.write("", () => resolve()));
 }
 
@@ -344,7 +373,7 @@ export function runMain(args: readonly string[]): Promise<number> {
     try {
       wait = await call(opts, { type: "WAIT_CONTAINER", wait_container: { container_id: containerId } }, { long: true });
     } finally {
-      unreadable = followers.map((f) => f.stop()).find((p) => p !== undefined);
+      unreadable = (await Promise.all(followers.map((f) => f.stop()))).find((p) => p !== undefined);
       if (killTimer) clearTimeout(killTimer);
       await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
     }

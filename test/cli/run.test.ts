@@ -5,6 +5,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import { join } from "node:path";
 import { parseRunArgs } from "../../src/cli/client.ts";
 import { type RunningAgent, UCR, runUcr, startAgent, tempDir } from "../helpers/agent.ts";
+import { runCommand } from "../helpers/command.ts";
 import { BUSYBOX_CONFIG, DEFAULT_PATH, addImage, buildBusyboxImage, busyboxLayerTar, saveArchive } from "../helpers/images.ts";
 
 const isRoot = process.getuid?.() === 0;
@@ -183,6 +184,14 @@ describe("output and signals", () => {
     expect((await runUcr(["kill", at, "streamer"])).code).toBe(0);
     const r = await run.done();
     expect(r).toEqual({ code: 137, stdout: "first\n", stderr: "" });
+  });
+
+  test.skipIf(!isRoot)(root("a reader that goes away (| head -1) neither crashes ucr run nor leaves the container"), async () => {
+    const lines = 'i=0; while [ $i -lt 30000 ]; do echo line$i; i=$((i+1)); done; echo end >&2';
+    const pipeline = `${UCR} run ${at} --name piped alpine sh -c '${lines}' | head -1; echo "status=\${PIPESTATUS[0]}"`;
+    const r = await runCommand(["bash", "-c", pipeline], { timeoutMs: 60_000 });
+    expect(r).toEqual({ code: 0, stdout: "line0\nstatus=0\n", stderr: "end\n" });
+    expect((await runUcr(["ps", at])).stdout).not.toContain("piped");
   });
 
   test.skipIf(!isRoot)(root("Ctrl-C sends SIGTERM: the workload can stop cleanly, and is removed"), async () => {
