@@ -8,12 +8,13 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
-# Debian packages the tests and the quickstart use.
+# Debian packages the tests and the quickstart use. golang-go and mesos-go build the test
+# client that speaks to the agent through a real Mesos client library (test/clients/mesos-go).
 APT_PACKAGES=(ca-certificates curl docker-registry skopeo umoci busybox-static apache2-utils openssl zstd libcap2-bin tar gzip
-  containernetworking-plugins iptables iproute2 gcc libc6-dev podman)
+  containernetworking-plugins iptables iproute2 gcc libc6-dev podman golang-go golang-github-mesos-mesos-go-dev)
 # protoc: the protobuf tests (interop, generated code up to date) and the README's protobuf call;
 # mesos-go's copy of Mesos' .proto files: the test that checks ucr's schema against it.
-APT_PACKAGES+=(protobuf-compiler golang-github-mesos-mesos-go-dev)
+APT_PACKAGES+=(protobuf-compiler)
 
 # Bun comes from the npm registry: without npm, Debian's npm (and nodejs) come too.
 if ! command -v npm >/dev/null 2>&1; then APT_PACKAGES+=(npm); fi

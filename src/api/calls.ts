@@ -128,8 +128,38 @@ export class CallError extends Error {
   }
 }
 
+/**
+ * Mesos' JSON-to-protobuf parser takes `null` as an unset field, and a null element of an
+ * array as nothing (stout/protobuf.hpp); mesos-go writes null for every empty repeated field
+ * (`"uris":null`, `"volumes":null`). Removes them in place, so the schemas see what Mesos
+ * would. Iterative: the depth of `value` never matters here.
+ */
+export function dropNulls(value: unknown): void {
+  const stack: unknown[] = [value];
+  while (stack.length > 0) {
+    const v = stack.pop();
+    if (Array.isArray(v)) {
+      let kept = 0;
+      for (const e of v) {
+        if (e === null) continue;
+        v[kept++] = e;
+        if (typeof e === "object") stack.push(e);
+      }
+      v.length = kept;
+    } else if (typeof v === "object" && v !== null) {
+      const record = v as Record<string, unknown>;
+      for (const key of Object.keys(record)) {
+        const e = record[key];
+        if (e === null) delete record[key];
+        else if (typeof e === "object") stack.push(e);
+      }
+    }
+  }
+}
+
 /** Turns a parsed JSON body into a Call, or throws CallError naming what is wrong. */
 export function parseCall(body: unknown): Call {
+  dropNulls(body);
   if (typeof body !== "object" || body === null || Array.isArray(body)) {
     throw new CallError(`expected a JSON object with a 'type' field, got ${describe(body)}`);
   }

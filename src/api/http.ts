@@ -21,6 +21,37 @@ export function mediaType(header: string): string {
   return header.split(";")[0]!.trim().toLowerCase();
 }
 
+/** Splits a header value at the commas that are not inside a quoted string. */
+function splitList(header: string): string[] {
+  const parts: string[] = [];
+  let start = 0;
+  let quoted = false;
+  for (let i = 0; i < header.length; i++) {
+    const c = header[i];
+    if (quoted && c === "\\") i++;
+    else if (c === '"') quoted = !quoted;
+    else if (c === "," && !quoted) {
+      parts.push(header.slice(start, i));
+      start = i + 1;
+    }
+  }
+  parts.push(header.slice(start));
+  return parts.map((p) => p.trim()).filter((p) => p !== "");
+}
+
+/**
+ * The value libprocess would see for a header that holds one value (a media type,
+ * credentials). Its request decoder stores every header line into a map by name, so of
+ * repeated lines the last wins (3rdparty/libprocess/src/decoder.hpp). Bun hands us repeated
+ * lines joined with ", "; since one such value has no comma outside quotes, the last element
+ * of the joined list is exactly the last line.
+ */
+export function lastValue(header: string | null): string | null {
+  if (header === null) return null;
+  const parts = splitList(header);
+  return parts.length > 0 ? parts[parts.length - 1]! : header.trim();
+}
+
 interface MediaRange {
   type: string;
   subtype: string;
@@ -63,6 +94,59 @@ export function accepts(header: string | null, type: string): boolean {
     if (specificity >= 0 && (!best || specificity > best.specificity)) best = { specificity, q: r.q };
   }
   return best !== undefined && best.q > 0;
+}
+
+/** Does an Accept header name `type` itself (not through a wildcard) with q > 0? */
+export function names(header: string | null, type: string): boolean {
+  if (header === null) return false;
+  const [want, wantSub] = type.split("/");
+  return parseAccept(header).some((r) => r.type === want && r.subtype === wantSub && r.q > 0);
+}
+
+/** Deepest nesting of arrays and objects a body may have: picojson's limit, which Mesos uses. */
+export const MAX_JSON_DEPTH = 100;
+
+/**
+ * Why `text` nests arrays and objects deeper than `max`, or null. One pass over the text
+ * before JSON.parse, so a hostile body costs O(n) and never reaches a recursive parser or
+ * schema. Malformed text is left for JSON.parse to report.
+ */
+export function jsonDepthProblem(text: string, max = MAX_JSON_DEPTH): string | null {
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      // A string: jump to its closing quote, one preceded by an even number of backslashes
+      // (the opening quote stops the count); brackets inside do not count.
+      let end = text.indexOf('"', i + 1);
+      for (;;) {
+        if (end < 0) return null;
+        let k = end - 1;
+        while (text.charCodeAt(k) === 0x5c) k--;
+        if ((end - 1 - k) % 2 === 0) break;
+        end = text.indexOf('"', end + 1);
+      }
+      i = end;
+    } else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) {
+        return `arrays and objects are nested more than ${max} deep (at character ${i}); at most ${max} levels are accepted`;
+      }
+    } else if (c === 0x5d || c === 0x7d) {
+      depth--;
+    }
+  }
+  return null;
+}
+
+/** JSON.parse of a request body, with the depth bound first; 400 naming what is wrong. */
+export function parseJsonBody(text: string): unknown {
+  const deep = jsonDepthProblem(text);
+  if (deep) throw new ApiError(400, `Failed to parse body into JSON: ${deep}`);
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new ApiError(400, `Failed to parse body into JSON: ${(err as Error).message}`);
+  }
 }
 
 /** A Mesos-style error: `text/plain; charset=utf-8`, one line. */
@@ -109,10 +193,16 @@ export async function readBodyBytes(request: Request, limit: number): Promise<Ui
   return Buffer.concat(chunks);
 }
 
-/** A JSON body's bytes as text; 400 if they are not UTF-8. */
+/** A JSON body's bytes as text; 400 if they are not UTF-8 or start with a byte order mark. */
 export function decodeUtf8(bytes: Uint8Array): string {
+  // TextDecoder would drop a byte order mark silently; JSON text must not begin with one
+  // (RFC 8259 section 8.1), and Mesos' parser refuses it.
+  if (bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) {
+    const why = "the body starts with a UTF-8 byte order mark (EF BB BF), which JSON text must not";
+    throw new ApiError(400, `Failed to parse body into JSON: ${why}`);
+  }
   try {
-    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    return new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(bytes);
   } catch {
     throw new ApiError(400, "Failed to parse body into JSON: body is not valid UTF-8");
   }

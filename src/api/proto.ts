@@ -156,23 +156,72 @@ export type CommandInfo = v.InferOutput<typeof CommandInfoSchema>;
 
 // --- Resources --------------------------------------------------------------------------
 
-export const ResourceSchema = v.looseObject({
-  name: v.pipe(v.string(), v.minLength(1, "must not be empty")),
-  type: v.picklist(["SCALAR", "RANGES", "SET", "TEXT"], "must be SCALAR, RANGES, SET or TEXT"),
-  scalar: v.optional(v.looseObject({ value: Double })),
-  ranges: v.optional(v.looseObject({ range: v.optional(v.array(v.looseObject({ begin: Int64, end: Int64 })), []) })),
-  set: v.optional(v.looseObject({ item: v.optional(v.array(v.string()), []) })),
-  role: v.optional(v.string()),
-  reservation: v.optional(v.looseObject({})),
-  reservations: v.optional(v.array(v.looseObject({})), []),
-  disk: v.optional(v.looseObject({ persistence: v.optional(v.looseObject({ id: v.string() })) })),
-  revocable: v.optional(v.looseObject({})),
-  shared: v.optional(v.looseObject({})),
-});
+/**
+ * Upper bounds of the scalars ucr applies: beyond them no machine, and no cgroup file, has a
+ * meaning for the value (a huge `mem` used to reach memory.limit_in_bytes as "1e+306").
+ */
+const SCALAR_BOUNDS: Record<string, { max: number; unit: string; why: string }> = {
+  cpus: { max: 8192, unit: "", why: "the most CPUs a Linux kernel supports" },
+  mem: { max: 2 ** 32, unit: " MB", why: "4 PiB" },
+  disk: { max: 2 ** 32, unit: " MB", why: "4 PiB" },
+};
+
+/**
+ * Why a scalar resource value is unacceptable, or null. Mesos refuses negative values and
+ * values that its fixed-point thousandths would turn into 0 (common/resources.cpp
+ * `Resources::validate`); ucr also refuses NaN, infinities (except as a limit, where
+ * Infinity means unlimited, as in Mesos) and values over the bounds above.
+ */
+export function scalarProblem(name: string, value: number, { infiniteMeansUnlimited = false } = {}): string | null {
+  if (Number.isNaN(value)) return `'${name}' is NaN; it must be a number`;
+  if (value < 0) return `'${name}' is ${value}; it must not be negative`;
+  if (value === Infinity) return infiniteMeansUnlimited ? null : `'${name}' is Infinity; a resource must be a finite number`;
+  if (value > 0 && value < 0.0005) return `'${name}' is ${value}; Mesos keeps scalars in thousandths, where this is 0`;
+  const bound = SCALAR_BOUNDS[name];
+  if (bound && value > bound.max) return `'${name}' is ${value}${bound.unit}; at most ${bound.max}${bound.unit} (${bound.why}) is accepted`;
+  return null;
+}
+
+export const ResourceSchema = v.pipe(
+  v.looseObject({
+    name: v.pipe(v.string(), v.minLength(1, "must not be empty")),
+    type: v.picklist(["SCALAR", "RANGES", "SET", "TEXT"], "must be SCALAR, RANGES, SET or TEXT"),
+    scalar: v.optional(v.looseObject({ value: Double })),
+    ranges: v.optional(v.looseObject({ range: v.optional(v.array(v.looseObject({ begin: Int64, end: Int64 })), []) })),
+    set: v.optional(v.looseObject({ item: v.optional(v.array(v.string()), []) })),
+    role: v.optional(v.string()),
+    reservation: v.optional(v.looseObject({})),
+    reservations: v.optional(v.array(v.looseObject({})), []),
+    disk: v.optional(v.looseObject({ persistence: v.optional(v.looseObject({ id: v.string() })) })),
+    revocable: v.optional(v.looseObject({})),
+    shared: v.optional(v.looseObject({})),
+  }),
+  // Checked here, before anything is created for the container.
+  v.rawCheck(({ dataset, addIssue }) => {
+    if (!dataset.typed) return;
+    const r = dataset.value;
+    if (r.type !== "SCALAR") return;
+    if (!r.scalar) {
+      addIssue({ message: `resource '${r.name}' of type SCALAR needs 'scalar' set`, path: pathTo(r, "scalar") });
+      return;
+    }
+    const problem = scalarProblem(r.name, r.scalar.value);
+    if (problem) addIssue({ message: problem, path: [...pathTo(r, "scalar"), ...pathTo(r.scalar, "value")] });
+  }),
+);
 export type Resource = v.InferOutput<typeof ResourceSchema>;
 
 /** LaunchContainer.limits: map<string, Value.Scalar>. */
-export const LimitsSchema = v.record(v.string(), v.looseObject({ value: Double }));
+export const LimitsSchema = v.pipe(
+  v.record(v.string(), v.looseObject({ value: Double })),
+  v.rawCheck(({ dataset, addIssue }) => {
+    if (!dataset.typed) return;
+    for (const [name, scalar] of Object.entries(dataset.value)) {
+      const problem = scalarProblem(name, scalar.value, { infiniteMeansUnlimited: true });
+      if (problem) addIssue({ message: problem, path: [...pathTo(dataset.value, name), ...pathTo(scalar, "value")] });
+    }
+  }),
+);
 
 // --- ContainerInfo and volumes ----------------------------------------------------------
 

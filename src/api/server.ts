@@ -1,6 +1,7 @@
 // The Operator API front door on Elysia: POST /api/v1 with Mesos' transport rules
 // (reference section 1.1; the encodings in wire.ts), authentication, GET /health and GET
-// /version, one log line per request, and a drain on shutdown. Business logic lives in handlers.ts and below.
+// /version, ucr's /images endpoints, one log line per request, and a drain on shutdown.
+// Business logic lives in handlers.ts, images.ts and below.
 import { Elysia } from "elysia";
 import type { Agent } from "../agent/agent.ts";
 import { log } from "../log.ts";
@@ -8,8 +9,9 @@ import { versionInfo } from "../version.ts";
 import { BasicAuthenticator } from "./auth.ts";
 import { CallError, parseCall } from "./calls.ts";
 import { dispatch } from "./handlers.ts";
-import { ApiError, emptyResponse, jsonResponse, readBodyBytes, textResponse } from "./http.ts";
+import { ApiError, emptyResponse, jsonResponse, lastValue, parseJsonBody, readBodyBytes, textResponse } from "./http.ts";
 import { Answer, answerResponse, checkStreaming, decodeCall, firstRecord, negotiate } from "./wire.ts";
+import { listImages, pullImage } from "./images.ts";
 
 /** Largest request body accepted on /api/v1. LAUNCH_CONTAINER bodies are a few KiB. */
 export const MAX_BODY_BYTES = 1024 * 1024;
@@ -79,11 +81,15 @@ export function startApiServer(agent: Agent): ApiServer {
     return response;
   }
 
-  async function api(request: Request, note: (callType: string) => void): Promise<Response> {
-    // libprocess authenticates before the endpoint's handler runs, so 401 comes first.
-    if (authenticator && authenticator.authenticate(request.headers.get("authorization")) === null) {
+  /** libprocess authenticates before the endpoint's handler runs, so 401 comes first. */
+  function authenticate(request: Request): void {
+    if (authenticator && authenticator.authenticate(lastValue(request.headers.get("authorization"))) === null) {
       throw new ApiError(401, "Authentication required", BasicAuthenticator.challenge());
     }
+  }
+
+  async function api(request: Request, note: (callType: string) => void): Promise<Response> {
+    authenticate(request);
     if (request.method !== "POST") {
       throw new ApiError(405, `Expecting a 'POST' request, received '${request.method}'`, { Allow: "POST" });
     }
@@ -114,11 +120,17 @@ export function startApiServer(agent: Agent): ApiServer {
   }
 
   function parseJson(text: string): unknown {
-    try {
-      return JSON.parse(text);
-    } catch (err) {
-      throw new ApiError(400, `Failed to parse body into JSON: ${(err as Error).message}`);
+    // The nesting bound first (one O(n) pass), so a hostile body never reaches JSON.parse.
+    return parseJsonBody(text);
+  }
+
+  async function pull(request: Request, note: (callType: string) => void): Promise<Response> {
+    authenticate(request);
+    if (request.method !== "POST") {
+      throw new ApiError(405, `Expecting a 'POST' request, received '${request.method}'`, { Allow: "POST" });
     }
+    note("PULL");
+    return pullImage(agent, request);
   }
 
   function getOnly(request: Request, respond: () => Response): Response {
@@ -137,6 +149,11 @@ export function startApiServer(agent: Agent): ApiServer {
     .all("/version", ({ request }) => served(request, async () => getOnly(request, () => jsonResponse(versionInfo()))), {
       parse: "none",
     })
+    // ucr's own image endpoints, behind the same authentication as /api/v1.
+    .all("/images", ({ request }) => served(request, async () => (authenticate(request), getOnly(request, () => listImages(agent)))), {
+      parse: "none",
+    })
+    .all("/images/pull", ({ request }) => served(request, (note) => pull(request, note)), { parse: "none" })
     .onError(({ code, request }) => {
       if (code === "NOT_FOUND") {
         return served(request, async () => textResponse(404, `No endpoint at ${new URL(request.url).pathname}`));

@@ -5,7 +5,7 @@ import type * as Codec from "../mesos/codec.ts";
 import { encodeRecord, readRecords, RecordioError } from "../mesos/recordio.ts";
 import { log } from "../log.ts";
 import type { CallType } from "./calls.ts";
-import { ApiError, JSON_TYPE, PROTOBUF_TYPE, RECORDIO_TYPE, accepts, decodeUtf8, mediaType } from "./http.ts";
+import { ApiError, JSON_TYPE, PROTOBUF_TYPE, RECORDIO_TYPE, accepts, decodeUtf8, lastValue, mediaType, names } from "./http.ts";
 
 export type Encoding = "json" | "protobuf";
 export type Media = Encoding | "recordio";
@@ -54,13 +54,14 @@ function encodingOf(header: string): Encoding | undefined {
  * RecordIO Accept: JSON, then protobuf, else 406; else 406 if present).
  */
 export function negotiate(headers: Headers): Wire {
-  const contentTypeHeader = headers.get("content-type");
+  // Repeated lines of a one-value header: the last wins, as in libprocess (see lastValue).
+  const contentTypeHeader = lastValue(headers.get("content-type"));
   if (contentTypeHeader === null) throw new ApiError(400, "Expecting 'Content-Type' to be present");
   const content: Media | undefined = mediaType(contentTypeHeader) === RECORDIO_TYPE ? "recordio" : encodingOf(contentTypeHeader);
   if (!content) {
     throw new ApiError(415, `Expecting 'Content-Type' of ${JSON_TYPE} or ${PROTOBUF_TYPE} or ${RECORDIO_TYPE}, got '${contentTypeHeader}'`);
   }
-  const messageContentHeader = headers.get(MESSAGE_CONTENT_TYPE);
+  const messageContentHeader = lastValue(headers.get(MESSAGE_CONTENT_TYPE));
   let messageContent: Encoding | undefined;
   if (content === "recordio") {
     if (messageContentHeader === null) {
@@ -74,12 +75,20 @@ export function negotiate(headers: Headers): Wire {
     throw new ApiError(415, `Expecting '${MESSAGE_CONTENT_TYPE}' to be not set for non-streaming requests`);
   }
 
+  // Mesos reads the last Accept line; Bun joins repeated lines, so "json" then "recordio" on
+  // two lines and "json, recordio" on one look the same here. A request that names RecordIO and
+  // either sends Message-Accept (which only a streaming Accept may carry) or accepts neither
+  // JSON nor protobuf asks for a stream: that is what mesos-go sends for its streaming calls
+  // (Accept: application/json, then Accept: application/recordio and Message-Accept).
   const acceptHeader = headers.get("accept");
-  const accept = (["json", "protobuf", "recordio"] as const).find((m) => accepts(acceptHeader, MEDIA_TYPE[m]));
+  const messageAcceptHeader = lastValue(headers.get(MESSAGE_ACCEPT));
+  const wantsStream =
+    names(acceptHeader, RECORDIO_TYPE) &&
+    (messageAcceptHeader !== null || !(accepts(acceptHeader, JSON_TYPE) || accepts(acceptHeader, PROTOBUF_TYPE)));
+  const accept = wantsStream ? "recordio" : (["json", "protobuf", "recordio"] as const).find((m) => accepts(acceptHeader, MEDIA_TYPE[m]));
   if (!accept) {
     throw new ApiError(406, `Expecting 'Accept' to allow ${JSON_TYPE} or ${PROTOBUF_TYPE} or ${RECORDIO_TYPE}, got '${acceptHeader}'`);
   }
-  const messageAcceptHeader = headers.get(MESSAGE_ACCEPT);
   let messageAccept: Encoding | undefined;
   if (accept === "recordio") {
     messageAccept = (["json", "protobuf"] as const).find((m) => accepts(messageAcceptHeader, MEDIA_TYPE[m]));

@@ -1,268 +1,520 @@
-// `ucr run`, `ucr ps`, `ucr kill` and `ucr rm`: the local agent's Operator API from the
-// command line (like mesos-execute). `--agent` names the agent (default 127.0.0.1:5051);
-// `--principal`/`--secret` (or UCR_PRINCIPAL/UCR_SECRET) authenticate.
-import { closeSync, existsSync, openSync, readSync } from "node:fs";
-import { join } from "node:path";
+// `ucr run`, `ucr ps`, `ucr kill`, `ucr rm` and `ucr prune`: the agent's Operator API from the
+// command line, shaped for podman/docker users (`ucr run` takes docker's arguments and options).
+import { closeSync, constants as fsConstants, openSync, readSync, watch, type FSWatcher } from "node:fs";
+import { constants as osConstants } from "node:os";
+import { basename, dirname, join, resolve } from "node:path";
+import {
+  AgentError,
+  type Answer,
+  type ClientOptions,
+  UsageError,
+  call,
+  clientCommand,
+  describeFailure,
+  expectJson,
+  fail,
+  request,
+  splitClientOptions,
+  table,
+} from "./agent-client.ts";
 
-interface ClientOptions {
-  agent: string;
-  auth?: string;
-}
+export const RUN_USAGE =
+  "usage: ucr run [--name ID] [-e K=V] [-v HOST:CONTAINER[:ro]] [--user U] [--entrypoint PROG] [--cpus N] [--mem MB] " +
+  "[--network NAME]... [-p [HOST:]CONTAINER[/PROTO]]... [-d] [--keep] [--stop-timeout S] IMAGE [ARG...]";
 
-class UsageError extends Error {}
-
-/**
- * Splits client options (--agent, --principal, --secret) from the rest; on a usage error it
- * says so as `ucr COMMAND: ...` and gives undefined (the command exits 2).
- */
-function clientOptions(command: string, args: readonly string[]): { opts: ClientOptions; rest: string[] } | undefined {
-  try {
-    return splitClientOptions(args);
-  } catch (err) {
-    fail(command, (err as Error).message, 2);
-    return undefined;
-  }
-}
-
-function splitClientOptions(args: readonly string[]): { opts: ClientOptions; rest: string[] } {
-  let agent = process.env.UCR_AGENT ?? "127.0.0.1:5051";
-  let principal = process.env.UCR_PRINCIPAL;
-  let secret = process.env.UCR_SECRET;
-  const rest: string[] = [];
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    const m = /^--(agent|principal|secret)(?:=(.*))?$/.exec(a);
-    if (!m) {
-      rest.push(a);
-      continue;
-    }
-    const value = m[2] ?? args[++i];
-    if (value === undefined) throw new UsageError(`--${m[1]} needs a value`);
-    if (m[1] === "agent") agent = value;
-    else if (m[1] === "principal") principal = value;
-    else secret = value;
-  }
-  const base = /^https?:\/\//.test(agent) ? agent : `http://${agent}`;
-  return {
-    opts: { agent: base.replace(/\/+$/, ""), ...(principal ? { auth: `Basic ${Buffer.from(`${principal}:${secret ?? ""}`).toString("base64")}` } : {}) },
-    rest,
-  };
-}
-
-async function api(opts: ClientOptions, body: unknown): Promise<{ status: number; text: string }> {
-  let res: Response;
-  try {
-    res = await fetch(`${opts.agent}/api/v1`, {
-      method: "POST",
-      headers: { "Content-Type": "application/json", ...(opts.auth ? { Authorization: opts.auth } : {}) },
-      body: JSON.stringify(body),
-    });
-  } catch (err) {
-    throw new Error(`cannot reach the agent at ${opts.agent} (${(err as Error).message}); start it with 'ucr agent' or pass --agent`);
-  }
-  return { status: res.status, text: await res.text() };
-}
-
-function fail(command: string, message: string, code = 1): number {
-  process.stderr.write(`ucr ${command}: ${message}\n`);
-  return code;
-}
-
-/** Copies what is appended to `path` to `out` until `done` says stop (then drains it). */
-async function follow(path: string, out: NodeJS.WriteStream, done: () => boolean): Promise<void> {
-  let offset = 0;
-  const buf = Buffer.alloc(65536);
-  for (;;) {
-    const finished = done();
-    if (existsSync(path)) {
-      const fd = openSync(path, "r");
-      try {
-        for (;;) {
-          const n = readSync(fd, buf, 0, buf.length, offset);
-          if (n <= 0) break;
-          offset += n;
-          out.write(buf.subarray(0, n));
-        }
-      } finally {
-        closeSync(fd);
-      }
-    }
-    if (finished) return;
-    await Bun.sleep(50);
-  }
-}
+const RUN_HELP = `Runs IMAGE on the agent, streams its output and exits with its status, as docker run does:
+ARGs go to the image's entrypoint (or, without one, are the command); the container is removed afterwards.
+  --name ID             container ID (default run-<random>)
+  -e, --env K=V         set an environment variable (-e K passes K from here)
+  -v, --volume H:C[:ro] mount host path H at C (read-only with :ro)
+  -u, --user USER       run as USER (the agent needs --switch_user, its default)
+  --entrypoint PROG     run PROG with the ARGs instead of the image's entrypoint
+  --cpus N, --mem MB    resources (cgroup limits)
+  --network NAME        join the CNI network NAME (repeatable; see README "Networking")
+  -p, --publish H:C     map host port H to container port C[/tcp|udp|sctp] on the first network;
+                        -p C takes a host port from the agent's --resources ports (printed)
+  -d, --detach          print the ID and exit; the container keeps running
+  --keep                keep the container after it exits (ucr rm ID removes it)
+  --stop-timeout S      on Ctrl-C: SIGTERM, then SIGKILL after S seconds (default 10); again: SIGKILL now
+  --agent HOST:PORT     the agent (default $UCR_AGENT, else 127.0.0.1:5051); --principal/--secret authenticate`;
 
 /** Exit code for a raw wait(2) status, as a shell reports it. */
 export function exitCodeOf(status: number): number {
   return status & 0x7f ? 128 + (status & 0x7f) : (status >> 8) & 0xff;
 }
 
-export async function runMain(args: readonly string[]): Promise<number> {
-  const parsed = clientOptions("run", args);
-  if (!parsed) return 2;
-  const { opts, rest } = parsed;
-  const dash = rest.indexOf("--");
-  const before = dash < 0 ? rest : rest.slice(0, dash);
-  const command = dash < 0 ? [] : rest.slice(dash + 1);
-  let keep = false;
-  let id = `run-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
-  const resources: unknown[] = [];
-  const positional: string[] = [];
-  const networks: string[] = [];
-  const ports: Array<{ host_port: number; container_port: number; protocol: string }> = [];
-  for (let i = 0; i < before.length; i++) {
-    const a = before[i]!;
-    const m = /^(?:--(keep|name|cpus|mem|network|publish)|-(p))(?:=(.*))?$/.exec(a);
-    if (!m) {
-      if (a.startsWith("-")) return fail("run", `unknown flag '${a}' (usage: ${RUN_USAGE})`, 2);
-      positional.push(a);
-      continue;
+/** What `ucr run` was asked to do, from its arguments. */
+export interface RunOptions {
+  id: string;
+  image: string;
+  args: string[];
+  entrypoint?: string;
+  env: Array<{ name: string; value: string }>;
+  volumes: Array<{ host: string; container: string; readonly: boolean }>;
+  user?: string;
+  resources: Array<{ name: "cpus" | "mem"; value: number }>;
+  networks: string[];
+  ports: Array<{ host_port: number; container_port: number; protocol: string }>;
+  detach: boolean;
+  keep: boolean;
+  /** Seconds between SIGTERM and SIGKILL when the client is interrupted. */
+  stopTimeout: number;
+  help: boolean;
+}
+
+/**
+ * Parses `ucr run` the way docker does: options until the first non-option, which is the
+ * image; everything after it goes to the container (a `--` right after the image is dropped).
+ */
+export function parseRunArgs(args: readonly string[], env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): RunOptions {
+  const o: RunOptions = {
+    id: `run-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`,
+    image: "",
+    args: [],
+    env: [],
+    volumes: [],
+    resources: [],
+    networks: [],
+    ports: [],
+    detach: false,
+    keep: false,
+    stopTimeout: 10,
+    help: false,
+  };
+  let i = 0;
+  const valueOf = (flag: string, inline: string | undefined): string => {
+    const value = inline ?? args[++i];
+    if (value === undefined) throw new UsageError(`${flag} needs a value (${RUN_USAGE})`);
+    return value;
+  };
+  for (; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === "--") {
+      i++;
+      break;
     }
-    const flag = m[1] ?? "publish";
-    if (flag === "keep") {
-      keep = true;
-      continue;
+    if (!a.startsWith("-") || a === "-") break;
+    const eq = a.startsWith("--") ? a.indexOf("=") : -1;
+    const flag = eq > 0 ? a.slice(0, eq) : a;
+    const inline = eq > 0 ? a.slice(eq + 1) : undefined;
+    switch (flag) {
+      case "--name":
+        o.id = valueOf(flag, inline);
+        break;
+      case "-e":
+      case "--env": {
+        const kv = valueOf(flag, inline);
+        const at = kv.indexOf("=");
+        const name = at < 0 ? kv : kv.slice(0, at);
+        if (name === "") throw new UsageError(`${flag} '${kv}': the variable needs a name (K=V)`);
+        // `-e K` passes K from this environment, and nothing when it is unset (as docker).
+        if (at >= 0) o.env.push({ name, value: kv.slice(at + 1) });
+        else if (env[name] !== undefined) o.env.push({ name, value: env[name]! });
+        break;
+      }
+      case "-v":
+      case "--volume":
+        o.volumes.push(parseVolume(flag, valueOf(flag, inline), cwd));
+        break;
+      case "-u":
+      case "--user":
+        o.user = valueOf(flag, inline);
+        break;
+      case "--entrypoint":
+        o.entrypoint = valueOf(flag, inline);
+        break;
+      case "--cpus":
+      case "--mem": {
+        const text = valueOf(flag, inline);
+        const value = Number(text);
+        if (text.trim() === "" || !Number.isFinite(value) || value < 0) {
+          throw new UsageError(`${flag} needs a number of ${flag === "--cpus" ? "CPUs" : "MB"}, got '${text}'`);
+        }
+        o.resources.push({ name: flag === "--cpus" ? "cpus" : "mem", value });
+        break;
+      }
+      case "--network":
+        o.networks.push(valueOf(flag, inline));
+        break;
+      case "-p":
+      case "--publish": {
+        // [HOST:]CONTAINER[/PROTO], as docker writes it; no HOST: one from the agent's --resources ports.
+        const value = valueOf(flag, inline);
+        const m = /^(?:(\d+):)?(\d+)(?:\/(tcp|udp|sctp))?$/.exec(value);
+        if (!m) throw new UsageError(`${flag} '${value}' is not [HOST:]CONTAINER[/tcp|udp|sctp]`);
+        o.ports.push({ host_port: Number(m[1] ?? 0), container_port: Number(m[2]), protocol: m[3] ?? "tcp" });
+        break;
+      }
+      case "--stop-timeout": {
+        const text = valueOf(flag, inline);
+        const value = Number(text);
+        if (text.trim() === "" || !Number.isFinite(value) || value < 0) {
+          throw new UsageError(`--stop-timeout needs a number of seconds, got '${text}'`);
+        }
+        o.stopTimeout = value;
+        break;
+      }
+      case "-d":
+      case "--detach":
+        o.detach = true;
+        break;
+      case "--keep":
+        o.keep = true;
+        break;
+      case "-h":
+      case "--help":
+        o.help = true;
+        return o;
+      default:
+        throw new UsageError(`unknown flag '${a}' (${RUN_USAGE})`);
     }
-    const value = m[3] ?? before[++i];
-    if (value === undefined) return fail("run", `${a.startsWith("--") ? `--${flag}` : "-p"} needs a value`, 2);
-    if (flag === "name") id = value;
-    else if (flag === "network") networks.push(value);
-    else if (flag === "publish") {
-      // [HOST:]CONTAINER[/PROTO], as docker writes it; no HOST: one from the agent's --resources ports.
-      const p = /^(?:(\d+):)?(\d+)(?:\/(tcp|udp|sctp))?$/.exec(value);
-      if (!p) return fail("run", `-p '${value}' is not [HOST:]CONTAINER[/tcp|udp|sctp]`, 2);
-      ports.push({ host_port: Number(p[1] ?? 0), container_port: Number(p[2]), protocol: p[3] ?? "tcp" });
-    } else resources.push({ name: flag, type: "SCALAR", scalar: { value: Number(value) } });
   }
-  if (positional.length !== 1) return fail("run", `expected one image (usage: ${RUN_USAGE})`, 2);
-  if (ports.length > 0 && networks.length === 0) return fail("run", "-p needs --network NAME: the host network has no ports to map", 2);
+  const image = args[i];
+  if (image === undefined) throw new UsageError(`expected an image (${RUN_USAGE})`);
+  o.image = image;
+  if (o.ports.length > 0 && o.networks.length === 0) throw new UsageError("-p needs --network NAME: the host network has no ports to map");
+  o.args = args.slice(args[i + 1] === "--" ? i + 2 : i + 1);
+  return o;
+}
 
-  const flags = await api(opts, { type: "GET_FLAGS" });
-  if (flags.status !== 200) return fail("run", `GET_FLAGS: HTTP ${flags.status} ${flags.text}`);
-  const workDir = (JSON.parse(flags.text) as { get_flags: { flags: Array<{ name: string; value: string }> } }).get_flags.flags.find(
-    (f) => f.name === "work_dir",
-  )?.value;
+/** `-v HOST:CONTAINER[:ro|:rw]`; HOST may be relative to the current directory (as podman). */
+function parseVolume(flag: string, spec: string, cwd: string): RunOptions["volumes"][number] {
+  const parts = spec.split(":");
+  let mode = "rw";
+  if (parts.length === 3) mode = parts.pop()!;
+  if (parts.length !== 2 || parts[0] === "" || parts[1] === "") {
+    throw new UsageError(`${flag} '${spec}': expected HOST:CONTAINER or HOST:CONTAINER:ro`);
+  }
+  if (mode !== "ro" && mode !== "rw") throw new UsageError(`${flag} '${spec}': the mode must be ro or rw, not '${mode}'`);
+  const [host, container] = parts as [string, string];
+  if (!host.startsWith("/") && !host.startsWith(".")) {
+    throw new UsageError(`${flag} '${spec}': '${host}' is not a path; named volumes are not supported (give /path or ./path)`);
+  }
+  if (!container.startsWith("/")) throw new UsageError(`${flag} '${spec}': the container path must be absolute`);
+  return { host: resolve(cwd, host), container, readonly: mode === "ro" };
+}
 
-  const launch = await api(opts, {
-    type: "LAUNCH_CONTAINER",
-    launch_container: {
-      container_id: { value: id },
-      command: command.length > 0 ? { shell: false, value: command[0], arguments: command } : { shell: false },
-      ...(resources.length > 0 ? { resources } : {}),
-      container: {
-        type: "MESOS",
-        mesos: { image: { type: "DOCKER", docker: { name: positional[0] } } },
-        // Port mappings go with the first network (its portmap plugin publishes them).
-        ...(networks.length > 0 ? { network_infos: networks.map((name, i) => ({ name, ...(i === 0 && ports.length > 0 ? { port_mappings: ports } : {}) })) } : {}),
+interface PulledImage {
+  reference: string;
+  entrypoint: string[];
+  cmd: string[];
+}
+
+/**
+ * CommandInfo with docker's semantics. ARGS go to the image's Entrypoint (Mesos: shell false,
+ * arguments only). An image without an Entrypoint runs ARGS themselves, as docker does (Mesos
+ * would run its Cmd[0] with them): ucr asks the agent for the image (pulling it) to know which.
+ */
+async function commandFor(opts: ClientOptions, o: RunOptions): Promise<Record<string, unknown>> {
+  const common = {
+    ...(o.env.length > 0 ? { environment: { variables: o.env.map((e) => ({ name: e.name, type: "VALUE", value: e.value })) } } : {}),
+    ...(o.user !== undefined ? { user: o.user } : {}),
+  };
+  if (o.entrypoint !== undefined) return { shell: false, value: o.entrypoint, arguments: [o.entrypoint, ...o.args], ...common };
+  if (o.args.length === 0) return { shell: false, ...common };
+  const answer = await request(opts, "/images/pull", { body: { name: o.image }, long: true });
+  // An agent without ucr's endpoint (a Mesos agent): Mesos' rule, ARGs to the image's program.
+  if (answer.status === 404) return { shell: false, arguments: o.args, ...common };
+  const image = expectJson<PulledImage>(opts, `pull ${o.image}`, answer);
+  if (image.entrypoint.length > 0) return { shell: false, arguments: o.args, ...common };
+  return { shell: false, value: o.args[0], arguments: o.args, ...common };
+}
+
+/**
+ * Copies what is appended to a sandbox file to `out`, woken by inotify (fs.watch on its
+ * directory) rather than a timer, so output shows as it is written and a short run ends
+ * without waiting for a poll. Reading pauses while `out` is full (a slow reader of ucr's
+ * output), so a fast writer never piles its output up in memory here.
+ */
+class Follower {
+  private fd: number | undefined;
+  private offset = 0;
+  private watcher: FSWatcher | undefined;
+  private problem: string | undefined;
+  private paused = false;
+  /** `out` failed (EPIPE: whoever read ucr's output is gone): the rest is not copied. */
+  private broken = false;
+  private finished: (() => void) | undefined;
+
+  constructor(
+    private readonly path: string,
+    private readonly out: NodeJS.WriteStream,
+  ) {
+    out.once("error", () => {
+      this.broken = true;
+      this.paused = false;
+      this.finished?.();
+    });
+  }
+
+  start(): void {
+    const name = basename(this.path);
+    try {
+      this.watcher = watch(dirname(this.path), (_event, file) => {
+        if (file === null || file === name) this.drain();
+      });
+      // The sandbox going away (the container removed by someone else) ends the watch quietly.
+      this.watcher.on("error", () => this.watcher?.close());
+    } catch (err) {
+      this.problem = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    }
+    this.drain();
+  }
+
+  private drain(): void {
+    if (this.broken) {
+      this.finished?.();
+      return;
+    }
+    if (this.paused) return;
+    if (this.fd === undefined) {
+      try {
+        this.fd = openSync(this.path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+      } catch (err) {
+        this.problem = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+        this.finished?.();
+        return;
+      }
+    }
+    const buf = Buffer.allocUnsafe(65536);
+    for (;;) {
+      const n = readSync(this.fd, buf, 0, buf.length, this.offset);
+      if (n <= 0) break;
+      this.offset += n;
+      if (!this.out.write(Buffer.from(buf.subarray(0, n)))) {
+        this.paused = true;
+        this.out.once("drain", () => {
+          this.paused = false;
+          this.drain();
+        });
+        return;
+      }
+    }
+    this.finished?.();
+  }
+
+  /** Copies what is left, then stops; says why nothing could be read, if so. */
+  async stop(): Promise<string | undefined> {
+    await new Promise<void>((resolve) => {
+      this.finished = resolve;
+      this.drain();
+    });
+    this.watcher?.close();
+    if (this.fd !== undefined) closeSync(this.fd);
+    return this.fd === undefined ? this.problem : undefined;
+  }
+}
+
+/** Resolves once everything written to `out` so far has been handed to the OS (or failed). */
+function flushed(out: NodeJS.WriteStream): Promise<void> {
+  if (out.destroyed || out.writableEnded) return Promise.resolve();
+  return new Promise((resolve) => out.write("", () => resolve()));
+}
+
+function workDirOf(opts: ClientOptions, answer: Answer): string | undefined {
+  const flags = expectJson<{ get_flags: { flags?: Array<{ name: string; value: string }> } }>(opts, "GET_FLAGS", answer);
+  return flags.get_flags.flags?.find((f) => f.name === "work_dir")?.value;
+}
+
+export function runMain(args: readonly string[]): Promise<number> {
+  return clientCommand("run", async () => {
+    const { opts, rest } = splitClientOptions(args);
+    const o = parseRunArgs(rest);
+    if (o.help) {
+      process.stdout.write(`${RUN_USAGE}\n\n${RUN_HELP}\n`);
+      return 0;
+    }
+    const containerId = { value: o.id };
+
+    const command = await commandFor(opts, o);
+    const workDir = o.detach ? undefined : workDirOf(opts, await call(opts, { type: "GET_FLAGS" }));
+    const volumes = o.volumes.map((v) => ({
+      container_path: v.container,
+      mode: v.readonly ? "RO" : "RW",
+      source: { type: "HOST_PATH", host_path: { path: v.host } },
+    }));
+
+    // Interrupted (Ctrl-C, SIGTERM): SIGTERM to the container, SIGKILL after the grace
+    // period; interrupted again: SIGKILL now. The container's end then ends the WAIT below.
+    let stopping = false;
+    let killTimer: ReturnType<typeof setTimeout> | undefined;
+    const kill = (signal: number) =>
+      call(opts, { type: "KILL_CONTAINER", kill_container: { container_id: containerId, signal } }).catch(() => undefined);
+    const interrupted = () => {
+      if (stopping) {
+        void kill(9);
+        return;
+      }
+      stopping = true;
+      if (process.stderr.isTTY) {
+        process.stderr.write(`\nucr run: stopping ${o.id} (SIGKILL in ${o.stopTimeout}s; interrupt again to kill now)\n`);
+      }
+      void kill(15);
+      killTimer = setTimeout(() => void kill(9), o.stopTimeout * 1000);
+    };
+    if (!o.detach) {
+      process.on("SIGINT", interrupted);
+      process.on("SIGTERM", interrupted);
+    }
+
+    const launch = await call(
+      opts,
+      {
+        type: "LAUNCH_CONTAINER",
+        launch_container: {
+          container_id: containerId,
+          command,
+          ...(o.resources.length > 0
+            ? { resources: o.resources.map((r) => ({ name: r.name, type: "SCALAR", scalar: { value: r.value } })) }
+            : {}),
+          container: {
+            type: "MESOS",
+            mesos: { image: { type: "DOCKER", docker: { name: o.image } } },
+            ...(volumes.length > 0 ? { volumes } : {}),
+            // Port mappings go with the first network (its portmap plugin publishes them).
+            ...(o.networks.length > 0
+              ? { network_infos: o.networks.map((name, i) => ({ name, ...(i === 0 && o.ports.length > 0 ? { port_mappings: o.ports } : {}) })) }
+              : {}),
+          },
+        },
       },
-    },
+      { long: true },
+    );
+    if (launch.status === 202) throw new AgentError(`container ID '${o.id}' is already in use`);
+    if (launch.status !== 200) throw new AgentError(launch.text ? describeFailure(launch) : `LAUNCH_CONTAINER: HTTP ${launch.status}`);
+    if (o.ports.some((p) => p.host_port === 0)) await printPorts(opts, containerId);
+    if (o.detach) {
+      process.stdout.write(`${o.id}\n`);
+      return 0;
+    }
+
+    const sandbox = workDir ? join(workDir, "containers", o.id) : undefined;
+    const followers = sandbox
+      ? [new Follower(join(sandbox, "stdout"), process.stdout), new Follower(join(sandbox, "stderr"), process.stderr)]
+      : [];
+    for (const f of followers) f.start();
+    let wait: Answer;
+    let unreadable: string | undefined;
+    try {
+      wait = await call(opts, { type: "WAIT_CONTAINER", wait_container: { container_id: containerId } }, { long: true });
+    } finally {
+      unreadable = (await Promise.all(followers.map((f) => f.stop()))).find((p) => p !== undefined);
+      if (killTimer) clearTimeout(killTimer);
+      await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
+    }
+    const result = expectJson<{ wait_container: { exit_status?: number; message?: string } }>(opts, "WAIT_CONTAINER", wait).wait_container;
+    if (result.message) fail("run", result.message);
+    // Output that could not be shown (an agent on another host) stays readable: kept.
+    if (unreadable) {
+      fail("run", `could not read the output in ${sandbox} (${unreadable}); the container is kept: read it there, then 'ucr rm ${o.id}'`);
+    } else if (!o.keep) {
+      const removed = await call(opts, { type: "REMOVE_CONTAINER", remove_container: { container_id: containerId } });
+      if (removed.status !== 200) fail("run", `REMOVE_CONTAINER ${o.id}: ${describeFailure(removed)}`);
+    }
+    return exitCodeOf(result.exit_status ?? 9);
   });
-  if (launch.status === 202) return fail("run", `container ID '${id}' is already in use`);
-  if (launch.status !== 200) return fail("run", launch.text || `HTTP ${launch.status}`);
-  if (ports.some((p) => p.host_port === 0)) await printPorts(opts, id);
-
-  let exited = false;
-  const sandbox = workDir ? join(workDir, "containers", id) : undefined;
-  const streams = sandbox
-    ? Promise.all([follow(join(sandbox, "stdout"), process.stdout, () => exited), follow(join(sandbox, "stderr"), process.stderr, () => exited)])
-    : Promise.resolve();
-  const forward = (sig: NodeJS.Signals, num: number) => process.on(sig, () => void api(opts, { type: "KILL_CONTAINER", kill_container: { container_id: { value: id }, signal: num } }));
-  forward("SIGINT", 9);
-  forward("SIGTERM", 15);
-  const wait = await api(opts, { type: "WAIT_CONTAINER", wait_container: { container_id: { value: id } } });
-  exited = true;
-  await streams;
-  if (wait.status !== 200) return fail("run", `WAIT_CONTAINER: HTTP ${wait.status} ${wait.text}`);
-  const result = (JSON.parse(wait.text) as { wait_container: { exit_status?: number; message?: string } }).wait_container;
-  if (result.message) process.stderr.write(`ucr run: ${result.message}\n`);
-  if (!keep) await api(opts, { type: "REMOVE_CONTAINER", remove_container: { container_id: { value: id } } });
-  return exitCodeOf(result.exit_status ?? 9);
 }
 
-const RUN_USAGE = "ucr run [--name ID] [--cpus N] [--mem MB] [--network NAME]... [-p [HOST:]CONTAINER[/PROTO]]... [--keep] IMAGE [-- CMD...]";
-
-/** The host ports the agent chose (host port 0), on stderr: `ucr run: 31000 -> 80/tcp`. */
-async function printPorts(opts: ClientOptions, id: string): Promise<void> {
-  const r = await api(opts, { type: "GET_CONTAINERS", get_containers: { show_standalone: true } });
-  if (r.status !== 200) return;
-  type Info = { port_mappings?: Array<{ host_port: number; container_port: number; protocol?: string }> };
-  const list = (JSON.parse(r.text) as { get_containers: { containers?: Array<{ container_id: { value: string }; container_status?: { network_infos?: Info[] } }> } })
-    .get_containers.containers;
-  for (const info of list?.find((c) => c.container_id.value === id)?.container_status?.network_infos ?? []) {
-    for (const m of info.port_mappings ?? []) process.stderr.write(`ucr run: ${m.host_port} -> ${m.container_port}/${m.protocol ?? "tcp"}\n`);
-  }
-}
-
-export async function psMain(args: readonly string[]): Promise<number> {
-  const parsed = clientOptions("ps", args);
-  if (!parsed) return 2;
-  const { opts, rest } = parsed;
-  if (rest.length > 0) return fail("ps", `unexpected argument '${rest[0]}' (usage: ucr ps [--agent HOST:PORT])`, 2);
-  const r = await api(opts, { type: "GET_CONTAINERS", get_containers: { show_standalone: true, show_nested: true } });
-  if (r.status !== 200) return fail("ps", `HTTP ${r.status} ${r.text}`);
-  const containers = (JSON.parse(r.text) as { get_containers: { containers?: Array<Record<string, any>> } }).get_containers.containers ?? [];
-  const rows = containers.map((c) => {
-    const st = c.resource_statistics ?? {};
-    return [
-      c.container_id.value as string,
-      c.container_status?.executor_pid !== undefined ? `running (pid ${c.container_status.executor_pid})` : c.resource_statistics ? "starting" : "exited",
-      st.cpus_limit !== undefined ? String(st.cpus_limit) : "-",
-      st.mem_limit_bytes !== undefined ? `${Math.round(st.mem_limit_bytes / 1048576)}MB` : "-",
-      st.mem_total_bytes !== undefined ? `${(st.mem_total_bytes / 1048576).toFixed(1)}MB` : "-",
-    ];
+export function psMain(args: readonly string[]): Promise<number> {
+  return clientCommand("ps", async () => {
+    const { opts, rest } = splitClientOptions(args);
+    if (rest.length > 0) throw new UsageError(`unexpected argument '${rest[0]}' (usage: ucr ps [--agent HOST:PORT])`);
+    const answer = await call(opts, { type: "GET_CONTAINERS", get_containers: { show_standalone: true, show_nested: true } });
+    const body = expectJson<{ get_containers?: { containers?: Array<Record<string, any>> } }>(opts, "GET_CONTAINERS", answer);
+    const rows = (body.get_containers?.containers ?? []).map((c) => {
+      const st = c.resource_statistics ?? {};
+      const pid = c.container_status?.executor_pid;
+      return [
+        String(c.container_id?.value ?? "?"),
+        pid !== undefined ? `running (pid ${pid})` : c.resource_statistics ? "starting" : "exited",
+        st.cpus_limit !== undefined ? String(st.cpus_limit) : "-",
+        st.mem_limit_bytes !== undefined ? `${Math.round(st.mem_limit_bytes / 1048576)}MB` : "-",
+        st.mem_total_bytes !== undefined ? `${(st.mem_total_bytes / 1048576).toFixed(1)}MB` : "-",
+      ];
+    });
+    process.stdout.write(table(["CONTAINER", "STATUS", "CPUS", "MEM LIMIT", "MEM USED"], rows));
+    return 0;
   });
-  const header = ["CONTAINER", "STATUS", "CPUS", "MEM LIMIT", "MEM USED"];
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
-  for (const row of [header, ...rows]) process.stdout.write(`${row.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()}\n`);
-  return 0;
 }
 
-async function byId(command: "kill" | "rm", args: readonly string[]): Promise<number> {
-  const parsed = clientOptions(command, args);
-  if (!parsed) return 2;
-  const { opts, rest } = parsed;
-  let signal: number | undefined;
-  const ids: string[] = [];
-  for (let i = 0; i < rest.length; i++) {
-    const m = /^--signal(?:=(.*))?$/.exec(rest[i]!);
-    if (command === "kill" && m) signal = Number(m[1] ?? rest[++i]);
-    else if (rest[i]!.startsWith("--")) return fail(command, `unknown flag '${rest[i]}'`, 2);
-    else ids.push(rest[i]!);
+/** A signal by number (1-64) or name (TERM, SIGTERM); undefined if it is neither. */
+export function signalNumber(text: string): number | undefined {
+  if (/^\d+$/.test(text)) {
+    const n = Number(text);
+    return n >= 1 && n <= 64 ? n : undefined;
   }
-  if (ids.length === 0) return fail(command, `expected a container ID (usage: ucr ${command}${command === "kill" ? " [--signal N]" : ""} ID...)`, 2);
-  let code = 0;
-  for (const id of ids) {
-    const r =
-      command === "kill"
-        ? await api(opts, { type: "KILL_CONTAINER", kill_container: { container_id: { value: id }, ...(signal ? { signal } : {}) } })
-        : await api(opts, { type: "REMOVE_CONTAINER", remove_container: { container_id: { value: id } } });
-    if (r.status !== 200) code = fail(command, `${id}: ${r.text || `HTTP ${r.status}`}`);
-    else process.stdout.write(`${id}\n`);
-  }
-  return code;
+  const name = text.toUpperCase().startsWith("SIG") ? text.toUpperCase() : `SIG${text.toUpperCase()}`;
+  return (osConstants.signals as Record<string, number>)[name];
+}
+
+function byId(command: "kill" | "rm", args: readonly string[]): Promise<number> {
+  return clientCommand(command, async () => {
+    const { opts, rest } = splitClientOptions(args);
+    let signal: number | undefined;
+    const ids: string[] = [];
+    for (let i = 0; i < rest.length; i++) {
+      const m = /^(?:--signal|-s)(?:=(.*))?$/.exec(rest[i]!);
+      if (command === "kill" && m) {
+        const text = m[1] ?? rest[++i];
+        signal = text === undefined ? undefined : signalNumber(text);
+        if (signal === undefined) {
+          throw new UsageError(`--signal needs a signal number (1-64) or name (TERM, KILL, ...), got '${text ?? ""}'`);
+        }
+      } else if (rest[i]!.startsWith("-")) {
+        throw new UsageError(`unknown flag '${rest[i]}'`);
+      } else {
+        ids.push(rest[i]!);
+      }
+    }
+    if (ids.length === 0) {
+      throw new UsageError(`expected a container ID (usage: ucr ${command}${command === "kill" ? " [--signal N]" : ""} ID...)`);
+    }
+    let code = 0;
+    for (const id of ids) {
+      const r =
+        command === "kill"
+          ? await call(opts, { type: "KILL_CONTAINER", kill_container: { container_id: { value: id }, ...(signal ? { signal } : {}) } })
+          : await call(opts, { type: "REMOVE_CONTAINER", remove_container: { container_id: { value: id } } });
+      if (r.status !== 200) code = fail(command, `${id}: ${describeFailure(r)}`);
+      else process.stdout.write(`${id}\n`);
+    }
+    return code;
+  });
 }
 
 export const killMain = (args: readonly string[]) => byId("kill", args);
 export const rmMain = (args: readonly string[]) => byId("rm", args);
 
 /** `ucr prune [--exclude IMAGE]...`: PRUNE_IMAGES on the agent; what went is in its log. */
-export async function pruneMain(args: readonly string[]): Promise<number> {
-  const parsed = clientOptions("prune", args);
-  if (!parsed) return 2;
-  const { opts, rest } = parsed;
-  const excluded: string[] = [];
-  for (let i = 0; i < rest.length; i++) {
-    const m = /^--exclude(?:=(.*))?$/.exec(rest[i]!);
-    if (!m) return fail("prune", `unexpected argument '${rest[i]}' (usage: ucr prune [--exclude IMAGE]...)`, 2);
-    const value = m[1] ?? rest[++i];
-    if (value === undefined) return fail("prune", "--exclude needs an image name", 2);
-    excluded.push(value);
-  }
-  const r = await api(opts, {
-    type: "PRUNE_IMAGES",
-    prune_images: { excluded_images: excluded.map((name) => ({ type: "DOCKER", docker: { name } })) },
+export function pruneMain(args: readonly string[]): Promise<number> {
+  return clientCommand("prune", async () => {
+    const { opts, rest } = splitClientOptions(args);
+    const excluded: string[] = [];
+    for (let i = 0; i < rest.length; i++) {
+      const m = /^--exclude(?:=(.*))?$/.exec(rest[i]!);
+      if (!m) throw new UsageError(`unexpected argument '${rest[i]}' (usage: ucr prune [--exclude IMAGE]...)`);
+      const value = m[1] ?? rest[++i];
+      if (value === undefined) throw new UsageError("--exclude needs an image name");
+      excluded.push(value);
+    }
+    const r = await call(opts, {
+      type: "PRUNE_IMAGES",
+      prune_images: { excluded_images: excluded.map((name) => ({ type: "DOCKER", docker: { name } })) },
+    });
+    if (r.status !== 200) throw new AgentError(describeFailure(r));
+    process.stdout.write("pruned (the agent's log lists what was removed and the bytes freed)\n");
+    return 0;
   });
-  if (r.status !== 200) return fail("prune", r.text || `HTTP ${r.status}`);
-  process.stdout.write("pruned (the agent's log lists what was removed and the bytes freed)\n");
-  return 0;
+}
+
+/** The host ports the agent chose (host port 0), on stderr: `ucr run: 31000 -> 80/tcp`. */
+async function printPorts(opts: ClientOptions, id: { value: string }): Promise<void> {
+  const r = await call(opts, { type: "GET_CONTAINERS", get_containers: { show_standalone: true } });
+  if (r.status !== 200) return;
+  type Info = { port_mappings?: Array<{ host_port: number; container_port: number; protocol?: string }> };
+  type Listed = { container_id: { value: string }; container_status?: { network_infos?: Info[] } };
+  const list = expectJson<{ get_containers: { containers?: Listed[] } }>(opts, "GET_CONTAINERS", r).get_containers.containers;
+  for (const info of list?.find((c) => c.container_id.value === id.value)?.container_status?.network_infos ?? []) {
+    for (const m of info.port_mappings ?? []) process.stderr.write(`ucr run: ${m.host_port} -> ${m.container_port}/${m.protocol ?? "tcp"}\n`);
+  }
 }

@@ -1,12 +1,14 @@
 // `ucr pull`, `ucr images` and `ucr load`: the image store from the command line, with the
-// agent's flags (--docker_registry, --docker_store_dir, --docker_config, ...). Progress is
-// a live line per layer on a terminal and plain lines otherwise.
+// agent's flags (--docker_registry, --docker_store_dir, --docker_config, ...); `ucr images`
+// asks the agent. Progress is a live line per layer on a terminal and plain lines otherwise.
 import { FlagError, loadFlags, type LoadedFlags } from "../config/flags.ts";
 import { humanBytes } from "../config/units.ts";
 import { archiveTags } from "../images/archive.ts";
 import type { LayerEvent } from "../images/puller.ts";
 import { startImageService } from "../images/service.ts";
 import { DockerStore, type ImageRecord } from "../images/store.ts";
+import { type ImageEntry, imageEntries } from "../api/images.ts";
+import { AgentError, UsageError, clientCommand, expectJson, request, splitClientOptions, table } from "./agent-client.ts";
 
 function flagsFor(command: string, args: readonly string[], positionals: string[]): LoadedFlags {
   try {
@@ -131,21 +133,50 @@ export async function loadMain(args: readonly string[]): Promise<number> {
   }
 }
 
-export function imagesMain(args: readonly string[]): number {
-  const positionals: string[] = [];
-  const flags = flagsFor("images", args, positionals);
-  if (positionals.length > 0) {
-    process.stderr.write(`ucr images: unexpected argument '${positionals[0]}' (usage: ucr images [flags])\n`);
-    return 2;
+const IMAGES_USAGE = "usage: ucr images [--agent HOST:PORT | --work_dir DIR]";
+
+/** The `ucr images` table from the agent's (or a store's) image entries. */
+function imagesTable(entries: ImageEntry[]): string {
+  const rows = entries.map((img) => [
+    img.reference,
+    short(img.manifest_digest ?? img.config_digest),
+    humanBytes(img.size_bytes),
+    String(img.layers),
+    img.last_used_at.replace("T", " ").slice(0, 19),
+  ]);
+  return table(["REFERENCE", "DIGEST", "SIZE", "LAYERS", "LAST USED"], rows);
+}
+
+/**
+ * `ucr images`: the agent's images (GET /images). With --work_dir or --docker_store_dir it
+ * reads that store directly instead, which needs no agent (and the store's owner, root).
+ */
+export async function imagesMain(args: readonly string[]): Promise<number> {
+  if (args.some((a) => /^--(work_dir|docker_store_dir)(=|$)/.test(a))) {
+    const positionals: string[] = [];
+    const flags = flagsFor("images", args, positionals);
+    if (positionals.length > 0) {
+      process.stderr.write(`ucr images: unexpected argument '${positionals[0]}' (${IMAGES_USAGE})\n`);
+      return 2;
+    }
+    return clientCommand("images", async () => {
+      const store = new DockerStore(flags.values.docker_store_dir);
+      store.init();
+      process.stdout.write(imagesTable(imageEntries(store)));
+      return 0;
+    });
   }
-  const store = new DockerStore(flags.values.docker_store_dir);
-  store.init();
-  const rows = store.images().map((img) => {
-    const size = img.layers.reduce((sum, l) => sum + (store.layer(l)?.tarBytes ?? 0), 0);
-    return [img.reference, short(img.manifestDigest ?? img.configDigest), humanBytes(size), String(img.layers.length), img.lastUsedAt.replace("T", " ").slice(0, 19)];
+  return clientCommand("images", async () => {
+    const { opts, rest } = splitClientOptions(args);
+    if (rest.length > 0) throw new UsageError(`unexpected argument '${rest[0]}' (${IMAGES_USAGE})`);
+    let answer;
+    try {
+      answer = await request(opts, "/images");
+    } catch (err) {
+      if (err instanceof AgentError) throw new AgentError(`${err.message}, or read a store without an agent: ucr images --work_dir=DIR`);
+      throw err;
+    }
+    process.stdout.write(imagesTable(expectJson<{ images: ImageEntry[] }>(opts, "GET /images", answer).images));
+    return 0;
   });
-  const header = ["REFERENCE", "DIGEST", "SIZE", "LAYERS", "LAST USED"];
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  for (const row of [header, ...rows]) process.stdout.write(`${row.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()}\n`);
-  return 0;
 }

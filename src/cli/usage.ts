@@ -6,13 +6,13 @@ export { USAGE_LINE } from "./usage-line.ts";
 
 export const COMMANDS: Record<string, string> = {
   agent: "Run the agent: the Mesos v1 Operator API on --ip:--port (default 127.0.0.1:5051).",
-  run: "Run IMAGE [-- CMD...] on the local agent, stream its output, exit with its status (--name, --cpus, --mem, --network, -p, --keep).",
+  run: "Run IMAGE [ARG...] as docker run does (ARGs go to its entrypoint), stream its output, exit with its status (ucr run --help).",
   ps: "List the agent's containers: status, limits, memory used.",
   kill: "Signal containers (--signal N, default 9).",
   rm: "Remove exited containers (sandbox, rootfs, state).",
   pull: "Pull IMAGE into the store (--docker_registry, --docker_store_dir, ...); --force refetches the manifest.",
   load: "Import the images of a docker save / OCI archive FILE (or just NAME...) into the store.",
-  images: "List the images in the store: reference, digest, size, layers, last use.",
+  images: "List the agent's images: reference, digest, size, layers, last use (--work_dir DIR reads a store without an agent).",
   prune: "PRUNE_IMAGES on the agent: remove images no container uses (--exclude IMAGE keeps one).",
   version: "Print the version and build of this binary.",
   help: "Print this help; `ucr help agent` lists the agent's flags.",
@@ -26,6 +26,9 @@ export function mainHelp(): string {
     "",
     "commands:",
     ...Object.entries(COMMANDS).map(([name, text]) => `  ${name.padEnd(9)} ${text}`),
+    "",
+    "run, ps, kill, rm, prune and images talk to the agent at --agent HOST:PORT (default $UCR_AGENT, else 127.0.0.1:5051);",
+    "--principal and --secret (or UCR_PRINCIPAL, UCR_SECRET) authenticate.",
     "",
     "Run `ucr help agent` for the agent's flags.",
   ];
