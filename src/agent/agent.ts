@@ -95,11 +95,19 @@ export class Agent {
     const recovered = await this.containerTable.recover();
     const containers = this.containerTable;
     this.imageCollector = new ImageCollector(this.imageService.store, this.workers.get("gc")!, () => containers.imageUsers());
-    await this.imageCollector.cleanLeftovers();
+    // In the background: serving does not wait for a big tree an earlier sweep left (and a
+    // prune queues behind it).
+    void this.imageCollector.cleanLeftovers().then(
+      (n) => n > 0 && log.info(`image gc: removed ${n} leftover(s) of an earlier run's sweep`),
+      (err: Error) => log.error(`image gc: removing an earlier run's leftovers failed: ${err.message}`),
+    );
     this.startAutomaticGc();
-    if (recovered.running + recovered.exited + recovered.broken.length > 0) {
+    const { running, exited, destroyed, broken, orphans } = recovered;
+    if (running + exited + destroyed.length + broken.length + orphans.length > 0) {
       log.info(
-        `recovered ${recovered.running} running and ${recovered.exited} exited container(s)${recovered.broken.length ? `; removed ${recovered.broken.length} with unreadable checkpoints (${recovered.broken.join(", ")})` : ""}`,
+        `recovered ${running} running and ${exited} exited container(s)${broken.length ? `; removed ${broken.length} with unreadable checkpoints (${broken.join(", ")})` : ""}` +
+          `${destroyed.length ? `; destroyed ${destroyed.length} found half-launched (${destroyed.join(", ")})` : ""}` +
+          `${orphans.length ? `; removed ${orphans.length} thing(s) no container owned (${orphans.join(", ")})` : ""}`,
       );
     }
 
@@ -163,8 +171,13 @@ export class Agent {
     }
   }
 
+  /**
+   * Stops within a bounded time: blocked WAITs are answered at once (containers keep
+   * running; the next agent recovers them), other requests get a grace period.
+   */
   async stop(): Promise<void> {
     if (this.gcTimer) clearInterval(this.gcTimer);
+    this.containerTable?.shutdown();
     if (this.server) {
       log.info("agent stopping: no new requests; finishing those in flight");
       await this.server.drain();
