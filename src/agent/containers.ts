@@ -549,6 +549,8 @@ export class Containers {
       adopt: (c, settle) => {
         this.watchExit(c, join(c.runtime, "status"), settle);
         this.watchOom(c);
+        // An OOM kill while no agent watched ends it now.
+        this.onOom(c);
       },
       exited: (c, settle, status) => this.exited(c, settle, status),
       destroy: (c, settle, termination: Termination, ran) => {

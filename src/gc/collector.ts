@@ -85,9 +85,18 @@ export class ImageCollector {
       .catch(() => undefined)
       .then(async () => {
         const dir = join(this.store.root, "gc");
-        const names = readdirSync(dir);
-        for (const name of names) await this.gc.call("remove", { path: join(dir, name), within: dir });
-        return names.length;
+        const failed: string[] = [];
+        let removed = 0;
+        for (const name of readdirSync(dir)) {
+          try {
+            await this.gc.call("remove", { path: join(dir, name), within: dir });
+            removed++;
+          } catch (err) {
+            failed.push(`${name}: ${(err as Error).message}`);
+          }
+        }
+        if (failed.length > 0) throw new Error(`removed ${removed}, but not ${failed.join("; ")}`);
+        return removed;
       });
     this.running = run.then(
       () => EMPTY_RESULT,
