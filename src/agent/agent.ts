@@ -13,6 +13,9 @@ import { ImageCollector, diskUsage } from "../gc/collector.ts";
 import { startWorker, type WorkerName } from "../workers/pool.ts";
 import type { WorkerClient } from "../workers/rpc.ts";
 
+/** How long start-up lets the removal of an earlier GC's leftovers run before it serves anyway. */
+const LEFTOVER_GRACE_MS = 1000;
+
 export class StartupError extends Error {
   constructor(message: string) {
     super(message);
@@ -92,15 +95,23 @@ export class Agent {
     const cg = this.containerTable.cgroups;
     if (cg.kind === "none") log.warn(`cgroups: none usable (${cg.why}); cpus and mem will not be enforced`);
     else log.info(`cgroups: ${cg.kind === "v2" ? "v2 (unified)" : `v1 (memory at ${cg.memory}, cpu at ${cg.cpu})`}`);
-    const recovered = await this.containerTable.recover();
     const containers = this.containerTable;
     this.imageCollector = new ImageCollector(this.imageService.store, this.workers.get("gc")!, () => containers.imageUsers());
-    // In the background: serving does not wait for a big tree an earlier sweep left (and a
-    // prune queues behind it).
-    void this.imageCollector.cleanLeftovers().then(
-      (n) => n > 0 && log.info(`image gc: removed ${n} leftover(s) of an earlier run's sweep`),
+    // What an earlier sweep left goes while containers are recovered, and on in the
+    // background if it is big: serving waits for it LEFTOVER_GRACE_MS at most (a prune
+    // queues behind it).
+    const leftovers = this.imageCollector.cleanLeftovers().then(
+      (n) => void (n > 0 && log.info(`image gc: removed ${n} leftover(s) of an earlier run's sweep`)),
       (err: Error) => log.error(`image gc: removing an earlier run's leftovers failed: ${err.message}`),
     );
+    const recovered = await this.containerTable.recover();
+    let graceTimer: ReturnType<typeof setTimeout> | undefined;
+    const late = await Promise.race([
+      leftovers.then(() => false),
+      new Promise<boolean>((resolve) => (graceTimer = setTimeout(() => resolve(true), LEFTOVER_GRACE_MS))),
+    ]);
+    clearTimeout(graceTimer);
+    if (late) log.info("image gc: an earlier run's leftovers are still being removed; serving meanwhile");
     this.startAutomaticGc();
     const { running, exited, destroyed, broken, orphans } = recovered;
     if (running + exited + destroyed.length + broken.length + orphans.length > 0) {

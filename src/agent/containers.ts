@@ -6,7 +6,7 @@
 // launcher writes, so it is there even when the agent was not.
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, watch, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { ContainerID, Resource } from "../api/proto.ts";
+import type { ContainerID } from "../api/proto.ts";
 import type { LaunchContainer } from "../api/calls.ts";
 import type { Backend, LoadedFlags } from "../config/flags.ts";
 import { AppcStore } from "../images/appc.ts";
@@ -17,7 +17,7 @@ import { ContainerCgroup, detectCgroups, ownProcsFile, type CgroupLayout } from 
 import { FetchError, fetchUris } from "./fetcher.ts";
 import { CommandError, resolveCommand } from "../runtime/command.ts";
 import { LauncherClient } from "../runtime/launcher.ts";
-import { selfCommand, type LaunchSpec, type VolumeSpec } from "../runtime/spec.ts";
+import { selfCommand, type LaunchSpec } from "../runtime/spec.ts";
 import { writeStateFile } from "../runtime/state.ts";
 import type { WorkerClient } from "../workers/rpc.ts";
 import { startTime, stillRunning } from "../util/process.ts";
@@ -25,7 +25,9 @@ import { writeCheckpoint } from "./checkpoint.ts";
 import { ContainerError, containerPaths, idKey, type Container, type Termination } from "./container.ts";
 import { clearRuntime, launcherStatus, takeApart } from "./destroy.ts";
 import { checkLaunch, limitsOf, ownsCgroups } from "./launch-rules.ts";
+import { OomGuard, oomKillsSinceLaunch, setMemoryLimitation } from "./oom.ts";
 import { recoverContainers, type RecoveryResult } from "./recovery.ts";
+import { volumeMounts } from "./volumes.ts";
 
 export { ContainerError, idKey, type Container, type State } from "./container.ts";
 
@@ -48,8 +50,8 @@ export class Containers {
   private readonly launcher: LauncherClient;
   /** How to settle a running container now, with its wait status if known (set by watchExit). */
   private readonly settle = new Map<string, (status?: number) => void>();
-  /** How to stop watching a container's cgroup for OOM events. */
-  private readonly oomWatch = new Map<string, () => void>();
+  /** Ends a container on an OOM kill in its cgroup. */
+  private readonly oom = new OomGuard((c) => writeCheckpoint(c, "RUNNING"));
   /** WAIT_CONTAINER calls blocked on a container: told when the agent shuts down. */
   private readonly waiters = new Map<(err: Error) => void, Container>();
   private shuttingDown = false;
@@ -244,7 +246,18 @@ export class Containers {
     if (c.parent && !rootfs && (call.container?.volumes ?? []).length > 0) {
       throw new ContainerError(400, "a nested container without its own image runs in its parent's filesystem and cannot have volumes; give it an image");
     }
-    const volumes = await this.volumes(call, c, sandboxInContainer);
+    const volumes = await volumeMounts(call, {
+      sandbox: c.sandbox,
+      sandboxInContainer,
+      dockerEnabled: (f.image_providers ?? []).includes("docker"),
+      pullImage: async (name, force) => {
+        const record = await this.until(c, this.images.puller.pull(name, { force, keep: this.keeper(c) }), "provisioning");
+        c.volumeImages = [...(c.volumeImages ?? []), record.reference];
+        c.layers = [...new Set([...(c.layers ?? []), ...record.layers])];
+        writeCheckpoint(c, "PROVISIONING");
+        return record.layers.map((l) => this.images.store.layerRootfs(l));
+      },
+    });
     this.check(c, "provisioning");
     onStage("preparing");
     let command;
@@ -349,7 +362,7 @@ export class Containers {
     log.info(`container ${c.key} running (pid ${c.pid}${c.image ? `, image ${c.image}` : ""}, ${this.backend})`);
     // Not our child either way: the status file the launcher (or stage 1) writes says when it ends.
     this.watchExit(c, spec.statusFile, exited);
-    this.watchOom(c);
+    this.oom.watch(c);
   }
 
   /** The rootfs from `layers` (base first), in the container's provisioner dir, for this backend. */
@@ -399,11 +412,10 @@ export class Containers {
   private exited(c: Container, done: () => void, status?: number): void {
     if (c.state === "EXITED") return;
     c.exitStatus = status ?? launcherStatus(c.runtime) ?? 9; // Mesos: no status written means it was killed
-    if (!c.limitation && this.oomKillsSinceLaunch(c) > 0) this.setMemoryLimitation(c);
+    if (!c.limitation && oomKillsSinceLaunch(c) > 0) setMemoryLimitation(c);
     c.state = "EXITED";
     delete c.launching;
-    this.oomWatch.get(c.key)?.();
-    this.oomWatch.delete(c.key);
+    this.oom.stop(c);
     log.info(`container ${c.key} exited with status ${c.exitStatus}${c.limitation ? ` (${c.limitation.reason})` : ""}`);
     done();
     // How it ended outlives this agent (a terminated record, kept until REMOVE_CONTAINER).
@@ -411,58 +423,6 @@ export class Containers {
       if (existsSync(c.runtime)) writeCheckpoint(c, "EXITED");
     } catch (err) {
       log.warn(`container ${c.key}: cannot checkpoint its exit: ${(err as Error).message}`);
-    }
-  }
-
-  /** OOM kills in the container's cgroup since it was launched. */
-  private oomKillsSinceLaunch(c: Container): number {
-    return c.cgroup ? c.cgroup.oomKills() - (c.oomBaseline ?? 0) : 0;
-  }
-
-  private setMemoryLimitation(c: Container): void {
-    const mb = c.limits?.memBytes !== undefined ? c.limits.memBytes / 1048576 : undefined;
-    c.limitation = {
-      reason: "REASON_CONTAINER_LIMITATION_MEMORY",
-      resources: mb !== undefined ? [{ name: "mem", type: "SCALAR", scalar: { value: mb } } as Resource] : [],
-    };
-    c.message = `Memory limit exceeded: the kernel's OOM killer stopped the container${mb !== undefined ? ` (limit ${mb} MB)` : ""}`;
-  }
-
-  /**
-   * Mesos destroys a container on its memory isolator's OOM event, whichever process the
-   * kernel chose: watch its own cgroup (a nested one sharing its parent's is covered by
-   * the parent's watch).
-   */
-  private watchOom(c: Container): void {
-    if (!c.cgroupDirs || !c.cgroup || this.oomWatch.has(c.key)) return;
-    try {
-      this.oomWatch.set(
-        c.key,
-        c.cgroup.watchOom(() => this.onOom(c)),
-      );
-    } catch (err) {
-      log.warn(`container ${c.key}: cannot watch its cgroup for OOM events (${(err as Error).message}); an OOM kill shows only at its exit`);
-    }
-  }
-
-  /** The OOM killer acted in `c`'s cgroup: the container ends, as in Mesos, with the memory limitation. */
-  private onOom(c: Container): void {
-    if (c.state !== "RUNNING" || c.limitation) return;
-    // The v1 eventfd also fires when the cgroup goes, and under_oom may clear without a kill.
-    if (this.oomKillsSinceLaunch(c) <= 0) return;
-    this.setMemoryLimitation(c);
-    log.warn(`container ${c.key}: the OOM killer acted in its cgroup; destroying the container (${c.message})`);
-    try {
-      writeCheckpoint(c, "RUNNING");
-    } catch (err) {
-      log.warn(`container ${c.key}: cannot checkpoint its memory limitation: ${(err as Error).message}`);
-    }
-    for (const pid of new Set([...(c.pid !== undefined ? [c.pid] : []), ...c.cgroup!.procs()])) {
-      try {
-        process.kill(pid, "SIGKILL");
-      } catch {
-        // gone already
-      }
     }
   }
 
@@ -514,8 +474,7 @@ export class Containers {
 
   /** Kills, unmounts and deletes what `c` has (all but its runtime dir). */
   private async takeApart(c: Container): Promise<void> {
-    this.oomWatch.get(c.key)?.();
-    this.oomWatch.delete(c.key);
+    this.oom.stop(c);
     const f = this.flags.values;
     await takeApart(
       {
@@ -548,9 +507,9 @@ export class Containers {
       has: (key) => this.table.has(key),
       adopt: (c, settle) => {
         this.watchExit(c, join(c.runtime, "status"), settle);
-        this.watchOom(c);
+        this.oom.watch(c);
         // An OOM kill while no agent watched ends it now.
-        this.onOom(c);
+        this.oom.check(c);
       },
       exited: (c, settle, status) => this.exited(c, settle, status),
       destroy: (c, settle, termination: Termination, ran) => {
@@ -597,58 +556,6 @@ export class Containers {
       this.exited(c, settle, status);
       stop();
     });
-  }
-
-  /**
-   * The launch's volumes as mounts: host paths (the legacy `host_path` or a HOST_PATH
-   * source), sandbox paths (SANDBOX_PATH, SELF), and images (pulled, mounted read-only).
-   * A relative container_path is inside the sandbox, as in Mesos.
-   */
-  private async volumes(call: LaunchContainer, c: Container, sandboxInContainer: string): Promise<VolumeSpec[]> {
-    const out: VolumeSpec[] = [];
-    for (const [i, v] of (call.container?.volumes ?? []).entries()) {
-      const where = `volume ${i} (container_path '${v.container_path}')`;
-      if (v.container_path.split("/").includes("..")) throw new ContainerError(400, `${where}: container_path must not contain '..'`);
-      const target = v.container_path.startsWith("/") ? v.container_path : join(sandboxInContainer, v.container_path);
-      const readonly = v.mode === "RO";
-      if (v.image) {
-        if (v.image.type !== "DOCKER" || !v.image.docker) throw new ContainerError(501, `${where}: only Docker image volumes are implemented`);
-        if (!(this.flags.values.image_providers ?? []).includes("docker")) {
-          throw new ContainerError(400, `${where}: Docker images are not enabled (--image_providers=docker)`);
-        }
-        if (!readonly) throw new ContainerError(400, `${where}: an image volume must be mounted read-only (mode RO)`);
-        const record = await this.until(
-          c,
-          this.images.puller.pull(v.image.docker.name, { force: v.image.cached === false, keep: this.keeper(c) }),
-          "provisioning",
-        );
-        c.volumeImages = [...(c.volumeImages ?? []), record.reference];
-        c.layers = [...new Set([...(c.layers ?? []), ...record.layers])];
-        writeCheckpoint(c, "PROVISIONING");
-        out.push({ target, readonly: true, lowers: record.layers.map((l) => this.images.store.layerRootfs(l)) });
-        continue;
-      }
-      const type = v.source?.type ?? (v.host_path !== undefined ? "HOST_PATH" : undefined);
-      if (type === "HOST_PATH") {
-        const source = v.source?.host_path?.path ?? v.host_path;
-        if (!source || !source.startsWith("/")) throw new ContainerError(400, `${where}: the host path must be absolute`);
-        if (!existsSync(source)) throw new ContainerError(400, `${where}: host path '${source}' does not exist`);
-        out.push({ target, readonly, source });
-      } else if (type === "SANDBOX_PATH") {
-        const sp = v.source?.sandbox_path;
-        if (!sp) throw new ContainerError(400, `${where}: SANDBOX_PATH needs 'sandbox_path'`);
-        if ((sp.type ?? "SELF") !== "SELF") throw new ContainerError(400, `${where}: sandbox_path of type ${sp.type} needs a nested container`);
-        if (sp.path.startsWith("/") || sp.path.split("/").includes("..")) {
-          throw new ContainerError(400, `${where}: sandbox_path.path must be relative and stay inside the sandbox`);
-        }
-        const source = join(c.sandbox, sp.path);
-        mkdirSync(source, { recursive: true, mode: 0o755 });
-        out.push({ target, readonly, source });
-      } else {
-        throw new ContainerError(501, `${where}: volumes of type ${type ?? "UNKNOWN"} are not implemented`);
-      }
-    }
-    return out;
   }
 
   /**
@@ -739,8 +646,7 @@ export class Containers {
     this.shuttingDown = true;
     for (const [interrupt, c] of [...this.waiters]) interrupt(shutdownError(c));
     this.waiters.clear();
-    for (const stop of this.oomWatch.values()) stop();
-    this.oomWatch.clear();
+    this.oom.stopAll();
   }
 }
 

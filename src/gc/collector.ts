@@ -78,7 +78,9 @@ export class ImageCollector {
 
   /**
    * Removes what a prior run left in gc/ (an agent killed mid-sweep). Queued like a prune,
-   * so the agent need not wait for it to serve, and a prune never races it over gc/.
+   * so a prune never races it over gc/; done by `rm` processes rather than the gc worker,
+   * whose queue launches, removals and GET_CONTAINERS' disk accounting share: a tree of
+   * many gigabytes must hold none of them up.
    */
   cleanLeftovers(): Promise<number> {
     const run = (this.running ?? Promise.resolve(undefined))
@@ -88,12 +90,11 @@ export class ImageCollector {
         const failed: string[] = [];
         let removed = 0;
         for (const name of readdirSync(dir)) {
-          try {
-            await this.gc.call("remove", { path: join(dir, name), within: dir });
-            removed++;
-          } catch (err) {
-            failed.push(`${name}: ${(err as Error).message}`);
-          }
+          // Names from readdir: one component, inside gc/ by construction.
+          const rm = Bun.spawn(["rm", "-rf", "--one-file-system", "--", join(dir, name)], { stdout: "ignore", stderr: "pipe" });
+          const err = await new Response(rm.stderr).text();
+          if ((await rm.exited) === 0) removed++;
+          else failed.push(`${name}: ${err.trim().split("\n")[0] ?? `rm exited ${rm.exitCode}`}`);
         }
         if (failed.length > 0) throw new Error(`removed ${removed}, but not ${failed.join("; ")}`);
         return removed;
