@@ -362,7 +362,28 @@ export class Containers {
     log.info(`container ${c.key} running (pid ${c.pid}${c.image ? `, image ${c.image}` : ""}, ${this.backend})`);
     // Not our child either way: the status file the launcher (or stage 1) writes says when it ends.
     this.watchExit(c, spec.statusFile, exited);
-    this.oom.watch(c);
+    // Once LAUNCH is answered; an OOM kill before the watch is in place is found by the check.
+    this.afterReply(c, () => {
+      this.oom.watch(c);
+      this.oom.check(c);
+    });
+  }
+
+  /**
+   * Runs `then`, or else writes `c`'s checkpoint in its current state, once the call being
+   * answered has been: on the launch and exit paths these are not worth a reply's wait.
+   */
+  private afterReply(c: Container, then?: () => void): void {
+    setImmediate(() => {
+      if (this.table.get(c.key) !== c || !existsSync(c.runtime)) return;
+      if (then) return then();
+      const state = c.state === "EXITED" ? "EXITED" : c.state === "RUNNING" ? "RUNNING" : c.launching ? "LAUNCHING" : "PROVISIONING";
+      try {
+        writeCheckpoint(c, state);
+      } catch (err) {
+        log.warn(`container ${c.key}: cannot checkpoint it (${state}): ${(err as Error).message}`);
+      }
+    });
   }
 
   /** The rootfs from `layers` (base first), in the container's provisioner dir, for this backend. */
@@ -418,12 +439,9 @@ export class Containers {
     this.oom.stop(c);
     log.info(`container ${c.key} exited with status ${c.exitStatus}${c.limitation ? ` (${c.limitation.reason})` : ""}`);
     done();
-    // How it ended outlives this agent (a terminated record, kept until REMOVE_CONTAINER).
-    try {
-      if (existsSync(c.runtime)) writeCheckpoint(c, "EXITED");
-    } catch (err) {
-      log.warn(`container ${c.key}: cannot checkpoint its exit: ${(err as Error).message}`);
-    }
+    // How it ended outlives this agent (a terminated record, kept until REMOVE_CONTAINER);
+    // until it is written, the launcher's status file says the same.
+    this.afterReply(c);
   }
 
   /**

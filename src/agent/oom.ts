@@ -32,11 +32,11 @@ export class OomGuard {
    * by the parent's watch, as its processes die with the parent's).
    */
   watch(c: Container): void {
-    if (!c.cgroupDirs || !c.cgroup || this.watches.has(c.key)) return;
+    if (c.state !== "RUNNING" || !c.cgroupDirs || !c.cgroup || this.watches.has(c.key)) return;
     try {
       this.watches.set(
         c.key,
-        c.cgroup.watchOom(() => this.check(c)),
+        c.cgroup.watchOom(() => this.onEvent(c)),
       );
     } catch (err) {
       log.warn(`container ${c.key}: cannot watch its cgroup for OOM events (${(err as Error).message}); an OOM kill shows only at its exit`);
@@ -53,11 +53,24 @@ export class OomGuard {
     this.watches.clear();
   }
 
-  /** If the OOM killer acted in `c`'s cgroup since its launch, the container ends now. */
-  check(c: Container): void {
-    if (c.state !== "RUNNING" || c.limitation) return;
+  /**
+   * The v1 event comes when the cgroup hits its limit, before the OOM killer has chosen and
+   * counted its victim: look again a few times until the kill shows (or it does not).
+   */
+  private onEvent(c: Container): void {
+    if (this.check(c)) return;
+    for (const ms of [5, 20, 100, 500]) {
+      setTimeout(() => {
+        if (c.state === "RUNNING" && !c.limitation) this.check(c);
+      }, ms).unref();
+    }
+  }
+
+  /** If the OOM killer acted in `c`'s cgroup since its launch, the container ends now (true). */
+  check(c: Container): boolean {
+    if (c.state !== "RUNNING" || c.limitation) return false;
     // The v1 eventfd also fires when the cgroup goes, and under_oom may clear without a kill.
-    if (oomKillsSinceLaunch(c) <= 0) return;
+    if (oomKillsSinceLaunch(c) <= 0) return false;
     setMemoryLimitation(c);
     log.warn(`container ${c.key}: the OOM killer acted in its cgroup; destroying the container (${c.message})`);
     try {
@@ -72,5 +85,6 @@ export class OomGuard {
         // gone already
       }
     }
+    return true;
   }
 }

@@ -52,7 +52,7 @@ function oomKills(dir: string): number {
 describe.skipIf(!isRoot)("OOM (needs root and the memory controller)", () => {
   test("a child OOM-killed while PID 1 lives on: the container is destroyed with Mesos' memory limitation", async () => {
     // PID 1 would sleep on and exit 0; the OOM event ends it first.
-    const r = await call(agent, launchBody("child-oom", `${HOG}; echo survived; sleep 30; exit 0`, { image: "alpine", extra: mem(48) }));
+    const r = await call(agent, launchBody("child-oom", `${HOG}; echo survived; sleep 10; exit 0`, { image: "alpine", extra: mem(48) }));
     expect({ status: r.status, text: r.text }).toEqual({ status: 200, text: "" });
     expect((await call(agent, waitBody("child-oom"))).json).toEqual(OOM_WAIT(48));
     expect(oomKills(memoryCgroup(agent.cgroupsRoot!, "child-oom"))).toBeGreaterThan(0);
