@@ -115,11 +115,10 @@ export class Agent {
     this.startAutomaticGc();
     const { running, exited, destroyed, broken, orphans } = recovered;
     if (running + exited + destroyed.length + broken.length + orphans.length > 0) {
-      log.info(
-        `recovered ${running} running and ${exited} exited container(s)${broken.length ? `; removed ${broken.length} with unreadable checkpoints (${broken.join(", ")})` : ""}` +
-          `${destroyed.length ? `; destroyed ${destroyed.length} found half-launched (${destroyed.join(", ")})` : ""}` +
-          `${orphans.length ? `; removed ${orphans.length} thing(s) no container owned (${orphans.join(", ")})` : ""}`,
-      );
+      const unreadable = broken.length ? `; removed ${broken.length} with unreadable checkpoints (${broken.join(", ")})` : "";
+      const halfLaunched = destroyed.length ? `; destroyed ${destroyed.length} found half-launched (${destroyed.join(", ")})` : "";
+      const unowned = orphans.length ? `; removed ${orphans.length} thing(s) no container owned (${orphans.join(", ")})` : "";
+      log.info(`recovered ${running} running and ${exited} exited container(s)${unreadable}${halfLaunched}${unowned}`);
     }
 
     if (!isLoopback(f.ip) && !f.authenticate_http_readwrite) {

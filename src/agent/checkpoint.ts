@@ -144,7 +144,9 @@ export function parseCheckpoint(text: string, path: string, v0Layers: () => stri
     if (!parsed.success) throw new CheckpointError(path, issues(parsed.issues));
     return parsed.output;
   }
-  if (version !== 0) throw new CheckpointError(path, `version ${String(version)} is not one this ucr reads (it reads 0 to ${CHECKPOINT_VERSION})`);
+  if (version !== 0) {
+    throw new CheckpointError(path, `version ${String(version)} is not one this ucr reads (it reads 0 to ${CHECKPOINT_VERSION})`);
+  }
   const parsed = v.safeParse(CheckpointV0Schema, json);
   if (!parsed.success) throw new CheckpointError(path, issues(parsed.issues));
   const { runtime: _runtime, ...rest } = parsed.output;

@@ -455,7 +455,9 @@ export class Containers {
     c.termination = {
       state: "TASK_KILLED",
       reason: "REASON_TASK_KILLED_DURING_LAUNCH",
-      message: `Container destroyed during ${stage}: KILL_CONTAINER arrived ${ran ? "as its workload started; it was killed" : "before its workload started; it never ran"}`,
+      message: `Container destroyed during ${stage}: KILL_CONTAINER arrived ${
+        ran ? "as its workload started; it was killed" : "before its workload started; it never ran"
+      }`,
     };
     c.destroyed = true;
     log.info(`container ${c.key}: ${c.termination.message}`);

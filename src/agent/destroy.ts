@@ -39,7 +39,8 @@ export async function takeApart(r: Remains, removeTree: TreeRemover): Promise<vo
     }
   }
   if (r.cgroup && !(await r.cgroup.destroy())) {
-    throw new Error(`the cgroup of ${r.key} still holds processes ${r.cgroup.procs().join(", ")} after SIGKILL; it is left at ${r.cgroup.dirs.join(", ")}`);
+    const left = `processes ${r.cgroup.procs().join(", ")}`;
+    throw new Error(`the cgroup of ${r.key} still holds ${left} after SIGKILL; it is left at ${r.cgroup.dirs.join(", ")}`);
   }
   const trees = [r.provisionerDir, r.sandbox].filter((p): p is string => p !== undefined);
   unmountUnder(trees);

@@ -41,7 +41,10 @@ export function checkLaunch(call: LaunchContainer, parent: Container | undefined
     );
   }
   if (image?.type === "APPC" && !(flags.image_providers ?? []).includes("appc")) {
-    throw new ContainerError(400, "Appc images are not enabled: start the agent with --image_providers=appc (and --isolation=filesystem/linux)");
+    throw new ContainerError(
+      400,
+      "Appc images are not enabled: start the agent with --image_providers=appc (and --isolation=filesystem/linux)",
+    );
   }
 }
 
@@ -70,7 +73,8 @@ function checkTopLevelResources(resources: Resource[]): void {
     if ((r.role && r.role !== "*") || (r.reservations ?? []).length > 0 || r.reservation) {
       throw new ContainerError(400, `resource '${r.name}' is reserved; standalone containers cannot use reserved resources`);
     }
-    if (r.disk?.persistence) throw new ContainerError(400, `resource '${r.name}' is a persistent volume, which standalone containers cannot use`);
+    if (r.disk?.persistence)
+      throw new ContainerError(400, `resource '${r.name}' is a persistent volume, which standalone containers cannot use`);
     if (r.revocable) throw new ContainerError(400, `resource '${r.name}' is revocable, which standalone containers cannot use`);
   }
 }

@@ -39,7 +39,8 @@ export class OomGuard {
         c.cgroup.watchOom(() => this.onEvent(c)),
       );
     } catch (err) {
-      log.warn(`container ${c.key}: cannot watch its cgroup for OOM events (${(err as Error).message}); an OOM kill shows only at its exit`);
+      const why = (err as Error).message;
+      log.warn(`container ${c.key}: cannot watch its cgroup for OOM events (${why}); an OOM kill shows only at its exit`);
     }
   }
 

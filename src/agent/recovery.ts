@@ -75,7 +75,9 @@ async function recoverUnder(t: RecoveryTable, root: string, parent: Container | 
     let record: Checkpoint | undefined;
     try {
       record = readCheckpoint(dir);
-      if (record && idKey(record.id) !== key) throw new Error(`it names container '${idKey(record.id)}' but lies in the runtime dir of '${key}'`);
+      if (record && idKey(record.id) !== key) {
+        throw new Error(`it names container '${idKey(record.id)}' but lies in the runtime dir of '${key}'`);
+      }
     } catch (err) {
       log.error(`container ${key}: its checkpoint is unreadable (${(err as Error).message}); destroying whatever it has and removing it`);
       await destroyUnknown(t, id, dir);
@@ -138,7 +140,8 @@ function recoverRunning(t: RecoveryTable, c: Container, settle: () => void, reco
   const gone = c.pid === undefined || !stillRunning(c.pid, c.pidStart);
   if (rebooted && status === undefined) c.message = "The host restarted while the container was running";
   if (rebooted || status !== undefined || gone) {
-    log.info(`container ${c.key}: ${rebooted ? "the host restarted since" : `exited while no agent ran (status ${status ?? "not recorded: 9"})`}`);
+    const how = rebooted ? "the host restarted since" : `exited while no agent ran (status ${status ?? "not recorded: 9"})`;
+    log.info(`container ${c.key}: ${how}`);
     t.exited(c, settle, rebooted ? undefined : status);
     result.exited++;
     return;
@@ -241,8 +244,11 @@ async function sweepOrphans(t: RecoveryTable, result: RecoveryResult): Promise<v
   for (const [name, cgroup] of ContainerCgroup.under(t.layout, t.cgroupsRoot)) {
     if (t.has(name)) continue;
     const procs = cgroup.procs();
-    log.warn(`cgroup ${name} under --cgroups_root=${t.cgroupsRoot} belongs to no container; killing its ${procs.length} process(es) and removing it`);
-    if (!(await cgroup.destroy())) log.error(`cgroup ${name}: processes ${cgroup.procs().join(", ")} survived SIGKILL; left at ${cgroup.dirs.join(", ")}`);
+    const where = `cgroup ${name} under --cgroups_root=${t.cgroupsRoot}`;
+    log.warn(`${where} belongs to no container; killing its ${procs.length} process(es) and removing it`);
+    if (!(await cgroup.destroy())) {
+      log.error(`${where}: processes ${cgroup.procs().join(", ")} survived SIGKILL; left at ${cgroup.dirs.join(", ")}`);
+    }
     result.orphans.push(`cgroup ${name}`);
   }
   for (const [what, root] of [

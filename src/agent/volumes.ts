@@ -24,7 +24,8 @@ export async function volumeMounts(call: LaunchContainer, ctx: VolumeContext): P
     const target = v.container_path.startsWith("/") ? v.container_path : join(ctx.sandboxInContainer, v.container_path);
     const readonly = v.mode === "RO";
     if (v.image) {
-      if (v.image.type !== "DOCKER" || !v.image.docker) throw new ContainerError(501, `${where}: only Docker image volumes are implemented`);
+      if (v.image.type !== "DOCKER" || !v.image.docker)
+        throw new ContainerError(501, `${where}: only Docker image volumes are implemented`);
       if (!ctx.dockerEnabled) throw new ContainerError(400, `${where}: Docker images are not enabled (--image_providers=docker)`);
       if (!readonly) throw new ContainerError(400, `${where}: an image volume must be mounted read-only (mode RO)`);
       out.push({ target, readonly: true, lowers: await ctx.pullImage(v.image.docker.name, v.image.cached === false) });
@@ -39,7 +40,8 @@ export async function volumeMounts(call: LaunchContainer, ctx: VolumeContext): P
     } else if (type === "SANDBOX_PATH") {
       const sp = v.source?.sandbox_path;
       if (!sp) throw new ContainerError(400, `${where}: SANDBOX_PATH needs 'sandbox_path'`);
-      if ((sp.type ?? "SELF") !== "SELF") throw new ContainerError(400, `${where}: sandbox_path of type ${sp.type} needs a nested container`);
+      if ((sp.type ?? "SELF") !== "SELF")
+        throw new ContainerError(400, `${where}: sandbox_path of type ${sp.type} needs a nested container`);
       if (sp.path.startsWith("/") || sp.path.split("/").includes("..")) {
         throw new ContainerError(400, `${where}: sandbox_path.path must be relative and stay inside the sandbox`);
       }

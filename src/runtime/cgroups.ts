@@ -191,12 +191,17 @@ export class ContainerCgroup {
     return stats;
   }
 
-  /** Is `pid` in this cgroup (in the memory hierarchy on v1, the unified one on v2)? */
+  /** Its directory in the memory hierarchy (v1), or its one directory (v2). */
+  private memoryDir(): string | undefined {
+    const layout = this.layout;
+    if (layout.kind === "none") return undefined;
+    return layout.kind === "v2" ? this.dirs[0] : this.dirs.find((d) => d.startsWith(`${layout.memory}/`));
+  }
+
+  /** Is `pid` in this cgroup? */
   contains(pid: number): boolean {
-    if (this.layout.kind === "none") return false;
-    const mine = this.layout.kind === "v2" ? this.dirs[0] : this.dirs.find((d) => d.startsWith(`${(this.layout as { memory: string }).memory}/`));
-    if (!mine) return false;
-    return cgroupProcs(mine).includes(pid);
+    const mine = this.memoryDir();
+    return mine !== undefined && cgroupProcs(mine).includes(pid);
   }
 
   /**
@@ -214,7 +219,7 @@ export class ContainerCgroup {
       return () => watcher.close();
     }
     if (this.layout.kind !== "v1") return () => {};
-    const memory = this.dirs.find((d) => d.startsWith(`${(this.layout as { memory: string }).memory}/`));
+    const memory = this.memoryDir();
     if (!memory) return () => {};
     const efd = eventfd();
     let stopped = false;

@@ -3,7 +3,15 @@
 import { afterAll, expect, test } from "bun:test";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { CHECKPOINT_VERSION, CheckpointError, checkpointOf, containerFrom, parseCheckpoint, readCheckpoint, writeCheckpoint } from "../../src/agent/checkpoint.ts";
+import {
+  CHECKPOINT_VERSION,
+  CheckpointError,
+  checkpointOf,
+  containerFrom,
+  parseCheckpoint,
+  readCheckpoint,
+  writeCheckpoint,
+} from "../../src/agent/checkpoint.ts";
 import type { Container } from "../../src/agent/container.ts";
 import { tempDir } from "../helpers/agent.ts";
 
@@ -64,7 +72,25 @@ test("a record written and read back is the same container (every field the agen
   expect(record.version).toBe(CHECKPOINT_VERSION);
   expect(record).toEqual(checkpointOf(c, "RUNNING"));
   const { container: back } = containerFrom(record, c.runtime, undefined, NONE);
-  for (const field of ["id", "key", "state", "sandbox", "provisionerDir", "pid", "pidStart", "cgroupDirs", "oomBaseline", "image", "imageRef", "layers", "volumeImages", "limits", "user", "sandboxInContainer", "launchedAt"] as const) {
+  for (const field of [
+    "id",
+    "key",
+    "state",
+    "sandbox",
+    "provisionerDir",
+    "pid",
+    "pidStart",
+    "cgroupDirs",
+    "oomBaseline",
+    "image",
+    "imageRef",
+    "layers",
+    "volumeImages",
+    "limits",
+    "user",
+    "sandboxInContainer",
+    "launchedAt",
+  ] as const) {
     expect(back[field]).toEqual(c[field]);
   }
   expect(back.recovered).toBe(true);
@@ -95,7 +121,9 @@ test("migration: a version 0 checkpoint reads as a RUNNING version 1 record, its
   // What 0.1 wrote beside it: the overlay lowers name the store's layer trees.
   writeFileSync(
     join(dir, "launch.json"),
-    JSON.stringify({ rootfs: { backend: "overlay", lowers: [`/s/layers/${"a".repeat(64)}/rootfs`, `/s/layers/${"b".repeat(64)}/rootfs`] } }),
+    JSON.stringify({
+      rootfs: { backend: "overlay", lowers: [`/s/layers/${"a".repeat(64)}/rootfs`, `/s/layers/${"b".repeat(64)}/rootfs`] },
+    }),
   );
   const record = readCheckpoint(dir)!;
   const { runtime: _runtime, ...rest } = V0;

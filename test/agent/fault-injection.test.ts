@@ -140,8 +140,13 @@ describe.skipIf(!isRoot)("fault injection (needs root)", () => {
       expectEveryWorkloadListed(listed, cgroupsRoot);
       const running = listed.filter((c) => c.running);
       tally(agent.log());
-      console.log(`fault injection: ${listed.length} container(s) at the end, ${running.length} running; ${(launchedAt / ROUNDS).toFixed(0)}ms of activity per round`);
-      console.log(`fault injection: restarts found ${Object.entries(seen).map(([k, v]) => `${v} ${k}`).join(", ")}`);
+      const perRound = (launchedAt / ROUNDS).toFixed(0);
+      console.log(`fault injection: ${listed.length} container(s) at the end, ${running.length} running; ${perRound}ms of activity per round`);
+      console.log(
+        `fault injection: restarts found ${Object.entries(seen)
+          .map(([k, v]) => `${v} ${k}`)
+          .join(", ")}`,
+      );
 
       // PRUNE, then every running top-level container still sees its image from inside.
       expect((await call(agent, { type: "PRUNE_IMAGES" })).status).toBe(200);

@@ -19,7 +19,11 @@ async function saveApp(version: 1 | 2): Promise<void> {
   writeFileSync(join(src, `v${version}.txt`), `version ${version}\n`);
   const layout = join(work, `layout-${version}`);
   const own = { tar: tarDir(src), compression: "gzip" as const };
-  addImage(layout, { tag: "1", layers: version === 1 ? [{ tar: busyboxLayerTar(), compression: "gzip" as const }, own] : [own], config: BUSYBOX_CONFIG });
+  addImage(layout, {
+    tag: "1",
+    layers: version === 1 ? [{ tar: busyboxLayerTar(), compression: "gzip" as const }, own] : [own],
+    config: BUSYBOX_CONFIG,
+  });
   await saveArchive(layout, join(images, "app.tar"), "app:latest", { srcTag: "1" });
 }
 
@@ -56,7 +60,10 @@ describe.skipIf(!isRoot)("image GC and live containers (needs root)", () => {
 
       // The tag now names other layers; a forced pull records them for app:latest.
       await saveApp(2);
-      const repull = await call(agent, launchBody("repull", "", { image: "app", cached: false, extra: { command: { shell: false, value: "/v2.txt" } } }));
+      const repull = await call(
+        agent,
+        launchBody("repull", "", { image: "app", cached: false, extra: { command: { shell: false, value: "/v2.txt" } } }),
+      );
       expect(repull.status).toBe(200);
       await call(agent, waitBody("repull"));
       expect((await call(agent, removeBody("repull"))).status).toBe(200);

@@ -10,7 +10,19 @@ import { type RunningAgent, startAgent, tempDir } from "../helpers/agent.ts";
 import { buildBusyboxImage, pushImage } from "../helpers/images.ts";
 import { type Proxy, startProxy } from "../helpers/proxy.ts";
 import { type Registry, startRegistry } from "../helpers/registry.ts";
-import { NOTHING, call, dockerArgs, eventually, isRoot, launchBody, leftovers, listContainers, removeBody, waitBody, killBody } from "./support.ts";
+import {
+  NOTHING,
+  call,
+  dockerArgs,
+  eventually,
+  isRoot,
+  launchBody,
+  leftovers,
+  listContainers,
+  removeBody,
+  waitBody,
+  killBody,
+} from "./support.ts";
 
 const work = tempDir("ucr-kill-");
 let registry: Registry;

@@ -22,7 +22,14 @@ beforeAll(async () => {
   mkdirSync(src, { recursive: true });
   await Bun.write(join(src, "extra.txt"), "extra\n");
   const layout = join(work, "layout-two");
-  addImage(layout, { tag: "1", layers: [{ tar: busyboxLayerTar(), compression: "gzip" }, { tar: tarDir(src), compression: "gzip" }], config: BUSYBOX_CONFIG });
+  addImage(layout, {
+    tag: "1",
+    layers: [
+      { tar: busyboxLayerTar(), compression: "gzip" },
+      { tar: tarDir(src), compression: "gzip" },
+    ],
+    config: BUSYBOX_CONFIG,
+  });
   await saveArchive(layout, join(images, "two.tar"), "two:latest", { srcTag: "1" });
   agent = await startAgent({ args: dockerArgs(images) });
 });
@@ -59,7 +66,13 @@ describe.skipIf(!isRoot)("failed launches leave nothing (needs root)", () => {
       [400, 500],
       /mem|memory|cgroup/i,
     );
-    await expectFailsCleanly(agent, "no-image", launchBody("no-image", "true", { image: "nothere" }), [400], /Failed to find archive for image 'nothere'/);
+    await expectFailsCleanly(
+      agent,
+      "no-image",
+      launchBody("no-image", "true", { image: "nothere" }),
+      [400],
+      /Failed to find archive for image 'nothere'/,
+    );
     await expectFailsCleanly(
       agent,
       "bad-uri",
@@ -88,7 +101,13 @@ describe.skipIf(!isRoot)("failed launches leave nothing (needs root)", () => {
   test("a provisioning error (the bind backend and an image of two layers)", async () => {
     const bind = await startAgent({ args: dockerArgs(images, ["--image_provisioner_backend=bind"]) });
     try {
-      await expectFailsCleanly(bind, "two", launchBody("two", "true", { image: "two" }), [400], /Multiple layers are not supported by the bind backend/);
+      await expectFailsCleanly(
+        bind,
+        "two",
+        launchBody("two", "true", { image: "two" }),
+        [400],
+        /Multiple layers are not supported by the bind backend/,
+      );
     } finally {
       expect(await bind.stop()).toBe(0);
     }

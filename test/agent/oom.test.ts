@@ -7,7 +7,20 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type RunningAgent, startAgent, tempDir } from "../helpers/agent.ts";
-import { NOTHING, alpineArchive, call, cgroupDirsOf, dockerArgs, eventually, isRoot, launchBody, leftovers, listContainers, removeBody, waitBody } from "./support.ts";
+import {
+  NOTHING,
+  alpineArchive,
+  call,
+  cgroupDirsOf,
+  dockerArgs,
+  eventually,
+  isRoot,
+  launchBody,
+  leftovers,
+  listContainers,
+  removeBody,
+  waitBody,
+} from "./support.ts";
 
 const work = tempDir("ucr-oom-");
 let images: string;

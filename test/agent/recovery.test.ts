@@ -34,7 +34,10 @@ beforeAll(async () => {
 });
 
 /** Agent flags on work dir `wd` (runtime dir inside it), so a restart finds the same state. */
-const on = (wd: string, registry = images) => ({ args: [`--work_dir=${wd}`, `--runtime_dir=${join(wd, "run")}`, ...dockerArgs(registry)], keepWorkDir: true });
+const on = (wd: string, registry = images) => ({
+  args: [`--work_dir=${wd}`, `--runtime_dir=${join(wd, "run")}`, ...dockerArgs(registry)],
+  keepWorkDir: true,
+});
 
 async function finish(agent: RunningAgent, wd: string): Promise<void> {
   expect(await agent.stop()).toBe(0);
@@ -47,7 +50,9 @@ describe.skipIf(!isRoot)("recovery (needs root)", () => {
     const layout = join(work, "busybox");
     buildBusyboxImage(layout, { tag: "1" });
     await pushImage(layout, `${registry.host}/slow:1`, { exact: true });
-    const proxy: Proxy = await startProxy(registry.url, [{ kind: "throttle", bytesPerSecond: 128 * 1024, path: /\/blobs\//, method: "GET", times: 1 }]);
+    const proxy: Proxy = await startProxy(registry.url, [
+      { kind: "throttle", bytesPerSecond: 128 * 1024, path: /\/blobs\//, method: "GET", times: 1 },
+    ]);
     const wd = join(work, "wd-pull");
     try {
       const first = await startAgent(on(wd, proxy.url));
@@ -70,7 +75,8 @@ describe.skipIf(!isRoot)("recovery (needs root)", () => {
             },
           });
           expect(leftovers(wd, again.cgroupsRoot!)).toEqual({ ...NOTHING, runtimeDirs: ["pulling"] });
-          if (restart === 0) expect(again.log()).toMatch(/container pulling: the agent stopped while it was being provisioned; destroying it/);
+          if (restart === 0)
+            expect(again.log()).toMatch(/container pulling: the agent stopped while it was being provisioned; destroying it/);
           if (restart === 1) {
             expect((await call(again, removeBody("pulling"))).status).toBe(200);
             expect(leftovers(wd, again.cgroupsRoot!)).toEqual(NOTHING);
@@ -90,7 +96,8 @@ describe.skipIf(!isRoot)("recovery (needs root)", () => {
   test("caught between 'launcher asked' and 'running': adopted if its workload runs, destroyed (and said so) if not", async () => {
     const wd = join(work, "wd-launching");
     const first = await startAgent(on(wd));
-    for (const id of ["runs", "never", "stranger"]) expect((await call(first, launchBody(id, "sleep 300", { image: "alpine" }))).status).toBe(200);
+    for (const id of ["runs", "never", "stranger"])
+      expect((await call(first, launchBody(id, "sleep 300", { image: "alpine" }))).status).toBe(200);
     const pid = (id: string) => Number(readFileSync(join(wd, "run/containers", id, "pid"), "utf8"));
     const pids = { runs: pid("runs"), never: pid("never"), stranger: pid("stranger") };
     expect(await first.stop("SIGKILL")).toBe(137);
@@ -109,7 +116,9 @@ describe.skipIf(!isRoot)("recovery (needs root)", () => {
     }
     process.kill(pids.never, "SIGKILL");
     process.kill(pids.stranger, "SIGKILL");
-    expect(await eventually(() => existsSync(join(wd, "run/containers/never/status")) && existsSync(join(wd, "run/containers/stranger/status")))).toBe(true);
+    expect(
+      await eventually(() => existsSync(join(wd, "run/containers/never/status")) && existsSync(join(wd, "run/containers/stranger/status"))),
+    ).toBe(true);
     for (const f of ["pid", "status"]) rmSync(join(wd, "run/containers/never", f));
     rmSync(join(wd, "run/containers/stranger/status"));
     writeFileSync(join(wd, "run/containers/stranger/pid"), `${stranger.pid}\n`);

@@ -45,14 +45,23 @@ export async function call(agent: RunningAgent, body: unknown): Promise<Answer> 
 export type Id = { value: string; parent?: Id };
 const ref = (id: string | Id): Id => (typeof id === "string" ? { value: id } : id);
 
-export function launchBody(id: string | Id, script: string, opts: { image?: string; cached?: boolean; extra?: Record<string, unknown> } = {}) {
+export function launchBody(
+  id: string | Id,
+  script: string,
+  opts: { image?: string; cached?: boolean; extra?: Record<string, unknown> } = {},
+) {
   return {
     type: "LAUNCH_CONTAINER",
     launch_container: {
       container_id: ref(id),
       command: { value: script },
       ...(opts.image
-        ? { container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: opts.image }, ...(opts.cached === false ? { cached: false } : {}) } } } }
+        ? {
+            container: {
+              type: "MESOS",
+              mesos: { image: { type: "DOCKER", docker: { name: opts.image }, ...(opts.cached === false ? { cached: false } : {}) } },
+            },
+          }
         : {}),
       ...(opts.extra ?? {}),
     },
