@@ -19,6 +19,7 @@ import {
   launchBody,
   leftovers,
   listContainers,
+  processesWith,
   removeBody,
   waitBody,
   killBody,
@@ -138,5 +139,44 @@ describe.skipIf(!isRoot)("KILL_CONTAINER while provisioning (needs root)", () =>
     } finally {
       slow.stop(true);
     }
+  }, 60_000);
+
+  test("while the launcher starts it: the workload it answers with is killed at once; WAIT says killed, with its status", async () => {
+    // The launcher is the agent's own (its socket is in this agent's runtime dir); held
+    // stopped, it answers the launch only once KILL_CONTAINER has arrived. A container
+    // running keeps it from exiting idle meanwhile.
+    expect((await call(agent, launchBody("keeper", "sleep 300", { image: "slow:1" }))).status).toBe(200);
+    const socket = join(agent.workDir, "run", "launcher.sock");
+    const launcher = processesWith(`__launcher\0${socket}`)[0];
+    expect(launcher).toBeGreaterThan(1);
+    process.kill(launcher!, "SIGSTOP");
+    let launching;
+    try {
+      launching = call(agent, launchBody("starting", "sleep 300; : starting-marker", { image: "slow:1" }));
+      expect(await eventually(() => existsSync(join(agent.workDir, "run/containers/starting/launch.json")) || undefined)).toBe(true);
+      await Bun.sleep(100); // the request is on its way to the stopped launcher
+      expect((await call(agent, killBody("starting"))).status).toBe(200);
+    } finally {
+      process.kill(launcher!, "SIGCONT");
+    }
+    expect(await launching).toMatchObject({ status: 400, text: "Container destroyed during launching" });
+    expect((await call(agent, waitBody("starting"))).json).toEqual({
+      type: "WAIT_CONTAINER",
+      wait_container: {
+        exit_status: 9,
+        state: "TASK_KILLED",
+        reason: "REASON_TASK_KILLED_DURING_LAUNCH",
+        message: "Container destroyed during launching: KILL_CONTAINER arrived as its workload started; it was killed",
+      },
+    });
+    expect(processesWith("starting-marker")).toEqual([]);
+    const left = leftovers(agent.workDir, agent.cgroupsRoot!);
+    expect(left.runtimeDirs).toEqual(["keeper", "starting"]);
+    expect([left.cgroups, left.sandboxes, left.rootfsDirs]).toEqual([["keeper"], ["keeper"], ["keeper"]]);
+    expect((await call(agent, removeBody("starting"))).status).toBe(200);
+    await call(agent, killBody("keeper"));
+    await call(agent, waitBody("keeper"));
+    expect((await call(agent, removeBody("keeper"))).status).toBe(200);
+    expect(leftovers(agent.workDir, agent.cgroupsRoot!)).toEqual(NOTHING);
   }, 60_000);
 });
