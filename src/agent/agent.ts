@@ -16,6 +16,9 @@ import { ImageCollector, diskUsage } from "../gc/collector.ts";
 import { startWorker, type WorkerName } from "../workers/pool.ts";
 import type { WorkerClient } from "../workers/rpc.ts";
 
+/** How long start-up lets the removal of an earlier GC's leftovers run before it serves anyway. */
+const LEFTOVER_GRACE_MS = 1000;
+
 export class StartupError extends Error {
   constructor(message: string) {
     super(message);
@@ -97,15 +100,30 @@ export class Agent {
     const cg = this.containerTable.cgroups;
     if (cg.kind === "none") log.warn(`cgroups: none usable (${cg.why}); cpus and mem will not be enforced`);
     else log.info(`cgroups: ${cg.kind === "v2" ? "v2 (unified)" : `v1 (memory at ${cg.memory}, cpu at ${cg.cpu})`}`);
-    const recovered = await this.containerTable.recover();
     const containers = this.containerTable;
     this.imageCollector = new ImageCollector(this.imageService.store, this.workers.get("gc")!, () => containers.imageUsers());
-    await this.imageCollector.cleanLeftovers();
+    // What an earlier sweep left goes while containers are recovered, and on in the
+    // background if it is big: serving waits for it LEFTOVER_GRACE_MS at most (a prune
+    // queues behind it).
+    const leftovers = this.imageCollector.cleanLeftovers().then(
+      (n) => void (n > 0 && log.info(`image gc: removed ${n} leftover(s) of an earlier run's sweep`)),
+      (err: Error) => log.error(`image gc: removing an earlier run's leftovers failed: ${err.message}`),
+    );
+    const recovered = await this.containerTable.recover();
+    let graceTimer: ReturnType<typeof setTimeout> | undefined;
+    const late = await Promise.race([
+      leftovers.then(() => false),
+      new Promise<boolean>((resolve) => (graceTimer = setTimeout(() => resolve(true), LEFTOVER_GRACE_MS))),
+    ]);
+    clearTimeout(graceTimer);
+    if (late) log.info("image gc: an earlier run's leftovers are still being removed; serving meanwhile");
     this.startAutomaticGc();
-    if (recovered.running + recovered.exited + recovered.broken.length > 0) {
-      log.info(
-        `recovered ${recovered.running} running and ${recovered.exited} exited container(s)${recovered.broken.length ? `; removed ${recovered.broken.length} with unreadable checkpoints (${recovered.broken.join(", ")})` : ""}`,
-      );
+    const { running, exited, destroyed, broken, orphans } = recovered;
+    if (running + exited + destroyed.length + broken.length + orphans.length > 0) {
+      const unreadable = broken.length ? `; removed ${broken.length} with unreadable checkpoints (${broken.join(", ")})` : "";
+      const halfLaunched = destroyed.length ? `; destroyed ${destroyed.length} found half-launched (${destroyed.join(", ")})` : "";
+      const unowned = orphans.length ? `; removed ${orphans.length} thing(s) no container owned (${orphans.join(", ")})` : "";
+      log.info(`recovered ${running} running and ${exited} exited container(s)${unreadable}${halfLaunched}${unowned}`);
     }
 
     if (!isLoopback(f.ip) && !f.authenticate_http_readwrite) {
@@ -168,8 +186,13 @@ export class Agent {
     }
   }
 
+  /**
+   * Stops within a bounded time: blocked WAITs are answered at once (containers keep
+   * running; the next agent recovers them), other requests get a grace period.
+   */
   async stop(): Promise<void> {
     if (this.gcTimer) clearInterval(this.gcTimer);
+    this.containerTable?.shutdown();
     if (this.server) {
       log.info("agent stopping: no new requests; finishing those in flight");
       await this.server.drain();

@@ -1,10 +1,14 @@
 // The containers table: launch (validate, pull, provision, sandbox, start `ucr __init`),
 // wait, kill, remove and list, for standalone containers. One state machine per container:
-// PROVISIONING -> RUNNING -> EXITED -> (removed). The exit status comes from the file the
-// init stage writes, so it is there even when the agent was not.
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, watch, writeFileSync } from "node:fs";
+// PROVISIONING -> RUNNING -> EXITED -> (removed). A container is checkpointed before any
+// side effect of its launch (checkpoint.ts), so an agent killed at any instruction leaves
+// nothing the next one cannot find (recovery.ts). The exit status comes from the file the
+// launcher writes, so it is there even when the agent was not. (Over 400 lines: the launch
+// steps stay in start() until the pipeline of named steps (issue #11) takes them, as other
+// work edits them meanwhile.)
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, watch, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { ContainerID, Resource } from "../api/proto.ts";
+import type { ContainerID } from "../api/proto.ts";
 import type { LaunchContainer } from "../api/calls.ts";
 import type { Backend, LoadedFlags } from "../config/flags.ts";
 import { AppcStore } from "../images/appc.ts";
@@ -17,65 +21,26 @@ import { FetchError, fetchUris } from "./fetcher.ts";
 import { type CniNetworks, NetworkError } from "../network/cni.ts";
 import { CommandError, resolveCommand } from "../runtime/command.ts";
 import { LauncherClient } from "../runtime/launcher.ts";
-import { selfCommand, type LaunchSpec, type VolumeSpec } from "../runtime/spec.ts";
+import { selfCommand, type LaunchSpec } from "../runtime/spec.ts";
 import { writeStateFile } from "../runtime/state.ts";
 import type { WorkerClient } from "../workers/rpc.ts";
-import { bootId, startTime, stillRunning } from "../util/process.ts";
+import { startTime, stillRunning } from "../util/process.ts";
+import { writeCheckpoint } from "./checkpoint.ts";
+import { ContainerError, containerPaths, idKey, type Container, type Termination } from "./container.ts";
+import { clearRuntime, launcherStatus, takeApart } from "./destroy.ts";
+import { checkLaunch, hostnameOf, limitsOf, ownsCgroups } from "./launch-rules.ts";
+import { OomGuard, oomKillsSinceLaunch, setMemoryLimitation } from "./oom.ts";
+import { recoverContainers, type RecoveryResult } from "./recovery.ts";
+import { volumeMounts } from "./volumes.ts";
 
-export class ContainerError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(message);
-    this.name = "ContainerError";
+export { ContainerError, idKey, type Container, type State } from "./container.ts";
+
+/** Thrown inside a launch that KILL_CONTAINER stopped; `stage` is the step it stopped in. */
+class Destroyed extends Error {
+  constructor(readonly stage: string) {
+    super(`Container destroyed during ${stage}`);
+    this.name = "Destroyed";
   }
-}
-
-export type State = "PROVISIONING" | "RUNNING" | "EXITED";
-
-export interface Container {
-  id: ContainerID;
-  key: string;
-  state: State;
-  sandbox: string;
-  runtime: string;
-  provisionerDir?: string;
-  /** Host pid of the workload (PID 1 in its namespace) once it runs. */
-  pid?: number;
-  /** When that process started (clock ticks since boot): tells it from a later one with its pid. */
-  pidStart?: number;
-  /** Raw wait(2) status once it exited; undefined if no process ran. */
-  exitStatus?: number;
-  message?: string;
-  /** Set when the agent's limits killed it (Mesos' TASK_FAILED + REASON_CONTAINER_LIMITATION_MEMORY). */
-  limitation?: { reason: string; resources: Resource[] };
-  cgroup?: ContainerCgroup;
-  /** Where the workload sees its sandbox. */
-  sandboxInContainer?: string;
-  /** The container this one is nested in. */
-  parent?: Container;
-  /** The user it runs as (nested containers inherit it). */
-  user?: string;
-  /** Images mounted as volumes (kept from GC while the container exists). */
-  volumeImages?: string[];
-  /** Canonical reference of its image (what GC must keep). */
-  imageRef?: string;
-  /** Store leases held until the container is removed. */
-  leases: Array<() => void>;
-  /** Found again after an agent restart (from its checkpoint). */
-  recovered?: boolean;
-  limits?: { cpus?: number; memBytes?: number; diskBytes?: number };
-  /** Last disk measurement (du of sandbox and rootfs changes), and when. */
-  disk?: { bytes: number; at: number };
-  image?: string;
-  launchedAt: number;
-  exited: Promise<void>;
-}
-
-/** "c1" or "c1.child" (Mesos' string form of a ContainerID chain). */
-export function idKey(id: ContainerID): string {
-  return id.parent ? `${idKey(id.parent)}.${id.value}` : id.value;
 }
 
 export class Containers {
@@ -91,6 +56,11 @@ export class Containers {
   readonly confinement: Confinement;
   /** How to settle a running container now, with its wait status if known (set by watchExit). */
   private readonly settle = new Map<string, (status?: number) => void>();
+  /** Ends a container on an OOM kill in its cgroup. */
+  private readonly oom = new OomGuard((c) => writeCheckpoint(c, "RUNNING"));
+  /** WAIT_CONTAINER calls blocked on a container: told when the agent shuts down. */
+  private readonly waiters = new Map<(err: Error) => void, Container>();
+  private shuttingDown = false;
 
   constructor(
     private readonly flags: LoadedFlags,
@@ -119,15 +89,22 @@ export class Containers {
     return [...this.table.values()];
   }
 
-  /** What image GC must keep for each container not yet removed. */
-  imageUsers(): Array<{ key: string; images: string[]; accountable: boolean }> {
-    return this.list().map((c) => ({
-      key: c.key,
-      images: [...(c.imageRef ? [c.imageRef] : []), ...(c.volumeImages ?? [])],
-      // A recovered Docker-image container without its canonical reference: a checkpoint
-      // we cannot account for. (One still provisioning is covered by its pull's lease.)
-      accountable: !(c.recovered && c.image && !c.image.startsWith("appc:") && !c.imageRef),
-    }));
+  /**
+   * What image GC must keep for each container not yet removed: its image references and
+   * the layer ids its rootfs and image volumes are made of (a tag pulled again since may
+   * name other layers now). A destroyed container keeps nothing: its rootfs is gone.
+   */
+  imageUsers(): Array<{ key: string; images: string[]; layers: string[]; accountable: boolean }> {
+    return this.list()
+      .filter((c) => !c.destroyed)
+      .map((c) => ({
+        key: c.key,
+        images: [...(c.imageRef ? [c.imageRef] : []), ...(c.volumeImages ?? [])],
+        layers: c.layers ?? [],
+        // A recovered Docker-image container without its canonical reference: a checkpoint
+        // we cannot account for. (One still provisioning is covered by its pull's lease.)
+        accountable: !(c.recovered && c.image && !c.image.startsWith("appc:") && !c.imageRef),
+      }));
   }
 
   /** true: launched; false: the ID was already in use (Mesos answers 202). */
@@ -136,63 +113,101 @@ export class Containers {
     const id = call.container_id;
     const key = idKey(id);
     if (this.table.has(key)) return false;
-    if (call.container && call.container.type !== "MESOS") throw new ContainerError(400, "The provided ContainerInfo is not supported");
-    const shareCgroups = call.container?.linux_info?.share_cgroups;
-    let parent: Container | undefined;
-    if (id.parent) {
-      parent = this.get(id.parent);
-      if (!parent) throw new ContainerError(400, `Parent container ${idKey(id.parent)} does not exist`);
-      if (parent.state !== "RUNNING") throw new ContainerError(400, `Parent container ${parent.key} is not running`);
-      const depth = key.split(".").length - 1;
-      const hasResources = (call.resources ?? []).length > 0 || Object.keys(call.limits ?? {}).length > 0;
-      if (depth >= 2 && hasResources) {
-        throw new ContainerError(400, "Resources and limits can only be set on top-level containers and their direct children");
-      }
-      if (depth >= 2 && shareCgroups === false) throw new ContainerError(400, "Only a direct child of a top-level container may have its own cgroups (share_cgroups: false)");
-      if (hasResources && shareCgroups !== false) {
-        throw new ContainerError(400, "A nested container that shares its parent's cgroups cannot have its own resources or limits; set share_cgroups: false");
-      }
-    } else {
-      checkTopLevelResources(call.resources ?? []);
-      if (shareCgroups === true) throw new ContainerError(400, "A top-level container cannot share cgroups: it has no parent");
-    }
+    const parent = id.parent ? this.get(id.parent) : undefined;
+    checkLaunch(call, parent, f);
+    if (this.shuttingDown) throw new ContainerError(503, "Agent is shutting down");
 
     const image = call.container?.mesos?.image;
-    if (image?.type === "DOCKER" && !(f.image_providers ?? []).includes("docker")) {
-      throw new ContainerError(400, "Docker images are not enabled: start the agent with --image_providers=docker --isolation=filesystem/linux,docker/runtime");
-    }
-    if (image?.type === "APPC" && !(f.image_providers ?? []).includes("appc")) {
-      throw new ContainerError(400, "Appc images are not enabled: start the agent with --image_providers=appc (and --isolation=filesystem/linux)");
-    }
-
+    // Every place the launch will create something, known before it creates any of them.
+    const paths = containerPaths({ workDir: f.work_dir, runtimeDir: f.runtime_dir }, id);
+    const cgroupDirs = ownsCgroups(call) ? ContainerCgroup.dirsFor(this.cgroups, f.cgroups_root, key) : [];
     let resolveExited!: () => void;
     const container: Container = {
       id,
       key,
       state: "PROVISIONING",
       // Nested: under the parent's sandbox and runtime dir, as Mesos lays them out.
-      sandbox: join(parent ? parent.sandbox : f.work_dir, "containers", id.value),
-      runtime: join(parent ? parent.runtime : f.runtime_dir, "containers", id.value),
+      sandbox: paths.sandbox,
+      runtime: paths.runtime,
+      ...(image ? { provisionerDir: paths.provisionerDir } : {}),
+      ...(cgroupDirs.length > 0 ? { cgroupDirs } : {}),
       ...(parent ? { parent } : {}),
       launchedAt: Date.now(),
       leases: [],
       exited: new Promise<void>((r) => (resolveExited = r)),
+      abort: new AbortController(),
       ...(image?.docker ? { image: image.docker.name } : image?.appc ? { image: `appc:${image.appc.name}` } : {}),
     };
     this.table.set(key, container);
+    let stage = "provisioning";
     try {
-      await this.start(call, container, resolveExited);
+      await this.start(call, container, resolveExited, (s) => (stage = s));
       return true;
     } catch (err) {
-      await this.cleanup(container).catch(() => {});
+      if (container.abort?.signal.aborted) {
+        await this.destroyKilled(container, resolveExited, stage);
+        throw new ContainerError(400, `Container destroyed during ${stage}`);
+      }
+      const message = err instanceof ContainerError ? err.message : (err as Error).message;
+      log.warn(`container ${key}: launch failed during ${stage}: ${message}`);
+      try {
+        await this.cleanup(container);
+      } catch (cleanupErr) {
+        log.error(`container ${key}: cleaning up after the failed launch: ${(cleanupErr as Error).message}`);
+      }
       this.table.delete(key);
+      // A WAIT sent while it was provisioning hears how it ended.
+      container.termination = { state: "TASK_FAILED", reason: "REASON_CONTAINER_LAUNCH_FAILED", message };
+      container.state = "EXITED";
+      resolveExited();
       if (err instanceof ContainerError) throw err;
       if (err instanceof NetworkError) throw new ContainerError(err.status, err.message);
-      throw new ContainerError(400, (err as Error).message);
+      throw new ContainerError(400, message);
+    } finally {
+      delete container.abort;
     }
   }
 
-  private async start(call: LaunchContainer, c: Container, exited: () => void): Promise<void> {
+  /** Awaits a step that only fills a cache (a pull): KILL_CONTAINER does not wait for it. */
+  private until<T>(c: Container, step: Promise<T>, stage: string): Promise<T> {
+    const signal = c.abort?.signal;
+    if (!signal) return step;
+    if (signal.aborted) return Promise.reject(new Destroyed(stage));
+    return new Promise<T>((resolve, reject) => {
+      const onAbort = () => reject(new Destroyed(stage));
+      signal.addEventListener("abort", onAbort, { once: true });
+      step.then(
+        (v) => {
+          signal.removeEventListener("abort", onAbort);
+          resolve(v);
+        },
+        (e: unknown) => {
+          signal.removeEventListener("abort", onAbort);
+          reject(e);
+        },
+      );
+    });
+  }
+
+  /** Throws if KILL_CONTAINER stopped the launch: called after each step that makes something. */
+  private check(c: Container, stage: string): void {
+    if (c.abort?.signal.aborted) throw new Destroyed(stage);
+  }
+
+  /** Keeps a pull's leases with the container, or drops them if it is gone by the time the pull ends. */
+  private keeper(c: Container): (release: () => void) => void {
+    return (release) => {
+      if (c.destroyed || !this.table.has(c.key) || this.table.get(c.key) !== c) release();
+      else c.leases.push(release);
+    };
+  }
+
+  /**
+   * The launch's steps, in order. The checkpoint is written before the first thing is made
+   * and again whenever the record learns something a restarted agent needs to take the
+   * container apart or keep its layers; `onStage` names the step for a KILL that stops it.
+   */
+  private async start(call: LaunchContainer, c: Container, exited: () => void, onStage: (stage: string) => void): Promise<void> {
     const f = this.flags.values;
     const image = call.container?.mesos?.image;
     let confine;
@@ -203,13 +218,14 @@ export class Containers {
       throw err;
     }
     mkdirSync(c.runtime, { recursive: true, mode: 0o700 });
+    writeCheckpoint(c, "PROVISIONING");
     try {
       mkdirSync(c.sandbox, { recursive: true, mode: 0o750 });
     } catch (err) {
       throw new ContainerError(500, `cannot create the sandbox ${c.sandbox}: ${(err as Error).message}`);
     }
     // CNI networks first: their ADD (tens of ms of plugins) runs while the image is provisioned.
-    const hostname = hostnameOf(call, c);
+    const hostname = hostnameOf(call, c.parent !== undefined);
     const netPlan = await this.networks.plan(c.key, c.parent !== undefined, call.container?.network_infos ?? [], hostname);
     const attaching = netPlan ? this.networks.attach(netPlan) : undefined;
     attaching?.catch(() => {}); // awaited below; if the launch fails first, cleanup's DEL waits for it
@@ -220,45 +236,30 @@ export class Containers {
       // Appc: the rootfs only (Mesos uses no runtime config from an ACI).
       let appcImage;
       try {
-        appcImage = await this.appc.get(image.appc.name, image.appc.labels?.labels ?? [], image.appc.id);
+        appcImage = await this.until(c, this.appc.get(image.appc.name, image.appc.labels?.labels ?? [], image.appc.id), "provisioning");
       } catch (err) {
+        if (err instanceof Destroyed) throw err;
         throw new ContainerError(400, (err as Error).message);
       }
-      c.provisionerDir = join(this.provisionerDir, "containers", ...c.key.split(".").flatMap((part, i) => (i === 0 ? [part] : ["containers", part])));
-      const dir = join(c.provisionerDir, "backends", this.backend);
-      try {
-        const provisioned = await provision(this.backend, appcImage.layers, dir, async (ls, dest) => {
-          await this.gc.call("copyLayers", { layers: ls, dest, records: ls.map(() => ({ whiteouts: [], opaques: [] })) });
-        });
-        rootfs = provisioned.rootfs;
-      } catch (err) {
-        if (err instanceof BackendError) throw new ContainerError(400, err.message);
-        throw err;
-      }
+      rootfs = await this.provisionRootfs(c, appcImage.layers, appcImage.layers.map(() => ({ whiteouts: [], opaques: [] })));
     } else if (image?.docker) {
-      const record = await this.images.puller.pull(image.docker.name, {
-        force: image.cached === false,
-        keep: (release) => c.leases.push(release),
-      });
+      const record = await this.until(
+        c,
+        this.images.puller.pull(image.docker.name, { force: image.cached === false, keep: this.keeper(c) }),
+        "provisioning",
+      );
       c.imageRef = record.reference;
+      c.layers = [...record.layers];
+      writeCheckpoint(c, "PROVISIONING");
       config = this.images.store.config(record.configDigest);
       const layers = record.layers.map((l) => this.images.store.layerRootfs(l));
-      c.provisionerDir = join(this.provisionerDir, "containers", ...c.key.split(".").flatMap((part, i) => (i === 0 ? [part] : ["containers", part])));
-      const dir = join(c.provisionerDir, "backends", this.backend);
-      try {
-        const provisioned = await provision(this.backend, layers, dir, async (ls, dest) => {
-          const records = record.layers.map((l) => {
-            const r = this.images.store.layer(l)!;
-            return { whiteouts: r.whiteouts, opaques: r.opaques };
-          });
-          await this.gc.call("copyLayers", { layers: ls, dest, records });
-        });
-        rootfs = provisioned.rootfs;
-      } catch (err) {
-        if (err instanceof BackendError) throw new ContainerError(400, err.message);
-        throw err;
-      }
+      const records = record.layers.map((l) => {
+        const r = this.images.store.layer(l)!;
+        return { whiteouts: r.whiteouts, opaques: r.opaques };
+      });
+      rootfs = await this.provisionRootfs(c, layers, records);
     }
+    this.check(c, "provisioning");
 
     // Without an image a nested container sees its parent's filesystem, where its sandbox is
     // <parent's sandbox as the parent sees it>/containers/<id>.
@@ -267,7 +268,20 @@ export class Containers {
     if (c.parent && !rootfs && (call.container?.volumes ?? []).length > 0) {
       throw new ContainerError(400, "a nested container without its own image runs in its parent's filesystem and cannot have volumes; give it an image");
     }
-    const volumes = await this.volumes(call, c, sandboxInContainer);
+    const volumes = await volumeMounts(call, {
+      sandbox: c.sandbox,
+      sandboxInContainer,
+      dockerEnabled: (f.image_providers ?? []).includes("docker"),
+      pullImage: async (name, force) => {
+        const record = await this.until(c, this.images.puller.pull(name, { force, keep: this.keeper(c) }), "provisioning");
+        c.volumeImages = [...(c.volumeImages ?? []), record.reference];
+        c.layers = [...new Set([...(c.layers ?? []), ...record.layers])];
+        writeCheckpoint(c, "PROVISIONING");
+        return record.layers.map((l) => this.images.store.layerRootfs(l));
+      },
+    });
+    this.check(c, "provisioning");
+    onStage("preparing");
     let command;
     try {
       command = resolveCommand(call.command, config, { sandbox: sandboxInContainer, useImage: !f.docker_ignore_runtime });
@@ -291,13 +305,19 @@ export class Containers {
     } else if (c.limits.cpus !== undefined || c.limits.memBytes !== undefined) {
       log.warn(`container ${c.key}: resources are not enforced: ${this.cgroups.why}`);
     }
+    // OOM kills already counted in its cgroup (a shared parent's, or a directory left by an
+    // earlier container of this name) are not its own.
+    c.oomBaseline = c.cgroup?.oomKills() ?? 0;
 
+    onStage("fetching");
     try {
-      await fetchUris(call.command?.uris, c.sandbox);
+      await fetchUris(call.command?.uris, c.sandbox, c.abort?.signal);
     } catch (err) {
+      this.check(c, "fetching");
       if (err instanceof FetchError) throw new ContainerError(400, err.message);
       throw err;
     }
+    this.check(c, "fetching");
 
     // A nested container joins its root's network namespace and sees its root's /etc files.
     const joined = attaching ? await attaching : c.parent ? this.networks.joinedBy(c.key.split(".")[0]!) : undefined;
@@ -338,6 +358,10 @@ export class Containers {
     // stage 2 sets up, so its own move finds it paid. (A thread move, v1, takes no such lock.)
     if (cgroupJoin?.move === "process" && this.ownProcs) void this.gc.call("warmCgroups", { procs: this.ownProcs, pid: process.pid }).catch(() => {});
 
+    // From here a workload may exist: a restarted agent looks for the launcher's pid file.
+    onStage("launching");
+    c.launching = true;
+    writeCheckpoint(c, "LAUNCHING");
     // Normally the long-lived launcher starts stage 2 (one start of the binary per launch);
     // if it cannot be had, a stage 1 process of this container's own does the same job.
     let started: { pid: number } | { error: string } | undefined;
@@ -364,12 +388,56 @@ export class Containers {
       }
       throw new ContainerError(500, `container ${c.key} is not confined as decided (${unconfined}): killed; an init stage from an older ucr?`);
     }
-    c.state = "RUNNING";
     c.pidStart = startTime(c.pid);
-    this.checkpoint(c);
+    // Killed while the launcher started it: it ran for a moment; it goes now (destroyKilled).
+    this.check(c, "launching");
+    c.state = "RUNNING";
+    delete c.launching;
+    writeCheckpoint(c, "RUNNING");
     log.info(`container ${c.key} running (pid ${c.pid}${c.image ? `, image ${c.image}` : ""}, ${this.backend})`);
     // Not our child either way: the status file the launcher (or stage 1) writes says when it ends.
     this.watchExit(c, spec.statusFile, exited);
+    // Once LAUNCH is answered; an OOM kill before the watch is in place is found by the check.
+    this.afterReply(c, () => {
+      this.oom.watch(c);
+      this.oom.check(c);
+    });
+  }
+
+  /**
+   * Runs `then`, or else writes `c`'s checkpoint in its current state, once the call being
+   * answered has been: on the launch and exit paths these are not worth a reply's wait.
+   */
+  private afterReply(c: Container, then?: () => void): void {
+    setImmediate(() => {
+      if (this.table.get(c.key) !== c || !existsSync(c.runtime)) return;
+      if (then) return then();
+      const state = c.state === "EXITED" ? "EXITED" : c.state === "RUNNING" ? "RUNNING" : c.launching ? "LAUNCHING" : "PROVISIONING";
+      try {
+        writeCheckpoint(c, state);
+      } catch (err) {
+        log.warn(`container ${c.key}: cannot checkpoint it (${state}): ${(err as Error).message}`);
+      }
+    });
+  }
+
+  /** The rootfs from `layers` (base first), in the container's provisioner dir, for this backend. */
+  private async provisionRootfs(
+    c: Container,
+    layers: string[],
+    records: Array<{ whiteouts: string[]; opaques: string[] }>,
+  ): Promise<LaunchSpec["rootfs"]> {
+    this.check(c, "provisioning");
+    const dir = join(c.provisionerDir!, "backends", this.backend);
+    try {
+      const provisioned = await provision(this.backend, layers, dir, async (ls, dest) => {
+        await this.gc.call("copyLayers", { layers: ls, dest, records });
+      });
+      return provisioned.rootfs;
+    } catch (err) {
+      if (err instanceof BackendError) throw new ContainerError(400, err.message);
+      throw err;
+    }
   }
 
   /** The fallback: `ucr __init SPEC` as this container's own stage 1. */
@@ -396,122 +464,125 @@ export class Containers {
     return { pid: Number(readFileSync(spec.pidFile, "utf8").trim()) };
   }
 
-  /** Settles the container with `status`, or else the one the init stage wrote. */
+  /** Settles the container with `status`, or else the one the launcher wrote. */
   private exited(c: Container, done: () => void, status?: number): void {
     if (c.state === "EXITED") return;
-    try {
-      c.exitStatus = status ?? Number(readFileSync(join(c.runtime, "status"), "utf8").trim());
-    } catch {
-      c.exitStatus = 9; // Mesos: no status written means it was killed
-    }
-    if (c.cgroup && c.cgroup.oomKills() > 0) {
-      const mb = c.limits?.memBytes !== undefined ? c.limits.memBytes / 1048576 : undefined;
-      c.limitation = {
-        reason: "REASON_CONTAINER_LIMITATION_MEMORY",
-        resources: mb !== undefined ? [{ name: "mem", type: "SCALAR", scalar: { value: mb } } as Resource] : [],
-      };
-      c.message = `Memory limit exceeded: the kernel's OOM killer stopped the container${mb !== undefined ? ` (limit ${mb} MB)` : ""}`;
-    }
+    c.exitStatus = status ?? launcherStatus(c.runtime) ?? 9; // Mesos: no status written means it was killed
+    if (!c.limitation && oomKillsSinceLaunch(c) > 0) setMemoryLimitation(c);
     c.state = "EXITED";
+    delete c.launching;
+    this.oom.stop(c);
     log.info(`container ${c.key} exited with status ${c.exitStatus}${c.limitation ? ` (${c.limitation.reason})` : ""}`);
     // CNI DEL now, while the namespace is still held; REMOVE waits for it (and retries a failure).
     void this.networks.detach(c.key).catch((err: Error) => log.error(`${err.message} (retried at REMOVE)`));
     done();
-  }
-
-  /** What a restarted agent needs to find a container again (atomic, in its runtime dir). */
-  private checkpoint(c: Container): void {
-    const record: Checkpoint = {
-      id: c.id,
-      sandbox: c.sandbox,
-      runtime: c.runtime,
-      ...(c.provisionerDir ? { provisionerDir: c.provisionerDir } : {}),
-      ...(c.pid !== undefined ? { pid: c.pid } : {}),
-      ...(c.pidStart !== undefined ? { pidStart: c.pidStart } : {}),
-      bootId: bootId(),
-      ...(c.image ? { image: c.image } : {}),
-      ...(c.cgroup && c.cgroup !== c.parent?.cgroup ? { cgroups: c.cgroup.dirs } : {}),
-      ...(c.limits ? { limits: c.limits } : {}),
-      ...(c.volumeImages ? { volumeImages: c.volumeImages } : {}),
-      ...(c.user ? { user: c.user } : {}),
-      ...(c.sandboxInContainer ? { sandboxInContainer: c.sandboxInContainer } : {}),
-      ...(c.imageRef ? { imageRef: c.imageRef } : {}),
-      launchedAt: c.launchedAt,
-    };
-    writeStateFile(join(c.runtime, "container.json"), JSON.stringify(record));
+    // How it ended outlives this agent (a terminated record, kept until REMOVE_CONTAINER);
+    // until it is written, the launcher's status file says the same.
+    this.afterReply(c);
   }
 
   /**
-   * After a restart: containers keep running without the agent. Each checkpoint becomes a
-   * container again: exited (its status file is there, or its process is gone) or running
-   * (watched until the init stage writes the status). Unreadable ones are reported and
-   * cleaned up.
+   * A launch that KILL_CONTAINER stopped: the record says so first (a restart finishes the
+   * job), then everything it made goes; the record stays, terminated, until REMOVE.
    */
-  async recover(): Promise<{ running: number; exited: number; broken: string[] }> {
-    const result = { running: 0, exited: 0, broken: [] as string[] };
-    await this.recoverUnder(join(this.flags.values.runtime_dir, "containers"), undefined, result);
+  private async destroyKilled(c: Container, settle: () => void, stage: string): Promise<void> {
+    const ran = c.pid !== undefined;
+    c.termination = {
+      state: "TASK_KILLED",
+      reason: "REASON_TASK_KILLED_DURING_LAUNCH",
+      message: `Container destroyed during ${stage}: KILL_CONTAINER arrived ${
+        ran ? "as its workload started; it was killed" : "before its workload started; it never ran"
+      }`,
+    };
+    c.destroyed = true;
+    log.info(`container ${c.key}: ${c.termination.message}`);
+    // Its CNI networks (an ADD may be under way): DEL them; a failure is retried at REMOVE.
+    // (After a restart, the networks' own recovery does this for containers it destroys.)
+    await this.networks.detach(c.key).catch((err: Error) => log.error(`container ${c.key}: ${err.message} (retried at REMOVE)`));
+    await this.destroy(c, settle, ran);
+  }
+
+  /**
+   * Destroys a container that is not removed: marks it destroyed in its checkpoint, takes it
+   * apart, and settles it as a terminated record (its runtime dir keeps the checkpoint).
+   * `ran`: a workload was started, so its exit status is read (or 9 if none was written).
+   */
+  private async destroy(c: Container, settle: () => void, ran: boolean): Promise<void> {
+    c.destroyed = true;
+    try {
+      writeCheckpoint(c, "EXITED");
+    } catch (err) {
+      log.warn(`container ${c.key}: cannot checkpoint its destruction: ${(err as Error).message}`);
+    }
+    try {
+      await this.takeApart(c);
+    } catch (err) {
+      log.error(`container ${c.key}: destroying it: ${(err as Error).message}`);
+    }
+    clearRuntime(c.runtime);
+    for (const release of c.leases.splice(0)) release();
+    if (ran) c.exitStatus ??= 9;
+    c.state = "EXITED";
+    delete c.launching;
+    try {
+      writeCheckpoint(c, "EXITED");
+    } catch {
+      // reported above
+    }
+    settle();
+  }
+
+  /** Kills, unmounts and deletes what `c` has (all but its runtime dir). */
+  private async takeApart(c: Container): Promise<void> {
+    this.oom.stop(c);
+    const f = this.flags.values;
+    await takeApart(
+      {
+        key: c.key,
+        ...(c.pid !== undefined && (c.state !== "EXITED" || c.destroyed) ? { pid: c.pid } : {}),
+        ...(c.pidStart !== undefined ? { pidStart: c.pidStart } : {}),
+        ...(c.cgroupDirs ? { cgroup: ContainerCgroup.existing(this.cgroups, c.cgroupDirs) } : {}),
+        sandbox: c.sandbox,
+        ...(c.provisionerDir ? { provisionerDir: c.provisionerDir } : {}),
+      },
+      async (path) => {
+        await this.gc.call("remove", { path, within: f.work_dir });
+      },
+    );
+  }
+
+  /**
+   * After a restart: reconciles the checkpoints, the launcher's pid and status files and
+   * the cgroups under --cgroups_root (recovery.ts). Every container found is adopted or
+   * destroyed and reported; what belongs to no container is killed and removed.
+   */
+  async recover(): Promise<RecoveryResult> {
+    const f = this.flags.values;
+    const result = await recoverContainers({
+      layout: this.cgroups,
+      workDir: f.work_dir,
+      runtimeDir: f.runtime_dir,
+      cgroupsRoot: f.cgroups_root,
+      add: (c) => this.table.set(c.key, c),
+      has: (key) => this.table.has(key),
+      adopt: (c, settle) => {
+        this.watchExit(c, join(c.runtime, "status"), settle);
+        this.oom.watch(c);
+        // An OOM kill while no agent watched ends it now.
+        this.oom.check(c);
+      },
+      exited: (c, settle, status) => this.exited(c, settle, status),
+      destroy: (c, settle, termination: Termination, ran) => {
+        c.termination = termination;
+        return this.destroy(c, settle, ran);
+      },
+      removeTree: async (path) => {
+        await this.gc.call("remove", { path, within: f.work_dir });
+      },
+    });
     // Networks of containers that ended meanwhile, or whose launch the agent died in, are DELeted.
     await this.networks.recover((key) => this.table.get(key)?.state === "RUNNING");
     return result;
-  }
-
-  /** One level of runtime dirs: top-level containers, or the nested ones of `parent`. */
-  private async recoverUnder(root: string, parent: Container | undefined, result: { running: number; exited: number; broken: string[] }): Promise<void> {
-    if (!existsSync(root)) return;
-    for (const name of readdirSync(root)) {
-      const dir = join(root, name);
-      let record: Checkpoint;
-      try {
-        record = JSON.parse(readFileSync(join(dir, "container.json"), "utf8")) as Checkpoint;
-        if (typeof record.id?.value !== "string" || typeof record.sandbox !== "string") throw new Error("incomplete checkpoint");
-      } catch (err) {
-        log.error(`container checkpoint ${dir} is unreadable (${(err as Error).message}); removing its runtime state and rootfs`);
-        result.broken.push(name);
-        rmSync(dir, { recursive: true, force: true });
-        const prov = join(this.provisionerDir, "containers", name);
-        if (existsSync(prov)) await this.gc.call("remove", { path: prov, within: this.flags.values.work_dir }).catch(() => {});
-        continue;
-      }
-      let settle!: () => void;
-      const c: Container = {
-        id: record.id,
-        key: idKey(record.id),
-        state: "RUNNING",
-        sandbox: record.sandbox,
-        runtime: dir,
-        ...(record.provisionerDir ? { provisionerDir: record.provisionerDir } : {}),
-        ...(record.pid !== undefined ? { pid: record.pid } : {}),
-        ...(record.pidStart !== undefined ? { pidStart: record.pidStart } : {}),
-        ...(record.image ? { image: record.image } : {}),
-        ...(record.cgroups ? { cgroup: ContainerCgroup.existing(this.cgroups, record.cgroups) } : {}),
-        ...(record.limits ? { limits: record.limits } : {}),
-        ...(record.volumeImages ? { volumeImages: record.volumeImages } : {}),
-        ...(record.user ? { user: record.user } : {}),
-        ...(record.sandboxInContainer ? { sandboxInContainer: record.sandboxInContainer } : {}),
-        ...(parent ? { parent } : {}),
-        launchedAt: record.launchedAt,
-        ...(record.imageRef ? { imageRef: record.imageRef } : {}),
-        recovered: true,
-        leases: [],
-        exited: new Promise<void>((r) => (settle = r)),
-      };
-      this.table.set(c.key, c);
-      if (parent && c.cgroup === undefined) c.cgroup = parent.cgroup;
-      const statusFile = join(dir, "status");
-      // Its processes ended with the host if the host booted since; and a pid that is alive
-      // but started at another time belongs to some later process.
-      const rebooted = record.bootId !== undefined && record.bootId !== bootId();
-      const gone = record.pid === undefined || !stillRunning(record.pid, record.pidStart);
-      if (rebooted && !existsSync(statusFile)) c.message = "The host restarted while the container was running";
-      if (rebooted || existsSync(statusFile) || gone) {
-        this.exited(c, settle);
-        result.exited++;
-      } else {
-        result.running++;
-        this.watchExit(c, statusFile, settle);
-      }
-      await this.recoverUnder(join(dir, "containers"), c, result);
-    }
   }
 
   /**
@@ -551,55 +622,6 @@ export class Containers {
   }
 
   /**
-   * The launch's volumes as mounts: host paths (the legacy `host_path` or a HOST_PATH
-   * source), sandbox paths (SANDBOX_PATH, SELF), and images (pulled, mounted read-only).
-   * A relative container_path is inside the sandbox, as in Mesos.
-   */
-  private async volumes(call: LaunchContainer, c: Container, sandboxInContainer: string): Promise<VolumeSpec[]> {
-    const out: VolumeSpec[] = [];
-    for (const [i, v] of (call.container?.volumes ?? []).entries()) {
-      const where = `volume ${i} (container_path '${v.container_path}')`;
-      if (v.container_path.split("/").includes("..")) throw new ContainerError(400, `${where}: container_path must not contain '..'`);
-      const target = v.container_path.startsWith("/") ? v.container_path : join(sandboxInContainer, v.container_path);
-      const readonly = v.mode === "RO";
-      if (v.image) {
-        if (v.image.type !== "DOCKER" || !v.image.docker) throw new ContainerError(501, `${where}: only Docker image volumes are implemented`);
-        if (!(this.flags.values.image_providers ?? []).includes("docker")) {
-          throw new ContainerError(400, `${where}: Docker images are not enabled (--image_providers=docker)`);
-        }
-        if (!readonly) throw new ContainerError(400, `${where}: an image volume must be mounted read-only (mode RO)`);
-        const record = await this.images.puller.pull(v.image.docker.name, {
-          force: v.image.cached === false,
-          keep: (release) => c.leases.push(release),
-        });
-        c.volumeImages = [...(c.volumeImages ?? []), record.reference];
-        out.push({ target, readonly: true, lowers: record.layers.map((l) => this.images.store.layerRootfs(l)) });
-        continue;
-      }
-      const type = v.source?.type ?? (v.host_path !== undefined ? "HOST_PATH" : undefined);
-      if (type === "HOST_PATH") {
-        const source = v.source?.host_path?.path ?? v.host_path;
-        if (!source || !source.startsWith("/")) throw new ContainerError(400, `${where}: the host path must be absolute`);
-        if (!existsSync(source)) throw new ContainerError(400, `${where}: host path '${source}' does not exist`);
-        out.push({ target, readonly, source });
-      } else if (type === "SANDBOX_PATH") {
-        const sp = v.source?.sandbox_path;
-        if (!sp) throw new ContainerError(400, `${where}: SANDBOX_PATH needs 'sandbox_path'`);
-        if ((sp.type ?? "SELF") !== "SELF") throw new ContainerError(400, `${where}: sandbox_path of type ${sp.type} needs a nested container`);
-        if (sp.path.startsWith("/") || sp.path.split("/").includes("..")) {
-          throw new ContainerError(400, `${where}: sandbox_path.path must be relative and stay inside the sandbox`);
-        }
-        const source = join(c.sandbox, sp.path);
-        mkdirSync(source, { recursive: true, mode: 0o755 });
-        out.push({ target, readonly, source });
-      } else {
-        throw new ContainerError(501, `${where}: volumes of type ${type ?? "UNKNOWN"} are not implemented`);
-      }
-    }
-    return out;
-  }
-
-  /**
    * Disk a container uses: its sandbox plus what it wrote over its image (the overlay upper
    * dir or the copied rootfs), measured like du(1) in the gc worker, at most every 5 s.
    * `disk` is accounted and reported, not enforced.
@@ -620,13 +642,33 @@ export class Containers {
   async wait(id: ContainerID): Promise<Container> {
     const c = this.get(id);
     if (!c) throw new ContainerError(404, `Container '${idKey(id)}' cannot be found`);
-    await c.exited;
+    if (c.state === "EXITED") return c;
+    if (this.shuttingDown) throw shutdownError(c);
+    let interrupt!: (err: Error) => void;
+    const interrupted = new Promise<never>((_, reject) => (interrupt = reject));
+    this.waiters.set(interrupt, c);
+    try {
+      await Promise.race([c.exited, interrupted]);
+    } finally {
+      this.waiters.delete(interrupt);
+    }
     return c;
   }
 
+  /**
+   * Signals the workload. One still provisioning has none: it is destroyed (Mesos), its
+   * launch fails, and WAIT reports it killed.
+   */
   kill(id: ContainerID, signal: number): void {
     const c = this.get(id);
     if (!c || c.state === "EXITED") throw new ContainerError(404, `Container '${idKey(id)}' cannot be found (or is already killed)`);
+    if (c.state === "PROVISIONING") {
+      if (c.abort && !c.abort.signal.aborted) {
+        log.info(`container ${c.key}: KILL_CONTAINER while it is provisioning: destroying it`);
+        c.abort.abort();
+      }
+      return;
+    }
     if (c.pid === undefined) return;
     try {
       // The workload is PID 1 of its namespace: SIGKILL to it ends every process in there.
@@ -652,74 +694,34 @@ export class Containers {
     this.table.delete(c.key);
   }
 
-  /** Removes the container's rootfs, runtime state and sandbox (in the gc worker). */
+  /** Removes the container's processes, cgroups, mounts, rootfs, sandbox and runtime state. */
   private async cleanup(c: Container): Promise<void> {
-    const f = this.flags.values;
+    // CNI DEL first, while the namespace is held: a failure keeps the container for another REMOVE.
     await this.networks.detach(c.key).catch((err: Error) => {
       throw new ContainerError(500, `${err.message}; the container is kept: REMOVE it again to retry`);
     });
-    if (c.provisionerDir) await this.gc.call("remove", { path: c.provisionerDir, within: f.work_dir });
-    await this.gc.call("remove", { path: c.sandbox, within: f.work_dir });
+    await this.takeApart(c);
     rmSync(c.runtime, { recursive: true, force: true });
-    if (c.cgroup && c.cgroup !== c.parent?.cgroup) c.cgroup.destroy();
     for (const release of c.leases.splice(0)) release();
   }
-}
 
-interface Checkpoint {
-  id: ContainerID;
-  sandbox: string;
-  runtime: string;
-  provisionerDir?: string;
-  pid?: number;
-  pidStart?: number;
-  /** The kernel boot the container was launched in (absent in checkpoints of ucr < 0.2). */
-  bootId?: string;
-  image?: string;
-  cgroups?: string[];
-  limits?: { cpus?: number; memBytes?: number; diskBytes?: number };
-  volumeImages?: string[];
-  user?: string;
-  sandboxInContainer?: string;
-  imageRef?: string;
-  launchedAt: number;
-}
-
-/** A top-level container's hostname: ContainerInfo.hostname, else its ID (as Mesos names it). */
-function hostnameOf(call: LaunchContainer, c: Container): string {
-  const given = call.container?.hostname;
-  if (given === undefined) return c.id.value.slice(0, 63);
-  if (c.parent) throw new ContainerError(400, "container.hostname: a nested container shares its parent's UTS namespace and hostname");
-  if (given.length > 64 || !/^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/.test(given)) {
-    throw new ContainerError(400, `container.hostname: '${given}' is not a hostname (letters, digits, '-' and '.', at most 64 characters)`);
+  /**
+   * The agent is stopping: blocked WAITs are answered now (503, as the container outlives
+   * this agent and the next one recovers it) instead of holding the shutdown; watches stop.
+   */
+  shutdown(): void {
+    this.shuttingDown = true;
+    for (const [interrupt, c] of [...this.waiters]) interrupt(shutdownError(c));
+    this.waiters.clear();
+    this.oom.stopAll();
   }
-  return given;
 }
 
-/** cpus and mem from the launch's resources, `limits` winning (Mesos 1.9+ limits). */
-function limitsOf(call: LaunchContainer): { cpus?: number; memBytes?: number; diskBytes?: number } {
-  const scalar = (name: string) => call.resources?.find((r) => r.name === name && r.type === "SCALAR")?.scalar?.value;
-  const limit = (name: string) => call.limits?.[name]?.value;
-  const cpus = limit("cpus") ?? scalar("cpus");
-  const mem = limit("mem") ?? scalar("mem");
-  const disk = scalar("disk");
-  return {
-    ...(disk !== undefined && Number.isFinite(disk) ? { diskBytes: Math.round(disk * 1048576) } : {}),
-    ...(cpus !== undefined && Number.isFinite(cpus) ? { cpus } : {}),
-    ...(mem !== undefined && Number.isFinite(mem) ? { memBytes: Math.round(mem * 1048576) } : {}),
-  };
-}
-
-
-/** Mesos refuses reserved, persistent-volume and revocable resources on a top-level launch. */
-function checkTopLevelResources(resources: Resource[]): void {
-  for (const r of resources) {
-    if ((r.role && r.role !== "*") || (r.reservations ?? []).length > 0 || r.reservation) {
-      throw new ContainerError(400, `resource '${r.name}' is reserved; standalone containers cannot use reserved resources`);
-    }
-    if (r.disk?.persistence) throw new ContainerError(400, `resource '${r.name}' is a persistent volume, which standalone containers cannot use`);
-    if (r.revocable) throw new ContainerError(400, `resource '${r.name}' is revocable, which standalone containers cannot use`);
-  }
+function shutdownError(c: Container): ContainerError {
+  return new ContainerError(
+    503,
+    `Agent is shutting down: container '${c.key}' keeps running and the next agent recovers it; send WAIT_CONTAINER to it`,
+  );
 }
 
 /** Everything written to a pipe until every writer closed it. */

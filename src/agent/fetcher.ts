@@ -20,10 +20,10 @@ const ARCHIVES: Array<[RegExp, string[]]> = [
   [/\.tar$/, ["-xf"]],
 ];
 
-async function download(url: string, dest: string): Promise<void> {
+async function download(url: string, dest: string, signal?: AbortSignal): Promise<void> {
   let res: Response;
   try {
-    res = await fetch(url, { redirect: "follow" });
+    res = await fetch(url, { redirect: "follow", ...(signal ? { signal } : {}) });
   } catch (err) {
     throw new Error((err as Error).message);
   }
@@ -38,14 +38,16 @@ async function download(url: string, dest: string): Promise<void> {
   }
 }
 
-export async function fetchUris(uris: CommandInfo["uris"] | undefined, sandbox: string): Promise<void> {
+/** `signal`: KILL_CONTAINER stopped the launch; a download in progress is abandoned. */
+export async function fetchUris(uris: CommandInfo["uris"] | undefined, sandbox: string, signal?: AbortSignal): Promise<void> {
   for (const uri of uris ?? []) {
+    signal?.throwIfAborted();
     const value = uri.value;
     const name = uri.output_file ?? basename(new URL(value, "file:///").pathname);
     if (!name || name.startsWith("/") || name.split("/").includes("..")) throw new FetchError(value, `output file '${name}' must be a relative name inside the sandbox`);
     const dest = join(sandbox, name);
     try {
-      if (/^https?:\/\//.test(value)) await download(value, dest);
+      if (/^https?:\/\//.test(value)) await download(value, dest, signal);
       else if (value.startsWith("file://") || value.startsWith("/")) {
         const path = value.startsWith("file://") ? decodeURIComponent(new URL(value).pathname) : value;
         if (!existsSync(path) || !statSync(path).isFile()) throw new Error(`${path} is not a file`);

@@ -170,7 +170,11 @@ function waitBody(c: Container): Message {
     body.state = "TASK_FAILED";
     body.reason = c.limitation.reason;
     body.limitation = { resources: c.limitation.resources };
+  } else if (c.termination) {
+    body.state = c.termination.state;
+    if (c.termination.reason) body.reason = c.termination.reason;
   }
+  if (c.termination && !c.message) body.message = c.termination.message;
   if (c.message) body.message = c.message;
   return body;
 }

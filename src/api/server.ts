@@ -16,11 +16,14 @@ import { listImages, pullImage } from "./images.ts";
 /** Largest request body accepted on /api/v1. LAUNCH_CONTAINER bodies are a few KiB. */
 export const MAX_BODY_BYTES = 1024 * 1024;
 
+/** How long a stopping agent lets requests in flight finish before it closes their connections. */
+export const DRAIN_GRACE_MS = 10_000;
+
 export interface ApiServer {
   readonly port: number;
   readonly hostname: string;
-  /** Stop accepting, let in-flight requests finish, then resolve. */
-  drain(): Promise<void>;
+  /** Stop accepting, let in-flight requests finish (for at most `graceMs`), then resolve. */
+  drain(graceMs?: number): Promise<void>;
 }
 
 /**
@@ -72,6 +75,14 @@ export function startApiServer(agent: Agent): ApiServer {
       }
     } finally {
       inFlight--;
+    }
+    // A stopping agent closes each connection after its answer (WAITs it cut short included).
+    if (draining) {
+      try {
+        response.headers.set("Connection", "close");
+      } catch {
+        // immutable headers: the connection closes with the server anyway
+      }
     }
     const ms = (performance.now() - started).toFixed(1);
     const line = `${request.method} ${url.pathname} ${callType} ${response.status} ${ms}ms`;
@@ -173,10 +184,17 @@ export function startApiServer(agent: Agent): ApiServer {
   return {
     port: server.port!,
     hostname: ip,
-    async drain() {
+    async drain(graceMs = DRAIN_GRACE_MS) {
       draining = true;
-      await server.stop(false);
-      if (inFlight > 0) await new Promise<void>((resolve) => (idle = resolve));
+      const quiet = inFlight > 0 ? new Promise<void>((resolve) => (idle = resolve)) : Promise.resolve();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), graceMs)));
+      const timedOut = await Promise.race([Promise.all([server.stop(false), quiet]).then(() => false), late]);
+      clearTimeout(timer);
+      if (timedOut) {
+        log.warn(`agent stopping: ${inFlight} request(s) still in flight after ${graceMs}ms; closing their connections`);
+        await server.stop(true);
+      }
     },
   };
 }

@@ -21,10 +21,15 @@ export class GcError extends Error {
   }
 }
 
-/** What a live container needs kept; `accountable: false` if we cannot tell (old checkpoint). */
+/**
+ * What a live container needs kept: its image references, and the layer ids its rootfs
+ * and image volumes are made of (kept whatever record a tag names now); `accountable:
+ * false` if we cannot tell (old checkpoint).
+ */
 export interface ImageUser {
   key: string;
   images: string[];
+  layers: string[];
   accountable: boolean;
 }
 
@@ -71,10 +76,34 @@ export class ImageCollector {
     return out;
   }
 
-  /** Removes what a prior run left in gc/ (an agent killed mid-sweep). */
-  async cleanLeftovers(): Promise<void> {
-    const dir = join(this.store.root, "gc");
-    for (const name of readdirSync(dir)) await this.gc.call("remove", { path: join(dir, name), within: dir });
+  /**
+   * Removes what a prior run left in gc/ (an agent killed mid-sweep). Queued like a prune,
+   * so a prune never races it over gc/; done by `rm` processes rather than the gc worker,
+   * whose queue launches, removals and GET_CONTAINERS' disk accounting share: a tree of
+   * many gigabytes must hold none of them up.
+   */
+  cleanLeftovers(): Promise<number> {
+    const run = (this.running ?? Promise.resolve(undefined))
+      .catch(() => undefined)
+      .then(async () => {
+        const dir = join(this.store.root, "gc");
+        const failed: string[] = [];
+        let removed = 0;
+        for (const name of readdirSync(dir)) {
+          // Names from readdir: one component, inside gc/ by construction.
+          const rm = Bun.spawn(["rm", "-rf", "--one-file-system", "--", join(dir, name)], { stdout: "ignore", stderr: "pipe" });
+          const err = await new Response(rm.stderr).text();
+          if ((await rm.exited) === 0) removed++;
+          else failed.push(`${name}: ${err.trim().split("\n")[0] ?? `rm exited ${rm.exitCode}`}`);
+        }
+        if (failed.length > 0) throw new Error(`removed ${removed}, but not ${failed.join("; ")}`);
+        return removed;
+      });
+    this.running = run.then(
+      () => EMPTY_RESULT,
+      () => EMPTY_RESULT,
+    );
+    return run;
   }
 
   /**
@@ -92,6 +121,7 @@ export class ImageCollector {
 
   private retained(excluded: Set<string>): { refs: Set<string>; layers: Set<string> } {
     const refs = new Set(excluded);
+    const layers = new Set<string>();
     for (const user of this.users()) {
       if (!user.accountable) {
         throw new GcError(
@@ -100,8 +130,8 @@ export class ImageCollector {
         );
       }
       for (const ref of user.images) refs.add(ref);
+      for (const layer of user.layers) layers.add(layer);
     }
-    const layers = new Set<string>();
     for (const key of this.store.leases.keys()) {
       if (key.startsWith("ref:")) refs.add(key.slice(4));
       if (key.startsWith("layer:")) layers.add(key.slice(6));
@@ -170,7 +200,10 @@ export class ImageCollector {
     }
   }
 
-  /** Layers and configs no kept record uses (and no lease holds): renamed into gc/, then deleted. */
+  /**
+   * Layers and configs no kept record uses (and no lease or container holds): renamed into
+   * gc/, then deleted.
+   */
   private async sweepLayers(kept: ImageRecord[], leased: Set<string>, result: GcResult): Promise<void> {
     const usedLayers = new Set(leased);
     const usedConfigs = new Set<string>();
@@ -178,8 +211,9 @@ export class ImageCollector {
       for (const l of r.layers) usedLayers.add(l);
       usedConfigs.add(r.configDigest);
     }
-    // Leases may have been taken since marking (a pull that started meanwhile): check again.
+    // Leases may have been taken, and containers launched, since marking: check again.
     for (const key of this.store.leases.keys()) if (key.startsWith("layer:")) usedLayers.add(key.slice(6));
+    for (const user of this.users()) for (const layer of user.layers) usedLayers.add(layer);
     const gcDir = join(this.store.root, "gc");
     const doomed: string[] = [];
     for (const layer of this.store.layerIds()) {
@@ -207,6 +241,8 @@ export class ImageCollector {
     result.bytesFreed += freed.reduce((a, b) => a + b, 0);
   }
 }
+
+const EMPTY_RESULT: GcResult = { removedImages: [], removedLayers: 0, removedConfigs: 0, bytesFreed: 0, ms: 0, threadMs: 0 };
 
 /** Fraction of the filesystem under `dir` in use, as Mesos computes it. */
 export function diskUsage(dir: string): number {

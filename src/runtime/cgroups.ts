@@ -1,9 +1,12 @@
 // Resource limits through cgroups, on v1, v2, or the hybrid layout (v1 controllers with a
 // cgroup2 mount at /sys/fs/cgroup/unified, which this machine has and crun refuses):
 // cpus -> cpu shares/weight (and a CFS quota with --cgroups_enable_cfs), mem -> a memory
-// limit; usage and OOM kills read back for WAIT_CONTAINER and GET_CONTAINERS.
-import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
+// limit; usage and OOM kills read back for WAIT_CONTAINER and GET_CONTAINERS; OOM events
+// watched (v1: eventfd on memory.oom_control; v2: inotify on memory.events); a container's
+// processes killed and its directories removed, and those of containers nobody knows found.
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmdirSync, statSync, watch, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { eventfd } from "../ffi/eventfd.ts";
 import type { CgroupJoin } from "./spec.ts";
 
 export type CgroupLayout = { kind: "v2"; root: string } | { kind: "v1"; cpu: string; cpuacct: string; memory: string } | { kind: "none"; why: string };
@@ -56,7 +59,35 @@ export class ContainerCgroup {
       : { files: this.dirs.map((d) => join(d, "cgroup.procs")), move: "process" };
   }
 
+  /** Where the cgroup of container `name` under `parent` (--cgroups_root) is, in each hierarchy. */
+  static dirsFor(layout: CgroupLayout, parent: string, name: string): string[] {
+    if (layout.kind === "none") return [];
+    if (layout.kind === "v2") return [join(layout.root, parent, name)];
+    return [...new Set([join(layout.cpu, parent, name), join(layout.cpuacct, parent, name), join(layout.memory, parent, name)])];
+  }
+
+  /**
+   * Creates the cgroup and sets its limits. A failure (a limit the kernel refuses) removes
+   * what was created before it is reported: a failed launch leaves no cgroup behind.
+   */
   static create(layout: CgroupLayout, parent: string, name: string, limits: Limits): ContainerCgroup | undefined {
+    if (layout.kind === "none") return undefined;
+    const dirs = ContainerCgroup.dirsFor(layout, parent, name);
+    try {
+      return ContainerCgroup.createIn(layout, parent, name, limits);
+    } catch (err) {
+      for (const d of dirs) {
+        try {
+          rmdirSync(d);
+        } catch {
+          // never created, or already gone
+        }
+      }
+      throw err;
+    }
+  }
+
+  private static createIn(layout: CgroupLayout, parent: string, name: string, limits: Limits): ContainerCgroup | undefined {
     if (layout.kind === "none") return undefined;
     if (layout.kind === "v2") {
       const base = join(layout.root, parent);
@@ -106,11 +137,6 @@ export class ContainerCgroup {
   /** Re-attach to the cgroup dirs of a recovered container. */
   static existing(layout: CgroupLayout, dirs: string[]): ContainerCgroup {
     return new ContainerCgroup(layout, dirs);
-  }
-
-  /** Moves a process in (its children follow). */
-  add(pid: number): void {
-    for (const d of this.dirs) writeFileSync(join(d, "cgroup.procs"), String(pid));
   }
 
   private file(kind: "memory" | "cpu" | "cpuacct", name: string): string | undefined {
@@ -165,16 +191,168 @@ export class ContainerCgroup {
     return stats;
   }
 
-  /** Removes the (empty) cgroup directories. */
-  destroy(): void {
+  /** Its directory in the memory hierarchy (v1), or its one directory (v2). */
+  private memoryDir(): string | undefined {
+    const layout = this.layout;
+    if (layout.kind === "none") return undefined;
+    return layout.kind === "v2" ? this.dirs[0] : this.dirs.find((d) => d.startsWith(`${layout.memory}/`));
+  }
+
+  /** Is `pid` in this cgroup? */
+  contains(pid: number): boolean {
+    const mine = this.memoryDir();
+    return mine !== undefined && cgroupProcs(mine).includes(pid);
+  }
+
+  /**
+   * Calls `onOom` when the kernel's OOM killer acts in this cgroup (any process, not only
+   * the workload's first one). Event-driven: v1 registers an eventfd for memory.oom_control
+   * through cgroup.event_control and reads it on the event loop; v2 watches memory.events
+   * with inotify (the kernel notifies a modify on each change). Returns the way to stop.
+   * The caller checks oomKills() against its baseline: the v1 eventfd is also signalled
+   * when the cgroup is removed.
+   */
+  watchOom(onOom: () => void): () => void {
+    if (this.layout.kind === "v2") {
+      const watcher = watch(join(this.dirs[0]!, "memory.events"), () => onOom());
+      watcher.on("error", () => {});
+      return () => watcher.close();
+    }
+    if (this.layout.kind !== "v1") return () => {};
+    const memory = this.memoryDir();
+    if (!memory) return () => {};
+    const efd = eventfd();
+    let stopped = false;
+    let reader: ReturnType<ReadableStream<Uint8Array<ArrayBuffer>>["getReader"]>;
+    try {
+      const control = openSync(join(memory, "memory.oom_control"), "r");
+      try {
+        writeFileSync(join(memory, "cgroup.event_control"), `${efd} ${control}`);
+      } finally {
+        closeSync(control);
+      }
+      reader = Bun.file(efd).stream().getReader();
+    } catch (err) {
+      closeSync(efd);
+      throw err;
+    }
+    void (async () => {
+      for (;;) {
+        let chunk;
+        try {
+          chunk = await reader!.read();
+        } catch {
+          return;
+        }
+        if (chunk.done || stopped) return;
+        onOom();
+      }
+    })();
+    return () => {
+      if (stopped) return;
+      stopped = true;
+      // Cancelling leaves the descriptor open: close it after, and the kernel drops the
+      // registration with it.
+      void reader!
+        .cancel()
+        .catch(() => {})
+        .finally(() => {
+          try {
+            closeSync(efd);
+          } catch {
+            // already closed
+          }
+        });
+    };
+  }
+
+  /** Every process in any of this container's cgroup directories. */
+  procs(): number[] {
+    return [...new Set(this.dirs.flatMap((d) => cgroupProcs(d)))];
+  }
+
+  /**
+   * Kills every process in the cgroup and removes its directories; true if they are gone.
+   * v2 has cgroup.kill (5.14+); otherwise SIGKILL to each process listed, again until none
+   * is left (a process may fork between the read and the kill), within `timeoutMs`.
+   */
+  async destroy(timeoutMs = 5000): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const pids = this.procs();
+      if (pids.length === 0 && this.removeDirs()) return true;
+      if (Date.now() > deadline) return false;
+      if (this.layout.kind === "v2" && existsSync(join(this.dirs[0]!, "cgroup.kill"))) {
+        try {
+          writeFileSync(join(this.dirs[0]!, "cgroup.kill"), "1");
+        } catch {
+          // removed meanwhile
+        }
+      }
+      for (const pid of pids) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          // gone already
+        }
+      }
+      await Bun.sleep(pids.length === 0 ? 20 : 5);
+    }
+  }
+
+  /** Removes the (empty) directories; false if one is still there (busy). */
+  private removeDirs(): boolean {
+    let all = true;
     for (const d of this.dirs) {
       try {
         rmdirSync(d);
-      } catch {
-        // already gone, or a process is still in it (then the next removal tries again)
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "ENOENT") all = false;
       }
     }
+    return all;
   }
+
+  /**
+   * The container cgroups under `parent` (--cgroups_root) that exist now, by name, with
+   * their directories in every hierarchy: what recovery compares with the checkpoints.
+   */
+  static under(layout: CgroupLayout, parent: string): Map<string, ContainerCgroup> {
+    const out = new Map<string, ContainerCgroup>();
+    if (layout.kind === "none") return out;
+    const roots = layout.kind === "v2" ? [layout.root] : [...new Set([layout.cpu, layout.cpuacct, layout.memory])];
+    for (const root of roots) {
+      let names: string[];
+      try {
+        names = readdirSync(join(root, parent));
+      } catch {
+        continue;
+      }
+      for (const name of names) {
+        try {
+          if (!statSync(join(root, parent, name)).isDirectory()) continue;
+        } catch {
+          continue;
+        }
+        if (!out.has(name)) out.set(name, new ContainerCgroup(layout, ContainerCgroup.dirsFor(layout, parent, name)));
+      }
+    }
+    return out;
+  }
+}
+
+function cgroupProcs(dir: string): number[] {
+  let text: string;
+  try {
+    text = readFileSync(join(dir, "cgroup.procs"), "utf8");
+  } catch {
+    return [];
+  }
+  return text
+    .split("\n")
+    .filter((l) => l !== "")
+    .map(Number)
+    .filter((n) => Number.isInteger(n) && n > 0);
 }
 
 function enable(dir: string): void {

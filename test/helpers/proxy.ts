@@ -29,6 +29,8 @@ export type Fault = FaultBase &
     | { kind: "body"; body: string | Uint8Array; status?: number; headers?: Record<string, string> }
     /** Wait before forwarding. */
     | { kind: "delay"; ms: number }
+    /** Forward, sending the body at most this fast (a slow link: a pull that takes a while). */
+    | { kind: "throttle"; bytesPerSecond: number }
     /** Close the connection without any response. */
     | { kind: "reset" }
   );
@@ -265,6 +267,22 @@ export async function startProxy(target: string, faults: Fault[] = [], opts: Pro
           // declared Content-Length it never gets, as when a connection resets mid-download.
           res.write(part, () => setTimeout(() => req.socket.destroy(), 10));
           return;
+        }
+        if (fault?.kind === "throttle") {
+          // Tenths of a second's worth at a time, so the client sees a steady trickle.
+          const slice = Math.max(1, Math.floor(fault.bytesPerSecond / 10));
+          for (let off = 0; off < chunk.byteLength && !res.destroyed; off += slice) {
+            const piece = chunk.subarray(off, off + slice);
+            res.write(piece);
+            sent += piece.byteLength;
+            entry.bytes = sent;
+            await Bun.sleep(100);
+          }
+          if (res.destroyed) {
+            up.body.destroy();
+            return;
+          }
+          continue;
         }
         sent += chunk.byteLength;
         entry.bytes = sent;

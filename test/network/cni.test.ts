@@ -725,8 +725,10 @@ describe.skipIf(unavailable !== undefined)("CNI networks (real plugins and names
     await pending;
 
     const second = await startNetAgent(dir);
-    // The launch never finished, so the container does not exist; its ADD was undone at start-up.
+    // The launch never finished: its ADD was undone at start-up, and the container is kept as a
+    // terminated record (how it ended, for WAIT) until REMOVE.
     expect(second.log()).toContain("container midadd: its CNI networks were detached after the agent restart");
+    expect((await call(second, { type: "REMOVE_CONTAINER", remove_container: ref("midadd") })).status).toBe(200);
     expect((await call(second, { type: "REMOVE_CONTAINER", remove_container: ref("midadd") })).status).toBe(404);
     expect(await networkInfos(second, "keeps")).toEqual(keptInfo);
     const port = keptInfo![0]!.port_mappings![0]!.host_port;

@@ -1,0 +1,109 @@
+// One container as the agent holds it, the error its calls fail with, and where its pieces
+// live on the host (all derived from its ID, so recovery can find them without a record).
+import { join } from "node:path";
+import type { ContainerID, Resource } from "../api/proto.ts";
+import type { ContainerCgroup } from "../runtime/cgroups.ts";
+
+export class ContainerError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = "ContainerError";
+  }
+}
+
+/**
+ * PROVISIONING covers everything before the workload runs (pull, rootfs, cgroups, URIs,
+ * the launcher starting it); `launching` tells the last step from the others.
+ */
+export type State = "PROVISIONING" | "RUNNING" | "EXITED";
+
+/** Why a container ended when the agent ended it (Mesos' ContainerTermination fields). */
+export interface Termination {
+  /** TASK_KILLED, TASK_FAILED... */
+  state: string;
+  reason?: string;
+  message: string;
+}
+
+export interface Container {
+  id: ContainerID;
+  key: string;
+  state: State;
+  /** The launcher has been (or is being) asked to start the workload. */
+  launching?: boolean;
+  sandbox: string;
+  runtime: string;
+  provisionerDir?: string;
+  /** Host pid of the workload (PID 1 in its namespace) once it runs. */
+  pid?: number;
+  /** When that process started (clock ticks since boot): tells it from a later one with its pid. */
+  pidStart?: number;
+  /** Raw wait(2) status once it exited; undefined if no process ran. */
+  exitStatus?: number;
+  message?: string;
+  /** Set when the agent's limits killed it (Mesos' TASK_FAILED + REASON_CONTAINER_LIMITATION_MEMORY). */
+  limitation?: { reason: string; resources: Resource[] };
+  /** Set when the agent destroyed it (killed while provisioning, or found half-made after a restart). */
+  termination?: Termination;
+  /** Its resources were removed when it was destroyed: only the record is left. */
+  destroyed?: boolean;
+  cgroup?: ContainerCgroup;
+  /** Its own cgroup's directories (planned before they exist), not a shared parent's. */
+  cgroupDirs?: string[];
+  /** OOM kills counted in its cgroup when it was launched: only later ones are its own. */
+  oomBaseline?: number;
+  /** Where the workload sees its sandbox. */
+  sandboxInContainer?: string;
+  /** The container this one is nested in. */
+  parent?: Container;
+  /** The user it runs as (nested containers inherit it). */
+  user?: string;
+  /** Images mounted as volumes (kept from GC while the container exists). */
+  volumeImages?: string[];
+  /** Canonical reference of its image (what GC must keep). */
+  imageRef?: string;
+  /** Layer ids (diff_ids) its rootfs and image volumes are made of: GC keeps these whatever the tags say now. */
+  layers?: string[];
+  /** Store leases held until the container is removed. */
+  leases: Array<() => void>;
+  /** Found again after an agent restart (from its checkpoint). */
+  recovered?: boolean;
+  limits?: { cpus?: number; memBytes?: number; diskBytes?: number };
+  /** Last disk measurement (du of sandbox and rootfs changes), and when. */
+  disk?: { bytes: number; at: number };
+  image?: string;
+  launchedAt: number;
+  exited: Promise<void>;
+  /** Aborted by KILL_CONTAINER while it is provisioning: the launch stops and destroys it. */
+  abort?: AbortController;
+}
+
+/** "c1" or "c1.child" (Mesos' string form of a ContainerID chain). */
+export function idKey(id: ContainerID): string {
+  return id.parent ? `${idKey(id.parent)}.${id.value}` : id.value;
+}
+
+/** The chain of values, root first. */
+export function idChain(id: ContainerID): string[] {
+  return id.parent ? [...idChain(id.parent), id.value] : [id.value];
+}
+
+/** Where a container's pieces are: Mesos' layout, nested ones under their parent's. */
+export interface ContainerPaths {
+  sandbox: string;
+  runtime: string;
+  provisionerDir: string;
+}
+
+export function containerPaths(dirs: { workDir: string; runtimeDir: string }, id: ContainerID): ContainerPaths {
+  const chain = idChain(id);
+  const nest = (root: string) => join(root, ...chain.flatMap((v) => ["containers", v]));
+  return {
+    sandbox: nest(dirs.workDir),
+    runtime: nest(dirs.runtimeDir),
+    provisionerDir: nest(join(dirs.workDir, "provisioner")),
+  };
+}

@@ -1,0 +1,56 @@
+// A launch's volumes as mounts for the init stage: host paths (the legacy `host_path` or a
+// HOST_PATH source), sandbox paths (SANDBOX_PATH, SELF), and Docker images (pulled, mounted
+// read-only). A relative container_path is inside the sandbox, as in Mesos.
+import { existsSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
+import type { LaunchContainer } from "../api/calls.ts";
+import type { VolumeSpec } from "../runtime/spec.ts";
+import { ContainerError } from "./container.ts";
+
+export interface VolumeContext {
+  /** The container's sandbox on the host, and where the workload sees it. */
+  sandbox: string;
+  sandboxInContainer: string;
+  dockerEnabled: boolean;
+  /** Pulls an image volume's image for the container; returns its layer trees, base first. */
+  pullImage(name: string, force: boolean): Promise<string[]>;
+}
+
+export async function volumeMounts(call: LaunchContainer, ctx: VolumeContext): Promise<VolumeSpec[]> {
+  const out: VolumeSpec[] = [];
+  for (const [i, v] of (call.container?.volumes ?? []).entries()) {
+    const where = `volume ${i} (container_path '${v.container_path}')`;
+    if (v.container_path.split("/").includes("..")) throw new ContainerError(400, `${where}: container_path must not contain '..'`);
+    const target = v.container_path.startsWith("/") ? v.container_path : join(ctx.sandboxInContainer, v.container_path);
+    const readonly = v.mode === "RO";
+    if (v.image) {
+      if (v.image.type !== "DOCKER" || !v.image.docker)
+        throw new ContainerError(501, `${where}: only Docker image volumes are implemented`);
+      if (!ctx.dockerEnabled) throw new ContainerError(400, `${where}: Docker images are not enabled (--image_providers=docker)`);
+      if (!readonly) throw new ContainerError(400, `${where}: an image volume must be mounted read-only (mode RO)`);
+      out.push({ target, readonly: true, lowers: await ctx.pullImage(v.image.docker.name, v.image.cached === false) });
+      continue;
+    }
+    const type = v.source?.type ?? (v.host_path !== undefined ? "HOST_PATH" : undefined);
+    if (type === "HOST_PATH") {
+      const source = v.source?.host_path?.path ?? v.host_path;
+      if (!source || !source.startsWith("/")) throw new ContainerError(400, `${where}: the host path must be absolute`);
+      if (!existsSync(source)) throw new ContainerError(400, `${where}: host path '${source}' does not exist`);
+      out.push({ target, readonly, source });
+    } else if (type === "SANDBOX_PATH") {
+      const sp = v.source?.sandbox_path;
+      if (!sp) throw new ContainerError(400, `${where}: SANDBOX_PATH needs 'sandbox_path'`);
+      if ((sp.type ?? "SELF") !== "SELF")
+        throw new ContainerError(400, `${where}: sandbox_path of type ${sp.type} needs a nested container`);
+      if (sp.path.startsWith("/") || sp.path.split("/").includes("..")) {
+        throw new ContainerError(400, `${where}: sandbox_path.path must be relative and stay inside the sandbox`);
+      }
+      const source = join(ctx.sandbox, sp.path);
+      mkdirSync(source, { recursive: true, mode: 0o755 });
+      out.push({ target, readonly, source });
+    } else {
+      throw new ContainerError(501, `${where}: volumes of type ${type ?? "UNKNOWN"} are not implemented`);
+    }
+  }
+  return out;
+}
