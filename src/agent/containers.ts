@@ -15,7 +15,7 @@ import { ContainerCgroup, detectCgroups, ownProcsFile, type CgroupLayout } from 
 import { FetchError, fetchUris } from "./fetcher.ts";
 import { CommandError, resolveCommand } from "../runtime/command.ts";
 import { LauncherClient } from "../runtime/launcher.ts";
-import { selfCommand, type LaunchSpec, type VolumeSpec } from "../runtime/spec.ts";
+import { etcHosts, selfCommand, type LaunchSpec, type VolumeSpec } from "../runtime/spec.ts";
 import { writeStateFile } from "../runtime/state.ts";
 import type { WorkerClient } from "../workers/rpc.ts";
 import { bootId, startTime, stillRunning } from "../util/process.ts";
@@ -280,9 +280,15 @@ export class Containers {
     }
 
     const hostnameFile = join(c.runtime, "hostname");
-    const hostname = c.id.value.slice(0, 63);
+    // A nested container shares its top-level container's UTS namespace, so its hostname.
+    let top = c;
+    while (top.parent) top = top.parent;
+    const hostname = top.id.value.slice(0, 63);
     writeFileSync(hostnameFile, `${hostname}\n`);
+    const hostsFile = join(c.runtime, "hosts");
+    writeFileSync(hostsFile, etcHosts(hostname));
     const cgroupJoin = c.cgroup?.join();
+    const cgroupMounts = rootfs ? c.cgroup?.mounts() : undefined;
     const spec: LaunchSpec = {
       id: c.key,
       hostname,
@@ -296,11 +302,12 @@ export class Containers {
       workingDir: command.workingDir,
       ...(user ? { user } : {}),
       etc: {
-        ...(existsSync("/etc/hosts") ? { hosts: "/etc/hosts" } : {}),
+        hosts: hostsFile,
         ...(existsSync("/etc/resolv.conf") ? { resolv: "/etc/resolv.conf" } : {}),
         hostname: hostnameFile,
       },
       ...(cgroupJoin ? { cgroupJoin } : {}),
+      ...(cgroupMounts ? { cgroupMounts } : {}),
       stdout: join(c.sandbox, "stdout"),
       stderr: join(c.sandbox, "stderr"),
       statusFile: join(c.runtime, "status"),

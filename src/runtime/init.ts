@@ -7,28 +7,42 @@
 //     /etc files and the sandbox, pivot_roots, drops to the user and execs the workload.
 // Setup errors go to fd 3, which the agent reads; exec closes fd 3 (close-on-exec), and
 // that EOF is how the agent knows the workload runs.
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, statSync, writeSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, readSync, readdirSync, statSync, writeSync } from "node:fs";
 import { constants } from "node:os";
 import {
+  AT_FDCWD,
   CLONE_NEWIPC,
   CLONE_NEWNS,
   CLONE_NEWPID,
   CLONE_NEWUTS,
   MS_REC,
   MS_SLAVE,
+  O_APPEND,
+  O_CLOEXEC,
+  O_CREAT,
+  O_DIRECTORY,
+  O_NOFOLLOW,
+  O_PATH,
+  O_RDONLY,
+  O_WRONLY,
+  cloexecFrom,
+  close,
   dup2,
   execve,
+  fchdir,
   mount,
+  openat,
   setCloexec,
   setParentDeathSignal,
   sethostname,
   setns,
   unshare,
 } from "../ffi/libc.ts";
+import { chownTree, kindOf, openDir, openInRoot } from "./inroot.ts";
 import { enterParentRoot, enterRootfs, mountHostProc, mountVolumes } from "./mounts.ts";
 import { selfCommand, type LaunchSpec } from "./spec.ts";
 import { writeStateFile } from "./state.ts";
-import { dropPrivileges, resolveUser } from "./user.ts";
+import { dropPrivileges, homeOf, resolveUser, type User } from "./user.ts";
 
 const REPORT_FD = 3;
 
@@ -155,9 +169,10 @@ function readSpecPath(): string | null {
   }
 }
 
-/** The workload's stdio, as a cold stage 2 gets it from its spawn: sandbox files, no stdin. */
+/** The workload's stdio, as a cold stage 2 gets it from its spawn: sandbox files (never through a link), no stdin. */
 function redirectStdio(spec: LaunchSpec): void {
-  const fds = [openSync("/dev/null", "r"), openSync(spec.stdout!, "a", 0o640), openSync(spec.stderr!, "a", 0o640)];
+  const append = O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC;
+  const fds = [openSync("/dev/null", "r"), openSync(spec.stdout!, append, 0o640), openSync(spec.stderr!, append, 0o640)];
   fds.forEach((fd, i) => {
     dup2(fd, i);
     closeSync(fd);
@@ -168,6 +183,7 @@ function redirectStdio(spec: LaunchSpec): void {
 function stage2(specPath: string | undefined): number {
   let spec: LaunchSpec;
   let cgroupFds: number[] = [];
+  let sandboxFd: number;
   try {
     if (specPath === undefined) {
       const path = readSpecPath();
@@ -204,13 +220,26 @@ function stage2(specPath: string | undefined): number {
     unshare(CLONE_NEWNS);
     // Mounts from the host still reach the container; none of the container's reach the host.
     mount(null, "/", null, MS_REC | MS_SLAVE);
+    // The sandbox, held from here on: mounted from this descriptor (opened in this mount
+    // namespace: a bind's source must be in it) and given to the user through it, so no later
+    // lookup of its path can be steered elsewhere.
+    try {
+      sandboxFd = openat(AT_FDCWD, spec.sandbox.host, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    } catch (err) {
+      throw new Error(`cannot open the sandbox ${spec.sandbox.host}: ${(err as Error).message}`);
+    }
     if (spec.parentPid === undefined) sethostname(spec.hostname);
-    if (spec.rootfs) enterRootfs(spec);
+    if (spec.rootfs) enterRootfs(spec, sandboxFd);
     else if (spec.parentPid !== undefined) {
       enterParentRoot(spec.parentPid);
     } else {
       mountHostProc();
-      mountVolumes(spec, "");
+      const root = openDir("/");
+      try {
+        mountVolumes(spec, root);
+      } finally {
+        close(root);
+      }
     }
   } catch (err) {
     report(`container setup failed: ${(err as Error).message}`);
@@ -218,17 +247,23 @@ function stage2(specPath: string | undefined): number {
   }
   let executable: string;
   try {
-    const user = spec.user ? resolveUser(spec.user) : undefined;
+    // From here on "/" is the container's root: the user, HOME and the working directory are
+    // looked up inside it, never through a link out of it or a descriptor we hold.
+    const root = openDir("/");
+    let user: User | undefined;
     try {
-      process.chdir(spec.workingDir);
-    } catch {
-      // docker creates a missing WorkingDir
-      mkdirSync(spec.workingDir, { recursive: true, mode: 0o755 });
-      process.chdir(spec.workingDir);
+      user = spec.user ? resolveUser(root, spec.user) : undefined;
+      // Mesos gives the sandbox to the container's user.
+      if (user && (user.uid !== 0 || user.gid !== 0)) giveSandbox(sandboxFd, user);
+      // HOME from the user's passwd entry, root's included; "/" without one (Mesos, runc).
+      if (spec.env.HOME === undefined) spec.env.HOME = (user ? user.home : homeOf(root, 0)) ?? "/";
+      enterWorkingDir(root, spec.workingDir);
+    } finally {
+      close(root);
+      close(sandboxFd);
     }
     if (user) {
       dropPrivileges(user);
-      if (spec.env.HOME === undefined && user.home) spec.env.HOME = user.home;
       spec.env.USER ??= user.name;
     }
     executable = findExecutable(spec.executable, spec.env.PATH ?? "", spec.workingDir);
@@ -247,11 +282,44 @@ function stage2(specPath: string | undefined): number {
     return 125;
   }
   try {
+    // Nothing of this process but stdio reaches the workload (CVE-2024-21626: a descriptor of
+    // a host directory left open is a way out of the root).
+    cloexecFrom(3, openFds);
     return execve(executable, spec.argv, spec.env);
   } catch (err) {
     closeSync(REPORT_FD);
     writeSync(2, `ucr: cannot execute ${spec.executable}: ${(err as Error).message}\n`);
     return 126;
+  }
+}
+
+/** This process's open descriptors (for kernels without close_range). */
+function openFds(): number[] {
+  return readdirSync("/proc/self/fd").map(Number);
+}
+
+/** The sandbox and what is in it (stdout, stderr, fetched URIs) to the user, links left alone. */
+function giveSandbox(sandboxFd: number, user: User): void {
+  try {
+    chownTree(sandboxFd, user.uid, user.gid);
+  } catch (err) {
+    throw new Error(`cannot give the sandbox to user ${user.name} (${user.uid}:${user.gid}): ${(err as Error).message}`);
+  }
+}
+
+/** chdir into the working directory as the container sees it, made if missing (as docker does). */
+function enterWorkingDir(root: number, dir: string): void {
+  let opened;
+  try {
+    opened = openInRoot(root, dir, { create: "dir", flags: O_PATH | O_DIRECTORY });
+  } catch (err) {
+    throw new Error(`cannot use the working directory ${dir}: ${(err as Error).message}`);
+  }
+  try {
+    if (!opened.st.isDirectory()) throw new Error(`the working directory ${dir} is ${kindOf(opened.st)}`);
+    fchdir(opened.fd);
+  } finally {
+    close(opened.fd);
   }
 }
 
