@@ -37,6 +37,7 @@ const libc = dlopen("libc.so.6", {
   fchownat: { args: ["i32", "ptr", "u32", "u32", "i32"], returns: "i32" },
   fchdir: { args: ["i32"], returns: "i32" },
   umask: { args: ["u32"], returns: "u32" },
+  fstatfs: { args: ["i32", "ptr"], returns: "i32" },
 });
 
 // Namespace flags (linux/sched.h).
@@ -346,6 +347,15 @@ export function readdirFd(fd: number): Array<{ name: string; type: number }> {
     }
   }
 }
+
+/** The filesystem type (statfs f_type, linux/magic.h) of what `fd` refers to. */
+export function fsType(fd: number): number {
+  const buf = new BigInt64Array(16); // struct statfs is 120 bytes; f_type comes first
+  check(libc.symbols.fstatfs(fd, buf), "fstatfs", `fd ${fd}`);
+  return Number(buf[0]);
+}
+
+export const PROC_SUPER_MAGIC = 0x9fa0;
 
 // d_type values of getdents64 (dirent.h).
 export const DT_DIR = 4;

@@ -1,6 +1,8 @@
 // Paths inside a container's root (or a sandbox), resolved as chroot(2) would resolve them but
 // walked here one component at a time from a descriptor of that root: no link the image made
 // can lead out of it, and what is opened is what gets used (mounts go onto /proc/self/fd/N).
+// (openat2's RESOLVE_IN_ROOT does the lookup in one call, but making what is missing needs
+// the walk anyway, and the walk works on kernels before 5.6.)
 import { fstatSync, type Stats } from "node:fs";
 import type { SysError } from "../ffi/errno.ts";
 import {
@@ -15,10 +17,12 @@ import {
   O_PATH,
   O_RDONLY,
   O_WRONLY,
+  PROC_SUPER_MAGIC,
   close,
   fchownat,
   mkdirat,
   openat,
+  fsType,
   readdirFd,
   readlinkat,
 } from "../ffi/libc.ts";
@@ -80,6 +84,12 @@ export function openInRoot(rootFd: number, path: string, options: OpenOptions = 
     const target = readlinkat(here(), name);
     if (options.noLinks || (last && options.finalLink === "refuse")) throw new PathError("ELOOP", `${where(name)} is a symlink (to '${target}')`);
     if (++links > MAX_LINKS) throw new PathError("ELOOP", `${path}: too many levels of symlinks`);
+    // /proc's magic links (fd/N, cwd, root, exe) read as absolute paths of what they lead to,
+    // maybe outside the root (CVE-2024-21626): never taken for an ordinary link. (/proc's
+    // ordinary links, self and thread-self, are relative.)
+    if (target.startsWith("/") && fsType(here()) === PROC_SUPER_MAGIC) {
+      throw new PathError("ELOOP", `${where(name)} is a magic link of /proc (to '${target}'), which ucr does not follow`);
+    }
     if (target.startsWith("/")) {
       while (dirs.length > 0) close(dirs.pop()!);
       names.length = 0;

@@ -129,38 +129,46 @@ function systemDir(rootFd: number, name: string, what: string): number | undefin
   throw new Error(`/${name} in the container keeps changing`);
 }
 
+/** Makes the mount at `name` in `dirFd` (a tree of ours, no image file in it) read-only. */
+function remountHere(dirFd: number, name: string, where: string): void {
+  const fd = openat(dirFd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  try {
+    mountOn(fd, where, null, null, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+  } finally {
+    close(fd);
+  }
+}
+
 /** /sys/fs/cgroup: the container's own cgroups, read-only (see CgroupMounts). */
-function mountCgroups(rootFd: number, m: CgroupMounts): void {
+function mountCgroups(sysFd: number, m: CgroupMounts): void {
   const at = "/sys/fs/cgroup";
-  // sysfs is the kernel's: no image file is on this path any more.
-  const cg = openat(rootFd, "sys/fs/cgroup", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  // The sysfs just mounted is the kernel's: no image file is on this path any more.
+  const under = openat(sysFd, "fs/cgroup", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   try {
-    if (m.kind === "v2") {
-      mountOn(cg, at, m.binds[0]!.source, null, MS_BIND | MS_REC);
-      remountReadonly(rootFd, at, MS_NOSUID | MS_NODEV | MS_NOEXEC);
-      return;
-    }
-    mountOn(cg, at, "tmpfs", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755,size=64k");
+    if (m.kind === "v2") mountOn(under, at, m.binds[0]!.source, null, MS_BIND | MS_REC);
+    else mountOn(under, at, "tmpfs", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755,size=64k");
   } finally {
-    close(cg);
+    close(under);
   }
-  const dir = openat(rootFd, "sys/fs/cgroup", O_PATH | O_DIRECTORY | O_CLOEXEC);
-  try {
-    for (const b of m.binds) {
-      mkdirat(dir, b.name, 0o755);
-      const fd = openat(dir, b.name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-      try {
-        mountOn(fd, `${at}/${b.name}`, b.source, null, MS_BIND);
-      } finally {
-        close(fd);
+  if (m.kind === "v1") {
+    const dir = openat(sysFd, "fs/cgroup", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC); // the tmpfs now
+    try {
+      for (const b of m.binds) {
+        mkdirat(dir, b.name, 0o755);
+        const fd = openat(dir, b.name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        try {
+          mountOn(fd, `${at}/${b.name}`, b.source, null, MS_BIND);
+        } finally {
+          close(fd);
+        }
+        remountHere(dir, b.name, `${at}/${b.name}`);
       }
-      remountReadonly(rootFd, `${at}/${b.name}`, MS_NOSUID | MS_NODEV | MS_NOEXEC);
+      for (const l of m.links ?? []) symlinkat(l.target, dir, l.name);
+    } finally {
+      close(dir);
     }
-    for (const l of m.links ?? []) symlinkat(l.target, dir, l.name);
-  } finally {
-    close(dir);
   }
-  remountReadonly(rootFd, at, MS_NOSUID | MS_NODEV | MS_NOEXEC);
+  remountHere(sysFd, "fs/cgroup", at);
 }
 
 const DEVICES: Array<[string, number, number]> = [
@@ -336,7 +344,14 @@ export function enterRootfs(spec: LaunchSpec, sandboxFd: number): void {
       } finally {
         close(sys);
       }
-      if (spec.cgroupMounts) mountCgroups(root, spec.cgroupMounts);
+      if (spec.cgroupMounts) {
+        const sysfs = openat(root, "sys", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        try {
+          mountCgroups(sysfs, spec.cgroupMounts);
+        } finally {
+          close(sysfs);
+        }
+      }
     }
     mountDev(root);
     let etc: number | undefined;

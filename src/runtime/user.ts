@@ -29,7 +29,7 @@ function shown(s: string): string {
 /** A decimal id in range, or an error naming `what` it is. */
 function parseId(text: string, what: string): number {
   if (!/^\d{1,10}$/.test(text) || Number(text) > MAX_ID) {
-    throw new Error(`${what} '${shown(text)}' is not a valid id (a number from 0 to ${MAX_ID})`);
+    throw new Error(`${what}: '${shown(text)}' is not a valid id (a number from 0 to ${MAX_ID})`);
   }
   return Number(text);
 }
