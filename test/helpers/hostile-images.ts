@@ -20,23 +20,28 @@ export function climbTo(hostPath: string): string {
 }
 
 /**
- * busybox + one layer of `entries` (+ the extra applets), tagged `name:latest` and saved to
- * `<imagesDir>/<name>.tar`. The layout goes to `<scratch>/<name>`.
+ * busybox + one layer of `entries` (+ the extra applets), or one layer per list given,
+ * tagged `name:latest` and saved to `<imagesDir>/<name>.tar`. The layout goes to `<scratch>/<name>`.
  */
 export async function saveHostileImage(
   scratch: string,
   imagesDir: string,
   name: string,
-  entries: TarEntry[],
+  entries: TarEntry[] | TarEntry[][],
   config: Partial<ContainerConfig> = {},
 ): Promise<void> {
   const layout = join(scratch, name);
+  const lists = entries.length > 0 && Array.isArray(entries[0]) ? (entries as TarEntry[][]) : [entries as TarEntry[]];
+  const hostile = await Promise.all(
+    lists.map(async (list, i) => ({
+      tar: await packTar(i === 0 ? [...appletLinks(), ...list] : list),
+      compression: "gzip" as const,
+      createdBy: `hostile: ${name} ${i}`,
+    })),
+  );
   addImage(layout, {
     tag: "1",
-    layers: [
-      { tar: busyboxLayerTar(), compression: "gzip", createdBy: "busybox" },
-      { tar: await packTar([...appletLinks(), ...entries]), compression: "gzip", createdBy: `hostile: ${name}` },
-    ],
+    layers: [{ tar: busyboxLayerTar(), compression: "gzip", createdBy: "busybox" }, ...hostile],
     config: { ...BUSYBOX_CONFIG, ...config },
   });
   await saveArchive(layout, join(imagesDir, `${name}.tar`), `${name}:latest`, { srcTag: "1" });

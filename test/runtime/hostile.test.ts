@@ -18,10 +18,12 @@ const sentinel = join(work, "sentinel");
 let agent: RunningAgent;
 
 const FD_RANGE = [3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+/** What the copy backend's images link to. */
+const copySentinel = join(work, "copy-sentinel");
 const PASSWD = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n";
 const GROUP = "root:x:0:\napp:x:1000:\n";
 
-function hostileImages(): Array<[string, TarEntry[], Record<string, unknown>?]> {
+function hostileImages(): Array<[string, TarEntry[] | TarEntry[][], Record<string, unknown>?]> {
   const disk = rootBlockDevice();
   return [
     ["mnt-abs", [{ name: "mnt", type: "symlink", linkname: join(sentinel, "mnt") }]],
@@ -74,6 +76,27 @@ function hostileImages(): Array<[string, TarEntry[], Record<string, unknown>?]> 
     ["passwd-fifo", [{ name: "etc/passwd", type: "fifo" }]],
     ["group-zero", [{ name: "etc/group", type: "symlink", linkname: "/dev/zero" }]],
     ["workdir-link", [{ name: "work", type: "symlink", linkname: join(sentinel, "wd") }], { WorkingDir: "/work" }],
+    // For the copy backend: a later layer's file, whiteout and opaque directory over an
+    // earlier layer's links out.
+    [
+      "copy-file-over-link",
+      [[{ name: "etc/x", type: "symlink", linkname: join(copySentinel, "target") }], [{ name: "etc/x", content: "the image's\n" }]],
+    ],
+    [
+      "copy-delete-through-link",
+      [
+        [
+          { name: "d", type: "symlink", linkname: copySentinel },
+          { name: "o", type: "symlink", linkname: join(copySentinel, "opq") },
+        ],
+        [
+          { name: "d", type: "directory" },
+          { name: "d/.wh.secret", content: "" },
+          { name: "o", type: "directory" },
+          { name: "o/.wh..wh..opq", content: "" },
+        ],
+      ],
+    ],
     ...FD_RANGE.map((fd): [string, TarEntry[], Record<string, unknown>] => [`workdir-fd${fd}`, [], { WorkingDir: `/proc/self/fd/${fd}` }]),
     [
       "nonroot",
@@ -93,6 +116,10 @@ beforeAll(async () => {
   mkdirSync(join(sentinel, "keep"), { recursive: true });
   writeFileSync(join(sentinel, "keep", "file"), "the host's\n");
   writeFileSync(join(sentinel, "hosts"), "host file, not the container's\n");
+  mkdirSync(join(copySentinel, "opq"), { recursive: true });
+  writeFileSync(join(copySentinel, "target"), "the host's\n");
+  writeFileSync(join(copySentinel, "secret"), "the host's\n");
+  writeFileSync(join(copySentinel, "opq", "a"), "the host's\n");
   const images = join(work, "images");
   const scratch = join(work, "layouts");
   mkdirSync(images);
@@ -318,6 +345,38 @@ describe.skipIf(!isRoot)("hostile images (need root: namespaces and mounts)", ()
       expect(r.stdout).toBe("0\n1\n2\n/dev/null\n");
       await remove(r.id);
     }
+  });
+});
+
+describe.skipIf(!isRoot)("the copy backend with hostile layers (needs root)", () => {
+  test("a later layer's file, whiteout or opaque directory never reaches through an earlier layer's link", async () => {
+    const copy = await startAgent({
+      args: [`--docker_registry=${join(work, "images")}`, "--image_providers=docker", "--isolation=filesystem/linux,docker/runtime", "--image_provisioner_backend=copy"],
+    });
+    const before = snapshot(copySentinel);
+    try {
+      const launch = (id: string, image: string, script: string) =>
+        copy.call({
+          type: "LAUNCH_CONTAINER",
+          launch_container: {
+            container_id: { value: id },
+            command: { value: script },
+            container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: image } } } },
+          },
+        });
+      // A file over a link replaces the link, as overlayfs shows it.
+      const r = await launch("file", "copy-file-over-link", "cat /etc/x; test -L /etc/x && echo link || echo file");
+      expect({ status: r.status, text: await r.text() }).toEqual({ status: 200, text: "" });
+      await copy.call({ type: "WAIT_CONTAINER", wait_container: { container_id: { value: "file" } } });
+      expect(readFileSync(join(copy.workDir, "containers", "file", "stdout"), "utf8")).toBe("the image's\nfile\n");
+      expect((await copy.call({ type: "REMOVE_CONTAINER", remove_container: { container_id: { value: "file" } } })).status).toBe(200);
+      // A directory over a link cannot be copied; the deletions below it must not happen on the host.
+      const d = await launch("del", "copy-delete-through-link", "true");
+      expect({ status: d.status, text: await d.text() }).toEqual({ status: 400, text: expect.stringMatching(/cannot overwrite non-directory .*\/(d|o)' with directory/) });
+    } finally {
+      expect(await copy.stop()).toBe(0);
+    }
+    expect(snapshot(copySentinel)).toBe(before);
   });
 });
 
