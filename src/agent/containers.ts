@@ -3,7 +3,7 @@
 // PROVISIONING -> RUNNING -> EXITED -> (removed). The exit status comes from the file the
 // init stage writes, so it is there even when the agent was not.
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, watch, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import type { ContainerID, Resource } from "../api/proto.ts";
 import type { LaunchContainer } from "../api/calls.ts";
 import type { Backend, LoadedFlags } from "../config/flags.ts";
@@ -15,6 +15,7 @@ import { ContainerCgroup, detectCgroups, ownProcsFile, type CgroupLayout } from 
 import { FetchError, fetchUris } from "./fetcher.ts";
 import { CommandError, resolveCommand } from "../runtime/command.ts";
 import { LauncherClient } from "../runtime/launcher.ts";
+import { makeDirBelow } from "../runtime/inroot.ts";
 import { etcHosts, selfCommand, type LaunchSpec, type VolumeSpec } from "../runtime/spec.ts";
 import { writeStateFile } from "../runtime/state.ts";
 import type { WorkerClient } from "../workers/rpc.ts";
@@ -69,6 +70,13 @@ export interface Container {
   image?: string;
   launchedAt: number;
   exited: Promise<void>;
+}
+
+/** The top-level container a nested one is in (itself if it is one). */
+function topLevel(c: Container): Container {
+  let top = c;
+  while (top.parent) top = top.parent;
+  return top;
 }
 
 /** "c1" or "c1.child" (Mesos' string form of a ContainerID chain). */
@@ -188,8 +196,12 @@ export class Containers {
     const f = this.flags.values;
     const image = call.container?.mesos?.image;
     mkdirSync(c.runtime, { recursive: true, mode: 0o700 });
+    // A nested container's sandbox sits in its parent's, which the parent's workload writes:
+    // made there through no link, and not over a directory the workload made.
+    const top = topLevel(c);
     try {
-      mkdirSync(c.sandbox, { recursive: true, mode: 0o750 });
+      if (c.parent) makeDirBelow(top.sandbox, relative(top.sandbox, c.sandbox), 0o750);
+      else mkdirSync(c.sandbox, { recursive: true, mode: 0o750 });
     } catch (err) {
       throw new ContainerError(500, `cannot create the sandbox ${c.sandbox}: ${(err as Error).message}`);
     }
@@ -281,8 +293,6 @@ export class Containers {
 
     const hostnameFile = join(c.runtime, "hostname");
     // A nested container shares its top-level container's UTS namespace, so its hostname.
-    let top = c;
-    while (top.parent) top = top.parent;
     const hostname = top.id.value.slice(0, 63);
     writeFileSync(hostnameFile, `${hostname}\n`);
     const hostsFile = join(c.runtime, "hosts");
@@ -293,7 +303,7 @@ export class Containers {
       id: c.key,
       hostname,
       ...(rootfs ? { rootfs } : {}),
-      sandbox: { host: c.sandbox, container: sandboxInContainer },
+      sandbox: { host: c.sandbox, container: sandboxInContainer, ...(c.parent ? { within: top.sandbox } : {}) },
       ...(volumes.length > 0 ? { volumes } : {}),
       ...(c.parent?.pid !== undefined ? { parentPid: c.parent.pid } : {}),
       executable: command.executable,

@@ -9,6 +9,7 @@
 // that EOF is how the agent knows the workload runs.
 import { closeSync, existsSync, openSync, readFileSync, readSync, readdirSync, statSync, writeSync } from "node:fs";
 import { constants } from "node:os";
+import { relative } from "node:path";
 import {
   AT_FDCWD,
   CLONE_NEWIPC,
@@ -224,11 +225,7 @@ function stage2(specPath: string | undefined): number {
     // The sandbox, held from here on: mounted from this descriptor (opened in this mount
     // namespace: a bind's source must be in it) and given to the user through it, so no later
     // lookup of its path can be steered elsewhere.
-    try {
-      sandboxFd = openat(AT_FDCWD, spec.sandbox.host, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    } catch (err) {
-      throw new Error(`cannot open the sandbox ${spec.sandbox.host}: ${(err as Error).message}`);
-    }
+    sandboxFd = openSandbox(spec.sandbox);
     if (spec.parentPid === undefined) sethostname(spec.hostname);
     if (spec.rootfs) enterRootfs(spec, sandboxFd);
     else if (spec.parentPid !== undefined) {
@@ -321,6 +318,21 @@ function warmUp(): void {
     }
   } catch {
     // only a warm-up
+  }
+}
+
+/** The sandbox's directory, through no link below the top-level sandbox for a nested container. */
+function openSandbox(sandbox: LaunchSpec["sandbox"]): number {
+  try {
+    if (sandbox.within === undefined) return openat(AT_FDCWD, sandbox.host, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    const top = openDir(sandbox.within);
+    try {
+      return openInRoot(top, relative(sandbox.within, sandbox.host), { noLinks: true, flags: O_RDONLY | O_DIRECTORY }).fd;
+    } finally {
+      close(top);
+    }
+  } catch (err) {
+    throw new Error(`cannot open the sandbox ${sandbox.host}: ${(err as Error).message}`);
   }
 }
 

@@ -214,3 +214,30 @@ export function chownTree(dirFd: number, uid: number, gid: number, depth = 0): v
     fchownat(dirFd, entry.name, uid, gid, AT_SYMLINK_NOFOLLOW);
   }
 }
+
+/**
+ * Makes the directory `rel` below `top` (a directory the agent made), where every component
+ * below `top` may have been written by a workload (a nested container's sandbox sits in its
+ * parent's): no link is followed, missing directories on the way are made, and the last one
+ * must not exist yet (a workload's directory there could hold links the launch would follow).
+ */
+export function makeDirBelow(top: string, rel: string, mode: number): void {
+  const topFd = openDir(top);
+  try {
+    const slash = rel.lastIndexOf("/");
+    const parent = openInRoot(topFd, slash < 0 ? "." : rel.slice(0, slash), { create: "dir", noLinks: true, flags: O_PATH | O_DIRECTORY });
+    try {
+      mkdirat(parent.fd, rel.slice(slash + 1), mode);
+    } catch (err) {
+      const why = code(err) === "EEXIST" ? "it exists already" : (err as Error).message;
+      throw new PathError(code(err) ?? "EIO", `cannot make ${top}/${rel}: ${why}`);
+    } finally {
+      close(parent.fd);
+    }
+  } catch (err) {
+    if (err instanceof PathError && !err.message.startsWith("cannot make")) throw new PathError(err.code, `cannot make ${top}/${rel}: ${err.message}`);
+    throw err;
+  } finally {
+    close(topFd);
+  }
+}

@@ -55,7 +55,12 @@ export interface LaunchSpec {
   hostname: string;
   /** Absent: the container sees the host's filesystem (no image). */
   rootfs?: RootfsSpec;
-  sandbox: { host: string; container: string };
+  /**
+   * The sandbox's host directory and where the container sees it. `within` (nested containers):
+   * the top-level container's sandbox, below which a workload may have written, so nothing
+   * from there down may be a link.
+   */
+  sandbox: { host: string; container: string; within?: string };
   volumes?: VolumeSpec[];
   /** Nested: the parent's workload (host pid), whose PID, UTS and IPC namespaces it joins. */
   parentPid?: number;

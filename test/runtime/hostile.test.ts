@@ -5,7 +5,7 @@
 // Each test asserts the clear error or the safe outcome AND that the sentinel (what the
 // links point at) is exactly as before: no file created, changed or mounted over.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type RunningAgent, startAgent, tempDir } from "../helpers/agent.ts";
 import { climbTo, getentEntries, rootBlockDevice, saveHostileImage, snapshot } from "../helpers/hostile-images.ts";
@@ -345,6 +345,51 @@ describe.skipIf(!isRoot)("hostile images (need root: namespaces and mounts)", ()
       expect(r.stdout).toBe("0\n1\n2\n/dev/null\n");
       await remove(r.id);
     }
+  });
+});
+
+describe.skipIf(!isRoot)("a nested container's sandbox, in its parent's (needs root)", () => {
+  // What the parent's workload can do to its own sandbox, done here from the host: the same files.
+  test("links or directories the parent's workload put there are not followed, used or removed through", async () => {
+    const before = snapshot(sentinel);
+    const parent = { value: `nparent${n++}` };
+    expect((await launch(parent.value, "etc-links", "exec sleep 60")).status).toBe(200);
+    const parentSandbox = join(agent.workDir, "containers", parent.value);
+    const nested = (value: string) =>
+      call({ type: "LAUNCH_CONTAINER", launch_container: { container_id: { value, parent }, command: { value: "echo child > $MESOS_SANDBOX/out" } } });
+
+    // containers/ is a link out: refused, nothing made there.
+    symlinkSync(sentinel, join(parentSandbox, "containers"));
+    const viaLink = await nested("kid");
+    expect({ status: viaLink.status, text: viaLink.text }).toEqual({ status: 500, text: expect.stringMatching(/\/containers is a symlink \(to '[^']*sentinel'\)/) });
+    rmSync(join(parentSandbox, "containers"));
+
+    // containers/<id>/ made by the workload beforehand, with a link for stdout: refused.
+    mkdirSync(join(parentSandbox, "containers", "kid2"), { recursive: true });
+    symlinkSync(join(sentinel, "kid2-stdout"), join(parentSandbox, "containers", "kid2", "stdout"));
+    const planted = await nested("kid2");
+    expect({ status: planted.status, text: planted.text }).toEqual({ status: 500, text: expect.stringMatching(/containers\/kid2: it exists already/) });
+
+    // A child that ran; then containers/ becomes a link to a directory holding a "kid3":
+    // REMOVE must not delete the sentinel's kid3.
+    expect((await nested("kid3")).status).toBe(200);
+    const child = { container_id: { value: "kid3", parent } };
+    expect((await call({ type: "WAIT_CONTAINER", wait_container: child })).json).toEqual({ type: "WAIT_CONTAINER", wait_container: { exit_status: 0 } });
+    expect(readFileSync(join(parentSandbox, "containers", "kid3", "out"), "utf8")).toBe("child\n");
+    const decoy = join(work, "decoy");
+    mkdirSync(join(decoy, "kid3"), { recursive: true });
+    writeFileSync(join(decoy, "kid3", "precious"), "the host's\n");
+    const realContainers = join(parentSandbox, "containers.real");
+    renameSync(join(parentSandbox, "containers"), realContainers);
+    symlinkSync(decoy, join(parentSandbox, "containers"));
+    expect((await call({ type: "REMOVE_NESTED_CONTAINER", remove_nested_container: { container_id: child.container_id } })).status).toBe(200);
+    expect(readFileSync(join(decoy, "kid3", "precious"), "utf8")).toBe("the host's\n");
+
+    await call({ type: "KILL_CONTAINER", kill_container: { container_id: parent } });
+    await call({ type: "WAIT_CONTAINER", wait_container: { container_id: parent } });
+    await remove(parent.value);
+    expect(existsSync(join(decoy, "kid3", "precious"))).toBe(true);
+    expect(snapshot(sentinel)).toBe(before);
   });
 });
 
