@@ -370,10 +370,11 @@ function enterWorkingDir(root: number, dir: string): void {
 function findExecutable(name: string, path: string, cwd: string): string {
   const runnable = (p: string) => {
     try {
-      const st = statSync(p);
-      return st.isFile() && (st.mode & 0o111) !== 0;
+      // Missing is the common answer along PATH: no exception for it (see openatOrErrno).
+      const st = statSync(p, { throwIfNoEntry: false });
+      return st !== undefined && st.isFile() && (st.mode & 0o111) !== 0;
     } catch {
-      return false;
+      return false; // not a directory on the way, no permission
     }
   };
   if (name.includes("/")) {

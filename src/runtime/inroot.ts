@@ -4,11 +4,15 @@
 // (openat2's RESOLVE_IN_ROOT does the lookup in one call, but making what is missing needs
 // the walk anyway, and the walk works on kernels before 5.6.)
 import { fstatSync, type Stats } from "node:fs";
-import type { SysError } from "../ffi/errno.ts";
+import { type SysError, errnoName } from "../ffi/errno.ts";
 import {
   AT_EMPTY_PATH,
   AT_SYMLINK_NOFOLLOW,
   DT_DIR,
+  EEXIST,
+  ELOOP,
+  ENOENT,
+  ENOTDIR,
   O_CLOEXEC,
   O_CREAT,
   O_DIRECTORY,
@@ -21,10 +25,13 @@ import {
   close,
   fchownat,
   mkdirat,
+  mkdiratOrErrno,
   openat,
+  openatOrErrno,
   fsType,
   readdirFd,
   readlinkat,
+  sysError,
 } from "../ffi/libc.ts";
 
 /** As the kernel: at most 40 links followed in one lookup. */
@@ -100,13 +107,15 @@ export function openInRoot(rootFd: number, path: string, options: OpenOptions = 
   };
   const create = (name: string, last: boolean): void => {
     if (++creates > MAX_CREATE_TRIES) throw new PathError("EAGAIN", `${where(name)} keeps changing while it is created`);
-    try {
-      if (last && options.create === "file") close(openat(here(), name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644));
-      else mkdirat(here(), name, 0o755);
-    } catch (err) {
-      if (code(err) === "EEXIST") return; // made by someone else meanwhile (or a dangling link): look again
-      throw new PathError(code(err) ?? "EIO", `cannot create ${where(name)}: ${(err as Error).message}`);
+    let rc;
+    if (last && options.create === "file") {
+      rc = openatOrErrno(here(), name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644);
+      if (rc >= 0) close(rc);
+    } else {
+      rc = mkdiratOrErrno(here(), name, 0o755);
     }
+    // EEXIST: made by someone else meanwhile (or a dangling link): look again
+    if (rc < 0 && rc !== -EEXIST) throw new PathError(errnoName(-rc), `cannot create ${where(name)}: ${sysError(last ? "openat" : "mkdirat", rc, name).message}`);
   };
   try {
     for (;;) {
@@ -126,19 +135,17 @@ export function openInRoot(rootFd: number, path: string, options: OpenOptions = 
       }
       const last = todo.length === 0;
       const flags = last ? (options.flags ?? O_PATH) : O_PATH | O_DIRECTORY;
-      let fd: number;
-      try {
-        fd = openat(here(), name, flags | O_NOFOLLOW | O_CLOEXEC);
-      } catch (err) {
-        const c = code(err);
-        if (c === "ENOENT") {
-          if (options.create === undefined) throw new PathError("ENOENT", `${where(name)} does not exist`);
-          create(name, last);
-          todo.unshift(name);
-          continue;
-        }
+      // No exceptions on the way: this runs for every mount point of every launch.
+      const fd = openatOrErrno(here(), name, flags | O_NOFOLLOW | O_CLOEXEC);
+      if (fd === -ENOENT) {
+        if (options.create === undefined) throw new PathError("ENOENT", `${where(name)} does not exist`);
+        create(name, last);
+        todo.unshift(name);
+        continue;
+      }
+      if (fd < 0) {
         // ELOOP (a link under O_NOFOLLOW) or ENOTDIR (a link, or a file, under O_DIRECTORY)
-        if (c !== "ELOOP" && c !== "ENOTDIR") throw new PathError(c ?? "EIO", `cannot open ${where(name)}: ${(err as Error).message}`);
+        if (fd !== -ELOOP && fd !== -ENOTDIR) throw new PathError(errnoName(-fd), `cannot open ${where(name)}: ${sysError("openat", fd, name).message}`);
         let isLink = true;
         try {
           followLink(name, last);
@@ -149,6 +156,12 @@ export function openInRoot(rootFd: number, path: string, options: OpenOptions = 
         if (!isLink) throw new PathError("ENOTDIR", `${where(name)} is not a directory`);
         continue;
       }
+      if (!last) {
+        // opened O_DIRECTORY | O_NOFOLLOW: a directory, not a link
+        dirs.push(fd);
+        names.push(name);
+        continue;
+      }
       const st = fstatSync(fd);
       if (st.isSymbolicLink()) {
         // O_PATH | O_NOFOLLOW opens a link itself
@@ -156,9 +169,7 @@ export function openInRoot(rootFd: number, path: string, options: OpenOptions = 
         followLink(name, last);
         continue;
       }
-      if (last) return { fd, st, path: where(name) };
-      dirs.push(fd);
-      names.push(name);
+      return { fd, st, path: where(name) };
     }
   } finally {
     for (const fd of dirs) close(fd);

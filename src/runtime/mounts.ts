@@ -20,9 +20,12 @@
 //                      runc's securejoin); what is missing is made inside the root; a target
 //                      of the wrong type (a directory for a file, or a special file) is refused.
 import { fstatSync, statSync } from "node:fs";
-import type { SysError } from "../ffi/errno.ts";
 import {
   MNT_DETACH,
+  MOUNT_ATTR_NODEV,
+  MOUNT_ATTR_NOEXEC,
+  MOUNT_ATTR_NOSUID,
+  MOUNT_ATTR_RDONLY,
   MS_BIND,
   MS_NODEV,
   MS_NOEXEC,
@@ -42,13 +45,22 @@ import {
   chroot,
   close,
   fchdir,
+  EEXIST,
+  ELOOP,
+  ENOENT,
+  ENOTDIR,
+  EROFS,
   mkdirat,
+  mkdiratOrErrno,
   mknodat,
   mount,
+  mountSetattrRecursive,
   openat,
+  openatOrErrno,
   pivotRoot,
   readlinkat,
   symlinkat,
+  sysError,
   umask,
   umount2,
   unlinkat,
@@ -56,12 +68,13 @@ import {
 import { PathError, kindOf, openDir, openInRoot } from "./inroot.ts";
 import type { CgroupMounts, LaunchSpec } from "./spec.ts";
 
-const code = (err: unknown): string | undefined => (err as SysError).code;
-
-/** mount(2) onto what `fd` refers to: the target is the one opened inside the root, not a path looked up again. */
-function mountOn(fd: number, where: string, source: string | null, fstype: string | null, flags: number, data: string | null = null): void {
+/**
+ * mount(2) onto what `fd` refers to: the target is the one opened inside the root, not a path
+ * looked up again (or onto `name` below it, where that directory is ours alone).
+ */
+function mountOn(fd: number, where: string, source: string | null, fstype: string | null, flags: number, data: string | null = null, name?: string): void {
   try {
-    mount(source, `/proc/self/fd/${fd}`, fstype, flags, data);
+    mount(source, name === undefined ? `/proc/self/fd/${fd}` : `/proc/self/fd/${fd}/${name}`, fstype, flags, data);
   } catch (err) {
     throw new Error(`cannot mount ${fstype ?? source ?? "none"} on ${where} in the container: ${(err as Error).message}`);
   }
@@ -81,14 +94,12 @@ function remountReadonly(rootFd: number, path: string, flags: number): void {
   }
 }
 
-/** Opens `name` (no links) in `dirFd`, or undefined if it is missing. */
+/** Opens `name` (no links) in `dirFd`, or undefined if it is missing (no exception: see openatOrErrno). */
 function openHere(dirFd: number, name: string, flags = O_PATH): number | undefined {
-  try {
-    return openat(dirFd, name, flags | O_NOFOLLOW | O_CLOEXEC);
-  } catch (err) {
-    if (code(err) === "ENOENT") return undefined;
-    throw err;
-  }
+  const fd = openatOrErrno(dirFd, name, flags | O_NOFOLLOW | O_CLOEXEC);
+  if (fd >= 0) return fd;
+  if (fd === -ENOENT) return undefined;
+  throw sysError("openat", fd, name);
 }
 
 /** What `name` in `dirFd` is, in words (for a refusal). */
@@ -112,19 +123,15 @@ function describe(dirFd: number, name: string): string {
  */
 function systemDir(rootFd: number, name: string, what: string): number | undefined {
   for (let tries = 0; tries < 2; tries++) {
-    try {
-      const fd = openHere(rootFd, name, O_PATH | O_DIRECTORY);
-      if (fd !== undefined) return fd;
-    } catch (err) {
-      if (code(err) !== "ENOTDIR" && code(err) !== "ELOOP") throw err;
+    const fd = openatOrErrno(rootFd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0) return fd;
+    if (fd === -ENOTDIR || fd === -ELOOP) {
       throw new Error(`the image's /${name} is ${describe(rootFd, name)}: ucr mounts ${what} only on a directory, never through a link`);
     }
-    try {
-      mkdirat(rootFd, name, 0o755);
-    } catch (err) {
-      if (code(err) === "EROFS") return undefined; // a read-only rootfs without it: the container goes without
-      if (code(err) !== "EEXIST") throw new Error(`cannot create /${name} in the container: ${(err as Error).message}`);
-    }
+    if (fd !== -ENOENT) throw sysError("openat", fd, `/${name} in the container`);
+    const made = mkdiratOrErrno(rootFd, name, 0o755);
+    if (made === -EROFS) return undefined; // a read-only rootfs without it: the container goes without
+    if (made < 0 && made !== -EEXIST) throw new Error(`cannot create /${name} in the container: ${sysError("mkdirat", made, name).message}`);
   }
   throw new Error(`/${name} in the container keeps changing`);
 }
@@ -139,36 +146,38 @@ function remountHere(dirFd: number, name: string, where: string): void {
   }
 }
 
-/** /sys/fs/cgroup: the container's own cgroups, read-only (see CgroupMounts). */
-function mountCgroups(sysFd: number, m: CgroupMounts): void {
+/**
+ * /sys/fs/cgroup: the container's own cgroups, read-only (see CgroupMounts). Below the sysfs
+ * just mounted at /sys (checked a directory, and nothing but us acts in this mount namespace)
+ * every name is the kernel's or ours, so paths under /proc/self/fd/N are fine here.
+ */
+function mountCgroups(rootFd: number, m: CgroupMounts): void {
   const at = "/sys/fs/cgroup";
-  // The sysfs just mounted is the kernel's: no image file is on this path any more.
-  const under = openat(sysFd, "fs/cgroup", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  const under = `/proc/self/fd/${rootFd}/sys/fs/cgroup`;
   try {
-    if (m.kind === "v2") mountOn(under, at, m.binds[0]!.source, null, MS_BIND | MS_REC);
-    else mountOn(under, at, "tmpfs", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755,size=64k");
-  } finally {
-    close(under);
+    if (m.kind === "v2") mount(m.binds[0]!.source, under, null, MS_BIND | MS_REC);
+    else mount("tmpfs", under, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755,size=64k");
+  } catch (err) {
+    throw new Error(`cannot mount the container's cgroups on ${at}: ${(err as Error).message}`);
   }
-  if (m.kind === "v1") {
-    const dir = openat(sysFd, "fs/cgroup", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC); // the tmpfs now
-    try {
+  const dir = openat(rootFd, "sys/fs/cgroup", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC); // the new mount
+  try {
+    if (m.kind === "v1") {
       for (const b of m.binds) {
         mkdirat(dir, b.name, 0o755);
-        const fd = openat(dir, b.name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        try {
-          mountOn(fd, `${at}/${b.name}`, b.source, null, MS_BIND);
-        } finally {
-          close(fd);
-        }
-        remountHere(dir, b.name, `${at}/${b.name}`);
+        mountOn(dir, `${at}/${b.name}`, b.source, null, MS_BIND, null, b.name);
       }
       for (const l of m.links ?? []) symlinkat(l.target, dir, l.name);
-    } finally {
-      close(dir);
     }
+    // Read-only, the binds below included: one call where the kernel has it, else one remount each.
+    const ro = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+    if (!mountSetattrRecursive(dir, ro, at)) {
+      for (const b of m.kind === "v1" ? m.binds : []) remountHere(dir, b.name, `${at}/${b.name}`);
+      mountOn(dir, at, null, null, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+    }
+  } finally {
+    close(dir);
   }
-  remountHere(sysFd, "fs/cgroup", at);
 }
 
 const DEVICES: Array<[string, number, number]> = [
@@ -237,11 +246,9 @@ function bindEtcFile(etc: number, name: string, source: string, writable: boolea
   }
   if (fd === undefined) {
     if (!writable) return; // missing on a read-only rootfs: the container goes without, as before
-    try {
-      close(openat(etc, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644));
-    } catch (err) {
-      throw new Error(`cannot create ${where} in the container: ${(err as Error).message}`);
-    }
+    const made = openatOrErrno(etc, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644);
+    if (made < 0) throw new Error(`cannot create ${where} in the container: ${sysError("openat", made, name).message}`);
+    close(made);
     fd = openat(etc, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
   }
   try {
@@ -344,14 +351,7 @@ export function enterRootfs(spec: LaunchSpec, sandboxFd: number): void {
       } finally {
         close(sys);
       }
-      if (spec.cgroupMounts) {
-        const sysfs = openat(root, "sys", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        try {
-          mountCgroups(sysfs, spec.cgroupMounts);
-        } finally {
-          close(sysfs);
-        }
-      }
+      if (spec.cgroupMounts) mountCgroups(root, spec.cgroupMounts);
     }
     mountDev(root);
     let etc: number | undefined;
