@@ -570,7 +570,13 @@ export class Containers {
           throw new ContainerError(400, `${where}: sandbox_path.path must be relative and stay inside the sandbox`);
         }
         const source = join(c.sandbox, sp.path);
-        mkdirSync(source, { recursive: true, mode: 0o755 });
+        // In the sandbox (a nested one is in its parent's, which that workload writes): no link followed.
+        const top = topLevel(c).sandbox;
+        try {
+          makeDirBelow(top, relative(top, source), 0o755, { exclusive: false });
+        } catch (err) {
+          throw new ContainerError(400, `${where}: ${(err as Error).message}`);
+        }
         out.push({ target, readonly, source });
       } else {
         throw new ContainerError(501, `${where}: volumes of type ${type ?? "UNKNOWN"} are not implemented`);

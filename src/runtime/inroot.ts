@@ -229,12 +229,17 @@ export function chownTree(dirFd: number, uid: number, gid: number, depth = 0): v
 /**
  * Makes the directory `rel` below `top` (a directory the agent made), where every component
  * below `top` may have been written by a workload (a nested container's sandbox sits in its
- * parent's): no link is followed, missing directories on the way are made, and the last one
- * must not exist yet (a workload's directory there could hold links the launch would follow).
+ * parent's): no link is followed and missing directories on the way are made. `exclusive`
+ * (the default): the last one must not exist yet (a workload's directory there could hold
+ * links the launch would follow).
  */
-export function makeDirBelow(top: string, rel: string, mode: number): void {
+export function makeDirBelow(top: string, rel: string, mode: number, options: { exclusive?: boolean } = {}): void {
   const topFd = openDir(top);
   try {
+    if (options.exclusive === false) {
+      close(openInRoot(topFd, rel, { create: "dir", noLinks: true, flags: O_PATH | O_DIRECTORY }).fd);
+      return;
+    }
     const slash = rel.lastIndexOf("/");
     const parent = openInRoot(topFd, slash < 0 ? "." : rel.slice(0, slash), { create: "dir", noLinks: true, flags: O_PATH | O_DIRECTORY });
     try {

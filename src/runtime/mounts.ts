@@ -304,11 +304,31 @@ export function mountVolumes(spec: LaunchSpec, rootFd: number): void {
       continue;
     }
     const what = `volume ${v.source}`;
-    const fd = mountPoint(rootFd, v.target, statSync(v.source!).isDirectory(), what);
+    // A sandbox path of a nested container is in its parent's sandbox, which that workload
+    // writes: opened through no link, and bound from the descriptor.
+    const within = spec.sandbox.within;
+    let source = v.source!;
+    let held: number | undefined;
+    if (within !== undefined && source.startsWith(`${within}/`)) {
+      const top = openDir(within);
+      try {
+        held = openInRoot(top, source.slice(within.length + 1), { noLinks: true, flags: O_PATH | O_DIRECTORY }).fd;
+      } catch (err) {
+        throw new Error(`cannot use ${source} for the volume at ${v.target}: ${(err as Error).message}`);
+      } finally {
+        close(top);
+      }
+      source = `/proc/self/fd/${held}`;
+    }
     try {
-      mountOn(fd, v.target, v.source!, null, MS_BIND | MS_REC);
+      const fd = mountPoint(rootFd, v.target, held !== undefined || statSync(source).isDirectory(), what);
+      try {
+        mountOn(fd, v.target, source, null, MS_BIND | MS_REC);
+      } finally {
+        close(fd);
+      }
     } finally {
-      close(fd);
+      if (held !== undefined) close(held);
     }
     if (v.readonly) remountReadonly(rootFd, v.target, MS_NOSUID | MS_NODEV);
   }

@@ -385,6 +385,26 @@ describe.skipIf(!isRoot)("a nested container's sandbox, in its parent's (needs r
     expect((await call({ type: "REMOVE_NESTED_CONTAINER", remove_nested_container: { container_id: child.container_id } })).status).toBe(200);
     expect(readFileSync(join(decoy, "kid3", "precious"), "utf8")).toBe("the host's\n");
 
+    // A child with its own image and a sandbox-path volume: bound through no link, and it works.
+    rmSync(join(parentSandbox, "containers"));
+    renameSync(realContainers, join(parentSandbox, "containers"));
+    const imaged = { value: "kid4", parent };
+    const withVolume = await call({
+      type: "LAUNCH_CONTAINER",
+      launch_container: {
+        container_id: imaged,
+        command: { value: "echo via-volume > /data/f" },
+        container: {
+          type: "MESOS",
+          mesos: { image: { type: "DOCKER", docker: { name: "etc-links" } } },
+          volumes: [{ container_path: "/data", mode: "RW", source: { type: "SANDBOX_PATH", sandbox_path: { type: "SELF", path: "work/x" } } }],
+        },
+      },
+    });
+    expect({ status: withVolume.status, text: withVolume.text }).toEqual({ status: 200, text: "" });
+    expect((await call({ type: "WAIT_CONTAINER", wait_container: { container_id: imaged } })).json).toEqual({ type: "WAIT_CONTAINER", wait_container: { exit_status: 0 } });
+    expect(readFileSync(join(parentSandbox, "containers", "kid4", "work", "x", "f"), "utf8")).toBe("via-volume\n");
+
     await call({ type: "KILL_CONTAINER", kill_container: { container_id: parent } });
     await call({ type: "WAIT_CONTAINER", wait_container: { container_id: parent } });
     await remove(parent.value);
