@@ -89,7 +89,9 @@ export function openInRoot(rootFd: number, path: string, options: OpenOptions = 
   let creates = 0;
   const followLink = (name: string, last: boolean): void => {
     const target = readlinkat(here(), name);
-    if (options.noLinks || (last && options.finalLink === "refuse")) throw new PathError("ELOOP", `${where(name)} is a symlink (to '${target}')`);
+    if (options.noLinks || (last && options.finalLink === "refuse")) {
+      throw new PathError("ELOOP", `${where(name)} is a symlink (to '${target}')`);
+    }
     if (++links > MAX_LINKS) throw new PathError("ELOOP", `${path}: too many levels of symlinks`);
     // /proc's magic links (fd/N, cwd, root, exe) read as absolute paths of what they lead to,
     // maybe outside the root (CVE-2024-21626): never taken for an ordinary link. (/proc's
@@ -115,7 +117,9 @@ export function openInRoot(rootFd: number, path: string, options: OpenOptions = 
       rc = mkdiratOrErrno(here(), name, 0o755);
     }
     // EEXIST: made by someone else meanwhile (or a dangling link): look again
-    if (rc < 0 && rc !== -EEXIST) throw new PathError(errnoName(-rc), `cannot create ${where(name)}: ${sysError(last ? "openat" : "mkdirat", rc, name).message}`);
+    if (rc < 0 && rc !== -EEXIST) {
+      throw new PathError(errnoName(-rc), `cannot create ${where(name)}: ${sysError(last ? "openat" : "mkdirat", rc, name).message}`);
+    }
   };
   try {
     for (;;) {
@@ -145,7 +149,9 @@ export function openInRoot(rootFd: number, path: string, options: OpenOptions = 
       }
       if (fd < 0) {
         // ELOOP (a link under O_NOFOLLOW) or ENOTDIR (a link, or a file, under O_DIRECTORY)
-        if (fd !== -ELOOP && fd !== -ENOTDIR) throw new PathError(errnoName(-fd), `cannot open ${where(name)}: ${sysError("openat", fd, name).message}`);
+        if (fd !== -ELOOP && fd !== -ENOTDIR) {
+          throw new PathError(errnoName(-fd), `cannot open ${where(name)}: ${sysError("openat", fd, name).message}`);
+        }
         let isLink = true;
         try {
           followLink(name, last);
@@ -251,7 +257,9 @@ export function makeDirBelow(top: string, rel: string, mode: number, options: { 
       close(parent.fd);
     }
   } catch (err) {
-    if (err instanceof PathError && !err.message.startsWith("cannot make")) throw new PathError(err.code, `cannot make ${top}/${rel}: ${err.message}`);
+    if (err instanceof PathError && !err.message.startsWith("cannot make")) {
+      throw new PathError(err.code, `cannot make ${top}/${rel}: ${err.message}`);
+    }
     throw err;
   } finally {
     close(topFd);

@@ -72,7 +72,15 @@ import type { CgroupMounts, LaunchSpec } from "./spec.ts";
  * mount(2) onto what `fd` refers to: the target is the one opened inside the root, not a path
  * looked up again (or onto `name` below it, where that directory is ours alone).
  */
-function mountOn(fd: number, where: string, source: string | null, fstype: string | null, flags: number, data: string | null = null, name?: string): void {
+function mountOn(
+  fd: number,
+  where: string,
+  source: string | null,
+  fstype: string | null,
+  flags: number,
+  data: string | null = null,
+  name?: string,
+): void {
   try {
     mount(source, name === undefined ? `/proc/self/fd/${fd}` : `/proc/self/fd/${fd}/${name}`, fstype, flags, data);
   } catch (err) {
@@ -131,7 +139,9 @@ function systemDir(rootFd: number, name: string, what: string): number | undefin
     if (fd !== -ENOENT) throw sysError("openat", fd, `/${name} in the container`);
     const made = mkdiratOrErrno(rootFd, name, 0o755);
     if (made === -EROFS) return undefined; // a read-only rootfs without it: the container goes without
-    if (made < 0 && made !== -EEXIST) throw new Error(`cannot create /${name} in the container: ${sysError("mkdirat", made, name).message}`);
+    if (made < 0 && made !== -EEXIST) {
+      throw new Error(`cannot create /${name} in the container: ${sysError("mkdirat", made, name).message}`);
+    }
   }
   throw new Error(`/${name} in the container keeps changing`);
 }
@@ -240,7 +250,9 @@ function bindEtcFile(etc: number, name: string, source: string, writable: boolea
       close(fd);
       fd = undefined;
       if (st.isDirectory()) throw new Error(`the image's ${where} is a directory: ucr puts its own file there`);
-      if (!writable) throw new Error(`the image's ${where} is ${describe(etc, name)} and the rootfs is read-only: ucr cannot put its own file there`);
+      if (!writable) {
+        throw new Error(`the image's ${where} is ${describe(etc, name)} and the rootfs is read-only: ucr cannot put its own file there`);
+      }
       unlinkat(etc, name); // in the container's own layer: the image's layers are untouched
     }
   }
@@ -271,14 +283,17 @@ function mountPoint(rootFd: number, path: string, dir: boolean, what: string): n
     opened = openInRoot(rootFd, path, { create: dir ? "dir" : "file" });
   } catch (err) {
     const c = err instanceof PathError ? err.code : "EIO";
-    if (c === "EROFS") throw new PathError(c, `cannot create the mount point ${path} for ${what}: the rootfs is read-only (${(err as Error).message})`);
+    if (c === "EROFS") {
+      throw new PathError(c, `cannot create the mount point ${path} for ${what}: the rootfs is read-only (${(err as Error).message})`);
+    }
     throw new PathError(c, `cannot use ${path} in the container as the mount point for ${what}: ${(err as Error).message}`);
   }
   const ok = dir ? opened.st.isDirectory() : opened.st.isFile();
   if (!ok) {
     close(opened.fd);
     const at = opened.path === path ? "" : ` (${path} leads to ${opened.path})`;
-    throw new Error(`${path} in the container is ${kindOf(opened.st)}${at}: the mount point for ${what} must be ${dir ? "a directory" : "a regular file"}`);
+    const want = dir ? "a directory" : "a regular file";
+    throw new Error(`${path} in the container is ${kindOf(opened.st)}${at}: the mount point for ${what} must be ${want}`);
   }
   return opened.fd;
 }
@@ -378,7 +393,10 @@ export function enterRootfs(spec: LaunchSpec, sandboxFd: number): void {
     try {
       etc = openInRoot(root, "/etc", { create: writable ? "dir" : undefined, flags: O_PATH | O_DIRECTORY }).fd;
     } catch (err) {
-      if (!(err instanceof PathError && (err.code === "ENOENT" || err.code === "EROFS"))) throw new Error(`the image's /etc: ${(err as Error).message}`);
+      // missing on a read-only rootfs: the container goes without the /etc files, as before
+      if (!(err instanceof PathError && (err.code === "ENOENT" || err.code === "EROFS"))) {
+        throw new Error(`the image's /etc: ${(err as Error).message}`);
+      }
     }
     if (etc !== undefined) {
       try {
@@ -394,7 +412,8 @@ export function enterRootfs(spec: LaunchSpec, sandboxFd: number): void {
       sandbox = mountPoint(root, spec.sandbox.container, true, "the sandbox");
     } catch (err) {
       if (err instanceof PathError && err.code === "EROFS") {
-        throw new Error(`the image has no ${spec.sandbox.container} and its rootfs is read-only (--sandbox_directory must exist in the image for the bind backend)`);
+        const need = "--sandbox_directory must exist in the image for the bind backend";
+        throw new Error(`the image has no ${spec.sandbox.container} and its rootfs is read-only (${need})`);
       }
       throw err;
     }

@@ -5,7 +5,16 @@
 // modes exactly as given), saved as a `docker save` archive for a `--docker_registry=/dir`.
 import { lstatSync, readFileSync, readdirSync, realpathSync } from "node:fs";
 import { join } from "node:path";
-import { BUSYBOX_CONFIG, type ContainerConfig, type TarEntry, addImage, busyboxLayerTar, packTar, saveArchive, treeManifest } from "./images.ts";
+import {
+  BUSYBOX_CONFIG,
+  type ContainerConfig,
+  type TarEntry,
+  addImage,
+  busyboxLayerTar,
+  packTar,
+  saveArchive,
+  treeManifest,
+} from "./images.ts";
 
 /** busybox applets the attack scripts use beyond the base image's. */
 const MORE_APPLETS = ["head", "hostname", "readlink", "mkdir", "chmod", "grep", "wc", "touch", "pwd", "sha256sum", "tr"];

@@ -5,7 +5,18 @@
 // Each test asserts the clear error or the safe outcome AND that the sentinel (what the
 // links point at) is exactly as before: no file created, changed or mounted over.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { type RunningAgent, startAgent, tempDir } from "../helpers/agent.ts";
 import { climbTo, getentEntries, rootBlockDevice, saveHostileImage, snapshot } from "../helpers/hostile-images.ts";
@@ -66,13 +77,27 @@ function hostileImages(): Array<[string, TarEntry[] | TarEntry[][], Record<strin
           name: "etc/passwd",
           content:
             PASSWD +
-            "wrap:x:4294967296:0::/:/bin/sh\nminus:x:4294967295:0::/:/bin/sh\nbadgid:x:1001:4294967296::/:/bin/sh\nvictim:x:1002:1002::/:/bin/sh\n",
+            "wrap:x:4294967296:0::/:/bin/sh\nminus:x:4294967295:0::/:/bin/sh\n" +
+            "badgid:x:1001:4294967296::/:/bin/sh\nvictim:x:1002:1002::/:/bin/sh\n",
         },
         { name: "etc/group", content: `${GROUP}wrapgroup:x:4294967296:victim\n` },
       ],
     ],
     ["passwd-zero", [{ name: "etc/passwd", type: "symlink", linkname: "/dev/zero" }]],
-    ["passwd-huge", [{ name: "etc/passwd", content: PASSWD + "x".repeat(80).concat("\n").repeat(5 * 1024 * 1024 / 81) }]],
+    [
+      "passwd-huge",
+      [
+        {
+          name: "etc/passwd",
+          content:
+            PASSWD +
+            "x"
+              .repeat(80)
+              .concat("\n")
+              .repeat((5 * 1024 * 1024) / 81),
+        },
+      ],
+    ],
     ["passwd-fifo", [{ name: "etc/passwd", type: "fifo" }]],
     ["group-zero", [{ name: "etc/group", type: "symlink", linkname: "/dev/zero" }]],
     ["workdir-link", [{ name: "work", type: "symlink", linkname: join(sentinel, "wd") }], { WorkingDir: "/work" }],
@@ -220,7 +245,8 @@ describe.skipIf(!isRoot)("hostile images (need root: namespaces and mounts)", ()
     const script = [
       "cat /etc/hostname",
       'grep -c "$(hostname)" /etc/hosts',
-      "for f in hosts hostname resolv.conf; do test -L /etc/$f && echo $f:link; test -p /etc/$f && echo $f:fifo; test -f /etc/$f && echo $f:file; done",
+      "for f in hosts hostname resolv.conf; do " +
+        "test -L /etc/$f && echo $f:link; test -p /etc/$f && echo $f:fifo; test -f /etc/$f && echo $f:file; done",
       "echo x > /etc/hosts 2>/dev/null && echo hosts-writable || echo hosts-read-only",
     ].join("; ");
     const r = await run("etc-links", script);
@@ -232,7 +258,10 @@ describe.skipIf(!isRoot)("hostile images (need root: namespaces and mounts)", ()
   });
 
   test("/proc, /sys or /dev that is a link or a file: the launch is refused, naming it", async () => {
-    await refused("proc-link", /the image's \/proc is a symlink to '[^']*sentinel': ucr mounts proc only on a directory, never through a link/);
+    await refused(
+      "proc-link",
+      /the image's \/proc is a symlink to '[^']*sentinel': ucr mounts proc only on a directory, never through a link/,
+    );
     await refused("sys-link", /the image's \/sys is a symlink to '(\.\.\/)+tmp\/[^']*sentinel': ucr mounts sysfs only on a directory/);
     await refused("dev-file", /the image's \/dev is a regular file: ucr mounts its \/dev tmpfs only on a directory/);
   });
@@ -276,7 +305,10 @@ describe.skipIf(!isRoot)("hostile images (need root: namespaces and mounts)", ()
       await remove(r.id);
     }
     // The store's copy of the setuid file is the image's, byte for byte and mode for mode.
-    const found = Bun.spawnSync(["find", join(agent.workDir, "store"), "-name", "suid-sh", "-type", "f"]).stdout.toString().trim().split("\n");
+    const found = Bun.spawnSync(["find", join(agent.workDir, "store"), "-name", "suid-sh", "-type", "f"])
+      .stdout.toString()
+      .trim()
+      .split("\n");
     expect(found.length).toBe(1);
     expect(statSync(found[0]!).mode & 0o7777).toBe(0o4755);
     expect(readFileSync(found[0]!).equals(readFileSync("/bin/busybox"))).toBe(true);
@@ -356,25 +388,37 @@ describe.skipIf(!isRoot)("a nested container's sandbox, in its parent's (needs r
     expect((await launch(parent.value, "etc-links", "exec sleep 60")).status).toBe(200);
     const parentSandbox = join(agent.workDir, "containers", parent.value);
     const nested = (value: string) =>
-      call({ type: "LAUNCH_CONTAINER", launch_container: { container_id: { value, parent }, command: { value: "echo child > $MESOS_SANDBOX/out" } } });
+      call({
+        type: "LAUNCH_CONTAINER",
+        launch_container: { container_id: { value, parent }, command: { value: "echo child > $MESOS_SANDBOX/out" } },
+      });
 
     // containers/ is a link out: refused, nothing made there.
     symlinkSync(sentinel, join(parentSandbox, "containers"));
     const viaLink = await nested("kid");
-    expect({ status: viaLink.status, text: viaLink.text }).toEqual({ status: 500, text: expect.stringMatching(/\/containers is a symlink \(to '[^']*sentinel'\)/) });
+    expect({ status: viaLink.status, text: viaLink.text }).toEqual({
+      status: 500,
+      text: expect.stringMatching(/\/containers is a symlink \(to '[^']*sentinel'\)/),
+    });
     rmSync(join(parentSandbox, "containers"));
 
     // containers/<id>/ made by the workload beforehand, with a link for stdout: refused.
     mkdirSync(join(parentSandbox, "containers", "kid2"), { recursive: true });
     symlinkSync(join(sentinel, "kid2-stdout"), join(parentSandbox, "containers", "kid2", "stdout"));
     const planted = await nested("kid2");
-    expect({ status: planted.status, text: planted.text }).toEqual({ status: 500, text: expect.stringMatching(/containers\/kid2: it exists already/) });
+    expect({ status: planted.status, text: planted.text }).toEqual({
+      status: 500,
+      text: expect.stringMatching(/containers\/kid2: it exists already/),
+    });
 
     // A child that ran; then containers/ becomes a link to a directory holding a "kid3":
     // REMOVE must not delete the sentinel's kid3.
     expect((await nested("kid3")).status).toBe(200);
     const child = { container_id: { value: "kid3", parent } };
-    expect((await call({ type: "WAIT_CONTAINER", wait_container: child })).json).toEqual({ type: "WAIT_CONTAINER", wait_container: { exit_status: 0 } });
+    expect((await call({ type: "WAIT_CONTAINER", wait_container: child })).json).toEqual({
+      type: "WAIT_CONTAINER",
+      wait_container: { exit_status: 0 },
+    });
     expect(readFileSync(join(parentSandbox, "containers", "kid3", "out"), "utf8")).toBe("child\n");
     const decoy = join(work, "decoy");
     mkdirSync(join(decoy, "kid3"), { recursive: true });
@@ -382,7 +426,9 @@ describe.skipIf(!isRoot)("a nested container's sandbox, in its parent's (needs r
     const realContainers = join(parentSandbox, "containers.real");
     renameSync(join(parentSandbox, "containers"), realContainers);
     symlinkSync(decoy, join(parentSandbox, "containers"));
-    expect((await call({ type: "REMOVE_NESTED_CONTAINER", remove_nested_container: { container_id: child.container_id } })).status).toBe(200);
+    expect((await call({ type: "REMOVE_NESTED_CONTAINER", remove_nested_container: { container_id: child.container_id } })).status).toBe(
+      200,
+    );
     expect(readFileSync(join(decoy, "kid3", "precious"), "utf8")).toBe("the host's\n");
 
     // A child with its own image and a sandbox-path volume: bound through no link, and it works.
@@ -397,12 +443,17 @@ describe.skipIf(!isRoot)("a nested container's sandbox, in its parent's (needs r
         container: {
           type: "MESOS",
           mesos: { image: { type: "DOCKER", docker: { name: "etc-links" } } },
-          volumes: [{ container_path: "/data", mode: "RW", source: { type: "SANDBOX_PATH", sandbox_path: { type: "SELF", path: "work/x" } } }],
+          volumes: [
+            { container_path: "/data", mode: "RW", source: { type: "SANDBOX_PATH", sandbox_path: { type: "SELF", path: "work/x" } } },
+          ],
         },
       },
     });
     expect({ status: withVolume.status, text: withVolume.text }).toEqual({ status: 200, text: "" });
-    expect((await call({ type: "WAIT_CONTAINER", wait_container: { container_id: imaged } })).json).toEqual({ type: "WAIT_CONTAINER", wait_container: { exit_status: 0 } });
+    expect((await call({ type: "WAIT_CONTAINER", wait_container: { container_id: imaged } })).json).toEqual({
+      type: "WAIT_CONTAINER",
+      wait_container: { exit_status: 0 },
+    });
     expect(readFileSync(join(parentSandbox, "containers", "kid4", "work", "x", "f"), "utf8")).toBe("via-volume\n");
 
     await call({ type: "KILL_CONTAINER", kill_container: { container_id: parent } });
@@ -416,7 +467,12 @@ describe.skipIf(!isRoot)("a nested container's sandbox, in its parent's (needs r
 describe.skipIf(!isRoot)("the copy backend with hostile layers (needs root)", () => {
   test("a later layer's file, whiteout or opaque directory never reaches through an earlier layer's link", async () => {
     const copy = await startAgent({
-      args: [`--docker_registry=${join(work, "images")}`, "--image_providers=docker", "--isolation=filesystem/linux,docker/runtime", "--image_provisioner_backend=copy"],
+      args: [
+        `--docker_registry=${join(work, "images")}`,
+        "--image_providers=docker",
+        "--isolation=filesystem/linux,docker/runtime",
+        "--image_provisioner_backend=copy",
+      ],
     });
     const before = snapshot(copySentinel);
     try {
@@ -437,7 +493,10 @@ describe.skipIf(!isRoot)("the copy backend with hostile layers (needs root)", ()
       expect((await copy.call({ type: "REMOVE_CONTAINER", remove_container: { container_id: { value: "file" } } })).status).toBe(200);
       // A directory over a link cannot be copied; the deletions below it must not happen on the host.
       const d = await launch("del", "copy-delete-through-link", "true");
-      expect({ status: d.status, text: await d.text() }).toEqual({ status: 400, text: expect.stringMatching(/cannot overwrite non-directory .*\/(d|o)' with directory/) });
+      expect({ status: d.status, text: await d.text() }).toEqual({
+        status: 400,
+        text: expect.stringMatching(/cannot overwrite non-directory .*\/(d|o)' with directory/),
+      });
     } finally {
       expect(await copy.stop()).toBe(0);
     }

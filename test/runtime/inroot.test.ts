@@ -30,7 +30,10 @@ beforeAll(() => {
   symlinkSync("loop2", join(root, "loop1"));
   symlinkSync("loop1", join(root, "loop2"));
   symlinkSync(join(sentinel, "new"), join(root, "dangling"));
-  writeFileSync(join(root, "etc", "passwd"), "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nnohome:x:1001:1001::/:/bin/sh\n");
+  writeFileSync(
+    join(root, "etc", "passwd"),
+    "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nnohome:x:1001:1001::/:/bin/sh\n",
+  );
   writeFileSync(join(root, "etc", "group"), "root:x:0:\napp:x:1000:\nextra:x:2000:app,other\n");
   rootFd = openDir(root);
 });
@@ -79,7 +82,10 @@ test("links are followed inside the root, never out of it", () => {
 
 test("what is missing is made inside the root, through links out included", () => {
   const before = snapshot(sentinel);
-  expect(opened("abs/inside/made", { create: "dir" })).toEqual({ host: join(root, sentinel, "inside/made"), path: `${sentinel}/inside/made` });
+  expect(opened("abs/inside/made", { create: "dir" })).toEqual({
+    host: join(root, sentinel, "inside/made"),
+    path: `${sentinel}/inside/made`,
+  });
   expect(opened("a/rel/file", { create: "file" })).toEqual({ host: join(root, sentinel, "file"), path: `${sentinel}/file` });
   expect(opened("dangling", { create: "dir" })).toEqual({ host: join(root, sentinel, "new"), path: `${sentinel}/new` });
   expect(lstatSync(join(root, sentinel, "file")).isFile()).toBe(true);
@@ -161,7 +167,9 @@ describe("the image's passwd and group files", () => {
       expect(() => readTable(fd, "/etc/passwd")).toThrow("the image's /etc/passwd is a directory");
       rmSync(join(r2, "etc", "passwd"), { recursive: true });
       writeFileSync(join(r2, "etc", "passwd"), Buffer.alloc(MAX_TABLE_BYTES + 1, "a"));
-      expect(() => readTable(fd, "/etc/passwd")).toThrow(`the image's /etc/passwd is ${MAX_TABLE_BYTES + 1} bytes, more than the ${MAX_TABLE_BYTES} ucr reads`);
+      expect(() => readTable(fd, "/etc/passwd")).toThrow(
+        `the image's /etc/passwd is ${MAX_TABLE_BYTES + 1} bytes, more than the ${MAX_TABLE_BYTES} ucr reads`,
+      );
       // A link out of the root is a link inside it.
       rmSync(join(r2, "etc", "passwd"));
       symlinkSync(join(root, "etc", "passwd"), join(r2, "etc", "passwd"));
