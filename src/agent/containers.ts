@@ -7,7 +7,7 @@
 // steps stay in start() until the pipeline of named steps (issue #11) takes them, as other
 // work edits them meanwhile.)
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, watch, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import type { ContainerID } from "../api/proto.ts";
 import type { LaunchContainer } from "../api/calls.ts";
 import type { Backend, LoadedFlags } from "../config/flags.ts";
@@ -21,7 +21,8 @@ import { FetchError, fetchUris } from "./fetcher.ts";
 import { type CniNetworks, NetworkError } from "../network/cni.ts";
 import { CommandError, resolveCommand } from "../runtime/command.ts";
 import { LauncherClient } from "../runtime/launcher.ts";
-import { selfCommand, type LaunchSpec } from "../runtime/spec.ts";
+import { makeDirBelow } from "../runtime/inroot.ts";
+import { etcHosts, selfCommand, type LaunchSpec } from "../runtime/spec.ts";
 import { writeStateFile } from "../runtime/state.ts";
 import type { WorkerClient } from "../workers/rpc.ts";
 import { startTime, stillRunning } from "../util/process.ts";
@@ -41,6 +42,24 @@ class Destroyed extends Error {
     super(`Container destroyed during ${stage}`);
     this.name = "Destroyed";
   }
+}
+
+/** The hostname a running top-level container was given (its runtime dir keeps it). */
+function hostnameOfRunning(top: Container): string {
+  try {
+    const name = readFileSync(join(top.runtime, "hostname"), "utf8").trim();
+    if (name !== "") return name;
+  } catch {
+    // from an older ucr: its ID was its hostname
+  }
+  return top.id.value.slice(0, 63);
+}
+
+/** The top-level container a nested one is in (itself if it is one). */
+function topLevel(c: Container): Container {
+  let top = c;
+  while (top.parent) top = top.parent;
+  return top;
 }
 
 export class Containers {
@@ -219,13 +238,18 @@ export class Containers {
     }
     mkdirSync(c.runtime, { recursive: true, mode: 0o700 });
     writeCheckpoint(c, "PROVISIONING");
+    // A nested container's sandbox sits in its parent's, which the parent's workload writes:
+    // made there through no link, and not over a directory the workload made.
+    const top = topLevel(c);
     try {
-      mkdirSync(c.sandbox, { recursive: true, mode: 0o750 });
+      if (c.parent) makeDirBelow(top.sandbox, relative(top.sandbox, c.sandbox), 0o750);
+      else mkdirSync(c.sandbox, { recursive: true, mode: 0o750 });
     } catch (err) {
       throw new ContainerError(500, `cannot create the sandbox ${c.sandbox}: ${(err as Error).message}`);
     }
     // CNI networks first: their ADD (tens of ms of plugins) runs while the image is provisioned.
-    const hostname = hostnameOf(call, c.parent !== undefined);
+    // A nested container shares its top-level container's UTS namespace, so its hostname.
+    const hostname = c.parent ? (hostnameOf(call, true), hostnameOfRunning(top)) : hostnameOf(call, false);
     const netPlan = await this.networks.plan(c.key, c.parent !== undefined, call.container?.network_infos ?? [], hostname);
     const attaching = netPlan ? this.networks.attach(netPlan) : undefined;
     attaching?.catch(() => {}); // awaited below; if the launch fails first, cleanup's DEL waits for it
@@ -271,6 +295,7 @@ export class Containers {
     const volumes = await volumeMounts(call, {
       sandbox: c.sandbox,
       sandboxInContainer,
+      topSandbox: top.sandbox,
       dockerEnabled: (f.image_providers ?? []).includes("docker"),
       pullImage: async (name, force) => {
         const record = await this.until(c, this.images.puller.pull(name, { force, keep: this.keeper(c) }), "provisioning");
@@ -324,12 +349,15 @@ export class Containers {
     if (joined) command.env.LIBPROCESS_IP = "0.0.0.0"; // Mesos: bind to the container's address
     const hostnameFile = join(c.runtime, "hostname");
     writeFileSync(hostnameFile, `${hostname}\n`);
+    const hostsFile = join(c.runtime, "hosts");
+    writeFileSync(hostsFile, etcHosts(hostname));
     const cgroupJoin = c.cgroup?.join();
+    const cgroupMounts = rootfs ? c.cgroup?.mounts() : undefined;
     const spec: LaunchSpec = {
       id: c.key,
       hostname,
       ...(rootfs ? { rootfs } : {}),
-      sandbox: { host: c.sandbox, container: sandboxInContainer },
+      sandbox: { host: c.sandbox, container: sandboxInContainer, ...(c.parent ? { within: top.sandbox } : {}) },
       ...(volumes.length > 0 ? { volumes } : {}),
       ...(c.parent?.pid !== undefined ? { parentPid: c.parent.pid } : {}),
       ...(joined ? { netns: joined.netns } : {}),
@@ -339,12 +367,13 @@ export class Containers {
       workingDir: command.workingDir,
       ...(user ? { user } : {}),
       etc: joined?.etc ?? {
-        ...(existsSync("/etc/hosts") ? { hosts: "/etc/hosts" } : {}),
+        hosts: hostsFile,
         ...(existsSync("/etc/resolv.conf") ? { resolv: "/etc/resolv.conf" } : {}),
         hostname: hostnameFile,
       },
       ...(cgroupJoin ? { cgroupJoin } : {}),
       confine,
+      ...(cgroupMounts ? { cgroupMounts } : {}),
       stdout: join(c.sandbox, "stdout"),
       stderr: join(c.sandbox, "stderr"),
       statusFile: join(c.runtime, "status"),

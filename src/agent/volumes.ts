@@ -2,7 +2,8 @@
 // HOST_PATH source), sandbox paths (SANDBOX_PATH, SELF), and Docker images (pulled, mounted
 // read-only). A relative container_path is inside the sandbox, as in Mesos.
 import { existsSync, mkdirSync } from "node:fs";
-import { join } from "node:path";
+import { join, relative } from "node:path";
+import { makeDirBelow } from "../runtime/inroot.ts";
 import type { LaunchContainer } from "../api/calls.ts";
 import type { VolumeSpec } from "../runtime/spec.ts";
 import { ContainerError } from "./container.ts";
@@ -11,6 +12,8 @@ export interface VolumeContext {
   /** The container's sandbox on the host, and where the workload sees it. */
   sandbox: string;
   sandboxInContainer: string;
+  /** The top-level container's sandbox (the container's own, or the one a nested one sits in). */
+  topSandbox: string;
   dockerEnabled: boolean;
   /** Pulls an image volume's image for the container; returns its layer trees, base first. */
   pullImage(name: string, force: boolean): Promise<string[]>;
@@ -46,7 +49,12 @@ export async function volumeMounts(call: LaunchContainer, ctx: VolumeContext): P
         throw new ContainerError(400, `${where}: sandbox_path.path must be relative and stay inside the sandbox`);
       }
       const source = join(ctx.sandbox, sp.path);
-      mkdirSync(source, { recursive: true, mode: 0o755 });
+      // In the sandbox (a nested one is in its parent's, which that workload writes): no link followed.
+      try {
+        makeDirBelow(ctx.topSandbox, relative(ctx.topSandbox, source), 0o755, { exclusive: false });
+      } catch (err) {
+        throw new ContainerError(400, `${where}: ${(err as Error).message}`);
+      }
       out.push({ target, readonly, source });
     } else {
       throw new ContainerError(501, `${where}: volumes of type ${type ?? "UNKNOWN"} are not implemented`);

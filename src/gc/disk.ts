@@ -1,7 +1,9 @@
 // Tree measurement and deletion for image GC and accounting. Run in the gc worker
 // (src/workers/gc.ts): both walk whole trees and must stay off the server thread.
 import { lstatSync, readdirSync, rmSync } from "node:fs";
-import { join, relative, resolve, sep } from "node:path";
+import { basename, dirname, join, relative, resolve, sep } from "node:path";
+import { O_DIRECTORY, O_PATH, close } from "../ffi/libc.ts";
+import { PathError, openDir, openInRoot } from "../runtime/inroot.ts";
 
 export interface DiskUsage {
   /** Bytes allocated on disk (st_blocks * 512), hard-linked files counted once. */
@@ -47,13 +49,31 @@ export function removeTree(path: string, within: string): { removed: boolean } {
   if (rel === "" || rel.startsWith(`..${sep}`) || rel === ".." || resolve(root, rel) !== target) {
     throw new Error(`refusing to remove ${target}: it is not inside ${root}`);
   }
-  let existed = true;
+  // The directories between `within` and the target may have been written by a workload (a
+  // nested container's sandbox is in its parent's): one that is a link does not lead to
+  // the target, and nothing is removed through it.
+  const rootFd = openDir(root);
+  let parent;
   try {
-    lstatSync(target);
-  } catch {
-    existed = false;
+    parent = openInRoot(rootFd, dirname(rel), { noLinks: true, flags: O_PATH | O_DIRECTORY }).fd;
+  } catch (err) {
+    if (err instanceof PathError) return { removed: false };
+    throw err;
+  } finally {
+    close(rootFd);
   }
-  rmSync(target, { recursive: true, force: true });
-  return { removed: existed };
+  try {
+    const at = `/proc/self/fd/${parent}/${basename(rel)}`;
+    let existed = true;
+    try {
+      lstatSync(at);
+    } catch {
+      existed = false;
+    }
+    rmSync(at, { recursive: true, force: true });
+    return { removed: existed };
+  } finally {
+    close(parent);
+  }
 }
 

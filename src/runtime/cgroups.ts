@@ -5,9 +5,9 @@
 // watched (v1: eventfd on memory.oom_control; v2: inotify on memory.events); a container's
 // processes killed and its directories removed, and those of containers nobody knows found.
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmdirSync, statSync, watch, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import { eventfd } from "../ffi/eventfd.ts";
-import type { CgroupJoin } from "./spec.ts";
+import type { CgroupJoin, CgroupMounts } from "./spec.ts";
 
 export type CgroupLayout = { kind: "v2"; root: string } | { kind: "v1"; cpu: string; cpuacct: string; memory: string } | { kind: "none"; why: string };
 
@@ -57,6 +57,24 @@ export class ContainerCgroup {
     return this.layout.kind === "v1"
       ? { files: this.dirs.map((d) => join(d, "tasks")), move: "thread" }
       : { files: this.dirs.map((d) => join(d, "cgroup.procs")), move: "process" };
+  }
+
+  /** How the container sees these cgroups at /sys/fs/cgroup (see CgroupMounts). */
+  mounts(): CgroupMounts | undefined {
+    const layout = this.layout;
+    if (layout.kind === "v2") return this.dirs[0] === undefined ? undefined : { kind: "v2", binds: [{ name: "", source: this.dirs[0] }] };
+    if (layout.kind !== "v1") return undefined;
+    const binds: CgroupMounts["binds"] = [];
+    const links: NonNullable<CgroupMounts["links"]> = [];
+    for (const kind of ["cpu", "cpuacct", "memory"] as const) {
+      const hierarchy = layout[kind];
+      const name = relative(ROOT, hierarchy); // "cpu", or "cpu,cpuacct" where they are co-mounted
+      const source = this.dirs.find((d) => d.startsWith(`${hierarchy}/`));
+      if (!source || name.includes("/") || name.startsWith(".")) continue;
+      if (!binds.some((b) => b.name === name)) binds.push({ name, source });
+      if (name !== kind) links.push({ name: kind, target: name });
+    }
+    return binds.length === 0 ? undefined : { kind: "v1", binds, ...(links.length > 0 ? { links } : {}) };
   }
 
   /** Where the cgroup of container `name` under `parent` (--cgroups_root) is, in each hierarchy. */

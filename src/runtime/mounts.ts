@@ -1,11 +1,31 @@
 // The container's filesystem, built inside its own mount namespace by init stage 2: the
 // rootfs (overlay of the image's layers, or a bind of a copied/single layer), /proc of
-// the new PID namespace, a read-only /sys, a minimal /dev, /etc files and the sandbox;
-// then pivot_root into it with the old root detached.
-import { existsSync, mkdirSync, statSync, symlinkSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+// the new PID namespace, a read-only /sys with the container's cgroups, a minimal /dev,
+// /etc files and the sandbox; then pivot_root into it with the old root detached.
+//
+// The image is untrusted: every mount point is opened inside the rootfs (src/runtime/inroot.ts,
+// never a host path string joined with the image's) and mounted onto through /proc/self/fd/N,
+// as runc does since CVE-2021-30465. Per path:
+//   /proc, /sys, /dev  must be directories of the image, or missing (then made). A link or any
+//                      other file is refused, as runc refuses proc and sysfs anywhere else
+//                      (CVE-2019-16884, CVE-2023-28642): a link would put them where the image
+//                      chooses and leave an image file in their place.
+//   /etc/hosts, hostname, resolv.conf
+//                      are the runtime's files: a regular file is mounted over; a link, fifo,
+//                      socket or device is replaced by an empty file in the container's own
+//                      writable layer (never the image's layers), and refused on a read-only
+//                      rootfs; a directory is refused.
+//   sandbox, volumes   are the operator's paths: directories on the way and the last component
+//                      are resolved inside the root (a link to /host/x is <root>/host/x, as in
+//                      runc's securejoin); what is missing is made inside the root; a target
+//                      of the wrong type (a directory for a file, or a special file) is refused.
+import { existsSync, fstatSync, statSync } from "node:fs";
 import {
   MNT_DETACH,
+  MOUNT_ATTR_NODEV,
+  MOUNT_ATTR_NOEXEC,
+  MOUNT_ATTR_NOSUID,
+  MOUNT_ATTR_RDONLY,
   MS_BIND,
   MS_NODEV,
   MS_NOEXEC,
@@ -13,67 +33,161 @@ import {
   MS_RDONLY,
   MS_REC,
   MS_REMOUNT,
+  O_CLOEXEC,
+  O_CREAT,
+  O_DIRECTORY,
+  O_EXCL,
+  O_NOFOLLOW,
+  O_PATH,
+  O_WRONLY,
   S_IFCHR,
   chdir,
   chroot,
-  mknod,
+  close,
+  fchdir,
+  EEXIST,
+  ELOOP,
+  ENOENT,
+  ENOTDIR,
+  EROFS,
+  mkdirat,
+  mkdiratOrErrno,
+  mknodat,
   mount,
+  mountSetattrRecursive,
+  openat,
+  openatOrErrno,
   pivotRoot,
+  readlinkat,
+  symlinkat,
+  sysError,
+  umask,
   umount2,
+  unlinkat,
 } from "../ffi/libc.ts";
-import type { LaunchSpec } from "./spec.ts";
+import { PathError, kindOf, openDir, openInRoot } from "./inroot.ts";
+import type { CgroupMounts, LaunchSpec } from "./spec.ts";
 
-/** Creates `path` (a directory) if it is missing; false where the rootfs is read-only. */
-function ensureDir(path: string): boolean {
+/**
+ * mount(2) onto what `fd` refers to: the target is the one opened inside the root, not a path
+ * looked up again (or onto `name` below it, where that directory is ours alone).
+ */
+function mountOn(
+  fd: number,
+  where: string,
+  source: string | null,
+  fstype: string | null,
+  flags: number,
+  data: string | null = null,
+  name?: string,
+): void {
   try {
-    mkdirSync(path, { recursive: true, mode: 0o755 });
-    return true;
-  } catch {
-    return existsSync(path);
-  }
-}
-
-function ensureFile(path: string): boolean {
-  if (existsSync(path)) return true;
-  try {
-    writeFileSync(path, "", { mode: 0o644 });
-    return true;
-  } catch {
-    return false;
+    mount(source, name === undefined ? `/proc/self/fd/${fd}` : `/proc/self/fd/${fd}/${name}`, fstype, flags, data);
+  } catch (err) {
+    throw new Error(`cannot mount ${fstype ?? source ?? "none"} on ${where} in the container: ${(err as Error).message}`);
   }
 }
 
 /**
- * Volumes, after the sandbox so a volume may sit inside it. `root` is "" for a container
- * on the host's filesystem (then its private mount namespace keeps them from the host).
+ * Makes the mount now at `path` (inside the root) read-only. The descriptor mounted onto still
+ * names the directory underneath, so the path is opened again, inside the root, to reach the
+ * new mount (as runc does).
  */
-export function mountVolumes(spec: LaunchSpec, root: string): void {
-  for (const v of spec.volumes ?? []) {
-    const target = `${root}${v.target}`;
-    if (v.lowers) {
-      if (!ensureDir(target)) throw new Error(`cannot create the mount point ${v.target} for an image volume`);
-      if (v.lowers.length === 1) {
-        mount(v.lowers[0]!, target, null, MS_BIND | MS_REC);
-        mount(null, target, null, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV);
-      } else {
-        // Lower layers only: overlayfs is then read-only, and the image's layers stay shared.
-        const lower = [...v.lowers].reverse().join(":");
-        mount("overlay", target, "overlay", MS_RDONLY, `lowerdir=${lower}`);
-      }
-      continue;
-    }
-    const isDir = statSync(v.source!).isDirectory();
-    if (!(isDir ? ensureDir(target) : ensureDir(join(target, "..")) && ensureFile(target))) {
-      throw new Error(`cannot create the mount point ${v.target} for volume ${v.source}`);
-    }
-    mount(v.source!, target, null, MS_BIND | MS_REC);
-    if (v.readonly) mount(null, target, null, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV);
+function remountReadonly(rootFd: number, path: string, flags: number): void {
+  const { fd } = openInRoot(rootFd, path);
+  try {
+    mountOn(fd, path, null, null, MS_BIND | MS_REMOUNT | MS_RDONLY | flags);
+  } finally {
+    close(fd);
   }
 }
 
-/** A /proc for the new PID namespace over the host's, for containers without an image. */
-export function mountHostProc(): void {
-  mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC);
+/** Opens `name` (no links) in `dirFd`, or undefined if it is missing (no exception: see openatOrErrno). */
+function openHere(dirFd: number, name: string, flags = O_PATH): number | undefined {
+  const fd = openatOrErrno(dirFd, name, flags | O_NOFOLLOW | O_CLOEXEC);
+  if (fd >= 0) return fd;
+  if (fd === -ENOENT) return undefined;
+  throw sysError("openat", fd, name);
+}
+
+/** What `name` in `dirFd` is, in words (for a refusal). */
+function describe(dirFd: number, name: string): string {
+  try {
+    return `a symlink to '${readlinkat(dirFd, name)}'`;
+  } catch {
+    const fd = openHere(dirFd, name);
+    if (fd === undefined) return "missing";
+    try {
+      return kindOf(fstatSync(fd));
+    } finally {
+      close(fd);
+    }
+  }
+}
+
+/**
+ * /proc, /sys or /dev: an ordinary directory at the top of the rootfs (made if missing and
+ * the rootfs is writable; undefined if missing on a read-only one). Anything else is refused.
+ */
+function systemDir(rootFd: number, name: string, what: string): number | undefined {
+  for (let tries = 0; tries < 2; tries++) {
+    const fd = openatOrErrno(rootFd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0) return fd;
+    if (fd === -ENOTDIR || fd === -ELOOP) {
+      throw new Error(`the image's /${name} is ${describe(rootFd, name)}: ucr mounts ${what} only on a directory, never through a link`);
+    }
+    if (fd !== -ENOENT) throw sysError("openat", fd, `/${name} in the container`);
+    const made = mkdiratOrErrno(rootFd, name, 0o755);
+    if (made === -EROFS) return undefined; // a read-only rootfs without it: the container goes without
+    if (made < 0 && made !== -EEXIST) {
+      throw new Error(`cannot create /${name} in the container: ${sysError("mkdirat", made, name).message}`);
+    }
+  }
+  throw new Error(`/${name} in the container keeps changing`);
+}
+
+/** Makes the mount at `name` in `dirFd` (a tree of ours, no image file in it) read-only. */
+function remountHere(dirFd: number, name: string, where: string): void {
+  const fd = openat(dirFd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  try {
+    mountOn(fd, where, null, null, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+  } finally {
+    close(fd);
+  }
+}
+
+/**
+ * /sys/fs/cgroup: the container's own cgroups, read-only (see CgroupMounts). Below the sysfs
+ * just mounted at /sys (checked a directory, and nothing but us acts in this mount namespace)
+ * every name is the kernel's or ours, so paths under /proc/self/fd/N are fine here.
+ */
+function mountCgroups(rootFd: number, m: CgroupMounts): void {
+  const at = "/sys/fs/cgroup";
+  const under = `/proc/self/fd/${rootFd}/sys/fs/cgroup`;
+  try {
+    if (m.kind === "v2") mount(m.binds[0]!.source, under, null, MS_BIND | MS_REC);
+    else mount("tmpfs", under, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755,size=64k");
+  } catch (err) {
+    throw new Error(`cannot mount the container's cgroups on ${at}: ${(err as Error).message}`);
+  }
+  const dir = openat(rootFd, "sys/fs/cgroup", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC); // the new mount
+  try {
+    if (m.kind === "v1") {
+      for (const b of m.binds) {
+        mkdirat(dir, b.name, 0o755);
+        mountOn(dir, `${at}/${b.name}`, b.source, null, MS_BIND, null, b.name);
+      }
+      for (const l of m.links ?? []) symlinkat(l.target, dir, l.name);
+    }
+    // Read-only, the binds below included: one call where the kernel has it, else one remount each.
+    const ro = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+    if (!mountSetattrRecursive(dir, ro, at)) {
+      for (const b of m.kind === "v1" ? m.binds : []) remountHere(dir, b.name, `${at}/${b.name}`);
+      mountOn(dir, at, null, null, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+    }
+  } finally {
+    close(dir);
+  }
 }
 
 const DEVICES: Array<[string, number, number]> = [
@@ -85,55 +199,235 @@ const DEVICES: Array<[string, number, number]> = [
   ["tty", 5, 0],
 ];
 
-function mountDev(root: string): void {
-  const dev = join(root, "dev");
-  if (!ensureDir(dev)) return;
-  mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=65536k");
-  for (const [name, major, minor] of DEVICES) mknod(join(dev, name), S_IFCHR, 0o666, major, minor);
-  mkdirSync(join(dev, "pts"), { mode: 0o755 });
-  mount("devpts", join(dev, "pts"), "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620");
-  symlinkSync("pts/ptmx", join(dev, "ptmx"));
-  mkdirSync(join(dev, "shm"), { mode: 0o1777 });
-  mount("shm", join(dev, "shm"), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k");
-  symlinkSync("/proc/self/fd", join(dev, "fd"));
-  symlinkSync("/proc/self/fd/0", join(dev, "stdin"));
-  symlinkSync("/proc/self/fd/1", join(dev, "stdout"));
-  symlinkSync("/proc/self/fd/2", join(dev, "stderr"));
+function mountDev(rootFd: number): void {
+  const under = systemDir(rootFd, "dev", "its /dev tmpfs");
+  if (under === undefined) return;
+  try {
+    mountOn(under, "/dev", "tmpfs", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=65536k");
+  } finally {
+    close(under);
+  }
+  const dev = openat(rootFd, "dev", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC); // the tmpfs now
+  try {
+    // Modes as given (0666 devices, a 1777 /dev/shm), whatever umask we inherited, as runc.
+    const mask = umask(0);
+    try {
+      for (const [name, major, minor] of DEVICES) mknodat(dev, name, S_IFCHR, 0o666, major, minor);
+      mkdirat(dev, "pts", 0o755);
+      mkdirat(dev, "shm", 0o1777);
+    } finally {
+      umask(mask);
+    }
+    const pts = openat(dev, "pts", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    try {
+      mountOn(pts, "/dev/pts", "devpts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620");
+    } finally {
+      close(pts);
+    }
+    const shm = openat(dev, "shm", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    try {
+      mountOn(shm, "/dev/shm", "shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k");
+    } finally {
+      close(shm);
+    }
+    symlinkat("pts/ptmx", dev, "ptmx");
+    symlinkat("/proc/self/fd", dev, "fd");
+    symlinkat("/proc/self/fd/0", dev, "stdin");
+    symlinkat("/proc/self/fd/1", dev, "stdout");
+    symlinkat("/proc/self/fd/2", dev, "stderr");
+  } finally {
+    close(dev);
+  }
 }
 
-function bindFile(source: string, target: string, readonly: boolean): void {
-  if (!ensureFile(target)) return;
-  mount(source, target, null, MS_BIND);
-  if (readonly) mount(null, target, null, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV);
+/** /etc/hosts, /etc/hostname or /etc/resolv.conf: the agent's file over the image's (see the top). */
+function bindEtcFile(etc: number, name: string, source: string, writable: boolean): void {
+  const where = `/etc/${name}`;
+  let fd = openHere(etc, name);
+  if (fd !== undefined) {
+    const st = fstatSync(fd);
+    if (!st.isFile()) {
+      close(fd);
+      fd = undefined;
+      if (st.isDirectory()) throw new Error(`the image's ${where} is a directory: ucr puts its own file there`);
+      if (!writable) {
+        throw new Error(`the image's ${where} is ${describe(etc, name)} and the rootfs is read-only: ucr cannot put its own file there`);
+      }
+      unlinkat(etc, name); // in the container's own layer: the image's layers are untouched
+    }
+  }
+  if (fd === undefined) {
+    if (!writable) return; // missing on a read-only rootfs: the container goes without, as before
+    const made = openatOrErrno(etc, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644);
+    if (made < 0) throw new Error(`cannot create ${where} in the container: ${sysError("openat", made, name).message}`);
+    close(made);
+    fd = openat(etc, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  }
+  try {
+    mountOn(fd, where, source, null, MS_BIND);
+  } finally {
+    close(fd);
+  }
+  const mounted = openat(etc, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  try {
+    mountOn(mounted, where, null, null, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+  } finally {
+    close(mounted);
+  }
 }
 
-export function enterRootfs(spec: LaunchSpec): void {
+/** A mount point for the operator's path `path` inside the root: made if missing, of the kind asked for. */
+function mountPoint(rootFd: number, path: string, dir: boolean, what: string): number {
+  let opened;
+  try {
+    opened = openInRoot(rootFd, path, { create: dir ? "dir" : "file" });
+  } catch (err) {
+    const c = err instanceof PathError ? err.code : "EIO";
+    if (c === "EROFS") {
+      throw new PathError(c, `cannot create the mount point ${path} for ${what}: the rootfs is read-only (${(err as Error).message})`);
+    }
+    throw new PathError(c, `cannot use ${path} in the container as the mount point for ${what}: ${(err as Error).message}`);
+  }
+  const ok = dir ? opened.st.isDirectory() : opened.st.isFile();
+  if (!ok) {
+    close(opened.fd);
+    const at = opened.path === path ? "" : ` (${path} leads to ${opened.path})`;
+    const want = dir ? "a directory" : "a regular file";
+    throw new Error(`${path} in the container is ${kindOf(opened.st)}${at}: the mount point for ${what} must be ${want}`);
+  }
+  return opened.fd;
+}
+
+/**
+ * Volumes, after the sandbox so a volume may sit inside it. `rootFd` is the container's root,
+ * or the host's "/" for a container on the host's filesystem (then its private mount
+ * namespace keeps them from the host).
+ */
+export function mountVolumes(spec: LaunchSpec, rootFd: number): void {
+  for (const v of spec.volumes ?? []) {
+    if (v.lowers) {
+      const what = "an image volume";
+      const fd = mountPoint(rootFd, v.target, true, what);
+      try {
+        if (v.lowers.length === 1) mountOn(fd, v.target, v.lowers[0]!, null, MS_BIND | MS_REC);
+        // Lower layers only: overlayfs is then read-only, and the image's layers stay shared.
+        else mountOn(fd, v.target, "overlay", "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV, `lowerdir=${[...v.lowers].reverse().join(":")}`);
+      } finally {
+        close(fd);
+      }
+      if (v.lowers.length === 1) remountReadonly(rootFd, v.target, MS_NOSUID | MS_NODEV);
+      continue;
+    }
+    const what = `volume ${v.source}`;
+    // A sandbox path of a nested container is in its parent's sandbox, which that workload
+    // writes: opened through no link, and bound from the descriptor.
+    const within = spec.sandbox.within;
+    let source = v.source!;
+    let held: number | undefined;
+    if (within !== undefined && source.startsWith(`${within}/`)) {
+      const top = openDir(within);
+      try {
+        held = openInRoot(top, source.slice(within.length + 1), { noLinks: true, flags: O_PATH | O_DIRECTORY }).fd;
+      } catch (err) {
+        throw new Error(`cannot use ${source} for the volume at ${v.target}: ${(err as Error).message}`);
+      } finally {
+        close(top);
+      }
+      source = `/proc/self/fd/${held}`;
+    }
+    try {
+      const fd = mountPoint(rootFd, v.target, held !== undefined || statSync(source).isDirectory(), what);
+      try {
+        mountOn(fd, v.target, source, null, MS_BIND | MS_REC);
+      } finally {
+        close(fd);
+      }
+    } finally {
+      if (held !== undefined) close(held);
+    }
+    if (v.readonly) remountReadonly(rootFd, v.target, MS_NOSUID | MS_NODEV);
+  }
+}
+
+/** A /proc for the new PID namespace over the host's, for containers without an image. */
+export function mountHostProc(): void {
+  mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC);
+}
+
+/**
+ * Builds the container's filesystem and pivot_roots into it. `sandboxFd` is the sandbox's host
+ * directory, opened by the caller. Device nodes of the image do not work (the rootfs is
+ * nodev): only the ones made here in /dev do, as a devices cgroup would allow in runc.
+ */
+export function enterRootfs(spec: LaunchSpec, sandboxFd: number): void {
   const r = spec.rootfs!;
-  const root = r.target;
+  const writable = r.backend !== "bind" && !r.readonly;
   if (r.backend === "overlay") {
     const lower = [...r.lowers!].reverse().join(":"); // overlay lists the top layer first
-    mount("overlay", root, "overlay", 0, `lowerdir=${lower},upperdir=${r.upper},workdir=${r.work}`);
+    mount("overlay", r.target, "overlay", MS_NODEV, `lowerdir=${lower},upperdir=${r.upper},workdir=${r.work}`);
   } else {
-    mount(r.source!, root, null, MS_BIND | MS_REC);
-    if (r.readonly) mount(null, root, null, MS_BIND | MS_REMOUNT | MS_RDONLY);
+    mount(r.source!, r.target, null, MS_BIND | MS_REC);
+    mount(null, r.target, null, MS_BIND | MS_REMOUNT | MS_NODEV | (r.readonly ? MS_RDONLY : 0));
   }
+  const root = openDir(r.target); // the rootfs just mounted (the agent's own directory)
+  try {
+    const proc = systemDir(root, "proc", "proc");
+    if (proc !== undefined) {
+      try {
+        mountOn(proc, "/proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC);
+      } finally {
+        close(proc);
+      }
+    }
+    const sys = systemDir(root, "sys", "sysfs");
+    if (sys !== undefined) {
+      try {
+        mountOn(sys, "/sys", "sysfs", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+      } finally {
+        close(sys);
+      }
+      if (spec.cgroupMounts) mountCgroups(root, spec.cgroupMounts);
+    }
+    mountDev(root);
+    let etc: number | undefined;
+    try {
+      etc = openInRoot(root, "/etc", { create: writable ? "dir" : undefined, flags: O_PATH | O_DIRECTORY }).fd;
+    } catch (err) {
+      // missing on a read-only rootfs: the container goes without the /etc files, as before
+      if (!(err instanceof PathError && (err.code === "ENOENT" || err.code === "EROFS"))) {
+        throw new Error(`the image's /etc: ${(err as Error).message}`);
+      }
+    }
+    if (etc !== undefined) {
+      try {
+        if (spec.etc.hosts) bindEtcFile(etc, "hosts", spec.etc.hosts, writable);
+        if (spec.etc.resolv) bindEtcFile(etc, "resolv.conf", spec.etc.resolv, writable);
+        bindEtcFile(etc, "hostname", spec.etc.hostname, writable);
+      } finally {
+        close(etc);
+      }
+    }
+    let sandbox;
+    try {
+      sandbox = mountPoint(root, spec.sandbox.container, true, "the sandbox");
+    } catch (err) {
+      if (err instanceof PathError && err.code === "EROFS") {
+        const need = "--sandbox_directory must exist in the image for the bind backend";
+        throw new Error(`the image has no ${spec.sandbox.container} and its rootfs is read-only (${need})`);
+      }
+      throw err;
+    }
+    try {
+      mountOn(sandbox, spec.sandbox.container, `/proc/self/fd/${sandboxFd}`, null, MS_BIND | MS_REC);
+    } finally {
+      close(sandbox);
+    }
+    mountVolumes(spec, root);
 
-  if (ensureDir(join(root, "proc"))) mount("proc", join(root, "proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC);
-  if (ensureDir(join(root, "sys"))) mount("sysfs", join(root, "sys"), "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
-  mountDev(root);
-  if (ensureDir(join(root, "etc"))) {
-    if (spec.etc.hosts) bindFile(spec.etc.hosts, join(root, "etc/hosts"), true);
-    if (spec.etc.resolv) bindFile(spec.etc.resolv, join(root, "etc/resolv.conf"), true);
-    bindFile(spec.etc.hostname, join(root, "etc/hostname"), true);
+    fchdir(root);
+  } finally {
+    close(root);
   }
-  const sandbox = join(root, spec.sandbox.container);
-  if (!ensureDir(sandbox)) {
-    throw new Error(`the image has no ${spec.sandbox.container} and its rootfs is read-only (--sandbox_directory must exist in the image for the bind backend)`);
-  }
-  mount(spec.sandbox.host, sandbox, null, MS_BIND | MS_REC);
-  mountVolumes(spec, root);
-
-  chdir(root);
   pivotRoot(".", ".");
   umount2(".", MNT_DETACH);
   chdir("/");

@@ -1,5 +1,6 @@
 // What the agent tells the container init stage (`ucr __init`), as a JSON file in the
 // container's runtime directory: everything already decided, nothing left to look up.
+import { closeSync, openSync, readSync } from "node:fs";
 import { join } from "node:path";
 import { isCompiled } from "../version.ts";
 
@@ -44,6 +45,21 @@ export interface ConfineSpec {
   seccomp?: { program: string; flags: number };
 }
 
+/**
+ * What the container sees at /sys/fs/cgroup: its own cgroups, read-only, as Mesos' cgroups
+ * isolator and runc mount them (no cgroup namespace: /proc/self/cgroup keeps the host's paths,
+ * and each mount's root is the container's cgroup, which is how the JVM and friends find
+ * their limits). v2: the container's cgroup directory is /sys/fs/cgroup itself; v1: a tmpfs
+ * with one directory per hierarchy, named as on the host.
+ */
+export interface CgroupMounts {
+  kind: "v1" | "v2";
+  /** v1: hierarchy name ("memory", "cpu,cpuacct") and the container's cgroup dir in it; v2: one entry, name "". */
+  binds: Array<{ name: string; source: string }>;
+  /** v1: names that lead to a co-mounted hierarchy (cpu -> cpu,cpuacct), as on the host. */
+  links?: Array<{ name: string; target: string }>;
+}
+
 /** Files to write to and what: "thread" writes 0 (the calling thread only), "process" the pid. */
 export interface CgroupJoin {
   files: string[];
@@ -56,7 +72,12 @@ export interface LaunchSpec {
   hostname: string;
   /** Absent: the container sees the host's filesystem (no image). */
   rootfs?: RootfsSpec;
-  sandbox: { host: string; container: string };
+  /**
+   * The sandbox's host directory and where the container sees it. `within` (nested containers):
+   * the top-level container's sandbox, below which a workload may have written, so nothing
+   * from there down may be a link.
+   */
+  sandbox: { host: string; container: string; within?: string };
   volumes?: VolumeSpec[];
   /** A network namespace (a bind-mounted nsfs file) to join first; absent: the host network. */
   netns?: string;
@@ -68,12 +89,14 @@ export interface LaunchSpec {
   workingDir: string;
   /** A user name or uid[:gid], resolved in the image's /etc/passwd and /etc/group; absent: root. */
   user?: string;
-  /** Files the agent prepared to bind over /etc/hosts, /etc/resolv.conf, /etc/hostname. */
+  /** Files the agent prepared to bind over /etc/hosts (with the hostname), /etc/resolv.conf, /etc/hostname. */
   etc: { hosts?: string; resolv?: string; hostname: string };
   /** Capabilities, no_new_privs and seccomp (stage 2 refuses a spec without it). */
   confine: ConfineSpec;
   /** The container's cgroups, joined by stage 2 right before exec (see ContainerCgroup.join). */
   cgroupJoin?: CgroupJoin;
+  /** Its cgroups as it sees them under /sys/fs/cgroup (containers with an image). */
+  cgroupMounts?: CgroupMounts;
   /** The sandbox files the workload's stdout and stderr go to. */
   stdout?: string;
   stderr?: string;
@@ -86,4 +109,31 @@ export interface LaunchSpec {
 export function selfCommand(...args: string[]): string[] {
   if (isCompiled()) return [process.execPath, ...args];
   return [process.execPath, join(import.meta.dir, "..", "main.ts"), ...args];
+}
+
+/** The host's /etc/hosts read up to here (it is the host's, but a runaway file must not stall launches). */
+const MAX_HOSTS_BYTES = 65536;
+
+/**
+ * The container's /etc/hosts: the host's (the container shares its network), plus its own
+ * hostname on a loopback address as Debian maps the machine's name, so `getent hosts
+ * $(hostname)` answers inside.
+ */
+export function etcHosts(hostname: string): string {
+  let host = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
+  try {
+    const fd = openSync("/etc/hosts", "r");
+    try {
+      const buf = Buffer.alloc(MAX_HOSTS_BYTES);
+      let n = 0;
+      for (let got; n < buf.length && (got = readSync(fd, buf, n, buf.length - n, null)) > 0; ) n += got;
+      host = buf.toString("utf8", 0, n);
+      if (host !== "" && !host.endsWith("\n")) host += "\n";
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    // no /etc/hosts on the host: the defaults above
+  }
+  return `${host}127.0.1.1\t${hostname}\n`;
 }
