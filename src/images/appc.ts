@@ -8,7 +8,7 @@ import { join } from "node:path";
 import * as v from "valibot";
 import { gunzipSync } from "node:zlib";
 import { hostPlatform } from "./manifest.ts";
-import { unpackLayer } from "./unpack.ts";
+import { unpackLayer } from "./layer/pipeline.ts";
 
 export class AppcError extends Error {
   constructor(message: string) {

@@ -10,7 +10,7 @@ import { DOCKER_HUB, DOCKER_HUB_REGISTRY, canonical, manifestReference, parseRef
 import { isLoopbackHost, probeBase, type RegistrySpec } from "./registry.ts";
 import type { ResolvedImage, ResolvedLayer } from "./resolve.ts";
 import type { DockerStore, ImageRecord } from "./store.ts";
-import type { UnpackResult } from "./unpack.ts";
+import type { UnpackResult } from "./layer/pipeline.ts";
 
 export interface PullerOptions {
   registry: Registry;
