@@ -6,6 +6,12 @@ import { startWorker } from "../workers/pool.ts";
 import type { WorkerClient } from "../workers/rpc.ts";
 import { Puller } from "./puller.ts";
 import { DockerStore } from "./store.ts";
+import type { FetchLimits } from "./transfer.ts";
+
+/** The download deadlines the flags ask for (durations are in nanoseconds there). */
+export function fetchLimits(flags: Pick<Flags, "fetcher_stall_timeout" | "image_fetch_timeout">): FetchLimits {
+  return { stallMs: flags.fetcher_stall_timeout / 1e6, totalMs: flags.image_fetch_timeout / 1e6 };
+}
 
 /** Layers unpack in parallel up to this many (gunzip and file creation are CPU-bound). */
 export function extractWorkerCount(): number {
@@ -37,6 +43,8 @@ export function startImageService(
       dockerConfig: flags.docker_config,
       insecureRegistries: flags.docker_insecure_registries,
       maxLayerSize: flags.docker_max_layer_size,
+      limits: fetchLimits(flags),
+      allowForeignPlatform: flags.docker_allow_foreign_platform,
     },
     pool,
   );
