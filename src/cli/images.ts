@@ -82,6 +82,7 @@ export async function pullMain(args: readonly string[]): Promise<number> {
     return 2;
   }
   const service = startImageService(flags.values);
+  for (const note of service.notes) process.stderr.write(`ucr pull: ${note}\n`);
   const progress = new Progress();
   const started = performance.now();
   // Shared with other pulls, exclusive of an agent's GC sweep on the same store.
@@ -108,6 +109,7 @@ export async function loadMain(args: readonly string[]): Promise<number> {
     return 2;
   }
   const service = startImageService(flags.values);
+  for (const note of service.notes) process.stderr.write(`ucr load: ${note}\n`);
   const progress = new Progress();
   const unlock = service.store.lockShared();
   try {

@@ -175,6 +175,8 @@ export interface StatxResult {
   nlink: number;
   rdevMajor: number;
   rdevMinor: number;
+  /** The device holding it, as "major:minor". */
+  dev: string;
 }
 
 const STATX_BASIC = 0x7ff;
@@ -194,6 +196,7 @@ export function statxat(dirfd: number, name: string, flags = AT_SYMLINK_NOFOLLOW
     blocks: Number(buf.getBigUint64(48, true)),
     rdevMajor: buf.getUint32(128, true),
     rdevMinor: buf.getUint32(132, true),
+    dev: `${buf.getUint32(136, true)}:${buf.getUint32(140, true)}`,
   };
 }
 

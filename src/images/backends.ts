@@ -3,10 +3,11 @@
 // aufs, then copy; bind only on request) and checked against the filesystem under
 // <work_dir>/provisioner. The mounting itself happens in the container's own mount
 // namespace (src/runtime/mounts.ts); here we prepare directories and describe the mount.
-import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, statfsSync, symlinkSync } from "node:fs";
+import { mkdirSync, readFileSync, statfsSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
 import type { Backend } from "../config/flags.ts";
 import type { RootfsSpec } from "../runtime/spec.ts";
+import { applyLayers, type LayerWhiteouts } from "./layer/apply.ts";
 
 export class BackendError extends Error {
   constructor(message: string) {
@@ -137,37 +138,10 @@ export async function provision(
 }
 
 /**
- * The copy backend's work: each layer in order, whiteouts applied (a 0/0 character device
- * deletes what is below, trusted.overlay.opaque empties the directory), then copied over.
- * `records` gives each layer's whiteouts and opaque dirs as the store recorded them.
+ * The copy backend's work: each layer in order, its whiteouts and opaque dirs applied (as
+ * the store recorded them), what it replaces removed, then copied over, never through a
+ * symlink a lower layer left (src/images/layer/apply.ts).
  */
-export function copyLayers(layers: string[], dest: string, records?: Array<{ whiteouts: string[]; opaques: string[] }>): void {
-  layers.forEach((layer, i) => {
-    const rec = records?.[i] ?? scanWhiteouts(layer);
-    for (const o of rec.opaques) {
-      const d = join(dest, o);
-      if (existsSync(d)) for (const name of readdirSync(d)) rmSync(join(d, name), { recursive: true, force: true });
-    }
-    for (const w of rec.whiteouts) rmSync(join(dest, w), { recursive: true, force: true });
-    // GNU cp -a keeps owners, modes, times, hard links, xattrs and devices (Mesos uses it too).
-    const cp = Bun.spawnSync(["cp", "-a", "--", `${layer}/.`, `${dest}/`], { stderr: "pipe" });
-    if (cp.exitCode !== 0) throw new BackendError(`copying layer ${layer}: ${cp.stderr.toString().trim()}`);
-    for (const w of rec.whiteouts) rmSync(join(dest, w), { force: true });
-  });
-}
-
-/** Whiteouts of a layer tree found by walking it (when no store record is at hand). */
-function scanWhiteouts(root: string): { whiteouts: string[]; opaques: string[] } {
-  const whiteouts: string[] = [];
-  const stack = [""];
-  while (stack.length > 0) {
-    const rel = stack.pop()!;
-    for (const name of readdirSync(join(root, rel))) {
-      const r = rel ? `${rel}/${name}` : name;
-      const st = lstatSync(join(root, r));
-      if (st.isDirectory()) stack.push(r);
-      else if (st.isCharacterDevice() && st.rdev === 0) whiteouts.push(r);
-    }
-  }
-  return { whiteouts, opaques: [] };
+export function copyLayers(layers: string[], dest: string, records: LayerWhiteouts[]): void {
+  applyLayers(layers, dest, records);
 }

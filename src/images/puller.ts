@@ -10,6 +10,7 @@ import { DOCKER_HUB, DOCKER_HUB_REGISTRY, canonical, manifestReference, parseRef
 import { isLoopbackHost, probeBase, type RegistrySpec } from "./registry.ts";
 import type { ResolvedImage, ResolvedLayer } from "./resolve.ts";
 import type { DockerStore, ImageRecord } from "./store.ts";
+import type { AciJob, AciResult } from "./appc.ts";
 import type { UnpackResult } from "./layer/pipeline.ts";
 import { DEFAULT_LIMITS, type FetchLimits } from "./transfer.ts";
 import { archiveCandidates } from "./archive.ts";
@@ -95,6 +96,11 @@ export class Puller {
 
   private get limits(): FetchLimits {
     return this.options.limits ?? DEFAULT_LIMITS;
+  }
+
+  /** Runs an Appc image job on an extract worker, in turn with the layers. */
+  extractAci(job: AciJob): Promise<AciResult> {
+    return this.slots.run((worker) => worker.call<AciResult>("aci", job));
   }
 
   /** Imports image `name` from one archive file (`ucr load`), whatever --docker_registry says. */

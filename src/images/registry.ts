@@ -8,7 +8,7 @@ import { request } from "undici";
 import type { Credentials } from "./credentials.ts";
 import { DigestMismatchError } from "./digest.ts";
 import { MANIFEST_ACCEPT, manifestDigest } from "./manifest.ts";
-import { DEFAULT_LIMITS, Transfer, readBounded, type FetchLimits } from "./transfer.ts";
+import { DEFAULT_LIMITS, Transfer, discard, readBounded, type FetchLimits } from "./transfer.ts";
 
 /** Everything a worker needs to talk to one repository; plain data, so it crosses threads. */
 export interface RegistrySpec {
@@ -44,7 +44,7 @@ export class RestartRequired extends Error {
 interface Reply {
   status: number;
   headers: Record<string, string | string[] | undefined>;
-  body: AsyncIterable<Uint8Array> & { text(): Promise<string>; dump?(): Promise<void> };
+  body: AsyncIterable<Uint8Array>;
   url: string;
 }
 
@@ -454,14 +454,8 @@ export class RegistryClient {
   }
 }
 
-async function drain(reply: Reply): Promise<void> {
-  try {
-    // undici's dump reads at most 128 KiB, then closes the connection.
-    if (reply.body.dump) await reply.body.dump();
-    else await readBounded(reply.body, MAX_ERROR_BYTES, () => new Error("too big"));
-  } catch {
-    // the body is not needed; a broken one is no reason to fail
-  }
+function drain(reply: Reply): Promise<void> {
+  return discard(reply.body);
 }
 
 /**
@@ -481,7 +475,7 @@ export async function probeBase(host: string, allowHttp: boolean, limits: FetchL
         headersTimeout: limits.stallMs,
         bodyTimeout: limits.stallMs,
       });
-      await res.body.dump?.();
+      await discard(res.body);
       return base;
     } catch (err) {
       errors.push(`${scheme}: ${transfer.why ?? (err as Error).message}`);

@@ -106,3 +106,11 @@ export async function readBounded(
   }
   return Buffer.concat(chunks);
 }
+
+/**
+ * Reads and drops a body we do not need, up to 64 KiB (a hostile server may send forever);
+ * past that the stream is destroyed, which closes the connection.
+ */
+export async function discard(body: AsyncIterable<Uint8Array>): Promise<void> {
+  await readBounded(body, 64 * 1024, () => new Error("too big")).catch(() => {});
+}

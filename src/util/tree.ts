@@ -7,7 +7,9 @@ import {
   AT_REMOVEDIR,
   AT_EMPTY_PATH,
   EISDIR,
+  ELOOP,
   ENOENT,
+  ENOTDIR,
   EPERM,
   O_DIRECTORY,
   O_NOFOLLOW,
@@ -119,6 +121,7 @@ export interface WalkEntry {
   blocks: number;
   nlink: number;
   ino: bigint;
+  dev: string;
 }
 
 /**
@@ -128,6 +131,12 @@ export interface WalkEntry {
 export function walkTree(path: string, visit: (e: WalkEntry) => void): void {
   let cur = openat(AT_FDCWD, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
   if (cur === -ENOENT) return;
+  if (cur === -ENOTDIR || cur === -ELOOP) {
+    // Not a directory (or a symlink): that one entry.
+    const st = statxat(AT_FDCWD, path);
+    if (typeof st !== "number") visit(st);
+    return;
+  }
   if (cur < 0) throw fail("openat", cur, path);
   const top = statxat(cur, "", AT_EMPTY_PATH);
   if (typeof top === "number") throw fail("statx", top, path);

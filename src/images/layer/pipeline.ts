@@ -124,7 +124,8 @@ export async function unpackLayer(source: AsyncIterable<Uint8Array>, root: strin
     plain.destroy();
     await writer.settle();
     const message = (err as Error).message;
-    if (err instanceof LayerError || err instanceof DigestMismatchError) throw err;
+    // The source's own errors (an ACI download) already say what failed.
+    if (err instanceof LayerError || err instanceof DigestMismatchError || (err as Error).name === "AppcError") throw err;
     if (/incorrect header check|invalid (stored block|distance|code)|unexpected end of file|Unknown frame descriptor|zstd/i.test(message)) {
       throw new LayerError(`${opts.what}: the ${compression} stream is corrupt or truncated (${message})`);
     }
