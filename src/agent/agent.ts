@@ -71,7 +71,8 @@ export class Agent {
         const note = describePrivateDir(flag, dir, ensurePrivateDir(dir, mode), mode);
         if (note) log.warn(note);
       } catch (err) {
-        throw new StartupError(`flag '--${flag}': cannot use ${dir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+        const code = (err as NodeJS.ErrnoException).code;
+        throw new StartupError(`flag '--${flag}': ${code ? `cannot create ${dir}: ${code}` : `cannot use ${dir}: ${(err as Error).message}`}`);
       }
     }
     if (f.docker_registry.kind === "directory") log.info(`docker images come from archives in ${f.docker_registry.path}`);
