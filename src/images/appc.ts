@@ -5,7 +5,7 @@
 // first and become lower layers. Only the rootfs is used, as in Mesos. The store and its
 // cache live on the agent's thread; fetching, hashing and untarring happen in an extract
 // worker (runAciJob), streaming, with the same deadlines and bounds as Docker layers.
-import { existsSync, mkdirSync, readFileSync, renameSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, readFileSync, renameSync } from "node:fs";
 import { join } from "node:path";
 import { request } from "undici";
 import * as v from "valibot";
@@ -73,6 +73,15 @@ const NAME = /^[a-z0-9]+([-._~/][a-z0-9]+)*$/;
 const ID = /^sha512-[0-9a-f]{128}$/;
 const MAX_MANIFEST_BYTES = 1024 * 1024;
 const MAX_REDIRECTS = 5;
+
+function isA(path: string, kind: "file" | "directory"): boolean {
+  try {
+    const st = lstatSync(path);
+    return kind === "file" ? st.isFile() : st.isDirectory();
+  } catch {
+    return false;
+  }
+}
 
 /** The discovery URL Mesos builds: prefix + name-version-os-arch.aci. */
 export function discoveryUrl(prefix: string, name: string, labels: Record<string, string>): string {
@@ -187,8 +196,11 @@ export class AppcStore {
     const dir = join(this.imagesDir, imageId);
     let manifest;
     try {
+      // The ACI chose this file: its type and size are checked before it is read, on the agent's thread.
+      const st = lstatSync(join(dir, "manifest"));
+      if (!st.isFile()) throw new Error("it is not a regular file");
+      if (st.size > MAX_MANIFEST_BYTES) throw new Error(`larger than ${MAX_MANIFEST_BYTES} bytes`);
       const text = readFileSync(join(dir, "manifest"));
-      if (text.length > MAX_MANIFEST_BYTES) throw new Error(`larger than ${MAX_MANIFEST_BYTES} bytes`);
       manifest = v.parse(ManifestSchema, JSON.parse(text.toString("utf8")));
     } catch (err) {
       throw new AppcError(`image ${name}: its manifest is not a valid ImageManifest (${(err as Error).message})`);
@@ -219,8 +231,9 @@ export class AppcStore {
       const target = join(this.imagesDir, id);
       if (existsSync(join(target, "manifest"))) return id;
       const tree = join(staging, "tree");
-      if (!existsSync(join(tree, "manifest")) || !existsSync(join(tree, "rootfs"))) {
-        throw new AppcError(`image ${name} from ${url}: not an ACI (it needs 'manifest' and 'rootfs/')`);
+      // Not followed: an ACI whose rootfs is a symlink to / would hand a container the host's root.
+      if (!isA(join(tree, "manifest"), "file") || !isA(join(tree, "rootfs"), "directory")) {
+        throw new AppcError(`image ${name} from ${url}: not an ACI (it needs a 'manifest' file and a 'rootfs/' directory, not symlinks)`);
       }
       try {
         renameSync(tree, target);

@@ -8,7 +8,7 @@ import { request } from "undici";
 import type { Credentials } from "./credentials.ts";
 import { DigestMismatchError } from "./digest.ts";
 import { MANIFEST_ACCEPT, manifestDigest } from "./manifest.ts";
-import { DEFAULT_LIMITS, Transfer, discard, readBounded, type FetchLimits } from "./transfer.ts";
+import { DEFAULT_LIMITS, Transfer, discard, readBounded, stallMessage, type FetchLimits } from "./transfer.ts";
 
 /** Everything a worker needs to talk to one repository; plain data, so it crosses threads. */
 export interface RegistrySpec {
@@ -184,7 +184,7 @@ export class RegistryClient {
     if (transfer.why) return new RegistryError(`${what}: ${transfer.why}`);
     const code = (err as { code?: string }).code;
     if (code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_BODY_TIMEOUT") {
-      return new RegistryError(`${what}: stalled: nothing arrived for ${this.limits.stallMs / 1000}s (--fetcher_stall_timeout)`);
+      return new RegistryError(`${what}: ${stallMessage(this.limits)}`);
     }
     return new RegistryError(`${what}: ${doing ? `${doing}: ` : ""}${(err as Error).message}`);
   }

@@ -17,6 +17,11 @@ function shownMs(ms: number): string {
   return formatDuration(ms * 1e6);
 }
 
+/** What a stalled download is told (undici's own idle timeout says the same). */
+export function stallMessage(limits: FetchLimits): string {
+  return `stalled: less than 1 byte/s for ${shownMs(limits.stallMs)} (--fetcher_stall_timeout)`;
+}
+
 /**
  * One download's clock. `signal` goes to every request of the download; `progress` counts
  * bytes; `pause` stops the stall clock while we wait on purpose (retry backoff).
@@ -46,7 +51,7 @@ export class Transfer {
     if (elapsed < this.limits.stallMs) return;
     // Mesos (curl --speed-limit 1): slower than 1 byte/s on average over the whole window.
     if (this.windowBytes < elapsed / 1000) {
-      this.abort(`stalled: less than 1 byte/s for ${shownMs(this.limits.stallMs)} (--fetcher_stall_timeout)`);
+      this.abort(stallMessage(this.limits));
       return;
     }
     this.windowStart = performance.now();
