@@ -72,7 +72,8 @@ export class Agent {
         if (note) log.warn(note);
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
-        throw new StartupError(`flag '--${flag}': ${code ? `cannot create ${dir}: ${code}` : `cannot use ${dir}: ${(err as Error).message}`}`);
+        const why = code ? `cannot create ${dir}: ${code}` : `cannot use ${dir}: ${(err as Error).message}`;
+        throw new StartupError(`flag '--${flag}': ${why}`);
       }
     }
     if (f.docker_registry.kind === "directory") log.info(`docker images come from archives in ${f.docker_registry.path}`);

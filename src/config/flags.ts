@@ -361,7 +361,7 @@ const META: { [K in FlagName]: FlagMeta } = {
   },
   cgroups_root: { help: "Cgroup under which each container gets its own (per hierarchy on cgroup v1).", default: "ucr" },
   docker_allow_foreign_platform: {
-    help: "Pull Docker images built for another OS or CPU architecture than this machine's (refused by default: they fail at exec or run under emulation).",
+    help: "Pull Docker images built for another OS or CPU architecture than this machine's (refused by default).",
     boolean: true,
     default: "false",
     show: showBool,

@@ -104,7 +104,9 @@ async function* aciStream(url: string, limits: FetchLimits): AsyncGenerator<Uint
     let current = new URL(url);
     for (let hop = 0; ; hop++) {
       if (current.protocol !== "http:" && current.protocol !== "https:") {
-        throw new AppcError(`fetching ${url}: refusing a redirect to scheme '${current.protocol.replace(/:$/, "")}'; ucr follows only http and https`);
+        throw new AppcError(
+          `fetching ${url}: refusing a redirect to scheme '${current.protocol.replace(/:$/, "")}'; ucr follows only http and https`,
+        );
       }
       let res;
       try {
@@ -207,7 +209,12 @@ export class AppcStore {
     }
     const layers: string[] = [];
     for (const dep of manifest.dependencies) {
-      const sub = await this.get(dep.imageName, dep.labels.map((l) => ({ key: l.name, value: l.value })), dep.imageID, depth + 1);
+      const sub = await this.get(
+        dep.imageName,
+        dep.labels.map((l) => ({ key: l.name, value: l.value })),
+        dep.imageID,
+        depth + 1,
+      );
       layers.push(...sub.layers);
     }
     layers.push(join(dir, "rootfs"));

@@ -86,7 +86,8 @@ export function indexTar(path: string): Map<string, Member> {
         }
         if (type === "symlink") members.set(name, { offset: 0, size: 0, link: Buffer.from(header.linkname, "latin1").toString("utf8") });
       }
-      const dataSize = typeof type === "string" && ["link", "symlink", "character-device", "block-device", "directory", "fifo"].includes(type) ? 0 : header.size;
+      const headerOnly = ["link", "symlink", "character-device", "block-device", "directory", "fifo"];
+      const dataSize = typeof type === "string" && headerOnly.includes(type) ? 0 : header.size;
       pos = dataOffset + Math.ceil(dataSize / 512) * 512;
     }
   } finally {
@@ -247,7 +248,9 @@ function fromOciLayout(reader: ArchiveReader, want: ImageReference, fileMatched:
       throw new ArchiveError(`${reader.path}: ${why} ${desc.digest} is ${member.size} bytes; its descriptor says ${desc.size}`);
     }
     const text = reader.text(`blobs/sha256/${hex}`, why);
-    if (sha256(Buffer.from(text, "utf8")) !== desc.digest) throw new ArchiveError(`${reader.path}: ${why} ${desc.digest} does not match its digest`);
+    if (sha256(Buffer.from(text, "utf8")) !== desc.digest) {
+      throw new ArchiveError(`${reader.path}: ${why} ${desc.digest} does not match its digest`);
+    }
     return text;
   };
   const indexText = reader.text("index.json", "the OCI index");

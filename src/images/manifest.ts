@@ -171,13 +171,19 @@ export function parseManifest(text: string, contentType: string | undefined, wha
   const json = parseJson(text, what);
   if (typeof json !== "object" || json === null || Array.isArray(json)) throw new ManifestError(`${what} is not a JSON object`);
   const obj = json as Record<string, unknown>;
-  if (obj.mediaType !== undefined && typeof obj.mediaType !== "string") throw new ManifestError(`${what} has a mediaType that is not a string`);
+  if (obj.mediaType !== undefined && typeof obj.mediaType !== "string") {
+    throw new ManifestError(`${what} has a mediaType that is not a string`);
+  }
   const bodyType = obj.mediaType as string | undefined;
   const index = "manifests" in obj;
   const image = "layers" in obj || "config" in obj;
   const schema1 = "fsLayers" in obj;
   if ([index, image, schema1].filter(Boolean).length > 1) {
-    const parts = [index && "'manifests' (an index)", image && "'config'/'layers' (an image manifest)", schema1 && "'fsLayers' (schema 1)"].filter(Boolean);
+    const parts = [
+      index && "'manifests' (an index)",
+      image && "'config'/'layers' (an image manifest)",
+      schema1 && "'fsLayers' (schema 1)",
+    ].filter(Boolean);
     throw new ManifestError(`${what} is ambiguous: it has ${parts.join(" and ")}; refused, as distribution does since CVE-2021-41190`);
   }
   let mt = (contentType ?? "").split(";")[0]!.trim().toLowerCase();
@@ -280,7 +286,8 @@ export function manifestDigest(bytes: Uint8Array, mediaType: string): string {
     return sha256(bytes); // not signed JSON: parsing it later says what is wrong
   }
   const length = header.formatLength;
-  if (typeof length !== "number" || !Number.isSafeInteger(length) || length < 0 || length > bytes.length || typeof header.formatTail !== "string") {
+  const lengthOk = typeof length === "number" && Number.isSafeInteger(length) && length >= 0 && length <= bytes.length;
+  if (!lengthOk || typeof header.formatTail !== "string") {
     return sha256(bytes);
   }
   const payload = Buffer.concat([Buffer.from(bytes).subarray(0, length), Buffer.from(header.formatTail, "base64url")]);
@@ -305,13 +312,19 @@ export function hostPlatform(): { os: string; architecture: string; variant?: st
  * Refuses an image built for another OS or architecture than this machine (what it does not
  * say is not checked): it would fail at exec, or run under emulation nobody asked for.
  */
-export function checkPlatform(config: { os?: string; architecture?: string }, what: string, allowForeign: boolean, want = hostPlatform()): void {
+export function checkPlatform(
+  config: { os?: string; architecture?: string },
+  what: string,
+  allowForeign: boolean,
+  want = hostPlatform(),
+): void {
   if (allowForeign) return;
   const osOk = !config.os || config.os === want.os;
   const archOk = !config.architecture || config.architecture === want.architecture;
   if (osOk && archOk) return;
   throw new ManifestError(
-    `${what} is built for ${config.os ?? "?"}/${config.architecture ?? "?"}, not for this machine (${want.os}/${want.architecture}); pull an image for this platform, or start ucr with --docker_allow_foreign_platform to run it anyway`,
+    `${what} is built for ${config.os ?? "?"}/${config.architecture ?? "?"}, not for this machine (${want.os}/${want.architecture}); ` +
+      "pull an image for this platform, or start ucr with --docker_allow_foreign_platform to run it anyway",
   );
 }
 

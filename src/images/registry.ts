@@ -100,7 +100,10 @@ export function parseChallenge(value: string): { scheme: string; params: Record<
 }
 
 function hostname(host: string): string {
-  return host.replace(/:\d+$/, "").replace(/^\[|\]$/g, "").toLowerCase();
+  return host
+    .replace(/:\d+$/, "")
+    .replace(/^\[|\]$/g, "")
+    .toLowerCase();
 }
 
 export class RegistryClient {
@@ -139,7 +142,8 @@ export class RegistryClient {
   private checkScheme(url: URL, role: string, what: string): void {
     if (url.protocol !== "http:" && url.protocol !== "https:") {
       throw new RegistryError(
-        `${what}: ${this.host} sent a ${role} with scheme '${url.protocol.replace(/:$/, "")}' (${url.protocol}${url.host ? `//${url.host}` : ""}…); ucr follows only http and https`,
+        `${what}: ${this.host} sent a ${role} with scheme '${url.protocol.replace(/:$/, "")}' ` +
+          `(${url.protocol}${url.host ? `//${url.host}` : ""}…); ucr follows only http and https`,
       );
     }
   }
@@ -158,7 +162,12 @@ export class RegistryClient {
         headersTimeout: this.limits.stallMs,
         bodyTimeout: this.limits.stallMs,
       });
-      const reply: Reply = { status: res.statusCode, headers: res.headers as Reply["headers"], body: res.body as Reply["body"], url: current.href };
+      const reply: Reply = {
+        status: res.statusCode,
+        headers: res.headers as Reply["headers"],
+        body: res.body as Reply["body"],
+        url: current.href,
+      };
       if ([301, 302, 303, 307, 308].includes(reply.status)) {
         const location = header(reply.headers, "location");
         await drain(reply);
@@ -240,7 +249,10 @@ export class RegistryClient {
       creds?.username !== undefined ? `Basic ${Buffer.from(`${creds.username}:${creds.password ?? ""}`).toString("base64")}` : undefined;
     if (scheme === "basic") {
       if (!basic) {
-        throw new RegistryError(`${what}: ${this.host} requires a user name and password; add them for ${this.host} to --docker_config`, 401);
+        throw new RegistryError(
+          `${what}: ${this.host} requires a user name and password; add them for ${this.host} to --docker_config`,
+          401,
+        );
       }
       this.authorization = basic;
       return;
@@ -263,7 +275,13 @@ export class RegistryClient {
     const service = shownUrl(tokenUrl);
     let res;
     try {
-      res = await request(tokenUrl, { method: "GET", headers, signal: transfer.signal, headersTimeout: this.limits.stallMs, bodyTimeout: this.limits.stallMs });
+      res = await request(tokenUrl, {
+        method: "GET",
+        headers,
+        signal: transfer.signal,
+        headersTimeout: this.limits.stallMs,
+        bodyTimeout: this.limits.stallMs,
+      });
     } catch (err) {
       throw this.failure(err, transfer, what, `cannot reach the token service ${service}`);
     }
@@ -283,10 +301,12 @@ export class RegistryClient {
     if (res.statusCode !== 200) {
       const withheld =
         basic !== undefined && !sendBasic
-          ? `; the credentials for ${this.host} were not sent to it: it is another host over plain http (list it in --docker_insecure_registries to allow that)`
+          ? `; the credentials for ${this.host} were not sent to it: it is another host over plain http ` +
+            "(list it in --docker_insecure_registries to allow that)"
           : "";
       throw new RegistryError(
-        `${what}: the token service ${service} refused ${sendBasic ? "the credentials from --docker_config" : "anonymous access"} (HTTP ${res.statusCode}${text ? `: ${text.slice(0, 200)}` : ""})${withheld}`,
+        `${what}: the token service ${service} refused ${sendBasic ? "the credentials from --docker_config" : "anonymous access"} ` +
+          `(HTTP ${res.statusCode}${text ? `: ${text.slice(0, 200)}` : ""})${withheld}`,
         401,
       );
     }
@@ -294,7 +314,11 @@ export class RegistryClient {
     try {
       const parsed = JSON.parse(text) as { token?: unknown; access_token?: unknown };
       token =
-        typeof parsed.token === "string" && parsed.token ? parsed.token : typeof parsed.access_token === "string" ? parsed.access_token : undefined;
+        typeof parsed.token === "string" && parsed.token
+          ? parsed.token
+          : typeof parsed.access_token === "string"
+            ? parsed.access_token
+            : undefined;
     } catch {
       // handled below
     }
@@ -322,7 +346,11 @@ export class RegistryClient {
       );
     }
     if (reply.status === 404) throw new RegistryError(`${what}: not found on ${this.host} (${detail || "HTTP 404"})`, 404, code);
-    throw new RegistryError(`${what}: unexpected HTTP ${reply.status} from ${this.host}${detail ? ` (${detail})` : ""}`, reply.status, code);
+    throw new RegistryError(
+      `${what}: unexpected HTTP ${reply.status} from ${this.host}${detail ? ` (${detail})` : ""}`,
+      reply.status,
+      code,
+    );
   }
 
   /**

@@ -47,7 +47,9 @@ export function ensurePrivateDir(path: string, mode: 0o700 | 0o711): PrivateDirR
   if (!st.isDirectory()) throw new PrivateDirError(`${path} is not a directory`);
   const uid = process.geteuid?.() ?? 0;
   if (st.uid !== uid) {
-    throw new PrivateDirError(`${path} belongs to uid ${st.uid}, not to this process (uid ${uid}); ucr keeps its state only in directories it owns`);
+    throw new PrivateDirError(
+      `${path} belongs to uid ${st.uid}, not to this process (uid ${uid}); ucr keeps its state only in directories it owns`,
+    );
   }
   const current = st.mode & 0o7777;
   // 0711: others need the search bit to reach their sandbox; 0700 stays as strict as it is.
@@ -61,6 +63,7 @@ export function ensurePrivateDir(path: string, mode: 0o700 | 0o711): PrivateDirR
 /** A line for the start-up log, or undefined when there is nothing to say. */
 export function describePrivateDir(flag: string, path: string, r: PrivateDirResult, mode: number): string | undefined {
   if (r.tightenedFrom !== undefined) return `--${flag} ${path}: mode ${mode8(r.tightenedFrom)} changed to ${mode8(mode)}`;
-  if (r.leftShared) return `--${flag} ${path} is a shared sticky directory; left as it is, ucr's own directories inside it are ${mode8(mode)}`;
+  if (r.leftShared)
+    return `--${flag} ${path} is a shared sticky directory; left as it is, ucr's own directories inside it are ${mode8(mode)}`;
   return undefined;
 }

@@ -20,7 +20,9 @@ test("defaults: a 1 minute stall window, a 1 hour total, foreign platforms refus
 test("GET_FLAGS shows them", async () => {
   const agent = await startAgent({ args: ["--fetcher_stall_timeout=90secs"] });
   try {
-    const body = (await (await agent.call({ type: "GET_FLAGS" })).json()) as { get_flags: { flags: Array<{ name: string; value: string }> } };
+    const body = (await (await agent.call({ type: "GET_FLAGS" })).json()) as {
+      get_flags: { flags: Array<{ name: string; value: string }> };
+    };
     const flags = Object.fromEntries(body.get_flags.flags.map((f) => [f.name, f.value]));
     expect(flags.fetcher_stall_timeout).toBe("1.5mins");
     expect(flags.image_fetch_timeout).toBe("1hrs");

@@ -107,7 +107,14 @@ export async function startHostile(opts: { upstream?: string; hostname?: string;
     new Promise<http.IncomingMessage>((resolve, reject) => {
       if (!upstream) return reject(new Error("no upstream"));
       const up = http.request(
-        { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: { ...clean(req.headers), host: upstream.host }, agent },
+        {
+          host: upstream.hostname,
+          port: upstream.port,
+          method: req.method,
+          path: req.url,
+          headers: { ...clean(req.headers), host: upstream.host },
+          agent,
+        },
         resolve,
       );
       up.on("error", reject);

@@ -45,7 +45,15 @@ async function setup(rules: Rule[], args: string[] = []): Promise<{ s: ImageServ
   cleanups.push(() => server.stop());
   const store = join(work, `appc-${count++}`);
   const s = startImageService(
-    loadFlags([`--work_dir=${join(work, `wd-${count}`)}`, `--appc_store_dir=${store}`, `--appc_simple_discovery_uri_prefix=${server.url}/`, ...args], {}).values,
+    loadFlags(
+      [
+        `--work_dir=${join(work, `wd-${count}`)}`,
+        `--appc_store_dir=${store}`,
+        `--appc_simple_discovery_uri_prefix=${server.url}/`,
+        ...args,
+      ],
+      {},
+    ).values,
   );
   cleanups.push(() => s.stop());
   return { s, server, store };
@@ -67,7 +75,9 @@ test("an ACI whose rootfs is a symlink to a host directory is refused", async ()
     symlinkSync(sentinel, join(stage, "rootfs"));
   });
   const { s, store } = await setup([{ path: path("example.com/evil"), kind: "body", body }]);
-  expect(await refused(s, store, "example.com/evil")).toMatch(/not an ACI \(it needs a 'manifest' file and a 'rootfs\/' directory, not symlinks\)/);
+  expect(await refused(s, store, "example.com/evil")).toMatch(
+    /not an ACI \(it needs a 'manifest' file and a 'rootfs\/' directory, not symlinks\)/,
+  );
 });
 
 test("an ACI whose manifest is a symlink to /dev/zero is refused without reading it", async () => {
@@ -91,7 +101,9 @@ test("a server that sends nothing is given up on after --fetcher_stall_timeout",
 
 test("an image ID that is not sha512-<hex> is refused before it names a path", async () => {
   const { s, store, server } = await setup([]);
-  expect(await refused(s, store, "example.com/app", "../../../etc")).toContain("'../../../etc' is not an image ID (sha512-<128 hex digits>)");
+  expect(await refused(s, store, "example.com/app", "../../../etc")).toContain(
+    "'../../../etc' is not an image ID (sha512-<128 hex digits>)",
+  );
   expect(server.requests()).toEqual([]);
 });
 

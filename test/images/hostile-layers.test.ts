@@ -9,6 +9,7 @@ import { dlopen } from "bun:ffi";
 import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
+import { diskUsage, removeTree as removeGcTree } from "../../src/gc/disk.ts";
 import { applyLayers } from "../../src/images/layer/apply.ts";
 import { WriterPool } from "../../src/images/layer/file-writer.ts";
 import { LayerError, unpackLayer, type UnpackResult } from "../../src/images/layer/pipeline.ts";
@@ -60,7 +61,9 @@ async function refused(entries: RawEntry[], pattern: RegExp): Promise<string> {
 
 afterAll(() => {
   // Whatever a case did, nothing appeared beside the roots and the sentinel.
-  const stray = readdirSync(work).filter((name) => name !== "sentinel" && !/^(root|deep|names|lower|upper|dest)-/.test(name) && !/\.tar$/.test(name));
+  const stray = readdirSync(work).filter(
+    (name) => name !== "sentinel" && !/^(root|deep|names|lower|upper|dest)-/.test(name) && !/\.tar$/.test(name),
+  );
   // Deep trees: rmSync takes minutes on them (it walks from the root per entry).
   removeTree(work);
   expect(stray).toEqual([]);
@@ -68,28 +71,52 @@ afterAll(() => {
 
 describe("paths", () => {
   test("traversal and absolute names into the sentinel", async () => {
-    await refused([{ name: "ok", data: "x" }, { name: "../sentinel/evil", data: "x" }], /entry '\.\.\/sentinel\/evil' has a path with '\.\.'/);
+    await refused(
+      [
+        { name: "ok", data: "x" },
+        { name: "../sentinel/evil", data: "x" },
+      ],
+      /entry '\.\.\/sentinel\/evil' has a path with '\.\.'/,
+    );
     await refused([{ name: "a/b/../../../sentinel/evil", data: "x" }], /has a path with '\.\.'/);
     await refused([{ name: `${sentinel}/evil`, data: "x" }], /has an absolute path; layer entries must be relative/);
   });
 
   test("a symlink out, then a write through it (absolute and relative targets)", async () => {
     await refused(
-      [{ name: "l", type: "2", linkname: sentinel }, { name: "l/evil", data: "x" }],
+      [
+        { name: "l", type: "2", linkname: sentinel },
+        { name: "l/evil", data: "x" },
+      ],
       /entry 'l\/evil' would be written through symlink 'l' -> '.*sentinel', which leads outside the layer/,
     );
     await refused(
-      [{ name: "d/", type: "5", mode: 0o755 }, { name: "d/l", type: "2", linkname: "../../sentinel" }, { name: "d/l/evil", data: "x" }],
+      [
+        { name: "d/", type: "5", mode: 0o755 },
+        { name: "d/l", type: "2", linkname: "../../sentinel" },
+        { name: "d/l/evil", data: "x" },
+      ],
       /would be written through symlink 'd\/l' -> '\.\.\/\.\.\/sentinel'/,
     );
   });
 
   test("symlinked parents: two hops that end outside, and a loop", async () => {
     await refused(
-      [{ name: "x", type: "2", linkname: "y" }, { name: "y", type: "2", linkname: "../sentinel" }, { name: "x/evil", data: "x" }],
+      [
+        { name: "x", type: "2", linkname: "y" },
+        { name: "y", type: "2", linkname: "../sentinel" },
+        { name: "x/evil", data: "x" },
+      ],
       /would be written through symlink 'y' -> '\.\.\/sentinel', which leads outside the layer/,
     );
-    await refused([{ name: "a", type: "2", linkname: "b" }, { name: "b", type: "2", linkname: "a" }, { name: "a/f", data: "x" }], /is written through too many symlinks/);
+    await refused(
+      [
+        { name: "a", type: "2", linkname: "b" },
+        { name: "b", type: "2", linkname: "a" },
+        { name: "a/f", data: "x" },
+      ],
+      /is written through too many symlinks/,
+    );
   });
 
   test("symlinked parents that stay inside are followed", async () => {
@@ -105,7 +132,10 @@ describe("paths", () => {
     await refused([{ name: "h", type: "1", linkname: "../sentinel/secret" }], /hard link target with '\.\.'/);
     await refused([{ name: "h", type: "1", linkname: `${sentinel}/secret` }], /absolute hard link target/);
     await refused(
-      [{ name: "l", type: "2", linkname: sentinel }, { name: "h", type: "1", linkname: "l/secret" }],
+      [
+        { name: "l", type: "2", linkname: sentinel },
+        { name: "h", type: "1", linkname: "l/secret" },
+      ],
       /entry 'h' would be written through symlink 'l'/,
     );
   });
@@ -125,8 +155,20 @@ describe("paths", () => {
   });
 
   test("whiteouts and opaque markers cannot reach out either", async () => {
-    await refused([{ name: "l", type: "2", linkname: sentinel }, { name: "l/.wh.secret", data: "" }], /would be written through symlink 'l'/);
-    await refused([{ name: "l", type: "2", linkname: sentinel }, { name: "l/.wh..wh..opq", data: "" }], /would be written through symlink 'l'/);
+    await refused(
+      [
+        { name: "l", type: "2", linkname: sentinel },
+        { name: "l/.wh.secret", data: "" },
+      ],
+      /would be written through symlink 'l'/,
+    );
+    await refused(
+      [
+        { name: "l", type: "2", linkname: sentinel },
+        { name: "l/.wh..wh..opq", data: "" },
+      ],
+      /would be written through symlink 'l'/,
+    );
     await refused([{ name: "a/.wh...", data: "" }], /has a path with '\.\.'|is a whiteout of nothing/);
   });
 });
@@ -156,7 +198,10 @@ describe("bounded headers", () => {
 
   test("a malformed PAX record makes the header invalid", async () => {
     await refused(
-      [{ name: "PaxHeaders/x", type: "x", data: "99 path=oops\n" }, { name: "f", data: "x" }],
+      [
+        { name: "PaxHeaders/x", type: "x", data: "99 path=oops\n" },
+        { name: "f", data: "x" },
+      ],
       /not a valid tar archive \(Invalid tar header: malformed PAX record at byte 0\)/,
     );
   });
@@ -222,12 +267,22 @@ test("a tree 10,000 directories deep unpacks completely and correctly", async ()
   expect(Bun.spawnSync(["tar", "-C", src, "-cf", tarFile, "."]).exitCode).toBe(0);
   const root = join(work, "deep-out");
   mkdirSync(root);
-  const result = await unpackLayer(Bun.file(tarFile).stream() as unknown as AsyncIterable<Uint8Array>, root, { ...opts, writers: new WriterPool(2) });
+  const result = await unpackLayer(Bun.file(tarFile).stream() as unknown as AsyncIterable<Uint8Array>, root, {
+    ...opts,
+    writers: new WriterPool(2),
+  });
   expect(result.entries).toBe(10_000 + 10 + 1 + 1);
   // find walks with descriptors, so it sees the whole tree; compare everything it prints.
-  const listing = (dir: string) => Bun.spawnSync(["sh", "-c", "find . -printf '%y %m %s\\n' | sort | uniq -c; find . -type f -exec md5sum {} + | cut -c1-32 | sort"], { cwd: dir }).stdout.toString();
+  const listing = (dir: string) =>
+    Bun.spawnSync(["sh", "-c", "find . -printf '%y %m %s\\n' | sort | uniq -c; find . -type f -exec md5sum {} + | cut -c1-32 | sort"], {
+      cwd: dir,
+    }).stdout.toString();
   expect(listing(root)).toEqual(listing(src));
   expect(listing(root)).toContain("10001 d 755");
+  // GC measures and deletes such a layer through descriptors too (paths would be too long).
+  expect(diskUsage(root).entries).toBe(10_000 + 10 + 1 + 1);
+  expect(removeGcTree(root, work)).toEqual({ removed: true });
+  expect(existsSync(root)).toBe(false);
 });
 
 describe("the copy backend over a lower layer's symlink", () => {

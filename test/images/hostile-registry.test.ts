@@ -37,7 +37,10 @@ beforeAll(async () => {
   writeFileSync(join(sentinel, "sub", "file"), "sub file\n");
   plain = await startRegistry();
   basic = await startRegistry({ auth: "basic" });
-  cleanups.push(() => plain.stop(), () => basic.stop());
+  cleanups.push(
+    () => plain.stop(),
+    () => basic.stop(),
+  );
   const layer = await packTar([
     { name: "hello.txt", content: "hello\n" },
     { name: "bin/", type: "directory" },
@@ -47,7 +50,12 @@ beforeAll(async () => {
   await pushImage(tinyDir, `${plain.host}/tiny:1`, { exact: true });
   await pushImage(tinyDir, `${basic.host}/tiny:1`, { exact: true, creds: basic.creds });
   foreignDir = join(work, "foreign");
-  foreign = addImage(foreignDir, { tag: "1", layers: [{ tar: layer, compression: "gzip" }], config: BUSYBOX_CONFIG, architecture: foreignArch() });
+  foreign = addImage(foreignDir, {
+    tag: "1",
+    layers: [{ tar: layer, compression: "gzip" }],
+    config: BUSYBOX_CONFIG,
+    architecture: foreignArch(),
+  });
   await pushImage(foreignDir, `${plain.host}/foreign:1`, { exact: true });
   tinyManifest = await (
     await fetch(`${plain.url}/v2/tiny/manifests/1`, { headers: { accept: "application/vnd.oci.image.manifest.v1+json" } })
@@ -103,7 +111,10 @@ const configPath = () => new RegExp(`/blobs/${tiny.config.digest}$`);
 
 describe("credentials and realms", () => {
   test("a Bearer realm on another host over plain http gets no credentials; the error says so", async () => {
-    const token = await server([{ path: /\/token$/, kind: "body", status: 401, body: '{"errors":[{"code":"UNAUTHORIZED"}]}' }], "127.0.0.2");
+    const token = await server(
+      [{ path: /\/token$/, kind: "body", status: 401, body: '{"errors":[{"code":"UNAUTHORIZED"}]}' }],
+      "127.0.0.2",
+    );
     const f = await front(basic.url, [{ path: /^\/v2\//, kind: "challenge", value: `Bearer realm="${token.url}/token",service="reg"` }]);
     const s = service([creds(f.host)]);
     const msg = await refused(s, `${f.host}/tiny:1`);
@@ -164,7 +175,9 @@ describe("redirects", () => {
     test(`a blob redirect to ${scheme}: is refused, naming the scheme`, async () => {
       const f = await front(plain.url, [{ path: layerPath(), method: "GET", kind: "redirect", location }]);
       const s = service();
-      expect(await refused(s, `${f.host}/tiny:1`)).toMatch(new RegExp(`sent a redirect with scheme '${scheme}'.*ucr follows only http and https`));
+      expect(await refused(s, `${f.host}/tiny:1`)).toMatch(
+        new RegExp(`sent a redirect with scheme '${scheme}'.*ucr follows only http and https`),
+      );
     });
   }
 
@@ -197,7 +210,9 @@ describe("sizes and bounds", () => {
   test("a layer blob longer than its descriptor says is refused at the first byte too many", async () => {
     const f = await front(plain.url, [{ path: layerPath(), method: "GET", kind: "append", extra: new Uint8Array(5000), declare: false }]);
     const s = service();
-    expect(await refused(s, `${f.host}/tiny:1`)).toContain(`the registry sent more than the ${tiny.layers[0]!.size} bytes its descriptor says`);
+    expect(await refused(s, `${f.host}/tiny:1`)).toContain(
+      `the registry sent more than the ${tiny.layers[0]!.size} bytes its descriptor says`,
+    );
   });
 
   test("a layer blob whose Content-Length contradicts its descriptor is refused before it is read", async () => {
@@ -209,7 +224,9 @@ describe("sizes and bounds", () => {
   });
 
   test("a config blob replaced by 50 MB is refused at its descriptor's size", async () => {
-    const f = await front(plain.url, [{ path: configPath(), method: "GET", kind: "huge", size: 50 * 1024 * 1024, contentType: "application/octet-stream" }]);
+    const f = await front(plain.url, [
+      { path: configPath(), method: "GET", kind: "huge", size: 50 * 1024 * 1024, contentType: "application/octet-stream" },
+    ]);
     const s = service();
     expect(await refused(s, `${f.host}/tiny:1`)).toContain(`the registry sent more than the ${tiny.config.size} bytes its descriptor says`);
     expect(f.requests().find((r) => r.rule === "huge")!.bytes).toBeLessThan(32 * 1024 * 1024);
@@ -219,7 +236,9 @@ describe("sizes and bounds", () => {
     const index = JSON.stringify({
       schemaVersion: 2,
       mediaType: "application/vnd.oci.image.index.v1+json",
-      manifests: [{ ...tiny.manifest, size: tiny.manifest.size + 1, platform: { architecture: tiny.configJson.architecture, os: "linux" } }],
+      manifests: [
+        { ...tiny.manifest, size: tiny.manifest.size + 1, platform: { architecture: tiny.configJson.architecture, os: "linux" } },
+      ],
     });
     const f = await front(plain.url, [
       { path: /\/manifests\/multi$/, kind: "body", body: index, contentType: "application/vnd.oci.image.index.v1+json" },
@@ -261,16 +280,23 @@ describe("deadlines", () => {
 describe("confused manifests (CVE-2021-41190)", () => {
   test("a document that is both an image manifest and an index is refused", async () => {
     const both = JSON.stringify({ ...JSON.parse(tinyManifest), manifests: [] });
-    const f = await front(plain.url, [{ path: /\/manifests\/1$/, kind: "body", body: both, contentType: "application/vnd.oci.image.manifest.v1+json" }]);
+    const f = await front(plain.url, [
+      { path: /\/manifests\/1$/, kind: "body", body: both, contentType: "application/vnd.oci.image.manifest.v1+json" },
+    ]);
     const s = service();
-    expect(await refused(s, `${f.host}/tiny:1`)).toMatch(/is ambiguous: it has 'manifests' \(an index\) and 'config'\/'layers' \(an image manifest\)/);
+    expect(await refused(s, `${f.host}/tiny:1`)).toMatch(
+      /is ambiguous: it has 'manifests' \(an index\) and 'config'\/'layers' \(an image manifest\)/,
+    );
   });
 
   test("a mediaType that contradicts the Content-Type is refused", async () => {
-    const f = await front(plain.url, [{ path: /\/manifests\/1$/, kind: "content-type", value: "application/vnd.docker.distribution.manifest.v2+json" }]);
+    const f = await front(plain.url, [
+      { path: /\/manifests\/1$/, kind: "content-type", value: "application/vnd.docker.distribution.manifest.v2+json" },
+    ]);
     const s = service();
     expect(await refused(s, `${f.host}/tiny:1`)).toContain(
-      "its mediaType 'application/vnd.oci.image.manifest.v1+json' contradicts the Content-Type 'application/vnd.docker.distribution.manifest.v2+json'",
+      "its mediaType 'application/vnd.oci.image.manifest.v1+json' contradicts the Content-Type " +
+        "'application/vnd.docker.distribution.manifest.v2+json'",
     );
   });
 
@@ -279,10 +305,16 @@ describe("confused manifests (CVE-2021-41190)", () => {
       schemaVersion: 2,
       mediaType: "application/vnd.oci.image.index.v1+json",
       manifests: [
-        { ...tiny.manifest, mediaType: "application/vnd.docker.distribution.manifest.v2+json", platform: { architecture: tiny.configJson.architecture, os: "linux" } },
+        {
+          ...tiny.manifest,
+          mediaType: "application/vnd.docker.distribution.manifest.v2+json",
+          platform: { architecture: tiny.configJson.architecture, os: "linux" },
+        },
       ],
     });
-    const f = await front(plain.url, [{ path: /\/manifests\/multi$/, kind: "body", body: index, contentType: "application/vnd.oci.image.index.v1+json" }]);
+    const f = await front(plain.url, [
+      { path: /\/manifests\/multi$/, kind: "body", body: index, contentType: "application/vnd.oci.image.index.v1+json" },
+    ]);
     const s = service();
     expect(await refused(s, `${f.host}/tiny:multi`)).toContain(
       "its descriptor says 'application/vnd.docker.distribution.manifest.v2+json' but it is 'application/vnd.oci.image.manifest.v1+json'",
@@ -319,5 +351,7 @@ test("--docker_registry=/dir: a name that carries a registry host is pulled from
   expect(record.source).toBe(`http://${plain.host}/tiny`);
   expect(record.layers).toEqual([tiny.layers[0]!.diffId]);
   // Names without one still come from the directory, and say where they looked.
-  expect((await rejection(s.puller.pull("tiny:1"))).message).toContain(`Failed to find archive for image 'tiny:1' (tried ${dir}/tiny:1.tar`);
+  expect((await rejection(s.puller.pull("tiny:1"))).message).toContain(
+    `Failed to find archive for image 'tiny:1' (tried ${dir}/tiny:1.tar`,
+  );
 });

@@ -89,7 +89,9 @@ describe("ucr pull", () => {
     chownSync(store, 65534, 65534);
     const r = await runUcr(["pull", `${registry.host}/suid:1`, `--work_dir=${root}`]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain(`ucr pull: cannot open the image store at ${store}: ${store} belongs to uid 65534, not to this process (uid 0)`);
+    expect(r.stderr).toContain(
+      `ucr pull: cannot open the image store at ${store}: ${store} belongs to uid 65534, not to this process (uid 0)`,
+    );
     expect(readdirSync(store)).toEqual([]);
   });
 });
@@ -118,7 +120,12 @@ describe.skipIf(!isRoot)("the agent (needs root)", () => {
     for (const user of ["root", "nobody"]) {
       test(`a container runs on the ${backend} backend as ${user}`, async () => {
         const agent = await startAgent({
-          args: [`--docker_registry=${images}`, "--image_providers=docker", "--isolation=filesystem/linux,docker/runtime", `--image_provisioner_backend=${backend}`],
+          args: [
+            `--docker_registry=${images}`,
+            "--image_providers=docker",
+            "--isolation=filesystem/linux,docker/runtime",
+            `--image_provisioner_backend=${backend}`,
+          ],
         });
         try {
           const id = `${backend}-${user}`;
@@ -133,7 +140,10 @@ describe.skipIf(!isRoot)("the agent (needs root)", () => {
           expect({ status: launch.status, text: await launch.text() }).toEqual({ status: 200, text: "" });
           const wait = await agent.call({ type: "WAIT_CONTAINER", wait_container: { container_id: { value: id } } });
           expect(await wait.json()).toEqual({ type: "WAIT_CONTAINER", wait_container: { exit_status: 0 } });
-          const out = readFileSync(join(agent.workDir, "containers", id, "stdout"), "utf8").trim().split("\n").map((l) => l.trim());
+          const out = readFileSync(join(agent.workDir, "containers", id, "stdout"), "utf8")
+            .trim()
+            .split("\n")
+            .map((l) => l.trim());
           expect(out).toEqual([user === "root" ? "0" : "65534", "/bin/sh", "readable"]);
           expect(mode(join(agent.workDir, "store/docker"))).toBe(0o700);
           expect(existsSync(join(agent.workDir, "provisioner"))).toBe(true);
@@ -146,4 +156,3 @@ describe.skipIf(!isRoot)("the agent (needs root)", () => {
     }
   }
 });
-

@@ -16,7 +16,9 @@ test("GNU tar's own headers: names with a ustar prefix, modes, owners, types", (
   mkdirSync(join(src, "p".repeat(120)), { recursive: true });
   writeFileSync(join(src, long), "x");
   const tarFile = join(work, "ustar.tar");
-  expect(Bun.spawnSync(["tar", "--format=ustar", "--owner=1234", "--group=5678", "--mode=0640", "-C", src, "-cf", tarFile, long]).exitCode).toBe(0);
+  expect(
+    Bun.spawnSync(["tar", "--format=ustar", "--owner=1234", "--group=5678", "--mode=0640", "-C", src, "-cf", tarFile, long]).exitCode,
+  ).toBe(0);
   const h = decodeHeader(readFileSync(tarFile).subarray(0, 512))!;
   expect(h.name).toBe(long);
   expect(h.type).toBe("file");
@@ -40,7 +42,11 @@ test("base-256 sizes, a zero block, a bad checksum, and unknown types kept by th
 });
 
 test("PAX: records keep their bytes, lengths are checked, NUL padding is allowed", () => {
-  const data = paxData({ path: Buffer.from([0x61, 0xff]), "SCHILY.xattr.user.\xfe": Buffer.from([0, 1, 0xff]), mtime: "1700000000.123456789" });
+  const data = paxData({
+    path: Buffer.from([0x61, 0xff]),
+    "SCHILY.xattr.user.\xfe": Buffer.from([0, 1, 0xff]),
+    mtime: "1700000000.123456789",
+  });
   const rec = parsePax(Buffer.concat([data, Buffer.alloc(100)]));
   expect(rec.path).toBe("a\xff");
   expect(rec["SCHILY.xattr.user.\xfe"]).toBe("\x00\x01\xff");

@@ -66,7 +66,10 @@ function parentNoFollow(rootFd: number, parts: string[]): number | undefined {
 }
 
 function splitRecord(path: string): string[] | undefined {
-  const parts = decodeRecordPath(path).toString("latin1").split("/").filter((p) => p !== "" && p !== ".");
+  const parts = decodeRecordPath(path)
+    .toString("latin1")
+    .split("/")
+    .filter((p) => p !== "" && p !== ".");
   return parts.includes("..") ? undefined : parts;
 }
 

@@ -230,7 +230,8 @@ function kindOf(mode: number): string {
 }
 
 function isClean(name: string): boolean {
-  if (name === "" || name === "." || name === ".." || name.startsWith("./") || name.startsWith("../") || name.startsWith("/")) return name === "";
+  if (name === "" || name === "." || name === ".." || name.startsWith("./") || name.startsWith("../") || name.startsWith("/"))
+    return name === "";
   if (name.endsWith("/.") || name.endsWith("/..") || name.includes("//")) return false;
   return !name.includes("/./") && !name.includes("/../");
 }

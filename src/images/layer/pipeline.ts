@@ -45,7 +45,8 @@ export interface UnpackResult {
 function detect(head: Uint8Array, what: string): UnpackResult["compression"] {
   if (head[0] === 0x1f && head[1] === 0x8b) return "gzip";
   if (head[0] === 0x28 && head[1] === 0xb5 && head[2] === 0x2f && head[3] === 0xfd) return "zstd";
-  if (head[0] === 0xfd && head[1] === 0x37 && head[2] === 0x7a && head[3] === 0x58) throw new LayerError(`${what}: xz-compressed layers are not supported`);
+  if (head[0] === 0xfd && head[1] === 0x37 && head[2] === 0x7a && head[3] === 0x58)
+    throw new LayerError(`${what}: xz-compressed layers are not supported`);
   if (head[0] === 0x42 && head[1] === 0x5a && head[2] === 0x68) throw new LayerError(`${what}: bzip2-compressed layers are not supported`);
   return "none";
 }

@@ -175,7 +175,12 @@ export class LayerWriter {
     const name = sparse?.name ?? raw;
     const clean = cleanKey(name);
     if ("problem" in clean) {
-      this.fail(name, clean.problem === "absolute" ? "has an absolute path; layer entries must be relative" : "has a path with '..', which would escape the layer root");
+      this.fail(
+        name,
+        clean.problem === "absolute"
+          ? "has an absolute path; layer entries must be relative"
+          : "has a path with '..', which would escape the layer root",
+      );
     }
     const type = header.type;
     if (clean.key === "") {

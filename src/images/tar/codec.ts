@@ -180,7 +180,8 @@ export function parsePax(buf: Buffer): Record<string, string> {
 /** A PAX decimal integer (size, uid, gid) or undefined if absent; throws if malformed. */
 export function paxInteger(value: string | undefined, key: string, max = Number.MAX_SAFE_INTEGER): number | undefined {
   if (value === undefined) return undefined;
-  if (!/^\d{1,16}$/.test(value) || Number(value) > max) throw new TarFormatError(`Invalid tar header: PAX ${key} '${value}' is not a valid number`);
+  if (!/^\d{1,16}$/.test(value) || Number(value) > max)
+    throw new TarFormatError(`Invalid tar header: PAX ${key} '${value}' is not a valid number`);
   return Number(value);
 }
 
