@@ -44,10 +44,13 @@ export interface DirHandle {
 const MAX_SYMLINK_HOPS = 40;
 /** How many parent keys are tried when looking for a cached ancestor before starting at the root. */
 const ANCESTOR_TRIES = 64;
+/** The cache's keys (paths) add up to at most this many bytes: names may be 1 MiB long each. */
+const MAX_KEY_BYTES = 32 << 20;
 
 export class ConfinedRoot {
   private readonly root: DirHandle;
   private readonly cache = new Map<string, DirHandle>();
+  private keyBytes = 0;
   /** Called for each directory this resolver creates (by resolved key). */
   onCreate: (key: string) => void = () => {};
 
@@ -174,11 +177,13 @@ export class ConfinedRoot {
   private remember(key: string, handle: DirHandle): void {
     const old = this.cache.get(key);
     if (old) this.release(old);
+    else this.keyBytes += key.length;
     this.cache.set(key, handle);
-    while (this.cache.size > this.maxHandles) {
+    while (this.cache.size > this.maxHandles || (this.keyBytes > MAX_KEY_BYTES && this.cache.size > 1)) {
       const oldest = this.cache.keys().next().value as string;
       const h = this.cache.get(oldest)!;
       this.cache.delete(oldest);
+      this.keyBytes -= oldest.length;
       this.release(h);
     }
   }
@@ -201,6 +206,7 @@ export class ConfinedRoot {
   invalidate(): void {
     for (const h of this.cache.values()) this.release(h);
     this.cache.clear();
+    this.keyBytes = 0;
   }
 
   close(): void {

@@ -54,6 +54,15 @@ const BATCH_BYTES = 4 << 20;
 
 const EMPTY = new Uint8Array(0);
 
+/**
+ * Names kept for later (directory keys and deferred mtimes) past this many bytes make the
+ * writer lean: it sets directory times at once and writes inline. A hostile layer of long
+ * names cannot make the extract worker hold more than this (the tar itself may be 64 GB).
+ */
+const MAX_RETAINED_BYTES = 32 << 20;
+/** Whiteout and opaque paths recorded for the store, at most this many bytes. */
+const MAX_RECORDED_BYTES = 16 << 20;
+
 function join(parent: string, base: string): string {
   return parent === "" ? base : `${parent}/${base}`;
 }
@@ -84,6 +93,11 @@ export class LayerWriter {
   private readonly pending = new Set<string>();
   private readonly inflight = new Set<Promise<void>>();
   private failure: Error | undefined;
+  /** Bytes of names kept in dirKeys and dirTimes, and of whiteout records. */
+  private retained = 0;
+  private recorded = 0;
+  /** Past MAX_RETAINED_BYTES: no more deferred work (see there). */
+  private lean = false;
 
   constructor(
     rootPath: string,
@@ -91,7 +105,28 @@ export class LayerWriter {
     private readonly writers?: WriterPool,
   ) {
     this.root = new ConfinedRoot(rootPath);
-    this.root.onCreate = (key) => this.dirKeys.add(key);
+    this.root.onCreate = (key) => this.keepDirKey(key);
+  }
+
+  private keepDirKey(key: string): void {
+    if (this.lean || this.dirKeys.has(key)) return;
+    this.dirKeys.add(key);
+    this.retained += key.length;
+  }
+
+  /** Records a whiteout or opaque path for the store's layer record, bounded. */
+  private record(list: string[], key: string, raw: string): void {
+    this.recorded += key.length + 1;
+    if (this.recorded > MAX_RECORDED_BYTES) this.fail(raw, `makes the layer record more than ${MAX_RECORDED_BYTES} bytes of whiteouts`);
+    list.push(key);
+  }
+
+  /** Past the retention bound: finish what the write threads have, then work inline. */
+  private async goLean(): Promise<void> {
+    if (this.lean || this.retained <= MAX_RETAINED_BYTES) return;
+    await this.drain();
+    this.lean = true;
+    this.dirKeys.clear();
   }
 
   private fail(name: string, why: string): never {
@@ -115,7 +150,10 @@ export class LayerWriter {
         this.failure ??= err;
       })
       .finally(() => {
-        for (const q of queued) this.root.unpin(q.parent);
+        for (const q of queued) {
+          this.root.unpin(q.parent);
+          this.pending.delete(join(q.parent.key, q.job.name));
+        }
       });
     this.inflight.add(sent);
     void sent.then(() => this.inflight.delete(sent));
@@ -203,12 +241,12 @@ export class LayerWriter {
           return this.fail(name, "is a whiteout of nothing");
         case "opaque":
           markOpaque(parent.fd, shown(name));
-          this.opaques.push(parent.key);
+          this.record(this.opaques, parent.key, name);
           return;
         case "whiteout":
           await this.clear(parent, wh.name, name, false);
           makeWhiteout(parent.fd, wh.name);
-          this.whiteouts.push(join(parent.key, wh.name));
+          this.record(this.whiteouts, join(parent.key, wh.name), name);
           return;
       }
     }
@@ -237,7 +275,7 @@ export class LayerWriter {
         xattrs,
       };
       if (this.dirKeys.has(key)) await this.clear(parent, base, name, false);
-      if (sparse || !this.writers || header.size > SMALL_FILE || this.entries <= INLINE_FIRST) {
+      if (sparse || !this.writers || this.lean || header.size > SMALL_FILE || this.entries <= INLINE_FIRST) {
         // Large files (and everything without write threads) stream straight to disk.
         const fd = this.create(job);
         let ok = false;
@@ -273,10 +311,13 @@ export class LayerWriter {
         if (typeof st !== "number" && (st.mode & S_IFMT) !== S_IFDIR) await this.clear(parent, base, name, false);
         const made = mkdirat(parent.fd, base, 0o755);
         if (made !== -EEXIST) this.ok(made, "mkdirat", name);
-        this.dirKeys.add(key);
+        this.keepDirKey(key);
         this.ok(fchownat(parent.fd, base, uid, gid), "fchownat", name);
         this.ok(fchmodat(parent.fd, base, mode), "fchmodat", name);
-        this.dirTimes.set(key, mtime);
+        // Lean: set now (its children may move it later); else once every entry is in.
+        if (this.lean) this.ok(utimensat(parent.fd, base, mtime), "utimensat", name);
+        else this.dirTimes.set(key, mtime);
+        await this.goLean();
         break;
       }
       case "symlink": {
