@@ -154,6 +154,22 @@ describe("paths", () => {
     expect(snapshot(sentinel)).toEqual(before);
   });
 
+  test("a later entry replaces a directory (with what was written in it) by a file or a symlink", async () => {
+    const entries: RawEntry[] = [];
+    for (let i = 0; i < 300; i++) entries.push({ name: `d${i % 3}/f${i}`, data: `file ${i}\n` });
+    entries.push({ name: "d0", data: "now a file\n" }, { name: "d1", type: "2", linkname: "d2" }, { name: "d1/late", data: "via link\n" });
+    entries.push({ name: "e/deep/er/x", data: "x" }, { name: "e/deep", data: "flat\n" }, { name: "e/z", data: "z\n" });
+    const root = freshRoot();
+    await unpackLayer(chunks(gzipSync(rawTar(entries))), root, { ...opts, writers: new WriterPool(2) });
+    expect(readFileSync(join(root, "d0"), "utf8")).toBe("now a file\n");
+    expect(lstatSync(join(root, "d1")).isSymbolicLink()).toBe(true);
+    expect(readFileSync(join(root, "d2/late"), "utf8")).toBe("via link\n");
+    expect(readdirSync(join(root, "d2")).length).toBe(101);
+    expect(readFileSync(join(root, "e/deep"), "utf8")).toBe("flat\n");
+    expect(readdirSync(join(root, "e")).sort()).toEqual(["deep", "z"]);
+    expect(readdirSync(root).sort()).toEqual(["d0", "d1", "d2", "e"]);
+  });
+
   test("whiteouts and opaque markers cannot reach out either", async () => {
     await refused(
       [

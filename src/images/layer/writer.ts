@@ -230,6 +230,26 @@ export class LayerWriter {
     const slash = clean.key.lastIndexOf("/");
     const base = clean.key.slice(slash + 1);
     const parent = this.parentOf(slash < 0 ? "" : clean.key.slice(0, slash), name, true)!;
+    // Held while the entry is made: replacing a directory forgets every cached handle, and a
+    // closed descriptor's number may come back for another directory.
+    this.root.pin(parent);
+    try {
+      await this.place(header, data, parent, base, name, sparse);
+    } finally {
+      this.root.unpin(parent);
+    }
+  }
+
+  private async place(
+    header: TarHeader,
+    data: AsyncIterable<Buffer>,
+    parent: DirHandle,
+    base: string,
+    name: string,
+    sparse: { realSize: number } | undefined,
+  ): Promise<void> {
+    const type = header.type;
+    const pax = header.pax ?? {};
 
     const wh = whiteoutOf(base);
     if (wh) {
@@ -345,16 +365,12 @@ export class LayerWriter {
         const tparent = this.parentOf(tslash < 0 ? "" : target.key.slice(0, tslash), name, false);
         const notHere = () => this.fail(name, `is a hard link to '${shown(header.linkname)}', which is not in this layer`);
         if (!tparent) return notHere();
-        const tkey = join(tparent.key, tbase);
-        if (this.pending.has(tkey)) await this.drain();
-        const st = statxat(tparent.fd, tbase);
-        if (st === -ENOENT) return notHere();
-        if (typeof st === "number") return this.ok(st, "statx", name);
-        if ((st.mode & S_IFMT) === S_IFDIR) this.fail(name, `is a hard link to directory '${shown(header.linkname)}'`);
-        if (tkey === key) return;
-        await this.clear(parent, base, name, false);
-        // linkat without AT_SYMLINK_FOLLOW: a link to a symlink links the symlink, never where it points.
-        this.ok(linkat(tparent.fd, tbase, parent.fd, base), "linkat", name);
+        this.root.pin(tparent);
+        try {
+          await this.link(tparent, tbase, parent, base, name, header.linkname, notHere);
+        } finally {
+          this.root.unpin(tparent);
+        }
         return;
       }
       case "character-device":
@@ -372,6 +388,28 @@ export class LayerWriter {
         this.fail(name, `has an unsupported tar type (${typeof type === "string" ? type : `'${type.unknown}'`})`);
     }
     for (const [xname, value] of xattrs) this.ok(lsetxattrat(parent.fd, base, xname, value), `lsetxattr ${shown(xname)}`, name);
+  }
+
+  /** A hard link at `base` in `parent` to `tbase` in `tparent` (both inside the root, both held). */
+  private async link(
+    tparent: DirHandle,
+    tbase: string,
+    parent: DirHandle,
+    base: string,
+    name: string,
+    linkname: string,
+    notHere: () => never,
+  ): Promise<void> {
+    const tkey = join(tparent.key, tbase);
+    if (this.pending.has(tkey)) await this.drain();
+    const st = statxat(tparent.fd, tbase);
+    if (st === -ENOENT) return notHere();
+    if (typeof st === "number") return this.ok(st, "statx", name);
+    if ((st.mode & S_IFMT) === S_IFDIR) this.fail(name, `is a hard link to directory '${shown(linkname)}'`);
+    if (tkey === join(parent.key, base)) return;
+    await this.clear(parent, base, name, false);
+    // linkat without AT_SYMLINK_FOLLOW: a link to a symlink links the symlink, never where it points.
+    this.ok(linkat(tparent.fd, tbase, parent.fd, base), "linkat", name);
   }
 
   private create(job: FileJob): number {
