@@ -170,6 +170,16 @@ describe("paths", () => {
     expect(readdirSync(root).sort()).toEqual(["d0", "d1", "d2", "e"]);
   });
 
+  test("a directory later replaced by a symlink out is not followed when directory times are set", async () => {
+    const { root } = await unpack([
+      { name: "a/", type: "5", mode: 0o755 },
+      { name: "a/sub/", type: "5", mode: 0o755 },
+      { name: "a", type: "2", linkname: sentinel },
+    ]);
+    expect(lstatSync(join(root, "a")).isSymbolicLink()).toBe(true);
+    expect(snapshot(sentinel)).toEqual(before);
+  });
+
   test("whiteouts and opaque markers cannot reach out either", async () => {
     await refused(
       [

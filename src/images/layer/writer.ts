@@ -438,7 +438,14 @@ export class LayerWriter {
         continue;
       }
       const slash = key.lastIndexOf("/");
-      const parent = this.parentOf(slash < 0 ? "" : key.slice(0, slash), key, false);
+      let parent: DirHandle | undefined;
+      try {
+        parent = this.root.dir(slash < 0 ? "" : key.slice(0, slash), false);
+      } catch (err) {
+        // A later entry made a symlink of a parent: that directory is gone from the tree.
+        if (err instanceof ConfinementError) continue;
+        throw err;
+      }
       if (!parent) continue;
       const base = key.slice(slash + 1);
       const st = statxat(parent.fd, base);
