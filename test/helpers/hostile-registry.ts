@@ -39,6 +39,8 @@ export type Rule = {
     }
   | /** Forward, but claim this Content-Length. */ { kind: "length"; value: number }
   | /** Accept the request and never answer. */ { kind: "silent" }
+  | /** Forward, send `after` body bytes, then drop the connection. */ { kind: "cut"; after: number }
+  | /** Forward without the Range header: a registry that cannot resume. */ { kind: "no-range" }
 );
 
 export interface SeenRequest {
@@ -103,8 +105,10 @@ export async function startHostile(opts: { upstream?: string; hostname?: string;
     return undefined;
   };
 
-  const forward = (req: http.IncomingMessage) =>
+  const forward = (req: http.IncomingMessage, dropRange = false) =>
     new Promise<http.IncomingMessage>((resolve, reject) => {
+      const headers = clean(req.headers);
+      if (dropRange) delete headers.range;
       if (!upstream) return reject(new Error("no upstream"));
       const up = http.request(
         {
@@ -112,7 +116,7 @@ export async function startHostile(opts: { upstream?: string; hostname?: string;
           port: upstream.port,
           method: req.method,
           path: req.url,
-          headers: { ...clean(req.headers), host: upstream.host },
+          headers: { ...headers, host: upstream.host },
           agent,
         },
         resolve,
@@ -168,7 +172,7 @@ export async function startHostile(opts: { upstream?: string; hostname?: string;
           return;
         }
       }
-      const up = await forward(req);
+      const up = await forward(req, rule?.kind === "no-range");
       const headers = clean(up.headers);
       if (rule?.kind === "challenge" && up.statusCode === 401) headers["www-authenticate"] = rule.value;
       if (rule?.kind === "content-type") headers["content-type"] = rule.value;
@@ -202,6 +206,14 @@ export async function startHostile(opts: { upstream?: string; hostname?: string;
             await Bun.sleep(rule.everyMs);
           }
           continue;
+        }
+        if (rule?.kind === "cut" && entry.bytes + chunk.length >= rule.after) {
+          const part = chunk.subarray(0, rule.after - entry.bytes);
+          entry.bytes += part.length;
+          // Flush what was promised so far, then drop: a declared length the client never gets.
+          res.write(part, () => setTimeout(() => req.socket.destroy(), 10));
+          if ("destroy" in body) (body as http.IncomingMessage).destroy();
+          return;
         }
         if (!(await send(res, chunk))) {
           if ("destroy" in body) (body as http.IncomingMessage).destroy();

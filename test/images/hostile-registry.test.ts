@@ -250,6 +250,24 @@ describe("sizes and bounds", () => {
   });
 });
 
+test("a download cut midway from a registry that ignores Range starts over from the first byte, and succeeds", async () => {
+  const size = tiny.layers[0]!.size;
+  const f = await front(plain.url, [
+    { path: layerPath(), method: "GET", kind: "cut", after: Math.floor(size / 2), times: 1 },
+    { path: layerPath(), method: "GET", kind: "no-range" },
+  ]);
+  const s = service();
+  const record = await s.puller.pull(`${f.host}/tiny:1`);
+  expect(record.layers).toEqual([tiny.layers[0]!.diffId]);
+  const gets = f.requests().filter((r) => layerPath().test(r.path));
+  expect(gets.map((r) => [r.rule, r.status])).toEqual([
+    ["cut", 200],
+    ["no-range", 200], // asked with Range, answered whole: cannot be resumed
+    ["no-range", 200], // so started over
+  ]);
+  expect(readdirSync(s.store.stagingDir)).toEqual([]);
+});
+
 describe("deadlines", () => {
   test("a blob that drips slower than 1 byte/s is aborted after --fetcher_stall_timeout", async () => {
     const f = await front(plain.url, [{ path: layerPath(), method: "GET", kind: "drip", bytes: 1, everyMs: 1500 }]);

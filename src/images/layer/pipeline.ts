@@ -125,8 +125,10 @@ export async function unpackLayer(source: AsyncIterable<Uint8Array>, root: strin
     plain.destroy();
     await writer.settle();
     const message = (err as Error).message;
-    // The source's own errors (an ACI download) already say what failed.
-    if (err instanceof LayerError || err instanceof DigestMismatchError || (err as Error).name === "AppcError") throw err;
+    // The source's own errors already say what failed (an ACI download), or ask for a retry
+    // from the first byte (a registry that cannot resume): passed on as they are.
+    const name = (err as Error).name;
+    if (err instanceof LayerError || err instanceof DigestMismatchError || name === "AppcError" || name === "RestartRequired") throw err;
     if (/incorrect header check|invalid (stored block|distance|code)|unexpected end of file|Unknown frame descriptor|zstd/i.test(message)) {
       throw new LayerError(`${opts.what}: the ${compression} stream is corrupt or truncated (${message})`);
     }
