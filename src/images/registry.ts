@@ -4,6 +4,8 @@
 // followed only over http(s), credentials go only to the host they belong to (and never over
 // plain http to a host not allowed it), every body is bounded while it streams, every
 // download has a stall and a total deadline. Used by the pull worker and the extract workers.
+// Over 400 lines on purpose: auth, redirects, retries and bounds share one request path, and
+// each rule about credentials is easier to trust read next to every place a request is made.
 import { request } from "undici";
 import type { Credentials } from "./credentials.ts";
 import { DigestMismatchError } from "./digest.ts";

@@ -2,6 +2,8 @@
 // the confined resolver at the moment of use and every entry is made with an *at call on its
 // parent's descriptor (names stay bytes). Small regular files go to write threads in batches;
 // the order rules (a later entry of a name wins, a hard link waits for its target) are kept here.
+// Over 400 lines on purpose: those rules tie every entry type to the batches in flight, and
+// split across files they would be harder to check than in one place.
 import { closeSync, writeSync } from "node:fs";
 import {
   ENOENT,
