@@ -9,7 +9,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import * as v from "valibot";
-import type { ContainerID, Resource } from "../api/proto.ts";
+import type { ContainerID, Resource } from "../mesos/messages.ts";
 import { ContainerCgroup, type CgroupLayout } from "../runtime/cgroups.ts";
 import { writeStateFile } from "../runtime/state.ts";
 import { bootId } from "../util/process.ts";

@@ -4,7 +4,7 @@
 import { readFileSync, realpathSync, statSync } from "node:fs";
 import { release } from "node:os";
 import { join, sep } from "node:path";
-import type { LinuxInfo } from "../api/proto.ts";
+import type { LinuxInfo } from "../mesos/messages.ts";
 import type { Flags } from "../config/flags.ts";
 import { seccompFiltersSupported } from "../ffi/security.ts";
 import { log } from "../log.ts";
@@ -13,7 +13,7 @@ import {
   capabilitiesOfMask,
   capabilitySet,
   formatCapabilities,
-} from "../runtime/capabilities.ts";
+} from "../mesos/capabilities.ts";
 import { CompileError, compileFilter } from "../runtime/seccomp/bpf.ts";
 import builtinProfile from "../runtime/seccomp/default.json" with { type: "json" };
 import { ProfileError, expandProfile, nativeArch, parseProfile, type Arch, type SeccompProfile } from "../runtime/seccomp/profile.ts";

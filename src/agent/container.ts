@@ -1,7 +1,7 @@
 // One container as the agent holds it, the error its calls fail with, and where its pieces
 // live on the host (all derived from its ID, so recovery can find them without a record).
 import { join } from "node:path";
-import type { ContainerID, Resource } from "../api/proto.ts";
+import type { ContainerID, Resource } from "../mesos/messages.ts";
 import type { ContainerCgroup } from "../runtime/cgroups.ts";
 
 export class ContainerError extends Error {

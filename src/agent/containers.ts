@@ -8,8 +8,8 @@
 // work edits them meanwhile.)
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, watch, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
-import type { ContainerID } from "../api/proto.ts";
-import type { LaunchContainer } from "../api/calls.ts";
+import type { ContainerID } from "../mesos/messages.ts";
+import type { LaunchContainer } from "../mesos/calls.ts";
 import type { Backend, LoadedFlags } from "../config/flags.ts";
 import type { AppcStore } from "../images/appc.ts";
 import { BackendError, chooseBackend, provision } from "../images/backends.ts";

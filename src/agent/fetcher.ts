@@ -4,7 +4,7 @@
 // the launch with the URI named.
 import { chmodSync, copyFileSync, createWriteStream, existsSync, rmSync, statSync } from "node:fs";
 import { basename, join } from "node:path";
-import type { CommandInfo } from "../api/proto.ts";
+import type { CommandInfo } from "../mesos/messages.ts";
 
 export class FetchError extends Error {
   constructor(uri: string, why: string) {

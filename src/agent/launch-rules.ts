@@ -1,8 +1,8 @@
 // Mesos' rules for a LAUNCH_CONTAINER call that need no I/O: what may be nested how, which
 // resources a standalone container may use, which image types are enabled, and the limits
 // the resources ask for. Pure functions of the call, its parent and the flags.
-import type { Resource } from "../api/proto.ts";
-import type { LaunchContainer } from "../api/calls.ts";
+import type { Resource } from "../mesos/messages.ts";
+import type { LaunchContainer } from "../mesos/calls.ts";
 import type { Flags } from "../config/flags.ts";
 import { ContainerError, idKey, type Container } from "./container.ts";
 

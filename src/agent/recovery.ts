@@ -7,7 +7,7 @@
 // logged. Everything here is idempotent: an agent killed during recovery is recovered too.
 import { existsSync, readdirSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
-import type { ContainerID } from "../api/proto.ts";
+import type { ContainerID } from "../mesos/messages.ts";
 import { log } from "../log.ts";
 import { ContainerCgroup, type CgroupLayout } from "../runtime/cgroups.ts";
 import { alive, bootId, startTime, stillRunning } from "../util/process.ts";

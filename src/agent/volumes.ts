@@ -4,7 +4,7 @@
 import { existsSync, mkdirSync } from "node:fs";
 import { join, relative } from "node:path";
 import { makeDirBelow } from "../runtime/inroot.ts";
-import type { LaunchContainer } from "../api/calls.ts";
+import type { LaunchContainer } from "../mesos/calls.ts";
 import type { VolumeSpec } from "../runtime/spec.ts";
 import { ContainerError } from "./container.ts";
 

@@ -3,11 +3,11 @@
 // the client accepts), a bare status, or a text error.
 import type { Agent } from "../agent/agent.ts";
 import { VERSION, versionInfo } from "../version.ts";
-import { type CallType, type Payload } from "./calls.ts";
+import { type CallType, type Payload } from "../mesos/calls.ts";
 import { ContainerError, idKey, type Container } from "../agent/containers.ts";
 import { GcError, ImageCollector } from "../gc/collector.ts";
 import { emptyResponse, textResponse } from "./http.ts";
-import type { ContainerID } from "./proto.ts";
+import type { ContainerID } from "../mesos/messages.ts";
 import { answer, answerLater, type Answer, type Message, type Wire } from "./wire.ts";
 
 /** How the call came: its encodings and, for a streaming request, the records after the call. */

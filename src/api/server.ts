@@ -7,7 +7,7 @@ import type { Agent } from "../agent/agent.ts";
 import { log } from "../log.ts";
 import { versionInfo } from "../version.ts";
 import { BasicAuthenticator } from "./auth.ts";
-import { CallError, parseCall } from "./calls.ts";
+import { CallError, parseCall } from "../mesos/calls.ts";
 import { dispatch } from "./handlers.ts";
 import { ApiError, emptyResponse, jsonResponse, lastValue, parseJsonBody, readBodyBytes, textResponse } from "./http.ts";
 import { Answer, answerResponse, checkStreaming, decodeCall, firstRecord, negotiate } from "./wire.ts";

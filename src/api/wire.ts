@@ -4,7 +4,7 @@
 import type * as Codec from "../mesos/codec.ts";
 import { encodeRecord, readRecords, RecordioError } from "../mesos/recordio.ts";
 import { log } from "../log.ts";
-import type { CallType } from "./calls.ts";
+import type { CallType } from "../mesos/calls.ts";
 import { ApiError, JSON_TYPE, PROTOBUF_TYPE, RECORDIO_TYPE, accepts, decodeUtf8, lastValue, mediaType, names } from "./http.ts";
 
 export type Encoding = "json" | "protobuf";

@@ -5,10 +5,10 @@ import { accessSync, constants, readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { dirname, isAbsolute, resolve } from "node:path";
 import * as v from "valibot";
-import { CapabilityInfoSchema, DurationInfoSchema, ImageSchema } from "../api/proto.ts";
+import { CapabilityInfoSchema, DurationInfoSchema, ImageSchema } from "../mesos/messages.ts";
 import { LEVELS } from "../log.ts";
 import { formatRanges, parseResourcesFlag } from "./resources.ts";
-import { capabilitySet, formatCapabilities } from "../runtime/capabilities.ts";
+import { capabilitySet, formatCapabilities } from "../mesos/capabilities.ts";
 import { formatBytes, formatDuration, parseBytes, parseDuration } from "./units.ts";
 
 // --- value schemas (string in, typed value out) -----------------------------------------

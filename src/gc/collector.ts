@@ -5,7 +5,7 @@
 // trees are measured and deleted in the gc worker.
 import { readdirSync, renameSync, statfsSync } from "node:fs";
 import { join } from "node:path";
-import type { Image } from "../api/proto.ts";
+import type { Image } from "../mesos/messages.ts";
 import { canonical, parseReference } from "../images/reference.ts";
 import type { DockerStore, ImageRecord } from "../images/store.ts";
 import { log } from "../log.ts";

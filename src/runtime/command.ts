@@ -1,6 +1,6 @@
 // The docker/runtime isolator's rules (reference section 5): how the image config's
 // Entrypoint, Cmd, Env and WorkingDir combine with CommandInfo into what is executed.
-import type { CommandInfo } from "../api/proto.ts";
+import type { CommandInfo } from "../mesos/messages.ts";
 import type { ImageConfig } from "../images/manifest.ts";
 
 export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

@@ -3,7 +3,7 @@
 // entries kept or dropped by architecture, capabilities (the bounding set) and kernel version.
 // Used by the agent only: the init stage receives the compiled program, never this.
 import * as v from "valibot";
-import { CAPABILITY_NAMES, type CapabilityName } from "../capabilities.ts";
+import { CAPABILITY_NAMES, type CapabilityName } from "../../mesos/capabilities.ts";
 import { AARCH64, X86_64 } from "./syscalls.ts";
 
 export type Arch = "x86_64" | "aarch64";

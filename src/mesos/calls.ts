@@ -11,7 +11,7 @@ import {
   Int64,
   LimitsSchema,
   ResourceSchema,
-} from "./proto.ts";
+} from "./messages.ts";
 
 const Signal = v.pipe(Int64, v.minValue(1, "must be a signal number from 1 to 64"), v.maxValue(64, "must be a signal number from 1 to 64"));
 

@@ -1,7 +1,7 @@
 // valibot schemas for the Mesos protobuf messages that travel as JSON in the v1 Operator
 // API (mesos.proto, agent.proto). Field names are the proto names; enums are strings.
 import * as v from "valibot";
-import { CAPABILITY_NAMES } from "../runtime/capabilities.ts";
+import { CAPABILITY_NAMES } from "./capabilities.ts";
 
 // --- scalars as protobuf's JSON mapping carries them ------------------------------------
 
