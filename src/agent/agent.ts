@@ -6,7 +6,7 @@ import { startApiServer, type ApiServer } from "../api/server.ts";
 import type { LoadedFlags } from "../config/flags.ts";
 import { log, setLevel } from "../log.ts";
 import { VERSION } from "../version.ts";
-import { BackendError } from "../images/backends.ts";
+import { BackendError } from "../provisioner/backends.ts";
 import { extractWorkerCount, startImageService, type ImageService } from "../images/service.ts";
 import { ConfinementSetupError } from "./confinement.ts";
 import { Containers } from "./containers.ts";

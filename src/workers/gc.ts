@@ -3,7 +3,7 @@
 // `remove` deletes a tree, but only strictly inside the root the caller names.
 import { writeFileSync } from "node:fs";
 import { diskUsage, removeTree } from "../gc/disk.ts";
-import { copyLayers } from "../images/backends.ts";
+import { applyLayers } from "../provisioner/copy.ts";
 import { serveRpc } from "./rpc.ts";
 
 declare const self: Worker;
@@ -25,7 +25,7 @@ serveRpc("gc", {
   },
   // The copy backend's rootfs: heavy I/O, so it happens here too.
   copyLayers: (args: { layers: string[]; dest: string; records: Array<{ whiteouts: string[]; opaques: string[] }> }) => {
-    copyLayers(args.layers, args.dest, args.records);
+    applyLayers(args.layers, args.dest, args.records);
     return { ok: true };
   },
 });

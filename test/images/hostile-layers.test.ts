@@ -10,7 +10,7 @@ import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, statSync, 
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { diskUsage, removeTree as removeGcTree } from "../../src/gc/disk.ts";
-import { applyLayers } from "../../src/images/layer/apply.ts";
+import { applyLayers } from "../../src/provisioner/copy.ts";
 import { WriterPool } from "../../src/images/layer/file-writer.ts";
 import { LayerError, unpackLayer, type UnpackResult } from "../../src/images/layer/pipeline.ts";
 import { removeTree } from "../../src/util/tree.ts";

@@ -7,7 +7,6 @@ import { mkdirSync, readFileSync, statfsSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
 import type { Backend } from "../config/flags.ts";
 import type { RootfsSpec } from "../runtime/spec.ts";
-import { applyLayers, type LayerWhiteouts } from "./layer/apply.ts";
 
 export class BackendError extends Error {
   constructor(message: string) {
@@ -135,13 +134,4 @@ export async function provision(
     case "aufs":
       throw new BackendError("the aufs backend is not available on this kernel");
   }
-}
-
-/**
- * The copy backend's work: each layer in order, its whiteouts and opaque dirs applied (as
- * the store recorded them), what it replaces removed, then copied over, never through a
- * symlink a lower layer left (src/images/layer/apply.ts).
- */
-export function copyLayers(layers: string[], dest: string, records: LayerWhiteouts[]): void {
-  applyLayers(layers, dest, records);
 }

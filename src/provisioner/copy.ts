@@ -17,9 +17,9 @@ import {
   fstatx,
   openat,
   statxat,
-} from "../../ffi/fs-at.ts";
-import { listAt, removeAt } from "../../util/tree.ts";
-import { decodeRecordPath } from "./whiteout.ts";
+} from "../ffi/fs-at.ts";
+import { listAt, removeAt } from "../util/tree.ts";
+import { decodeRecordPath } from "../images/layer/whiteout.ts";
 
 export class ApplyError extends Error {
   constructor(message: string) {
