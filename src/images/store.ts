@@ -5,16 +5,14 @@
 import {
   closeSync,
   existsSync,
-  fsyncSync,
   mkdirSync,
   openSync,
   readFileSync,
   readdirSync,
   renameSync,
   rmSync,
-  writeSync,
 } from "node:fs";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import * as v from "valibot";
 import { digestHex, sha256 } from "./digest.ts";
 import { parseImageConfig, type ImageConfig } from "./manifest.ts";
@@ -22,6 +20,7 @@ import { LOCK_EX, LOCK_NB, LOCK_SH, flock } from "../ffi/libc.ts";
 import { alive } from "../util/process.ts";
 import { describePrivateDir, ensurePrivateDir } from "../util/private-dir.ts";
 import { removeTree } from "../util/tree.ts";
+import { syncDir, writeFileAtomic } from "../util/atomic-file.ts";
 
 export const LayerRecordSchema = v.looseObject({
   diffId: v.string(),
@@ -50,36 +49,6 @@ export const ImageRecordSchema = v.looseObject({
   lastUsedAt: v.string(),
 });
 export type ImageRecord = v.InferOutput<typeof ImageRecordSchema>;
-
-/**
- * Writes a file so that readers see the old or the new content, never a part. `sync: false`
- * skips the fsyncs of file and directory: still atomic for readers and for a killed writer,
- * just not durable across a crash of the host.
- */
-export function writeFileAtomic(path: string, data: string | Uint8Array, { sync = true } = {}): void {
-  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
-  const fd = openSync(tmp, "w", 0o644);
-  try {
-    const buf = typeof data === "string" ? Buffer.from(data) : data;
-    let off = 0;
-    while (off < buf.byteLength) off += writeSync(fd, buf, off);
-    if (sync) fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
-  if (sync) syncDir(dirname(path));
-}
-
-export function syncDir(dir: string): void {
-  const fd = openSync(dir, "r");
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
 
 /**
  * Reference counts that keep images and layers from image GC while something is about to

@@ -9,19 +9,8 @@
 // checkpoint records the boot ID, so a restarted agent knows those containers died with the
 // host, and a file the crash left empty is an unreadable checkpoint, reported and cleaned up.
 // On ext4, fsync of file and directory cost ~0.5 ms per file here, four files per launch.
-// (Written here, not with the image store's writeFileAtomic: the init stage writes these, and
-// must not load image code and valibot with it.)
-import { closeSync, openSync, renameSync, writeSync } from "node:fs";
+import { writeFileAtomic } from "../util/atomic-file.ts";
 
 export function writeStateFile(path: string, data: string): void {
-  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
-  const fd = openSync(tmp, "w", 0o644);
-  try {
-    const buf = Buffer.from(data);
-    let off = 0;
-    while (off < buf.byteLength) off += writeSync(fd, buf, off);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
+  writeFileAtomic(path, data, { sync: false });
 }
