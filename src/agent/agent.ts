@@ -1,8 +1,7 @@
-// The agent process: flags, directories, worker threads and the API server, started in
-// that order and stopped in reverse. Container and image state join it in later work.
-import { isIP } from "node:net";
+// The agent: flags, directories, worker threads, the image store, the containers table (with
+// recovery) and image GC, started in that order and stopped in reverse. It serves nothing
+// itself: src/compose.ts starts the API server over it once it is up.
 import { join } from "node:path";
-import { startApiServer, type ApiServer } from "../api/server.ts";
 import type { LoadedFlags } from "../config/flags.ts";
 import { log, setLevel } from "../log.ts";
 import { VERSION } from "../version.ts";
@@ -29,7 +28,6 @@ export class StartupError extends Error {
 
 export class Agent {
   readonly workers = new Map<string, WorkerClient>();
-  private server: ApiServer | undefined;
   private imageService: ImageService | undefined;
   private containerTable: Containers | undefined;
   private imageCollector: ImageCollector | undefined;
@@ -51,12 +49,12 @@ export class Agent {
     return this.imageService;
   }
 
-  constructor(readonly flags: LoadedFlags) {}
-
-  get port(): number {
-    if (!this.server) throw new Error("agent is not serving");
-    return this.server.port;
+  /** CNI networks (their status is part of GET_CONTAINERS). */
+  get networks(): CniNetworks {
+    return this.containers.networks;
   }
+
+  constructor(readonly flags: LoadedFlags) {}
 
   async start(): Promise<void> {
     const f = this.flags.values;
@@ -135,22 +133,6 @@ export class Agent {
       log.info(`recovered ${running} running and ${exited} exited container(s)${unreadable}${halfLaunched}${unowned}`);
     }
 
-    if (!isLoopback(f.ip) && !f.authenticate_http_readwrite) {
-      const bar = "!".repeat(78);
-      log.warn(bar);
-      log.warn(`WARNING: listening on ${f.ip} WITHOUT authentication. Anyone who can reach this port`);
-      log.warn("can launch containers as root on this machine. Use --authenticate_http_readwrite with");
-      log.warn("--http_credentials, or keep --ip on loopback (the default, 127.0.0.1).");
-      log.warn(bar);
-    }
-
-    try {
-      this.server = startApiServer(this);
-    } catch (err) {
-      const e = err as NodeJS.ErrnoException;
-      throw new StartupError(`cannot listen on ${f.ip}:${f.port}: ${e.code ?? e.message}`);
-    }
-    log.always(`agent listening on http://${hostPort(f.ip, this.server.port)} (Operator API at /api/v1)`);
   }
 
   /**
@@ -196,26 +178,19 @@ export class Agent {
   }
 
   /**
-   * Stops within a bounded time: blocked WAITs are answered at once (containers keep
-   * running; the next agent recovers them), other requests get a grace period.
+   * The first half of stopping, before the API server drains: blocked WAITs are answered at
+   * once (containers keep running; the next agent recovers them), GC stops.
    */
-  async stop(): Promise<void> {
+  quiesce(): void {
     if (this.gcTimer) clearInterval(this.gcTimer);
     this.containerTable?.shutdown();
-    if (this.server) {
-      log.info("agent stopping: no new requests; finishing those in flight");
-      await this.server.drain();
-    }
+  }
+
+  /** The second half, once no request is in flight: worker threads and network plugins stop. */
+  stop(): void {
+    this.quiesce();
     for (const w of this.workers.values()) w.terminate();
     this.containerTable?.networks.shutdown();
     log.info("agent stopped");
   }
-}
-
-function isLoopback(ip: string): boolean {
-  return (isIP(ip) === 4 && ip.startsWith("127.")) || ip === "::1";
-}
-
-function hostPort(ip: string, port: number): string {
-  return isIP(ip) === 6 ? `[${ip}]:${port}` : `${ip}:${port}`;
 }

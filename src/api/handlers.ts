@@ -1,13 +1,13 @@
 // The dispatcher: one handler per agent::Call type. Handlers get the validated payload, the
-// agent and the request's wire, and return an Answer (an agent::Response, sent in the encoding
+// agent's services (services.ts) and the request's wire, and return an Answer (an agent::Response, sent in the encoding
 // the client accepts), a bare status, or a text error.
-import type { Agent } from "../agent/agent.ts";
 import { VERSION, versionInfo } from "../version.ts";
 import { type CallType, type Payload } from "../mesos/calls.ts";
-import { ContainerError, idKey, type Container } from "../agent/containers.ts";
+import { ContainerError, idKey, type Container } from "../agent/container.ts";
 import { GcError, ImageCollector } from "../gc/collector.ts";
 import { emptyResponse, textResponse } from "./http.ts";
 import type { ContainerID } from "../mesos/messages.ts";
+import type { AgentServices } from "./services.ts";
 import { answer, answerLater, type Answer, type Message, type Wire } from "./wire.ts";
 
 /** How the call came: its encodings and, for a streaming request, the records after the call. */
@@ -17,7 +17,7 @@ export interface CallContext {
 }
 
 type Answered = Response | Answer;
-export type Handler<T extends CallType> = (payload: Payload<T>, agent: Agent, context: CallContext) => Answered | Promise<Answered>;
+export type Handler<T extends CallType> = (payload: Payload<T>, agent: AgentServices, context: CallContext) => Answered | Promise<Answered>;
 type HandlerTable = { [T in CallType]: Handler<T> };
 
 /** Calls that later work fills in answer 501 and say so, never a pretend success. */
@@ -86,7 +86,7 @@ export const HANDLERS: HandlerTable = {
     const disk = await Promise.all(shown.map((c) => (c.state === "RUNNING" ? agent.containers.diskUsed(c) : undefined)));
     return answer({
       type: "GET_CONTAINERS",
-      get_containers: { containers: shown.map((c, i) => containerInfo(c, disk[i], agent.containers.networks.status(c.key))) },
+      get_containers: { containers: shown.map((c, i) => containerInfo(c, disk[i], agent.networks.status(c.key))) },
     });
   },
   // The deprecated *_NESTED_CONTAINER calls: the same, with a parent required.
@@ -130,7 +130,7 @@ export const HANDLERS: HandlerTable = {
 export function dispatch<T extends CallType>(
   type: T,
   payload: Payload<T>,
-  agent: Agent,
+  agent: AgentServices,
   context: CallContext,
 ): Answered | Promise<Answered> {
   return (HANDLERS[type] as Handler<T>)(payload, agent, context);
@@ -156,7 +156,7 @@ async function containerCall(fn: () => Promise<Answered>): Promise<Answered> {
  * gets its status line and headers at once, and the exit when it comes: a client that gives
  * up without response headers (mesos-go after 15 s) keeps waiting.
  */
-function waitAnswer(agent: Agent, id: ContainerID, type: string, field: string): Answer {
+function waitAnswer(agent: AgentServices, id: ContainerID, type: string, field: string): Answer {
   const c = agent.containers.get(id);
   if (!c) throw new ContainerError(404, `Container '${idKey(id)}' cannot be found`);
   if (c.state === "EXITED") return answer({ type, [field]: waitBody(c) });

@@ -1,8 +1,8 @@
 // ucr's own image endpoints beside the Operator API (Mesos has none): GET /images lists the
 // agent's Docker store, POST /images/pull pulls one image into it (what `ucr run` needs to know an image's entrypoint).
-import type { Agent } from "../agent/agent.ts";
 import { PullError } from "../images/puller.ts";
 import type { DockerStore, ImageRecord } from "../images/store.ts";
+import type { AgentServices } from "./services.ts";
 import { ApiError, JSON_TYPE, decodeUtf8, jsonResponse, lastValue, mediaType, parseJsonBody, readBodyBytes } from "./http.ts";
 
 /** One image as the endpoints describe it (snake_case, as the Operator API's JSON). */
@@ -45,7 +45,7 @@ export function imageEntries(store: DockerStore): ImageEntry[] {
     .sort((a, b) => a.reference.localeCompare(b.reference));
 }
 
-export function listImages(agent: Agent): Response {
+export function listImages(agent: AgentServices): Response {
   return jsonResponse({ images: imageEntries(agent.images.store) });
 }
 
@@ -57,7 +57,7 @@ const MAX_PULL_BODY = 64 * 1024;
  * (same store, same puller, same flags), answers the image with its Entrypoint and Cmd. A
  * failed pull is 400 with its message, as a failed launch is.
  */
-export async function pullImage(agent: Agent, request: Request): Promise<Response> {
+export async function pullImage(agent: AgentServices, request: Request): Promise<Response> {
   const contentType = lastValue(request.headers.get("content-type"));
   if (contentType === null || mediaType(contentType) !== JSON_TYPE) {
     throw new ApiError(415, `Expecting 'Content-Type' of ${JSON_TYPE}, got '${contentType ?? ""}'`);

@@ -3,7 +3,7 @@
 // /version, ucr's /images endpoints, one log line per request, and a drain on shutdown.
 // Business logic lives in handlers.ts, images.ts and below.
 import { Elysia } from "elysia";
-import type { Agent } from "../agent/agent.ts";
+import type { Flags } from "../config/flags.ts";
 import { log } from "../log.ts";
 import { versionInfo } from "../version.ts";
 import { BasicAuthenticator } from "./auth.ts";
@@ -12,6 +12,7 @@ import { dispatch } from "./handlers.ts";
 import { ApiError, emptyResponse, jsonResponse, lastValue, parseJsonBody, readBodyBytes, textResponse } from "./http.ts";
 import { Answer, answerResponse, checkStreaming, decodeCall, firstRecord, negotiate } from "./wire.ts";
 import { listImages, pullImage } from "./images.ts";
+import type { AgentServices } from "./services.ts";
 
 /** Largest request body accepted on /api/v1. LAUNCH_CONTAINER bodies are a few KiB. */
 export const MAX_BODY_BYTES = 1024 * 1024;
@@ -39,8 +40,11 @@ function routable(request: Request): Request {
   return new Request(`http://localhost${pathAt < 0 ? "/" : url.slice(pathAt)}`, request);
 }
 
-export function startApiServer(agent: Agent): ApiServer {
-  const { ip, port, authenticate_http_readwrite, http_credentials } = agent.flags.values;
+/** Where to listen and whom to let in (the agent's flags of those names). */
+export type ListenOptions = Pick<Flags, "ip" | "port" | "authenticate_http_readwrite" | "http_credentials">;
+
+export function startApiServer(agent: AgentServices, listen: ListenOptions): ApiServer {
+  const { ip, port, authenticate_http_readwrite, http_credentials } = listen;
   const authenticator =
     authenticate_http_readwrite && http_credentials ? new BasicAuthenticator(http_credentials) : undefined;
 
