@@ -15,16 +15,12 @@ import { ImageCollector, diskUsage } from "../gc/collector.ts";
 import { startWorker, type WorkerName } from "../workers/pool.ts";
 import { describePrivateDir, ensurePrivateDir } from "../util/private-dir.ts";
 import type { WorkerClient } from "../workers/rpc.ts";
+import { errorOfKind } from "../errors.ts";
 
 /** How long start-up lets the removal of an earlier GC's leftovers run before it serves anyway. */
 const LEFTOVER_GRACE_MS = 1000;
 
-export class StartupError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "StartupError";
-  }
-}
+export class StartupError extends errorOfKind("invalid") {}
 
 export class Agent {
   readonly workers = new Map<string, WorkerClient>();

@@ -14,6 +14,7 @@ import { ContainerCgroup, type CgroupLayout } from "../runtime/cgroups.ts";
 import { writeStateFile } from "../runtime/state.ts";
 import { bootId } from "../util/process.ts";
 import { idKey, type Container } from "./container.ts";
+import { UcrError } from "../errors.ts";
 
 export const CHECKPOINT_VERSION = 1;
 export const CHECKPOINT_FILE = "container.json";
@@ -72,10 +73,9 @@ export type CheckpointState = Checkpoint["state"];
 /** ucr 0.1 wrote no version and only once the workload ran; `runtime` was its own dir. */
 const CheckpointV0Schema = v.object({ ...common, runtime: v.optional(v.string()) });
 
-export class CheckpointError extends Error {
+export class CheckpointError extends UcrError {
   constructor(path: string, why: string) {
-    super(`checkpoint ${path}: ${why}`);
-    this.name = "CheckpointError";
+    super("internal", `checkpoint ${path}: ${why}`);
   }
 }
 

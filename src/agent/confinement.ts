@@ -18,22 +18,13 @@ import { CompileError, compileFilter } from "../runtime/seccomp/bpf.ts";
 import builtinProfile from "../runtime/seccomp/default.json" with { type: "json" };
 import { ProfileError, expandProfile, nativeArch, parseProfile, type Arch, type SeccompProfile } from "../runtime/seccomp/profile.ts";
 import type { ConfineSpec } from "../runtime/spec.ts";
+import { errorOfKind } from "../errors.ts";
 
 /** The agent cannot confine containers as configured: it does not start. */
-export class ConfinementSetupError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "ConfinementSetupError";
-  }
-}
+export class ConfinementSetupError extends errorOfKind("invalid") {}
 
 /** A launch whose confinement request is refused (400, with Mesos' message where Mesos has one). */
-export class ConfinementRefused extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "ConfinementRefused";
-  }
-}
+export class ConfinementRefused extends errorOfKind("invalid") {}
 
 const COMPILED_CACHE_MAX = 64;
 

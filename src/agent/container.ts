@@ -1,18 +1,8 @@
-// One container as the agent holds it, the error its calls fail with, and where its pieces
-// live on the host (all derived from its ID, so recovery can find them without a record).
+// One container as the agent holds it, and where its pieces live on the host (all derived
+// from its ID, so recovery can find them without a record).
 import { join } from "node:path";
 import type { ContainerID, Resource } from "../mesos/messages.ts";
 import type { ContainerCgroup } from "../runtime/cgroups.ts";
-
-export class ContainerError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(message);
-    this.name = "ContainerError";
-  }
-}
 
 /**
  * PROVISIONING covers everything before the workload runs (pull, rootfs, cgroups, URIs,

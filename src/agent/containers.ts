@@ -12,14 +12,14 @@ import type { ContainerID } from "../mesos/messages.ts";
 import type { LaunchContainer } from "../mesos/calls.ts";
 import type { Backend, LoadedFlags } from "../config/flags.ts";
 import type { AppcStore } from "../images/appc.ts";
-import { BackendError, chooseBackend, provision } from "../provisioner/backends.ts";
+import { chooseBackend, provision } from "../provisioner/backends.ts";
 import type { ImageService } from "../images/service.ts";
 import { log } from "../log.ts";
 import { ContainerCgroup, detectCgroups, ownProcsFile, type CgroupLayout } from "../runtime/cgroups.ts";
-import { Confinement, ConfinementRefused } from "./confinement.ts";
-import { FetchError, fetchUris } from "./fetcher.ts";
-import { type CniNetworks, NetworkError } from "../network/cni.ts";
-import { CommandError, resolveCommand } from "./command.ts";
+import { Confinement } from "./confinement.ts";
+import { fetchUris } from "./fetcher.ts";
+import type { CniNetworks } from "../network/cni.ts";
+import { resolveCommand } from "./command.ts";
 import { LauncherClient } from "../runtime/launcher.ts";
 import { makeDirBelow } from "../runtime/inroot.ts";
 import { etcHosts, selfCommand, type LaunchSpec } from "../runtime/spec.ts";
@@ -27,14 +27,14 @@ import { writeStateFile } from "../runtime/state.ts";
 import type { WorkerClient } from "../workers/rpc.ts";
 import { startTime, stillRunning } from "../util/process.ts";
 import { writeCheckpoint } from "./checkpoint.ts";
-import { ContainerError, containerPaths, idKey, type Container, type Termination } from "./container.ts";
+import { containerPaths, idKey, type Container, type Termination } from "./container.ts";
+import { UcrError, internal, invalid, messageOf, notFound, precondition, unavailable } from "../errors.ts";
 import { clearRuntime, launcherStatus, takeApart } from "./destroy.ts";
 import { checkLaunch, hostnameOf, limitsOf, ownsCgroups } from "./launch-rules.ts";
 import { OomGuard, oomKillsSinceLaunch, setMemoryLimitation } from "./oom.ts";
 import { recoverContainers, type RecoveryResult } from "./recovery.ts";
 import { volumeMounts } from "./volumes.ts";
 
-export { ContainerError, idKey, type Container, type State } from "./container.ts";
 
 /** Thrown inside a launch that KILL_CONTAINER stopped; `stage` is the step it stopped in. */
 class Destroyed extends Error {
@@ -134,7 +134,7 @@ export class Containers {
     if (this.table.has(key)) return false;
     const parent = id.parent ? this.get(id.parent) : undefined;
     checkLaunch(call, parent, f);
-    if (this.shuttingDown) throw new ContainerError(503, "Agent is shutting down");
+    if (this.shuttingDown) throw unavailable("Agent is shutting down");
 
     const image = call.container?.mesos?.image;
     // Every place the launch will create something, known before it creates any of them.
@@ -165,9 +165,9 @@ export class Containers {
     } catch (err) {
       if (container.abort?.signal.aborted) {
         await this.destroyKilled(container, resolveExited, stage);
-        throw new ContainerError(400, `Container destroyed during ${stage}`);
+        throw invalid(`Container destroyed during ${stage}`);
       }
-      const message = err instanceof ContainerError ? err.message : (err as Error).message;
+      const message = messageOf(err);
       log.warn(`container ${key}: launch failed during ${stage}: ${message}`);
       try {
         await this.cleanup(container);
@@ -179,9 +179,9 @@ export class Containers {
       container.termination = { state: "TASK_FAILED", reason: "REASON_CONTAINER_LAUNCH_FAILED", message };
       container.state = "EXITED";
       resolveExited();
-      if (err instanceof ContainerError) throw err;
-      if (err instanceof NetworkError) throw new ContainerError(err.status, err.message);
-      throw new ContainerError(400, message);
+      // Ours say their kind; anything else is a failure of ucr or the machine (a full disk).
+      if (err instanceof UcrError) throw err;
+      throw internal(message, err);
     } finally {
       delete container.abort;
     }
@@ -229,13 +229,7 @@ export class Containers {
   private async start(call: LaunchContainer, c: Container, exited: () => void, onStage: (stage: string) => void): Promise<void> {
     const f = this.flags.values;
     const image = call.container?.mesos?.image;
-    let confine;
-    try {
-      confine = this.confinement.forLaunch(call.container?.linux_info, c.key);
-    } catch (err) {
-      if (err instanceof ConfinementRefused) throw new ContainerError(400, err.message);
-      throw err;
-    }
+    const confine = this.confinement.forLaunch(call.container?.linux_info, c.key);
     mkdirSync(c.runtime, { recursive: true, mode: 0o700 });
     writeCheckpoint(c, "PROVISIONING");
     // A nested container's sandbox sits in its parent's, which the parent's workload writes:
@@ -245,7 +239,7 @@ export class Containers {
       if (c.parent) makeDirBelow(top.sandbox, relative(top.sandbox, c.sandbox), 0o750);
       else mkdirSync(c.sandbox, { recursive: true, mode: 0o750 });
     } catch (err) {
-      throw new ContainerError(500, `cannot create the sandbox ${c.sandbox}: ${(err as Error).message}`);
+      throw internal(`cannot create the sandbox ${c.sandbox}: ${(err as Error).message}`);
     }
     // CNI networks first: their ADD (tens of ms of plugins) runs while the image is provisioned.
     // A nested container shares its top-level container's UTS namespace, so its hostname.
@@ -263,7 +257,7 @@ export class Containers {
         appcImage = await this.until(c, this.appc.get(image.appc.name, image.appc.labels?.labels ?? [], image.appc.id), "provisioning");
       } catch (err) {
         if (err instanceof Destroyed) throw err;
-        throw new ContainerError(400, (err as Error).message);
+        throw invalid(messageOf(err), err);
       }
       rootfs = await this.provisionRootfs(c, appcImage.layers, appcImage.layers.map(() => ({ whiteouts: [], opaques: [] })));
     } else if (image?.docker) {
@@ -290,7 +284,7 @@ export class Containers {
     const sandboxInContainer = rootfs ? f.sandbox_directory : c.parent ? join(c.parent.sandboxInContainer ?? c.parent.sandbox, "containers", c.id.value) : c.sandbox;
     c.sandboxInContainer = sandboxInContainer;
     if (c.parent && !rootfs && (call.container?.volumes ?? []).length > 0) {
-      throw new ContainerError(400, "a nested container without its own image runs in its parent's filesystem and cannot have volumes; give it an image");
+      throw invalid("a nested container without its own image runs in its parent's filesystem and cannot have volumes; give it an image");
     }
     const volumes = await volumeMounts(call, {
       sandbox: c.sandbox,
@@ -307,13 +301,7 @@ export class Containers {
     });
     this.check(c, "provisioning");
     onStage("preparing");
-    let command;
-    try {
-      command = resolveCommand(call.command, config, { sandbox: sandboxInContainer, useImage: !f.docker_ignore_runtime });
-    } catch (err) {
-      if (err instanceof CommandError) throw new ContainerError(400, err.message);
-      throw err;
-    }
+    const command = resolveCommand(call.command, config, { sandbox: sandboxInContainer, useImage: !f.docker_ignore_runtime });
     const user =
       (f.switch_user && call.command?.user ? call.command.user : undefined) ?? c.parent?.user ?? ((config?.config?.User ?? undefined) || undefined);
     c.user = user;
@@ -325,7 +313,7 @@ export class Containers {
       try {
         c.cgroup = ContainerCgroup.create(this.cgroups, f.cgroups_root, c.key, { ...c.limits, cfs: f.cgroups_enable_cfs });
       } catch (err) {
-        throw new ContainerError(500, `cannot set up the cgroups of ${c.key}: ${(err as Error).message}`);
+        throw internal(`cannot set up the cgroups of ${c.key}: ${(err as Error).message}`);
       }
     } else if (c.limits.cpus !== undefined || c.limits.memBytes !== undefined) {
       log.warn(`container ${c.key}: resources are not enforced: ${this.cgroups.why}`);
@@ -339,7 +327,6 @@ export class Containers {
       await fetchUris(call.command?.uris, c.sandbox, c.abort?.signal);
     } catch (err) {
       this.check(c, "fetching");
-      if (err instanceof FetchError) throw new ContainerError(400, err.message);
       throw err;
     }
     this.check(c, "fetching");
@@ -401,10 +388,10 @@ export class Containers {
     }
     if (started === undefined) {
       const stage1 = await this.startStage1(spec, specPath);
-      if ("error" in stage1) throw new ContainerError(400, stage1.error);
+      if ("error" in stage1) throw invalid(stage1.error);
       c.pid = stage1.pid;
     } else if ("error" in started) {
-      throw new ContainerError(400, started.error);
+      throw invalid(started.error);
     } else {
       c.pid = started.pid;
     }
@@ -415,7 +402,7 @@ export class Containers {
       } catch {
         // already gone
       }
-      throw new ContainerError(500, `container ${c.key} is not confined as decided (${unconfined}): killed; an init stage from an older ucr?`);
+      throw internal(`container ${c.key} is not confined as decided (${unconfined}): killed; an init stage from an older ucr?`);
     }
     c.pidStart = startTime(c.pid);
     // Killed while the launcher started it: it ran for a moment; it goes now (destroyKilled).
@@ -458,15 +445,10 @@ export class Containers {
   ): Promise<LaunchSpec["rootfs"]> {
     this.check(c, "provisioning");
     const dir = join(c.provisionerDir!, "backends", this.backend);
-    try {
-      const provisioned = await provision(this.backend, layers, dir, async (ls, dest) => {
-        await this.gc.call("copyLayers", { layers: ls, dest, records });
-      });
-      return provisioned.rootfs;
-    } catch (err) {
-      if (err instanceof BackendError) throw new ContainerError(400, err.message);
-      throw err;
-    }
+    const provisioned = await provision(this.backend, layers, dir, async (ls, dest) => {
+      await this.gc.call("copyLayers", { layers: ls, dest, records });
+    });
+    return provisioned.rootfs;
   }
 
   /** The fallback: `ucr __init SPEC` as this container's own stage 1. */
@@ -670,7 +652,7 @@ export class Containers {
 
   async wait(id: ContainerID): Promise<Container> {
     const c = this.get(id);
-    if (!c) throw new ContainerError(404, `Container '${idKey(id)}' cannot be found`);
+    if (!c) throw notFound(`Container '${idKey(id)}' cannot be found`);
     if (c.state === "EXITED") return c;
     if (this.shuttingDown) throw shutdownError(c);
     let interrupt!: (err: Error) => void;
@@ -690,7 +672,7 @@ export class Containers {
    */
   kill(id: ContainerID, signal: number): void {
     const c = this.get(id);
-    if (!c || c.state === "EXITED") throw new ContainerError(404, `Container '${idKey(id)}' cannot be found (or is already killed)`);
+    if (!c || c.state === "EXITED") throw notFound(`Container '${idKey(id)}' cannot be found (or is already killed)`);
     if (c.state === "PROVISIONING") {
       if (c.abort && !c.abort.signal.aborted) {
         log.info(`container ${c.key}: KILL_CONTAINER while it is provisioning: destroying it`);
@@ -709,9 +691,9 @@ export class Containers {
 
   async remove(id: ContainerID): Promise<void> {
     const c = this.get(id);
-    if (!c) throw new ContainerError(404, `Container '${idKey(id)}' cannot be found`);
+    if (!c) throw notFound(`Container '${idKey(id)}' cannot be found`);
     if (c.state !== "EXITED") {
-      throw new ContainerError(500, c.parent ? "Nested container has not terminated yet" : `Container '${c.key}' has not terminated yet`);
+      throw precondition(c.parent ? "Nested container has not terminated yet" : `Container '${c.key}' has not terminated yet`);
     }
     // Its nested containers ended with it (they share its PID namespace); they go with it.
     for (const child of this.list().filter((x) => x.key.startsWith(`${c.key}.`)).reverse()) {
@@ -727,7 +709,7 @@ export class Containers {
   private async cleanup(c: Container): Promise<void> {
     // CNI DEL first, while the namespace is held: a failure keeps the container for another REMOVE.
     await this.networks.detach(c.key).catch((err: Error) => {
-      throw new ContainerError(500, `${err.message}; the container is kept: REMOVE it again to retry`);
+      throw internal(`${err.message}; the container is kept: REMOVE it again to retry`);
     });
     await this.takeApart(c);
     rmSync(c.runtime, { recursive: true, force: true });
@@ -746,10 +728,8 @@ export class Containers {
   }
 }
 
-function shutdownError(c: Container): ContainerError {
-  return new ContainerError(
-    503,
-    `Agent is shutting down: container '${c.key}' keeps running and the next agent recovers it; send WAIT_CONTAINER to it`,
+function shutdownError(c: Container): UcrError {
+  return unavailable(`Agent is shutting down: container '${c.key}' keeps running and the next agent recovers it; send WAIT_CONTAINER to it`,
   );
 }
 

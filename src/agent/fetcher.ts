@@ -5,11 +5,11 @@
 import { chmodSync, copyFileSync, createWriteStream, existsSync, rmSync, statSync } from "node:fs";
 import { basename, join } from "node:path";
 import type { CommandInfo } from "../mesos/messages.ts";
+import { UcrError } from "../errors.ts";
 
-export class FetchError extends Error {
+export class FetchError extends UcrError {
   constructor(uri: string, why: string) {
-    super(`Failed to fetch '${uri}': ${why}`);
-    this.name = "FetchError";
+    super("invalid", `Failed to fetch '${uri}': ${why}`);
   }
 }
 

@@ -4,46 +4,41 @@
 import type { Resource } from "../mesos/messages.ts";
 import type { LaunchContainer } from "../mesos/calls.ts";
 import type { Flags } from "../config/flags.ts";
-import { ContainerError, idKey, type Container } from "./container.ts";
+import { invalid } from "../errors.ts";
+import { idKey, type Container } from "./container.ts";
 
 /** Throws the 400 Mesos answers for a launch it refuses before doing anything. */
 export function checkLaunch(call: LaunchContainer, parent: Container | undefined, flags: Pick<Flags, "image_providers">): void {
   const id = call.container_id;
-  if (call.container && call.container.type !== "MESOS") throw new ContainerError(400, "The provided ContainerInfo is not supported");
+  if (call.container && call.container.type !== "MESOS") throw invalid("The provided ContainerInfo is not supported");
   const shareCgroups = call.container?.linux_info?.share_cgroups;
   if (id.parent) {
-    if (!parent) throw new ContainerError(400, `Parent container ${idKey(id.parent)} does not exist`);
-    if (parent.state !== "RUNNING") throw new ContainerError(400, `Parent container ${parent.key} is not running`);
+    if (!parent) throw invalid(`Parent container ${idKey(id.parent)} does not exist`);
+    if (parent.state !== "RUNNING") throw invalid(`Parent container ${parent.key} is not running`);
     const depth = idKey(id).split(".").length - 1;
     const hasResources = (call.resources ?? []).length > 0 || Object.keys(call.limits ?? {}).length > 0;
     if (depth >= 2 && hasResources) {
-      throw new ContainerError(400, "Resources and limits can only be set on top-level containers and their direct children");
+      throw invalid("Resources and limits can only be set on top-level containers and their direct children");
     }
     if (depth >= 2 && shareCgroups === false) {
-      throw new ContainerError(400, "Only a direct child of a top-level container may have its own cgroups (share_cgroups: false)");
+      throw invalid("Only a direct child of a top-level container may have its own cgroups (share_cgroups: false)");
     }
     if (hasResources && shareCgroups !== false) {
-      throw new ContainerError(
-        400,
-        "A nested container that shares its parent's cgroups cannot have its own resources or limits; set share_cgroups: false",
+      throw invalid("A nested container that shares its parent's cgroups cannot have its own resources or limits; set share_cgroups: false",
       );
     }
   } else {
     checkTopLevelResources(call.resources ?? []);
-    if (shareCgroups === true) throw new ContainerError(400, "A top-level container cannot share cgroups: it has no parent");
+    if (shareCgroups === true) throw invalid("A top-level container cannot share cgroups: it has no parent");
   }
 
   const image = call.container?.mesos?.image;
   if (image?.type === "DOCKER" && !(flags.image_providers ?? []).includes("docker")) {
-    throw new ContainerError(
-      400,
-      "Docker images are not enabled: start the agent with --image_providers=docker --isolation=filesystem/linux,docker/runtime",
+    throw invalid("Docker images are not enabled: start the agent with --image_providers=docker --isolation=filesystem/linux,docker/runtime",
     );
   }
   if (image?.type === "APPC" && !(flags.image_providers ?? []).includes("appc")) {
-    throw new ContainerError(
-      400,
-      "Appc images are not enabled: start the agent with --image_providers=appc (and --isolation=filesystem/linux)",
+    throw invalid("Appc images are not enabled: start the agent with --image_providers=appc (and --isolation=filesystem/linux)",
     );
   }
 }
@@ -71,11 +66,11 @@ export function limitsOf(call: LaunchContainer): { cpus?: number; memBytes?: num
 function checkTopLevelResources(resources: Resource[]): void {
   for (const r of resources) {
     if ((r.role && r.role !== "*") || (r.reservations ?? []).length > 0 || r.reservation) {
-      throw new ContainerError(400, `resource '${r.name}' is reserved; standalone containers cannot use reserved resources`);
+      throw invalid(`resource '${r.name}' is reserved; standalone containers cannot use reserved resources`);
     }
     if (r.disk?.persistence)
-      throw new ContainerError(400, `resource '${r.name}' is a persistent volume, which standalone containers cannot use`);
-    if (r.revocable) throw new ContainerError(400, `resource '${r.name}' is revocable, which standalone containers cannot use`);
+      throw invalid(`resource '${r.name}' is a persistent volume, which standalone containers cannot use`);
+    if (r.revocable) throw invalid(`resource '${r.name}' is revocable, which standalone containers cannot use`);
   }
 }
 
@@ -83,9 +78,9 @@ function checkTopLevelResources(resources: Resource[]): void {
 export function hostnameOf(call: LaunchContainer, nested: boolean): string {
   const given = call.container?.hostname;
   if (given === undefined) return call.container_id.value.slice(0, 63);
-  if (nested) throw new ContainerError(400, "container.hostname: a nested container shares its parent's UTS namespace and hostname");
+  if (nested) throw invalid("container.hostname: a nested container shares its parent's UTS namespace and hostname");
   if (given.length > 64 || !/^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/.test(given)) {
-    throw new ContainerError(400, `container.hostname: '${given}' is not a hostname (letters, digits, '-' and '.', at most 64 characters)`);
+    throw invalid(`container.hostname: '${given}' is not a hostname (letters, digits, '-' and '.', at most 64 characters)`);
   }
   return given;
 }

@@ -6,7 +6,7 @@ import { join, relative } from "node:path";
 import { makeDirBelow } from "../runtime/inroot.ts";
 import type { LaunchContainer } from "../mesos/calls.ts";
 import type { VolumeSpec } from "../runtime/spec.ts";
-import { ContainerError } from "./container.ts";
+import { invalid, unimplemented } from "../errors.ts";
 
 export interface VolumeContext {
   /** The container's sandbox on the host, and where the workload sees it. */
@@ -23,41 +23,41 @@ export async function volumeMounts(call: LaunchContainer, ctx: VolumeContext): P
   const out: VolumeSpec[] = [];
   for (const [i, v] of (call.container?.volumes ?? []).entries()) {
     const where = `volume ${i} (container_path '${v.container_path}')`;
-    if (v.container_path.split("/").includes("..")) throw new ContainerError(400, `${where}: container_path must not contain '..'`);
+    if (v.container_path.split("/").includes("..")) throw invalid(`${where}: container_path must not contain '..'`);
     const target = v.container_path.startsWith("/") ? v.container_path : join(ctx.sandboxInContainer, v.container_path);
     const readonly = v.mode === "RO";
     if (v.image) {
       if (v.image.type !== "DOCKER" || !v.image.docker)
-        throw new ContainerError(501, `${where}: only Docker image volumes are implemented`);
-      if (!ctx.dockerEnabled) throw new ContainerError(400, `${where}: Docker images are not enabled (--image_providers=docker)`);
-      if (!readonly) throw new ContainerError(400, `${where}: an image volume must be mounted read-only (mode RO)`);
+        throw unimplemented(`${where}: only Docker image volumes are implemented`);
+      if (!ctx.dockerEnabled) throw invalid(`${where}: Docker images are not enabled (--image_providers=docker)`);
+      if (!readonly) throw invalid(`${where}: an image volume must be mounted read-only (mode RO)`);
       out.push({ target, readonly: true, lowers: await ctx.pullImage(v.image.docker.name, v.image.cached === false) });
       continue;
     }
     const type = v.source?.type ?? (v.host_path !== undefined ? "HOST_PATH" : undefined);
     if (type === "HOST_PATH") {
       const source = v.source?.host_path?.path ?? v.host_path;
-      if (!source || !source.startsWith("/")) throw new ContainerError(400, `${where}: the host path must be absolute`);
-      if (!existsSync(source)) throw new ContainerError(400, `${where}: host path '${source}' does not exist`);
+      if (!source || !source.startsWith("/")) throw invalid(`${where}: the host path must be absolute`);
+      if (!existsSync(source)) throw invalid(`${where}: host path '${source}' does not exist`);
       out.push({ target, readonly, source });
     } else if (type === "SANDBOX_PATH") {
       const sp = v.source?.sandbox_path;
-      if (!sp) throw new ContainerError(400, `${where}: SANDBOX_PATH needs 'sandbox_path'`);
+      if (!sp) throw invalid(`${where}: SANDBOX_PATH needs 'sandbox_path'`);
       if ((sp.type ?? "SELF") !== "SELF")
-        throw new ContainerError(400, `${where}: sandbox_path of type ${sp.type} needs a nested container`);
+        throw invalid(`${where}: sandbox_path of type ${sp.type} needs a nested container`);
       if (sp.path.startsWith("/") || sp.path.split("/").includes("..")) {
-        throw new ContainerError(400, `${where}: sandbox_path.path must be relative and stay inside the sandbox`);
+        throw invalid(`${where}: sandbox_path.path must be relative and stay inside the sandbox`);
       }
       const source = join(ctx.sandbox, sp.path);
       // In the sandbox (a nested one is in its parent's, which that workload writes): no link followed.
       try {
         makeDirBelow(ctx.topSandbox, relative(ctx.topSandbox, source), 0o755, { exclusive: false });
       } catch (err) {
-        throw new ContainerError(400, `${where}: ${(err as Error).message}`);
+        throw invalid(`${where}: ${(err as Error).message}`);
       }
       out.push({ target, readonly, source });
     } else {
-      throw new ContainerError(501, `${where}: volumes of type ${type ?? "UNKNOWN"} are not implemented`);
+      throw unimplemented(`${where}: volumes of type ${type ?? "UNKNOWN"} are not implemented`);
     }
   }
   return out;

@@ -3,8 +3,9 @@
 // the client accepts), a bare status, or a text error.
 import { VERSION, versionInfo } from "../version.ts";
 import { type CallType, type Payload } from "../mesos/calls.ts";
-import { ContainerError, idKey, type Container } from "../agent/container.ts";
-import { GcError, ImageCollector } from "../gc/collector.ts";
+import { idKey, type Container } from "../agent/container.ts";
+import { invalid, notFound } from "../errors.ts";
+import { ImageCollector } from "../gc/collector.ts";
 import { emptyResponse, textResponse } from "./http.ts";
 import type { ContainerID } from "../mesos/messages.ts";
 import type { AgentServices } from "./services.ts";
@@ -68,19 +69,17 @@ export const HANDLERS: HandlerTable = {
   REMOVE_RESOURCE_PROVIDER_CONFIG: notForUcr("REMOVE_RESOURCE_PROVIDER_CONFIG", NO_PROVIDERS),
   MARK_RESOURCE_PROVIDER_GONE: notForUcr("MARK_RESOURCE_PROVIDER_GONE", NO_PROVIDERS),
 
-  LAUNCH_CONTAINER: (p, agent) =>
-    containerCall(async () => emptyResponse((await agent.containers.launch(p)) ? 200 : 202)),
-  WAIT_CONTAINER: (p, agent) => containerCall(async () => waitAnswer(agent, p.container_id, "WAIT_CONTAINER", "wait_container")),
-  KILL_CONTAINER: (p, agent) =>
-    containerCall(async () => {
-      agent.containers.kill(p.container_id, p.signal ?? 9);
-      return emptyResponse(200);
-    }),
-  REMOVE_CONTAINER: (p, agent) =>
-    containerCall(async () => {
-      await agent.containers.remove(p.container_id);
-      return emptyResponse(200);
-    }),
+  // Failures are thrown: the server answers each with the status of its kind (status.ts).
+  LAUNCH_CONTAINER: async (p, agent) => emptyResponse((await agent.containers.launch(p)) ? 200 : 202),
+  WAIT_CONTAINER: (p, agent) => waitAnswer(agent, p.container_id, "WAIT_CONTAINER", "wait_container"),
+  KILL_CONTAINER: (p, agent) => {
+    agent.containers.kill(p.container_id, p.signal ?? 9);
+    return emptyResponse(200);
+  },
+  REMOVE_CONTAINER: async (p, agent) => {
+    await agent.containers.remove(p.container_id);
+    return emptyResponse(200);
+  },
   GET_CONTAINERS: async (p, agent) => {
     const shown = agent.containers.list().filter((c) => (c.id.parent ? p.show_nested : p.show_standalone));
     const disk = await Promise.all(shown.map((c) => (c.state === "RUNNING" ? agent.containers.diskUsed(c) : undefined)));
@@ -90,40 +89,31 @@ export const HANDLERS: HandlerTable = {
     });
   },
   // The deprecated *_NESTED_CONTAINER calls: the same, with a parent required.
-  LAUNCH_NESTED_CONTAINER: (p, agent) =>
-    nested(p.container_id, () =>
-      containerCall(async () => emptyResponse((await agent.containers.launch({ ...p, resources: [] })) ? 200 : 202)),
-    ),
-  WAIT_NESTED_CONTAINER: (p, agent) =>
-    nested(p.container_id, () =>
-      containerCall(async () => waitAnswer(agent, p.container_id, "WAIT_NESTED_CONTAINER", "wait_nested_container")),
-    ),
-  KILL_NESTED_CONTAINER: (p, agent) =>
-    nested(p.container_id, () =>
-      containerCall(async () => {
-        agent.containers.kill(p.container_id, p.signal ?? 9);
-        return emptyResponse(200);
-      }),
-    ),
-  REMOVE_NESTED_CONTAINER: (p, agent) =>
-    nested(p.container_id, () =>
-      containerCall(async () => {
-        await agent.containers.remove(p.container_id);
-        return emptyResponse(200);
-      }),
-    ),
+  LAUNCH_NESTED_CONTAINER: async (p, agent) => {
+    nested(p.container_id);
+    return emptyResponse((await agent.containers.launch({ ...p, resources: [] })) ? 200 : 202);
+  },
+  WAIT_NESTED_CONTAINER: (p, agent) => {
+    nested(p.container_id);
+    return waitAnswer(agent, p.container_id, "WAIT_NESTED_CONTAINER", "wait_nested_container");
+  },
+  KILL_NESTED_CONTAINER: (p, agent) => {
+    nested(p.container_id);
+    agent.containers.kill(p.container_id, p.signal ?? 9);
+    return emptyResponse(200);
+  },
+  REMOVE_NESTED_CONTAINER: async (p, agent) => {
+    nested(p.container_id);
+    await agent.containers.remove(p.container_id);
+    return emptyResponse(200);
+  },
   LAUNCH_NESTED_CONTAINER_SESSION: notYet("LAUNCH_NESTED_CONTAINER_SESSION", NO_SESSIONS),
   ATTACH_CONTAINER_INPUT: notYet("ATTACH_CONTAINER_INPUT", NO_SESSIONS),
   ATTACH_CONTAINER_OUTPUT: notYet("ATTACH_CONTAINER_OUTPUT", NO_SESSIONS),
   PRUNE_IMAGES: async (p, agent) => {
-    try {
-      const excluded = ImageCollector.exclusions([...p.excluded_images, ...(agent.flags.values.image_gc_config?.excluded_images ?? [])]);
-      await agent.collector.prune(excluded);
-      return emptyResponse(200);
-    } catch (err) {
-      if (err instanceof GcError) return textResponse(err.status, err.message);
-      throw err;
-    }
+    const excluded = ImageCollector.exclusions([...p.excluded_images, ...(agent.flags.values.image_gc_config?.excluded_images ?? [])]);
+    await agent.collector.prune(excluded);
+    return emptyResponse(200);
   },
 };
 
@@ -137,18 +127,9 @@ export function dispatch<T extends CallType>(
 }
 
 
-function nested(id: { parent?: unknown }, fn: () => Promise<Answered>): Promise<Answered> | Response {
-  if (!id.parent) return textResponse(400, "Failed to validate agent::Call: Expecting 'container_id.parent' to be present");
-  return fn();
-}
-
-async function containerCall(fn: () => Promise<Answered>): Promise<Answered> {
-  try {
-    return await fn();
-  } catch (err) {
-    if (err instanceof ContainerError) return textResponse(err.status, err.message);
-    throw err;
-  }
+/** A *_NESTED_CONTAINER call names a parent (Mesos' validation, word for word). */
+function nested(id: { parent?: unknown }): void {
+  if (!id.parent) throw invalid("Failed to validate agent::Call: Expecting 'container_id.parent' to be present");
 }
 
 /**
@@ -158,7 +139,7 @@ async function containerCall(fn: () => Promise<Answered>): Promise<Answered> {
  */
 function waitAnswer(agent: AgentServices, id: ContainerID, type: string, field: string): Answer {
   const c = agent.containers.get(id);
-  if (!c) throw new ContainerError(404, `Container '${idKey(id)}' cannot be found`);
+  if (!c) throw notFound(`Container '${idKey(id)}' cannot be found`);
   if (c.state === "EXITED") return answer({ type, [field]: waitBody(c) });
   return answerLater({ type }, field, agent.containers.wait(id).then(waitBody));
 }

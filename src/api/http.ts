@@ -150,12 +150,22 @@ export function parseJsonBody(text: string): unknown {
 }
 
 /** A Mesos-style error: `text/plain; charset=utf-8`, one line. */
+/** Why each error response failed (its message), for the request's log line. */
+const reasons = new WeakMap<Response, string>();
+
 export function textResponse(status: number, message: string, headers: Record<string, string> = {}): Response {
   const line = message.replace(/[\r\n]+/g, " ").trim();
-  return new Response(line, {
+  const response = new Response(line, {
     status,
     headers: { "Content-Type": "text/plain; charset=utf-8", ...headers },
   });
+  if (status >= 400) reasons.set(response, line);
+  return response;
+}
+
+/** The message of an error response made by textResponse. */
+export function reasonOf(response: Response): string | undefined {
+  return reasons.get(response);
 }
 
 export function jsonResponse(body: unknown, status = 200): Response {

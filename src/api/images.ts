@@ -1,6 +1,5 @@
 // ucr's own image endpoints beside the Operator API (Mesos has none): GET /images lists the
 // agent's Docker store, POST /images/pull pulls one image into it (what `ucr run` needs to know an image's entrypoint).
-import { PullError } from "../images/puller.ts";
 import type { DockerStore, ImageRecord } from "../images/store.ts";
 import type { AgentServices } from "./services.ts";
 import { ApiError, JSON_TYPE, decodeUtf8, jsonResponse, lastValue, mediaType, parseJsonBody, readBodyBytes } from "./http.ts";
@@ -74,13 +73,8 @@ export async function pullImage(agent: AgentServices, request: Request): Promise
       "Docker images are not enabled: start the agent with --image_providers=docker --isolation=filesystem/linux,docker/runtime",
     );
   }
-  let record: ImageRecord;
-  try {
-    record = await agent.images.puller.pull(name, { force: force === true });
-  } catch (err) {
-    if (err instanceof PullError) throw new ApiError(400, err.message);
-    throw err;
-  }
+  // A failed pull is a PullError (invalid: 400, as a failed launch).
+  const record = await agent.images.puller.pull(name, { force: force === true });
   const store = agent.images.store;
   const config = store.config(record.configDigest).config ?? undefined;
   const pulled: PulledImage = { ...imageEntry(store, record), entrypoint: config?.Entrypoint ?? [], cmd: config?.Cmd ?? [] };

@@ -10,6 +10,7 @@ import { LEVELS } from "../log.ts";
 import { formatRanges, parseResourcesFlag } from "./resources.ts";
 import { capabilitySet, formatCapabilities } from "../mesos/capabilities.ts";
 import { formatBytes, formatDuration, parseBytes, parseDuration } from "./units.ts";
+import { errorOfKind } from "../errors.ts";
 
 // --- value schemas (string in, typed value out) -----------------------------------------
 
@@ -539,12 +540,7 @@ function lookup(name: string): FlagName | undefined {
 
 // --- loading ----------------------------------------------------------------------------
 
-export class FlagError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "FlagError";
-  }
-}
+export class FlagError extends errorOfKind("invalid") {}
 
 export interface LoadedFlags {
   values: Flags;

@@ -10,16 +10,7 @@ import { canonical, parseReference } from "../images/reference.ts";
 import type { DockerStore, ImageRecord } from "../images/store.ts";
 import { log } from "../log.ts";
 import type { WorkerClient } from "../workers/rpc.ts";
-
-export class GcError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(message);
-    this.name = "GcError";
-  }
-}
+import { invalid, precondition } from "../errors.ts";
 
 /**
  * What a live container needs kept: its image references, and the layer ids its rootfs
@@ -70,7 +61,7 @@ export class ImageCollector {
       try {
         out.add(canonical(parseReference(img.docker.name)));
       } catch (err) {
-        throw new GcError(400, `Failed to prune images: ${(err as Error).message}`);
+        throw invalid(`Failed to prune images: ${(err as Error).message}`, err);
       }
     }
     return out;
@@ -124,8 +115,7 @@ export class ImageCollector {
     const layers = new Set<string>();
     for (const user of this.users()) {
       if (!user.accountable) {
-        throw new GcError(
-          500,
+        throw precondition(
           `Failed to prune images: container ${user.key} was checkpointed without the images it uses (an older agent); remove it before pruning`,
         );
       }
@@ -143,7 +133,7 @@ export class ImageCollector {
     // A `ucr pull` in another process holds the store lock shared: wait for it, politely.
     let unlock = this.store.tryLockExclusive();
     for (let waited = 0; !unlock; waited += 50) {
-      if (waited > 600_000) throw new GcError(500, "Failed to prune images: another process has held the image store for 10 minutes");
+      if (waited > 600_000) throw precondition("Failed to prune images: another process has held the image store for 10 minutes");
       await Bun.sleep(50);
       unlock = this.store.tryLockExclusive();
     }

@@ -15,13 +15,9 @@ import { removeTree } from "../util/tree.ts";
 import { unpackLayer } from "./layer/pipeline.ts";
 import { hostPlatform } from "./manifest.ts";
 import { DEFAULT_LIMITS, Transfer, discard, type FetchLimits } from "./transfer.ts";
+import { errorOfKind } from "../errors.ts";
 
-export class AppcError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "AppcError";
-  }
-}
+export class AppcError extends errorOfKind("invalid") {}
 
 const ManifestSchema = v.looseObject({
   acKind: v.literal("ImageManifest", "must be an ImageManifest"),

@@ -11,13 +11,9 @@ import { ManifestError, parseImageConfig, parseManifest, selectPlatform, type Im
 import { canonical, familiar, parseReference, type ImageReference } from "./reference.ts";
 import { decodeHeader, parsePax } from "./tar/codec.ts";
 import { MAX_SPECIAL_BYTES } from "./tar/reader.ts";
+import { errorOfKind } from "../errors.ts";
 
-export class ArchiveError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "ArchiveError";
-  }
-}
+export class ArchiveError extends errorOfKind("invalid") {}
 
 export interface Member {
   offset: number;

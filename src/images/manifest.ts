@@ -4,6 +4,7 @@
 import * as v from "valibot";
 import { sha256 } from "./digest.ts";
 import { validateDigest } from "./reference.ts";
+import { errorOfKind } from "../errors.ts";
 
 export const MT = {
   dockerManifest: "application/vnd.docker.distribution.manifest.v2+json",
@@ -37,12 +38,7 @@ const LAYER_TYPES = new Set([
   "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
 ]);
 
-export class ManifestError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "ManifestError";
-  }
-}
+export class ManifestError extends errorOfKind("invalid") {}
 
 const Digest = v.pipe(
   v.string(),

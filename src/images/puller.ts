@@ -15,6 +15,7 @@ import type { UnpackResult } from "./layer/pipeline.ts";
 import { DEFAULT_LIMITS, type FetchLimits } from "./transfer.ts";
 import { archiveCandidates } from "./archive.ts";
 import { existsSync } from "node:fs";
+import { UcrError } from "../errors.ts";
 
 export interface PullerOptions {
   registry: Registry;
@@ -43,13 +44,14 @@ export interface PullOptions {
   onEvent?: (e: LayerEvent) => void;
 }
 
-export class PullError extends Error {
+/** Whatever stopped a pull (a bad name, a registry's answer, a hostile layer): the image cannot be had as asked. */
+export class PullError extends UcrError {
   constructor(
     readonly image: string,
     message: string,
+    options?: { cause?: unknown },
   ) {
-    super(`pull ${image}: ${message}`);
-    this.name = "PullError";
+    super("invalid", `pull ${image}: ${message}`, options);
   }
 }
 
@@ -114,7 +116,7 @@ export class Puller {
     try {
       ref = parseReference(name);
     } catch (err) {
-      throw new PullError(name, (err as Error).message);
+      throw new PullError(name, (err as Error).message, { cause: err });
     }
     const key = canonical(ref);
     // Held from the start, so GC spares what this pull finds in the store or is fetching.
@@ -129,7 +131,7 @@ export class Puller {
         if (!running) {
           running = this.doPull(ref, key, opts).catch((err: unknown) => {
             if (err instanceof PullError) throw err;
-            throw new PullError(name, (err as Error).message);
+            throw new PullError(name, (err as Error).message, { cause: err });
           });
           this.images.set(key, running);
           running.finally(() => this.images.delete(key)).catch(() => {});

@@ -1,6 +1,7 @@
 // Docker image references, parsed and normalised as `docker pull` does
 // ([REGISTRY_HOST[:PORT]/]REPOSITORY[:TAG|@DIGEST], docker.io and library/ defaults).
 // The grammar follows distribution's reference package; the code is ours.
+import { UcrError } from "../errors.ts";
 
 export const DOCKER_HUB = "docker.io";
 /** Where docker.io is actually served from. */
@@ -13,13 +14,12 @@ const DOMAIN_LABEL = /^(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])$/;
 const TAG = /^[\w][\w.-]{0,127}$/;
 const DIGEST = /^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/;
 
-export class ReferenceError extends Error {
+export class ReferenceError extends UcrError {
   constructor(
     readonly input: string,
     why: string,
   ) {
-    super(`invalid image reference '${input}': ${why}`);
-    this.name = "ReferenceError";
+    super("invalid", `invalid image reference '${input}': ${why}`);
   }
 }
 

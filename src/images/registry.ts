@@ -11,6 +11,7 @@ import type { Credentials } from "./credentials.ts";
 import { DigestMismatchError } from "./digest.ts";
 import { MANIFEST_ACCEPT, manifestDigest } from "./manifest.ts";
 import { DEFAULT_LIMITS, Transfer, discard, readBounded, stallMessage, type FetchLimits } from "./transfer.ts";
+import { UcrError, errorOfKind } from "../errors.ts";
 
 /** Everything a worker needs to talk to one repository; plain data, so it crosses threads. */
 export interface RegistrySpec {
@@ -24,24 +25,19 @@ export interface RegistrySpec {
   limits?: FetchLimits;
 }
 
-export class RegistryError extends Error {
+/** What a registry answered instead of the image (`status`: its HTTP status, `code`: its error code). */
+export class RegistryError extends UcrError {
   constructor(
     message: string,
     readonly status?: number,
     readonly code?: string,
   ) {
-    super(message);
-    this.name = "RegistryError";
+    super("invalid", message);
   }
 }
 
 /** Raised when a resumed download cannot continue where it stopped (no Range support). */
-export class RestartRequired extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "RestartRequired";
-  }
-}
+export class RestartRequired extends errorOfKind("unavailable") {}
 
 interface Reply {
   status: number;

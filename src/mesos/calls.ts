@@ -12,6 +12,7 @@ import {
   LimitsSchema,
   ResourceSchema,
 } from "./messages.ts";
+import { errorOfKind } from "../errors.ts";
 
 const Signal = v.pipe(Int64, v.minValue(1, "must be a signal number from 1 to 64"), v.maxValue(64, "must be a signal number from 1 to 64"));
 
@@ -121,12 +122,7 @@ export interface Call<T extends CallType = CallType> {
   payload: Payload<T>;
 }
 
-export class CallError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "CallError";
-  }
-}
+export class CallError extends errorOfKind("invalid") {}
 
 /**
  * Mesos' JSON-to-protobuf parser takes `null` as an unset field, and a null element of an

@@ -3,6 +3,7 @@
 // checked and turned into one form; the raw JSON is kept as the next plugin's prevResult.
 import { isIP } from "node:net";
 import * as v from "valibot";
+import { errorOfKind } from "../errors.ts";
 
 export interface CniIp {
   /** Address with prefix length, e.g. 10.1.2.3/24. */
@@ -28,12 +29,7 @@ export interface CniResult {
   dns: CniDns;
 }
 
-export class CniResultError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "CniResultError";
-  }
-}
+export class CniResultError extends errorOfKind("internal") {}
 
 /** A word in resolv.conf: nothing that could start another line or option. */
 const Word = v.pipe(v.string(), v.maxLength(253), v.regex(/^[^\s#;]+$/, "must be one word without spaces or comment characters"));

@@ -7,13 +7,9 @@ import { mkdirSync, readFileSync, statfsSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
 import type { Backend } from "../config/flags.ts";
 import type { RootfsSpec } from "../runtime/spec.ts";
+import { errorOfKind } from "../errors.ts";
 
-export class BackendError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "BackendError";
-  }
-}
+export class BackendError extends errorOfKind("invalid") {}
 
 // statfs f_type values (linux/magic.h) of filesystems Mesos will not stack on.
 const FS_NAMES: Record<number, string> = {

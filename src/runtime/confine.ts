@@ -14,14 +14,10 @@ import {
   noNewPrivileges,
 } from "../ffi/security.ts";
 import type { ConfineSpec } from "./spec.ts";
+import { errorOfKind } from "../errors.ts";
 
 /** A setup step that failed: the launch fails (reported on fd 3), it is not the workload's error. */
-export class ConfineError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "ConfineError";
-  }
-}
+export class ConfineError extends errorOfKind("internal") {}
 
 function step<T>(what: string, fn: () => T): T {
   try {

@@ -1,7 +1,9 @@
 // A small request/response protocol over worker postMessage: the server thread calls
 // `client.call(op, args)` and awaits; the worker registers one async handler per op.
-// Errors cross the boundary as {name, message, code} and are rebuilt as Errors.
+// Errors cross the boundary as {name, message, code, kind} and are rebuilt as WorkerErrors of
+// the same name and kind, so the API answers a worker's failure as it would the error itself.
 import { threadId } from "node:worker_threads";
+import { UcrError, kindOf, type ErrorKind } from "../errors.ts";
 
 declare const self: Worker;
 
@@ -14,15 +16,16 @@ export interface RpcRequest {
 export type RpcReply =
   | { id: number; progress: unknown }
   | { id: number; ok: true; value: unknown }
-  | { id: number; ok: false; error: { name: string; message: string; code?: string } };
+  | { id: number; ok: false; error: { name: string; message: string; code?: string; kind: ErrorKind } };
 
-export class WorkerError extends Error {
+export class WorkerError extends UcrError {
   constructor(
     message: string,
     readonly code?: string,
     name = "WorkerError",
+    kind: ErrorKind = "internal",
   ) {
-    super(message);
+    super(kind, message);
     this.name = name;
   }
 }
@@ -50,7 +53,7 @@ export function serveRpc(worker: string, handlers: Handlers): void {
       reply = { id, ok: true, value: await (handler as (a: unknown, c: RpcContext) => unknown)(args, ctx) };
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
-      reply = { id, ok: false, error: { name: e.name ?? "Error", message: e.message ?? String(err), code: e.code } };
+      reply = { id, ok: false, error: { name: e.name ?? "Error", message: e.message ?? String(err), code: e.code, kind: kindOf(err) } };
     }
     postMessage(reply);
   };
@@ -86,7 +89,7 @@ export class WorkerClient {
       this.pending.delete(reply.id);
       if (this.weak && this.pending.size === 0) this.worker.unref();
       if (reply.ok) waiter.resolve(reply.value);
-      else waiter.reject(new WorkerError(reply.error.message, reply.error.code, reply.error.name));
+      else waiter.reject(new WorkerError(reply.error.message, reply.error.code, reply.error.name, reply.error.kind));
     };
     worker.onerror = (event: ErrorEvent) => this.fail(new WorkerError(`worker ${name} failed: ${event.message}`));
     worker.addEventListener("close", () => this.fail(new WorkerError(`worker ${name} exited`)));

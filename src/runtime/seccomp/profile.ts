@@ -5,6 +5,7 @@
 import * as v from "valibot";
 import { CAPABILITY_NAMES, type CapabilityName } from "../../mesos/capabilities.ts";
 import { AARCH64, X86_64 } from "./syscalls.ts";
+import { errorOfKind } from "../../errors.ts";
 
 export type Arch = "x86_64" | "aarch64";
 
@@ -140,12 +141,7 @@ export interface SeccompProfile {
   unknownNames: string[];
 }
 
-export class ProfileError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "ProfileError";
-  }
-}
+export class ProfileError extends errorOfKind("invalid") {}
 
 function actionValue(name: ActionName, errnoRet: number | null | undefined, where: string): number {
   switch (name) {
