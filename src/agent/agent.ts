@@ -98,7 +98,7 @@ export class Agent {
       if (err instanceof BackendError || err instanceof CniConfigError || err instanceof ConfinementSetupError) throw new StartupError(err.message);
       throw err;
     }
-    log.info(`provisioner backend: ${this.containerTable.backend}`);
+    log.info(`provisioner backend: ${this.containerTable.provisioner.backend}`);
     log.info(`confinement: ${this.containerTable.confinement.describe()}`);
     const cg = this.containerTable.cgroups;
     if (cg.kind === "none") log.warn(`cgroups: none usable (${cg.why}); cpus and mem will not be enforced`);

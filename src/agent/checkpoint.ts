@@ -100,7 +100,7 @@ export function checkpointOf(c: Container, state: CheckpointState): Checkpoint {
     ...(c.layers ? { layers: c.layers } : {}),
     ...(c.oomBaseline !== undefined ? { oomBaseline: c.oomBaseline } : {}),
     launchedAt: c.launchedAt,
-    ...(c.exitStatus !== undefined ? { exitStatus: c.exitStatus } : {}),
+    ...(c.state === "EXITED" && c.exitStatus !== undefined ? { exitStatus: c.exitStatus } : {}),
     ...(c.message ? { message: c.message } : {}),
     ...(c.limitation ? { limitation: c.limitation } : {}),
     ...(c.termination ? { termination: c.termination } : {}),
@@ -185,15 +185,12 @@ export function containerFrom(
   layout: CgroupLayout,
 ): { container: Container; settle: () => void } {
   let settle!: () => void;
-  const container: Container = {
+  const common = {
     id: record.id,
     key: idKey(record.id),
-    state: record.state === "EXITED" ? "EXITED" : record.state === "RUNNING" ? "RUNNING" : "PROVISIONING",
-    ...(record.state === "LAUNCHING" ? { launching: true } : {}),
     sandbox: record.sandbox,
     runtime,
     ...(record.provisionerDir ? { provisionerDir: record.provisionerDir } : {}),
-    ...(record.pid !== undefined ? { pid: record.pid } : {}),
     ...(record.pidStart !== undefined ? { pidStart: record.pidStart } : {}),
     ...(record.image ? { image: record.image } : {}),
     ...(record.cgroups ? { cgroupDirs: record.cgroups, cgroup: ContainerCgroup.existing(layout, record.cgroups) } : {}),
@@ -206,7 +203,6 @@ export function containerFrom(
     ...(record.imageRef ? { imageRef: record.imageRef } : {}),
     ...(record.layers ? { layers: record.layers } : {}),
     ...(record.oomBaseline !== undefined ? { oomBaseline: record.oomBaseline } : {}),
-    ...(record.exitStatus !== undefined ? { exitStatus: record.exitStatus } : {}),
     ...(record.message ? { message: record.message } : {}),
     ...(record.limitation ? { limitation: record.limitation as { reason: string; resources: Resource[] } } : {}),
     ...(record.termination ? { termination: record.termination } : {}),
@@ -215,6 +211,18 @@ export function containerFrom(
     leases: [],
     exited: new Promise<void>((r) => (settle = r)),
   };
+  const pid = record.pid !== undefined ? { pid: record.pid } : {};
+  let container: Container;
+  if (record.state === "EXITED") {
+    container = { ...common, state: "EXITED", ...pid, ...(record.exitStatus !== undefined ? { exitStatus: record.exitStatus } : {}) };
+  } else if (record.state === "RUNNING" && record.pid !== undefined) {
+    container = { ...common, state: "RUNNING", pid: record.pid };
+  } else {
+    // Not started, or being started (LAUNCHING: the launcher may have a pid for it). A RUNNING
+    // record without a pid (ucr 0.1's, torn) is one whose workload cannot be found: recovery
+    // sees it exited.
+    container = { ...common, state: "PROVISIONING", ...pid, ...(record.state === "LAUNCHING" ? { launching: true } : {}) };
+  }
   if (parent && container.cgroup === undefined) container.cgroup = parent.cgroup;
   return { container, settle };
 }

@@ -4,12 +4,6 @@ import { join } from "node:path";
 import type { ContainerID, Resource } from "../mesos/messages.ts";
 import type { ContainerCgroup } from "../runtime/cgroups.ts";
 
-/**
- * PROVISIONING covers everything before the workload runs (pull, rootfs, cgroups, URIs,
- * the launcher starting it); `launching` tells the last step from the others.
- */
-export type State = "PROVISIONING" | "RUNNING" | "EXITED";
-
 /** Why a container ended when the agent ended it (Mesos' ContainerTermination fields). */
 export interface Termination {
   /** TASK_KILLED, TASK_FAILED... */
@@ -18,21 +12,15 @@ export interface Termination {
   message: string;
 }
 
-export interface Container {
+/** What a container is in every state: where its pieces are, what it uses, how it was asked for. */
+interface Record {
   id: ContainerID;
   key: string;
-  state: State;
-  /** The launcher has been (or is being) asked to start the workload. */
-  launching?: boolean;
   sandbox: string;
   runtime: string;
   provisionerDir?: string;
-  /** Host pid of the workload (PID 1 in its namespace) once it runs. */
-  pid?: number;
-  /** When that process started (clock ticks since boot): tells it from a later one with its pid. */
+  /** When the workload's process started (clock ticks since boot): tells it from a later one with its pid. */
   pidStart?: number;
-  /** Raw wait(2) status once it exited; undefined if no process ran. */
-  exitStatus?: number;
   message?: string;
   /** Set when the agent's limits killed it (Mesos' TASK_FAILED + REASON_CONTAINER_LIMITATION_MEMORY). */
   limitation?: { reason: string; resources: Resource[] };
@@ -67,8 +55,59 @@ export interface Container {
   image?: string;
   launchedAt: number;
   exited: Promise<void>;
-  /** Aborted by KILL_CONTAINER while it is provisioning: the launch stops and destroys it. */
+}
+
+/**
+ * Everything before the workload runs (pull, rootfs, cgroups, URIs, the launcher starting
+ * it); `launching` tells the last step from the others. A pid is known once the launcher
+ * answered (or a restarted agent found its pid file), before the launch is done.
+ */
+export interface Provisioning extends Record {
+  state: "PROVISIONING";
+  /** The launcher has been (or is being) asked to start the workload. */
+  launching?: boolean;
+  pid?: number;
+  /** Aborted by KILL_CONTAINER: the launch stops and destroys it. */
   abort?: AbortController;
+}
+
+/** The workload runs: host pid of its PID 1. */
+export interface Running extends Record {
+  state: "RUNNING";
+  pid: number;
+}
+
+/** It ended (or never ran); kept until REMOVE_CONTAINER. */
+export interface Exited extends Record {
+  state: "EXITED";
+  /** The workload's host pid, if one ran. */
+  pid?: number;
+  /** Raw wait(2) status; undefined if no process ran. */
+  exitStatus?: number;
+}
+
+export type Container = Provisioning | Running | Exited;
+export type State = Container["state"];
+
+/** The workload started as `pid`: `c` runs. (The record is the same object: the table, its children and WAITs hold it.) */
+export function toRunning(c: Container, pid: number, pidStart: number | undefined): Running {
+  const running = c as Container as Running;
+  delete (c as Provisioning).launching;
+  delete (c as Provisioning).abort;
+  running.state = "RUNNING";
+  running.pid = pid;
+  if (pidStart !== undefined) running.pidStart = pidStart;
+  return running;
+}
+
+/** `c` ended (its workload exited, or it was destroyed or never launched). */
+export function toExited(c: Container, exitStatus: number | undefined): Exited {
+  const exited = c as Container as Exited;
+  delete (c as Provisioning).launching;
+  delete (c as Provisioning).abort;
+  exited.state = "EXITED";
+  if (exitStatus !== undefined) exited.exitStatus = exitStatus;
+  return exited;
 }
 
 /** "c1" or "c1.child" (Mesos' string form of a ContainerID chain). */

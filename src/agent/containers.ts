@@ -1,73 +1,39 @@
-// The containers table: launch (validate, pull, provision, sandbox, start `ucr __init`),
-// wait, kill, remove and list, for standalone containers. One state machine per container:
-// PROVISIONING -> RUNNING -> EXITED -> (removed). A container is checkpointed before any
-// side effect of its launch (checkpoint.ts), so an agent killed at any instruction leaves
-// nothing the next one cannot find (recovery.ts). The exit status comes from the file the
-// launcher writes, so it is there even when the agent was not. (Over 400 lines: the launch
-// steps stay in start() until the pipeline of named steps (issue #11) takes them, as other
-// work edits them meanwhile.)
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, watch, writeFileSync } from "node:fs";
-import { join, relative } from "node:path";
-import type { ContainerID } from "../mesos/messages.ts";
-import type { LaunchContainer } from "../mesos/calls.ts";
-import type { Backend, LoadedFlags } from "../config/flags.ts";
-import type { AppcStore } from "../images/appc.ts";
-import { chooseBackend, provision } from "../provisioner/backends.ts";
+// The containers table: register, wait, kill, remove and list standalone containers, and
+// supervise what runs. One state machine per container (container.ts): PROVISIONING ->
+// RUNNING -> EXITED -> (removed). A launch registers the record, checkpoints it before any side
+// effect (checkpoint.ts) and runs the named steps of launch.ts; so an agent killed at any
+// instruction leaves nothing the next one cannot find (recovery.ts). The exit status comes
+// from the file the launcher writes, so it is there even when the agent was not.
+import { existsSync, rmSync, watch } from "node:fs";
+import { join } from "node:path";
+import type { LoadedFlags } from "../config/flags.ts";
+import { UcrError, internal, invalid, messageOf, notFound, precondition, unavailable } from "../errors.ts";
 import type { ImageService } from "../images/service.ts";
 import { log } from "../log.ts";
-import { ContainerCgroup, detectCgroups, ownProcsFile, type CgroupLayout } from "../runtime/cgroups.ts";
-import { Confinement } from "./confinement.ts";
-import { fetchUris } from "./fetcher.ts";
+import type { LaunchContainer } from "../mesos/calls.ts";
+import type { ContainerID } from "../mesos/messages.ts";
 import type { CniNetworks } from "../network/cni.ts";
-import { resolveCommand } from "./command.ts";
+import type { LayerWhiteouts } from "../provisioner/copy.ts";
+import { Provisioner } from "../provisioner/provisioner.ts";
+import { ContainerCgroup, detectCgroups, ownProcsFile, type CgroupLayout } from "../runtime/cgroups.ts";
 import { LauncherClient } from "../runtime/launcher.ts";
-import { makeDirBelow } from "../runtime/inroot.ts";
-import { etcHosts, selfCommand, type LaunchSpec } from "../runtime/spec.ts";
-import { writeStateFile } from "../runtime/state.ts";
+import { selfCommand } from "../runtime/spec.ts";
 import type { WorkerClient } from "../workers/rpc.ts";
-import { startTime, stillRunning } from "../util/process.ts";
+import { stillRunning } from "../util/process.ts";
 import { writeCheckpoint } from "./checkpoint.ts";
-import { containerPaths, idKey, type Container, type Termination } from "./container.ts";
-import { UcrError, internal, invalid, messageOf, notFound, precondition, unavailable } from "../errors.ts";
+import { Confinement } from "./confinement.ts";
+import { containerPaths, idKey, toExited, type Container, type Exited, type Provisioning, type Termination } from "./container.ts";
 import { clearRuntime, launcherStatus, takeApart } from "./destroy.ts";
-import { checkLaunch, hostnameOf, limitsOf, ownsCgroups } from "./launch-rules.ts";
+import { Launch, type LaunchDeps, type Stage } from "./launch.ts";
+import { checkLaunch, ownsCgroups } from "./launch-rules.ts";
 import { OomGuard, oomKillsSinceLaunch, setMemoryLimitation } from "./oom.ts";
 import { recoverContainers, type RecoveryResult } from "./recovery.ts";
-import { volumeMounts } from "./volumes.ts";
-
-
-/** Thrown inside a launch that KILL_CONTAINER stopped; `stage` is the step it stopped in. */
-class Destroyed extends Error {
-  constructor(readonly stage: string) {
-    super(`Container destroyed during ${stage}`);
-    this.name = "Destroyed";
-  }
-}
-
-/** The hostname a running top-level container was given (its runtime dir keeps it). */
-function hostnameOfRunning(top: Container): string {
-  try {
-    const name = readFileSync(join(top.runtime, "hostname"), "utf8").trim();
-    if (name !== "") return name;
-  } catch {
-    // from an older ucr: its ID was its hostname
-  }
-  return top.id.value.slice(0, 63);
-}
-
-/** The top-level container a nested one is in (itself if it is one). */
-function topLevel(c: Container): Container {
-  let top = c;
-  while (top.parent) top = top.parent;
-  return top;
-}
 
 export class Containers {
   private readonly table = new Map<string, Container>();
-  readonly backend: Backend;
   readonly cgroups: CgroupLayout;
-  private readonly provisionerDir: string;
-  private readonly appc: AppcStore;
+  /** Image layers to rootfs, with the backend the flags or the machine chose. */
+  readonly provisioner: Provisioner;
   /** The agent's own cgroup.procs (for warming the kernel's cgroup lock before a launch). */
   private readonly ownProcs: string | undefined;
   private readonly launcher: LauncherClient;
@@ -80,24 +46,27 @@ export class Containers {
   /** WAIT_CONTAINER calls blocked on a container: told when the agent shuts down. */
   private readonly waiters = new Map<(err: Error) => void, Container>();
   private shuttingDown = false;
+  private deps: LaunchDeps | undefined;
 
   constructor(
     private readonly flags: LoadedFlags,
-    private readonly images: ImageService,
+    images: ImageService,
+    /** The disk worker: deletes and measures trees, copies layers, warms cgroup locks. */
     private readonly gc: WorkerClient,
     /** CNI networks (network/cni); without --network_cni_config_dir, host network only. */
     readonly networks: CniNetworks,
   ) {
     const f = flags.values;
-    this.provisionerDir = join(f.work_dir, "provisioner");
-    this.backend = chooseBackend(f.image_provisioner_backend, this.provisionerDir);
+    const copy = async (layers: string[], dest: string, records: LayerWhiteouts[]) => {
+      await this.gc.call("copyLayers", { layers, dest, records });
+    };
+    this.provisioner = new Provisioner(images, join(f.work_dir, "provisioner"), f.image_provisioner_backend, copy);
     this.cgroups = detectCgroups();
     this.ownProcs = ownProcsFile(this.cgroups);
     const socket = join(f.runtime_dir, "launcher.sock");
     // The launcher tells us at once when a workload ends; the status file watch is the fallback.
     this.launcher = new LauncherClient(socket, selfCommand("__launcher", socket), (key, status) => this.settle.get(key)?.(status));
     this.confinement = new Confinement(f);
-    this.appc = images.appc;
   }
 
   get(id: ContainerID): Container | undefined {
@@ -141,7 +110,7 @@ export class Containers {
     const paths = containerPaths({ workDir: f.work_dir, runtimeDir: f.runtime_dir }, id);
     const cgroupDirs = ownsCgroups(call) ? ContainerCgroup.dirsFor(this.cgroups, f.cgroups_root, key) : [];
     let resolveExited!: () => void;
-    const container: Container = {
+    const container: Provisioning = {
       id,
       key,
       state: "PROVISIONING",
@@ -158,9 +127,19 @@ export class Containers {
       ...(image?.docker ? { image: image.docker.name } : image?.appc ? { image: `appc:${image.appc.name}` } : {}),
     };
     this.table.set(key, container);
-    let stage = "provisioning";
+    let stage: Stage = "provisioning";
+    const launch = new Launch(this.launchDeps(), call, container, (s) => (stage = s));
     try {
-      await this.start(call, container, resolveExited, (s) => (stage = s));
+      const running = await launch.run();
+      const image = running.image ? `, image ${running.image}` : "";
+      log.info(`container ${key} running (pid ${running.pid}${image}, ${this.provisioner.backend})`);
+      // Not our child either way: the status file the launcher (or stage 1) writes says when it ends.
+      this.watchExit(running, launch.statusFile, resolveExited);
+      // Once LAUNCH is answered; an OOM kill before the watch is in place is found by the check.
+      this.afterReply(running, () => {
+        this.oom.watch(running);
+        this.oom.check(running);
+      });
       return true;
     } catch (err) {
       if (container.abort?.signal.aborted) {
@@ -172,12 +151,12 @@ export class Containers {
       try {
         await this.cleanup(container);
       } catch (cleanupErr) {
-        log.error(`container ${key}: cleaning up after the failed launch: ${(cleanupErr as Error).message}`);
+        log.error(`container ${key}: cleaning up after the failed launch: ${messageOf(cleanupErr)}`);
       }
       this.table.delete(key);
       // A WAIT sent while it was provisioning hears how it ended.
       container.termination = { state: "TASK_FAILED", reason: "REASON_CONTAINER_LAUNCH_FAILED", message };
-      container.state = "EXITED";
+      toExited(container, undefined);
       resolveExited();
       // Ours say their kind; anything else is a failure of ucr or the machine (a full disk).
       if (err instanceof UcrError) throw err;
@@ -187,30 +166,20 @@ export class Containers {
     }
   }
 
-  /** Awaits a step that only fills a cache (a pull): KILL_CONTAINER does not wait for it. */
-  private until<T>(c: Container, step: Promise<T>, stage: string): Promise<T> {
-    const signal = c.abort?.signal;
-    if (!signal) return step;
-    if (signal.aborted) return Promise.reject(new Destroyed(stage));
-    return new Promise<T>((resolve, reject) => {
-      const onAbort = () => reject(new Destroyed(stage));
-      signal.addEventListener("abort", onAbort, { once: true });
-      step.then(
-        (v) => {
-          signal.removeEventListener("abort", onAbort);
-          resolve(v);
-        },
-        (e: unknown) => {
-          signal.removeEventListener("abort", onAbort);
-          reject(e);
-        },
-      );
+  /** What a launch's steps use of the agent. */
+  private launchDeps(): LaunchDeps {
+    return (this.deps ??= {
+      flags: this.flags.values,
+      provisioner: this.provisioner,
+      networks: this.networks,
+      confinement: this.confinement,
+      cgroups: this.cgroups,
+      launcher: this.launcher,
+      keeper: (c) => this.keeper(c),
+      warmCgroups: () => {
+        if (this.ownProcs) void this.gc.call("warmCgroups", { procs: this.ownProcs, pid: process.pid }).catch(() => {});
+      },
     });
-  }
-
-  /** Throws if KILL_CONTAINER stopped the launch: called after each step that makes something. */
-  private check(c: Container, stage: string): void {
-    if (c.abort?.signal.aborted) throw new Destroyed(stage);
   }
 
   /** Keeps a pull's leases with the container, or drops them if it is gone by the time the pull ends. */
@@ -222,205 +191,6 @@ export class Containers {
   }
 
   /**
-   * The launch's steps, in order. The checkpoint is written before the first thing is made
-   * and again whenever the record learns something a restarted agent needs to take the
-   * container apart or keep its layers; `onStage` names the step for a KILL that stops it.
-   */
-  private async start(call: LaunchContainer, c: Container, exited: () => void, onStage: (stage: string) => void): Promise<void> {
-    const f = this.flags.values;
-    const image = call.container?.mesos?.image;
-    const confine = this.confinement.forLaunch(call.container?.linux_info, c.key);
-    mkdirSync(c.runtime, { recursive: true, mode: 0o700 });
-    writeCheckpoint(c, "PROVISIONING");
-    // A nested container's sandbox sits in its parent's, which the parent's workload writes:
-    // made there through no link, and not over a directory the workload made.
-    const top = topLevel(c);
-    try {
-      if (c.parent) makeDirBelow(top.sandbox, relative(top.sandbox, c.sandbox), 0o750);
-      else mkdirSync(c.sandbox, { recursive: true, mode: 0o750 });
-    } catch (err) {
-      throw internal(`cannot create the sandbox ${c.sandbox}: ${(err as Error).message}`);
-    }
-    // CNI networks first: their ADD (tens of ms of plugins) runs while the image is provisioned.
-    // A nested container shares its top-level container's UTS namespace, so its hostname.
-    const hostname = c.parent ? (hostnameOf(call, true), hostnameOfRunning(top)) : hostnameOf(call, false);
-    const netPlan = await this.networks.plan(c.key, c.parent !== undefined, call.container?.network_infos ?? [], hostname);
-    const attaching = netPlan ? this.networks.attach(netPlan) : undefined;
-    attaching?.catch(() => {}); // awaited below; if the launch fails first, cleanup's DEL waits for it
-
-    let rootfs: LaunchSpec["rootfs"];
-    let config;
-    if (image?.appc) {
-      // Appc: the rootfs only (Mesos uses no runtime config from an ACI).
-      let appcImage;
-      try {
-        appcImage = await this.until(c, this.appc.get(image.appc.name, image.appc.labels?.labels ?? [], image.appc.id), "provisioning");
-      } catch (err) {
-        if (err instanceof Destroyed) throw err;
-        throw invalid(messageOf(err), err);
-      }
-      rootfs = await this.provisionRootfs(c, appcImage.layers, appcImage.layers.map(() => ({ whiteouts: [], opaques: [] })));
-    } else if (image?.docker) {
-      const record = await this.until(
-        c,
-        this.images.puller.pull(image.docker.name, { force: image.cached === false, keep: this.keeper(c) }),
-        "provisioning",
-      );
-      c.imageRef = record.reference;
-      c.layers = [...record.layers];
-      writeCheckpoint(c, "PROVISIONING");
-      config = this.images.store.config(record.configDigest);
-      const layers = record.layers.map((l) => this.images.store.layerRootfs(l));
-      const records = record.layers.map((l) => {
-        const r = this.images.store.layer(l)!;
-        return { whiteouts: r.whiteouts, opaques: r.opaques };
-      });
-      rootfs = await this.provisionRootfs(c, layers, records);
-    }
-    this.check(c, "provisioning");
-
-    // Without an image a nested container sees its parent's filesystem, where its sandbox is
-    // <parent's sandbox as the parent sees it>/containers/<id>.
-    const sandboxInContainer = rootfs ? f.sandbox_directory : c.parent ? join(c.parent.sandboxInContainer ?? c.parent.sandbox, "containers", c.id.value) : c.sandbox;
-    c.sandboxInContainer = sandboxInContainer;
-    if (c.parent && !rootfs && (call.container?.volumes ?? []).length > 0) {
-      throw invalid("a nested container without its own image runs in its parent's filesystem and cannot have volumes; give it an image");
-    }
-    const volumes = await volumeMounts(call, {
-      sandbox: c.sandbox,
-      sandboxInContainer,
-      topSandbox: top.sandbox,
-      dockerEnabled: (f.image_providers ?? []).includes("docker"),
-      pullImage: async (name, force) => {
-        const record = await this.until(c, this.images.puller.pull(name, { force, keep: this.keeper(c) }), "provisioning");
-        c.volumeImages = [...(c.volumeImages ?? []), record.reference];
-        c.layers = [...new Set([...(c.layers ?? []), ...record.layers])];
-        writeCheckpoint(c, "PROVISIONING");
-        return record.layers.map((l) => this.images.store.layerRootfs(l));
-      },
-    });
-    this.check(c, "provisioning");
-    onStage("preparing");
-    const command = resolveCommand(call.command, config, { sandbox: sandboxInContainer, useImage: !f.docker_ignore_runtime });
-    const user =
-      (f.switch_user && call.command?.user ? call.command.user : undefined) ?? c.parent?.user ?? ((config?.config?.User ?? undefined) || undefined);
-    c.user = user;
-
-    c.limits = limitsOf(call);
-    if (c.parent && call.container?.linux_info?.share_cgroups !== false) {
-      c.cgroup = c.parent.cgroup; // shared: the parent's limits cover it (and it is not removed with it)
-    } else if (this.cgroups.kind !== "none") {
-      try {
-        c.cgroup = ContainerCgroup.create(this.cgroups, f.cgroups_root, c.key, { ...c.limits, cfs: f.cgroups_enable_cfs });
-      } catch (err) {
-        throw internal(`cannot set up the cgroups of ${c.key}: ${(err as Error).message}`);
-      }
-    } else if (c.limits.cpus !== undefined || c.limits.memBytes !== undefined) {
-      log.warn(`container ${c.key}: resources are not enforced: ${this.cgroups.why}`);
-    }
-    // OOM kills already counted in its cgroup (a shared parent's, or a directory left by an
-    // earlier container of this name) are not its own.
-    c.oomBaseline = c.cgroup?.oomKills() ?? 0;
-
-    onStage("fetching");
-    try {
-      await fetchUris(call.command?.uris, c.sandbox, c.abort?.signal);
-    } catch (err) {
-      this.check(c, "fetching");
-      throw err;
-    }
-    this.check(c, "fetching");
-
-    // A nested container joins its root's network namespace and sees its root's /etc files.
-    const joined = attaching ? await attaching : c.parent ? this.networks.joinedBy(c.key.split(".")[0]!) : undefined;
-    if (joined) command.env.LIBPROCESS_IP = "0.0.0.0"; // Mesos: bind to the container's address
-    const hostnameFile = join(c.runtime, "hostname");
-    writeFileSync(hostnameFile, `${hostname}\n`);
-    const hostsFile = join(c.runtime, "hosts");
-    writeFileSync(hostsFile, etcHosts(hostname));
-    const cgroupJoin = c.cgroup?.join();
-    const cgroupMounts = rootfs ? c.cgroup?.mounts() : undefined;
-    const spec: LaunchSpec = {
-      id: c.key,
-      hostname,
-      ...(rootfs ? { rootfs } : {}),
-      sandbox: { host: c.sandbox, container: sandboxInContainer, ...(c.parent ? { within: top.sandbox } : {}) },
-      ...(volumes.length > 0 ? { volumes } : {}),
-      ...(c.parent?.pid !== undefined ? { parentPid: c.parent.pid } : {}),
-      ...(joined ? { netns: joined.netns } : {}),
-      executable: command.executable,
-      argv: command.argv,
-      env: command.env,
-      workingDir: command.workingDir,
-      ...(user ? { user } : {}),
-      etc: joined?.etc ?? {
-        hosts: hostsFile,
-        ...(existsSync("/etc/resolv.conf") ? { resolv: "/etc/resolv.conf" } : {}),
-        hostname: hostnameFile,
-      },
-      ...(cgroupJoin ? { cgroupJoin } : {}),
-      confine,
-      ...(cgroupMounts ? { cgroupMounts } : {}),
-      stdout: join(c.sandbox, "stdout"),
-      stderr: join(c.sandbox, "stderr"),
-      statusFile: join(c.runtime, "status"),
-      pidFile: join(c.runtime, "pid"),
-    };
-    const specPath = join(c.runtime, "launch.json");
-    writeStateFile(specPath, JSON.stringify(spec));
-
-    // A whole-process move takes the kernel's threadgroup lock, whose first use in a while
-    // waits for an RCU grace period (~13 ms): take that wait in the gc worker now, while
-    // stage 2 sets up, so its own move finds it paid. (A thread move, v1, takes no such lock.)
-    if (cgroupJoin?.move === "process" && this.ownProcs) void this.gc.call("warmCgroups", { procs: this.ownProcs, pid: process.pid }).catch(() => {});
-
-    // From here a workload may exist: a restarted agent looks for the launcher's pid file.
-    onStage("launching");
-    c.launching = true;
-    writeCheckpoint(c, "LAUNCHING");
-    // Normally the long-lived launcher starts stage 2 (one start of the binary per launch);
-    // if it cannot be had, a stage 1 process of this container's own does the same job.
-    let started: { pid: number } | { error: string } | undefined;
-    try {
-      started = await this.launcher.launch(specPath);
-    } catch (err) {
-      log.warn(`container launcher unavailable (${(err as Error).message}); using a stage 1 process for ${c.key}`);
-    }
-    if (started === undefined) {
-      const stage1 = await this.startStage1(spec, specPath);
-      if ("error" in stage1) throw invalid(stage1.error);
-      c.pid = stage1.pid;
-    } else if ("error" in started) {
-      throw invalid(started.error);
-    } else {
-      c.pid = started.pid;
-    }
-    const unconfined = this.confinement.verify(c.pid, confine);
-    if (unconfined) {
-      try {
-        process.kill(c.pid, "SIGKILL");
-      } catch {
-        // already gone
-      }
-      throw internal(`container ${c.key} is not confined as decided (${unconfined}): killed; an init stage from an older ucr?`);
-    }
-    c.pidStart = startTime(c.pid);
-    // Killed while the launcher started it: it ran for a moment; it goes now (destroyKilled).
-    this.check(c, "launching");
-    c.state = "RUNNING";
-    delete c.launching;
-    writeCheckpoint(c, "RUNNING");
-    log.info(`container ${c.key} running (pid ${c.pid}${c.image ? `, image ${c.image}` : ""}, ${this.backend})`);
-    // Not our child either way: the status file the launcher (or stage 1) writes says when it ends.
-    this.watchExit(c, spec.statusFile, exited);
-    // Once LAUNCH is answered; an OOM kill before the watch is in place is found by the check.
-    this.afterReply(c, () => {
-      this.oom.watch(c);
-      this.oom.check(c);
-    });
-  }
-
-  /**
    * Runs `then`, or else writes `c`'s checkpoint in its current state, once the call being
    * answered has been: on the launch and exit paths these are not worth a reply's wait.
    */
@@ -428,7 +198,7 @@ export class Containers {
     setImmediate(() => {
       if (this.table.get(c.key) !== c || !existsSync(c.runtime)) return;
       if (then) return then();
-      const state = c.state === "EXITED" ? "EXITED" : c.state === "RUNNING" ? "RUNNING" : c.launching ? "LAUNCHING" : "PROVISIONING";
+      const state = c.state === "PROVISIONING" ? (c.launching ? "LAUNCHING" : "PROVISIONING") : c.state;
       try {
         writeCheckpoint(c, state);
       } catch (err) {
@@ -437,53 +207,14 @@ export class Containers {
     });
   }
 
-  /** The rootfs from `layers` (base first), in the container's provisioner dir, for this backend. */
-  private async provisionRootfs(
-    c: Container,
-    layers: string[],
-    records: Array<{ whiteouts: string[]; opaques: string[] }>,
-  ): Promise<LaunchSpec["rootfs"]> {
-    this.check(c, "provisioning");
-    const dir = join(c.provisionerDir!, "backends", this.backend);
-    const provisioned = await provision(this.backend, layers, dir, async (ls, dest) => {
-      await this.gc.call("copyLayers", { layers: ls, dest, records });
-    });
-    return provisioned.rootfs;
-  }
-
-  /** The fallback: `ucr __init SPEC` as this container's own stage 1. */
-  private async startStage1(spec: LaunchSpec, specPath: string): Promise<{ pid: number } | { error: string }> {
-    const stdout = openSync(spec.stdout!, "a", 0o640);
-    const stderr = openSync(spec.stderr!, "a", 0o640);
-    let proc;
-    try {
-      proc = Bun.spawn(selfCommand("__init", specPath), {
-        stdio: ["ignore", stdout, stderr, "pipe"],
-        env: {},
-        detached: true, // its own session: the agent's signals and death do not reach it
-      });
-    } finally {
-      closeSync(stdout);
-      closeSync(stderr);
-    }
-    const report = await readAll((proc as unknown as { stdio: number[] }).stdio[3]!);
-    if (report.trim() !== "") {
-      await proc.exited;
-      return { error: report.trim() };
-    }
-    proc.unref();
-    return { pid: Number(readFileSync(spec.pidFile, "utf8").trim()) };
-  }
-
   /** Settles the container with `status`, or else the one the launcher wrote. */
   private exited(c: Container, done: () => void, status?: number): void {
     if (c.state === "EXITED") return;
-    c.exitStatus = status ?? launcherStatus(c.runtime) ?? 9; // Mesos: no status written means it was killed
     if (!c.limitation && oomKillsSinceLaunch(c) > 0) setMemoryLimitation(c);
-    c.state = "EXITED";
-    delete c.launching;
+    // Mesos: no status written means it was killed.
+    const exited = toExited(c, status ?? launcherStatus(c.runtime) ?? 9);
     this.oom.stop(c);
-    log.info(`container ${c.key} exited with status ${c.exitStatus}${c.limitation ? ` (${c.limitation.reason})` : ""}`);
+    log.info(`container ${c.key} exited with status ${exited.exitStatus}${c.limitation ? ` (${c.limitation.reason})` : ""}`);
     // CNI DEL now, while the namespace is still held; REMOVE waits for it (and retries a failure).
     void this.networks.detach(c.key).catch((err: Error) => log.error(`${err.message} (retried at REMOVE)`));
     done();
@@ -532,9 +263,8 @@ export class Containers {
     }
     clearRuntime(c.runtime);
     for (const release of c.leases.splice(0)) release();
-    if (ran) c.exitStatus ??= 9;
-    c.state = "EXITED";
-    delete c.launching;
+    const exited = toExited(c, undefined);
+    if (ran) exited.exitStatus ??= 9;
     try {
       writeCheckpoint(c, "EXITED");
     } catch {
@@ -650,7 +380,7 @@ export class Containers {
     }
   }
 
-  async wait(id: ContainerID): Promise<Container> {
+  async wait(id: ContainerID): Promise<Exited> {
     const c = this.get(id);
     if (!c) throw notFound(`Container '${idKey(id)}' cannot be found`);
     if (c.state === "EXITED") return c;
@@ -663,7 +393,8 @@ export class Containers {
     } finally {
       this.waiters.delete(interrupt);
     }
-    return c;
+    // `exited` resolves only once the record is EXITED (exited(), destroy(), a failed launch).
+    return c as Container as Exited;
   }
 
   /**
@@ -680,7 +411,6 @@ export class Containers {
       }
       return;
     }
-    if (c.pid === undefined) return;
     try {
       // The workload is PID 1 of its namespace: SIGKILL to it ends every process in there.
       process.kill(c.pid, signal);
@@ -731,17 +461,4 @@ export class Containers {
 function shutdownError(c: Container): UcrError {
   return unavailable(`Agent is shutting down: container '${c.key}' keeps running and the next agent recovers it; send WAIT_CONTAINER to it`,
   );
-}
-
-/** Everything written to a pipe until every writer closed it. */
-async function readAll(fd: number): Promise<string> {
-  try {
-    return await Bun.file(fd).text();
-  } finally {
-    try {
-      closeSync(fd);
-    } catch {
-      // already closed
-    }
-  }
 }

@@ -3,7 +3,7 @@
 // the client accepts), a bare status, or a text error.
 import { VERSION, versionInfo } from "../version.ts";
 import { type CallType, type Payload } from "../mesos/calls.ts";
-import { idKey, type Container } from "../agent/container.ts";
+import { idKey, type Container, type Exited } from "../agent/container.ts";
 import { invalid, notFound } from "../errors.ts";
 import { ImageCollector } from "../gc/collector.ts";
 import { emptyResponse, textResponse } from "./http.ts";
@@ -144,7 +144,7 @@ function waitAnswer(agent: AgentServices, id: ContainerID, type: string, field: 
   return answerLater({ type }, field, agent.containers.wait(id).then(waitBody));
 }
 
-function waitBody(c: Container): Message {
+function waitBody(c: Exited): Message {
   const body: Message = {};
   if (c.exitStatus !== undefined) body.exit_status = c.exitStatus;
   if (c.limitation) {

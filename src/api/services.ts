@@ -1,6 +1,6 @@
 // What the API edge needs from the agent, and nothing more: handlers are written against these
 // interfaces, and the composition (src/compose.ts) hands the agent's parts in.
-import type { Container } from "../agent/container.ts";
+import type { Container, Exited } from "../agent/container.ts";
 import type { LoadedFlags } from "../config/flags.ts";
 import type { GcResult } from "../gc/collector.ts";
 import type { Puller } from "../images/puller.ts";
@@ -15,7 +15,8 @@ export interface ContainerCalls {
   launch(call: LaunchContainer): Promise<boolean>;
   get(id: ContainerID): Container | undefined;
   list(): Container[];
-  wait(id: ContainerID): Promise<Container>;
+  /** Resolves once it exited. */
+  wait(id: ContainerID): Promise<Exited>;
   kill(id: ContainerID, signal: number): void;
   remove(id: ContainerID): Promise<void>;
   diskUsed(c: Container): Promise<number | undefined>;
