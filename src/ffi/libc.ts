@@ -1,5 +1,5 @@
-// The only place ucr talks to libc directly (bun:ffi): the namespace and mount calls the
-// container init stage needs. Each wrapper throws SysError naming the call, its subject and
+// With spawn.ts beside it, the only place ucr talks to libc directly (bun:ffi): the
+// namespace and mount calls the container init stage needs. Each wrapper throws SysError naming the call, its subject and
 // the errno, so a failure reads "mount(/a -> /b) failed: ENOENT (No such file or directory)".
 import { dlopen, ptr, read } from "bun:ffi";
 import { SysError } from "./errno.ts";

@@ -9,8 +9,27 @@
 // checkpoint records the boot ID, so a restarted agent knows those containers died with the
 // host, and a file the crash left empty is an unreadable checkpoint, reported and cleaned up.
 // On ext4, fsync of file and directory cost ~0.5 ms per file here, four files per launch.
-import { writeFileAtomic } from "../images/store.ts";
+import { closeSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
 
+/** Writes `data` to `path` atomically; on failure (ENOSPC, EROFS, ...) no temporary file is left behind. */
 export function writeStateFile(path: string, data: string): void {
-  writeFileAtomic(path, data, { sync: false });
+  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  let fd: number | undefined;
+  try {
+    fd = openSync(tmp, "w", 0o644);
+    const buf = Buffer.from(data);
+    let off = 0;
+    while (off < buf.byteLength) off += writeSync(fd, buf, off);
+    closeSync(fd);
+    fd = undefined;
+    renameSync(tmp, path);
+  } catch (err) {
+    try {
+      if (fd !== undefined) closeSync(fd);
+      rmSync(tmp, { force: true });
+    } catch {
+      // the original error is the one worth reporting
+    }
+    throw err;
+  }
 }
