@@ -10,8 +10,11 @@ import { BackendError } from "../images/backends.ts";
 import { extractWorkerCount, startImageService, type ImageService } from "../images/service.ts";
 import { Containers } from "./containers.ts";
 import { ImageCollector, diskUsage } from "../gc/collector.ts";
-import { startWorker, type WorkerName } from "../workers/pool.ts";
+import { lazyWorker, startTogether } from "../workers/pool.ts";
 import type { WorkerClient } from "../workers/rpc.ts";
+
+/** An agent's worker thread stops after this long without work (and starts again when needed). */
+const WORKER_IDLE_STOP_MS = 10_000;
 
 export class StartupError extends Error {
   constructor(message: string) {
@@ -70,7 +73,7 @@ export class Agent {
     }
     if (f.docker_registry.kind === "directory") log.info(`docker images come from archives in ${f.docker_registry.path}`);
 
-    await this.startWorkers();
+    this.startWorkers();
     try {
       this.imageService = startImageService(f, {
         pull: this.workers.get("pull")!,
@@ -141,25 +144,20 @@ export class Agent {
     this.gcTimer.unref();
   }
 
-  /** Start every worker and wait for it to answer: a build that cannot run its workers fails now. */
-  private async startWorkers(): Promise<void> {
-    const plan: Array<[string, WorkerName]> = [
-      ["pull", "pull"],
-      ...Array.from({ length: extractWorkerCount() }, (_, i): [string, WorkerName] => [`extract${i === 0 ? "" : `-${i + 1}`}`, "extract"]),
-      ["gc", "gc"],
-    ];
-    for (const [name, kind] of plan) {
-      const started = performance.now();
-      const client = startWorker(kind);
-      const timeout = new Promise<never>((_, reject) =>
-        setTimeout(() => reject(new StartupError(`worker ${name} did not answer within 10s`)), 10_000).unref(),
-      );
-      const pong = await Promise.race([client.call<{ threadId: number }>("ping"), timeout]).catch((err: Error) => {
-        throw new StartupError(`worker ${name} failed to start: ${err.message}`);
-      });
+  /**
+   * The worker threads, started when first needed and stopped after WORKER_IDLE_STOP_MS
+   * without work: an agent with nothing to do holds none (each is a few MiB). The pull and
+   * extract workers start together at a pull's first call; the gc worker on its own.
+   */
+  private startWorkers(): void {
+    const started = (label: string) => log.info(`worker ${label} started`);
+    const pull = lazyWorker("pull", "pull", WORKER_IDLE_STOP_MS, started);
+    const extract = Array.from({ length: extractWorkerCount() }, (_, i) => lazyWorker("extract", `extract${i === 0 ? "" : `-${i + 1}`}`, WORKER_IDLE_STOP_MS, started));
+    startTogether([pull, ...extract]);
+    const gc = lazyWorker("gc", "gc", WORKER_IDLE_STOP_MS, started);
+    for (const client of [pull, ...extract, gc]) {
       client.unref();
-      this.workers.set(name, client);
-      log.info(`worker ${name} ready (thread ${pong.threadId}, ${(performance.now() - started).toFixed(1)}ms)`);
+      this.workers.set(client.name, client);
     }
   }
 

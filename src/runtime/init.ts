@@ -25,7 +25,7 @@ import {
   unshare,
 } from "../ffi/libc.ts";
 import { enterParentRoot, enterRootfs, mountHostProc, mountVolumes } from "./mounts.ts";
-import { selfCommand, type LaunchSpec } from "./spec.ts";
+import { WARM_READY, selfCommand, type LaunchSpec } from "./spec.ts";
 import { dropPrivileges, resolveUser } from "./user.ts";
 
 const REPORT_FD = 3;
@@ -134,6 +134,8 @@ function stage2(specPath: string | undefined): number {
   let cgroupFds: number[] = [];
   try {
     if (specPath === undefined) {
+      // Loaded and waiting: the launcher counts this stage as ready from this byte on.
+      writeSync(REPORT_FD, WARM_READY);
       const path = readSpecPath();
       if (path === null) return 0;
       spec = readSpec(path);

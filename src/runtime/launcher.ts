@@ -19,7 +19,7 @@ import { onChildExit, pipe, spawnProcess } from "../ffi/spawn.ts";
 import { setCloexec, setParentDeathSignal } from "../ffi/libc.ts";
 import { Records } from "./records.ts";
 import { reaperMain, type ReaperMessage } from "./reaper.ts";
-import { selfCommand, type LaunchSpec } from "./spec.ts";
+import { WARM_READY, selfCommand, type LaunchSpec } from "./spec.ts";
 
 /** The launcher exits this long after its last container and agent connection are gone. */
 const IDLE_EXIT_MS = 2_000;
@@ -28,6 +28,9 @@ const CLIENT_IDLE_MS = 10_000;
 /** When the next warm stage 2 starts: after the workload's exit is reported, or its exec. */
 const WARM_AFTER_EXIT_MS = 2;
 const WARM_AFTER_EXEC_MS = 25;
+/** At most this many warm stages (each ~3 MiB of its own), and back to one after this long without pressure. */
+const MAX_WARM = 8;
+const WARM_DECAY_MS = 5_000;
 /** fd 3 of the launcher: where it tells the reaper about its children. */
 const REAPER_FD = 3;
 
@@ -90,8 +93,10 @@ interface Stage {
   pid: number;
   /** A warm stage's stdin, where its spec path goes. */
   stdin?: number;
-  /** Read end of its fd 3: setup errors, then EOF at exec. */
-  report: number;
+  /** What it writes on its fd 3 until EOF (exec closes it): setup errors, if any. */
+  report: Promise<string>;
+  /** A warm stage: loaded and waiting for its spec. */
+  ready?: boolean;
   /** Its raw wait status once it ended. */
   status?: number;
   onExit?: (status: number) => void;
@@ -152,25 +157,31 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
     process.exit(0);
   };
 
-  // ---- init stages started ahead (warm): a launch then skips the start of the binary
+  // ---- init stages started ahead (warm): a launch then skips the start of the binary.
+  // How many follows demand: one while launches come one at a time; more while they come
+  // faster than a stage starts (a launch found none ready, or others were in flight at
+  // once), back to one after WARM_DECAY_MS without that. Extra stages start at once under
+  // pressure; the one of a lone launch only after its hot path (see launch()).
   const warm: Stage[] = [];
-  const warmTarget = 1;
+  let warmTarget = 1;
+  let inFlight = 0;
   let warmTimer: ReturnType<typeof setTimeout> | undefined;
+  let decayTimer: ReturnType<typeof setTimeout> | undefined;
   const startWarm = () => {
     let stdinR: number | undefined, stdinW: number | undefined, reportR: number | undefined, reportW: number | undefined;
     try {
       [stdinR, stdinW] = pipe();
       [reportR, reportW] = pipe();
       const pid = spawnProcess({ argv: selfCommand("__init", "--warm"), env: {}, fds: [stdinR, devnull, 2, reportW], pidns: "new" });
-      const stage: Stage = { pid, stdin: stdinW, report: reportR };
+      const stage: Stage = { pid, stdin: stdinW, report: readReport(reportR, () => (stage.ready = true)), ready: false };
       onChildExit(pid, (status) => {
         stage.status = status;
         if (stage.onExit) return stage.onExit(status);
-        // Died while waiting (or at the launcher's exit): drop it.
+        // Died while waiting (or told to go): drop it.
         const i = warm.indexOf(stage);
         if (i >= 0) warm.splice(i, 1);
         closeQuietly(stage.stdin);
-        closeQuietly(stage.report);
+        stage.stdin = undefined;
       });
       warm.push(stage);
       stdinW = reportR = undefined;
@@ -184,6 +195,7 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
     }
   };
   const prepare = () => {
+    clearTimeout(warmTimer);
     warmTimer = undefined;
     while (warm.length < warmTarget) {
       const before = warm.length;
@@ -192,26 +204,40 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
     }
   };
   const prepareIn = (ms: number) => {
-    if (warmTimer) clearTimeout(warmTimer);
+    clearTimeout(warmTimer);
     warmTimer = setTimeout(prepare, ms);
   };
-
-  /** A live warm stage, told `specPath`; undefined: start one cold. */
-  const takeWarm = (specPath: string): Stage | undefined => {
-    for (let stage = warm.shift(); stage; stage = warm.shift()) {
-      if (stage.status !== undefined) continue;
-      try {
-        writeSync(stage.stdin!, `${specPath}\n`);
-        return stage;
-      } catch {
-        // died under us: try the next, or go cold
-        closeQuietly(stage.report);
-      } finally {
+  const pressure = () => {
+    warmTarget = Math.min(MAX_WARM, Math.max(warmTarget + 1, inFlight + 1));
+    clearTimeout(decayTimer);
+    decayTimer = setTimeout(() => {
+      warmTarget = 1;
+      // The surplus goes (EOF on its stdin ends a waiting stage 2); the oldest stay.
+      for (const stage of warm.splice(warmTarget)) {
         closeQuietly(stage.stdin);
         stage.stdin = undefined;
       }
+    }, WARM_DECAY_MS);
+  };
+
+  /** A live warm stage (a ready one first), told `specPath`; undefined: start one cold. */
+  const takeWarm = (specPath: string): Stage | undefined => {
+    const anyReady = warm.some((w) => w.ready && w.status === undefined);
+    if (!anyReady || inFlight > 1) pressure();
+    for (;;) {
+      const i = anyReady ? warm.findIndex((w) => w.ready && w.status === undefined) : warm.findIndex((w) => w.status === undefined);
+      if (i < 0) return undefined;
+      const [stage] = warm.splice(i, 1);
+      try {
+        writeSync(stage!.stdin!, `${specPath}\n`);
+        return stage;
+      } catch {
+        // died under us: try the next, or go cold
+      } finally {
+        closeQuietly(stage!.stdin);
+        stage!.stdin = undefined;
+      }
     }
-    return undefined;
   };
 
   const startCold = (spec: LaunchSpec, specPath: string): Stage => {
@@ -226,7 +252,7 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
         fds: [devnull, out, err, reportW],
         pidns: spec.parentPid ?? "new",
       });
-      const stage: Stage = { pid, report: reportR };
+      const stage: Stage = { pid, report: readReport(reportR) };
       reportR = undefined;
       onChildExit(pid, (status) => {
         stage.status = status;
@@ -261,11 +287,21 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
   async function launch(req: LaunchRequest, reply: (r: LaunchReply) => void): Promise<void> {
     let spec: LaunchSpec;
     let stage: Stage;
+    let counted = false;
     try {
       spec = (await Bun.file(req.spec).json()) as LaunchSpec;
-      const ready = spec.parentPid === undefined ? takeWarm(req.spec) : undefined;
-      stage = ready ?? startCold(spec, req.spec);
+      if (spec.parentPid === undefined) {
+        inFlight++;
+        counted = true;
+        const taken = takeWarm(req.spec);
+        // Under pressure the pool refills now, beside this launch.
+        if (warmTarget > 1) prepare();
+        stage = taken ?? startCold(spec, req.spec);
+      } else {
+        stage = startCold(spec, req.spec);
+      }
     } catch (e) {
+      if (counted) inFlight--;
       return reply({ id: req.id, error: `container init failed: ${(e as Error).message}` });
     }
     const { pid } = stage;
@@ -292,14 +328,8 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
     // Before the reply: the agent may read the pid file as soon as it hears the workload runs.
     records.write(spec.id, spec.pidFile, `${pid}\n`);
     // Stage 2 reports setup errors on fd 3; exec closes it (close-on-exec): EOF means running.
-    let report: string;
-    try {
-      report = (await Bun.file(stage.report).text()).trim();
-    } catch (e) {
-      report = `container init failed: cannot read the init stage's report: ${(e as Error).message}`;
-    } finally {
-      closeQuietly(stage.report);
-    }
+    const report = (await stage.report).trim();
+    if (counted) inFlight--;
     // The next warm stage 2 starts once this launch's hot path is over: just after its
     // workload's exit has been reported, or WARM_AFTER_EXEC_MS after the exec if it runs on.
     // Started at once, the binary's start (~10 ms of CPU, and fresh memory the hypervisor
@@ -368,6 +398,30 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
   prepare();
   await new Promise<never>(() => {});
   return 0;
+}
+
+/**
+ * Everything an init stage writes on its fd 3 until EOF, then the fd closed. A leading
+ * WARM_READY is not part of it: it calls `onReady`.
+ */
+async function readReport(fd: number, onReady?: () => void): Promise<string> {
+  let text = "";
+  let ready = onReady === undefined;
+  try {
+    for await (const chunk of Bun.file(fd).stream()) {
+      text += Buffer.from(chunk).toString();
+      if (!ready && text.startsWith(WARM_READY)) {
+        ready = true;
+        text = text.slice(WARM_READY.length);
+        onReady!();
+      }
+    }
+  } catch (err) {
+    text += `container init failed: cannot read the init stage's report: ${(err as Error).message}`;
+  } finally {
+    closeQuietly(fd);
+  }
+  return text;
 }
 
 function closeQuietly(fd: number | undefined): void {
