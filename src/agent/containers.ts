@@ -369,7 +369,8 @@ export class Containers {
     try {
       c.exitStatus = status ?? Number(readFileSync(join(c.runtime, "status"), "utf8").trim());
     } catch {
-      c.exitStatus = 9; // Mesos: no status written means it was killed
+      // No status file (the launcher could not write it): what the launcher reported, if we heard it.
+      c.exitStatus = this.launcher.exitStatus(c.key) ?? 9; // Mesos: no status written means it was killed
     }
     if (c.cgroup && c.cgroup.oomKills() > 0) {
       const mb = c.limits?.memBytes !== undefined ? c.limits.memBytes / 1048576 : undefined;
@@ -414,6 +415,8 @@ export class Containers {
    */
   async recover(): Promise<{ running: number; exited: number; broken: string[] }> {
     const result = { running: 0, exited: 0, broken: [] as string[] };
+    // A launcher that outlived the last agent knows the statuses it could not write down.
+    await this.launcher.attach();
     await this.recoverUnder(join(this.flags.values.runtime_dir, "containers"), undefined, result);
     return result;
   }

@@ -10,10 +10,11 @@
 // Both exit once no container runs and no agent is connected (agents disconnect when idle).
 //
 // Protocol: newline-delimited JSON over a unix socket. The launcher greets each connection
-// with {hello: pid} (nothing sent before it can be lost to an exiting launcher), then sends
-// the exit reports it could not write to disk yet. Request {id, spec} (a LaunchSpec file
-// path); reply {id, pid} once the workload runs, or {id, error} if setup failed; and to
-// every connection {container, status} when a workload ends.
+// with {hello: pid, running, exits} (how many containers it runs; the exit reports it could
+// not write to disk yet); an agent sends nothing before that, so nothing is lost to a
+// launcher on its way out. Request {id, spec} (a LaunchSpec file path); reply {id, pid} once
+// the workload runs, or {id, error} if setup failed; to every connection {container,
+// status, pid} when a workload ends, and {running: 0} when the last one has.
 import { closeSync, existsSync, openSync, rmSync, statSync, writeSync } from "node:fs";
 import { onChildExit, pipe, spawnProcess } from "../ffi/spawn.ts";
 import { setCloexec, setParentDeathSignal } from "../ffi/libc.ts";
@@ -51,7 +52,8 @@ export interface ExitEvent {
   pid: number;
 }
 
-type Message = { hello: number } | LaunchReply | ExitEvent;
+/** What the launcher sends: its greeting (with how many containers it runs), replies, exit reports, and "running: 0" when its last container has ended. */
+type Message = { hello: number; running?: number; exits?: ExitEvent[] } | LaunchReply | ExitEvent | { running: number };
 
 export async function launcherMain(args: readonly string[]): Promise<number> {
   if (args[0] === "--serve" && args[1] && args.length <= 3) return serve(args[1], args[2] === `--reaper-fd=${REAPER_FD}`);
@@ -143,10 +145,11 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
   const idle = () => {
     if (idleTimer) clearTimeout(idleTimer);
     idleTimer = undefined;
-    if (children === 0 && connections.size === 0) idleTimer = setTimeout(quit, IDLE_EXIT_MS);
+    if (children === 0 && connections.size === 0 && records.size === 0) idleTimer = setTimeout(quit, IDLE_EXIT_MS);
   };
+  // Not while a status is not written yet: an agent that comes later is to hear it from us.
   const quit = () => {
-    if (children !== 0 || connections.size !== 0) return;
+    if (children !== 0 || connections.size !== 0 || records.size !== 0) return;
     // Only our own socket file: a later launcher may have bound the path since.
     try {
       if (boundIno !== undefined && statSync(socketPath).ino === boundIno) rmSync(socketPath, { force: true });
@@ -221,9 +224,12 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
   };
 
   /** A live warm stage (a ready one first), told `specPath`; undefined: start one cold. */
+  let served = 0;
   const takeWarm = (specPath: string): Stage | undefined => {
     const anyReady = warm.some((w) => w.ready && w.status === undefined);
-    if (!anyReady || inFlight > 1) pressure();
+    // (The first launch of a new launcher finds its first stage still starting: no pressure.)
+    if ((!anyReady && served > 0) || inFlight > 1) pressure();
+    served++;
     for (;;) {
       const i = anyReady ? warm.findIndex((w) => w.ready && w.status === undefined) : warm.findIndex((w) => w.status === undefined);
       if (i < 0) return undefined;
@@ -274,6 +280,7 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
     const written = records.write(spec.id, spec.statusFile, `${status}\n`, () => {
       if (unwrittenStatus.get(spec.id) === event) unwrittenStatus.delete(spec.id);
       tellReaper({ done: pid });
+      idle();
     });
     if (!written) {
       unwrittenStatus.set(spec.id, event);
@@ -281,6 +288,11 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
     }
     idle();
     return event;
+  };
+
+  const reportExit = (event: ExitEvent) => {
+    broadcast(event);
+    if (children === 0) broadcast({ running: 0 });
   };
 
   /** One launch; `reply` is called once, and a workload's exit is reported only after it. */
@@ -314,7 +326,7 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
     const ended = new Promise<void>((resolve) => {
       const onExit = (status: number) => {
         const event = exited(spec, pid, status);
-        if (outcome === "running") broadcast(event);
+        if (outcome === "running") reportExit(event);
         else if (outcome === "pending") held = event;
         if (spec.parentPid === undefined) {
           clearTimeout(warmSoon);
@@ -344,7 +356,7 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
     }
     outcome = "running";
     reply({ id: req.id, pid });
-    if (held) broadcast(held);
+    if (held) reportExit(held);
   }
 
   rmSync(socketPath, { force: true });
@@ -355,8 +367,9 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
         s.data = { buffer: "", out: new Outbox(s) };
         connections.set(s, s.data.out);
         if (idleTimer) clearTimeout(idleTimer);
-        s.data.out.send(`${JSON.stringify({ hello: process.pid } satisfies Message)}\n`);
-        for (const event of unwrittenStatus.values()) s.data.out.send(`${JSON.stringify(event satisfies Message)}\n`);
+        // With the exit reports not written to disk yet: they are known to the agent once it is greeted.
+        const hello: Message = { hello: process.pid, running: children, exits: [...unwrittenStatus.values()] };
+        s.data.out.send(`${JSON.stringify(hello)}\n`);
       },
       data(s, chunk) {
         s.data.buffer += chunk.toString();
@@ -433,23 +446,54 @@ function closeQuietly(fd: number | undefined): void {
   }
 }
 
-/** The agent's side: one connection to the launcher, started if none answers. */
+/** How many exit reports an agent's client remembers (for exitStatus), newest kept. */
+const REMEMBERED_EXITS = 10_000;
+
+/**
+ * The agent's side: one connection to the launcher, started if none answers. It connects
+ * at once to a launcher that is already there (one that outlived an agent restart), so
+ * exit reports of recovered containers, and those the launcher could not write down, reach
+ * this agent too; and it closes the connection once the launcher has had no container
+ * running for a while, so an idle launcher can exit.
+ */
 export class LauncherClient {
   private socket: Bun.Socket<undefined> | undefined;
   private connecting: Promise<Bun.Socket<undefined>> | undefined;
+  /** Whether the connection under way starts a launcher if none answers. */
+  private connectingStarts = false;
   private out: Outbox | undefined;
   private nextId = 1;
   private readonly waiting = new Map<number, (reply: LaunchReply) => void>();
-  /** Workloads launched over this connection whose exit has not been reported yet. */
-  private readonly running = new Set<number>();
+  /** Containers the launcher said it runs (from its greeting, launches and its "running" reports). */
+  private launcherRunning = 0;
   private idleTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Exit statuses heard, by container key (bounded). */
+  private readonly exits = new Map<string, number>();
 
   constructor(
     readonly socketPath: string,
     private readonly command: string[],
     /** Told when a workload ends: its container's key and raw wait status. */
     private readonly onExit: (container: string, status: number) => void = () => {},
-  ) {}
+  ) {
+    if (existsSync(socketPath)) void this.attach();
+  }
+
+  /** Connects to a launcher that is already running (never starts one); false if none answers. */
+  async attach(): Promise<boolean> {
+    if (this.socket) return true;
+    try {
+      await this.connect(false);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** The exit status the launcher reported for `container`, if this client heard it. */
+  exitStatus(container: string): number | undefined {
+    return this.exits.get(container);
+  }
 
   /** Resolves once the launcher has greeted us; rejects if the connection ends first. */
   private connectOnce(): Promise<Bun.Socket<undefined>> {
@@ -471,20 +515,13 @@ export class LauncherClient {
               } catch {
                 continue;
               }
-              if ("hello" in message) {
-                greeted = true;
-                resolve(s);
-              } else if ("container" in message) {
-                this.running.delete(message.pid);
-                try {
-                  this.onExit(message.container, message.status);
-                } finally {
-                  this.checkIdle();
-                }
-              } else {
-                if ("pid" in message && this.socket === s) this.running.add(message.pid);
-                this.waiting.get(message.id)?.(message);
-                this.waiting.delete(message.id);
+              try {
+                this.handle(s, message, () => {
+                  greeted = true;
+                  resolve(s);
+                });
+              } catch {
+                // the agent's exit handler failed; the next message still counts
               }
             }
           },
@@ -494,7 +531,6 @@ export class LauncherClient {
             if (this.socket !== s) return;
             this.socket = undefined;
             this.out = undefined;
-            this.running.clear();
             clearTimeout(this.idleTimer);
             for (const [id, done] of this.waiting) done({ id, error: "the launcher went away" });
             this.waiting.clear();
@@ -505,15 +541,50 @@ export class LauncherClient {
     });
   }
 
-  /** Connects to a running launcher, or starts one (detached) and connects to it. */
-  private async connect(): Promise<Bun.Socket<undefined>> {
+  private handle(s: Bun.Socket<undefined>, message: Message, greeted: () => void): void {
+    if ("hello" in message) {
+      this.launcherRunning = message.running ?? 0;
+      for (const e of message.exits ?? []) this.remember(e);
+      greeted();
+      for (const e of message.exits ?? []) this.onExit(e.container, e.status);
+    } else if ("container" in message) {
+      this.remember(message);
+      this.onExit(message.container, message.status);
+    } else if ("running" in message) {
+      this.launcherRunning = message.running;
+      if (this.socket === s) this.checkIdle();
+    } else {
+      if ("pid" in message) this.launcherRunning = Math.max(1, this.launcherRunning);
+      this.waiting.get(message.id)?.(message);
+      this.waiting.delete(message.id);
+    }
+  }
+
+  private remember(e: ExitEvent): void {
+    this.exits.delete(e.container);
+    this.exits.set(e.container, e.status);
+    if (this.exits.size > REMEMBERED_EXITS) this.exits.delete(this.exits.keys().next().value!);
+  }
+
+  /** Connects to a running launcher, or (if `start`) starts one (detached) and connects to it. */
+  private async connect(start = true): Promise<Bun.Socket<undefined>> {
     if (this.socket) return this.socket;
-    this.connecting ??= (async () => {
+    // An attach in progress may find no launcher; a launch then starts one.
+    if (start && this.connecting && !this.connectingStarts) await this.connecting.catch(() => {});
+    if (this.socket) return this.socket;
+    if (this.connecting && (this.connectingStarts || !start)) {
+      await this.connecting;
+      return this.socket!;
+    }
+    this.connectingStarts = start;
+    this.connecting = (async () => {
       try {
         if (existsSync(this.socketPath)) return await this.connectOnce();
-      } catch {
+      } catch (err) {
         // stale socket, or a launcher on its way out: start a new one below
+        if (!start) throw err;
       }
+      if (!start) throw new Error("no launcher is running");
       // Not the agent's stderr: the launcher outlives the agent, and whoever reads the
       // agent's output would otherwise wait for it too.
       const log = openSync(`${this.socketPath}.log`, "a", 0o640);
@@ -532,21 +603,25 @@ export class LauncherClient {
         }
       }
       throw new Error("the container launcher did not start");
-    })().finally(() => (this.connecting = undefined));
-    const socket = await this.connecting;
-    this.socket = socket;
-    this.out = new Outbox(socket as Bun.Socket<unknown>);
-    socket.unref();
-    return socket;
+    })()
+      .then((socket) => {
+        this.socket = socket;
+        this.out = new Outbox(socket as Bun.Socket<unknown>);
+        socket.unref();
+        this.checkIdle();
+        return socket;
+      })
+      .finally(() => (this.connecting = undefined));
+    return this.connecting;
   }
 
-  /** Closes an idle connection: the launcher (and its warm stages) may then exit. */
+  /** Closes the connection once the launcher has run nothing for a while: it may then exit. */
   private checkIdle(): void {
     clearTimeout(this.idleTimer);
-    if (!this.socket || this.running.size > 0 || this.waiting.size > 0) return;
+    if (!this.socket || this.launcherRunning > 0 || this.waiting.size > 0) return;
     const socket = this.socket;
     this.idleTimer = setTimeout(() => {
-      if (this.socket === socket && this.running.size === 0 && this.waiting.size === 0) socket.end();
+      if (this.socket === socket && this.launcherRunning === 0 && this.waiting.size === 0) socket.end();
     }, CLIENT_IDLE_MS);
     this.idleTimer.unref();
   }

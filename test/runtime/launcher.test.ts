@@ -147,6 +147,37 @@ describe.skipIf(!isRoot)("the launcher survives (needs root)", () => {
     }
   });
 
+  test("an exit status the launcher could not write reaches the agent that starts after it", async () => {
+    const wd = join(work, "later");
+    const run = join(wd, "run");
+    let agent = await startAgent({ args: [`--work_dir=${wd}`, `--runtime_dir=${run}`], keepWorkDir: true });
+    const dirOf = join(run, "containers", "late");
+    try {
+      expect((await api(agent, gated("late", "exit 4"))).status).toBe(200);
+      const pid = Number(readFileSync(join(dirOf, "pid"), "utf8"));
+      expect((await runCommand(["mount", "--bind", dirOf, dirOf])).code).toBe(0);
+      mounted.push(dirOf);
+      expect((await runCommand(["mount", "-o", "remount,bind,ro", dirOf])).code).toBe(0);
+      // No agent while it ends, and its status file cannot be written.
+      expect(await agent.stop("SIGKILL")).toBe(137);
+      writeFileSync(join(wd, "containers", "late", "go"), "");
+      await until("the workload's end", () => !alive(pid));
+      await Bun.sleep(300);
+      expect(existsSync(join(dirOf, "status"))).toBe(false);
+
+      agent = await startAgent({ args: [`--work_dir=${wd}`, `--runtime_dir=${run}`], keepWorkDir: true });
+      expect(await waitStatus(agent, "late")).toBe(4 << 8);
+      expect((await runCommand(["umount", dirOf])).code).toBe(0);
+      mounted.splice(mounted.indexOf(dirOf), 1);
+      await until("the status file once writable", () => existsSync(join(dirOf, "status")));
+      expect(readFileSync(join(dirOf, "status"), "utf8")).toBe("1024\n");
+    } finally {
+      if (mounted.includes(dirOf)) await runCommand(["umount", dirOf]);
+      await removeAll(agent, ["late"]).catch(() => {});
+      expect(await agent.stop()).toBe(0);
+    }
+  });
+
   test("SIGKILL of the launcher while containers run: their reaper records each exit status, and launches go on", async () => {
     const wd = join(work, "killed");
     const run = join(wd, "run");
