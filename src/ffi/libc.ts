@@ -1,7 +1,7 @@
 // With spawn.ts beside it, the only place ucr talks to libc directly (bun:ffi): the
 // namespace and mount calls the container init stage needs. Each wrapper throws SysError naming the call, its subject and
 // the errno, so a failure reads "mount(/a -> /b) failed: ENOENT (No such file or directory)".
-import { dlopen, ptr, read } from "bun:ffi";
+import { dlopen, ptr, read, type Pointer } from "bun:ffi";
 import { SysError } from "./errno.ts";
 
 const libc = dlopen("libc.so.6", {
@@ -14,7 +14,8 @@ const libc = dlopen("libc.so.6", {
   sethostname: { args: ["ptr", "u64"], returns: "i32" },
   chroot: { args: ["ptr"], returns: "i32" },
   chdir: { args: ["ptr"], returns: "i32" },
-  syscall: { args: ["i64", "ptr", "ptr"], returns: "i64" },
+  // Four arguments after the number (unused ones 0): pivot_root takes two, rt_sigaction four.
+  syscall: { args: ["i64", "ptr", "ptr", "ptr", "i64"], returns: "i64" },
   getpid: { args: [], returns: "i32" },
   mknod: { args: ["ptr", "u32", "u64"], returns: "i32" },
   execve: { args: ["ptr", "ptr", "ptr"], returns: "i32" },
@@ -55,6 +56,7 @@ export const MNT_DETACH = 2;
 
 /** pivot_root has no glibc wrapper; its syscall number differs by architecture. */
 const SYS_PIVOT_ROOT = process.arch === "arm64" ? 41 : 155;
+const SYS_RT_SIGACTION = process.arch === "arm64" ? 134 : 13;
 
 /**
  * A NUL-terminated copy of `s`. Passed to ffi as the TypedArray itself (not a raw pointer
@@ -104,7 +106,7 @@ export function sethostname(name: string): void {
 }
 
 export function pivotRoot(newRoot: string, putOld: string): void {
-  check(libc.symbols.syscall(SYS_PIVOT_ROOT, cstr(newRoot), cstr(putOld)), "pivot_root", `${newRoot}, ${putOld}`);
+  check(libc.symbols.syscall(SYS_PIVOT_ROOT, cstr(newRoot), cstr(putOld), null, 0), "pivot_root", `${newRoot}, ${putOld}`);
 }
 
 export function chroot(path: string): void {
@@ -203,6 +205,16 @@ export function setCloexec(fd: number): void {
   const flags = libc.symbols.fcntl(fd, F_GETFD, 0);
   check(flags, "fcntl", `fd ${fd}`);
   check(libc.symbols.fcntl(fd, F_SETFD, flags | FD_CLOEXEC), "fcntl", `fd ${fd}`);
+}
+
+/**
+ * Sets `signal` back to its default action (SIG_DFL). A signal this runtime ignores stays
+ * ignored across execve(2); one it handles is reset by execve itself. The raw syscall, as
+ * glibc's sigaction refuses its own signals (32 and 33), which its posix_spawn leaves
+ * ignored in the child. An all-zero kernel sigaction is SIG_DFL, no flags, empty mask.
+ */
+export function defaultSignal(signal: number): void {
+  check(libc.symbols.syscall(SYS_RT_SIGACTION, signal as Pointer, new BigUint64Array(4), null, 8), "rt_sigaction", String(signal));
 }
 
 const PR_SET_PDEATHSIG = 1;

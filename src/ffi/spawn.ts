@@ -274,8 +274,11 @@ export function pipe(): [number, number] {
 
 type ExitHandler = (status: number) => void;
 const handlers = new Map<number, ExitHandler>();
-/** Children that ended before anyone asked (or that are not ours: orphans given to a subreaper). */
-let unclaimed: (pid: number, status: number) => void = () => {};
+/** Where children nobody asked about go (orphans given to a subreaper), if anyone takes them. */
+let unclaimed: ((pid: number, status: number) => void) | undefined;
+/** Otherwise kept here, for an onChildExit that comes late (a few, the newest). */
+const early = new Map<number, number>();
+const EARLY_KEPT = 1000;
 let reaping = false;
 const statusBuf = new Int32Array(1);
 // A signal listener does not keep Bun's event loop alive: this timer does, while a child
@@ -284,6 +287,12 @@ let keepAlive: ReturnType<typeof setInterval> | undefined;
 
 /** Calls `handler` with the raw wait(2) status (exit N: N << 8; signal S: S) when `pid` ends. */
 export function onChildExit(pid: number, handler: ExitHandler): void {
+  const status = early.get(pid);
+  if (status !== undefined) {
+    early.delete(pid);
+    queueMicrotask(() => handler(status));
+    return;
+  }
   handlers.set(pid, handler);
   keepAlive ??= setInterval(() => {}, 1 << 30);
   startReaping();
@@ -323,7 +332,11 @@ export function reap(): void {
     }
     try {
       if (handler) handler(status);
-      else unclaimed(pid, status);
+      else if (unclaimed) unclaimed(pid, status);
+      else {
+        early.set(pid, status);
+        if (early.size > EARLY_KEPT) early.delete(early.keys().next().value!);
+      }
     } catch (err) {
       process.stderr.write(`ucr: handling the exit of pid ${pid} failed: ${(err as Error).stack ?? err}\n`);
     }

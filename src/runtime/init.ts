@@ -9,12 +9,14 @@
 // Setup errors go to fd 3, which the agent reads; exec closes fd 3 (close-on-exec), and
 // that EOF is how the agent knows the workload runs.
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, statSync, writeSync } from "node:fs";
+import { constants } from "node:os";
 import {
   CLONE_NEWIPC,
   CLONE_NEWNS,
   CLONE_NEWUTS,
   MS_REC,
   MS_SLAVE,
+  defaultSignal,
   dup2,
   execve,
   mount,
@@ -213,6 +215,10 @@ function stage2(specPath: string | undefined): number {
     return 125;
   }
   try {
+    // Bun ignores SIGPIPE and SIGXFSZ, and glibc's posix_spawn (the launcher's) leaves its
+    // internal 32 and 33 ignored: the workload starts with all at their defaults, as under
+    // runc or crun (a shell pipeline's writer must die of SIGPIPE, not see EPIPE).
+    for (const sig of [constants.signals.SIGPIPE, constants.signals.SIGXFSZ, 32, 33]) defaultSignal(sig);
     return execve(executable, spec.argv, spec.env);
   } catch (err) {
     closeSync(REPORT_FD);

@@ -15,7 +15,7 @@
 // launcher on its way out. Request {id, spec} (a LaunchSpec file path); reply {id, pid} once
 // the workload runs, or {id, error} if setup failed; to every connection {container,
 // status, pid} when a workload ends, and {running: 0} when the last one has.
-import { closeSync, existsSync, openSync, rmSync, statSync, writeSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, rmSync, statSync, writeSync } from "node:fs";
 import { onChildExit, pipe, spawnProcess } from "../ffi/spawn.ts";
 import { setCloexec, setParentDeathSignal } from "../ffi/libc.ts";
 import { Records } from "./records.ts";
@@ -301,13 +301,15 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
     let stage: Stage;
     let counted = false;
     try {
-      spec = (await Bun.file(req.spec).json()) as LaunchSpec;
+      // A small local file: read at once, not through Bun's thread pool.
+      spec = JSON.parse(readFileSync(req.spec, "utf8")) as LaunchSpec;
       if (spec.parentPid === undefined) {
         inFlight++;
         counted = true;
         const taken = takeWarm(req.spec);
-        // Under pressure the pool refills now, beside this launch.
-        if (warmTarget > 1) prepare();
+        // With no ready stage left, the pool refills now, beside this launch (the next one
+        // may come any moment); otherwise after this launch's hot path, as a lone one's.
+        if (warmTarget > 1 && !warm.some((w) => w.ready && w.status === undefined)) prepare();
         stage = taken ?? startCold(spec, req.spec);
       } else {
         stage = startCold(spec, req.spec);

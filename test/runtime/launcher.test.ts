@@ -353,6 +353,25 @@ describe.skipIf(!isRoot)("warm init stages (needs root)", () => {
   }, 60_000);
 });
 
+describe.skipIf(!isRoot)("what a workload inherits (needs root)", () => {
+  test("no signal ignored or blocked, no descriptor beyond its stdio, PID 1 of its own namespace", async () => {
+    const dir = join(work, "inherit");
+    const { conn, stop } = await ownLauncher(dir);
+    try {
+      const spec = writeSpec(dir, "sig", "grep -E '^Sig(Ign|Blk)' /proc/self/status; ls /proc/self/fd; echo pid $$");
+      expect(await conn.run(spec, "sig")).toBe(0);
+      const out = readFileSync(join(dir, "c", "sig", "stdout"), "utf8").trim().split("\n");
+      expect(out).toContain("SigIgn:\t0000000000000000");
+      expect(out).toContain("SigBlk:\t0000000000000000");
+      // 0-2 and the directory ls reads.
+      expect(out.filter((l) => /^\d+$/.test(l)).map(Number).every((fd) => fd <= 3)).toBe(true);
+      expect(out).toContain("pid 1");
+    } finally {
+      stop();
+    }
+  });
+});
+
 describe.skipIf(!isRoot)("the launcher's descriptors (needs root)", () => {
   test("5,000 launches under a 256-file limit: every one works and the launcher's fd count stays flat", async () => {
     const dir = join(work, "fds");
