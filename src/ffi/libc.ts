@@ -2,6 +2,7 @@
 // namespace and mount calls the container init stage needs. Each wrapper throws SysError naming the call, its subject and
 // the errno, so a failure reads "mount(/a -> /b) failed: ENOENT (No such file or directory)".
 import { dlopen, ptr, read, type Pointer } from "bun:ffi";
+import { readFileSync } from "node:fs";
 import { SysError } from "./errno.ts";
 
 const libc = dlopen("libc.so.6", {
@@ -16,6 +17,7 @@ const libc = dlopen("libc.so.6", {
   chdir: { args: ["ptr"], returns: "i32" },
   // Four arguments after the number (unused ones 0): pivot_root takes two, rt_sigaction four.
   syscall: { args: ["i64", "ptr", "ptr", "ptr", "i64"], returns: "i64" },
+  madvise: { args: ["ptr", "u64", "i32"], returns: "i32" },
   getpid: { args: [], returns: "i32" },
   mknod: { args: ["ptr", "u32", "u64"], returns: "i32" },
   execve: { args: ["ptr", "ptr", "ptr"], returns: "i32" },
@@ -215,6 +217,38 @@ export function setCloexec(fd: number): void {
  */
 export function defaultSignal(signal: number): void {
   check(libc.symbols.syscall(SYS_RT_SIGACTION, signal as Pointer, new BigUint64Array(4), null, 8), "rt_sigaction", String(signal));
+}
+
+const MADV_DONTNEED = 4;
+
+/**
+ * Unmaps the pages of `file`'s read-only mappings in this process that nothing has written
+ * (madvise MADV_DONTNEED): they stay in the page cache, and a later access maps them again
+ * (a minor fault each). For an idle process whose code the kernel keeps mapped long after
+ * the last use. Mappings with any copied-on-write page (relocated data) are left alone:
+ * dropping those would bring back the file's bytes. Returns the bytes unmapped.
+ */
+export function dropCleanFilePages(file: string): number {
+  let dropped = 0;
+  let current: { start: number; end: number; eligible: boolean } | undefined;
+  const finish = () => {
+    if (current?.eligible && libc.symbols.madvise(current.start as Pointer, current.end - current.start, MADV_DONTNEED) === 0) {
+      dropped += current.end - current.start;
+    }
+    current = undefined;
+  };
+  for (const line of readFileSync("/proc/self/smaps", "utf8").split("\n")) {
+    const head = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ \d+\s+(.*)$/.exec(line);
+    if (head) {
+      finish();
+      const [, start, end, perms, path] = head;
+      current = { start: Number.parseInt(start!, 16), end: Number.parseInt(end!, 16), eligible: path === file && !perms!.includes("w") && perms!.endsWith("p") };
+    } else if (current && /^Anonymous:\s+[1-9]/.test(line)) {
+      current.eligible = false;
+    }
+  }
+  finish();
+  return dropped;
 }
 
 const PR_SET_PDEATHSIG = 1;

@@ -13,7 +13,7 @@
 // (libc's functions are handed in as pointers). No JavaScript runs, and no thread can be
 // started by this thread, while it is in the other namespace.
 import { cc, dlopen, ptr, read } from "bun:ffi";
-import { closeSync, writeSync } from "node:fs";
+import { closeSync, readdirSync, writeSync } from "node:fs";
 import { SysError } from "./errno.ts";
 
 const libc = dlopen("libc.so.6", {
@@ -53,6 +53,8 @@ const CLONE_NEWPID = 0x20000000;
 const O_RDONLY = 0;
 const O_CLOEXEC = 0o2000000;
 const F_DUPFD_CLOEXEC = 1030;
+const F_SETFD = 2;
+const FD_CLOEXEC = 1;
 const WNOHANG = 1;
 const EINTR = 4;
 const ECHILD = 10;
@@ -228,7 +230,15 @@ export function spawnProcess(req: SpawnRequest): number {
       // fd i inherited as it is (not close-on-exec): nothing to do.
       if (fd !== i && (rc = libc.symbols.posix_spawn_file_actions_adddup2(fa, fd, i)) !== 0) throw sysError("posix_spawn_file_actions_adddup2", rc, `${fd} -> ${i}`);
     });
-    if (closefrom && (rc = closefrom(fa, n)) !== 0) throw sysError("posix_spawn_file_actions_addclosefrom_np", rc, String(n));
+    if (closefrom) {
+      if ((rc = closefrom(fa, n)) !== 0) throw sysError("posix_spawn_file_actions_addclosefrom_np", rc, String(n));
+    } else {
+      // Older glibc: every other descriptor of ours is made close-on-exec instead.
+      for (const name of readdirSync("/proc/self/fd")) {
+        const fd = Number(name);
+        if (fd >= n && !sources.includes(fd)) libc.symbols.fcntl(fd, F_SETFD, FD_CLOEXEC);
+      }
+    }
     if (req.pidns === undefined) {
       rc = libc.symbols.posix_spawn(pid, path, fa, attr, argv.array, envp.array);
     } else {

@@ -80,6 +80,8 @@ export class WorkerClient {
   private idleTimer: ReturnType<typeof setTimeout> | undefined;
   /** Called each time the thread starts (a lazy one: at its first use after a stop). */
   onStart: (() => void) | undefined;
+  /** Called each time a lazy worker's thread is stopped for being idle. */
+  onIdleStop: (() => void) | undefined;
 
   constructor(
     readonly name: string,
@@ -133,6 +135,7 @@ export class WorkerClient {
       const w = this.worker;
       this.worker = undefined;
       w.terminate();
+      this.onIdleStop?.();
     }, this.idleStopMs);
     this.idleTimer.unref();
   }
