@@ -1054,11 +1054,13 @@ async function main(): Promise<void> {
   memRow(`ucr, every process: right after ${launchesSoFar} launches`, memAfterLaunches.roles, memAfterLaunches.mem);
   {
     // The launcher (and its reaper and warm stages) exit once the agent has closed its idle
-    // connection (10 s) and 2 s more; the worker threads stop 10 s after their last call.
+    // connection (10 s) and 2 s more; the worker threads stop 10 s after their last call, and
+    // the agent then gives memory back (it logs "idle: ...").
     const since = performance.now();
-    while (performance.now() - since < 40_000 && processesOf(ucr).length > 1) await Bun.sleep(250);
-    const waited = Math.max(0, 12_000 - (performance.now() - since));
-    await Bun.sleep(waited);
+    const logged = a.log.length;
+    const quiet = () => processesOf(ucr).length === 1 && a.log.slice(logged).some((l) => / idle: /.test(l));
+    while (performance.now() - since < 40_000 && !quiet()) await Bun.sleep(250);
+    await Bun.sleep(500);
     const idle = summarize(processesOf(ucr));
     memRow(`ucr, every process: idle again (${((performance.now() - since) / 1000).toFixed(0)} s after the last launch)`, idle.roles, idle.mem);
   }
