@@ -158,6 +158,8 @@ export class Containers {
       throw new ContainerError(400, "Appc images are not enabled: start the agent with --image_providers=appc (and --isolation=filesystem/linux)");
     }
 
+    // An idle agent's launcher has exited: it starts now, while the image is pulled and mounted.
+    this.launcher.prepare();
     let resolveExited!: () => void;
     const container: Container = {
       id,

@@ -492,6 +492,15 @@ export class LauncherClient {
     }
   }
 
+  /**
+   * Starts the launcher (if none runs) and connects, in the background: called when a launch
+   * begins, so that an idle agent's launcher starts while the image is pulled and mounted,
+   * not after.
+   */
+  prepare(): void {
+    if (!this.socket) this.connect().catch(() => {});
+  }
+
   /** The exit status the launcher reported for `container`, if this client heard it. */
   exitStatus(container: string): number | undefined {
     return this.exits.get(container);
