@@ -11,7 +11,8 @@
 // the spawn and the switch back run as one native sequence with every signal blocked: a
 // dozen lines of C compiled once per process by Bun's embedded TinyCC, linked to nothing
 // (libc's functions are handed in as pointers). No JavaScript runs, and no thread can be
-// started by this thread, while it is in the other namespace.
+// started by this thread, while it is in the other namespace. (TinyCC is no new dependency:
+// bun:ffi's dlopen compiles its call trampolines with it too.)
 import { cc, dlopen, ptr, read } from "bun:ffi";
 import { closeSync, readdirSync, writeSync } from "node:fs";
 import { SysError } from "./errno.ts";
