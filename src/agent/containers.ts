@@ -109,6 +109,8 @@ export class Containers {
     // Every place the launch will create something, known before it creates any of them.
     const paths = containerPaths({ workDir: f.work_dir, runtimeDir: f.runtime_dir }, id);
     const cgroupDirs = ownsCgroups(call) ? ContainerCgroup.dirsFor(this.cgroups, f.cgroups_root, key) : [];
+    // An idle agent's launcher has exited: it starts now, while the image is pulled and mounted.
+    this.launcher.prepare();
     let resolveExited!: () => void;
     const container: Provisioning = {
       id,
@@ -211,8 +213,9 @@ export class Containers {
   private exited(c: Container, done: () => void, status?: number): void {
     if (c.state === "EXITED") return;
     if (!c.limitation && oomKillsSinceLaunch(c) > 0) setMemoryLimitation(c);
+    // No status file (the launcher could not write it): what the launcher reported, if we heard it.
     // Mesos: no status written means it was killed.
-    const exited = toExited(c, status ?? launcherStatus(c.runtime) ?? 9);
+    const exited = toExited(c, status ?? launcherStatus(c.runtime) ?? this.launcher.exitStatus(c.key) ?? 9);
     this.oom.stop(c);
     log.info(`container ${c.key} exited with status ${exited.exitStatus}${c.limitation ? ` (${c.limitation.reason})` : ""}`);
     // CNI DEL now, while the namespace is still held; REMOVE waits for it (and retries a failure).
@@ -299,6 +302,8 @@ export class Containers {
    */
   async recover(): Promise<RecoveryResult> {
     const f = this.flags.values;
+    // A launcher that outlived the last agent knows the statuses it could not write down.
+    await this.launcher.attach();
     const result = await recoverContainers({
       layout: this.cgroups,
       workDir: f.work_dir,

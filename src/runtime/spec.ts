@@ -105,6 +105,9 @@ export interface LaunchSpec {
   pidFile: string;
 }
 
+/** What a warm init stage 2 writes on its fd 3 once it waits for its spec (before any report). */
+export const WARM_READY = "R";
+
 /** argv that runs this same binary (compiled) or main.ts under bun (from source). */
 export function selfCommand(...args: string[]): string[] {
   if (isCompiled()) return [process.execPath, ...args];

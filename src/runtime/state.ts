@@ -11,6 +11,7 @@
 // On ext4, fsync of file and directory cost ~0.5 ms per file here, four files per launch.
 import { writeFileAtomic } from "../util/atomic-file.ts";
 
+/** Writes `data` to `path` atomically; on failure (ENOSPC, EROFS, ...) no temporary file is left behind. */
 export function writeStateFile(path: string, data: string): void {
   writeFileAtomic(path, data, { sync: false });
 }
