@@ -14,9 +14,9 @@ import { Containers } from "./containers.ts";
 import { CniConfigError } from "../network/config.ts";
 import { CniNetworks } from "../network/cni.ts";
 import { ImageCollector, diskUsage } from "../gc/collector.ts";
-import { lazyWorker, startTogether } from "../workers/pool.ts";
+import { lazyWorker, startTogether } from "../threads/pool.ts";
 import { describePrivateDir, ensurePrivateDir } from "../util/private-dir.ts";
-import type { WorkerClient } from "../workers/rpc.ts";
+import type { WorkerClient } from "../threads/rpc.ts";
 import { errorOfKind } from "../errors.ts";
 
 /** How long start-up lets the removal of an earlier GC's leftovers run before it serves anyway. */
@@ -97,7 +97,7 @@ export class Agent {
     log.info(`image store at ${f.docker_store_dir}: ${this.imageService.store.images().length} image(s)`);
     try {
       const networks = await CniNetworks.fromFlags(f);
-      this.containerTable = new Containers(this.flags, this.imageService, this.workers.get("gc")!, networks);
+      this.containerTable = new Containers(this.flags, this.imageService, this.workers.get("disk")!, networks);
     } catch (err) {
       if (err instanceof BackendError || err instanceof CniConfigError || err instanceof ConfinementSetupError) throw new StartupError(err.message);
       throw err;
@@ -108,7 +108,7 @@ export class Agent {
     if (cg.kind === "none") log.warn(`cgroups: none usable (${cg.why}); cpus and mem will not be enforced`);
     else log.info(`cgroups: ${cg.kind === "v2" ? "v2 (unified)" : `v1 (memory at ${cg.memory}, cpu at ${cg.cpu})`}`);
     const containers = this.containerTable;
-    this.imageCollector = new ImageCollector(this.imageService.store, this.workers.get("gc")!, () => containers.imageUsers());
+    this.imageCollector = new ImageCollector(this.imageService.store, this.workers.get("disk")!, () => containers.imageUsers());
     // What an earlier sweep left goes while containers are recovered, and on in the
     // background if it is big: serving waits for it LEFTOVER_GRACE_MS at most (a prune
     // queues behind it).
@@ -158,15 +158,15 @@ export class Agent {
   /**
    * The worker threads, started when first needed and stopped after WORKER_IDLE_STOP_MS
    * without work: an agent with nothing to do holds none (each is a few MiB). The pull and
-   * extract workers start together at a pull's first call; the gc worker on its own.
+   * extract workers start together at a pull's first call; the disk worker on its own.
    */
   private startWorkers(): void {
     const started = (label: string) => log.info(`worker ${label} started`);
     const pull = lazyWorker("pull", "pull", WORKER_IDLE_STOP_MS, started);
     const extract = Array.from({ length: extractWorkerCount() }, (_, i) => lazyWorker("extract", `extract${i === 0 ? "" : `-${i + 1}`}`, WORKER_IDLE_STOP_MS, started));
     startTogether([pull, ...extract]);
-    const gc = lazyWorker("gc", "gc", WORKER_IDLE_STOP_MS, started);
-    // The last worker's idle stop means a quiet agent (the gc worker serves every REMOVE and
+    const gc = lazyWorker("disk", "disk", WORKER_IDLE_STOP_MS, started);
+    // The last worker's idle stop means a quiet agent (the disk worker serves every REMOVE and
     // image GC, the others every pull). Its garbage (and the allocator's free pages) go back to
     // the system, and so do the pages of the binary's code it has run so far (after some use
     // most of the idle footprint: ~35 MiB here; they stay in the page cache and come back, a

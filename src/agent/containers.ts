@@ -18,7 +18,7 @@ import { Provisioner } from "../provisioner/provisioner.ts";
 import { ContainerCgroup, detectCgroups, ownProcsFile, type CgroupLayout } from "../runtime/cgroups.ts";
 import { LauncherClient } from "../runtime/launcher.ts";
 import { selfCommand } from "../runtime/spec.ts";
-import type { WorkerClient } from "../workers/rpc.ts";
+import type { WorkerClient } from "../threads/rpc.ts";
 import { stillRunning } from "../util/process.ts";
 import { writeCheckpoint } from "./checkpoint.ts";
 import { Confinement } from "./confinement.ts";
@@ -369,7 +369,7 @@ export class Containers {
 
   /**
    * Disk a container uses: its sandbox plus what it wrote over its image (the overlay upper
-   * dir or the copied rootfs), measured like du(1) in the gc worker, at most every 5 s.
+   * dir or the copied rootfs), measured like du(1) in the disk worker, at most every 5 s.
    * `disk` is accounted and reported, not enforced.
    */
   async diskUsed(c: Container): Promise<number | undefined> {

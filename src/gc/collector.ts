@@ -2,14 +2,14 @@
 // but not removed, nested ones and image volumes included), exclusions and leases (pulls
 // and launches in flight) need; sweep image records first, then layers and configs no
 // remaining image uses. Marking happens on the agent's thread (it is set arithmetic);
-// trees are measured and deleted in the gc worker.
+// trees are measured and deleted in the disk worker.
 import { readdirSync, renameSync, statfsSync } from "node:fs";
 import { join } from "node:path";
 import type { Image } from "../mesos/messages.ts";
 import { canonical, parseReference } from "../images/reference.ts";
 import type { DockerStore, ImageRecord } from "../images/store.ts";
 import { log } from "../log.ts";
-import type { WorkerClient } from "../workers/rpc.ts";
+import type { WorkerClient } from "../threads/rpc.ts";
 import { invalid, precondition } from "../errors.ts";
 
 /**
@@ -30,7 +30,7 @@ export interface GcResult {
   removedConfigs: number;
   bytesFreed: number;
   ms: number;
-  /** Of `ms`, the time the agent's own thread was busy (the rest is waiting on the gc worker). */
+  /** Of `ms`, the time the agent's own thread was busy (the rest is waiting on the disk worker). */
   threadMs: number;
 }
 
@@ -69,7 +69,7 @@ export class ImageCollector {
 
   /**
    * Removes what a prior run left in gc/ (an agent killed mid-sweep). Queued like a prune,
-   * so a prune never races it over gc/; done by `rm` processes rather than the gc worker,
+   * so a prune never races it over gc/; done by `rm` processes rather than the disk worker,
    * whose queue launches, removals and GET_CONTAINERS' disk accounting share: a tree of
    * many gigabytes must hold none of them up.
    */

@@ -1,5 +1,5 @@
-// Tree measurement and deletion for image GC and accounting. Run in the gc worker
-// (src/workers/gc.ts): both walk whole trees and must stay off the server thread.
+// Tree measurement and deletion for image GC and accounting. Run in the disk worker
+// (src/workers/disk.ts): both walk whole trees and must stay off the server thread.
 import { basename, dirname, relative, resolve, sep } from "node:path";
 import { O_DIRECTORY, O_PATH, close } from "../ffi/libc.ts";
 import { PathError, openDir, openInRoot } from "../runtime/inroot.ts";

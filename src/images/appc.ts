@@ -9,7 +9,7 @@ import { existsSync, lstatSync, mkdirSync, readFileSync, renameSync } from "node
 import { join } from "node:path";
 import { request } from "undici";
 import * as v from "valibot";
-import type { RpcContext } from "../workers/rpc.ts";
+import type { RpcContext } from "../threads/rpc.ts";
 import { ensurePrivateDir } from "../util/private-dir.ts";
 import { removeTree } from "../util/tree.ts";
 import { unpackLayer } from "./layer/pipeline.ts";

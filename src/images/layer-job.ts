@@ -3,7 +3,7 @@
 // staging directory is removed before the error goes back, so nothing half-written stays.
 import { mkdirSync, statfsSync } from "node:fs";
 import { removeTree } from "../util/tree.ts";
-import type { RpcContext } from "../workers/rpc.ts";
+import type { RpcContext } from "../threads/rpc.ts";
 import { RegistryClient, RestartRequired, type RegistrySpec } from "./registry.ts";
 import { WriterPool } from "./layer/file-writer.ts";
 import { unpackLayer, type UnpackResult } from "./layer/pipeline.ts";

@@ -3,7 +3,7 @@
 // workers (bounded by their number); pulls of one image and downloads of one layer are
 // shared, and layers already in the store are not fetched again.
 import type { DockerConfig, Registry } from "../config/flags.ts";
-import type { WorkerClient } from "../workers/rpc.ts";
+import type { WorkerClient } from "../threads/rpc.ts";
 import { lookupCredentials } from "./credentials.ts";
 import type { LayerJob, LayerProgress } from "./layer-job.ts";
 import { DOCKER_HUB, DOCKER_HUB_REGISTRY, canonical, manifestReference, parseReference, remotePath, type ImageReference } from "./reference.ts";

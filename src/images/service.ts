@@ -2,8 +2,8 @@
 // a few extract workers, and the puller over them. Used by the agent and the CLI commands.
 import { availableParallelism } from "node:os";
 import type { Flags } from "../config/flags.ts";
-import { startWorker } from "../workers/pool.ts";
-import type { WorkerClient } from "../workers/rpc.ts";
+import { startWorker } from "../threads/pool.ts";
+import type { WorkerClient } from "../threads/rpc.ts";
 import { AppcStore } from "./appc.ts";
 import { Puller } from "./puller.ts";
 import { DockerStore } from "./store.ts";

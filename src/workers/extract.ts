@@ -3,7 +3,7 @@
 // The agent runs a few of these so the layers of one image unpack in parallel.
 import { runAciJob, type AciJob } from "../images/appc.ts";
 import { runLayerJob, type LayerJob } from "../images/layer-job.ts";
-import { serveRpc, type RpcContext } from "./rpc.ts";
+import { serveRpc, type RpcContext } from "../threads/rpc.ts";
 
 declare const self: Worker;
 serveRpc("extract", {

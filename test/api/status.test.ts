@@ -9,8 +9,8 @@ import { ApiError } from "../../src/api/http.ts";
 import { UcrError, internal, invalid, kindOf, notFound, precondition, unavailable, unimplemented } from "../../src/errors.ts";
 import { PullError } from "../../src/images/puller.ts";
 import { NetworkError } from "../../src/network/cni.ts";
-import { startWorker } from "../../src/workers/pool.ts";
-import { WorkerError } from "../../src/workers/rpc.ts";
+import { startWorker } from "../../src/threads/pool.ts";
+import { WorkerError } from "../../src/threads/rpc.ts";
 import { rejection } from "../helpers/async.ts";
 import { startAgent, tempDir } from "../helpers/agent.ts";
 

@@ -1,10 +1,10 @@
 // Worker threads: the compiled agent starts them when first needed; a lazy worker stops when
-// idle and starts again; and the gc worker's real operations through the RPC layer from source.
+// idle and starts again; and the disk worker's real operations through the RPC layer from source.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { linkSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { lazyWorker, startWorker } from "../../src/workers/pool.ts";
-import type { WorkerClient } from "../../src/workers/rpc.ts";
+import { lazyWorker, startWorker } from "../../src/threads/pool.ts";
+import type { WorkerClient } from "../../src/threads/rpc.ts";
 import { startAgent, tempDir } from "../helpers/agent.ts";
 import { rejection } from "../helpers/async.ts";
 import { buildBusyboxImage, saveArchive } from "../helpers/images.ts";
@@ -12,7 +12,7 @@ import { buildBusyboxImage, saveArchive } from "../helpers/images.ts";
 const isRoot = process.getuid?.() === 0;
 const threadsOf = (pid: number) => readdirSync(`/proc/${pid}/task`).map((t) => readFileSync(`/proc/${pid}/task/${t}/comm`, "utf8").trim());
 
-test.skipIf(!isRoot)("the compiled agent starts its worker threads when first needed: pull and extract together, gc alone (needs root)", async () => {
+test.skipIf(!isRoot)("the compiled agent starts its worker threads when first needed: pull and extract together, disk alone (needs root)", async () => {
   const work = tempDir("ucr-workers-");
   const images = join(work, "images");
   mkdirSync(images);
@@ -37,11 +37,11 @@ test.skipIf(!isRoot)("the compiled agent starts its worker threads when first ne
       await (await agent.call({ type: "WAIT_CONTAINER", wait_container: { container_id: { value: id } } })).text();
       expect((await agent.call({ type: "REMOVE_CONTAINER", remove_container: { container_id: { value: id } } })).status).toBe(200);
     };
-    // No image: no pull; its removal needs the gc worker only.
+    // No image: no pull; its removal needs the disk worker only.
     expect((await launch("plain")).status).toBe(200);
     await waitAndRemove("plain");
     const started = () => [...agent.log().matchAll(/worker (\S+) started/g)].map((m) => m[1]!);
-    expect(started()).toEqual(["gc"]);
+    expect(started()).toEqual(["disk"]);
     // A pull starts the pull worker and, beside it, every extract worker (at least two).
     expect((await launch("pulled", "alpine")).status).toBe(200);
     await waitAndRemove("pulled");
@@ -57,7 +57,7 @@ test.skipIf(!isRoot)("the compiled agent starts its worker threads when first ne
 });
 
 test("a lazy worker stops after its idle time and starts again at the next call, on a new thread", async () => {
-  const w = lazyWorker("gc", "gc-lazy", 150);
+  const w = lazyWorker("disk", "disk-lazy", 150);
   try {
     expect(w.running).toBe(false);
     const first = await w.call<{ threadId: number }>("ping");
@@ -70,14 +70,14 @@ test("a lazy worker stops after its idle time and starts again at the next call,
   } finally {
     w.terminate();
   }
-  expect((await rejection(w.call("ping"))).message).toMatch(/worker gc-lazy was stopped/);
+  expect((await rejection(w.call("ping"))).message).toMatch(/worker disk-lazy was stopped/);
 });
 
-describe("gc worker from source", () => {
+describe("disk worker from source", () => {
   let gc: WorkerClient;
   const dir = tempDir("ucr-gcw-");
   beforeAll(() => {
-    gc = startWorker("gc");
+    gc = startWorker("disk");
   });
   afterAll(() => {
     gc.terminate();
@@ -86,7 +86,7 @@ describe("gc worker from source", () => {
 
   test("ping answers from another thread", async () => {
     const pong = await gc.call<{ worker: string; threadId: number }>("ping");
-    expect(pong.worker).toBe("gc");
+    expect(pong.worker).toBe("disk");
     expect(pong.threadId).toBeGreaterThan(0);
   });
 
@@ -120,6 +120,6 @@ describe("gc worker from source", () => {
   });
 
   test("an unknown operation is an error, not a hang", async () => {
-    expect((await rejection(gc.call("explode"))).message).toMatch(/worker gc has no operation 'explode'/);
+    expect((await rejection(gc.call("explode"))).message).toMatch(/worker disk has no operation 'explode'/);
   });
 });

@@ -4,12 +4,12 @@
 import { isCompiled } from "../version.ts";
 import { WorkerClient } from "./rpc.ts";
 
-export const WORKER_NAMES = ["pull", "extract", "gc"] as const;
+export const WORKER_NAMES = ["pull", "extract", "disk"] as const;
 export type WorkerName = (typeof WORKER_NAMES)[number];
 
 export function workerUrl(name: WorkerName): string {
   if (isCompiled()) return `/$bunfs/root/workers/${name}.ts`;
-  return new URL(`./${name}.ts`, import.meta.url).href;
+  return new URL(`../workers/${name}.ts`, import.meta.url).href;
 }
 
 /** A worker thread started now (for short-lived commands: `ucr pull`, `ucr load`). */

@@ -1,14 +1,14 @@
-// GC worker: the disk work of image garbage collection and accounting, off the server
-// thread. `du` measures a tree as du(1) does (allocated blocks, hard links once);
-// `remove` deletes a tree, but only strictly inside the root the caller names.
+// Disk worker: the agent's heavy disk work, off the server thread: `du` measures a tree as
+// du(1) does, `remove` deletes one (strictly inside the root the caller names), `copyLayers`
+// makes a copy-backend rootfs, `warmCgroups` pays the kernel's cgroup-lock wait.
 import { writeFileSync } from "node:fs";
 import { diskUsage, removeTree } from "../gc/disk.ts";
 import { applyLayers } from "../provisioner/copy.ts";
-import { serveRpc } from "./rpc.ts";
+import { serveRpc } from "../threads/rpc.ts";
 
 declare const self: Worker;
 
-serveRpc("gc", {
+serveRpc("disk", {
   du: (args: { path: string }) => diskUsage(args.path),
   remove: (args: { path: string; within: string }) => removeTree(args.path, args.within),
   // Writing a pid into the cgroup it is already in changes nothing, but takes the kernel's
