@@ -15,6 +15,9 @@ import { CniConfigError } from "../network/config.ts";
 import { CniNetworks } from "../network/cni.ts";
 import { ImageCollector, diskUsage } from "../gc/collector.ts";
 import { lazyWorker, startTogether } from "../threads/pool.ts";
+import { DISK_WORKER, type DiskOps } from "../gc/disk.ts";
+import { EXTRACT_WORKER, type ExtractOps } from "../images/layer-job.ts";
+import { PULL_WORKER, type PullOps } from "../images/resolve.ts";
 import { describePrivateDir, ensurePrivateDir } from "../util/private-dir.ts";
 import type { WorkerClient } from "../threads/rpc.ts";
 import { errorOfKind } from "../errors.ts";
@@ -27,7 +30,10 @@ const WORKER_IDLE_STOP_MS = 10_000;
 export class StartupError extends errorOfKind("invalid") {}
 
 export class Agent {
-  readonly workers = new Map<string, WorkerClient>();
+  /** The agent's worker threads (threads/workers.ts), each started when first needed. */
+  private workers:
+    | { pull: WorkerClient<PullOps>; extract: Array<WorkerClient<ExtractOps>>; disk: WorkerClient<DiskOps> }
+    | undefined;
   private imageService: ImageService | undefined;
   private containerTable: Containers | undefined;
   private imageCollector: ImageCollector | undefined;
@@ -82,12 +88,9 @@ export class Agent {
     }
     if (f.docker_registry.kind === "directory") log.info(`docker images come from archives in ${f.docker_registry.path}`);
 
-    this.startWorkers();
+    const workers = this.startWorkers();
     try {
-      this.imageService = startImageService(f, {
-        pull: this.workers.get("pull")!,
-        extract: [...this.workers.entries()].filter(([n]) => n.startsWith("extract")).map(([, w]) => w),
-      });
+      this.imageService = startImageService(f, { pull: workers.pull, extract: workers.extract });
     } catch (err) {
       throw new StartupError(`flag '--docker_store_dir': cannot open the image store at ${f.docker_store_dir}: ${(err as Error).message}`);
     }
@@ -97,7 +100,7 @@ export class Agent {
     log.info(`image store at ${f.docker_store_dir}: ${this.imageService.store.images().length} image(s)`);
     try {
       const networks = await CniNetworks.fromFlags(f);
-      this.containerTable = new Containers(this.flags, this.imageService, this.workers.get("disk")!, networks);
+      this.containerTable = new Containers(this.flags, this.imageService, workers.disk, networks);
     } catch (err) {
       if (err instanceof BackendError || err instanceof CniConfigError || err instanceof ConfinementSetupError) throw new StartupError(err.message);
       throw err;
@@ -108,7 +111,7 @@ export class Agent {
     if (cg.kind === "none") log.warn(`cgroups: none usable (${cg.why}); cpus and mem will not be enforced`);
     else log.info(`cgroups: ${cg.kind === "v2" ? "v2 (unified)" : `v1 (memory at ${cg.memory}, cpu at ${cg.cpu})`}`);
     const containers = this.containerTable;
-    this.imageCollector = new ImageCollector(this.imageService.store, this.workers.get("disk")!, () => containers.imageUsers());
+    this.imageCollector = new ImageCollector(this.imageService.store, workers.disk, () => containers.imageUsers());
     // What an earlier sweep left goes while containers are recovered, and on in the
     // background if it is big: serving waits for it LEFTOVER_GRACE_MS at most (a prune
     // queues behind it).
@@ -160,18 +163,20 @@ export class Agent {
    * without work: an agent with nothing to do holds none (each is a few MiB). The pull and
    * extract workers start together at a pull's first call; the disk worker on its own.
    */
-  private startWorkers(): void {
+  private startWorkers(): NonNullable<Agent["workers"]> {
     const started = (label: string) => log.info(`worker ${label} started`);
-    const pull = lazyWorker("pull", "pull", WORKER_IDLE_STOP_MS, started);
-    const extract = Array.from({ length: extractWorkerCount() }, (_, i) => lazyWorker("extract", `extract${i === 0 ? "" : `-${i + 1}`}`, WORKER_IDLE_STOP_MS, started));
+    const pull = lazyWorker(PULL_WORKER, "pull", WORKER_IDLE_STOP_MS, started);
+    const extract = Array.from({ length: extractWorkerCount() }, (_, i) =>
+      lazyWorker(EXTRACT_WORKER, `extract${i === 0 ? "" : `-${i + 1}`}`, WORKER_IDLE_STOP_MS, started),
+    );
     startTogether([pull, ...extract]);
-    const gc = lazyWorker("disk", "disk", WORKER_IDLE_STOP_MS, started);
+    const disk = lazyWorker(DISK_WORKER, "disk", WORKER_IDLE_STOP_MS, started);
     // The last worker's idle stop means a quiet agent (the disk worker serves every REMOVE and
     // image GC, the others every pull). Its garbage (and the allocator's free pages) go back to
     // the system, and so do the pages of the binary's code it has run so far (after some use
     // most of the idle footprint: ~35 MiB here; they stay in the page cache and come back, a
     // minor fault each, when next needed).
-    const all = [pull, ...extract, gc];
+    const all = [pull, ...extract, disk];
     const quiet = () => {
       if (all.some((w) => w.running)) return;
       Bun.gc(true);
@@ -183,11 +188,12 @@ export class Agent {
         log.warn(`idle: could not give back the binary's pages: ${(err as Error).message}`);
       }
     };
-    for (const w of all) w.onIdleStop = quiet;
-    for (const client of all) {
-      client.unref();
-      this.workers.set(client.name, client);
+    for (const w of all) {
+      w.onIdleStop = quiet;
+      w.unref();
     }
+    this.workers = { pull, extract, disk };
+    return this.workers;
   }
 
   /**
@@ -202,7 +208,8 @@ export class Agent {
   /** The second half, once no request is in flight: worker threads and network plugins stop. */
   stop(): void {
     this.quiesce();
-    for (const w of this.workers.values()) w.terminate();
+    const w = this.workers;
+    for (const client of w ? [w.pull, ...w.extract, w.disk] : []) client.terminate();
     this.containerTable?.networks.shutdown();
     log.info("agent stopped");
   }

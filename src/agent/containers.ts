@@ -19,6 +19,7 @@ import { ContainerCgroup, detectCgroups, ownProcsFile, type CgroupLayout } from 
 import { LauncherClient } from "../runtime/launcher.ts";
 import { selfCommand } from "../runtime/spec.ts";
 import type { WorkerClient } from "../threads/rpc.ts";
+import type { DiskOps } from "../gc/disk.ts";
 import { stillRunning } from "../util/process.ts";
 import { writeCheckpoint } from "./checkpoint.ts";
 import { Confinement } from "./confinement.ts";
@@ -52,7 +53,7 @@ export class Containers {
     private readonly flags: LoadedFlags,
     images: ImageService,
     /** The disk worker: deletes and measures trees, copies layers, warms cgroup locks. */
-    private readonly gc: WorkerClient,
+    private readonly gc: WorkerClient<DiskOps>,
     /** CNI networks (network/cni); without --network_cni_config_dir, host network only. */
     readonly networks: CniNetworks,
   ) {
@@ -376,7 +377,7 @@ export class Containers {
     if (c.disk && Date.now() - c.disk.at < 5000) return c.disk.bytes;
     const paths = [c.sandbox, ...(c.provisionerDir ? [c.provisionerDir] : [])];
     try {
-      const sizes = await Promise.all(paths.map((path) => this.gc.call<{ bytes: number }>("du", { path })));
+      const sizes = await Promise.all(paths.map((path) => this.gc.call("du", { path })));
       const bytes = sizes.reduce((sum, s) => sum + s.bytes, 0);
       c.disk = { bytes, at: Date.now() };
       return bytes;

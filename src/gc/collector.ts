@@ -10,6 +10,7 @@ import { canonical, parseReference } from "../images/reference.ts";
 import type { DockerStore, ImageRecord } from "../images/store.ts";
 import { log } from "../log.ts";
 import type { WorkerClient } from "../threads/rpc.ts";
+import type { DiskOps } from "./disk.ts";
 import { invalid, precondition } from "../errors.ts";
 
 /**
@@ -49,7 +50,7 @@ export class ImageCollector {
 
   constructor(
     private readonly store: DockerStore,
-    private readonly gc: WorkerClient,
+    private readonly gc: WorkerClient<DiskOps>,
     private readonly users: () => ImageUser[],
   ) {}
 
@@ -222,7 +223,7 @@ export class ImageCollector {
     this.pause();
     const freed = await Promise.all(
       doomed.map(async (path) => {
-        const { bytes } = await this.gc.call<{ bytes: number }>("du", { path });
+        const { bytes } = await this.gc.call("du", { path });
         await this.gc.call("remove", { path, within: gcDir });
         return bytes;
       }),

@@ -142,7 +142,7 @@ async function* aciStream(url: string, limits: FetchLimits): AsyncGenerator<Uint
 }
 
 /** In an extract worker: fetch, hash (sha512 of the tar) and unpack one ACI into `<staging>/tree`. */
-export async function runAciJob(job: AciJob, ctx: RpcContext): Promise<AciResult> {
+export async function runAciJob(job: AciJob, ctx: RpcContext<{ bytes: number }>): Promise<AciResult> {
   const tree = join(job.staging, "tree");
   try {
     mkdirSync(tree, { recursive: true });

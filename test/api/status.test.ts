@@ -10,7 +10,8 @@ import { UcrError, internal, invalid, kindOf, notFound, precondition, unavailabl
 import { PullError } from "../../src/images/puller.ts";
 import { NetworkError } from "../../src/network/cni.ts";
 import { startWorker } from "../../src/threads/pool.ts";
-import { WorkerError } from "../../src/threads/rpc.ts";
+import { WorkerError, type WorkerClient } from "../../src/threads/rpc.ts";
+import { PULL_WORKER } from "../../src/images/resolve.ts";
 import { rejection } from "../helpers/async.ts";
 import { startAgent, tempDir } from "../helpers/agent.ts";
 
@@ -63,7 +64,7 @@ test("a cause is kept, not flattened into the message", () => {
 });
 
 test("an error thrown in a worker comes back with its name and kind", async () => {
-  const pull = startWorker("pull");
+  const pull = startWorker(PULL_WORKER);
   try {
     // An archive that is not a tar: the archive reader's ArchiveError, invalid.
     const file = join(scratch, "not-a.tar");
@@ -73,7 +74,7 @@ test("an error thrown in a worker comes back with its name and kind", async () =
     expect({ name: err.name, kind: (err as WorkerError).kind }).toEqual({ name: "ArchiveError", kind: "invalid" });
     expect(failureOf(err).status).toBe(400);
     // A failure that is not one of ours stays internal across the thread too.
-    const unknown = await rejection(pull.call("explode"));
+    const unknown = await rejection((pull as unknown as WorkerClient<{ explode(): void }>).call("explode"));
     expect((unknown as WorkerError).kind).toBe("internal");
     expect(failureOf(unknown).status).toBe(500);
   } finally {

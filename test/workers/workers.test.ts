@@ -5,6 +5,7 @@ import { linkSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, wr
 import { join } from "node:path";
 import { lazyWorker, startWorker } from "../../src/threads/pool.ts";
 import type { WorkerClient } from "../../src/threads/rpc.ts";
+import { DISK_WORKER, type DiskOps } from "../../src/gc/disk.ts";
 import { startAgent, tempDir } from "../helpers/agent.ts";
 import { rejection } from "../helpers/async.ts";
 import { buildBusyboxImage, saveArchive } from "../helpers/images.ts";
@@ -57,14 +58,14 @@ test.skipIf(!isRoot)("the compiled agent starts its worker threads when first ne
 });
 
 test("a lazy worker stops after its idle time and starts again at the next call, on a new thread", async () => {
-  const w = lazyWorker("disk", "disk-lazy", 150);
+  const w = lazyWorker(DISK_WORKER, "disk-lazy", 150);
   try {
     expect(w.running).toBe(false);
-    const first = await w.call<{ threadId: number }>("ping");
+    const first = await w.call("ping");
     expect(w.running).toBe(true);
     for (let i = 0; i < 100 && w.running; i++) await Bun.sleep(20);
     expect(w.running).toBe(false);
-    const second = await w.call<{ threadId: number }>("ping");
+    const second = await w.call("ping");
     expect(second.threadId).toBeGreaterThan(0);
     expect(second.threadId).not.toBe(first.threadId);
   } finally {
@@ -74,10 +75,10 @@ test("a lazy worker stops after its idle time and starts again at the next call,
 });
 
 describe("disk worker from source", () => {
-  let gc: WorkerClient;
+  let gc: WorkerClient<DiskOps>;
   const dir = tempDir("ucr-gcw-");
   beforeAll(() => {
-    gc = startWorker("disk");
+    gc = startWorker(DISK_WORKER);
   });
   afterAll(() => {
     gc.terminate();
@@ -85,7 +86,7 @@ describe("disk worker from source", () => {
   });
 
   test("ping answers from another thread", async () => {
-    const pong = await gc.call<{ worker: string; threadId: number }>("ping");
+    const pong = await gc.call("ping");
     expect(pong.worker).toBe("disk");
     expect(pong.threadId).toBeGreaterThan(0);
   });
@@ -97,7 +98,7 @@ describe("disk worker from source", () => {
     writeFileSync(join(tree, "a/b/two"), Buffer.alloc(70_000, 2));
     linkSync(join(tree, "a/b/two"), join(tree, "hardlink"));
     symlinkSync("/usr", join(tree, "to-usr"));
-    const usage = await gc.call<{ bytes: number; apparentBytes: number; entries: number }>("du", { path: tree });
+    const usage = await gc.call("du", { path: tree });
     const du = Bun.spawnSync(["du", "-s", "-B1", tree]);
     expect(usage.bytes).toBe(Number(du.stdout.toString().split("\t")[0]));
     const apparent = Bun.spawnSync(["du", "-s", "-b", tree]);
@@ -120,6 +121,25 @@ describe("disk worker from source", () => {
   });
 
   test("an unknown operation is an error, not a hang", async () => {
-    expect((await rejection(gc.call("explode"))).message).toMatch(/worker disk has no operation 'explode'/);
+    // Not one of the disk worker's operations: only a caller that lies about its type can ask.
+    const untyped = gc as unknown as WorkerClient<{ explode(): void }>;
+    expect((await rejection(untyped.call("explode"))).message).toMatch(/worker disk has no operation 'explode'/);
   });
 });
+
+test("a call is typed by what its worker serves: a wrong name, argument or use of the answer does not compile", () => {
+  // Checked by tsc (`bun run typecheck`, part of `bun run test`): each line marked below must
+  // be a type error, or the typecheck fails. The function is never called.
+  const misuse = (disk: WorkerClient<DiskOps>) => {
+    // @ts-expect-error: the disk worker has no operation 'explode'
+    void disk.call("explode");
+    // @ts-expect-error: du takes { path }
+    void disk.call("du", { dir: "/" });
+    // @ts-expect-error: du answers bytes, apparentBytes and entries, no size
+    void disk.call("du", { path: "/" }).then((usage) => usage.size);
+    // @ts-expect-error: remove needs the root it must stay within
+    void disk.call("remove", { path: "/tmp/x" });
+  };
+  expect(misuse.length).toBe(1);
+});
+
