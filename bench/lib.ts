@@ -117,3 +117,22 @@ export async function runBench(script: string, main: () => Promise<void>, cleanu
   }
   process.exit(exitCode);
 }
+
+/**
+ * One Operator API call in JSON to an agent (test/helpers/agent.ts starts them), bounded by
+ * `timeoutMs`: its status and body text.
+ */
+export async function operatorCall(
+  agent: { url: string },
+  type: string,
+  body: Record<string, unknown>,
+  timeoutMs: number,
+): Promise<{ status: number; text: string }> {
+  const res = await fetch(`${agent.url}/api/v1`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Accept: "application/json" },
+    body: JSON.stringify({ type, ...body }),
+    signal: AbortSignal.timeout(timeoutMs),
+  });
+  return { status: res.status, text: await res.text() };
+}
