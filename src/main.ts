@@ -103,7 +103,7 @@ async function main(argv: readonly string[]): Promise<void> {
       return;
     }
     case undefined:
-      fail(`ucr: no command given (${USAGE_LINE})`, 2);
+      return fail(`ucr: no command given (${USAGE_LINE})`, 2);
     default:
       if (command.startsWith("-")) fail(`ucr: unknown flag '${command}' before a command (${USAGE_LINE})`, 2);
       fail(`ucr: unknown command '${command}' (${USAGE_LINE})`, 2);

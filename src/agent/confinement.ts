@@ -116,7 +116,7 @@ export class Confinement {
     const effective = (this.flagEffective ?? this.defaults).filter((c) => this.allowed.includes(c));
     return (
       `containers get capabilities ${formatCapabilities(effective)}, ` +
-      `no_new_privs, and the seccomp profile ${this.defaultProfile.name}${this.capabilitiesIsolator ? "; linux/capabilities requests up to " + formatCapabilities(this.allowed) : ""}` +
+      `no_new_privs, and the seccomp profile ${this.defaultProfile.name}${this.capabilitiesIsolator ? `; linux/capabilities requests up to ${formatCapabilities(this.allowed)}` : ""}` +
       `${this.seccompIsolator ? `; linux/seccomp profiles from ${this.flags.seccomp_config_dir}` : ""}`
     );
   }

@@ -179,7 +179,12 @@ export class Launch {
    */
   async startNetwork(): Promise<void> {
     const c = this.c;
-    this.hostname = c.parent ? (hostnameOf(this.call, true), hostnameOfRunning(this.top)) : hostnameOf(this.call, false);
+    if (c.parent) {
+      hostnameOf(this.call, true); // refuses a hostname of its own
+      this.hostname = hostnameOfRunning(this.top);
+    } else {
+      this.hostname = hostnameOf(this.call, false);
+    }
     const networks = this.deps.networks;
     const infos = this.call.container?.network_infos ?? [];
     const plan: NetworkPlan | null = await networks.plan(c.key, c.parent !== undefined, infos, this.hostname);

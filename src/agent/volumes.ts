@@ -1,7 +1,7 @@
 // A launch's volumes as mounts for the init stage: host paths (the legacy `host_path` or a
 // HOST_PATH source), sandbox paths (SANDBOX_PATH, SELF), and Docker images (pulled, mounted
 // read-only). A relative container_path is inside the sandbox, as in Mesos.
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join, relative } from "node:path";
 import { makeDirBelow } from "../runtime/inroot.ts";
 import type { LaunchContainer } from "../mesos/calls.ts";
@@ -37,7 +37,7 @@ export async function volumeMounts(call: LaunchContainer, ctx: VolumeContext): P
     const type = v.source?.type ?? (v.host_path !== undefined ? "HOST_PATH" : undefined);
     if (type === "HOST_PATH") {
       const source = v.source?.host_path?.path ?? v.host_path;
-      if (!source || !source.startsWith("/")) throw invalid(`${where}: the host path must be absolute`);
+      if (!source?.startsWith("/")) throw invalid(`${where}: the host path must be absolute`);
       if (!existsSync(source)) throw invalid(`${where}: host path '${source}' does not exist`);
       out.push({ target, readonly, source });
     } else if (type === "SANDBOX_PATH") {

@@ -2,7 +2,7 @@
 // agent's services (services.ts) and the request's wire, and return an Answer (an agent::Response, sent in the encoding
 // the client accepts), a bare status, or a text error.
 import { VERSION, versionInfo } from "../version.ts";
-import { type CallType, type Payload } from "../mesos/calls.ts";
+import type { CallType, Payload } from "../mesos/calls.ts";
 import { idKey, type Container, type Exited } from "../agent/container.ts";
 import { invalid, notFound } from "../errors.ts";
 import { ImageCollector } from "../gc/collector.ts";
@@ -31,7 +31,6 @@ function notForUcr(type: CallType, why: string): Handler<CallType> {
   return () => textResponse(501, `${type} is not supported by ucr: ${why}`);
 }
 
-const NO_FRAMEWORKS = "ucr runs standalone containers and has no frameworks, executors or tasks";
 const NO_PROVIDERS = "ucr has no resource providers";
 const NO_SESSIONS = "RecordIO is in place, but container I/O sessions (stdin/stdout/stderr kept for attach) are not built yet";
 

@@ -178,9 +178,15 @@ export function startApiServer(agent: AgentServices, listen: ListenOptions): Api
       parse: "none",
     })
     // ucr's own image endpoints, behind the same authentication as /api/v1.
-    .all("/images", ({ request }) => served(request, async () => (authenticate(request), getOnly(request, () => listImages(agent)))), {
-      parse: "none",
-    })
+    .all(
+      "/images",
+      ({ request }) =>
+        served(request, async () => {
+          authenticate(request);
+          return getOnly(request, () => listImages(agent));
+        }),
+      { parse: "none" },
+    )
     .all("/images/pull", ({ request }) => served(request, (note) => pull(request, note)), { parse: "none" })
     .onError(({ code, request }) => {
       if (code === "NOT_FOUND") {

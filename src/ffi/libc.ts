@@ -185,7 +185,7 @@ export function lgetxattr(path: string, name: string): Uint8Array | null {
 function cstrArray(items: readonly string[]): { array: BigUint64Array; keep: Buffer[] } {
   const keep = items.map(cstr);
   const array = new BigUint64Array(items.length + 1);
-  keep.forEach((b, i) => (array[i] = BigInt(ptr(b))));
+  for (const [i, b] of keep.entries()) array[i] = BigInt(ptr(b));
   return { array, keep };
 }
 
@@ -206,7 +206,7 @@ export function execve(path: string, argv: readonly string[], env: Readonly<Reco
 
 export function setgroups(gids: readonly number[]): void {
   const list = new Uint32Array(Math.max(1, gids.length));
-  gids.forEach((g, i) => (list[i] = g));
+  for (const [i, g] of gids.entries()) list[i] = g;
   check(libc.symbols.setgroups(gids.length, list), "setgroups", gids.join(","));
 }
 

@@ -160,7 +160,7 @@ export function parseCall(body: unknown): Call {
     throw new CallError(`expected a JSON object with a 'type' field, got ${describe(body)}`);
   }
   const record = body as Record<string, unknown>;
-  const type = record["type"];
+  const type = record.type;
   if (type === undefined) throw new CallError("Expecting 'type' to be present");
   if (typeof type !== "string") throw new CallError(`'type' must be a string naming the call, got ${describe(type)}`);
   if (!isCallType(type)) throw new CallError(`Unknown call type '${type}'`);

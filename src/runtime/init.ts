@@ -46,7 +46,6 @@ import { ConfineError, applyCapabilities, confineBeforeUserSwitch, lockDown, sec
 import { chownTree, kindOf, openDir, openInRoot } from "./inroot.ts";
 import { enterParentRoot, enterRootfs, mountEtcOverHost, mountHostProc, mountVolumes } from "./mounts.ts";
 import { WARM_READY, selfCommand, type LaunchSpec } from "./spec.ts";
-import { writeStateFile } from "./state.ts";
 import { dropPrivileges, homeOf, resolveUser, type User } from "./user.ts";
 
 const REPORT_FD = 3;
@@ -382,7 +381,7 @@ function findExecutable(name: string, path: string, cwd: string): string {
     try {
       // Missing is the common answer along PATH: no exception for it (see openatOrErrno).
       const st = statSync(p, { throwIfNoEntry: false });
-      return st !== undefined && st.isFile() && (st.mode & 0o111) !== 0;
+      return st?.isFile() === true && (st.mode & 0o111) !== 0;
     } catch {
       return false; // not a directory on the way, no permission
     }

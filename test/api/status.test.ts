@@ -6,7 +6,7 @@ import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { STATUS_OF_KIND, failureOf } from "../../src/api/status.ts";
 import { ApiError } from "../../src/api/http.ts";
-import { UcrError, internal, invalid, kindOf, notFound, precondition, unavailable, unimplemented } from "../../src/errors.ts";
+import { type UcrError, internal, invalid, kindOf, notFound, precondition, unavailable, unimplemented } from "../../src/errors.ts";
 import { PullError } from "../../src/images/puller.ts";
 import { NetworkError } from "../../src/network/cni.ts";
 import { startWorker } from "../../src/threads/pool.ts";

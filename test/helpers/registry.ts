@@ -375,7 +375,7 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
       const hex = digest.replace(/^sha256:/, "");
       return join(storageDir, "docker", "registry", "v2", "blobs", "sha256", hex.slice(0, 2), hex, "data");
     },
-    log: () => output + (token && token.errors.length ? `\ntoken server errors:\n${token.errors.join("\n")}` : ""),
+    log: () => output + (token?.errors.length ? `\ntoken server errors:\n${token.errors.join("\n")}` : ""),
     stop: cleanup,
   };
 }

@@ -5,7 +5,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync
 import { join } from "node:path";
 import { tempDir } from "../agent.ts";
 import { type BuiltImage, type Compression, type Descriptor, type LayerInfo, MT, run, runAsync } from "./basics.ts";
-import { blobPath, compress, decompress, initLayout, layerMediaType, loadImage, readBlob, sha256, tagManifest, writeBlob } from "./layout.ts";
+import { blobPath, compress, decompress, initLayout, layerMediaType, loadImage, readBlob, tagManifest, writeBlob } from "./layout.ts";
 
 /** `docker save` as Docker <= 24 wrote it (manifest.json + <config>.json + layer tars), by skopeo. */
 export async function saveArchive(

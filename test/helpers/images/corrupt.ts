@@ -1,7 +1,7 @@
 // Corrupt images, at the OCI-layout level: digests, sizes, media types, platforms.
 // (Part of the image builders, test/helpers/images.ts; this section of it.)
 import { readFileSync, writeFileSync } from "node:fs";
-import { type Descriptor, type LayerInfo } from "./basics.ts";
+import type { Descriptor, LayerInfo } from "./basics.ts";
 import { blobPath, findManifest, loadImage, readBlob, sha256, tagManifest, writeBlob } from "./layout.ts";
 
 export type Corruption =
