@@ -7,8 +7,9 @@ import type { RunningAgent } from "../../test/helpers/agent.ts";
 import { commandRunner, mountsUnder, operatorCall } from "../lib.ts";
 import { PATH, TIMEOUT_MS } from "./options.ts";
 
-export const { live, exec, reason, mustRun: mustRunFor } = commandRunner({ path: PATH, timeoutMs: TIMEOUT_MS, stdout: false, checkStop: () => checkStop() });
-export const mustRun = (cmd: string[]) => mustRunFor(cmd, { timeoutMs: 120_000 });
+const runner = commandRunner({ path: PATH, timeoutMs: TIMEOUT_MS, stdout: false, checkStop: () => checkStop() });
+export const { live, exec, reason } = runner;
+export const mustRun = (cmd: string[]) => runner.mustRun(cmd, { timeoutMs: 120_000 });
 
 /** What the run has made so far, for cleanup to take apart. */
 export const state: {

@@ -52,7 +52,7 @@ const common = {
   launchedAt: v.number(),
 };
 
-export const CheckpointSchema = v.object({
+const CheckpointSchema = v.object({
   version: v.literal(CHECKPOINT_VERSION),
   ...common,
   /** LAUNCHING: the launcher may have started the workload (look for its pid file). */

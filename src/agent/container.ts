@@ -87,7 +87,6 @@ export interface Exited extends Record {
 }
 
 export type Container = Provisioning | Running | Exited;
-export type State = Container["state"];
 
 /** The workload started as `pid`: `c` runs. (The record is the same object: the table, its children and WAITs hold it.) */
 export function toRunning(c: Container, pid: number, pidStart: number | undefined): Running {
@@ -116,7 +115,7 @@ export function idKey(id: ContainerID): string {
 }
 
 /** The chain of values, root first. */
-export function idChain(id: ContainerID): string[] {
+function idChain(id: ContainerID): string[] {
   return id.parent ? [...idChain(id.parent), id.value] : [id.value];
 }
 

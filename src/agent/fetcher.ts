@@ -7,7 +7,7 @@ import { basename, join } from "node:path";
 import type { CommandInfo } from "../mesos/messages.ts";
 import { UcrError } from "../errors.ts";
 
-export class FetchError extends UcrError {
+class FetchError extends UcrError {
   constructor(uri: string, why: string) {
     super("invalid", `Failed to fetch '${uri}': ${why}`);
   }

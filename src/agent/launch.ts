@@ -46,7 +46,7 @@ export interface LaunchDeps {
 export type Stage = "provisioning" | "preparing" | "fetching" | "launching";
 
 /** Thrown inside a launch that KILL_CONTAINER stopped; `stage` is the one it stopped in. */
-export class Destroyed extends Error {
+class Destroyed extends Error {
   constructor(readonly stage: Stage) {
     super(`Container destroyed during ${stage}`);
     this.name = "Destroyed";

@@ -18,7 +18,7 @@ export interface CallContext {
 }
 
 type Answered = Response | Answer;
-export type Handler<T extends CallType> = (payload: Payload<T>, agent: AgentServices, context: CallContext) => Answered | Promise<Answered>;
+type Handler<T extends CallType> = (payload: Payload<T>, agent: AgentServices, context: CallContext) => Answered | Promise<Answered>;
 type HandlerTable = { [T in CallType]: Handler<T> };
 
 /** Calls that later work fills in answer 501 and say so, never a pretend success. */
@@ -34,7 +34,7 @@ function notForUcr(type: CallType, why: string): Handler<CallType> {
 const NO_PROVIDERS = "ucr has no resource providers";
 const NO_SESSIONS = "RecordIO is in place, but container I/O sessions (stdin/stdout/stderr kept for attach) are not built yet";
 
-export const HANDLERS: HandlerTable = {
+const HANDLERS: HandlerTable = {
   UNKNOWN: () => textResponse(501, "Call type UNKNOWN is not implemented"),
 
   GET_HEALTH: () => answer({ type: "GET_HEALTH", get_health: { healthy: true } }),

@@ -104,14 +104,14 @@ export function names(header: string | null, type: string): boolean {
 }
 
 /** Deepest nesting of arrays and objects a body may have: picojson's limit, which Mesos uses. */
-export const MAX_JSON_DEPTH = 100;
+const MAX_JSON_DEPTH = 100;
 
 /**
  * Why `text` nests arrays and objects deeper than `max`, or null. One pass over the text
  * before JSON.parse, so a hostile body costs O(n) and never reaches a recursive parser or
  * schema. Malformed text is left for JSON.parse to report.
  */
-export function jsonDepthProblem(text: string, max = MAX_JSON_DEPTH): string | null {
+function jsonDepthProblem(text: string, max = MAX_JSON_DEPTH): string | null {
   let depth = 0;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);

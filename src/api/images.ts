@@ -18,12 +18,12 @@ export interface ImageEntry {
 }
 
 /** With the image's Entrypoint and Cmd, for a client that builds a command as docker does. */
-export interface PulledImage extends ImageEntry {
+interface PulledImage extends ImageEntry {
   entrypoint: string[];
   cmd: string[];
 }
 
-export function imageEntry(store: DockerStore, img: ImageRecord): ImageEntry {
+function imageEntry(store: DockerStore, img: ImageRecord): ImageEntry {
   return {
     reference: img.reference,
     ...(img.manifestDigest ? { manifest_digest: img.manifestDigest } : {}),

@@ -18,10 +18,10 @@ import { idKey } from "../agent/container.ts";
 import type { ContainerID } from "../mesos/messages.ts";
 
 /** Largest request body accepted on /api/v1. LAUNCH_CONTAINER bodies are a few KiB. */
-export const MAX_BODY_BYTES = 1024 * 1024;
+const MAX_BODY_BYTES = 1024 * 1024;
 
 /** How long a stopping agent lets requests in flight finish before it closes their connections. */
-export const DRAIN_GRACE_MS = 10_000;
+const DRAIN_GRACE_MS = 10_000;
 
 /** Tells the request's log line what call it was, and on which container. */
 type Note = (callType: string, container?: string) => void;

@@ -10,7 +10,7 @@ import type { ContainerID } from "../mesos/messages.ts";
 import type { NetworkStatus } from "../network/cni.ts";
 
 /** The containers table as the container calls use it. */
-export interface ContainerCalls {
+interface ContainerCalls {
   /** true: launched; false: the ID was already in use. */
   launch(call: LaunchContainer): Promise<boolean>;
   get(id: ContainerID): Container | undefined;

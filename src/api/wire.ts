@@ -8,7 +8,7 @@ import type { CallType } from "../mesos/calls.ts";
 import { ApiError, JSON_TYPE, PROTOBUF_TYPE, RECORDIO_TYPE, accepts, decodeUtf8, lastValue, mediaType, names } from "./http.ts";
 
 export type Encoding = "json" | "protobuf";
-export type Media = Encoding | "recordio";
+type Media = Encoding | "recordio";
 
 /** How a request came and how it wants its answer; the message types only for RecordIO. */
 export interface Wire {

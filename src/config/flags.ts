@@ -124,7 +124,7 @@ const ImageProviders = v.pipe(
 );
 
 /** Isolators Mesos knows. ucr implements the ones the UCR needs and accepts the others by name. */
-export const KNOWN_ISOLATORS = [
+const KNOWN_ISOLATORS = [
   "posix/cpu", "posix/mem", "posix/disk", "posix/rlimits",
   "filesystem/posix", "filesystem/linux", "filesystem/shared", "filesystem/windows",
   "docker/runtime", "docker/volume", "appc/runtime",
@@ -226,7 +226,7 @@ const DockerAuthEntry = v.looseObject({
 });
 const DockerConfigJson = v.looseObject({ auths: v.record(v.string(), DockerAuthEntry) });
 const LegacyDockerCfg = v.record(v.string(), DockerAuthEntry);
-export const DockerConfigSchema = v.pipe(
+const DockerConfigSchema = v.pipe(
   v.custom<Record<string, unknown>>(
     (x) => typeof x === "object" && x !== null && !Array.isArray(x),
     "must be a docker config.json object ({\"auths\": {...}}) or a legacy .dockercfg object",
@@ -236,7 +236,7 @@ export const DockerConfigSchema = v.pipe(
 );
 export type DockerConfig = v.InferOutput<typeof DockerConfigSchema>;
 
-export const HttpCredentialsSchema = v.looseObject({
+const HttpCredentialsSchema = v.looseObject({
   credentials: v.pipe(
     v.array(v.looseObject({ principal: v.pipe(v.string(), v.minLength(1, "principal must not be empty")), secret: v.string() })),
     v.minLength(1, "must list at least one credential"),
@@ -245,7 +245,7 @@ export const HttpCredentialsSchema = v.looseObject({
 export type HttpCredentials = v.InferOutput<typeof HttpCredentialsSchema>;
 
 /** ImageGcConfig (Mesos flags.proto); defaults follow the DC/OS documentation. */
-export const ImageGcConfigSchema = v.looseObject({
+const ImageGcConfigSchema = v.looseObject({
   image_disk_headroom: v.optional(
     v.pipe(v.number("must be a number"), v.minValue(0, "must be from 0.0 to 1.0"), v.maxValue(1, "must be from 0.0 to 1.0")),
     0.1,
@@ -259,7 +259,6 @@ export const ImageGcConfigSchema = v.looseObject({
   ),
   excluded_images: v.optional(v.array(ImageSchema), []),
 });
-export type ImageGcConfig = v.InferOutput<typeof ImageGcConfigSchema>;
 
 const CgroupsRoot = v.pipe(
   text,
@@ -538,10 +537,10 @@ const FLAGS = {
   }),
 };
 
-export type FlagName = keyof typeof FLAGS;
+type FlagName = keyof typeof FLAGS;
 export type Flags = { [K in FlagName]: v.InferOutput<(typeof FLAGS)[K]["schema"]> };
 
-export const FLAG_NAMES = Object.keys(FLAGS).sort() as FlagName[];
+const FLAG_NAMES = Object.keys(FLAGS).sort() as FlagName[];
 
 /** The table's flags as one valibot object schema (what loadFlags parses the raw texts with). */
 const SCHEMA = v.object(

@@ -17,8 +17,6 @@ const libc = dlopen("libc.so.6", {
   chdir: { args: ["ptr"], returns: "i32" },
   syscall: { args: ["i64", "i64", "i64", "i64", "i64", "i64"], returns: "i64" },
   madvise: { args: ["ptr", "u64", "i32"], returns: "i32" },
-  getpid: { args: [], returns: "i32" },
-  mknod: { args: ["ptr", "u32", "u64"], returns: "i32" },
   execve: { args: ["ptr", "ptr", "ptr"], returns: "i32" },
   setgroups: { args: ["u64", "ptr"], returns: "i32" },
   setresgid: { args: ["u32", "u32", "u32"], returns: "i32" },
@@ -46,9 +44,7 @@ const libc = dlopen("libc.so.6", {
 export const CLONE_NEWNS = 0x00020000;
 export const CLONE_NEWUTS = 0x04000000;
 export const CLONE_NEWIPC = 0x08000000;
-export const CLONE_NEWPID = 0x20000000;
 export const CLONE_NEWNET = 0x40000000;
-export const CLONE_NEWCGROUP = 0x02000000;
 
 // mount(2) flags (linux/mount.h).
 export const MS_RDONLY = 1;
@@ -57,7 +53,6 @@ export const MS_NODEV = 4;
 export const MS_NOEXEC = 8;
 export const MS_REMOUNT = 32;
 export const MS_BIND = 4096;
-export const MS_MOVE = 8192;
 export const MS_REC = 16384;
 export const MS_PRIVATE = 1 << 18;
 export const MS_SLAVE = 1 << 19;
@@ -141,26 +136,14 @@ export function chdir(path: string): void {
   check(libc.symbols.chdir(cstr(path)), "chdir", path);
 }
 
-/** The pid as the kernel sees it in this process's PID namespace. */
-export function getpid(): number {
-  return libc.symbols.getpid();
-}
-
 // mknod(2) file types (sys/stat.h).
 export const S_IFCHR = 0o020000;
-export const S_IFBLK = 0o060000;
-export const S_IFIFO = 0o010000;
 
 /** glibc's makedev: the 64-bit dev_t layout Linux uses. */
-export function makedev(major: number, minor: number): bigint {
+function makedev(major: number, minor: number): bigint {
   const ma = BigInt(major);
   const mi = BigInt(minor);
   return ((ma & 0xfffff000n) << 32n) | ((ma & 0xfffn) << 8n) | ((mi & 0xffffff00n) << 12n) | (mi & 0xffn);
-}
-
-/** Creates a device node or fifo; `type` is S_IFCHR, S_IFBLK or S_IFIFO. */
-export function mknod(path: string, type: number, mode: number, major = 0, minor = 0): void {
-  check(libc.symbols.mknod(cstr(path), type | (mode & 0o7777), makedev(major, minor)), "mknod", path);
 }
 
 /** Sets an extended attribute on a path without following a final symlink. */
@@ -296,7 +279,6 @@ export function setChildSubreaper(): void {
 export const LOCK_SH = 1;
 export const LOCK_EX = 2;
 export const LOCK_NB = 4;
-export const LOCK_UN = 8;
 
 /** flock(2); with LOCK_NB returns false instead of waiting when the lock is held. */
 export function flock(fd: number, op: number): boolean {
@@ -316,7 +298,6 @@ export function flock(fd: number, op: number): boolean {
 // open(2) flags; the same values on x86_64 and arm64 (asm-generic).
 export const O_RDONLY = 0;
 export const O_WRONLY = 1;
-export const O_RDWR = 2;
 export const O_CREAT = 0o100;
 export const O_EXCL = 0o200;
 export const O_NOCTTY = 0o400;
@@ -329,14 +310,12 @@ export const O_PATH = 0o10000000;
 
 export const AT_FDCWD = -100;
 export const AT_SYMLINK_NOFOLLOW = 0x100;
-export const AT_REMOVEDIR = 0x200;
 export const AT_EMPTY_PATH = 0x1000;
 
 // errno values the callers of the non-throwing calls below look for (asm-generic/errno-base.h, errno.h).
 export const ENOENT = 2;
 export const EEXIST = 17;
 export const ENOTDIR = 20;
-export const EINVAL = 22;
 export const EROFS = 30;
 export const ELOOP = 40;
 
@@ -461,7 +440,6 @@ export function mountSetattrRecursive(fd: number, attrs: number, what: string): 
 
 // d_type values of getdents64 (dirent.h).
 export const DT_DIR = 4;
-export const DT_LNK = 10;
 
 const CLOSE_RANGE_CLOEXEC = 1 << 2;
 

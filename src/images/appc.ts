@@ -17,7 +17,7 @@ import { hostPlatform } from "./manifest.ts";
 import { DEFAULT_LIMITS, Transfer, discard, type FetchLimits } from "./transfer.ts";
 import { errorOfKind } from "../errors.ts";
 
-export class AppcError extends errorOfKind("invalid") {}
+class AppcError extends errorOfKind("invalid") {}
 
 const ManifestSchema = v.looseObject({
   acKind: v.literal("ImageManifest", "must be an ImageManifest"),
@@ -80,7 +80,7 @@ function isA(path: string, kind: "file" | "directory"): boolean {
 }
 
 /** The discovery URL Mesos builds: prefix + name-version-os-arch.aci. */
-export function discoveryUrl(prefix: string, name: string, labels: Record<string, string>): string {
+function discoveryUrl(prefix: string, name: string, labels: Record<string, string>): string {
   const version = labels.version ?? "latest";
   const host = hostPlatform();
   const os = labels.os ?? host.os;

@@ -10,7 +10,7 @@ import { unpackLayer, type UnpackResult } from "./layer/pipeline.ts";
 import { workerOf } from "../threads/workers.ts";
 import type { AciJob, AciResult } from "./appc.ts";
 
-export type LayerSource =
+type LayerSource =
   | { kind: "registry"; spec: RegistrySpec; digest: string; size?: number }
   | { kind: "file"; path: string; offset: number; length: number };
 

@@ -14,7 +14,7 @@ const DOMAIN_LABEL = /^(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])$/;
 const TAG = /^[\w][\w.-]{0,127}$/;
 const DIGEST = /^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/;
 
-export class ImageReferenceError extends UcrError {
+class ImageReferenceError extends UcrError {
   constructor(
     readonly input: string,
     why: string,

@@ -12,7 +12,7 @@ import { DockerStore } from "./store.ts";
 import type { FetchLimits } from "./transfer.ts";
 
 /** The download deadlines the flags ask for (durations are in nanoseconds there). */
-export function fetchLimits(flags: Pick<Flags, "fetcher_stall_timeout" | "image_fetch_timeout">): FetchLimits {
+function fetchLimits(flags: Pick<Flags, "fetcher_stall_timeout" | "image_fetch_timeout">): FetchLimits {
   return { stallMs: flags.fetcher_stall_timeout / 1e6, totalMs: flags.image_fetch_timeout / 1e6 };
 }
 

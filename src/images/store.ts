@@ -22,7 +22,7 @@ import { describePrivateDir, ensurePrivateDir } from "../util/private-dir.ts";
 import { removeTree } from "../util/tree.ts";
 import { syncDir, writeFileAtomic } from "../util/atomic-file.ts";
 
-export const LayerRecordSchema = v.looseObject({
+const LayerRecordSchema = v.looseObject({
   diffId: v.string(),
   /** Compressed digests this layer arrived as (a registry's gzip, an archive's plain tar). */
   digests: v.array(v.string()),
@@ -34,7 +34,7 @@ export const LayerRecordSchema = v.looseObject({
 });
 export type LayerRecord = v.InferOutput<typeof LayerRecordSchema>;
 
-export const ImageRecordSchema = v.looseObject({
+const ImageRecordSchema = v.looseObject({
   /** Canonical reference: "docker.io/library/alpine:latest". */
   reference: v.string(),
   manifestDigest: v.optional(v.string()),
@@ -56,7 +56,7 @@ export type ImageRecord = v.InferOutput<typeof ImageRecordSchema>;
  * removed. All of it lives on the agent's one JS thread, so taking a lease and GC's
  * decision never interleave.
  */
-export class Leases {
+class Leases {
   private readonly counts = new Map<string, number>();
   hold(keys: Iterable<string>): () => void {
     const held = [...keys];

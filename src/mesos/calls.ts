@@ -25,31 +25,27 @@ export const LaunchContainerSchema = v.looseObject({
 });
 export type LaunchContainer = v.InferOutput<typeof LaunchContainerSchema>;
 
-export const ContainerRefSchema = v.looseObject({ container_id: ContainerIDSchema });
-export type ContainerRef = v.InferOutput<typeof ContainerRefSchema>;
+const ContainerRefSchema = v.looseObject({ container_id: ContainerIDSchema });
 
-export const KillContainerSchema = v.looseObject({
+const KillContainerSchema = v.looseObject({
   container_id: ContainerIDSchema,
   signal: v.optional(Signal),
 });
-export type KillContainer = v.InferOutput<typeof KillContainerSchema>;
 
-export const LaunchNestedContainerSchema = v.looseObject({
+const LaunchNestedContainerSchema = v.looseObject({
   container_id: ContainerIDSchema,
   command: v.optional(CommandInfoSchema),
   container: v.optional(ContainerInfoSchema),
 });
 
-export const GetContainersSchema = v.looseObject({
+const GetContainersSchema = v.looseObject({
   show_nested: v.optional(v.boolean(), false),
   show_standalone: v.optional(v.boolean(), false),
 });
-export type GetContainers = v.InferOutput<typeof GetContainersSchema>;
 
-export const PruneImagesSchema = v.looseObject({
+const PruneImagesSchema = v.looseObject({
   excluded_images: v.optional(v.array(ImageSchema), []),
 });
-export type PruneImages = v.InferOutput<typeof PruneImagesSchema>;
 
 const PathSchema = v.looseObject({ path: v.string() });
 
@@ -57,7 +53,7 @@ const PathSchema = v.looseObject({ path: v.string() });
  * Every Call.Type of agent.proto (Mesos 1.12), with the field that carries its payload and
  * whether Mesos requires that field. `schema: null` means the call has no payload.
  */
-export const CALL_TYPES = {
+const CALL_TYPES = {
   UNKNOWN: { field: null, schema: null, required: false },
   GET_HEALTH: { field: null, schema: null, required: false },
   GET_FLAGS: { field: null, schema: null, required: false },
@@ -107,7 +103,7 @@ export const CALL_TYPES = {
 
 export type CallType = keyof typeof CALL_TYPES;
 
-export function isCallType(x: string): x is CallType {
+function isCallType(x: string): x is CallType {
   return Object.hasOwn(CALL_TYPES, x);
 }
 
@@ -130,7 +126,7 @@ export class CallError extends errorOfKind("invalid") {}
  * (`"uris":null`, `"volumes":null`). Removes them in place, so the schemas see what Mesos
  * would. Iterative: the depth of `value` never matters here.
  */
-export function dropNulls(value: unknown): void {
+function dropNulls(value: unknown): void {
   const stack: unknown[] = [value];
   while (stack.length > 0) {
     const v = stack.pop();
@@ -177,7 +173,7 @@ export function parseCall(body: unknown): Call {
 }
 
 /** "launch_container.container_id.value: must not be empty" for the first issue (and a count). */
-export function describeIssues(root: string, issues: ReadonlyArray<v.BaseIssue<unknown>>): string {
+function describeIssues(root: string, issues: ReadonlyArray<v.BaseIssue<unknown>>): string {
   const first = issues[0]!;
   const path = [root, ...(first.path ?? []).map((p) => String(p.key))].filter((s) => s !== "").join(".");
   const more = issues.length > 1 ? ` (and ${issues.length - 1} more problem${issues.length > 2 ? "s" : ""})` : "";

@@ -13,7 +13,7 @@ export const Int64 = v.pipe(
 );
 
 /** double in protobuf JSON: a number, or the strings "Infinity"/"NaN" the mapping allows. */
-export const Double = v.pipe(
+const Double = v.pipe(
   v.union([v.number(), v.picklist(["Infinity", "-Infinity", "NaN"])], "must be a number"),
   v.transform((x) => (typeof x === "number" ? x : Number(x))),
 );
@@ -23,7 +23,7 @@ export const Double = v.pipe(
 const MAX_CONTAINER_ID = 242; // Mesos: leaves room for the path components it builds
 
 /** Why a ContainerID value is unacceptable to Mesos (src/slave/validation.cpp), or null. */
-export function containerIdProblem(value: string): string | null {
+function containerIdProblem(value: string): string | null {
   if (value.length === 0) return "must not be empty";
   if (value.length > MAX_CONTAINER_ID) return `is ${value.length} characters long; at most ${MAX_CONTAINER_ID} are allowed`;
   if (value === "." || value === "..") return `'${value}' is not allowed`;
@@ -59,11 +59,11 @@ export const ContainerIDSchema: v.GenericSchema<unknown, ContainerID> = v.looseO
 
 // --- Image ------------------------------------------------------------------------------
 
-export const LabelsSchema = v.looseObject({
+const LabelsSchema = v.looseObject({
   labels: v.optional(v.array(v.looseObject({ key: v.string(), value: v.optional(v.string()) })), []),
 });
 
-export const SecretSchema = v.looseObject({
+const SecretSchema = v.looseObject({
   type: v.optional(v.picklist(["UNKNOWN", "REFERENCE", "VALUE"])),
   reference: v.optional(v.looseObject({ name: v.string(), key: v.optional(v.string()) })),
   value: v.optional(v.looseObject({ data: v.string() })),
@@ -107,7 +107,7 @@ function pathTo(input: Record<string, unknown>, key: string): [v.ObjectPathItem]
 
 // --- CommandInfo ------------------------------------------------------------------------
 
-export const EnvironmentSchema = v.looseObject({
+const EnvironmentSchema = v.looseObject({
   variables: v.optional(
     v.array(
       v.pipe(
@@ -172,7 +172,7 @@ const SCALAR_BOUNDS: Record<string, { max: number; unit: string; why: string }> 
  * `Resources::validate`); ucr also refuses NaN, infinities (except as a limit, where
  * Infinity means unlimited, as in Mesos) and values over the bounds above.
  */
-export function scalarProblem(name: string, value: number, { infiniteMeansUnlimited = false } = {}): string | null {
+function scalarProblem(name: string, value: number, { infiniteMeansUnlimited = false } = {}): string | null {
   if (Number.isNaN(value)) return `'${name}' is NaN; it must be a number`;
   if (value < 0) return `'${name}' is ${value}; it must not be negative`;
   if (value === Infinity) return infiniteMeansUnlimited ? null : `'${name}' is Infinity; a resource must be a finite number`;
@@ -225,7 +225,7 @@ export const LimitsSchema = v.pipe(
 
 // --- ContainerInfo and volumes ----------------------------------------------------------
 
-export const VolumeSchema = v.looseObject({
+const VolumeSchema = v.looseObject({
   container_path: v.pipe(v.string(), v.minLength(1, "must not be empty")),
   host_path: v.optional(v.string()),
   mode: v.picklist(["RW", "RO"], "must be RW or RO"),
@@ -243,10 +243,9 @@ export const VolumeSchema = v.looseObject({
     }),
   ),
 });
-export type Volume = v.InferOutput<typeof VolumeSchema>;
 
 /** NetworkInfo (mesos.proto): a CNI network to join by `name`, with port mappings. */
-export const NetworkInfoSchema = v.looseObject({
+const NetworkInfoSchema = v.looseObject({
   name: v.optional(v.string()),
   ip_addresses: v.optional(
     v.array(v.looseObject({ protocol: v.optional(v.picklist(["IPv4", "IPv6"], "must be IPv4 or IPv6")), ip_address: v.optional(v.string()) })),
@@ -265,7 +264,6 @@ export const NetworkInfoSchema = v.looseObject({
     [],
   ),
 });
-export type NetworkInfo = v.InferOutput<typeof NetworkInfoSchema>;
 
 /** CapabilityInfo: Linux capabilities by Mesos' enum names (the kernel's without CAP_). */
 export const CapabilityInfoSchema = v.looseObject({
@@ -278,9 +276,8 @@ export const CapabilityInfoSchema = v.looseObject({
     [],
   ),
 });
-export type CapabilityInfo = v.InferOutput<typeof CapabilityInfoSchema>;
 
-export const LinuxInfoSchema = v.looseObject({
+const LinuxInfoSchema = v.looseObject({
   share_cgroups: v.optional(v.boolean()),
   capability_info: v.optional(CapabilityInfoSchema),
   effective_capabilities: v.optional(CapabilityInfoSchema),
@@ -298,7 +295,6 @@ export const ContainerInfoSchema = v.looseObject({
   docker: v.optional(v.looseObject({})),
   linux_info: v.optional(LinuxInfoSchema),
 });
-export type ContainerInfo = v.InferOutput<typeof ContainerInfoSchema>;
 
 // --- Durations ---------------------------------------------------------------------------
 

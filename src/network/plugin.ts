@@ -3,7 +3,7 @@
 import { pluginErrorText } from "./result.ts";
 import { errorOfKind } from "../errors.ts";
 
-export type CniCommand = "ADD" | "DEL" | "CHECK" | "VERSION";
+type CniCommand = "ADD" | "DEL" | "CHECK" | "VERSION";
 
 export interface Invocation {
   command: CniCommand;
@@ -21,7 +21,7 @@ export interface Invocation {
   what: string;
 }
 
-export class PluginError extends errorOfKind("internal") {}
+class PluginError extends errorOfKind("internal") {}
 
 /** A plugin's stdout/stderr past this is cut off (a result is a few KiB). */
 const MAX_OUTPUT = 1 << 20;

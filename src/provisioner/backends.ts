@@ -45,7 +45,7 @@ function isRoot(): boolean {
 }
 
 /** Why `backend` cannot work for a provisioner directory on this machine, or null. */
-export function backendProblem(backend: Backend, dir: string): string | null {
+function backendProblem(backend: Backend, dir: string): string | null {
   const fs = fsName(dir);
   switch (backend) {
     case "overlay":

@@ -22,7 +22,7 @@ import { listAt, removeAt } from "../util/tree.ts";
 import { decodeRecordPath } from "../images/layer/whiteout.ts";
 import { errorOfKind } from "../errors.ts";
 
-export class ApplyError extends errorOfKind("invalid") {}
+class ApplyError extends errorOfKind("invalid") {}
 
 export interface LayerWhiteouts {
   /** Paths as the layer record keeps them (see encodeRecordPath). */

@@ -10,13 +10,13 @@ import type { WorkerHandle } from "./workers.ts";
 
 declare const self: Worker;
 
-export interface RpcRequest {
+interface RpcRequest {
   id: number;
   op: string;
   args: unknown;
 }
 
-export type RpcReply =
+type RpcReply =
   | { id: number; progress: unknown }
   | { id: number; ok: true; value: unknown }
   | { id: number; ok: false; error: { name: string; message: string; code?: string; kind: ErrorKind } };
@@ -59,7 +59,7 @@ type CallArgs<F> = F extends () => unknown
     : never;
 
 /** How a call is made: a progress callback (typed by the operation) and buffers to move, not copy. */
-export interface CallOptions<P> {
+interface CallOptions<P> {
   onProgress?: (data: P) => void;
   transfer?: ArrayBuffer[];
 }

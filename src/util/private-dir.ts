@@ -5,7 +5,7 @@
 import { chmodSync, mkdirSync, statSync } from "node:fs";
 import { errorOfKind } from "../errors.ts";
 
-export class PrivateDirError extends errorOfKind("precondition") {}
+class PrivateDirError extends errorOfKind("precondition") {}
 
 export interface PrivateDirResult {
   created: boolean;

@@ -142,7 +142,7 @@ export async function runUcr(
 }
 
 /** Removes a test's (empty) cgroups root from every hierarchy; what still holds a process stays. */
-export function removeCgroupRoot(root: string): void {
+function removeCgroupRoot(root: string): void {
   const base = "/sys/fs/cgroup";
   let hierarchies: string[] = [];
   try {

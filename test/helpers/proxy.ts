@@ -35,7 +35,7 @@ export type Fault = FaultBase &
     | { kind: "reset" }
   );
 
-export interface ProxyRequest {
+interface ProxyRequest {
   method: string;
   path: string;
   query: string;

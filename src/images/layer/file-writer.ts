@@ -82,7 +82,7 @@ export function finishFile(fd: number, job: FileJob): void {
 }
 
 /** Writes one file whose data is in `job.data`. */
-export function writeFile(job: FileJob): void {
+function writeFile(job: FileJob): void {
   try {
     const fd = createFile(job);
     let ok = false;

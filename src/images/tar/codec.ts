@@ -6,7 +6,7 @@ import { errorOfKind } from "../../errors.ts";
 
 export class TarFormatError extends errorOfKind("invalid") {}
 
-export type TarType =
+type TarType =
   | "file"
   | "link"
   | "symlink"

@@ -33,8 +33,8 @@ export const RET = {
   ALLOW: 0x7fff0000,
 } as const;
 
-export const OPS = ["SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ"] as const;
-export type Op = (typeof OPS)[number];
+const OPS = ["SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ"] as const;
+type Op = (typeof OPS)[number];
 
 const ACTIONS = [
   "SCMP_ACT_KILL", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_TRAP", "SCMP_ACT_ERRNO",
@@ -43,7 +43,7 @@ const ACTIONS = [
 type ActionName = (typeof ACTIONS)[number];
 
 // seccomp(2) filter flags a profile may ask for (linux/seccomp.h).
-export const FILTER_FLAG = { TSYNC: 1, LOG: 2, SPEC_ALLOW: 4, WAIT_KILLABLE_RECV: 32 } as const;
+const FILTER_FLAG = { TSYNC: 1, LOG: 2, SPEC_ALLOW: 4, WAIT_KILLABLE_RECV: 32 } as const;
 
 // --- schema -----------------------------------------------------------------------------
 
@@ -102,7 +102,7 @@ const SyscallSchema = v.pipe(
   v.check((s) => (s.names?.length ?? 0) > 0 || !!s.name, "needs 'names' (a non-empty list of system calls)"),
 );
 
-export const SeccompProfileSchema = v.looseObject({
+const SeccompProfileSchema = v.looseObject({
   defaultAction: ActionSchema,
   defaultErrnoRet: v.nullish(ErrnoRet),
   architectures: v.nullish(v.array(v.string())),
@@ -123,7 +123,7 @@ export interface Condition {
   valueTwo: bigint;
 }
 
-export interface Entry {
+interface Entry {
   names: string[];
   /** The seccomp return value (action | data). */
   action: number;

@@ -28,7 +28,7 @@ export async function saveArchive(
 }
 
 /** docker.io/library/x:t -> x:t, docker.io/o/x:t -> o/x:t: Docker's short names. */
-export function familiarName(name: string): string {
+function familiarName(name: string): string {
   return name.replace(/^docker\.io\/library\/(?=[^/]+$|[^/]+:)/, "").replace(/^docker\.io\//, "");
 }
 
@@ -61,7 +61,7 @@ function familiarizeArchive(tarFile: string): void {
  * `to`. The config is copied byte for byte: diff_ids are of the uncompressed tars, so they
  * still hold. Returns the new image.
  */
-export function recompressImage(
+function recompressImage(
   layoutDir: string,
   tag: string,
   destDir: string,

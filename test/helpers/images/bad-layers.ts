@@ -64,7 +64,7 @@ export async function packTar(entries: TarEntry[]): Promise<Uint8Array> {
 }
 
 /** The entries of the malicious layer for `kind` (after a harmless ok.txt). */
-export function badLayerEntries(kind: BadLayerKind): TarEntry[] {
+function badLayerEntries(kind: BadLayerKind): TarEntry[] {
   const ok: TarEntry = { name: "ok.txt", content: "ok\n" };
   switch (kind) {
     case "traversal":

@@ -50,7 +50,7 @@ function file(path: string, content: string | Uint8Array, mode = 0o644, uid = 0,
   chmodSync(path, mode);
 }
 
-export const BUSYBOX_APPLETS = ["sh", "ls", "cat", "echo", "true", "false", "sleep", "id", "env", "test", "stat"];
+const BUSYBOX_APPLETS = ["sh", "ls", "cat", "echo", "true", "false", "sleep", "id", "env", "test", "stat"];
 
 /** The busybox root filesystem, staged into `root` (which must not exist yet, or be empty). */
 export function stageBusybox(root: string): void {
@@ -133,7 +133,7 @@ export const RICH = {
   plainMarker: "/plain/marker.txt",
 } as const;
 
-export const RICH_CONFIG: ContainerConfig = {
+const RICH_CONFIG: ContainerConfig = {
   Entrypoint: ["/bin/echo", "entry"],
   Cmd: ["cmd"],
   Env: [DEFAULT_PATH, "FOO=bar"],

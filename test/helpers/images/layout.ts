@@ -41,7 +41,7 @@ interface IndexJson {
   manifests: Descriptor[];
 }
 
-export function readIndex(layoutDir: string): IndexJson {
+function readIndex(layoutDir: string): IndexJson {
   return JSON.parse(readFileSync(join(layoutDir, "index.json"), "utf8")) as IndexJson;
 }
 
@@ -123,7 +123,7 @@ export function layerMediaType(c: Compression): string {
   return c === "gzip" ? MT.ociLayerGzip : c === "zstd" ? MT.ociLayerZstd : MT.ociLayerTar;
 }
 
-export interface LayerInput {
+interface LayerInput {
   /** The uncompressed layer tar. */
   tar: Uint8Array;
   compression: Compression;

@@ -53,7 +53,7 @@ export async function pushImage(layoutDir: string, ref: string, opts: PushOption
 }
 
 /** Split "host:port/name:tag" (or "@sha256:...") into its parts. */
-export function parseRef(ref: string): { host: string; name: string; reference: string } {
+function parseRef(ref: string): { host: string; name: string; reference: string } {
   const slash = ref.indexOf("/");
   if (slash < 0) throw new Error(`reference ${ref} has no registry host`);
   const host = ref.slice(0, slash);
@@ -77,7 +77,7 @@ export function parseRef(ref: string): { host: string; name: string; reference: 
  * A minimal Docker registry client: answers Basic and Bearer challenges with `creds` and
  * keeps the Authorization it got, so a run of requests costs one token round trip.
  */
-export class RegistryClient {
+class RegistryClient {
   private authorization: string | undefined;
   constructor(
     readonly base: string,

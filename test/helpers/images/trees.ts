@@ -22,7 +22,7 @@ export async function umociUnpack(layoutDir: string, tag: string, outDir: string
   return join(outDir, "rootfs");
 }
 
-export type EntryType = "file" | "dir" | "symlink" | "fifo" | "char" | "block" | "socket";
+type EntryType = "file" | "dir" | "symlink" | "fifo" | "char" | "block" | "socket";
 
 export interface TreeEntry {
   /** "/" for the root, "/bin/sh" below it. */
