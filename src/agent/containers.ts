@@ -16,7 +16,7 @@ import type { CniNetworks } from "../network/cni.ts";
 import type { LayerWhiteouts } from "../provisioner/copy.ts";
 import { Provisioner } from "../provisioner/provisioner.ts";
 import { ContainerCgroup, detectCgroups, ownProcsFile, type CgroupLayout } from "../runtime/cgroups.ts";
-import { LauncherClient } from "../runtime/launcher.ts";
+import { LauncherClient, launcherAlive } from "../runtime/launcher.ts";
 import { selfCommand } from "../runtime/spec.ts";
 import type { WorkerClient } from "../threads/rpc.ts";
 import type { DiskOps } from "../gc/disk.ts";
@@ -351,8 +351,11 @@ export class Containers {
       }
       if (c.pid !== undefined && !stillRunning(c.pid, c.pidStart)) {
         deadSince ??= Date.now();
-        // Stage 1 writes the status just after the workload dies; give it a moment.
-        if (Date.now() - deadSince > 2000) {
+        // The launcher (or its reaper, if the launcher died) writes the status just after the
+        // workload is reaped: give it a moment, and as long as it takes while one of them lives
+        // (a loaded machine can delay it by seconds); a minute at most.
+        const waited = Date.now() - deadSince;
+        if (waited > 2000 && (waited > 60_000 || !launcherAlive(this.launcher.socketPath))) {
           this.exited(c, settle);
           stop();
         }
