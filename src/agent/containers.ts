@@ -3,7 +3,9 @@
 // RUNNING -> EXITED -> (removed). A launch registers the record, checkpoints it before any side
 // effect (checkpoint.ts) and runs the named steps of launch.ts; so an agent killed at any
 // instruction leaves nothing the next one cannot find (recovery.ts). The exit status comes
-// from the file the launcher writes, so it is there even when the agent was not.
+// from the file the launcher writes, so it is there even when the agent was not. (Over 400
+// lines: the table and the supervision of what it started share every record's life: exit,
+// destroy and removal each change the table's own state.)
 import { existsSync, rmSync, watch } from "node:fs";
 import { join } from "node:path";
 import type { LoadedFlags } from "../config/flags.ts";

@@ -3,7 +3,7 @@
 // one thing, and a failure says which step, on which container. The containers table
 // (containers.ts) registers the record first, runs these, and supervises what they started;
 // a KILL_CONTAINER stops them between steps (and during a pull).
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import type { Flags } from "../config/flags.ts";
 import { UcrError, internal, invalid, messageOf } from "../errors.ts";
@@ -14,7 +14,8 @@ import type { ImageLayers, Provisioner } from "../provisioner/provisioner.ts";
 import { ContainerCgroup, type CgroupLayout } from "../runtime/cgroups.ts";
 import { makeDirBelow } from "../runtime/inroot.ts";
 import type { LauncherClient } from "../runtime/launcher.ts";
-import { etcHosts, selfCommand, type ConfineSpec, type LaunchSpec, type VolumeSpec } from "../runtime/spec.ts";
+import { etcHosts, type ConfineSpec, type LaunchSpec, type VolumeSpec } from "../runtime/spec.ts";
+import { startStage1 } from "../runtime/stage1.ts";
 import { writeStateFile } from "../runtime/state.ts";
 import { startTime } from "../util/process.ts";
 import { writeCheckpoint } from "./checkpoint.ts";
@@ -374,41 +375,4 @@ function hostnameOfRunning(top: Container): string {
     // from an older ucr: its ID was its hostname
   }
   return top.id.value.slice(0, 63);
-}
-
-/** The fallback: `ucr __init SPEC` as this container's own stage 1. */
-async function startStage1(spec: LaunchSpec, specPath: string): Promise<{ pid: number } | { error: string }> {
-  const stdout = openSync(spec.stdout!, "a", 0o640);
-  const stderr = openSync(spec.stderr!, "a", 0o640);
-  let proc;
-  try {
-    proc = Bun.spawn(selfCommand("__init", specPath), {
-      stdio: ["ignore", stdout, stderr, "pipe"],
-      env: {},
-      detached: true, // its own session: the agent's signals and death do not reach it
-    });
-  } finally {
-    closeSync(stdout);
-    closeSync(stderr);
-  }
-  const report = await readAll((proc as unknown as { stdio: number[] }).stdio[3]!);
-  if (report.trim() !== "") {
-    await proc.exited;
-    return { error: report.trim() };
-  }
-  proc.unref();
-  return { pid: Number(readFileSync(spec.pidFile, "utf8").trim()) };
-}
-
-/** Everything written to a pipe until every writer closed it. */
-async function readAll(fd: number): Promise<string> {
-  try {
-    return await Bun.file(fd).text();
-  } finally {
-    try {
-      closeSync(fd);
-    } catch {
-      // already closed
-    }
-  }
 }

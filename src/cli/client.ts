@@ -1,5 +1,6 @@
 // `ucr run`, `ucr ps`, `ucr kill`, `ucr rm` and `ucr prune`: the agent's Operator API from the
 // command line, shaped for podman/docker users (`ucr run` takes docker's arguments and options).
+// (Over 400 lines: `ucr run` is most of it, its options and output copying; the rest is small.)
 import { closeSync, constants as fsConstants, openSync, readSync, watch, type FSWatcher } from "node:fs";
 import { constants as osConstants } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";

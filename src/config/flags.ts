@@ -1,6 +1,7 @@
 // The agent's flags, with Mesos' names and defaults: where they come from (command line,
 // UCR_*/MESOS_* environment, file:// values), how each is validated (valibot), and how
-// GET_FLAGS prints them. Validation failures name the flag and say why.
+// GET_FLAGS prints them. Validation failures name the flag and say why. (Over 400 lines: the
+// one table of every flag, each entry with its schema, help, default and rendering.)
 import { accessSync, constants, readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { dirname, isAbsolute, resolve } from "node:path";

@@ -1,6 +1,7 @@
 // With spawn.ts beside it, the only place ucr talks to libc directly (bun:ffi): the
 // namespace and mount calls the container init stage needs. Each wrapper throws SysError naming the call, its subject and
 // the errno, so a failure reads "mount(/a -> /b) failed: ENOENT (No such file or directory)".
+// (Over 400 lines: one small wrapper per call, and the constants they take.)
 import { dlopen, ptr, read, type Pointer } from "bun:ffi";
 import { readFileSync } from "node:fs";
 import { SysError } from "./errno.ts";

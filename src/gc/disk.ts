@@ -22,7 +22,7 @@ export interface DiskOps {
   remove(args: { path: string; within: string }): { removed: boolean };
   /** The copy backend's rootfs: `layers` (base first) applied onto `dest`. */
   copyLayers(args: { layers: string[]; dest: string; records: LayerWhiteouts[] }): { ok: true };
-  /** Takes the kernel's cgroup threadgroup lock once (runtime/cgroups.ts warmCgroupLock). */
+  /** Takes the kernel's cgroup threadgroup lock once (see workers/disk.ts). */
   warmCgroups(args: { procs: string; pid: number }): { ok: boolean; error?: string };
 }
 

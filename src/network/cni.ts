@@ -8,7 +8,9 @@
 //   <root>/<id>/{hosts,hostname,resolv.conf}   what the container sees in /etc
 //   <root>/<id>/<network>/network.conf         config, runtimeConfig and args of the ADD (written first)
 //   <root>/<id>/<network>/<ifname>/network.info the final ADD result (DEL's prevResult)
-// so a DEL always has what its ADD had, whoever ran the ADD.
+// so a DEL always has what its ADD had, whoever ran the ADD. (Over 400 lines: ADD, DEL and
+// recovery of these files are one state machine; configs, plugins, results and namespaces
+// are apart.)
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { isIP } from "node:net";

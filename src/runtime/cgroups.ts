@@ -394,18 +394,3 @@ export function ownProcsFile(layout: CgroupLayout): string | undefined {
     return undefined;
   }
 }
-
-/**
- * Writing a pid into the cgroup it is already in changes nothing, but takes the kernel's
- * cgroup threadgroup lock for writing, which on its first use in a while waits for an RCU
- * grace period (~13 ms here) and stays cheap for a few more. Done (in the disk worker) while
- * a container's init stage starts, its own move a few ms later is then fast.
- */
-export function warmCgroupLock(procs: string, pid: number): { ok: boolean; error?: string } {
-  try {
-    writeFileSync(procs, String(pid));
-    return { ok: true };
-  } catch (err) {
-    return { ok: false, error: (err as Error).message };
-  }
-}

@@ -1,7 +1,8 @@
 // The container's filesystem, built inside its own mount namespace by init stage 2: the
 // rootfs (overlay of the image's layers, or a bind of a copied/single layer), /proc of
 // the new PID namespace, a read-only /sys with the container's cgroups, a minimal /dev,
-// /etc files and the sandbox; then pivot_root into it with the old root detached.
+// /etc files and the sandbox; then pivot_root into it with the old root detached. (Over 400
+// lines: every mount of the container's filesystem, in the order stage 2 makes them.)
 //
 // The image is untrusted: every mount point is opened inside the rootfs (src/runtime/inroot.ts,
 // never a host path string joined with the image's) and mounted onto through /proc/self/fd/N,
