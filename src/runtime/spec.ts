@@ -2,7 +2,7 @@
 // container's runtime directory: everything already decided, nothing left to look up.
 import { closeSync, openSync, readSync } from "node:fs";
 import { join } from "node:path";
-import { isCompiled } from "../version.ts";
+import { isCompiled } from "../util/compiled.ts";
 
 export interface RootfsSpec {
   backend: "overlay" | "copy" | "bind";

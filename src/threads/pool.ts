@@ -1,7 +1,7 @@
 // Starts worker threads (threads/workers.ts names them). In the compiled binary the worker
 // entry points are embedded under /$bunfs/root (scripts/build.ts embeds every entry of the
 // table); from source they are the .ts files under src/workers/.
-import { isCompiled } from "../version.ts";
+import { isCompiled } from "../util/compiled.ts";
 import { WorkerClient, type Operations } from "./rpc.ts";
 import { WORKERS, type WorkerHandle, type WorkerName } from "./workers.ts";
 
