@@ -13,7 +13,7 @@
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { availableParallelism, cpus, loadavg, release, totalmem } from "node:os";
 import { join } from "node:path";
-import { runBench, writeResult } from "./lib.ts";
+import { runBench, serverLaunchMs, writeResult } from "./lib.ts";
 import { BURST_KINDS, runBursts, type BurstKind, type BurstTool } from "./launch/bursts.ts";
 import { addMem, memOf, NO_MEM, processesOf, summarize, type Mem } from "./launch/memory.ts";
 import { BUILT_UCR, BURST_ROUNDS, ID_PREFIX, MEM_CONTAINERS, PAR_CLIENTS, PAR_EACH, PATH, quick, ROOT, RUNS, WARMUPS } from "./launch/options.ts";
@@ -21,7 +21,7 @@ import { hybridWithControllers, makeBundle, startHolder, ulimitArgs } from "./la
 import { perfProbe } from "./launch/perf.ts";
 import { cgroupLockMode, median, mib, ms, notes, pct, type Case } from "./launch/report.ts";
 import { cleanup, exec, mustRun, podmanCgroups, reason, state, ucrLive } from "./launch/state.ts";
-import { call, launchBody, launches, nextId, serverLaunchMs, startUcrAgent, ucrOnce, ucrRemove } from "./launch/ucr.ts";
+import { call, launchBody, launches, nextId, startUcrAgent, ucrOnce, ucrRemove } from "./launch/ucr.ts";
 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error("run as root (containers, namespaces, podman --root)");

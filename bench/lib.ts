@@ -136,3 +136,25 @@ export async function operatorCall(
   });
   return { status: res.status, text: await res.text() };
 }
+
+/** The agent's own "POST /api/v1 LAUNCH_CONTAINER 200 47.7ms" per container ID. */
+export function serverLaunchMs(log: string[]): Map<string, number> {
+  const out = new Map<string, number>();
+  let last: string | undefined;
+  for (const line of log) {
+    // This ucr names the container on the call's line; an older one named it in the line before.
+    const named = /POST \/api\/v1 LAUNCH_CONTAINER (\S+) 200 ([\d.]+)ms/.exec(line);
+    if (named) {
+      out.set(named[1]!, Number(named[2]));
+      continue;
+    }
+    const running = /container (\S+) running \(pid/.exec(line);
+    if (running) last = running[1];
+    const call = /POST \/api\/v1 LAUNCH_CONTAINER 200 ([\d.]+)ms/.exec(line);
+    if (call && last) {
+      out.set(last, Number(call[1]));
+      last = undefined;
+    }
+  }
+  return out;
+}
