@@ -29,7 +29,7 @@ import { startTime, stillRunning } from "../util/process.ts";
 import { writeCheckpoint } from "./checkpoint.ts";
 import { ContainerError, containerPaths, idKey, type Container, type Termination } from "./container.ts";
 import { clearRuntime, launcherStatus, takeApart } from "./destroy.ts";
-import { checkLaunch, hostnameOf, limitsOf, ownsCgroups } from "./launch-rules.ts";
+import { checkLaunch, hostnameOf, limitsOf, ownsCgroups, resolveSecretEnvironment } from "./launch-rules.ts";
 import { OomGuard, oomKillsSinceLaunch, setMemoryLimitation } from "./oom.ts";
 import { recoverContainers, type RecoveryResult } from "./recovery.ts";
 import { volumeMounts } from "./volumes.ts";
@@ -309,7 +309,7 @@ export class Containers {
     onStage("preparing");
     let command;
     try {
-      command = resolveCommand(call.command, config, { sandbox: sandboxInContainer, useImage: !f.docker_ignore_runtime });
+      command = resolveCommand(resolveSecretEnvironment(call.command), config, { sandbox: sandboxInContainer, useImage: !f.docker_ignore_runtime });
     } catch (err) {
       if (err instanceof CommandError) throw new ContainerError(400, err.message);
       throw err;
