@@ -4,11 +4,13 @@ import { mkdirSync } from "node:fs";
 import { isIP } from "node:net";
 import { startApiServer, type ApiServer } from "../api/server.ts";
 import type { LoadedFlags } from "../config/flags.ts";
+import { isolatorLines } from "../config/isolators.ts";
 import { log, setLevel } from "../log.ts";
 import { VERSION } from "../version.ts";
 import { BackendError } from "../images/backends.ts";
 import { extractWorkerCount, startImageService, type ImageService } from "../images/service.ts";
 import { ConfinementSetupError } from "./confinement.ts";
+import { DeviceSetupError } from "../runtime/devices.ts";
 import { Containers } from "./containers.ts";
 import { CniConfigError } from "../network/config.ts";
 import { CniNetworks } from "../network/cni.ts";
@@ -62,6 +64,7 @@ export class Agent {
     setLevel(f.logging_level);
     log.info(`ucr ${VERSION} agent starting`);
     for (const [name, source] of this.flags.sources) log.info(`flag --${name} from ${source}`);
+    for (const line of isolatorLines(f.isolation)) log.info(line);
 
     for (const [flag, dir] of [
       ["work_dir", f.work_dir],
@@ -92,11 +95,14 @@ export class Agent {
       const networks = await CniNetworks.fromFlags(f);
       this.containerTable = new Containers(this.flags, this.imageService, this.workers.get("gc")!, networks);
     } catch (err) {
-      if (err instanceof BackendError || err instanceof CniConfigError || err instanceof ConfinementSetupError) throw new StartupError(err.message);
+      if (err instanceof BackendError || err instanceof CniConfigError || err instanceof ConfinementSetupError || err instanceof DeviceSetupError) {
+        throw new StartupError(err.message);
+      }
       throw err;
     }
     log.info(`provisioner backend: ${this.containerTable.backend}`);
     log.info(`confinement: ${this.containerTable.confinement.describe()}`);
+    log.info(`devices: containers may open ${this.containerTable.devicesConfinement}`);
     const cg = this.containerTable.cgroups;
     if (cg.kind === "none") log.warn(`cgroups: none usable (${cg.why}); cpus and mem will not be enforced`);
     else log.info(`cgroups: ${cg.kind === "v2" ? "v2 (unified)" : `v1 (memory at ${cg.memory}, cpu at ${cg.cpu})`}`);

@@ -15,7 +15,8 @@ import { AppcStore } from "../images/appc.ts";
 import { BackendError, chooseBackend, provision } from "../images/backends.ts";
 import type { ImageService } from "../images/service.ts";
 import { log } from "../log.ts";
-import { ContainerCgroup, detectCgroups, ownProcsFile, type CgroupLayout } from "../runtime/cgroups.ts";
+import { ContainerCgroup, confineDevices, detectCgroups, ownProcsFile, type CgroupLayout, type SharedCgroups } from "../runtime/cgroups.ts";
+import { DEFAULT_DEVICE_RULES, DeviceSetupError, allowedDevices, ruleText, type DeviceNode } from "../runtime/devices.ts";
 import { Confinement, ConfinementRefused } from "./confinement.ts";
 import { FetchError, fetchUris } from "./fetcher.ts";
 import { type CniNetworks, NetworkError } from "../network/cni.ts";
@@ -73,6 +74,12 @@ export class Containers {
   private readonly launcher: LauncherClient;
   /** Capabilities, no_new_privs and seccomp filters for each launch. */
   readonly confinement: Confinement;
+  /** Cgroups every container joins (v1's devices cgroup). */
+  private readonly shared: SharedCgroups = {};
+  /** Which devices containers may open, for the start-up log. */
+  readonly devicesConfinement: string;
+  /** linux/devices: the --allowed_devices nodes made in the /dev of containers with an image. */
+  private readonly deviceNodes: DeviceNode[];
   /** How to settle a running container now, with its wait status if known (set by watchExit). */
   private readonly settle = new Map<string, (status?: number) => void>();
   /** Ends a container on an OOM kill in its cgroup. */
@@ -93,6 +100,18 @@ export class Containers {
     this.backend = chooseBackend(f.image_provisioner_backend, this.provisionerDir);
     this.cgroups = detectCgroups();
     this.ownProcs = ownProcsFile(this.cgroups);
+    const allowed = allowedDevices(f.allowed_devices);
+    this.deviceNodes = f.isolation.includes("linux/devices") ? allowed.nodes : [];
+    const devices = confineDevices(this.cgroups, f.cgroups_root, [...DEFAULT_DEVICE_RULES, ...allowed.rules]);
+    if ("why" in devices) {
+      if (f.isolation.includes("cgroups/devices")) throw new DeviceSetupError(`isolator cgroups/devices: containers' devices cannot be confined: ${devices.why}`);
+      this.devicesConfinement = `NOT confined (${devices.why}): a root container may open any device node it can reach`;
+    } else {
+      this.shared = devices.shared;
+      const extra = allowed.rules.length > 0 ? `, plus --allowed_devices ${allowed.rules.map(ruleText).join(", ")}` : "";
+      this.devicesConfinement = `null, zero, full, random, urandom, tty, ptys${extra}, by ${devices.how}`;
+      for (const r of allowed.rules) log.warn(`privilege: --allowed_devices lets every container use ${ruleText(r)}`);
+    }
     const socket = join(f.runtime_dir, "launcher.sock");
     // The launcher tells us at once when a workload ends; the status file watch is the fallback.
     this.launcher = new LauncherClient(socket, selfCommand("__launcher", socket), (key, status) => this.settle.get(key)?.(status));
@@ -323,7 +342,11 @@ export class Containers {
       c.cgroup = c.parent.cgroup; // shared: the parent's limits cover it (and it is not removed with it)
     } else if (this.cgroups.kind !== "none") {
       try {
-        c.cgroup = ContainerCgroup.create(this.cgroups, f.cgroups_root, c.key, { ...c.limits, cfs: f.cgroups_enable_cfs });
+        c.cgroup = ContainerCgroup.create(this.cgroups, f.cgroups_root, c.key, {
+          ...c.limits,
+          cfs: f.cgroups_enable_cfs,
+          pids: f.default_container_pids_limit,
+        });
       } catch (err) {
         throw new ContainerError(500, `cannot set up the cgroups of ${c.key}: ${(err as Error).message}`);
       }
@@ -351,8 +374,8 @@ export class Containers {
     writeFileSync(hostnameFile, `${hostname}\n`);
     const hostsFile = join(c.runtime, "hosts");
     writeFileSync(hostsFile, etcHosts(hostname));
-    const cgroupJoin = c.cgroup?.join();
-    const cgroupMounts = rootfs ? c.cgroup?.mounts() : undefined;
+    const cgroupJoin = c.cgroup?.join(this.shared);
+    const cgroupMounts = rootfs ? c.cgroup?.mounts(this.shared) : undefined;
     const spec: LaunchSpec = {
       id: c.key,
       hostname,
@@ -374,6 +397,7 @@ export class Containers {
       ...(cgroupJoin ? { cgroupJoin } : {}),
       confine,
       ...(cgroupMounts ? { cgroupMounts } : {}),
+      ...(rootfs && this.deviceNodes.length > 0 ? { devices: this.deviceNodes } : {}),
       stdout: join(c.sandbox, "stdout"),
       stderr: join(c.sandbox, "stderr"),
       statusFile: join(c.runtime, "status"),

@@ -432,3 +432,73 @@ export function cloexecFrom(first: number, listFds: () => number[]): void {
     }
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Signals, rlimits and detached mount trees, for the init stage's last steps.
+
+const SYS_RT_SIGACTION = arm64 ? 134 : 13;
+const SYS_RT_SIGPROCMASK = arm64 ? 135 : 14;
+const SYS_PRLIMIT64 = arm64 ? 261 : 302;
+const SYS_OPEN_TREE = 428;
+const SYS_MOVE_MOUNT = 429;
+const SIG_SETMASK = 2;
+/** The kernel's sigset_t is 64 bits on both architectures. */
+const KERNEL_SIGSET_BYTES = 8;
+
+/**
+ * Every signal's disposition back to the default and nothing blocked, for the calling thread,
+ * right before execve: a runtime ignores SIGPIPE, SIGXFSZ and others (Bun does), and execve
+ * keeps what is ignored and the signal mask, so a workload would start with them (`yes |
+ * head` would spin). SIGKILL and SIGSTOP cannot be changed; 32 and 33 are glibc's own (its
+ * thread cancellation and set*id broadcast), handled, so execve resets them anyway.
+ */
+export function resetSignals(): void {
+  const dfl = new BigUint64Array(4); // struct kernel_sigaction {handler = SIG_DFL, flags, restorer, mask}, all 0
+  for (let sig = 1; sig <= 64; sig++) {
+    if (sig === 9 || sig === 19 || sig === 32 || sig === 33) continue;
+    check(sys(SYS_RT_SIGACTION, sig, ptr(dfl), 0, KERNEL_SIGSET_BYTES), "rt_sigaction", `signal ${sig} to SIG_DFL`);
+  }
+  const none = new BigUint64Array(1);
+  check(sys(SYS_RT_SIGPROCMASK, SIG_SETMASK, ptr(none), 0, KERNEL_SIGSET_BYTES), "rt_sigprocmask", "unblock all");
+  void [dfl, none];
+}
+
+/** setrlimit(2) for this process (prlimit64 on pid 0), with exact 64-bit values (2^64-1 is unlimited). */
+export function setRlimit(resource: number, soft: bigint, hard: bigint): void {
+  const limit = new BigUint64Array([soft, hard]);
+  check(sys(SYS_PRLIMIT64, 0, resource, ptr(limit), 0), "setrlimit", `resource ${resource} to ${soft}/${hard}`);
+  void limit;
+}
+
+/** This process's soft and hard limit of `resource`. */
+export function getRlimit(resource: number): { soft: bigint; hard: bigint } {
+  const limit = new BigUint64Array(2);
+  check(sys(SYS_PRLIMIT64, 0, resource, 0, ptr(limit)), "getrlimit", `resource ${resource}`);
+  return { soft: limit[0]!, hard: limit[1]! };
+}
+
+export const OPEN_TREE_CLONE = 1;
+export const OPEN_TREE_CLOEXEC = O_CLOEXEC;
+const AT_RECURSIVE_FLAG = 0x8000;
+const MOVE_MOUNT_F_EMPTY_PATH = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH = 0x40;
+
+/**
+ * A detached copy of the mount tree at `path` (open_tree(2) with OPEN_TREE_CLONE, recursive,
+ * Linux 5.2): a copy of a shared mount stays in its peer group, so what is mounted below the
+ * copy, wherever it is attached later, propagates to the original's peers.
+ */
+export function openTreeClone(path: string): number {
+  const p = cstr(path);
+  const fd = sys(SYS_OPEN_TREE, AT_FDCWD, ptr(p), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE_FLAG);
+  void p;
+  check(fd, "open_tree", path);
+  return fd;
+}
+
+/** Attaches the detached tree `treeFd` onto what `targetFd` refers to (move_mount(2)). */
+export function moveMount(treeFd: number, targetFd: number, what: string): void {
+  const empty = cstr("");
+  check(sys(SYS_MOVE_MOUNT, treeFd, ptr(empty), targetFd, ptr(empty), MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH), "move_mount", what);
+  void empty;
+}

@@ -13,7 +13,8 @@ import {
   setNoNewPrivileges,
   noNewPrivileges,
 } from "../ffi/security.ts";
-import type { ConfineSpec } from "./spec.ts";
+import { resetSignals, setRlimit } from "../ffi/libc.ts";
+import type { ConfineSpec, RlimitSpec } from "./spec.ts";
 
 /** A setup step that failed: the launch fails (reported on fd 3), it is not the workload's error. */
 export class ConfineError extends Error {
@@ -83,8 +84,21 @@ export function applyCapabilities(c: ConfineSpec, uid: number): void {
   });
 }
 
-/** The very last step before execve: nothing after it may need a call the filter refuses. */
+/**
+ * posix/rlimits: each limit as the agent decided it, while still root (raising a hard limit
+ * needs CAP_SYS_RESOURCE). Inherited by the workload across execve.
+ */
+export function applyRlimits(rlimits: readonly RlimitSpec[] | undefined): void {
+  for (const r of rlimits ?? []) step(`setting rlimit ${r.name}`, () => setRlimit(r.resource, BigInt(r.soft), BigInt(r.hard)));
+}
+
+/**
+ * The very last steps before execve: signals back to their defaults (a runtime's ignored
+ * signals would outlive the exec), then no_new_privs and the filter; nothing after them may
+ * need a call the filter refuses.
+ */
 export function lockDown(c: ConfineSpec, program: Uint8Array | undefined): void {
+  step("resetting signal dispositions and the signal mask", () => resetSignals());
   if (c.noNewPrivs) step("setting no_new_privs", () => setNoNewPrivileges());
   if (program) step("loading the seccomp filter", () => installSeccompFilter(program, c.seccomp?.flags ?? 0));
 }

@@ -41,7 +41,7 @@ import {
   setns,
   unshare,
 } from "../ffi/libc.ts";
-import { ConfineError, applyCapabilities, confineBeforeUserSwitch, lockDown, seccompProgram, warmUp } from "./confine.ts";
+import { ConfineError, applyCapabilities, applyRlimits, confineBeforeUserSwitch, lockDown, seccompProgram, warmUp } from "./confine.ts";
 import { chownTree, kindOf, openDir, openInRoot } from "./inroot.ts";
 import { enterParentRoot, enterRootfs, mountEtcOverHost, mountHostProc, mountVolumes } from "./mounts.ts";
 import { selfCommand, type LaunchSpec } from "./spec.ts";
@@ -274,6 +274,7 @@ function stage2(specPath: string | undefined): number {
     if (!confine) throw new ConfineError("the launch spec says nothing about confinement; refusing to run the container unconfined");
     program = seccompProgram(confine);
     confineBeforeUserSwitch(confine, uid);
+    applyRlimits(spec.rlimits);
     if (user) {
       dropPrivileges(user);
       spec.env.USER ??= user.name;

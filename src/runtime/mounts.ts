@@ -21,6 +21,7 @@
 //                      of the wrong type (a directory for a file, or a special file) is refused.
 import { existsSync, fstatSync, statSync } from "node:fs";
 import {
+  AT_FDCWD,
   MNT_DETACH,
   MOUNT_ATTR_NODEV,
   MOUNT_ATTR_NOEXEC,
@@ -40,6 +41,7 @@ import {
   O_NOFOLLOW,
   O_PATH,
   O_WRONLY,
+  S_IFBLK,
   S_IFCHR,
   chdir,
   chroot,
@@ -190,6 +192,54 @@ function mountCgroups(rootFd: number, m: CgroupMounts): void {
   }
 }
 
+/**
+ * runc's default spec (and Mesos' filesystem/linux): files of the kernel no container needs
+ * and some leak the host's state (/proc/keys lists the kernel's keys, /proc/timer_list every
+ * CPU's timers, /proc/kcore its memory): masked by /dev/null (files) or an empty read-only
+ * tmpfs (directories). Mesos also masks /proc/key-users.
+ */
+export const MASKED_PROC = ["acpi", "asound", "kcore", "keys", "key-users", "latency_stats", "timer_list", "timer_stats", "sched_debug", "scsi"];
+export const MASKED_SYS = ["firmware"];
+/** And what stays readable but must not be written: the host kernel's sysctls, sysrq, IRQ affinity. */
+export const READONLY_PROC = ["bus", "fs", "irq", "sys", "sysrq-trigger"];
+
+/**
+ * Masks and read-only binds over the kernel files above, in a /proc and /sys this init stage
+ * mounted (names below them are the kernel's: opened without following links all the same).
+ * `nullFd` is a /dev/null to bind over files. Missing names are skipped (kernels differ).
+ */
+function protectKernelFiles(procFd: number, sysFd: number | undefined, nullFd: number): void {
+  const masks: Array<[number, string, string]> = MASKED_PROC.map((n) => [procFd, n, `/proc/${n}`]);
+  if (sysFd !== undefined) for (const n of MASKED_SYS) masks.push([sysFd, n, `/sys/${n}`]);
+  for (const [dir, name, where] of masks) {
+    const fd = openHere(dir, name);
+    if (fd === undefined) continue;
+    try {
+      if (fstatSync(fd).isDirectory()) mountOn(fd, where, "tmpfs", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=555");
+      else mountOn(fd, where, `/proc/self/fd/${nullFd}`, null, MS_BIND);
+    } finally {
+      close(fd);
+    }
+  }
+  const ro = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+  for (const name of READONLY_PROC) {
+    const fd = openHere(procFd, name);
+    if (fd === undefined) continue;
+    const where = `/proc/${name}`;
+    try {
+      mountOn(fd, where, `/proc/self/fd/${fd}`, null, MS_BIND | MS_REC);
+    } finally {
+      close(fd);
+    }
+    const bound = openat(procFd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC); // the bind just made
+    try {
+      if (!mountSetattrRecursive(bound, ro, where)) mountOn(bound, where, null, null, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+    } finally {
+      close(bound);
+    }
+  }
+}
+
 const DEVICES: Array<[string, number, number]> = [
   ["null", 1, 3],
   ["zero", 1, 5],
@@ -199,7 +249,7 @@ const DEVICES: Array<[string, number, number]> = [
   ["tty", 5, 0],
 ];
 
-function mountDev(rootFd: number): void {
+function mountDev(rootFd: number, nodes: LaunchSpec["devices"] = []): void {
   const under = systemDir(rootFd, "dev", "its /dev tmpfs");
   if (under === undefined) return;
   try {
@@ -215,6 +265,28 @@ function mountDev(rootFd: number): void {
       for (const [name, major, minor] of DEVICES) mknodat(dev, name, S_IFCHR, 0o666, major, minor);
       mkdirat(dev, "pts", 0o755);
       mkdirat(dev, "shm", 0o1777);
+      // linux/devices: the --allowed_devices, at their paths below /dev (this tmpfs is ours alone).
+      for (const n of nodes) {
+        const parts = n.path.split("/");
+        const name = parts.pop()!;
+        let dir = dev;
+        try {
+          for (const p of parts) {
+            const made = mkdiratOrErrno(dir, p, 0o755);
+            if (made < 0 && made !== -EEXIST) throw sysError("mkdirat", made, `/dev/${parts.join("/")}`);
+            const next = openat(dir, p, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (dir !== dev) close(dir);
+            dir = next;
+          }
+          try {
+            mknodat(dir, name, n.type === "b" ? S_IFBLK : S_IFCHR, n.mode, n.major, n.minor);
+          } catch (err) {
+            if ((err as { code?: string }).code !== "EEXIST") throw err; // one of the defaults, already made
+          }
+        } finally {
+          if (dir !== dev) close(dir);
+        }
+      }
     } finally {
       umask(mask);
     }
@@ -237,6 +309,20 @@ function mountDev(rootFd: number): void {
     symlinkat("/proc/self/fd/2", dev, "stderr");
   } finally {
     close(dev);
+  }
+}
+
+/** The masks and read-only paths in the /proc, /sys and /dev just mounted in the rootfs (those there are). */
+function protectRootfsKernelFiles(rootFd: number): void {
+  const procFd = openatOrErrno(rootFd, "proc", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (procFd < 0) return; // a read-only rootfs without /proc: the container goes without
+  const sysFd = openatOrErrno(rootFd, "sys", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  // The host's (the rootfs may have no /dev): a device node, the same in every /dev.
+  const nullFd = openat(AT_FDCWD, "/dev/null", O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  try {
+    protectKernelFiles(procFd, sysFd >= 0 ? sysFd : undefined, nullFd);
+  } finally {
+    for (const fd of [procFd, sysFd, nullFd]) if (fd >= 0) close(fd);
   }
 }
 
@@ -349,9 +435,26 @@ export function mountVolumes(spec: LaunchSpec, rootFd: number): void {
   }
 }
 
-/** A /proc for the new PID namespace over the host's, for containers without an image. */
+/**
+ * A container without an image sees the host's filesystem: in its own mount namespace it gets
+ * a /proc of its PID namespace over the host's, the kernel files masked and read-only as in a
+ * container with an image, and /sys read-only (root may otherwise write much of it: suspend
+ * the host through /sys/power/state, for one).
+ */
 export function mountHostProc(): void {
   mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC);
+  const proc = openDir("/proc");
+  const sys = openat(AT_FDCWD, "/sys", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  const nul = openat(AT_FDCWD, "/dev/null", O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  try {
+    const ro = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+    if (!mountSetattrRecursive(sys, ro, "/sys")) mount(null, "/sys", null, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+    protectKernelFiles(proc, sys, nul);
+  } finally {
+    close(nul);
+    close(sys);
+    close(proc);
+  }
 }
 
 /**
@@ -388,7 +491,8 @@ export function enterRootfs(spec: LaunchSpec, sandboxFd: number): void {
       }
       if (spec.cgroupMounts) mountCgroups(root, spec.cgroupMounts);
     }
-    mountDev(root);
+    mountDev(root, spec.devices);
+    protectRootfsKernelFiles(root);
     let etc: number | undefined;
     try {
       etc = openInRoot(root, "/etc", { create: writable ? "dir" : undefined, flags: O_PATH | O_DIRECTORY }).fd;

@@ -45,6 +45,16 @@ export interface ConfineSpec {
   seccomp?: { program: string; flags: number };
 }
 
+/** An rlimit to set before exec (posix/rlimits): values as decimal strings (64 bits; 2^64-1 is unlimited). */
+export interface RlimitSpec {
+  /** RLMT_NOFILE... for messages. */
+  name: string;
+  /** The kernel's RLIMIT_* number. */
+  resource: number;
+  soft: string;
+  hard: string;
+}
+
 /**
  * What the container sees at /sys/fs/cgroup: its own cgroups, read-only, as Mesos' cgroups
  * isolator and runc mount them (no cgroup namespace: /proc/self/cgroup keeps the host's paths,
@@ -93,10 +103,14 @@ export interface LaunchSpec {
   etc: { hosts?: string; resolv?: string; hostname: string };
   /** Capabilities, no_new_privs and seccomp (stage 2 refuses a spec without it). */
   confine: ConfineSpec;
+  /** rlimits to set (posix/rlimits); absent: the launcher's. */
+  rlimits?: RlimitSpec[];
   /** The container's cgroups, joined by stage 2 right before exec (see ContainerCgroup.join). */
   cgroupJoin?: CgroupJoin;
   /** Its cgroups as it sees them under /sys/fs/cgroup (containers with an image). */
   cgroupMounts?: CgroupMounts;
+  /** linux/devices: nodes to make in the container's /dev (containers with an image). */
+  devices?: Array<{ path: string; type: "b" | "c"; major: number; minor: number; mode: number }>;
   /** The sandbox files the workload's stdout and stderr go to. */
   stdout?: string;
   stderr?: string;
