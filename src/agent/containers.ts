@@ -8,9 +8,10 @@
 // work edits them meanwhile.)
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, watch, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
-import type { ContainerID } from "../api/proto.ts";
+import type { ContainerID, Image, RLimitInfo } from "../api/proto.ts";
+import { MS_NODEV, MS_NOSUID, getRlimit, mount } from "../ffi/libc.ts";
 import type { LaunchContainer } from "../api/calls.ts";
-import type { Backend, LoadedFlags } from "../config/flags.ts";
+import type { Backend, DockerConfig, LoadedFlags } from "../config/flags.ts";
 import { AppcStore } from "../images/appc.ts";
 import { BackendError, chooseBackend, provision } from "../images/backends.ts";
 import type { ImageService } from "../images/service.ts";
@@ -23,14 +24,24 @@ import { type CniNetworks, NetworkError } from "../network/cni.ts";
 import { CommandError, resolveCommand } from "../runtime/command.ts";
 import { LauncherClient } from "../runtime/launcher.ts";
 import { makeDirBelow } from "../runtime/inroot.ts";
-import { etcHosts, selfCommand, type LaunchSpec } from "../runtime/spec.ts";
+import { etcHosts, selfCommand, type LaunchSpec, type RlimitSpec } from "../runtime/spec.ts";
 import { writeStateFile } from "../runtime/state.ts";
 import type { WorkerClient } from "../workers/rpc.ts";
 import { startTime, stillRunning } from "../util/process.ts";
 import { writeCheckpoint } from "./checkpoint.ts";
 import { ContainerError, containerPaths, idKey, type Container, type Termination } from "./container.ts";
 import { clearRuntime, launcherStatus, takeApart } from "./destroy.ts";
-import { checkLaunch, hostnameOf, limitsOf, ownsCgroups, resolveSecretEnvironment } from "./launch-rules.ts";
+import {
+  RLIM_INFINITY,
+  checkLaunch,
+  dockerConfigOf,
+  hostnameOf,
+  ipcPlan,
+  limitsOf,
+  ownsCgroups,
+  resolveSecretEnvironment,
+  rlimitsOf,
+} from "./launch-rules.ts";
 import { OomGuard, oomKillsSinceLaunch, setMemoryLimitation } from "./oom.ts";
 import { recoverContainers, type RecoveryResult } from "./recovery.ts";
 import { volumeMounts } from "./volumes.ts";
@@ -54,6 +65,36 @@ function hostnameOfRunning(top: Container): string {
     // from an older ucr: its ID was its hostname
   }
   return top.id.value.slice(0, 63);
+}
+
+/** MS_STRICTATIME (linux/mount.h), as Mesos mounts a PRIVATE /dev/shm. */
+const MS_STRICTATIME = 1 << 24;
+
+/** A PRIVATE /dev/shm: a tmpfs at `dir` (in the container's runtime dir) in the agent's mount namespace. */
+function mountPrivateShm(dir: string, sizeBytes: number): void {
+  try {
+    mkdirSync(dir, { mode: 0o755 });
+    mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_STRICTATIME, `mode=1777,size=${sizeBytes}`);
+  } catch (err) {
+    throw new ContainerError(500, `Failed to mount '${dir}': ${(err as Error).message}`);
+  }
+}
+
+/** The kernel's most open files per process: a hard RLIMIT_NOFILE above it fails in setrlimit. */
+function nrOpen(): bigint {
+  try {
+    return BigInt(readFileSync("/proc/sys/fs/nr_open", "utf8").trim());
+  } catch {
+    return 1048576n;
+  }
+}
+
+const CAP_SYS_RESOURCE = 24;
+
+/** Whether this process holds capability `cap` (effective). */
+function holdsCapability(cap: number): boolean {
+  const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync("/proc/self/status", "utf8"))?.[1] ?? "0";
+  return ((BigInt(`0x${hex}`) >> BigInt(cap)) & 1n) === 1n;
 }
 
 /** The top-level container a nested one is in (itself if it is one). */
@@ -80,6 +121,9 @@ export class Containers {
   readonly devicesConfinement: string;
   /** linux/devices: the --allowed_devices nodes made in the /dev of containers with an image. */
   private readonly deviceNodes: DeviceNode[];
+  private readonly nrOpen = nrOpen();
+  /** Whether this agent (and so the init stage it starts) may raise a hard rlimit: CAP_SYS_RESOURCE. */
+  private readonly canRaiseRlimits = holdsCapability(CAP_SYS_RESOURCE);
   /** How to settle a running container now, with its wait status if known (set by watchExit). */
   private readonly settle = new Map<string, (status?: number) => void>();
   /** Ends a container on an OOM kill in its cgroup. */
@@ -206,6 +250,37 @@ export class Containers {
     }
   }
 
+  /**
+   * posix/rlimits for a launch, as the init stage sets them. A hard limit above the agent's own
+   * is more than the container would otherwise get: logged as a grant, with the container ID.
+   */
+  private rlimitsFor(info: RLimitInfo, key: string): RlimitSpec[] {
+    return rlimitsOf(info).map((r) => {
+      if (r.type === "RLMT_NOFILE" && r.hard > this.nrOpen) {
+        throw new ContainerError(400, `container.rlimit_info: RLMT_NOFILE ${r.hard === RLIM_INFINITY ? "unlimited" : r.hard} is above this kernel's most open files per process (fs.nr_open = ${this.nrOpen})`);
+      }
+      const own = getRlimit(r.resource);
+      if (r.hard > own.hard) {
+        const show = (n: bigint) => (n === RLIM_INFINITY ? "unlimited" : String(n));
+        if (!this.canRaiseRlimits) {
+          throw new ContainerError(
+            400,
+            `container.rlimit_info: ${r.type} hard limit ${show(r.hard)} is above the agent's own (${show(own.hard)}), ` +
+              "and this agent does not hold CAP_SYS_RESOURCE to raise it",
+          );
+        }
+        log.warn(`privilege: container ${key} is granted ${r.type} ${show(r.soft)}/${show(r.hard)}, above the agent's own hard limit ${show(own.hard)}`);
+      }
+      return { name: r.type, resource: r.resource, soft: String(r.soft), hard: String(r.hard) };
+    });
+  }
+
+  /** Image.docker.config: registry credentials for this image's pull, over --docker_config's (Mesos). */
+  private credentialsOf(image: Image): { dockerConfig?: DockerConfig } {
+    const secret = image.docker?.config;
+    return secret ? { dockerConfig: dockerConfigOf(secret, "docker.config") } : {};
+  }
+
   /** Awaits a step that only fills a cache (a pull): KILL_CONTAINER does not wait for it. */
   private until<T>(c: Container, step: Promise<T>, stage: string): Promise<T> {
     const signal = c.abort?.signal;
@@ -288,7 +363,7 @@ export class Containers {
     } else if (image?.docker) {
       const record = await this.until(
         c,
-        this.images.puller.pull(image.docker.name, { force: image.cached === false, keep: this.keeper(c) }),
+        this.images.puller.pull(image.docker.name, { force: image.cached === false, keep: this.keeper(c), ...this.credentialsOf(image) }),
         "provisioning",
       );
       c.imageRef = record.reference;
@@ -315,15 +390,36 @@ export class Containers {
       sandbox: c.sandbox,
       sandboxInContainer,
       topSandbox: top.sandbox,
+      ...(c.parent ? { parentSandbox: c.parent.sandbox } : {}),
       dockerEnabled: (f.image_providers ?? []).includes("docker"),
-      pullImage: async (name, force) => {
-        const record = await this.until(c, this.images.puller.pull(name, { force, keep: this.keeper(c) }), "provisioning");
+      appcEnabled: (f.image_providers ?? []).includes("appc"),
+      pullImage: async (volumeImage) => {
+        if (volumeImage.appc) {
+          const { appc } = volumeImage;
+          try {
+            return (await this.until(c, this.appc.get(appc.name, appc.labels?.labels ?? [], appc.id), "provisioning")).layers;
+          } catch (err) {
+            if (err instanceof Destroyed) throw err;
+            throw new ContainerError(400, (err as Error).message);
+          }
+        }
+        const docker = volumeImage.docker!;
+        const record = await this.until(
+          c,
+          this.images.puller.pull(docker.name, { force: volumeImage.cached === false, keep: this.keeper(c), ...this.credentialsOf(volumeImage) }),
+          "provisioning",
+        );
         c.volumeImages = [...(c.volumeImages ?? []), record.reference];
         c.layers = [...new Set([...(c.layers ?? []), ...record.layers])];
         writeCheckpoint(c, "PROVISIONING");
         return record.layers.map((l) => this.images.store.layerRootfs(l));
       },
     });
+    for (const v of volumes) {
+      if (v.propagation === "bidirectional") {
+        log.warn(`privilege: container ${c.key} gets host path ${v.source} at ${v.target} with BIDIRECTIONAL mount propagation: what it mounts there appears on the host`);
+      }
+    }
     this.check(c, "provisioning");
     onStage("preparing");
     let command;
@@ -356,6 +452,19 @@ export class Containers {
     // OOM kills already counted in its cgroup (a shared parent's, or a directory left by an
     // earlier container of this name) are not its own.
     c.oomBaseline = c.cgroup?.oomKills() ?? 0;
+
+    // namespaces/ipc: which IPC namespace and /dev/shm; a PRIVATE one is a tmpfs mounted here,
+    // in the agent's mount namespace, where a nested container can bind it too (as Mesos).
+    const ipc = ipcPlan(call, {
+      hasRootfs: rootfs !== undefined,
+      ...(c.parent ? { parent: { key: c.parent.key, ...(c.parent.shm ? { shareable: c.parent.shm } : {}) } } : {}),
+      privateShmPath: join(c.runtime, "shm"),
+      ...(f.default_container_shm_size !== undefined ? { defaultShmBytes: f.default_container_shm_size } : {}),
+    });
+    if (ipc.shareable) c.shm = ipc.shareable;
+    if (ipc.privateShm) mountPrivateShm(join(c.runtime, "shm"), ipc.privateShm.sizeBytes);
+    if (ipc.namespace === "agent") log.warn(`privilege: container ${c.key} shares the agent's IPC namespace and /dev/shm (ipc_mode SHARE_PARENT)`);
+    const rlimits = call.container?.rlimit_info ? this.rlimitsFor(call.container.rlimit_info, c.key) : undefined;
 
     onStage("fetching");
     try {
@@ -396,6 +505,8 @@ export class Containers {
       },
       ...(cgroupJoin ? { cgroupJoin } : {}),
       confine,
+      ...(call.container?.linux_info?.ipc_mode !== undefined || ipc.shm ? { ipc: { namespace: ipc.namespace, ...(ipc.shm ? { shm: ipc.shm } : {}) } } : {}),
+      ...(rlimits ? { rlimits } : {}),
       ...(cgroupMounts ? { cgroupMounts } : {}),
       ...(rootfs && this.deviceNodes.length > 0 ? { devices: this.deviceNodes } : {}),
       stdout: join(c.sandbox, "stdout"),
@@ -597,6 +708,7 @@ export class Containers {
         ...(c.cgroupDirs ? { cgroup: ContainerCgroup.existing(this.cgroups, c.cgroupDirs) } : {}),
         sandbox: c.sandbox,
         ...(c.provisionerDir ? { provisionerDir: c.provisionerDir } : {}),
+        runtime: c.runtime,
       },
       async (path) => {
         await this.gc.call("remove", { path, within: f.work_dir });

@@ -275,7 +275,7 @@ function checkVolume(vol: Volume, where: string, nested: boolean): void {
       return;
     case "SANDBOX_PATH":
       if (!source.sandbox_path) refuse(where, "'source.sandbox_path' is not set for SANDBOX_PATH volume");
-      if ((source.sandbox_path!.type ?? "UNKNOWN") === "UNKNOWN") refuse(`${where}.source.sandbox_path.type`, "must be SELF or PARENT");
+      if ((source.sandbox_path!.type ?? "UNKNOWN") === "UNKNOWN") refuse(`${where}.source.sandbox_path.type`, "Unknown SANDBOX_PATH volume type (SELF or PARENT)");
       if (source.sandbox_path!.type === "PARENT" && !nested) {
         refuse(`${where}.source.sandbox_path`, "a PARENT sandbox path needs a nested container (a top-level one has no parent)");
       }
@@ -344,4 +344,57 @@ export function rlimitsOf(info: RLimitInfo): Rlimit[] {
     out.set(type, { type, resource: RLIMIT_RESOURCE[type], soft, hard });
   }
   return [...out.values()];
+}
+
+/** Where a container's IPC namespace and /dev/shm come from (namespaces/ipc; see ipcPlan). */
+export interface IpcPlan {
+  namespace: "own" | "parent" | "agent";
+  /** Its /dev/shm: a tmpfs of ucr's of this size, a bind of this host directory, or (absent) what its filesystem has. */
+  shm?: { sizeBytes: number } | { bind: string };
+  /** PRIVATE: a tmpfs of this size the agent mounts at `privateShmPath` first (the bind's source). */
+  privateShm?: { sizeBytes: number };
+  /** What a nested container asking for SHARE_PARENT binds at its /dev/shm; absent: this one's is in its own mount namespace only. */
+  shareable?: string;
+}
+
+/** The /dev/shm of a container ucr gives one, when neither the request nor --default_container_shm_size says (runc's). */
+export const DEFAULT_SHM_BYTES = 64 * 1048576;
+
+/**
+ * Mesos' namespaces/ipc (isolators/namespaces/ipc.cpp, paths.cpp getParentShmPath), over ucr's
+ * /dev/shm default size. `parent`: a nested container's parent's shareable /dev/shm and key;
+ * `privateShmPath`: where a PRIVATE /dev/shm is mounted (<runtime_dir>/containers/<id>/shm).
+ */
+export function ipcPlan(
+  call: LaunchContainer,
+  opts: { hasRootfs: boolean; parent?: { key: string; shareable?: string }; privateShmPath: string; defaultShmBytes?: number },
+): IpcPlan {
+  const linux = call.container?.linux_info;
+  const mode = linux?.ipc_mode;
+  const size = opts.defaultShmBytes ?? DEFAULT_SHM_BYTES;
+  const nested = opts.parent !== undefined;
+  if (mode === "PRIVATE") {
+    const sizeBytes = linux?.shm_size !== undefined ? linux.shm_size * 1048576 : size;
+    return { namespace: "own", privateShm: { sizeBytes }, shm: { bind: opts.privateShmPath }, shareable: opts.privateShmPath };
+  }
+  if (mode === "SHARE_PARENT") {
+    if (!nested) return { namespace: "agent", ...(opts.hasRootfs ? { shm: { bind: "/dev/shm" } } : {}), shareable: "/dev/shm" };
+    const from = opts.parent!.shareable;
+    // Without an image it sees its parent's filesystem, /dev/shm included: nothing to bind.
+    if (!opts.hasRootfs) return { namespace: "parent", ...(from ? { shareable: from } : {}) };
+    if (from === undefined) {
+      throw new ContainerError(
+        400,
+        `container.linux_info.ipc_mode: The shared memory of container ${opts.parent!.key} cannot be shared with any other ` +
+          "containers because it is only in the container's own mount namespace",
+      );
+    }
+    return { namespace: "parent", shm: { bind: from }, shareable: from };
+  }
+  // Unset: Mesos' older behaviour (a top-level container has its own namespace, a nested one its
+  // parent's; with an image, a /dev/shm of its own, else the one its filesystem has).
+  if (opts.hasRootfs) return { namespace: nested ? "parent" : "own", shm: { sizeBytes: size } };
+  if (!nested) return { namespace: "own", shareable: "/dev/shm" };
+  const from = opts.parent!.shareable;
+  return { namespace: "parent", ...(from ? { shareable: from } : {}) };
 }

@@ -33,6 +33,8 @@ export interface PullOptions {
    */
   keep?: (release: () => void) => void;
   onEvent?: (e: LayerEvent) => void;
+  /** Credentials for this pull (a launch's Image.docker.config), instead of --docker_config's, as in Mesos. */
+  dockerConfig?: DockerConfig;
 }
 
 export class PullError extends Error {
@@ -156,7 +158,7 @@ export class Puller {
   private async pullOnce(ref: ImageReference, key: string, opts: PullOptions & { file?: string }): Promise<ImageRecord> {
     const resolved = opts.file
       ? await this.workers.pull.call<ResolvedImage>("archive", { file: opts.file, name: ref.original })
-      : await this.resolve(ref);
+      : await this.resolve(ref, opts.dockerConfig);
     const total = resolved.layers.length;
     // Wait for every layer job to settle before reporting a failure, so no sibling is still
     // writing into staging when the caller hears the pull failed. Good layers stay stored.
@@ -188,12 +190,12 @@ export class Puller {
     return record;
   }
 
-  private async resolve(ref: ImageReference): Promise<ResolvedImage> {
+  private async resolve(ref: ImageReference, dockerConfig: DockerConfig | undefined): Promise<ResolvedImage> {
     const registry = this.options.registry;
     if (registry.kind === "directory") {
       return this.workers.pull.call<ResolvedImage>("archive", { dir: registry.path, name: ref.original });
     }
-    const spec = await this.spec(ref);
+    const spec = await this.spec(ref, dockerConfig);
     return this.workers.pull.call<ResolvedImage>("registry", {
       spec,
       reference: manifestReference(ref),
@@ -202,7 +204,7 @@ export class Puller {
   }
 
   /** Which registry, which scheme, which repository path, which credentials. */
-  private async spec(ref: ImageReference): Promise<RegistrySpec> {
+  private async spec(ref: ImageReference, dockerConfig = this.options.dockerConfig): Promise<RegistrySpec> {
     const registry = this.options.registry;
     let base: string;
     let host: string;
@@ -221,7 +223,7 @@ export class Puller {
       host = registry.url.host;
     }
     const isHub = host === DOCKER_HUB_REGISTRY || host.endsWith(".docker.io") || host === DOCKER_HUB;
-    const credentials = lookupCredentials(this.options.dockerConfig, isHub ? DOCKER_HUB : host);
+    const credentials = lookupCredentials(dockerConfig, isHub ? DOCKER_HUB : host);
     return { base, repository: remotePath(ref, isHub), ...(credentials ? { credentials } : {}) };
   }
 
@@ -252,7 +254,7 @@ export class Puller {
       const job: LayerJob = {
         source: layer.file
           ? { kind: "file", ...layer.file }
-          : { kind: "registry", spec: await this.spec(ref), digest: layer.digest!, ...(layer.size ? { size: layer.size } : {}) },
+          : { kind: "registry", spec: await this.spec(ref, opts.dockerConfig), digest: layer.digest!, ...(layer.size ? { size: layer.size } : {}) },
         staging,
         expectDigest: layer.digest,
         expectDiffId: layer.diffId,

@@ -57,6 +57,8 @@ import {
   mknodat,
   mount,
   mountSetattrRecursive,
+  moveMount,
+  openTreeClone,
   openat,
   openatOrErrno,
   pivotRoot,
@@ -249,7 +251,7 @@ const DEVICES: Array<[string, number, number]> = [
   ["tty", 5, 0],
 ];
 
-function mountDev(rootFd: number, nodes: LaunchSpec["devices"] = []): void {
+function mountDev(rootFd: number, nodes: LaunchSpec["devices"] = [], shmSpec: NonNullable<LaunchSpec["ipc"]>["shm"] = { sizeBytes: 64 * 1048576 }): void {
   const under = systemDir(rootFd, "dev", "its /dev tmpfs");
   if (under === undefined) return;
   try {
@@ -298,7 +300,17 @@ function mountDev(rootFd: number, nodes: LaunchSpec["devices"] = []): void {
     }
     const shm = openat(dev, "shm", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     try {
-      mountOn(shm, "/dev/shm", "shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k");
+      if ("bind" in shmSpec) {
+        // A /dev/shm shared with the host or a parent (or a PRIVATE one the agent mounted): the agent's path.
+        const source = openat(AT_FDCWD, shmSpec.bind, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        try {
+          mountOn(shm, "/dev/shm", `/proc/self/fd/${source}`, null, MS_BIND);
+        } finally {
+          close(source);
+        }
+      } else {
+        mountOn(shm, "/dev/shm", "shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, `mode=1777,size=${shmSpec.sizeBytes}`);
+      }
     } finally {
       close(shm);
     }
@@ -385,12 +397,58 @@ function mountPoint(rootFd: number, path: string, dir: boolean, what: string): n
 }
 
 /**
+ * BIDIRECTIONAL volumes: a detached copy of each host path's mount tree, taken right after the
+ * new mount namespace is made and before its mounts are made slaves. The copy of a shared
+ * mount is in that mount's peer group, and stays there when it is attached in the container
+ * (mountVolumes); everything else becomes a slave. By volume index.
+ */
+export function cloneSharedVolumes(spec: LaunchSpec): Map<number, number> {
+  const trees = new Map<number, number>();
+  try {
+    for (const [i, v] of (spec.volumes ?? []).entries()) {
+      if (v.propagation !== "bidirectional") continue;
+      try {
+        trees.set(i, openTreeClone(v.source!));
+      } catch (err) {
+        throw new Error(`cannot take the host path ${v.source} for BIDIRECTIONAL propagation: ${(err as Error).message}`);
+      }
+    }
+  } catch (err) {
+    for (const fd of trees.values()) close(fd);
+    throw err;
+  }
+  return trees;
+}
+
+/**
  * Volumes, after the sandbox so a volume may sit inside it. `rootFd` is the container's root,
  * or the host's "/" for a container on the host's filesystem (then its private mount
- * namespace keeps them from the host).
+ * namespace keeps them from the host). `trees`: the BIDIRECTIONAL volumes' mount trees
+ * (cloneSharedVolumes), attached instead of bound (and closed).
  */
-export function mountVolumes(spec: LaunchSpec, rootFd: number): void {
-  for (const v of spec.volumes ?? []) {
+export function mountVolumes(spec: LaunchSpec, rootFd: number, trees: ReadonlyMap<number, number> = new Map()): void {
+  for (const [i, v] of (spec.volumes ?? []).entries()) {
+    const tree = trees.get(i);
+    if (tree !== undefined) {
+      const what = `volume ${v.source} (BIDIRECTIONAL)`;
+      const fd = mountPoint(rootFd, v.target, statSync(v.source!).isDirectory(), what);
+      try {
+        moveMount(tree, fd, `${v.source} onto ${v.target}`);
+      } finally {
+        close(fd);
+        close(tree);
+      }
+      if (v.readonly) {
+        const { fd: attached } = openInRoot(rootFd, v.target);
+        try {
+          const ro = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+          if (!mountSetattrRecursive(attached, ro, v.target)) mountOn(attached, v.target, null, null, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV);
+        } finally {
+          close(attached);
+        }
+      }
+      continue;
+    }
     if (v.lowers) {
       const what = "an image volume";
       const fd = mountPoint(rootFd, v.target, true, what);
@@ -462,7 +520,7 @@ export function mountHostProc(): void {
  * directory, opened by the caller. Device nodes of the image do not work (the rootfs is
  * nodev): only the ones made here in /dev do, as a devices cgroup would allow in runc.
  */
-export function enterRootfs(spec: LaunchSpec, sandboxFd: number): void {
+export function enterRootfs(spec: LaunchSpec, sandboxFd: number, trees: ReadonlyMap<number, number> = new Map()): void {
   const r = spec.rootfs!;
   const writable = r.backend !== "bind" && !r.readonly;
   if (r.backend === "overlay") {
@@ -491,7 +549,7 @@ export function enterRootfs(spec: LaunchSpec, sandboxFd: number): void {
       }
       if (spec.cgroupMounts) mountCgroups(root, spec.cgroupMounts);
     }
-    mountDev(root, spec.devices);
+    mountDev(root, spec.devices, spec.ipc?.shm);
     protectRootfsKernelFiles(root);
     let etc: number | undefined;
     try {
@@ -526,7 +584,7 @@ export function enterRootfs(spec: LaunchSpec, sandboxFd: number): void {
     } finally {
       close(sandbox);
     }
-    mountVolumes(spec, root);
+    mountVolumes(spec, root, trees);
 
     fchdir(root);
   } finally {
@@ -546,6 +604,15 @@ export function enterRootfs(spec: LaunchSpec, sandboxFd: number): void {
 export function enterParentRoot(parentPid: number): void {
   chroot(`/proc/${parentPid}/root`);
   chdir("/");
+}
+
+/**
+ * A container on the host's filesystem with a /dev/shm that is not the host's (ipc_mode
+ * PRIVATE, or a parent's): bound over the host's /dev/shm in its own mount namespace.
+ */
+export function bindHostShm(source: string): void {
+  if (source === "/dev/shm") return;
+  mount(source, "/dev/shm", null, MS_BIND);
 }
 
 /**

@@ -26,6 +26,11 @@ export interface VolumeSpec {
   source?: string;
   /** ...or an image's layer trees (base first), mounted as a read-only overlay. */
   lowers?: string[];
+  /**
+   * A host path whose mount is shared: bound so that it stays in the host mount's peer group
+   * (what the container mounts below it appears on the host). Absent: rslave, host to container.
+   */
+  propagation?: "bidirectional";
 }
 
 /**
@@ -103,6 +108,12 @@ export interface LaunchSpec {
   etc: { hosts?: string; resolv?: string; hostname: string };
   /** Capabilities, no_new_privs and seccomp (stage 2 refuses a spec without it). */
   confine: ConfineSpec;
+  /**
+   * IPC namespace: "own" (a new one), "parent" (parentPid's), "agent" (the launcher's, the
+   * host's); /dev/shm: ucr's tmpfs of a size, or a bind of a host directory. Absent: a
+   * top-level container its own, a nested one its parent's, with a 64 MiB /dev/shm.
+   */
+  ipc?: { namespace: "own" | "parent" | "agent"; shm?: { sizeBytes: number } | { bind: string } };
   /** rlimits to set (posix/rlimits); absent: the launcher's. */
   rlimits?: RlimitSpec[];
   /** The container's cgroups, joined by stage 2 right before exec (see ContainerCgroup.join). */

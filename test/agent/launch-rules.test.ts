@@ -185,6 +185,7 @@ describe("refusals of fields that are applied in other forms", () => {
     ["HOST_PATH without host_path", volume({ source: { type: "HOST_PATH" } }), /'source\.host_path' is not set for HOST_PATH volume/],
     ["an UNKNOWN source", volume({ source: {} }), /^container\.volumes\[0\]\.source: 'source\.type' is unknown$/],
     ["propagation UNKNOWN", volume({ source: { type: "HOST_PATH", host_path: { path: "/tmp", mount_propagation: { mode: "UNKNOWN" } } } }), /mount_propagation\.mode: must be/],
+    ["a sandbox path without a type", volume({ source: { type: "SANDBOX_PATH", sandbox_path: { path: "x" } } }), /sandbox_path\.type: Unknown SANDBOX_PATH volume type/],
     ["a PARENT sandbox path, top-level", volume({ source: { type: "SANDBOX_PATH", sandbox_path: { type: "PARENT", path: "x" } } }), /PARENT sandbox path needs a nested container/],
     ["share_pid_namespace without namespaces/pid", linux({ share_pid_namespace: true }), /^container\.linux_info\.share_pid_namespace: needs the namespaces\/pid isolator/, { flags: { isolation: [] } }],
     [
