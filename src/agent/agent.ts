@@ -1,7 +1,7 @@
 // The agent process: flags, directories, worker threads and the API server, started in
 // that order and stopped in reverse. Container and image state join it in later work.
-import { mkdirSync } from "node:fs";
 import { isIP } from "node:net";
+import { join } from "node:path";
 import { startApiServer, type ApiServer } from "../api/server.ts";
 import type { LoadedFlags } from "../config/flags.ts";
 import { isolatorLines } from "../config/isolators.ts";
@@ -16,6 +16,7 @@ import { CniConfigError } from "../network/config.ts";
 import { CniNetworks } from "../network/cni.ts";
 import { ImageCollector, diskUsage } from "../gc/collector.ts";
 import { startWorker, type WorkerName } from "../workers/pool.ts";
+import { describePrivateDir, ensurePrivateDir } from "../util/private-dir.ts";
 import type { WorkerClient } from "../workers/rpc.ts";
 
 /** How long start-up lets the removal of an earlier GC's leftovers run before it serves anyway. */
@@ -66,15 +67,22 @@ export class Agent {
     for (const [name, source] of this.flags.sources) log.info(`flag --${name} from ${source}`);
     for (const line of isolatorLines(f.isolation)) log.info(line);
 
-    for (const [flag, dir] of [
-      ["work_dir", f.work_dir],
-      ["runtime_dir", f.runtime_dir],
-      ["docker_store_dir", f.docker_store_dir],
+    // Private to ucr (0700), or passable (0711) where a container's user must reach its sandbox.
+    for (const [flag, dir, mode] of [
+      ["work_dir", f.work_dir, 0o711],
+      ["work_dir", join(f.work_dir, "containers"), 0o711],
+      ["work_dir", join(f.work_dir, "provisioner"), 0o700],
+      ["runtime_dir", f.runtime_dir, 0o700],
+      ["runtime_dir", join(f.runtime_dir, "containers"), 0o700],
+      ["docker_store_dir", f.docker_store_dir, 0o700],
     ] as const) {
       try {
-        mkdirSync(dir, { recursive: true, mode: 0o755 });
+        const note = describePrivateDir(flag, dir, ensurePrivateDir(dir, mode), mode);
+        if (note) log.warn(note);
       } catch (err) {
-        throw new StartupError(`flag '--${flag}': cannot create ${dir}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+        const code = (err as NodeJS.ErrnoException).code;
+        const why = code ? `cannot create ${dir}: ${code}` : `cannot use ${dir}: ${(err as Error).message}`;
+        throw new StartupError(`flag '--${flag}': ${why}`);
       }
     }
     if (f.docker_registry.kind === "directory") log.info(`docker images come from archives in ${f.docker_registry.path}`);
@@ -89,6 +97,7 @@ export class Agent {
       throw new StartupError(`flag '--docker_store_dir': cannot open the image store at ${f.docker_store_dir}: ${(err as Error).message}`);
     }
     const { removedStaging } = this.imageService;
+    for (const note of this.imageService.notes) log.warn(note);
     if (removedStaging.length > 0) log.info(`image store: removed ${removedStaging.length} unfinished staging dir(s) left by an earlier run`);
     log.info(`image store at ${f.docker_store_dir}: ${this.imageService.store.images().length} image(s)`);
     try {

@@ -12,7 +12,7 @@ import type { ContainerID, Image, RLimitInfo } from "../api/proto.ts";
 import { MS_NODEV, MS_NOSUID, getRlimit, mount } from "../ffi/libc.ts";
 import type { LaunchContainer } from "../api/calls.ts";
 import type { Backend, DockerConfig, LoadedFlags } from "../config/flags.ts";
-import { AppcStore } from "../images/appc.ts";
+import type { AppcStore } from "../images/appc.ts";
 import { BackendError, chooseBackend, provision } from "../images/backends.ts";
 import type { ImageService } from "../images/service.ts";
 import { log } from "../log.ts";
@@ -160,7 +160,7 @@ export class Containers {
     // The launcher tells us at once when a workload ends; the status file watch is the fallback.
     this.launcher = new LauncherClient(socket, selfCommand("__launcher", socket), (key, status) => this.settle.get(key)?.(status));
     this.confinement = new Confinement(f);
-    this.appc = new AppcStore({ prefix: f.appc_simple_discovery_uri_prefix, storeDir: f.appc_store_dir, maxBytes: f.docker_max_layer_size });
+    this.appc = images.appc;
   }
 
   get(id: ContainerID): Container | undefined {

@@ -5,7 +5,7 @@ import { FlagError, loadFlags, type LoadedFlags } from "../config/flags.ts";
 import { humanBytes } from "../config/units.ts";
 import { archiveTags } from "../images/archive.ts";
 import type { LayerEvent } from "../images/puller.ts";
-import { startImageService } from "../images/service.ts";
+import { startImageService, type ImageService } from "../images/service.ts";
 import { DockerStore, type ImageRecord } from "../images/store.ts";
 import { type ImageEntry, imageEntries } from "../api/images.ts";
 import { AgentError, UsageError, clientCommand, expectJson, request, splitClientOptions, table } from "./agent-client.ts";
@@ -20,6 +20,19 @@ function flagsFor(command: string, args: readonly string[], positionals: string[
     }
     throw err;
   }
+}
+
+/** The store and workers, or undefined after saying why they cannot be had (a store not ours, say). */
+function openService(command: string, flags: LoadedFlags): ImageService | undefined {
+  let service: ImageService;
+  try {
+    service = startImageService(flags.values);
+  } catch (err) {
+    process.stderr.write(`ucr ${command}: cannot open the image store at ${flags.values.docker_store_dir}: ${(err as Error).message}\n`);
+    return undefined;
+  }
+  for (const note of service.notes) process.stderr.write(`ucr ${command}: ${note}\n`);
+  return service;
 }
 
 function short(id: string): string {
@@ -83,7 +96,8 @@ export async function pullMain(args: readonly string[]): Promise<number> {
     process.stderr.write(`ucr pull: expected one image name, got ${positionals.length} (usage: ucr pull IMAGE [--force] [flags])\n`);
     return 2;
   }
-  const service = startImageService(flags.values);
+  const service = openService("pull", flags);
+  if (!service) return 1;
   const progress = new Progress();
   const started = performance.now();
   // Shared with other pulls, exclusive of an agent's GC sweep on the same store.
@@ -109,7 +123,8 @@ export async function loadMain(args: readonly string[]): Promise<number> {
     process.stderr.write("ucr load: expected an archive file (usage: ucr load FILE [NAME...] [flags])\n");
     return 2;
   }
-  const service = startImageService(flags.values);
+  const service = openService("load", flags);
+  if (!service) return 1;
   const progress = new Progress();
   const unlock = service.store.lockShared();
   try {

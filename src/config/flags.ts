@@ -339,6 +339,7 @@ const SCHEMAS = {
       return s;
     }),
   ),
+  docker_allow_foreign_platform: Bool,
   docker_config: v.optional(jsonFlag(DockerConfigSchema)),
   docker_ignore_runtime: Bool,
   docker_insecure_registries: HostList,
@@ -346,8 +347,10 @@ const SCHEMAS = {
   docker_registry: DockerRegistry,
   docker_store_dir: HostPath,
   effective_capabilities: v.optional(jsonFlag(CapabilityInfoSchema)),
+  fetcher_stall_timeout: Duration,
   http_credentials: v.optional(jsonFlag(HttpCredentialsSchema)),
   http_heartbeat_interval: Duration,
+  image_fetch_timeout: Duration,
   image_gc_config: v.optional(jsonFlag(ImageGcConfigSchema)),
   image_providers: v.optional(ImageProviders),
   image_provisioner_backend: v.optional(ProvisionerBackend),
@@ -427,6 +430,12 @@ const META: { [K in FlagName]: FlagMeta } = {
     default: "false",
     show: showBool,
   },
+  docker_allow_foreign_platform: {
+    help: "Pull Docker images built for another OS or CPU architecture than this machine's (refused by default).",
+    boolean: true,
+    default: "false",
+    show: showBool,
+  },
   docker_config: {
     help: "Docker config.json or legacy .dockercfg with registry credentials: inline JSON, file:///path or /path.",
     json: true,
@@ -464,6 +473,11 @@ const META: { [K in FlagName]: FlagMeta } = {
     aliases: ["allowed_capabilities"],
     json: true,
   },
+  fetcher_stall_timeout: {
+    help: "Abort a download (registry token, manifest, blob, ACI) that stays slower than 1 byte/s for this long, as Mesos' fetcher does.",
+    default: "1mins",
+    show: formatDuration,
+  },
   http_credentials: {
     help: 'Credentials for HTTP authentication, {"credentials":[{"principal":..,"secret":..}]}: inline JSON, file:///path or /path.',
     json: true,
@@ -472,6 +486,11 @@ const META: { [K in FlagName]: FlagMeta } = {
   http_heartbeat_interval: {
     help: "Interval of heartbeats on streaming responses.",
     default: "30secs",
+    show: formatDuration,
+  },
+  image_fetch_timeout: {
+    help: "Abort one image download (a token, manifest, config, layer blob or ACI, retries included) that takes longer than this.",
+    default: "1hrs",
     show: formatDuration,
   },
   image_gc_config: {

@@ -1,9 +1,9 @@
 // Tree measurement and deletion for image GC and accounting. Run in the gc worker
 // (src/workers/gc.ts): both walk whole trees and must stay off the server thread.
-import { lstatSync, readdirSync, rmSync } from "node:fs";
-import { basename, dirname, join, relative, resolve, sep } from "node:path";
+import { basename, dirname, relative, resolve, sep } from "node:path";
 import { O_DIRECTORY, O_PATH, close } from "../ffi/libc.ts";
 import { PathError, openDir, openInRoot } from "../runtime/inroot.ts";
+import { removeAt, walkTree } from "../util/tree.ts";
 
 export interface DiskUsage {
   /** Bytes allocated on disk (st_blocks * 512), hard-linked files counted once. */
@@ -16,28 +16,17 @@ export interface DiskUsage {
 export function diskUsage(root: string): DiskUsage {
   const seen = new Set<string>();
   const usage: DiskUsage = { bytes: 0, apparentBytes: 0, entries: 0 };
-  const stack = [resolve(root)];
-  while (stack.length > 0) {
-    const path = stack.pop()!;
-    let st;
-    try {
-      st = lstatSync(path, { bigint: true });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") continue; // removed while we walked
-      throw err;
-    }
-    if (st.nlink > 1n && !st.isDirectory()) {
+  // Through directory handles (util/tree.ts): a layer may nest deeper than PATH_MAX allows.
+  walkTree(resolve(root), (st) => {
+    if (st.nlink > 1 && (st.mode & 0o170000) !== 0o040000) {
       const key = `${st.dev}:${st.ino}`;
-      if (seen.has(key)) continue;
+      if (seen.has(key)) return;
       seen.add(key);
     }
     usage.entries++;
-    usage.bytes += Number(st.blocks) * 512;
-    usage.apparentBytes += Number(st.size);
-    if (st.isDirectory()) {
-      for (const name of readdirSync(path)) stack.push(join(path, name));
-    }
-  }
+    usage.bytes += st.blocks * 512;
+    usage.apparentBytes += st.size;
+  });
   return usage;
 }
 
@@ -63,15 +52,9 @@ export function removeTree(path: string, within: string): { removed: boolean } {
     close(rootFd);
   }
   try {
-    const at = `/proc/self/fd/${parent}/${basename(rel)}`;
-    let existed = true;
-    try {
-      lstatSync(at);
-    } catch {
-      existed = false;
-    }
-    rmSync(at, { recursive: true, force: true });
-    return { removed: existed };
+    // Not rmSync: on a tree 10,000 deep it takes minutes; this is linear (util/tree.ts).
+    const name = basename(rel);
+    return { removed: removeAt(parent, Buffer.from(name, "utf8").toString("latin1"), target) };
   } finally {
     close(parent);
   }

@@ -9,6 +9,8 @@ import * as v from "valibot";
 import { sha256 } from "./digest.ts";
 import { ManifestError, parseImageConfig, parseManifest, selectPlatform, type ImageConfig } from "./manifest.ts";
 import { canonical, familiar, parseReference, type ImageReference } from "./reference.ts";
+import { decodeHeader, parsePax } from "./tar/codec.ts";
+import { MAX_SPECIAL_BYTES } from "./tar/reader.ts";
 
 export class ArchiveError extends Error {
   constructor(message: string) {
@@ -29,83 +31,69 @@ export function indexTar(path: string): Map<string, Member> {
   const members = new Map<string, Member>();
   const fd = openSync(path, "r");
   const size = statSync(path).size;
-  const header = Buffer.alloc(512);
+  const block = Buffer.alloc(512);
   let pos = 0;
   let longName: string | undefined;
   let paxPath: string | undefined;
   let zeros = 0;
+  /** A special member's data, refused by its declared size before it is read. */
+  const special = (at: number, length: number, what: string): Buffer => {
+    if (length > MAX_SPECIAL_BYTES) {
+      throw new ArchiveError(`${path}: ${what} at byte ${at} is ${length} bytes, more than the ${MAX_SPECIAL_BYTES} bytes ucr reads`);
+    }
+    const data = Buffer.alloc(length);
+    if (readSync(fd, data, 0, length, at) !== length) throw new ArchiveError(`${path}: truncated (${what} at byte ${at})`);
+    return data;
+  };
   try {
     while (pos + 512 <= size) {
-      if (readSync(fd, header, 0, 512, pos) !== 512) break;
-      if (header.every((b) => b === 0)) {
+      if (readSync(fd, block, 0, 512, pos) !== 512) break;
+      let header;
+      try {
+        header = decodeHeader(block);
+      } catch (err) {
+        throw new ArchiveError(`${path}: not a tar archive (${(err as Error).message} at byte ${pos})`);
+      }
+      if (header === null) {
         if (++zeros === 2) break;
         pos += 512;
         continue;
       }
       zeros = 0;
-      if (!checksumOk(header)) throw new ArchiveError(`${path}: not a tar archive (bad header checksum at byte ${pos})`);
-      const type = String.fromCharCode(header[156]!);
-      const entrySize = numeric(header.subarray(124, 136));
       const dataOffset = pos + 512;
-      const next = dataOffset + Math.ceil(entrySize / 512) * 512;
+      const next = dataOffset + Math.ceil(header.size / 512) * 512;
       if (next > size + 1024) throw new ArchiveError(`${path}: truncated (member at byte ${pos} runs past the end)`);
-      if (type === "L" || type === "x") {
-        const data = Buffer.alloc(entrySize);
-        readSync(fd, data, 0, entrySize, dataOffset);
-        if (type === "L") longName = data.toString("utf8").replace(/\0+$/, "");
-        else paxPath = paxValue(data, "path");
-      } else if (type !== "g") {
-        let name = longName ?? paxPath ?? ustarName(header);
+      const type = header.type;
+      if (type === "gnu-long-path") {
+        longName = special(dataOffset, header.size, "a GNU long name").toString("latin1").replace(/\0+$/, "");
+      } else if (type === "pax-header") {
+        try {
+          paxPath = parsePax(special(dataOffset, header.size, "a PAX header")).path;
+        } catch (err) {
+          throw new ArchiveError(`${path}: ${(err as Error).message} (at byte ${pos})`);
+        }
+      } else if (type !== "pax-global-header" && type !== "gnu-long-link-path") {
+        // Member names are compared as text (manifest.json names them in UTF-8).
+        let name = Buffer.from(longName ?? paxPath ?? header.name, "latin1").toString("utf8");
         longName = undefined;
         paxPath = undefined;
         name = name.replace(/^(\.\/)+/, "");
-        if ((type === "0" || type === "\0" || type === "7") && dataOffset + entrySize > size) {
-          throw new ArchiveError(`${path}: truncated: '${name}' needs ${entrySize} bytes but the file ends first`);
+        if (type === "file" || type === "contiguous-file") {
+          if (dataOffset + header.size > size) {
+            throw new ArchiveError(`${path}: truncated: '${name}' needs ${header.size} bytes but the file ends first`);
+          }
+          members.set(name, { offset: dataOffset, size: header.size });
         }
-        if (type === "0" || type === "\0" || type === "7") members.set(name, { offset: dataOffset, size: entrySize });
-        if (type === "2") members.set(name, { offset: 0, size: 0, link: linkName(header) });
+        if (type === "symlink") members.set(name, { offset: 0, size: 0, link: Buffer.from(header.linkname, "latin1").toString("utf8") });
       }
-      pos = next;
+      const headerOnly = ["link", "symlink", "character-device", "block-device", "directory", "fifo"];
+      const dataSize = typeof type === "string" && headerOnly.includes(type) ? 0 : header.size;
+      pos = dataOffset + Math.ceil(dataSize / 512) * 512;
     }
   } finally {
     closeSync(fd);
   }
   return members;
-}
-
-function checksumOk(h: Buffer): boolean {
-  let sum = 0;
-  for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 32 : h[i]!;
-  return sum === numeric(h.subarray(148, 156));
-}
-
-function numeric(field: Buffer): number {
-  if (field[0]! & 0x80) {
-    let n = 0;
-    for (let i = 1; i < field.length; i++) n = n * 256 + field[i]!;
-    return n;
-  }
-  const text = field.toString("ascii").replace(/\0.*$/s, "").trim();
-  return text === "" ? 0 : Number.parseInt(text, 8);
-}
-
-function ustarName(h: Buffer): string {
-  const name = h.subarray(0, 100).toString("utf8").replace(/\0.*$/s, "");
-  const magic = h.subarray(257, 263).toString("ascii");
-  const prefix = magic.startsWith("ustar") ? h.subarray(345, 500).toString("utf8").replace(/\0.*$/s, "") : "";
-  return prefix ? `${prefix}/${name}` : name;
-}
-
-function linkName(h: Buffer): string {
-  return h.subarray(157, 257).toString("utf8").replace(/\0.*$/s, "");
-}
-
-function paxValue(data: Buffer, key: string): string | undefined {
-  for (const line of data.toString("utf8").split("\n")) {
-    const m = /^\d+ ([^=]+)=(.*)$/.exec(line);
-    if (m && m[1] === key) return m[2];
-  }
-  return undefined;
 }
 
 export interface ArchiveLayer {
@@ -253,10 +241,16 @@ function blobDigest(member: string): string | undefined {
 }
 
 function fromOciLayout(reader: ArchiveReader, want: ImageReference, fileMatched: boolean): ArchiveImage {
-  const blob = (digest: string, why: string) => {
-    const hex = digest.replace(/^sha256:/, "");
+  const blob = (desc: { digest: string; size: number }, why: string) => {
+    const hex = desc.digest.replace(/^sha256:/, "");
+    const member = reader.member(`blobs/sha256/${hex}`, why);
+    if (member.size !== desc.size) {
+      throw new ArchiveError(`${reader.path}: ${why} ${desc.digest} is ${member.size} bytes; its descriptor says ${desc.size}`);
+    }
     const text = reader.text(`blobs/sha256/${hex}`, why);
-    if (sha256(text) !== digest) throw new ArchiveError(`${reader.path}: ${why} ${digest} does not match its digest`);
+    if (sha256(Buffer.from(text, "utf8")) !== desc.digest) {
+      throw new ArchiveError(`${reader.path}: ${why} ${desc.digest} does not match its digest`);
+    }
     return text;
   };
   const indexText = reader.text("index.json", "the OCI index");
@@ -278,7 +272,7 @@ function fromOciLayout(reader: ArchiveReader, want: ImageReference, fileMatched:
   let parsed: ReturnType<typeof parseManifest>;
   for (let depth = 0; ; depth++) {
     try {
-      parsed = parseManifest(blob(desc.digest, "manifest"), desc.mediaType, `${reader.path}: manifest ${desc.digest}`);
+      parsed = parseManifest(blob(desc, "manifest"), desc.mediaType, `${reader.path}: manifest ${desc.digest}`);
     } catch (err) {
       if (err instanceof ManifestError) throw new ArchiveError(err.message);
       throw err;
@@ -290,7 +284,7 @@ function fromOciLayout(reader: ArchiveReader, want: ImageReference, fileMatched:
     break;
   }
   if (parsed.kind !== "image") throw new ArchiveError(`${reader.path}: manifest ${desc.digest} is not an image manifest`);
-  const configText = blob(parsed.manifest.config.digest, "image config");
+  const configText = blob(parsed.manifest.config, "image config");
   const config = parseImageConfig(configText, `${reader.path}: config`);
   const diffIds = config.rootfs?.diff_ids ?? [];
   if (diffIds.length !== parsed.manifest.layers.length) {
@@ -299,6 +293,7 @@ function fromOciLayout(reader: ArchiveReader, want: ImageReference, fileMatched:
   const layers = parsed.manifest.layers.map((l, i) => {
     const member = `blobs/sha256/${l.digest.replace(/^sha256:/, "")}`;
     const m = reader.member(member, "layer");
+    if (m.size !== l.size) throw new ArchiveError(`${reader.path}: layer ${l.digest} is ${m.size} bytes; its descriptor says ${l.size}`);
     return { member, offset: m.offset, size: m.size, expectDigest: l.digest, expectDiffId: diffIds[i] };
   });
   return { format: "oci", matched, configText, config, layers };
@@ -342,8 +337,9 @@ function fromLegacy(reader: ArchiveReader, want: ImageReference, fileMatched: bo
   ids.reverse();
   const top = chain[0]!;
   const configText = JSON.stringify({
-    architecture: top.architecture ?? "amd64",
-    os: top.os ?? "linux",
+    // Not defaulted: what the archive does not say is not checked against this machine.
+    architecture: top.architecture,
+    os: top.os,
     created: top.created,
     config: top.config ?? top.container_config ?? {},
     rootfs: { type: "layers", diff_ids: [] },

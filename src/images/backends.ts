@@ -3,12 +3,11 @@
 // aufs, then copy; bind only on request) and checked against the filesystem under
 // <work_dir>/provisioner. The mounting itself happens in the container's own mount
 // namespace (src/runtime/mounts.ts); here we prepare directories and describe the mount.
-import { lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, statfsSync, symlinkSync } from "node:fs";
-import { basename, dirname, join } from "node:path";
+import { mkdirSync, readFileSync, statfsSync, symlinkSync } from "node:fs";
+import { join } from "node:path";
 import type { Backend } from "../config/flags.ts";
-import { O_DIRECTORY, O_RDONLY, close, readdirFd } from "../ffi/libc.ts";
-import { PathError, openDir, openInRoot } from "../runtime/inroot.ts";
 import type { RootfsSpec } from "../runtime/spec.ts";
+import { applyLayers, type LayerWhiteouts } from "./layer/apply.ts";
 
 export class BackendError extends Error {
   constructor(message: string) {
@@ -139,74 +138,10 @@ export async function provision(
 }
 
 /**
- * The copy backend's work: each layer in order, whiteouts applied (a 0/0 character device
- * deletes what is below, trusted.overlay.opaque empties the directory), then copied over.
- * `records` gives each layer's whiteouts and opaque dirs as the store recorded them.
- *
- * An earlier layer's link (etc/x -> /etc/shadow, d -> /etc) must not carry a later layer's
- * deletion or write out of the tree: deletions are made below directories opened without
- * following any link (a path through a link has nothing of the tree to delete), and cp
- * replaces an existing destination instead of writing through it (--remove-destination; a
- * directory over a link is refused by cp, the launch fails saying so).
+ * The copy backend's work: each layer in order, its whiteouts and opaque dirs applied (as
+ * the store recorded them), what it replaces removed, then copied over, never through a
+ * symlink a lower layer left (src/images/layer/apply.ts).
  */
-export function copyLayers(layers: string[], dest: string, records?: Array<{ whiteouts: string[]; opaques: string[] }>): void {
-  const destFd = openDir(dest);
-  try {
-    layers.forEach((layer, i) => {
-      const rec = records?.[i] ?? scanWhiteouts(layer);
-      for (const o of rec.opaques) {
-        const fd = dirIn(destFd, o);
-        if (fd === undefined) continue;
-        try {
-          for (const e of readdirFd(fd)) rmSync(`/proc/self/fd/${fd}/${e.name}`, { recursive: true, force: true });
-        } finally {
-          close(fd);
-        }
-      }
-      const removeWhiteouts = () => {
-        for (const w of rec.whiteouts) {
-          const fd = dirIn(destFd, dirname(w));
-          if (fd === undefined) continue;
-          try {
-            rmSync(`/proc/self/fd/${fd}/${basename(w)}`, { recursive: true, force: true });
-          } finally {
-            close(fd);
-          }
-        }
-      };
-      removeWhiteouts();
-      // GNU cp -a keeps owners, modes, times, hard links, xattrs and devices (Mesos uses it too).
-      const cp = Bun.spawnSync(["cp", "-a", "--remove-destination", "--", `${layer}/.`, `${dest}/`], { stderr: "pipe" });
-      if (cp.exitCode !== 0) throw new BackendError(`copying layer ${layer}: ${cp.stderr.toString().trim()}`);
-      removeWhiteouts(); // the whiteout devices cp just copied
-    });
-  } finally {
-    close(destFd);
-  }
-}
-
-/** Directory `rel` of the tree at `rootFd`, opened for reading through no link; undefined if there is none. */
-function dirIn(rootFd: number, rel: string): number | undefined {
-  try {
-    return openInRoot(rootFd, rel, { noLinks: true, flags: O_RDONLY | O_DIRECTORY }).fd;
-  } catch (err) {
-    if (err instanceof PathError) return undefined;
-    throw err;
-  }
-}
-
-/** Whiteouts of a layer tree found by walking it (when no store record is at hand). */
-function scanWhiteouts(root: string): { whiteouts: string[]; opaques: string[] } {
-  const whiteouts: string[] = [];
-  const stack = [""];
-  while (stack.length > 0) {
-    const rel = stack.pop()!;
-    for (const name of readdirSync(join(root, rel))) {
-      const r = rel ? `${rel}/${name}` : name;
-      const st = lstatSync(join(root, r));
-      if (st.isDirectory()) stack.push(r);
-      else if (st.isCharacterDevice() && st.rdev === 0) whiteouts.push(r);
-    }
-  }
-  return { whiteouts, opaques: [] };
+export function copyLayers(layers: string[], dest: string, records: LayerWhiteouts[]): void {
+  applyLayers(layers, dest, records);
 }

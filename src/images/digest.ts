@@ -25,10 +25,14 @@ export function sha256(data: Uint8Array | string): string {
   return `sha256:${new Bun.CryptoHasher("sha256").update(data).digest("hex")}`;
 }
 
-/** A running sha256 over a stream, with the byte count. */
+/** A running hash over a stream (sha256, or sha512 for Appc image IDs), with the byte count. */
 export class StreamDigest {
-  private readonly hasher = new Bun.CryptoHasher("sha256");
+  private readonly hasher: Bun.CryptoHasher;
   bytes = 0;
+
+  constructor(readonly algorithm: "sha256" | "sha512" = "sha256") {
+    this.hasher = new Bun.CryptoHasher(algorithm);
+  }
 
   update(chunk: Uint8Array): void {
     this.hasher.update(chunk);
@@ -36,6 +40,6 @@ export class StreamDigest {
   }
 
   digest(): string {
-    return `sha256:${this.hasher.digest("hex")}`;
+    return `${this.algorithm}:${this.hasher.digest("hex")}`;
   }
 }

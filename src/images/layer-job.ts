@@ -1,11 +1,12 @@
 // One layer, fetched and unpacked inside an extract worker: from a registry blob (resumed
 // on dropped connections) or from a byte range of a local archive. On any failure the
 // staging directory is removed before the error goes back, so nothing half-written stays.
-import { mkdirSync, rmSync, statfsSync } from "node:fs";
+import { mkdirSync, statfsSync } from "node:fs";
+import { removeTree } from "../util/tree.ts";
 import type { RpcContext } from "../workers/rpc.ts";
 import { RegistryClient, RestartRequired, type RegistrySpec } from "./registry.ts";
-import { WriterPool } from "./file-writer.ts";
-import { unpackLayer, type UnpackResult } from "./unpack.ts";
+import { WriterPool } from "./layer/file-writer.ts";
+import { unpackLayer, type UnpackResult } from "./layer/pipeline.ts";
 
 export type LayerSource =
   | { kind: "registry"; spec: RegistrySpec; digest: string; size?: number }
@@ -67,7 +68,7 @@ export async function runLayerJob(job: LayerJob, ctx: RpcContext): Promise<Unpac
   const rootfs = `${job.staging}/rootfs`;
   try {
     for (let attempt = 0; ; attempt++) {
-      rmSync(rootfs, { recursive: true, force: true });
+      removeTree(rootfs);
       mkdirSync(rootfs, { recursive: true });
       try {
         return await unpackLayer(open(job.source), rootfs, {
@@ -85,7 +86,7 @@ export async function runLayerJob(job: LayerJob, ctx: RpcContext): Promise<Unpac
       }
     }
   } catch (err) {
-    rmSync(job.staging, { recursive: true, force: true });
+    removeTree(job.staging);
     throw err;
   }
 }

@@ -159,28 +159,55 @@ function check<S extends v.GenericSchema>(schema: S, value: unknown, what: strin
   return r.output;
 }
 
+const GENERIC_TYPES = new Set(["", "application/json", "text/plain", "application/octet-stream"]);
+
 /**
- * Parses a manifest. `contentType` is what the registry said; a generic one
- * (application/json, text/plain, absent) is resolved from the body as Docker does.
+ * Parses a manifest. `contentType` is what the registry said; a generic one (application/json,
+ * text/plain, absent) is resolved from the body as Docker does. After CVE-2021-41190 a document
+ * must say one thing: one that is both an index and an image manifest, or whose `mediaType`
+ * contradicts the Content-Type (or, fetched through an index, the descriptor), is refused.
  */
-export function parseManifest(text: string, contentType: string | undefined, what = "manifest"): ParsedManifest {
+export function parseManifest(text: string, contentType: string | undefined, what = "manifest", expectMediaType?: string): ParsedManifest {
   const json = parseJson(text, what);
   if (typeof json !== "object" || json === null || Array.isArray(json)) throw new ManifestError(`${what} is not a JSON object`);
   const obj = json as Record<string, unknown>;
+  if (obj.mediaType !== undefined && typeof obj.mediaType !== "string") {
+    throw new ManifestError(`${what} has a mediaType that is not a string`);
+  }
+  const bodyType = obj.mediaType as string | undefined;
+  const index = "manifests" in obj;
+  const image = "layers" in obj || "config" in obj;
+  const schema1 = "fsLayers" in obj;
+  if ([index, image, schema1].filter(Boolean).length > 1) {
+    const parts = [
+      index && "'manifests' (an index)",
+      image && "'config'/'layers' (an image manifest)",
+      schema1 && "'fsLayers' (schema 1)",
+    ].filter(Boolean);
+    throw new ManifestError(`${what} is ambiguous: it has ${parts.join(" and ")}; refused, as distribution does since CVE-2021-41190`);
+  }
   let mt = (contentType ?? "").split(";")[0]!.trim().toLowerCase();
-  if (mt === "" || mt === "application/json" || mt === "text/plain" || mt === "application/octet-stream") {
+  if (!GENERIC_TYPES.has(mt) && bodyType !== undefined && bodyType !== mt) {
+    throw new ManifestError(`${what}: its mediaType '${bodyType}' contradicts the Content-Type '${mt}' it was served with`);
+  }
+  if (GENERIC_TYPES.has(mt)) {
     if (obj.schemaVersion === 1) mt = MT.dockerSchema1;
-    else if (typeof obj.mediaType === "string") mt = obj.mediaType;
-    else if (Array.isArray(obj.manifests)) mt = MT.ociIndex;
-    else if (Array.isArray(obj.layers)) mt = MT.ociManifest;
+    else if (bodyType !== undefined) mt = bodyType;
+    else if (index) mt = MT.ociIndex;
+    else if (image) mt = MT.ociManifest;
     else throw new ManifestError(`${what} has no media type and is not a known manifest shape`);
+  }
+  if (expectMediaType && !sameKind(expectMediaType, mt)) {
+    throw new ManifestError(`${what}: its descriptor says '${expectMediaType}' but it is '${mt}'`);
   }
   switch (mt) {
     case MT.ociIndex:
     case MT.dockerList:
+      if (!index) throw new ManifestError(`${what} is served as an index ('${mt}') but has no 'manifests'`);
       return { kind: "index", mediaType: mt, index: check(IndexSchema, obj, what) };
     case MT.ociManifest:
     case MT.dockerManifest: {
+      if (!image) throw new ManifestError(`${what} is served as an image manifest ('${mt}') but has no 'config' or 'layers'`);
       const manifest = check(ImageManifestSchema, obj, what);
       const configType = manifest.config.mediaType ?? MT.ociConfig;
       if (configType !== MT.dockerConfig && configType !== MT.ociConfig) {
@@ -194,10 +221,17 @@ export function parseManifest(text: string, contentType: string | undefined, wha
     }
     case MT.dockerSchema1:
     case MT.dockerSchema1Signed:
+      if (!schema1) throw new ManifestError(`${what} is served as schema 1 ('${mt}') but has no 'fsLayers'`);
       return parseSchema1(obj, mt, what);
     default:
       throw new ManifestError(`${what} has unsupported media type '${mt}'`);
   }
+}
+
+/** Signed and unsigned schema 1 are one kind; every other type must match exactly. */
+function sameKind(a: string, b: string): boolean {
+  const s1 = (t: string) => t === MT.dockerSchema1 || t === MT.dockerSchema1Signed;
+  return a === b || (s1(a) && s1(b));
 }
 
 /**
@@ -240,17 +274,23 @@ function parseSchema1(obj: Record<string, unknown>, mt: string, what: string): P
  * digest of the payload without the JWS signatures (the protected header says where the
  * payload ends and what its tail was).
  */
-export function manifestDigest(text: string, mediaType: string): string {
-  if (mediaType !== MT.dockerSchema1Signed && mediaType !== MT.dockerSchema1) return sha256(text);
-  const obj = JSON.parse(text) as { signatures?: Array<{ protected: string }> };
-  const sig = obj.signatures?.[0];
-  if (!sig) return sha256(text);
-  const header = JSON.parse(Buffer.from(sig.protected, "base64url").toString("utf8")) as {
-    formatLength: number;
-    formatTail: string;
-  };
-  const body = Buffer.from(text, "utf8");
-  const payload = Buffer.concat([body.subarray(0, header.formatLength), Buffer.from(header.formatTail, "base64url")]);
+export function manifestDigest(bytes: Uint8Array, mediaType: string): string {
+  if (mediaType !== MT.dockerSchema1Signed && mediaType !== MT.dockerSchema1) return sha256(bytes);
+  let header: { formatLength?: unknown; formatTail?: unknown };
+  try {
+    const obj = JSON.parse(Buffer.from(bytes).toString("utf8")) as { signatures?: Array<{ protected?: unknown }> };
+    const sig = obj.signatures?.[0];
+    if (!sig || typeof sig.protected !== "string") return sha256(bytes);
+    header = JSON.parse(Buffer.from(sig.protected, "base64url").toString("utf8")) as typeof header;
+  } catch {
+    return sha256(bytes); // not signed JSON: parsing it later says what is wrong
+  }
+  const length = header.formatLength;
+  const lengthOk = typeof length === "number" && Number.isSafeInteger(length) && length >= 0 && length <= bytes.length;
+  if (!lengthOk || typeof header.formatTail !== "string") {
+    return sha256(bytes);
+  }
+  const payload = Buffer.concat([Buffer.from(bytes).subarray(0, length), Buffer.from(header.formatTail, "base64url")]);
   return sha256(payload);
 }
 
@@ -266,6 +306,26 @@ export function hostPlatform(): { os: string; architecture: string; variant?: st
   const architecture = arch[process.arch] ?? process.arch;
   const variant = architecture === "arm64" ? "v8" : undefined;
   return { os: "linux", architecture, variant };
+}
+
+/**
+ * Refuses an image built for another OS or architecture than this machine (what it does not
+ * say is not checked): it would fail at exec, or run under emulation nobody asked for.
+ */
+export function checkPlatform(
+  config: { os?: string; architecture?: string },
+  what: string,
+  allowForeign: boolean,
+  want = hostPlatform(),
+): void {
+  if (allowForeign) return;
+  const osOk = !config.os || config.os === want.os;
+  const archOk = !config.architecture || config.architecture === want.architecture;
+  if (osOk && archOk) return;
+  throw new ManifestError(
+    `${what} is built for ${config.os ?? "?"}/${config.architecture ?? "?"}, not for this machine (${want.os}/${want.architecture}); ` +
+      "pull an image for this platform, or start ucr with --docker_allow_foreign_platform to run it anyway",
+  );
 }
 
 /** Picks the manifest for linux on this architecture from an index, variant aware. */

@@ -10,13 +10,21 @@ import { DOCKER_HUB, DOCKER_HUB_REGISTRY, canonical, manifestReference, parseRef
 import { isLoopbackHost, probeBase, type RegistrySpec } from "./registry.ts";
 import type { ResolvedImage, ResolvedLayer } from "./resolve.ts";
 import type { DockerStore, ImageRecord } from "./store.ts";
-import type { UnpackResult } from "./unpack.ts";
+import type { AciJob, AciResult } from "./appc.ts";
+import type { UnpackResult } from "./layer/pipeline.ts";
+import { DEFAULT_LIMITS, type FetchLimits } from "./transfer.ts";
+import { archiveCandidates } from "./archive.ts";
+import { existsSync } from "node:fs";
 
 export interface PullerOptions {
   registry: Registry;
   dockerConfig?: DockerConfig;
   insecureRegistries: readonly string[];
   maxLayerSize: number;
+  /** Stall and total deadlines of every download (--fetcher_stall_timeout, --image_fetch_timeout). */
+  limits?: FetchLimits;
+  /** --docker_allow_foreign_platform */
+  allowForeignPlatform?: boolean;
 }
 
 export type LayerEvent =
@@ -88,6 +96,15 @@ export class Puller {
     this.slots = new WorkerSlots(workers.extract);
   }
 
+  private get limits(): FetchLimits {
+    return this.options.limits ?? DEFAULT_LIMITS;
+  }
+
+  /** Runs an Appc image job on an extract worker, in turn with the layers. */
+  extractAci(job: AciJob): Promise<AciResult> {
+    return this.slots.run((worker) => worker.call<AciResult>("aci", job));
+  }
+
   /** Imports image `name` from one archive file (`ucr load`), whatever --docker_registry says. */
   load(file: string, name: string, opts: PullOptions = {}): Promise<ImageRecord> {
     return this.pull(name, { ...opts, force: true, file });
@@ -157,7 +174,11 @@ export class Puller {
 
   private async pullOnce(ref: ImageReference, key: string, opts: PullOptions & { file?: string }): Promise<ImageRecord> {
     const resolved = opts.file
-      ? await this.workers.pull.call<ResolvedImage>("archive", { file: opts.file, name: ref.original })
+      ? await this.workers.pull.call<ResolvedImage>("archive", {
+          file: opts.file,
+          name: ref.original,
+          allowForeignPlatform: this.options.allowForeignPlatform ?? false,
+        })
       : await this.resolve(ref, opts.dockerConfig);
     const total = resolved.layers.length;
     // Wait for every layer job to settle before reporting a failure, so no sibling is still
@@ -192,14 +213,19 @@ export class Puller {
 
   private async resolve(ref: ImageReference, dockerConfig: DockerConfig | undefined): Promise<ResolvedImage> {
     const registry = this.options.registry;
-    if (registry.kind === "directory") {
-      return this.workers.pull.call<ResolvedImage>("archive", { dir: registry.path, name: ref.original });
+    const allowForeignPlatform = this.options.allowForeignPlatform ?? false;
+    // A directory of archives serves names without a registry. A name that carries one
+    // (127.0.0.1:5000/app:1) is pulled from that registry, unless the directory holds an
+    // archive under exactly that name (the layout Mesos reads: <dir>/127.0.0.1:5000/app:1.tar).
+    if (registry.kind === "directory" && (!ref.explicitDomain || archiveCandidates(registry.path, ref).some((c) => existsSync(c)))) {
+      return this.workers.pull.call<ResolvedImage>("archive", { dir: registry.path, name: ref.original, allowForeignPlatform });
     }
     const spec = await this.spec(ref, dockerConfig);
     return this.workers.pull.call<ResolvedImage>("registry", {
       spec,
       reference: manifestReference(ref),
       what: ref.original,
+      allowForeignPlatform,
     });
   }
 
@@ -213,7 +239,7 @@ export class Puller {
       const allowHttp = isLoopbackHost(host) || this.options.insecureRegistries.includes(host);
       let probing = this.bases.get(host);
       if (!probing) {
-        probing = ref.domain === DOCKER_HUB ? Promise.resolve(`https://${host}`) : probeBase(host, allowHttp);
+        probing = ref.domain === DOCKER_HUB ? Promise.resolve(`https://${host}`) : probeBase(host, allowHttp, this.limits);
         this.bases.set(host, probing);
         probing.catch(() => this.bases.delete(host));
       }
@@ -224,7 +250,13 @@ export class Puller {
     }
     const isHub = host === DOCKER_HUB_REGISTRY || host.endsWith(".docker.io") || host === DOCKER_HUB;
     const credentials = lookupCredentials(dockerConfig, isHub ? DOCKER_HUB : host);
-    return { base, repository: remotePath(ref, isHub), ...(credentials ? { credentials } : {}) };
+    return {
+      base,
+      repository: remotePath(ref, isHub),
+      ...(credentials ? { credentials } : {}),
+      insecure: this.options.insecureRegistries,
+      limits: this.limits,
+    };
   }
 
   /** One layer: from the store if there, else joined to or started as a download. */

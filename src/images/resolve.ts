@@ -2,7 +2,7 @@
 // platform), the config and the layer list, from a registry or from an archive. Runs in
 // the pull worker; the results are plain data for the puller on the main thread.
 import { findArchive, readArchive } from "./archive.ts";
-import { ManifestError, parseImageConfig, parseManifest, selectPlatform } from "./manifest.ts";
+import { ManifestError, checkPlatform, parseImageConfig, parseManifest, selectPlatform } from "./manifest.ts";
 import { parseReference } from "./reference.ts";
 import { RegistryClient, type RegistrySpec } from "./registry.ts";
 
@@ -31,6 +31,8 @@ export interface RegistryResolveJob {
   /** Tag or digest to ask for. */
   reference: string;
   what: string;
+  /** --docker_allow_foreign_platform */
+  allowForeignPlatform?: boolean;
 }
 
 export async function resolveFromRegistry(job: RegistryResolveJob): Promise<ResolvedImage> {
@@ -39,12 +41,13 @@ export async function resolveFromRegistry(job: RegistryResolveJob): Promise<Reso
   let parsed = parseManifest(fetched.text, fetched.mediaType, `${job.what}: manifest`);
   if (parsed.kind === "index") {
     const chosen = selectPlatform(parsed.index, `${job.what}: index ${fetched.digest}`);
-    fetched = await client.manifest(chosen.digest);
-    parsed = parseManifest(fetched.text, fetched.mediaType ?? chosen.mediaType, `${job.what}: manifest ${chosen.digest}`);
+    fetched = await client.manifest(chosen.digest, { size: chosen.size });
+    parsed = parseManifest(fetched.text, fetched.mediaType, `${job.what}: manifest ${chosen.digest}`, chosen.mediaType);
     if (parsed.kind === "index") throw new ManifestError(`${job.what}: index ${chosen.digest} points at another index`);
   }
   const source = `${job.spec.base}/${job.spec.repository}`;
   if (parsed.kind === "schema1") {
+    checkPlatform(parsed.config, `${job.what}: image`, job.allowForeignPlatform ?? false);
     return {
       manifestDigest: fetched.digest,
       configText: JSON.stringify(parsed.config),
@@ -54,8 +57,9 @@ export async function resolveFromRegistry(job: RegistryResolveJob): Promise<Reso
     };
   }
   const manifest = parsed.manifest;
-  const configText = await client.blobText(manifest.config.digest);
+  const configText = await client.blobText(manifest.config.digest, manifest.config.size);
   const config = parseImageConfig(configText, `${job.what}: config ${manifest.config.digest}`);
+  checkPlatform(config, `${job.what}: image`, job.allowForeignPlatform ?? false);
   const diffIds = config.rootfs?.diff_ids ?? [];
   if (diffIds.length !== manifest.layers.length) {
     throw new ManifestError(`${job.what}: the config lists ${diffIds.length} diff_ids for ${manifest.layers.length} layers`);
@@ -74,12 +78,15 @@ export interface ArchiveResolveJob {
   dir?: string;
   file?: string;
   name: string;
+  /** --docker_allow_foreign_platform */
+  allowForeignPlatform?: boolean;
 }
 
 export function resolveFromArchive(job: ArchiveResolveJob): ResolvedImage {
   const ref = parseReference(job.name);
   const path = job.file ?? findArchive(job.dir!, ref);
   const image = readArchive(path, ref, job.file === undefined);
+  checkPlatform(image.config, `${path}: image ${image.matched}`, job.allowForeignPlatform ?? false);
   return {
     configText: image.configText,
     layers: image.layers.map((l) => ({

@@ -4,8 +4,15 @@ import { availableParallelism } from "node:os";
 import type { Flags } from "../config/flags.ts";
 import { startWorker } from "../workers/pool.ts";
 import type { WorkerClient } from "../workers/rpc.ts";
+import { AppcStore } from "./appc.ts";
 import { Puller } from "./puller.ts";
 import { DockerStore } from "./store.ts";
+import type { FetchLimits } from "./transfer.ts";
+
+/** The download deadlines the flags ask for (durations are in nanoseconds there). */
+export function fetchLimits(flags: Pick<Flags, "fetcher_stall_timeout" | "image_fetch_timeout">): FetchLimits {
+  return { stallMs: flags.fetcher_stall_timeout / 1e6, totalMs: flags.image_fetch_timeout / 1e6 };
+}
 
 /** Layers unpack in parallel up to this many (gunzip and file creation are CPU-bound). */
 export function extractWorkerCount(): number {
@@ -15,8 +22,12 @@ export function extractWorkerCount(): number {
 export interface ImageService {
   store: DockerStore;
   puller: Puller;
+  /** Appc images by simple discovery, fetched through the same extract workers. */
+  appc: AppcStore;
   workers: WorkerClient[];
   removedStaging: string[];
+  /** What start-up changed that the log should say (a store directory's mode tightened). */
+  notes: string[];
   stop(): void;
 }
 
@@ -25,7 +36,7 @@ export function startImageService(
   workers?: { pull: WorkerClient; extract: WorkerClient[] },
 ): ImageService {
   const store = new DockerStore(flags.docker_store_dir);
-  const { removedStaging } = store.init();
+  const { removedStaging, note } = store.init();
   const pool = workers ?? {
     pull: startWorker("pull"),
     extract: Array.from({ length: extractWorkerCount() }, () => startWorker("extract")),
@@ -37,15 +48,26 @@ export function startImageService(
       dockerConfig: flags.docker_config,
       insecureRegistries: flags.docker_insecure_registries,
       maxLayerSize: flags.docker_max_layer_size,
+      limits: fetchLimits(flags),
+      allowForeignPlatform: flags.docker_allow_foreign_platform,
     },
     pool,
   );
+  const appc = new AppcStore({
+    prefix: flags.appc_simple_discovery_uri_prefix,
+    storeDir: flags.appc_store_dir,
+    maxBytes: flags.docker_max_layer_size,
+    limits: fetchLimits(flags),
+    run: (job) => puller.extractAci(job),
+  });
   const all = [pool.pull, ...pool.extract];
   return {
     store,
     puller,
+    appc,
     workers: all,
     removedStaging,
+    notes: note ? [note] : [],
     stop: () => {
       for (const w of all) w.terminate();
     },

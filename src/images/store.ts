@@ -20,6 +20,8 @@ import { digestHex, sha256 } from "./digest.ts";
 import { parseImageConfig, type ImageConfig } from "./manifest.ts";
 import { LOCK_EX, LOCK_NB, LOCK_SH, flock } from "../ffi/libc.ts";
 import { alive } from "../util/process.ts";
+import { describePrivateDir, ensurePrivateDir } from "../util/private-dir.ts";
+import { removeTree } from "../util/tree.ts";
 
 export const LayerRecordSchema = v.looseObject({
   diffId: v.string(),
@@ -143,15 +145,20 @@ export class DockerStore {
     return () => closeSync(fd);
   }
 
-  /** Creates the layout and removes staging left by processes that are gone. */
-  init(): { removedStaging: string[] } {
+  /**
+   * Creates the layout (the root 0700: unpacked layers hold setuid binaries no other user may
+   * reach), tightens a root left looser, and removes staging left by processes that are gone.
+   */
+  init(): { removedStaging: string[]; note?: string } {
+    const root = ensurePrivateDir(this.root, 0o700);
+    const note = describePrivateDir("docker_store_dir", this.root, root, 0o700);
     for (const d of ["layers", "configs", "images", "digests", "staging", "gc"]) mkdirSync(join(this.root, d), { recursive: true });
     const removedStaging: string[] = [];
     for (const name of readdirSync(this.stagingDir)) {
       const pid = Number(name.split(".")[0]);
       if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) continue; // another live pull
       if (pid === process.pid) continue;
-      rmSync(join(this.stagingDir, name), { recursive: true, force: true });
+      removeTree(join(this.stagingDir, name));
       removedStaging.push(name);
     }
     for (const d of ["configs", "images", "digests"]) {
@@ -159,7 +166,7 @@ export class DockerStore {
         if (name.includes(".tmp-")) rmSync(join(this.root, d, name), { force: true });
       }
     }
-    return { removedStaging };
+    return { removedStaging, ...(note ? { note } : {}) };
   }
 
   /** A fresh staging directory owned by this process. */
@@ -213,7 +220,7 @@ export class DockerStore {
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code !== "ENOTEMPTY" && code !== "EEXIST") throw err;
-      rmSync(staging, { recursive: true, force: true });
+      removeTree(staging);
     }
     for (const digest of record.digests) {
       if (digest !== record.diffId) writeFileAtomic(join(this.root, "digests", digestHex(digest)), record.diffId);

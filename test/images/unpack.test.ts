@@ -7,9 +7,9 @@ import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import tar from "tar-stream";
 import { lgetxattr, lsetxattr } from "../../src/ffi/libc.ts";
-import { WriterPool } from "../../src/images/file-writer.ts";
+import { WriterPool } from "../../src/images/layer/file-writer.ts";
 import { runLayerJob } from "../../src/images/layer-job.ts";
-import { LayerError, unpackLayer } from "../../src/images/unpack.ts";
+import { LayerError, unpackLayer } from "../../src/images/layer/pipeline.ts";
 import { tempDir } from "../helpers/agent.ts";
 
 const dir = tempDir("ucr-unpack-");

@@ -1,19 +1,43 @@
 // Regular files of a layer, written in batches by write workers (src/workers/write.ts) so
 // file creation overlaps across threads. The extract worker decides what goes where and in
-// which order; a batch only holds files whose paths nothing else is touching meanwhile.
-import { closeSync, constants, fchmodSync, fchownSync, futimesSync, lstatSync, openSync, rmSync, unlinkSync, writeSync } from "node:fs";
-import { lsetxattr } from "../ffi/libc.ts";
-import { isCompiled } from "../version.ts";
+// which order; a job names its parent by a directory descriptor (process-wide, so a write
+// thread can use it) that the extract worker keeps open until the batch is done.
+import { closeSync, writeSync } from "node:fs";
+import {
+  EEXIST,
+  O_CREAT,
+  O_EXCL,
+  O_NOFOLLOW,
+  O_WRONLY,
+  S_IFDIR,
+  S_IFMT,
+  fail,
+  fchmod,
+  fchown,
+  fsetxattr,
+  openat,
+  statxat,
+  unlinkat,
+  futimens,
+} from "../../ffi/fs-at.ts";
+import { removeAt } from "../../util/tree.ts";
+import { isCompiled } from "../../version.ts";
 
 export interface FileJob {
-  path: string;
+  /** The parent directory's descriptor (see the module comment). */
+  dirfd: number;
+  /** The file's name in it, as bytes (latin1 string). */
+  name: string;
+  /** The entry as the layer named it, for messages. */
+  shown: string;
   data: Uint8Array;
   mode: number;
   uid: number;
   gid: number;
-  mtime: number;
+  mtime: [number, number];
   chown: boolean;
   chmod: boolean;
+  /** Names (latin1 strings) and values. */
   xattrs: Array<[string, Uint8Array]>;
 }
 
@@ -22,34 +46,42 @@ export interface WriteBatch {
   files: FileJob[];
 }
 
-const FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+const FLAGS = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW;
 
 /** Creates the file for `job`, replacing what is there (a later entry of a name wins, as with tar -x). */
 export function createFile(job: FileJob): number {
-  try {
-    return openSync(job.path, FLAGS, job.mode & 0o777);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-    if (lstatSync(job.path).isDirectory()) rmSync(job.path, { recursive: true, force: true });
-    else unlinkSync(job.path);
-    return openSync(job.path, FLAGS, job.mode & 0o777);
+  let fd = openat(job.dirfd, job.name, FLAGS, job.mode & 0o777);
+  if (fd === -EEXIST) {
+    const st = statxat(job.dirfd, job.name);
+    if (typeof st !== "number" && (st.mode & S_IFMT) === S_IFDIR) removeAt(job.dirfd, job.name, job.shown);
+    else {
+      const r = unlinkat(job.dirfd, job.name);
+      if (r < 0) throw fail("unlinkat", r, job.shown);
+    }
+    fd = openat(job.dirfd, job.name, FLAGS, job.mode & 0o777);
   }
+  if (fd < 0) throw fail("openat", fd, job.shown);
+  return fd;
 }
 
 /** Owner, mode, xattrs and mtime of a written file; closes it. */
 export function finishFile(fd: number, job: FileJob): void {
   try {
-    if (job.chown) fchownSync(fd, job.uid, job.gid);
-    if (job.chmod) fchmodSync(fd, job.mode); // after chown, which clears setuid/setgid
-    for (const [name, value] of job.xattrs) lsetxattr(job.path, name, value);
-    futimesSync(fd, job.mtime, job.mtime);
+    let r = 0;
+    if (job.chown && (r = fchown(fd, job.uid, job.gid)) < 0) throw fail("fchown", r, job.shown);
+    // After chown, which clears setuid/setgid.
+    if (job.chmod && (r = fchmod(fd, job.mode)) < 0) throw fail("fchmod", r, job.shown);
+    for (const [name, value] of job.xattrs) {
+      if ((r = fsetxattr(fd, name, value)) < 0) throw fail("fsetxattr", r, `${job.shown}, ${name}`);
+    }
+    if ((r = futimens(fd, job.mtime)) < 0) throw fail("futimens", r, job.shown);
   } finally {
     closeSync(fd);
   }
 }
 
 /** Writes one file whose data is in `job.data`. */
-export function writeFile(job: FileJob, entry: string): void {
+export function writeFile(job: FileJob): void {
   try {
     const fd = createFile(job);
     let ok = false;
@@ -62,12 +94,12 @@ export function writeFile(job: FileJob, entry: string): void {
       else closeSync(fd);
     }
   } catch (err) {
-    throw new Error(`entry '${entry}': ${(err as Error).message}`);
+    throw new Error(`entry '${job.shown}': ${(err as Error).message}`);
   }
 }
 
 export function writeFileBatch(batch: WriteBatch): void {
-  for (const job of batch.files) writeFile(job, job.path);
+  for (const job of batch.files) writeFile(job);
 }
 
 /** A few write workers shared by the layers an extract worker unpacks. */
@@ -81,7 +113,7 @@ export class WriterPool {
 
   private start(): void {
     if (this.workers.length > 0) return;
-    const url = isCompiled() ? "/$bunfs/root/workers/write.ts" : new URL("../workers/write.ts", import.meta.url).href;
+    const url = isCompiled() ? "/$bunfs/root/workers/write.ts" : new URL("../../workers/write.ts", import.meta.url).href;
     for (let i = 0; i < this.size; i++) {
       const w = new Worker(url);
       w.onmessage = (event: MessageEvent<{ id: number; error?: string }>) => {
