@@ -75,8 +75,8 @@ export async function volumeMounts(call: LaunchContainer, ctx: VolumeContext): P
     const type = v.source?.type ?? (legacy === undefined ? undefined : legacy.startsWith("/") ? "HOST_PATH" : "SANDBOX_PATH");
     if (type === "HOST_PATH") {
       const source = v.source?.host_path?.path ?? legacy;
-      if (!source || !source.startsWith("/")) throw new ContainerError(400, `${where}: the host path must be absolute`);
-      if (!existsSync(source)) throw new ContainerError(400, `${where}: host path '${source}' does not exist`);
+      if (!source || !source.startsWith("/")) throw new ContainerError(400, `${where}: Path '${source ?? ""}' in HOST_PATH volume is not absolute`);
+      if (!existsSync(source)) throw new ContainerError(400, `${where}: Path '${source}' in HOST_PATH volume does not exist`);
       const bidirectional = v.source?.host_path?.mount_propagation?.mode === "BIDIRECTIONAL";
       if (bidirectional) checkSharedMount(source, where, ctx);
       out.push({ target, readonly, source, ...(bidirectional ? { propagation: "bidirectional" as const } : {}) });
