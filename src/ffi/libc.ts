@@ -449,13 +449,14 @@ const KERNEL_SIGSET_BYTES = 8;
  * Every signal's disposition back to the default and nothing blocked, for the calling thread,
  * right before execve: a runtime ignores SIGPIPE, SIGXFSZ and others (Bun does), and execve
  * keeps what is ignored and the signal mask, so a workload would start with them (`yes |
- * head` would spin). SIGKILL and SIGSTOP cannot be changed; 32 and 33 are glibc's own (its
- * thread cancellation and set*id broadcast), handled, so execve resets them anyway.
+ * head` would spin). The raw syscall, as glibc's sigaction refuses its own 32 and 33 (which
+ * its posix_spawn leaves ignored in a child); nothing after this calls set*id, which is what
+ * 33 is for. SIGKILL and SIGSTOP cannot be changed.
  */
 export function resetSignals(): void {
   const dfl = new BigUint64Array(4); // struct kernel_sigaction {handler = SIG_DFL, flags, restorer, mask}, all 0
   for (let sig = 1; sig <= 64; sig++) {
-    if (sig === 9 || sig === 19 || sig === 32 || sig === 33) continue;
+    if (sig === 9 || sig === 19) continue;
     check(sys(SYS_RT_SIGACTION, sig, ptr(dfl), 0, KERNEL_SIGSET_BYTES), "rt_sigaction", `signal ${sig} to SIG_DFL`);
   }
   const none = new BigUint64Array(1);
