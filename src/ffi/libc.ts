@@ -114,6 +114,12 @@ export function mount(source: string | null, target: string, fstype: string | nu
   check(rc, "mount", `${source ?? fstype ?? "none"} -> ${target}`);
 }
 
+/** mount(2): 0, or -errno instead of throwing (for expected failures on a launch's hot path; see openatOrErrno). */
+export function mountOrErrno(source: string | null, target: string, fstype: string | null, flags: number, data: string | null = null): number {
+  const rc = libc.symbols.mount(source === null ? null : cstr(source), cstr(target), fstype === null ? null : cstr(fstype), flags, data === null ? null : cstr(data));
+  return rc === 0 ? 0 : -errno();
+}
+
 export function umount2(target: string, flags = 0): void {
   check(libc.symbols.umount2(cstr(target), flags), "umount2", target);
 }
@@ -462,6 +468,14 @@ export function resetSignals(): void {
   const none = new BigUint64Array(1);
   check(sys(SYS_RT_SIGPROCMASK, SIG_SETMASK, ptr(none), 0, KERNEL_SIGSET_BYTES), "rt_sigprocmask", "unblock all");
   void [dfl, none];
+}
+
+/** A call of each kind resetSignals makes, changing nothing (signal 0 is no signal): a warm-up. */
+export function warmUpSignals(): void {
+  const none = new BigUint64Array(4);
+  sys(SYS_RT_SIGACTION, 0, 0, ptr(none), KERNEL_SIGSET_BYTES);
+  sys(SYS_RT_SIGPROCMASK, SIG_SETMASK, 0, ptr(none), KERNEL_SIGSET_BYTES);
+  void none;
 }
 
 /** setrlimit(2) for this process (prlimit64 on pid 0), with exact 64-bit values (2^64-1 is unlimited). */

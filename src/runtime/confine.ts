@@ -13,7 +13,7 @@ import {
   setNoNewPrivileges,
   noNewPrivileges,
 } from "../ffi/security.ts";
-import { resetSignals, setRlimit } from "../ffi/libc.ts";
+import { resetSignals, setRlimit, warmUpSignals } from "../ffi/libc.ts";
 import type { ConfineSpec, RlimitSpec } from "./spec.ts";
 
 /** A setup step that failed: the launch fails (reported on fd 3), it is not the workload's error. */
@@ -45,6 +45,7 @@ export function warmUp(): void {
     const now = getCapabilities();
     const numbers = (m: bigint) => [...Array(64).keys()].filter((i) => (m >> BigInt(i)) & 1n);
     setCapabilities({ effective: numbers(now.effective), permitted: numbers(now.permitted), inheritable: numbers(now.inheritable) });
+    warmUpSignals();
   } catch {
     // only an optimisation: the launch makes the same calls and reports what fails
   }

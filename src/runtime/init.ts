@@ -43,7 +43,7 @@ import {
 } from "../ffi/libc.ts";
 import { ConfineError, applyCapabilities, applyRlimits, confineBeforeUserSwitch, lockDown, seccompProgram, warmUp } from "./confine.ts";
 import { chownTree, kindOf, openDir, openInRoot } from "./inroot.ts";
-import { bindHostShm, cloneSharedVolumes, enterParentRoot, enterRootfs, mountEtcOverHost, mountHostProc, mountVolumes } from "./mounts.ts";
+import { bindHostShm, cloneSharedVolumes, enterParentRoot, enterRootfs, mountEtcOverHost, mountHostProc, mountVolumes, warmUpProtect } from "./mounts.ts";
 import { selfCommand, type LaunchSpec } from "./spec.ts";
 import { writeStateFile } from "./state.ts";
 import { dropPrivileges, homeOf, resolveUser, type User } from "./user.ts";
@@ -193,6 +193,7 @@ function stage2(specPath: string | undefined): number {
       // While no container waits for us: first calls are slow in this runtime.
       warmUp();
       warmUpInRoot();
+      warmUpProtect();
       const path = readSpecPath();
       if (path === null) return 0;
       spec = readSpec(path);

@@ -56,6 +56,7 @@ import {
   mkdiratOrErrno,
   mknodat,
   mount,
+  mountOrErrno,
   mountSetattrRecursive,
   moveMount,
   openTreeClone,
@@ -205,40 +206,45 @@ export const MASKED_SYS = ["firmware"];
 /** And what stays readable but must not be written: the host kernel's sysctls, sysrq, IRQ affinity. */
 export const READONLY_PROC = ["bus", "fs", "irq", "sys", "sysrq-trigger"];
 
+/** Which of the masked names are directories (kernels differ; the other kind is tried on ENOTDIR). */
+const MASKED_DIRS = new Set(["acpi", "asound", "scsi", "firmware"]);
+
 /**
  * Masks and read-only binds over the kernel files above, in a /proc and /sys this init stage
- * mounted (names below them are the kernel's: opened without following links all the same).
- * `nullFd` is a /dev/null to bind over files. Missing names are skipped (kernels differ).
+ * mounted: names below them are the kernel's, fixed, so each mount goes onto
+ * /proc/self/fd/<dir>/<name> in one call. `nullFd` is a /dev/null to bind over files. Names
+ * this kernel lacks are skipped; no exception on the way (this runs in every launch).
  */
-function protectKernelFiles(procFd: number, sysFd: number | undefined, nullFd: number): void {
+export function protectKernelFiles(procFd: number, sysFd: number | undefined, nullFd: number): void {
+  const ro = MS_NOSUID | MS_NODEV | MS_NOEXEC;
   const masks: Array<[number, string, string]> = MASKED_PROC.map((n) => [procFd, n, `/proc/${n}`]);
   if (sysFd !== undefined) for (const n of MASKED_SYS) masks.push([sysFd, n, `/sys/${n}`]);
   for (const [dir, name, where] of masks) {
-    const fd = openHere(dir, name);
-    if (fd === undefined) continue;
-    try {
-      if (fstatSync(fd).isDirectory()) mountOn(fd, where, "tmpfs", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=555");
-      else mountOn(fd, where, `/proc/self/fd/${nullFd}`, null, MS_BIND);
-    } finally {
-      close(fd);
-    }
+    const target = `/proc/self/fd/${dir}/${name}`;
+    const asDir = () => mountOrErrno("tmpfs", target, "tmpfs", MS_RDONLY | ro, "mode=555");
+    const asFile = () => mountOrErrno(`/proc/self/fd/${nullFd}`, target, null, MS_BIND);
+    let rc = MASKED_DIRS.has(name) ? asDir() : asFile();
+    if (rc === -ENOTDIR) rc = MASKED_DIRS.has(name) ? asFile() : asDir();
+    if (rc !== 0 && rc !== -ENOENT) throw new Error(`cannot mask ${where} in the container: ${sysError("mount", rc, where).message}`);
   }
-  const ro = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
   for (const name of READONLY_PROC) {
-    const fd = openHere(procFd, name);
-    if (fd === undefined) continue;
+    const target = `/proc/self/fd/${procFd}/${name}`;
     const where = `/proc/${name}`;
-    try {
-      mountOn(fd, where, `/proc/self/fd/${fd}`, null, MS_BIND | MS_REC);
-    } finally {
-      close(fd);
-    }
-    const bound = openat(procFd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC); // the bind just made
-    try {
-      if (!mountSetattrRecursive(bound, ro, where)) mountOn(bound, where, null, null, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
-    } finally {
-      close(bound);
-    }
+    const rc = mountOrErrno(target, target, null, MS_BIND | MS_REC);
+    if (rc === -ENOENT) continue;
+    if (rc !== 0) throw new Error(`cannot bind ${where} read-only in the container: ${sysError("mount", rc, where).message}`);
+    // The path now leads to the bind just made: made read-only (runc's remount, keeping nosuid, nodev, noexec).
+    const re = mountOrErrno(null, target, null, MS_BIND | MS_REMOUNT | MS_RDONLY | ro);
+    if (re !== 0) throw new Error(`cannot make ${where} read-only in the container: ${sysError("mount", re, where).message}`);
+  }
+}
+
+/** protectKernelFiles' calls once, on descriptors that name nothing (every mount fails ENOENT): a warm stage's warm-up. */
+export function warmUpProtect(): void {
+  try {
+    protectKernelFiles(-1, -1, -1);
+  } catch {
+    // only a warm-up
   }
 }
 
