@@ -1,0 +1,144 @@
+// Benchmark (not a test): LAUNCH+WAIT of `/bin/true` with two ucr binaries, A and B, in one
+// run, interleaved (A B B A ...), so the load of anything else on a shared machine falls on
+// both alike. For checking what a change to the launch path costs.
+//
+//   bun bench/launch-ab.ts /path/to/ucr-A [/path/to/ucr-B (default dist/ucr)] [--runs N] [--quick]
+//
+// Each binary gets its own agent (own work, runtime and cgroups dirs, the same busybox archive,
+// --isolation=filesystem/linux,docker/runtime); a few untimed launches first. Prints medians,
+// p90 and the B - A difference; writes nothing.
+import { mkdirSync, mkdtempSync, rmSync, rmdirSync } from "node:fs";
+import { loadavg, tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { buildBusyboxImage, saveArchive } from "../test/helpers/images.ts";
+
+const argv = process.argv.slice(2);
+const quick = argv.includes("--quick");
+const runsAt = argv.indexOf("--runs");
+const RUNS = runsAt >= 0 ? Number(argv[runsAt + 1]) : quick ? 40 : 150;
+const bins = argv.filter((a, i) => !a.startsWith("--") && argv[i - 1] !== "--runs");
+if (bins.length < 1 || !Number.isInteger(RUNS) || RUNS < 1) {
+  console.error("usage: bun bench/launch-ab.ts UCR_A [UCR_B] [--runs N] [--quick]");
+  process.exit(2);
+}
+const A = bins[0]!;
+const B = bins[1] ?? join(dirname(import.meta.dir), "dist", "ucr");
+const WARMUPS = 5;
+const PATH = process.env.PATH ?? "/usr/bin:/bin";
+
+class Agent {
+  private constructor(
+    readonly name: string,
+    readonly proc: Bun.Subprocess<"ignore", "ignore", "pipe">,
+    readonly url: string,
+    readonly cgroupsRoot: string,
+  ) {}
+
+  static async start(name: string, bin: string, dir: string, images: string): Promise<Agent> {
+    const cgroupsRoot = `ucr-bench/${dir.split("/").pop()}-${name}`;
+    const proc = Bun.spawn(
+      [
+        bin,
+        "agent",
+        "--port=0",
+        `--work_dir=${join(dir, name)}`,
+        `--runtime_dir=${join(dir, name, "run")}`,
+        `--cgroups_root=${cgroupsRoot}`,
+        `--docker_registry=${images}`,
+        "--image_providers=docker",
+        "--isolation=filesystem/linux,docker/runtime",
+        "--logging_level=WARNING",
+      ],
+      { stdin: "ignore", stdout: "ignore", stderr: "pipe", env: { PATH }, detached: true },
+    );
+    let text = "";
+    const decoder = new TextDecoder();
+    const port = await new Promise<number>((resolve, reject) => {
+      void (async () => {
+        for await (const chunk of proc.stderr) {
+          text += decoder.decode(chunk, { stream: true });
+          const m = /agent listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(text);
+          if (m) resolve(Number(m[1]));
+        }
+        reject(new Error(`agent ${name} exited before listening: ${text.slice(-500)}`));
+      })();
+    });
+    return new Agent(name, proc, `http://127.0.0.1:${port}/api/v1`, cgroupsRoot);
+  }
+
+  async call(body: unknown): Promise<{ status: number; text: string }> {
+    const res = await fetch(this.url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    return { status: res.status, text: await res.text() };
+  }
+
+  private seq = 0;
+
+  /** LAUNCH + WAIT of /bin/true, timed; REMOVE after, not timed. */
+  async once(): Promise<number> {
+    const id = { value: `ab-${this.seq++}` };
+    const t0 = performance.now();
+    const l = await this.call({
+      type: "LAUNCH_CONTAINER",
+      launch_container: {
+        container_id: id,
+        command: { shell: false, value: "/bin/true", arguments: ["true"] },
+        container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "alpine" } } } },
+      },
+    });
+    if (l.status !== 200) throw new Error(`${this.name}: LAUNCH ${l.status} ${l.text}`);
+    const w = await this.call({ type: "WAIT_CONTAINER", wait_container: { container_id: id } });
+    const ms = performance.now() - t0;
+    if (w.status !== 200) throw new Error(`${this.name}: WAIT ${w.status} ${w.text}`);
+    const r = await this.call({ type: "REMOVE_CONTAINER", remove_container: { container_id: id } });
+    if (r.status !== 200) throw new Error(`${this.name}: REMOVE ${r.status} ${r.text}`);
+    return ms;
+  }
+
+  async stop(): Promise<void> {
+    this.proc.kill("SIGTERM");
+    await Promise.race([this.proc.exited, Bun.sleep(5000)]);
+    if (this.proc.exitCode === null) this.proc.kill("SIGKILL");
+    for (const h of ["cpu", "cpuacct", "memory", "pids", "devices", "unified", "."]) {
+      try {
+        rmdirSync(join("/sys/fs/cgroup", h, this.cgroupsRoot));
+      } catch {
+        // not there, or not empty (reported by nothing: a benchmark)
+      }
+    }
+  }
+}
+
+const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))]!;
+const median = (xs: number[]) => pct(xs, 50);
+
+const dir = mkdtempSync(join(tmpdir(), "ucr-launch-ab-"));
+const agents: Agent[] = [];
+try {
+  const images = join(dir, "images");
+  mkdirSync(images);
+  buildBusyboxImage(join(dir, "layout"), { tag: "1" });
+  await saveArchive(join(dir, "layout"), join(images, "alpine.tar"), "alpine:latest", { srcTag: "1" });
+  const a = await Agent.start("A", A, dir, images);
+  agents.push(a);
+  const b = await Agent.start("B", B, dir, images);
+  agents.push(b);
+  for (let i = 0; i < WARMUPS; i++) {
+    await a.once();
+    await b.once();
+  }
+  const times = { A: [] as number[], B: [] as number[] };
+  for (let i = 0; i < RUNS; i++) {
+    // A B B A: neither always goes first.
+    const order = i % 2 === 0 ? [a, b] : [b, a];
+    for (const x of order) times[x.name as "A" | "B"].push(await x.once());
+  }
+  const row = (name: "A" | "B", bin: string) => `| ${name} | ${bin} | ${median(times[name]).toFixed(2)} | ${pct(times[name], 90).toFixed(2)} | ${Math.min(...times[name]).toFixed(2)} |`;
+  console.log(`LAUNCH+WAIT of /bin/true, ${RUNS} interleaved runs each (load ${loadavg().map((l) => l.toFixed(2)).join(" ")})\n`);
+  console.log("| | binary | median ms | p90 ms | min ms |\n|---|---|---:|---:|---:|");
+  console.log(row("A", A));
+  console.log(row("B", B));
+  console.log(`\nB - A: median ${(median(times.B) - median(times.A)).toFixed(2)} ms, p90 ${(pct(times.B, 90) - pct(times.A, 90)).toFixed(2)} ms`);
+} finally {
+  for (const x of agents) await x.stop();
+  rmSync(dir, { recursive: true, force: true });
+}
