@@ -39,6 +39,7 @@ import {
   ipcPlan,
   limitsOf,
   ownsCgroups,
+  pidNamespaceOf,
   resolveSecretEnvironment,
   rlimitsOf,
 } from "./launch-rules.ts";
@@ -465,6 +466,8 @@ export class Containers {
     if (ipc.privateShm) mountPrivateShm(join(c.runtime, "shm"), ipc.privateShm.sizeBytes);
     if (ipc.namespace === "agent") log.warn(`privilege: container ${c.key} shares the agent's IPC namespace and /dev/shm (ipc_mode SHARE_PARENT)`);
     const rlimits = call.container?.rlimit_info ? this.rlimitsFor(call.container.rlimit_info, c.key) : undefined;
+    const pidNamespace = pidNamespaceOf(call, rootfs !== undefined);
+    if (pidNamespace === "agent") log.warn(`privilege: container ${c.key} shares the agent's PID namespace (share_pid_namespace)`);
 
     onStage("fetching");
     try {
@@ -492,6 +495,7 @@ export class Containers {
       sandbox: { host: c.sandbox, container: sandboxInContainer, ...(c.parent ? { within: top.sandbox } : {}) },
       ...(volumes.length > 0 ? { volumes } : {}),
       ...(c.parent?.pid !== undefined ? { parentPid: c.parent.pid } : {}),
+      ...(pidNamespace ? { pidNamespace } : {}),
       ...(joined ? { netns: joined.netns } : {}),
       executable: command.executable,
       argv: command.argv,
@@ -637,12 +641,35 @@ export class Containers {
     delete c.launching;
     this.oom.stop(c);
     log.info(`container ${c.key} exited with status ${c.exitStatus}${c.limitation ? ` (${c.limitation.reason})` : ""}`);
+    this.endDescendants(c);
     // CNI DEL now, while the namespace is still held; REMOVE waits for it (and retries a failure).
     void this.networks.detach(c.key).catch((err: Error) => log.error(`${err.message} (retried at REMOVE)`));
     done();
     // How it ended outlives this agent (a terminated record, kept until REMOVE_CONTAINER);
     // until it is written, the launcher's status file says the same.
     this.afterReply(c);
+  }
+
+  /**
+   * Nested containers end with their parent, as Mesos destroys them: those in its PID
+   * namespace die with it; those with one of their own (the default with an image) are
+   * killed here, and ones still being launched are stopped.
+   */
+  private endDescendants(c: Container): void {
+    for (const x of this.list()) {
+      if (!x.key.startsWith(`${c.key}.`) || x.state === "EXITED") continue;
+      if (x.state === "PROVISIONING") {
+        if (x.abort && !x.abort.signal.aborted) x.abort.abort();
+        continue;
+      }
+      if (x.pid === undefined || !stillRunning(x.pid, x.pidStart)) continue;
+      log.info(`container ${x.key}: its parent ${c.key} ended; killing it`);
+      try {
+        process.kill(x.pid, "SIGKILL");
+      } catch {
+        // gone meanwhile
+      }
+    }
   }
 
   /**
@@ -747,6 +774,9 @@ export class Containers {
     });
     // Networks of containers that ended meanwhile, or whose launch the agent died in, are DELeted.
     await this.networks.recover((key) => this.table.get(key)?.state === "RUNNING");
+    // A nested container whose parent ended while no agent watched ends now.
+    for (const c of this.list()) if (c.state === "EXITED" && !c.parent) this.endDescendants(c);
+    for (const c of this.list()) if (c.state === "EXITED" && c.parent) this.endDescendants(c);
     return result;
   }
 

@@ -398,3 +398,26 @@ export function ipcPlan(
   const from = opts.parent!.shareable;
   return { namespace: "parent", ...(from ? { shareable: from } : {}) };
 }
+
+/**
+ * The PID namespace of a launch (namespaces/pid, Mesos' defaults): a top-level container its
+ * own, or the agent's if it asks to share; a nested one its own (made beside its parent's, as
+ * Mesos makes it; the agent ends it when its parent ends), or its parent's if it asks. A
+ * nested container without an image sees its parent's filesystem, /proc included, so it
+ * shares its parent's namespace: asking for one of its own is refused. undefined: a new one
+ * (the launcher's default for a top-level container).
+ */
+export function pidNamespaceOf(call: LaunchContainer, hasRootfs: boolean): "agent" | "parent" | "own" | undefined {
+  const share = call.container?.linux_info?.share_pid_namespace;
+  if (!call.container_id.parent) return share === true ? "agent" : undefined;
+  if (share === true) return "parent";
+  if (hasRootfs) return "own";
+  if (share === false) {
+    refuse(
+      "container.linux_info.share_pid_namespace",
+      "false needs a PID namespace of the container's own with its own /proc, and a nested container without its own image " +
+        "sees its parent's filesystem and /proc; give it an image (container.mesos.image)",
+    );
+  }
+  return "parent";
+}

@@ -97,7 +97,9 @@ function fdOpen(fd: number): boolean {
  * straight back to our own namespace for any later children.
  */
 export function spawnStage2(spec: LaunchSpec, specPath: string, stdio: Array<"inherit" | "ignore" | "pipe" | number>): Bun.Subprocess {
-  return spawnInPidNs(spec.parentPid, selfCommand("__init", "--pid1", specPath), stdio);
+  const argv = selfCommand("__init", "--pid1", specPath);
+  if (spec.pidNamespace === "agent") return Bun.spawn(argv, { stdio: stdio as never, env: {} });
+  return spawnInPidNs(spec.pidNamespace === "own" ? undefined : spec.parentPid, argv, stdio);
 }
 
 /**

@@ -89,7 +89,8 @@ export async function launcherMain(args: readonly string[]): Promise<number> {
     let child: Bun.Subprocess;
     try {
       spec = (await Bun.file(req.spec).json()) as LaunchSpec;
-      const ready = spec.parentPid === undefined ? takeWarm(req.spec) : undefined;
+      // A warm stage waits in a new PID namespace: for top-level containers that want one.
+      const ready = spec.parentPid === undefined && spec.pidNamespace !== "agent" ? takeWarm(req.spec) : undefined;
       if (ready) {
         child = ready;
       } else {

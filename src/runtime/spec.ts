@@ -96,8 +96,15 @@ export interface LaunchSpec {
   volumes?: VolumeSpec[];
   /** A network namespace (a bind-mounted nsfs file) to join first; absent: the host network. */
   netns?: string;
-  /** Nested: the parent's workload (host pid), whose PID, UTS and IPC namespaces it joins. */
+  /** Nested: the parent's workload (host pid), whose UTS (and by default IPC) namespaces it joins. */
   parentPid?: number;
+  /**
+   * Its PID namespace (namespaces/pid): "agent" the launcher's, the host's (a top-level
+   * container sharing the agent's); "parent" parentPid's; "own" a new one (a nested
+   * container's own, beside its parent's as in Mesos: the agent ends it when the parent
+   * ends). Absent: a top-level container a new one, a nested one its parent's.
+   */
+  pidNamespace?: "agent" | "parent" | "own";
   executable: string;
   argv: string[];
   env: Record<string, string>;

@@ -247,6 +247,95 @@ describe.skipIf(skip !== null)(`ipc_mode and shm_size (namespaces/ipc) (${skip ?
   });
 });
 
+const pidNsOf = (pid: number | "self") => readlinkSync(`/proc/${pid}/ns/pid`);
+
+describe.skipIf(skip !== null)(`share_pid_namespace (namespaces/pid) (${skip ?? "root"})`, () => {
+  test("a nested container has its own PID namespace (Mesos' default), or its parent's when it asks; it ends with its parent", async () => {
+    const parent = { value: `is${n++}` };
+    expect(await launch(full!, parent, "readlink /proc/self/ns/pid > /mnt/mesos/sandbox/ns; exec sleep 60")).toEqual({ status: 200, text: "" });
+    const sandbox = sandboxOf(full!, parent);
+    for (let i = 0; i < 100 && !(existsSync(join(sandbox, "ns")) && readFileSync(join(sandbox, "ns"), "utf8").endsWith("\n")); i++) await Bun.sleep(50);
+    const parentNs = readFileSync(join(sandbox, "ns"), "utf8").trim();
+
+    const own = { value: "own", parent };
+    const script = "readlink /proc/self/ns/pid; echo $$; ls /proc | grep -c '^[0-9]'";
+    expect(await launch(full!, own, script)).toEqual({ status: 200, text: "" });
+    await wait(full!, own);
+    const [ownNs, ownPid, ownProcs] = readFileSync(join(sandboxOf(full!, own), "stdout"), "utf8").trim().split("\n");
+    expect(ownNs).not.toBe(parentNs);
+    expect(ownPid).toBe("1");
+    expect(Number(ownProcs)).toBeLessThan(4); // sh, ls, grep: not the parent's sleep
+
+    const shared = { value: "shared", parent };
+    expect(await launch(full!, shared, script, { linux_info: { share_pid_namespace: true } })).toEqual({ status: 200, text: "" });
+    await wait(full!, shared);
+    const [sharedNs, sharedPid] = readFileSync(join(sandboxOf(full!, shared), "stdout"), "utf8").trim().split("\n");
+    expect(sharedNs).toBe(parentNs);
+    expect(sharedPid).not.toBe("1");
+
+    // A long-running child in its own namespace ends when its parent is killed.
+    const sleeper = { value: "sleeper", parent };
+    expect(await launch(full!, sleeper, "exec sleep 600")).toEqual({ status: 200, text: "" });
+    await full!.call({ type: "KILL_CONTAINER", kill_container: { container_id: parent } });
+    const w = (await (await full!.call({ type: "WAIT_CONTAINER", wait_container: { container_id: sleeper } })).json()) as { wait_container: { exit_status: number } };
+    expect(w.wait_container.exit_status).toBe(9);
+  });
+
+  test("a nested container in its own PID namespace whose parent died while no agent ran is ended by the next agent", async () => {
+    const wd = join(work, "pid-restart");
+    const args = [`--work_dir=${wd}`, `--runtime_dir=${join(wd, "run")}`, `--docker_registry=${join(work, "images")}`, "--image_providers=docker"];
+    const iso = "--isolation=filesystem/linux,docker/runtime,namespaces/pid";
+    const first = await startAgent({ args: [...args, iso], keepWorkDir: true });
+    const parent = { value: "p" };
+    const child = { value: "c", parent };
+    expect(await launch(first, parent, "exec sleep 600")).toEqual({ status: 200, text: "" });
+    expect(await launch(first, child, "exec sleep 600")).toEqual({ status: 200, text: "" });
+    const pidOf = (id: string) => Number(readFileSync(join(wd, "run", "containers", ...id.split("/")), "utf8"));
+    const parentPid = pidOf("p/pid");
+    const childPid = pidOf("p/containers/c/pid");
+    expect(pidNsOf(childPid)).not.toBe(pidNsOf(parentPid));
+    expect(await first.stop()).toBe(0); // containers outlive the agent
+    process.kill(parentPid, "SIGKILL");
+    await Bun.sleep(200);
+    expect(existsSync(`/proc/${childPid}`)).toBe(true); // its own namespace: the parent's death alone does not end it
+    const second = await startAgent({ args: [...args, iso], keepWorkDir: true });
+    try {
+      const w = (await (await second.call({ type: "WAIT_CONTAINER", wait_container: { container_id: child } })).json()) as { wait_container: { exit_status: number } };
+      expect(w.wait_container.exit_status).toBe(9);
+      expect(second.log()).toContain("container p.c: its parent p ended; killing it");
+      expect((await second.call({ type: "REMOVE_CONTAINER", remove_container: { container_id: parent } })).status).toBe(200);
+    } finally {
+      expect(await second.stop()).toBe(0);
+      rmSync(wd, { recursive: true, force: true });
+    }
+  });
+
+  test("a top-level container may share the agent's PID namespace (logged); --disallow_sharing_agent_pid_namespace refuses it", async () => {
+    const r = await run(full!, "readlink /proc/self/ns/pid; test -d /proc/1 && echo sees-host-init", { linux_info: { share_pid_namespace: true } });
+    expect(r.stdout).toBe(`${pidNsOf(full!.proc.pid)}\nsees-host-init\n`);
+    expect(full!.log()).toContain(`privilege: container ${r.id} shares the agent's PID namespace`);
+    const a = await startAgent({ args: ["--isolation=namespaces/pid", "--disallow_sharing_agent_pid_namespace"] });
+    try {
+      const refused = await a.call(body({ value: "x" }, "true", { noImage: true, linux_info: { share_pid_namespace: true } }));
+      expect({ status: refused.status, text: await refused.text() }).toEqual({
+        status: 400,
+        text: "container.linux_info.share_pid_namespace: Sharing agent pid namespace with top-level container is not allowed",
+      });
+    } finally {
+      expect(await a.stop()).toBe(0);
+    }
+  });
+
+  test("a nested container without an image cannot have a PID namespace of its own (it sees its parent's /proc)", async () => {
+    const parent = { value: `is${n++}` };
+    expect(await launch(full!, parent, "exec sleep 60")).toEqual({ status: 200, text: "" });
+    const r = await launch(full!, { value: "c", parent }, "true", { noImage: true, linux_info: { share_pid_namespace: false } });
+    expect(r.status).toBe(400);
+    expect(r.text).toMatch(/^container\.linux_info\.share_pid_namespace: false needs a PID namespace of the container's own/);
+    await full!.call({ type: "KILL_CONTAINER", kill_container: { container_id: parent } });
+  });
+});
+
 describe.skipIf(skip !== null)(`host path mount propagation (${skip ?? "root"})`, () => {
   test("HOST_TO_CONTAINER (and the default): a mount made on the host appears inside; one made inside stays there", async () => {
     const vol = join(shared, "vol");
