@@ -114,7 +114,7 @@ console.log(`| step | median |
 | agent: confinement of one launch (filter cached) | ${fmt(perLaunch)} |
 | agent: compiling the default filter (what the cache saves per launch) | ${fmt(compile)} |
 | agent: parsing the default profile (once at start-up) | ${fmt(parse)} |
-| init stage, started ahead (warmed up): bounding set, capset, ambient, signals reset, no_new_privs, seccomp load | ${fmt(median(stage2.warm))} |
+| init stage, started ahead (warmed up): bounding set, capset, ambient, signals, no_new_privs, seccomp | ${fmt(median(stage2.warm))} |
 | init stage, started for the launch (nested containers): the same, first calls cold | ${fmt(median(stage2.cold))} |
 | init stage: masked and read-only /proc and /sys files (runc's lists), cold | ${fmt(median(stage2.files))} |
 | init stage: every signal to SIG_DFL and none blocked (part of the rows above), cold | ${fmt(median(stage2.signals))} |

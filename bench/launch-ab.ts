@@ -132,12 +132,20 @@ try {
     const order = i % 2 === 0 ? [a, b] : [b, a];
     for (const x of order) times[x.name as "A" | "B"].push(await x.once());
   }
-  const row = (name: "A" | "B", bin: string) => `| ${name} | ${bin} | ${median(times[name]).toFixed(2)} | ${pct(times[name], 90).toFixed(2)} | ${Math.min(...times[name]).toFixed(2)} |`;
-  console.log(`LAUNCH+WAIT of /bin/true, ${RUNS} interleaved runs each (load ${loadavg().map((l) => l.toFixed(2)).join(" ")})\n`);
+  const row = (name: "A" | "B", bin: string) =>
+    `| ${name} | ${bin} | ${median(times[name]).toFixed(2)} | ${pct(times[name], 90).toFixed(2)} | ` +
+    `${Math.min(...times[name]).toFixed(2)} |`;
+  console.log(
+    `LAUNCH+WAIT of /bin/true, ${RUNS} interleaved runs each (load ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(" ")})\n`,
+  );
   console.log("| | binary | median ms | p90 ms | min ms |\n|---|---|---:|---:|---:|");
   console.log(row("A", A));
   console.log(row("B", B));
-  console.log(`\nB - A: median ${(median(times.B) - median(times.A)).toFixed(2)} ms, p90 ${(pct(times.B, 90) - pct(times.A, 90)).toFixed(2)} ms`);
+  console.log(
+    `\nB - A: median ${(median(times.B) - median(times.A)).toFixed(2)} ms, p90 ${(pct(times.B, 90) - pct(times.A, 90)).toFixed(2)} ms`,
+  );
 } finally {
   for (const x of agents) await x.stop();
   rmSync(dir, { recursive: true, force: true });

@@ -104,8 +104,9 @@ export class Agent {
       const networks = await CniNetworks.fromFlags(f);
       this.containerTable = new Containers(this.flags, this.imageService, this.workers.get("gc")!, networks);
     } catch (err) {
-      if (err instanceof BackendError || err instanceof CniConfigError || err instanceof ConfinementSetupError || err instanceof DeviceSetupError) {
-        throw new StartupError(err.message);
+      const setup = [BackendError, CniConfigError, ConfinementSetupError, DeviceSetupError];
+      if (setup.some((kind) => err instanceof kind)) {
+        throw new StartupError((err as Error).message);
       }
       throw err;
     }

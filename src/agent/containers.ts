@@ -149,7 +149,9 @@ export class Containers {
     this.deviceNodes = f.isolation.includes("linux/devices") ? allowed.nodes : [];
     const devices = confineDevices(this.cgroups, f.cgroups_root, [...DEFAULT_DEVICE_RULES, ...allowed.rules]);
     if ("why" in devices) {
-      if (f.isolation.includes("cgroups/devices")) throw new DeviceSetupError(`isolator cgroups/devices: containers' devices cannot be confined: ${devices.why}`);
+      if (f.isolation.includes("cgroups/devices")) {
+        throw new DeviceSetupError(`isolator cgroups/devices: containers' devices cannot be confined: ${devices.why}`);
+      }
       this.devicesConfinement = `NOT confined (${devices.why}): a root container may open any device node it can reach`;
     } else {
       this.shared = devices.shared;
@@ -258,7 +260,11 @@ export class Containers {
   private rlimitsFor(info: RLimitInfo, key: string): RlimitSpec[] {
     return rlimitsOf(info).map((r) => {
       if (r.type === "RLMT_NOFILE" && r.hard > this.nrOpen) {
-        throw new ContainerError(400, `container.rlimit_info: RLMT_NOFILE ${r.hard === RLIM_INFINITY ? "unlimited" : r.hard} is above this kernel's most open files per process (fs.nr_open = ${this.nrOpen})`);
+        const hard = r.hard === RLIM_INFINITY ? "unlimited" : r.hard;
+        throw new ContainerError(
+          400,
+          `container.rlimit_info: RLMT_NOFILE ${hard} is above this kernel's most open files per process (fs.nr_open = ${this.nrOpen})`,
+        );
       }
       const own = getRlimit(r.resource);
       if (r.hard > own.hard) {
@@ -270,7 +276,8 @@ export class Containers {
               "and this agent does not hold CAP_SYS_RESOURCE to raise it",
           );
         }
-        log.warn(`privilege: container ${key} is granted ${r.type} ${show(r.soft)}/${show(r.hard)}, above the agent's own hard limit ${show(own.hard)}`);
+        const given = `${r.type} ${show(r.soft)}/${show(r.hard)}`;
+        log.warn(`privilege: container ${key} is granted ${given}, above the agent's own hard limit ${show(own.hard)}`);
       }
       return { name: r.type, resource: r.resource, soft: String(r.soft), hard: String(r.hard) };
     });
@@ -407,7 +414,11 @@ export class Containers {
         const docker = volumeImage.docker!;
         const record = await this.until(
           c,
-          this.images.puller.pull(docker.name, { force: volumeImage.cached === false, keep: this.keeper(c), ...this.credentialsOf(volumeImage) }),
+          this.images.puller.pull(docker.name, {
+            force: volumeImage.cached === false,
+            keep: this.keeper(c),
+            ...this.credentialsOf(volumeImage),
+          }),
           "provisioning",
         );
         c.volumeImages = [...(c.volumeImages ?? []), record.reference];
@@ -418,14 +429,18 @@ export class Containers {
     });
     for (const v of volumes) {
       if (v.propagation === "bidirectional") {
-        log.warn(`privilege: container ${c.key} gets host path ${v.source} at ${v.target} with BIDIRECTIONAL mount propagation: what it mounts there appears on the host`);
+        log.warn(
+          `privilege: container ${c.key} gets host path ${v.source} at ${v.target} with BIDIRECTIONAL mount propagation: ` +
+            "what it mounts there appears on the host",
+        );
       }
     }
     this.check(c, "provisioning");
     onStage("preparing");
     let command;
     try {
-      command = resolveCommand(resolveSecretEnvironment(call.command), config, { sandbox: sandboxInContainer, useImage: !f.docker_ignore_runtime });
+      const context = { sandbox: sandboxInContainer, useImage: !f.docker_ignore_runtime };
+      command = resolveCommand(resolveSecretEnvironment(call.command), config, context);
     } catch (err) {
       if (err instanceof CommandError) throw new ContainerError(400, err.message);
       throw err;
@@ -464,7 +479,9 @@ export class Containers {
     });
     if (ipc.shareable) c.shm = ipc.shareable;
     if (ipc.privateShm) mountPrivateShm(join(c.runtime, "shm"), ipc.privateShm.sizeBytes);
-    if (ipc.namespace === "agent") log.warn(`privilege: container ${c.key} shares the agent's IPC namespace and /dev/shm (ipc_mode SHARE_PARENT)`);
+    if (ipc.namespace === "agent") {
+      log.warn(`privilege: container ${c.key} shares the agent's IPC namespace and /dev/shm (ipc_mode SHARE_PARENT)`);
+    }
     const rlimits = call.container?.rlimit_info ? this.rlimitsFor(call.container.rlimit_info, c.key) : undefined;
     const pidNamespace = pidNamespaceOf(call, rootfs !== undefined);
     if (pidNamespace === "agent") log.warn(`privilege: container ${c.key} shares the agent's PID namespace (share_pid_namespace)`);
@@ -509,7 +526,9 @@ export class Containers {
       },
       ...(cgroupJoin ? { cgroupJoin } : {}),
       confine,
-      ...(call.container?.linux_info?.ipc_mode !== undefined || ipc.shm ? { ipc: { namespace: ipc.namespace, ...(ipc.shm ? { shm: ipc.shm } : {}) } } : {}),
+      ...(call.container?.linux_info?.ipc_mode !== undefined || ipc.shm
+        ? { ipc: { namespace: ipc.namespace, ...(ipc.shm ? { shm: ipc.shm } : {}) } }
+        : {}),
       ...(rlimits ? { rlimits } : {}),
       ...(cgroupMounts ? { cgroupMounts } : {}),
       ...(rootfs && this.deviceNodes.length > 0 ? { devices: this.deviceNodes } : {}),

@@ -28,7 +28,9 @@ export const LAUNCH_FIELDS: Readonly<Record<string, FieldFate>> = {
   "mesos.v1.CommandInfo.URI.value": { applied: "http(s), file:// or an absolute path" },
   "mesos.v1.CommandInfo.URI.executable": { applied: "chmod +x" },
   "mesos.v1.CommandInfo.URI.extract": { applied: "archives are extracted unless false" },
-  "mesos.v1.CommandInfo.URI.cache": { applied: "every URI is fetched afresh: ucr has no fetcher cache, and the sandbox gets the same file" },
+  "mesos.v1.CommandInfo.URI.cache": {
+    applied: "every URI is fetched afresh: ucr has no fetcher cache, and the sandbox gets the same file",
+  },
   "mesos.v1.CommandInfo.URI.output_file": { applied: "the name (and subdirectory) in the sandbox" },
   "mesos.v1.CommandInfo.environment": { applied: "after MESOS_SANDBOX and the image's Env" },
   "mesos.v1.CommandInfo.shell": { applied: "true runs /bin/sh -c value" },
@@ -117,7 +119,9 @@ export const LAUNCH_FIELDS: Readonly<Record<string, FieldFate>> = {
   "mesos.v1.Volume.Source.host_path": { applied: "a bind of the host path" },
   "mesos.v1.Volume.Source.HostPath.path": { applied: "absolute, must exist" },
   "mesos.v1.Volume.Source.HostPath.mount_propagation": { applied: "its mode" },
-  "mesos.v1.MountPropagation.mode": { applied: "HOST_TO_CONTAINER (rslave, the default) or BIDIRECTIONAL (rshared, under a shared host mount)" },
+  "mesos.v1.MountPropagation.mode": {
+    applied: "HOST_TO_CONTAINER (rslave, the default) or BIDIRECTIONAL (rshared, under a shared host mount)",
+  },
   "mesos.v1.Volume.Source.sandbox_path": { applied: "SELF, or PARENT for a nested container" },
   "mesos.v1.Volume.Source.SandboxPath.type": { applied: "SELF or PARENT" },
   "mesos.v1.Volume.Source.SandboxPath.path": { applied: "relative, inside that sandbox" },

@@ -155,7 +155,11 @@ export function checkLaunchFields(call: LaunchContainer, flags: FieldFlags): voi
     rlimitsOf(c.rlimit_info);
   }
   if (c.tty_info) {
-    refuse("container.tty_info", "terminals for containers come with container sessions (ATTACH_CONTAINER_*), which ucr does not have yet", 501);
+    refuse(
+      "container.tty_info",
+      "terminals for containers come with container sessions (ATTACH_CONTAINER_*), which ucr does not have yet",
+      501,
+    );
   }
 }
 
@@ -163,7 +167,8 @@ function checkCommand(call: LaunchContainer, flags: FieldFlags): void {
   for (const [i, e] of (call.command?.environment?.variables ?? []).entries()) {
     const where = `command.environment.variables[${i}]`;
     if (e.type === "UNKNOWN") refuse(where, "Environment variable of type 'UNKNOWN' is not allowed");
-    if (e.type === "VALUE" && e.secret !== undefined) refuse(where, `Environment variable '${e.name}' of type 'VALUE' must not have a secret set`);
+    if (e.type === "VALUE" && e.secret !== undefined)
+      refuse(where, `Environment variable '${e.name}' of type 'VALUE' must not have a secret set`);
     if (e.type !== "SECRET") continue;
     if (e.value !== undefined) refuse(where, `Environment variable '${e.name}' of type 'SECRET' must not have a value set`);
     needs(flags, "environment_secret", where, "a secret is never put in a container's environment");
@@ -182,7 +187,8 @@ export function secretValue(secret: Secret, where: string): Buffer {
     if (secret.value) refuse(where, `Secret '${secret.reference!.name}' of type REFERENCE must not have the 'value' field set`);
     refuse(
       where,
-      `secret '${secret.reference!.name}' is a reference, which needs a secret resolver (Mesos' --secret_resolver module); ucr has none, give the secret by value`,
+      `secret '${secret.reference!.name}' is a reference, which needs a secret resolver (Mesos' --secret_resolver module); ` +
+        "ucr has none, give the secret by value",
     );
   }
   if (!secret.value) refuse(where, "Secret of type VALUE must have the 'value' field set");
@@ -203,7 +209,10 @@ export function resolveSecretEnvironment(command: CommandInfo | undefined): Comm
     if (e.type !== "SECRET") return e;
     const bytes = secretValue(e.secret!, `command.environment.variables[${i}].secret`);
     if (bytes.includes(0)) {
-      refuse(`command.environment.variables[${i}]`, `Environment variable '${e.name}' specifies a secret containing null bytes, which is not allowed in the environment`);
+      refuse(
+        `command.environment.variables[${i}]`,
+        `Environment variable '${e.name}' specifies a secret containing null bytes, which is not allowed in the environment`,
+      );
     }
     return { name: e.name, type: "VALUE" as const, value: bytes.toString("utf8") };
   });
@@ -219,13 +228,15 @@ function checkResource(r: Resource, where: string): void {
         "ucr gives host ports through container.network_infos port_mappings",
     );
   }
-  if (!APPLIED_RESOURCES.includes(r.name)) refuse(where, `'${r.name}' is not a resource ucr knows (it applies cpus and mem, and measures disk)`);
+  if (!APPLIED_RESOURCES.includes(r.name))
+    refuse(where, `'${r.name}' is not a resource ucr knows (it applies cpus and mem, and measures disk)`);
   if (r.type !== "SCALAR") refuse(`${where}.type`, `'${r.name}' is a scalar resource, not ${r.type}`);
   if (r.ranges !== undefined || r.set !== undefined) refuse(where, `'${r.name}' is a scalar resource; 'ranges' and 'set' do not apply`);
   if ((r.role !== undefined && r.role !== "*") || (r.reservations ?? []).length > 0 || r.reservation) {
     refuse(where, `resource '${r.name}' is reserved; standalone containers cannot use reserved resources`);
   }
-  if (r.allocation_info) refuse(`${where}.allocation_info`, "only Mesos' master allocates resources to roles; a standalone container's have no allocation");
+  if (r.allocation_info)
+    refuse(`${where}.allocation_info`, "only Mesos' master allocates resources to roles; a standalone container's have no allocation");
   if (r.provider_id) refuse(`${where}.provider_id`, "resources of resource providers (CSI storage) are not supported");
   if (r.revocable) refuse(where, `resource '${r.name}' is revocable, which standalone containers cannot use`);
   if (r.shared) refuse(where, `resource '${r.name}' is shared, which only persistent volumes can be`);
@@ -275,13 +286,17 @@ function checkVolume(vol: Volume, where: string, nested: boolean): void {
       return;
     case "SANDBOX_PATH":
       if (!source.sandbox_path) refuse(where, "'source.sandbox_path' is not set for SANDBOX_PATH volume");
-      if ((source.sandbox_path!.type ?? "UNKNOWN") === "UNKNOWN") refuse(`${where}.source.sandbox_path.type`, "Unknown SANDBOX_PATH volume type (SELF or PARENT)");
+      if ((source.sandbox_path!.type ?? "UNKNOWN") === "UNKNOWN")
+        refuse(`${where}.source.sandbox_path.type`, "Unknown SANDBOX_PATH volume type (SELF or PARENT)");
       if (source.sandbox_path!.type === "PARENT" && !nested) {
         refuse(`${where}.source.sandbox_path`, "a PARENT sandbox path needs a nested container (a top-level one has no parent)");
       }
       return;
     case "DOCKER_VOLUME":
-      return refuse(`${where}.source`, "DOCKER_VOLUME volumes need Docker volume drivers (Mesos' docker/volume isolator), which ucr does not support");
+      return refuse(
+        `${where}.source`,
+        "DOCKER_VOLUME volumes need Docker volume drivers (Mesos' docker/volume isolator), which ucr does not support",
+      );
     case "SECRET":
       return refuse(
         `${where}.source`,
@@ -337,7 +352,8 @@ export function rlimitsOf(info: RLimitInfo): Rlimit[] {
     const where = `container.rlimit_info.rlimits[${i}]`;
     if (r.type === undefined || r.type === "UNKNOWN") refuse(where, "Unknown rlimit type");
     const type = r.type as RlimitType;
-    if ((r.soft === undefined) !== (r.hard === undefined)) refuse(where, `Invalid rlimit values: ${type} needs both soft and hard, or neither (unlimited)`);
+    if ((r.soft === undefined) !== (r.hard === undefined))
+      refuse(where, `Invalid rlimit values: ${type} needs both soft and hard, or neither (unlimited)`);
     const soft = r.soft ?? RLIM_INFINITY;
     const hard = r.hard ?? RLIM_INFINITY;
     if (soft > hard) refuse(where, `${type}: the soft limit ${soft} is above the hard limit ${hard}`);

@@ -6,7 +6,8 @@ import { existsSync, readFileSync, realpathSync } from "node:fs";
 import { join, relative } from "node:path";
 import { makeDirBelow } from "../runtime/inroot.ts";
 import type { LaunchContainer } from "../api/calls.ts";
-import type { Image } from "../api/proto.ts";
+
+type Image = NonNullable<NonNullable<NonNullable<LaunchContainer["container"]>["volumes"]>[number]["image"]>;
 import type { VolumeSpec } from "../runtime/spec.ts";
 import { ContainerError } from "./container.ts";
 
@@ -64,8 +65,10 @@ export async function volumeMounts(call: LaunchContainer, ctx: VolumeContext): P
     const target = v.container_path.startsWith("/") ? v.container_path : join(ctx.sandboxInContainer, v.container_path);
     const readonly = v.mode === "RO";
     if (v.image) {
-      if (v.image.type === "DOCKER" && !ctx.dockerEnabled) throw new ContainerError(400, `${where}: Docker images are not enabled (--image_providers=docker)`);
-      if (v.image.type === "APPC" && !ctx.appcEnabled) throw new ContainerError(400, `${where}: Appc images are not enabled (--image_providers=appc)`);
+      if (v.image.type === "DOCKER" && !ctx.dockerEnabled)
+        throw new ContainerError(400, `${where}: Docker images are not enabled (--image_providers=docker)`);
+      if (v.image.type === "APPC" && !ctx.appcEnabled)
+        throw new ContainerError(400, `${where}: Appc images are not enabled (--image_providers=appc)`);
       if (!readonly) throw new ContainerError(400, `${where}: an image volume must be mounted read-only (mode RO)`);
       out.push({ target, readonly: true, lowers: await ctx.pullImage(v.image) });
       continue;
@@ -75,7 +78,8 @@ export async function volumeMounts(call: LaunchContainer, ctx: VolumeContext): P
     const type = v.source?.type ?? (legacy === undefined ? undefined : legacy.startsWith("/") ? "HOST_PATH" : "SANDBOX_PATH");
     if (type === "HOST_PATH") {
       const source = v.source?.host_path?.path ?? legacy;
-      if (!source || !source.startsWith("/")) throw new ContainerError(400, `${where}: Path '${source ?? ""}' in HOST_PATH volume is not absolute`);
+      if (!source || !source.startsWith("/"))
+        throw new ContainerError(400, `${where}: Path '${source ?? ""}' in HOST_PATH volume is not absolute`);
       if (!existsSync(source)) throw new ContainerError(400, `${where}: Path '${source}' in HOST_PATH volume does not exist`);
       const bidirectional = v.source?.host_path?.mount_propagation?.mode === "BIDIRECTIONAL";
       if (bidirectional) checkSharedMount(source, where, ctx);
@@ -84,7 +88,8 @@ export async function volumeMounts(call: LaunchContainer, ctx: VolumeContext): P
       const sp = v.source?.sandbox_path ?? { type: "SELF" as const, path: legacy! };
       const parent = sp.type === "PARENT";
       const root = parent ? ctx.parentSandbox : ctx.sandbox;
-      if (root === undefined) throw new ContainerError(400, `${where}: a PARENT sandbox path needs a nested container (a top-level one has no parent)`);
+      if (root === undefined)
+        throw new ContainerError(400, `${where}: a PARENT sandbox path needs a nested container (a top-level one has no parent)`);
       if (sp.path.startsWith("/") || sp.path.split("/").includes("..")) {
         throw new ContainerError(400, `${where}: sandbox_path.path must be relative and stay inside the sandbox`);
       }

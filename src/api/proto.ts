@@ -14,7 +14,10 @@ export const Int64 = v.pipe(
 
 /** uint64 kept exact (protobuf JSON writes 64-bit integers as decimal strings; rlimits reach 2^64-1). */
 export const Uint64 = v.pipe(
-  v.union([v.pipe(v.number(), v.integer("must be an integer")), v.pipe(v.string(), v.regex(/^\d+$/, "must be an integer"))], "must be an integer"),
+  v.union(
+    [v.pipe(v.number(), v.integer("must be an integer")), v.pipe(v.string(), v.regex(/^\d+$/, "must be an integer"))],
+    "must be an integer",
+  ),
   v.transform((x) => BigInt(x)),
   v.check((x) => x >= 0n && x < 2n ** 64n, "must be from 0 to 18446744073709551615"),
 );

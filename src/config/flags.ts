@@ -410,7 +410,9 @@ const META: { [K in FlagName]: FlagMeta } = {
   },
   cgroups_root: { help: "Cgroup under which each container gets its own (per hierarchy on cgroup v1).", default: "ucr" },
   default_container_pids_limit: {
-    help: "The most processes and threads a container (its own cgroup) may have at once, so a fork bomb cannot exhaust the host; max: no limit (Mesos' cgroups/pids).",
+    help:
+      "The most processes and threads a container (its own cgroup) may have at once, so a fork bomb cannot exhaust the host; " +
+      "max: no limit (Mesos' cgroups/pids).",
     default: "2048",
     show: (n: number | "max") => String(n),
   },

@@ -53,7 +53,9 @@ export function loadDeviceProgram(insns: Uint8Array, name: string): number {
     return bpf(BPF_PROG_LOAD, attr, `BPF_PROG_LOAD ${name}`);
   } catch (err) {
     const end = log.indexOf(0);
-    const text = Buffer.from(log.subarray(0, end < 0 ? log.length : end)).toString("utf8").trim();
+    const text = Buffer.from(log.subarray(0, end < 0 ? log.length : end))
+      .toString("utf8")
+      .trim();
     if (text !== "") (err as Error).message += `; verifier: ${text.split("\n").slice(-3).join(" | ")}`;
     throw err;
   } finally {

@@ -115,8 +115,9 @@ export function mount(source: string | null, target: string, fstype: string | nu
 }
 
 /** mount(2): 0, or -errno instead of throwing (for expected failures on a launch's hot path; see openatOrErrno). */
-export function mountOrErrno(source: string | null, target: string, fstype: string | null, flags: number, data: string | null = null): number {
-  const rc = libc.symbols.mount(source === null ? null : cstr(source), cstr(target), fstype === null ? null : cstr(fstype), flags, data === null ? null : cstr(data));
+export function mountOrErrno(source: string | null, target: string, fstype: string | null, flags: number, data: string | null = null) {
+  const c = (x: string | null) => (x === null ? null : cstr(x));
+  const rc = libc.symbols.mount(c(source), cstr(target), c(fstype), flags, c(data));
   return rc === 0 ? 0 : -errno();
 }
 
@@ -505,7 +506,8 @@ const MOVE_MOUNT_T_EMPTY_PATH = 0x40;
  */
 export function openTreeClone(path: string): number {
   const p = cstr(path);
-  const fd = sys(SYS_OPEN_TREE, AT_FDCWD, ptr(p), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE_FLAG);
+  const flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE_FLAG;
+  const fd = sys(SYS_OPEN_TREE, AT_FDCWD, ptr(p), flags);
   void p;
   check(fd, "open_tree", path);
   return fd;
@@ -514,6 +516,7 @@ export function openTreeClone(path: string): number {
 /** Attaches the detached tree `treeFd` onto what `targetFd` refers to (move_mount(2)). */
 export function moveMount(treeFd: number, targetFd: number, what: string): void {
   const empty = cstr("");
-  check(sys(SYS_MOVE_MOUNT, treeFd, ptr(empty), targetFd, ptr(empty), MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH), "move_mount", what);
+  const flags = MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH;
+  check(sys(SYS_MOVE_MOUNT, treeFd, ptr(empty), targetFd, ptr(empty), flags), "move_mount", what);
   void empty;
 }

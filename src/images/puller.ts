@@ -286,7 +286,12 @@ export class Puller {
       const job: LayerJob = {
         source: layer.file
           ? { kind: "file", ...layer.file }
-          : { kind: "registry", spec: await this.spec(ref, opts.dockerConfig), digest: layer.digest!, ...(layer.size ? { size: layer.size } : {}) },
+          : {
+              kind: "registry",
+              spec: await this.spec(ref, opts.dockerConfig),
+              digest: layer.digest!,
+              ...(layer.size ? { size: layer.size } : {}),
+            },
         staging,
         expectDigest: layer.digest,
         expectDiffId: layer.diffId,

@@ -33,7 +33,7 @@ export function detectCgroups(): CgroupLayout {
   const cpu = v1("cpu");
   const cpuacct = v1("cpuacct");
   const memory = existsSync(join(ROOT, "memory", "cgroup.procs")) ? join(ROOT, "memory") : undefined;
-  const pids = existsSync(join(ROOT, "pids", "pids.max")) || existsSync(join(ROOT, "pids", "cgroup.procs")) ? join(ROOT, "pids") : undefined;
+  const pids = existsSync(join(ROOT, "pids", "cgroup.procs")) ? join(ROOT, "pids") : undefined;
   const devices = existsSync(join(ROOT, "devices", "devices.allow")) ? join(ROOT, "devices") : undefined;
   if (cpu && cpuacct && memory) return { kind: "v1", cpu, cpuacct, memory, ...(pids ? { pids } : {}), ...(devices ? { devices } : {}) };
   return { kind: "none", why: "no cgroup v1 cpu, cpuacct and memory hierarchies and no cgroup v2 hierarchy under /sys/fs/cgroup" };
@@ -354,7 +354,8 @@ export class ContainerCgroup {
   static under(layout: CgroupLayout, parent: string): Map<string, ContainerCgroup> {
     const out = new Map<string, ContainerCgroup>();
     if (layout.kind === "none") return out;
-    const roots = layout.kind === "v2" ? [layout.root] : [...new Set([layout.cpu, layout.cpuacct, layout.memory, ...(layout.pids ? [layout.pids] : [])])];
+    const v1 = (l: Extract<CgroupLayout, { kind: "v1" }>) => [l.cpu, l.cpuacct, l.memory, ...(l.pids ? [l.pids] : [])];
+    const roots = layout.kind === "v2" ? [layout.root] : [...new Set(v1(layout))];
     for (const root of roots) {
       let names: string[];
       try {
@@ -387,7 +388,11 @@ export interface SharedCgroups {
  * cgroup below it. Returns the shared v1 cgroup, and how it was done for the log; throws
  * DeviceSetupError (or a string saying why it cannot be done here, for the caller to judge).
  */
-export function confineDevices(layout: CgroupLayout, parent: string, rules: readonly DeviceRule[]): { shared: SharedCgroups; how: string } | { why: string } {
+export function confineDevices(
+  layout: CgroupLayout,
+  parent: string,
+  rules: readonly DeviceRule[],
+): { shared: SharedCgroups; how: string } | { why: string } {
   if (layout.kind === "v1") {
     if (!layout.devices) return { why: "this host's cgroup v1 has no devices hierarchy mounted (/sys/fs/cgroup/devices)" };
     const dir = join(layout.devices, parent);

@@ -5,7 +5,6 @@
 // here (no libbpf, no compiler) and attached to that cgroup, which its children inherit.
 import { closeSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { DeviceWhitelist } from "../api/proto.ts";
 import { attachDeviceProgram, loadDeviceProgram } from "../ffi/bpf.ts";
 
 export interface DeviceRule {
@@ -14,6 +13,11 @@ export interface DeviceRule {
   major?: number;
   minor?: number;
   access: { read: boolean; write: boolean; mknod: boolean };
+}
+
+/** --allowed_devices as its flag reads it (Mesos' DeviceWhitelist). */
+export interface DeviceWhitelist {
+  allowed_devices: Array<{ device: { path?: string }; access: { read?: boolean; write?: boolean; mknod?: boolean } }>;
 }
 
 /** A node linux/devices makes in a container's /dev (path relative to /dev). */
@@ -82,16 +86,26 @@ export function allowedDevices(flag: DeviceWhitelist | undefined): { rules: Devi
     try {
       st = statSync(path);
     } catch (err) {
-      throw new DeviceSetupError(`Failed to obtain device ID for '${path}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      throw new DeviceSetupError(
+        `Failed to obtain device ID for '${path}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+      );
     }
     const type = st.isBlockDevice() ? "b" : st.isCharacterDevice() ? "c" : undefined;
     if (!type) throw new DeviceSetupError(`Failed to determine device type for '${path}': it is not a block or character device`);
     const { major, minor } = majorMinor(st.rdev);
     rules.push({ type, major, minor, access });
     if (!path.startsWith("/dev/") || path.split("/").includes("..")) {
-      throw new DeviceSetupError(`'${path}' is not under /dev: linux/devices makes the allowed devices in a container's /dev at the same path`);
+      throw new DeviceSetupError(
+        `'${path}' is not under /dev: linux/devices makes the allowed devices in a container's /dev at the same path`,
+      );
     }
-    nodes.push({ path: path.slice("/dev/".length), type, major, minor, mode: 0o600 | (access.read ? 0o044 : 0) | (access.write ? 0o022 : 0) });
+    nodes.push({
+      path: path.slice("/dev/".length),
+      type,
+      major,
+      minor,
+      mode: 0o600 | (access.read ? 0o044 : 0) | (access.write ? 0o022 : 0),
+    });
   }
   return { rules, nodes };
 }
@@ -113,13 +127,16 @@ export function applyDeviceRulesV1(dir: string, rules: readonly DeviceRule[]): v
     try {
       writeFileSync(join(dir, file), text);
     } catch (err) {
-      throw new DeviceSetupError(`cannot write '${text}' to ${join(dir, file)}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      throw new DeviceSetupError(
+        `cannot write '${text}' to ${join(dir, file)}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+      );
     }
   };
   write("devices.deny", "a");
   for (const r of rules) write("devices.allow", ruleText(r));
   const list = readFileSync(join(dir, "devices.list"), "utf8");
-  if (/^a /m.test(list)) throw new DeviceSetupError(`${join(dir, "devices.list")} still allows every device after 'a' was denied: ${list.trim()}`);
+  if (/^a /m.test(list))
+    throw new DeviceSetupError(`${join(dir, "devices.list")} still allows every device after 'a' was denied: ${list.trim()}`);
 }
 
 // --- cgroup v2: an eBPF program -------------------------------------------------------------

@@ -43,7 +43,16 @@ import {
 } from "../ffi/libc.ts";
 import { ConfineError, applyCapabilities, applyRlimits, confineBeforeUserSwitch, lockDown, seccompProgram, warmUp } from "./confine.ts";
 import { chownTree, kindOf, openDir, openInRoot } from "./inroot.ts";
-import { bindHostShm, cloneSharedVolumes, enterParentRoot, enterRootfs, mountEtcOverHost, mountHostProc, mountVolumes, warmUpProtect } from "./mounts.ts";
+import {
+  bindHostShm,
+  cloneSharedVolumes,
+  enterParentRoot,
+  enterRootfs,
+  mountEtcOverHost,
+  mountHostProc,
+  mountVolumes,
+  warmUpProtect,
+} from "./mounts.ts";
 import { selfCommand, type LaunchSpec } from "./spec.ts";
 import { writeStateFile } from "./state.ts";
 import { dropPrivileges, homeOf, resolveUser, type User } from "./user.ts";

@@ -201,7 +201,18 @@ function mountCgroups(rootFd: number, m: CgroupMounts): void {
  * CPU's timers, /proc/kcore its memory): masked by /dev/null (files) or an empty read-only
  * tmpfs (directories). Mesos also masks /proc/key-users.
  */
-export const MASKED_PROC = ["acpi", "asound", "kcore", "keys", "key-users", "latency_stats", "timer_list", "timer_stats", "sched_debug", "scsi"];
+export const MASKED_PROC = [
+  "acpi",
+  "asound",
+  "kcore",
+  "keys",
+  "key-users",
+  "latency_stats",
+  "timer_list",
+  "timer_stats",
+  "sched_debug",
+  "scsi",
+];
 export const MASKED_SYS = ["firmware"];
 /** And what stays readable but must not be written: the host kernel's sysctls, sysrq, IRQ affinity. */
 export const READONLY_PROC = ["bus", "fs", "irq", "sys", "sysrq-trigger"];
@@ -257,7 +268,9 @@ const DEVICES: Array<[string, number, number]> = [
   ["tty", 5, 0],
 ];
 
-function mountDev(rootFd: number, nodes: LaunchSpec["devices"] = [], shmSpec: NonNullable<LaunchSpec["ipc"]>["shm"] = { sizeBytes: 64 * 1048576 }): void {
+type ShmSpec = NonNullable<LaunchSpec["ipc"]>["shm"];
+
+function mountDev(rootFd: number, nodes: LaunchSpec["devices"] = [], shmSpec: ShmSpec = { sizeBytes: 64 * 1048576 }): void {
   const under = systemDir(rootFd, "dev", "its /dev tmpfs");
   if (under === undefined) return;
   try {
@@ -448,7 +461,9 @@ export function mountVolumes(spec: LaunchSpec, rootFd: number, trees: ReadonlyMa
         const { fd: attached } = openInRoot(rootFd, v.target);
         try {
           const ro = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
-          if (!mountSetattrRecursive(attached, ro, v.target)) mountOn(attached, v.target, null, null, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV);
+          if (!mountSetattrRecursive(attached, ro, v.target)) {
+            mountOn(attached, v.target, null, null, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV);
+          }
         } finally {
           close(attached);
         }
@@ -512,7 +527,9 @@ export function mountHostProc(): void {
   const nul = openat(AT_FDCWD, "/dev/null", O_PATH | O_NOFOLLOW | O_CLOEXEC);
   try {
     const ro = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
-    if (!mountSetattrRecursive(sys, ro, "/sys")) mount(null, "/sys", null, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+    if (!mountSetattrRecursive(sys, ro, "/sys")) {
+      mount(null, "/sys", null, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+    }
     protectKernelFiles(proc, sys, nul);
   } finally {
     close(nul);

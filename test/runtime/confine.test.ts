@@ -286,14 +286,17 @@ describe.skipIf(skip !== null)(`explicit privilege: granted only when asked and 
     // The bounding set is the agent's (Mesos' rule when only effective capabilities are asked).
     expect(t.get("CapEff")).toBe("00000000802405fb");
     expect(t.get("CapBnd")).toBe("00000000882415fb");
-    expect(privileged!.log()).toMatch(new RegExp(`privilege: container ${r.id} is granted \\{ NET_ADMIN, SYS_ADMIN, MKNOD \\} beyond ucr's defaults`));
+    const granted = "\\{ NET_ADMIN, SYS_ADMIN, MKNOD \\}";
+    expect(privileged!.log()).toMatch(new RegExp(`privilege: container ${r.id} is granted ${granted} beyond ucr's defaults`));
   });
 
   test("a container given MKNOD makes a block device node but cannot open it: the devices cgroup refuses", async () => {
-    const r = await run(privileged!, `/probe run ${DEVICE}`, { linux: { effective_capabilities: { capabilities: [...DEFAULT_SET, "MKNOD"] } } });
+    const linux = { effective_capabilities: { capabilities: [...DEFAULT_SET, "MKNOD"] } };
+    const r = await run(privileged!, `/probe run ${DEVICE}`, { linux });
     const t = table(r.stdout);
     expect(t.get("mknod b + open")).toBe("open EPERM");
-    expect(privileged!.log()).toMatch(new RegExp(`privilege: container ${r.id} is granted \\{ NET_ADMIN, SYS_ADMIN, MKNOD \\} beyond ucr's defaults \\(effective \\{ [A-Z_, ]*MKNOD`));
+    const granted = "\\{ NET_ADMIN, SYS_ADMIN, MKNOD \\} beyond ucr's defaults \\(effective \\{ [A-Z_, ]*MKNOD";
+    expect(privileged!.log()).toMatch(new RegExp(`privilege: container ${r.id} is granted ${granted}`));
     // And the pids limit the agent was given.
     const forks = Number(/^(\d+) then EAGAIN$/.exec(t.get("fork until refused") ?? "")?.[1]);
     expect(forks).toBeGreaterThan(PIDS_LIMIT / 2);
@@ -330,7 +333,10 @@ describe.skipIf(skip !== null)(`explicit privilege: granted only when asked and 
   });
 
   test.each([
-    [{ bounding_capabilities: { capabilities: ["SYS_MODULE"] } }, /^Bounding capabilities '\{ SYS_MODULE \}', but only '\{ CHOWN, .*SYS_ADMIN, MKNOD, SETFCAP \}' are allowed$/],
+    [
+      { bounding_capabilities: { capabilities: ["SYS_MODULE"] } },
+      /^Bounding capabilities '\{ SYS_MODULE \}', but only '\{ CHOWN, .*SYS_ADMIN, MKNOD, SETFCAP \}' are allowed$/,
+    ],
     [{ effective_capabilities: { capabilities: ["SYS_BOOT"] } }, /^Requested capabilities '\{ SYS_BOOT \}', but only '\{ CHOWN, .* \}' are allowed$/],
     [
       { effective_capabilities: { capabilities: ["SYS_ADMIN"] }, bounding_capabilities: { capabilities: ["CHOWN"] } },

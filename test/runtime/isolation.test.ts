@@ -35,7 +35,19 @@ const ALL = [
   "cgroups/pids",
   "linux/capabilities",
 ];
-const DEFAULT_SET = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "SETFCAP"];
+const DEFAULT_SET = [
+  "CHOWN",
+  "DAC_OVERRIDE",
+  "FOWNER",
+  "FSETID",
+  "KILL",
+  "SETGID",
+  "SETUID",
+  "SETPCAP",
+  "NET_BIND_SERVICE",
+  "SYS_CHROOT",
+  "SETFCAP",
+];
 
 async function sh(cmd: string): Promise<void> {
   const r = await runCommand(["sh", "-c", cmd]);
@@ -139,20 +151,36 @@ describe.skipIf(skip !== null)(`rlimits (posix/rlimits) (${skip ?? "root"})`, ()
   const agentHard = () => BigInt(readFileSync(`/proc/${full!.proc.pid}/limits`, "utf8").match(/^Max open files\s+\d+\s+(\d+)/m)![1]!);
   const holdsSysResource = ((BigInt(`0x${/^CapEff:\s*(\S+)$/m.exec(readFileSync("/proc/self/status", "utf8"))![1]}`) >> 24n) & 1n) === 1n;
 
-  test.skipIf(!holdsSysResource)("above the agent's own hard limit: granted and logged with the container ID (needs CAP_SYS_RESOURCE)", async () => {
-    const above = agentHard() + 1000n;
-    const r = await run(full!, "grep '^Max open files' /proc/self/limits", { rlimit_info: { rlimits: [{ type: "RLMT_NOFILE", soft: 123, hard: String(above) }] } });
-    expect(r.stdout).toMatch(new RegExp(`^Max open files\\s+123\\s+${above}\\s`));
-    expect(full!.log()).toContain(`privilege: container ${r.id} is granted RLMT_NOFILE 123/${above}, above the agent's own hard limit ${agentHard()}`);
-  });
+  test.skipIf(!holdsSysResource)(
+    "above the agent's own hard limit: granted and logged with the container ID (needs CAP_SYS_RESOURCE)",
+    async () => {
+      const above = agentHard() + 1000n;
+      const r = await run(full!, "grep '^Max open files' /proc/self/limits", {
+        rlimit_info: { rlimits: [{ type: "RLMT_NOFILE", soft: 123, hard: String(above) }] },
+      });
+      expect(r.stdout).toMatch(new RegExp(`^Max open files\\s+123\\s+${above}\\s`));
+      expect(full!.log()).toContain(
+        `privilege: container ${r.id} is granted RLMT_NOFILE 123/${above}, above the agent's own hard limit ${agentHard()}`,
+      );
+    },
+  );
 
-  test.skipIf(holdsSysResource)("above the agent's own hard limit without CAP_SYS_RESOURCE (this machine withholds it): 400, not a failed exec", async () => {
-    const above = agentHard() + 1000n;
-    expect(await launch(full!, { value: `is${n++}` }, "true", { rlimit_info: { rlimits: [{ type: "RLMT_NOFILE", soft: 123, hard: String(above) }] } })).toEqual({
-      status: 400,
-      text: `container.rlimit_info: RLMT_NOFILE hard limit ${above} is above the agent's own (${agentHard()}), and this agent does not hold CAP_SYS_RESOURCE to raise it`,
-    });
-  });
+  test.skipIf(holdsSysResource)(
+    "above the agent's own hard limit without CAP_SYS_RESOURCE (this machine withholds it): 400, not a failed exec",
+    async () => {
+      const above = agentHard() + 1000n;
+      expect(
+        await launch(full!, { value: `is${n++}` }, "true", {
+          rlimit_info: { rlimits: [{ type: "RLMT_NOFILE", soft: 123, hard: String(above) }] },
+        }),
+      ).toEqual({
+        status: 400,
+        text:
+          `container.rlimit_info: RLMT_NOFILE hard limit ${above} is above the agent's own (${agentHard()}), ` +
+          "and this agent does not hold CAP_SYS_RESOURCE to raise it",
+      });
+    },
+  );
 
   test("refused: without the isolator, a value the kernel cannot take, Mesos' rules", async () => {
     const limit = (r: Body) => ({ rlimit_info: { rlimits: [r] } });
@@ -207,7 +235,10 @@ describe.skipIf(skip !== null)(`ipc_mode and shm_size (namespaces/ipc) (${skip ?
 
     // A nested PRIVATE one gets a namespace of its own.
     const own = { value: "own", parent };
-    expect(await launch(full!, own, "readlink /proc/self/ns/ipc; ls /dev/shm", { linux_info: { ipc_mode: "PRIVATE" } })).toEqual({ status: 200, text: "" });
+    expect(await launch(full!, own, "readlink /proc/self/ns/ipc; ls /dev/shm", { linux_info: { ipc_mode: "PRIVATE" } })).toEqual({
+      status: 200,
+      text: "",
+    });
     await wait(full!, own);
     const [ns, listing] = readFileSync(join(sandboxOf(full!, own), "stdout"), "utf8").split("\n");
     expect(ns).not.toBe(parentNs);
@@ -223,7 +254,9 @@ describe.skipIf(skip !== null)(`ipc_mode and shm_size (namespaces/ipc) (${skip ?
   test("SHARE_PARENT at the top level: the agent's IPC namespace and /dev/shm (logged)", async () => {
     const name = `ucr-isolation-${process.pid}-${n}`;
     try {
-      const r = await run(full!, `readlink /proc/self/ns/ipc; echo shared > /dev/shm/${name}`, { linux_info: { ipc_mode: "SHARE_PARENT" } });
+      const r = await run(full!, `readlink /proc/self/ns/ipc; echo shared > /dev/shm/${name}`, {
+        linux_info: { ipc_mode: "SHARE_PARENT" },
+      });
       expect(r.stdout.trim()).toBe(ipcOf(full!.proc.pid));
       expect(readFileSync(`/dev/shm/${name}`, "utf8")).toBe("shared\n");
       expect(full!.log()).toContain(`privilege: container ${r.id} shares the agent's IPC namespace and /dev/shm`);
@@ -237,7 +270,9 @@ describe.skipIf(skip !== null)(`ipc_mode and shm_size (namespaces/ipc) (${skip ?
     expect(await launch(full!, parent, "exec sleep 60")).toEqual({ status: 200, text: "" });
     expect(await launch(full!, { value: "c", parent }, "true", { linux_info: { ipc_mode: "SHARE_PARENT" } })).toEqual({
       status: 400,
-      text: `container.linux_info.ipc_mode: The shared memory of container ${parent.value} cannot be shared with any other containers because it is only in the container's own mount namespace`,
+      text:
+        `container.linux_info.ipc_mode: The shared memory of container ${parent.value} cannot be shared with any other ` +
+        "containers because it is only in the container's own mount namespace",
     });
     await full!.call({ type: "KILL_CONTAINER", kill_container: { container_id: parent } });
     expect(await launch(plain!, { value: `is${n++}` }, "true", { linux_info: { ipc_mode: "PRIVATE" } })).toEqual({
@@ -252,16 +287,22 @@ const pidNsOf = (pid: number | "self") => readlinkSync(`/proc/${pid}/ns/pid`);
 describe.skipIf(skip !== null)(`share_pid_namespace (namespaces/pid) (${skip ?? "root"})`, () => {
   test("a nested container has its own PID namespace (Mesos' default), or its parent's when it asks; it ends with its parent", async () => {
     const parent = { value: `is${n++}` };
-    expect(await launch(full!, parent, "readlink /proc/self/ns/pid > /mnt/mesos/sandbox/ns; exec sleep 60")).toEqual({ status: 200, text: "" });
+    expect(await launch(full!, parent, "readlink /proc/self/ns/pid > /mnt/mesos/sandbox/ns; exec sleep 60")).toEqual({
+      status: 200,
+      text: "",
+    });
     const sandbox = sandboxOf(full!, parent);
-    for (let i = 0; i < 100 && !(existsSync(join(sandbox, "ns")) && readFileSync(join(sandbox, "ns"), "utf8").endsWith("\n")); i++) await Bun.sleep(50);
+    for (let i = 0; i < 100 && !(existsSync(join(sandbox, "ns")) && readFileSync(join(sandbox, "ns"), "utf8").endsWith("\n")); i++)
+      await Bun.sleep(50);
     const parentNs = readFileSync(join(sandbox, "ns"), "utf8").trim();
 
     const own = { value: "own", parent };
     const script = "readlink /proc/self/ns/pid; echo $$; ls /proc | grep -c '^[0-9]'";
     expect(await launch(full!, own, script)).toEqual({ status: 200, text: "" });
     await wait(full!, own);
-    const [ownNs, ownPid, ownProcs] = readFileSync(join(sandboxOf(full!, own), "stdout"), "utf8").trim().split("\n");
+    const [ownNs, ownPid, ownProcs] = readFileSync(join(sandboxOf(full!, own), "stdout"), "utf8")
+      .trim()
+      .split("\n");
     expect(ownNs).not.toBe(parentNs);
     expect(ownPid).toBe("1");
     expect(Number(ownProcs)).toBeLessThan(4); // sh, ls, grep: not the parent's sleep
@@ -269,7 +310,9 @@ describe.skipIf(skip !== null)(`share_pid_namespace (namespaces/pid) (${skip ?? 
     const shared = { value: "shared", parent };
     expect(await launch(full!, shared, script, { linux_info: { share_pid_namespace: true } })).toEqual({ status: 200, text: "" });
     await wait(full!, shared);
-    const [sharedNs, sharedPid] = readFileSync(join(sandboxOf(full!, shared), "stdout"), "utf8").trim().split("\n");
+    const [sharedNs, sharedPid] = readFileSync(join(sandboxOf(full!, shared), "stdout"), "utf8")
+      .trim()
+      .split("\n");
     expect(sharedNs).toBe(parentNs);
     expect(sharedPid).not.toBe("1");
 
@@ -277,13 +320,20 @@ describe.skipIf(skip !== null)(`share_pid_namespace (namespaces/pid) (${skip ?? 
     const sleeper = { value: "sleeper", parent };
     expect(await launch(full!, sleeper, "exec sleep 600")).toEqual({ status: 200, text: "" });
     await full!.call({ type: "KILL_CONTAINER", kill_container: { container_id: parent } });
-    const w = (await (await full!.call({ type: "WAIT_CONTAINER", wait_container: { container_id: sleeper } })).json()) as { wait_container: { exit_status: number } };
+    const w = (await (await full!.call({ type: "WAIT_CONTAINER", wait_container: { container_id: sleeper } })).json()) as {
+      wait_container: { exit_status: number };
+    };
     expect(w.wait_container.exit_status).toBe(9);
   });
 
   test("a nested container in its own PID namespace whose parent died while no agent ran is ended by the next agent", async () => {
     const wd = join(work, "pid-restart");
-    const args = [`--work_dir=${wd}`, `--runtime_dir=${join(wd, "run")}`, `--docker_registry=${join(work, "images")}`, "--image_providers=docker"];
+    const args = [
+      `--work_dir=${wd}`,
+      `--runtime_dir=${join(wd, "run")}`,
+      `--docker_registry=${join(work, "images")}`,
+      "--image_providers=docker",
+    ];
     const iso = "--isolation=filesystem/linux,docker/runtime,namespaces/pid";
     const first = await startAgent({ args: [...args, iso], keepWorkDir: true });
     const parent = { value: "p" };
@@ -300,7 +350,9 @@ describe.skipIf(skip !== null)(`share_pid_namespace (namespaces/pid) (${skip ?? 
     expect(existsSync(`/proc/${childPid}`)).toBe(true); // its own namespace: the parent's death alone does not end it
     const second = await startAgent({ args: [...args, iso], keepWorkDir: true });
     try {
-      const w = (await (await second.call({ type: "WAIT_CONTAINER", wait_container: { container_id: child } })).json()) as { wait_container: { exit_status: number } };
+      const w = (await (await second.call({ type: "WAIT_CONTAINER", wait_container: { container_id: child } })).json()) as {
+        wait_container: { exit_status: number };
+      };
       expect(w.wait_container.exit_status).toBe(9);
       expect(second.log()).toContain("container p.c: its parent p ended; killing it");
       expect((await second.call({ type: "REMOVE_CONTAINER", remove_container: { container_id: parent } })).status).toBe(200);
@@ -310,8 +362,10 @@ describe.skipIf(skip !== null)(`share_pid_namespace (namespaces/pid) (${skip ?? 
     }
   });
 
-  test("a top-level container may share the agent's PID namespace (logged); --disallow_sharing_agent_pid_namespace refuses it", async () => {
-    const r = await run(full!, "readlink /proc/self/ns/pid; test -d /proc/1 && echo sees-host-init", { linux_info: { share_pid_namespace: true } });
+  test("a top-level container may share the agent's PID namespace (logged); --disallow_sharing_agent_pid_namespace refuses", async () => {
+    const r = await run(full!, "readlink /proc/self/ns/pid; test -d /proc/1 && echo sees-host-init", {
+      linux_info: { share_pid_namespace: true },
+    });
     expect(r.stdout).toBe(`${pidNsOf(full!.proc.pid)}\nsees-host-init\n`);
     expect(full!.log()).toContain(`privilege: container ${r.id} shares the agent's PID namespace`);
     const a = await startAgent({ args: ["--isolation=namespaces/pid", "--disallow_sharing_agent_pid_namespace"] });
@@ -345,7 +399,11 @@ describe.skipIf(skip !== null)(`host path mount propagation (${skip ?? "root"})`
       "for i in $(seq 200); do test -e /mnt/h/from-host/marker && break; sleep 0.05; done",
       "cat /mnt/h/from-host/marker",
     ].join("; ");
-    const volume = { container_path: "/mnt/h", mode: "RW", source: { type: "HOST_PATH", host_path: { path: vol, mount_propagation: { mode: "HOST_TO_CONTAINER" } } } };
+    const volume = {
+      container_path: "/mnt/h",
+      mode: "RW",
+      source: { type: "HOST_PATH", host_path: { path: vol, mount_propagation: { mode: "HOST_TO_CONTAINER" } } },
+    };
     const linux = { effective_capabilities: { capabilities: [...DEFAULT_SET, "SYS_ADMIN"] } };
     expect(await launch(full!, id, script, { volumes: [volume], linux_info: linux })).toEqual({ status: 200, text: "" });
     mkdirSync(join(vol, "from-host"), { recursive: true });
@@ -360,8 +418,15 @@ describe.skipIf(skip !== null)(`host path mount propagation (${skip ?? "root"})`
   test("BIDIRECTIONAL: a tmpfs mounted inside, under a shared host mount, appears on the host (what CSI plugins need)", async () => {
     const vol = join(shared, "vol");
     const script = "mkdir -p /mnt/b/csi && mount -t tmpfs none /mnt/b/csi && echo from-container > /mnt/b/csi/file && echo done";
-    const volume = { container_path: "/mnt/b", mode: "RW", source: { type: "HOST_PATH", host_path: { path: vol, mount_propagation: { mode: "BIDIRECTIONAL" } } } };
-    const r = await run(full!, script, { volumes: [volume], linux_info: { effective_capabilities: { capabilities: [...DEFAULT_SET, "SYS_ADMIN"] } } });
+    const volume = {
+      container_path: "/mnt/b",
+      mode: "RW",
+      source: { type: "HOST_PATH", host_path: { path: vol, mount_propagation: { mode: "BIDIRECTIONAL" } } },
+    };
+    const r = await run(full!, script, {
+      volumes: [volume],
+      linux_info: { effective_capabilities: { capabilities: [...DEFAULT_SET, "SYS_ADMIN"] } },
+    });
     mounts.push(join(vol, "csi"));
     expect(r.stdout).toBe("done\n");
     expect(readFileSync(join(vol, "csi", "file"), "utf8")).toBe("from-container\n");
@@ -372,7 +437,11 @@ describe.skipIf(skip !== null)(`host path mount propagation (${skip ?? "root"})`
   test("BIDIRECTIONAL under a mount that is not shared is refused with Mesos' message", async () => {
     const dir = join(work, "private-vol");
     mkdirSync(dir, { recursive: true });
-    const volume = { container_path: "/mnt/b", mode: "RW", source: { type: "HOST_PATH", host_path: { path: dir, mount_propagation: { mode: "BIDIRECTIONAL" } } } };
+    const volume = {
+      container_path: "/mnt/b",
+      mode: "RW",
+      source: { type: "HOST_PATH", host_path: { path: dir, mount_propagation: { mode: "BIDIRECTIONAL" } } },
+    };
     const r = await launch(full!, { value: `is${n++}` }, "true", { volumes: [volume] });
     expect(r.status).toBe(400);
     expect(r.text).toContain(`Cannot setup bidirectional mount propagation for host path '${dir}' because it is not under a shared mount`);
@@ -386,7 +455,9 @@ describe.skipIf(skip !== null)(`devices, pids, hostname, sandbox paths, secrets 
   });
 
   test("a container on the host's filesystem sees the host's /dev but may open only the allowed devices", async () => {
-    const r = await run(plain!, "head -c 1 /dev/zero | wc -c; cat /dev/loop-control 2>&1; head -c 1 /dev/kmsg 2>&1 >/dev/null", { noImage: true });
+    const r = await run(plain!, "head -c 1 /dev/zero | wc -c; cat /dev/loop-control 2>&1; head -c 1 /dev/kmsg 2>&1 >/dev/null", {
+      noImage: true,
+    });
     const [zero, loop, kmsg] = r.stdout.split("\n");
     expect(zero).toBe("1");
     expect(loop).toMatch(/\/dev\/loop-control.*Operation not permitted$/);
@@ -435,13 +506,18 @@ describe.skipIf(skip !== null)(`devices, pids, hostname, sandbox paths, secrets 
       mesos: {
         image: {
           type: "DOCKER",
-          docker: { name, ...(withConfig ? { config: { type: "VALUE", value: { data: Buffer.from(JSON.stringify(config)).toString("base64") } } } : {}) },
+          docker: {
+            name,
+            ...(withConfig ? { config: { type: "VALUE", value: { data: Buffer.from(JSON.stringify(config)).toString("base64") } } } : {}),
+          },
           cached: false,
         },
       },
     });
     // An agent whose default registry is that one (with an archive directory, names are archive files).
-    const a = await startAgent({ args: [`--docker_registry=${registry!.url}`, "--image_providers=docker", "--isolation=filesystem/linux,docker/runtime"] });
+    const a = await startAgent({
+      args: [`--docker_registry=${registry!.url}`, "--image_providers=docker", "--isolation=filesystem/linux,docker/runtime"],
+    });
     try {
       const denied = await a.call(body({ value: "denied" }, "true", image(false)));
       expect(denied.status).toBe(400);
@@ -460,7 +536,9 @@ describe("every isolator name takes effect, is done anyway, or stops the agent n
   const unsupported = Object.entries(ISOLATORS).filter(([, i]) => i.kind === "unsupported");
 
   test.each(unsupported.map(([name, i]) => [name, i.note]))("%s: refused at start-up, with why", (name, note) => {
-    expect(() => loadFlags([`--isolation=filesystem/linux,${name}`], {})).toThrow(`flag '--isolation': isolator '${name}' is not supported by ucr: ${note}`);
+    expect(() => loadFlags([`--isolation=filesystem/linux,${name}`], {})).toThrow(
+      `flag '--isolation': isolator '${name}' is not supported by ucr: ${note}`,
+    );
   });
 
   test.skipIf(!isRoot)("the agent itself stops, naming the isolator; one done anyway is accepted and logged once as such", async () => {
@@ -470,7 +548,10 @@ describe("every isolator name takes effect, is done anyway, or stops the agent n
     expect(r.stderr).toContain("flag '--isolation': isolator 'disk/xfs' is not supported by ucr");
     const a = await startAgent({ args: ["--isolation=namespaces/pid,filesystem/linux,cgroups/all,linux/nnp"] });
     try {
-      const lines = a.log().split("\n").filter((l) => l.includes("isolator linux/nnp"));
+      const lines = a
+        .log()
+        .split("\n")
+        .filter((l) => l.includes("isolator linux/nnp"));
       expect(lines).toHaveLength(1);
       expect(lines[0]).toContain("isolator linux/nnp: ucr does this for every container anyway");
     } finally {
@@ -485,12 +566,28 @@ describe("every isolator name takes effect, is done anyway, or stops the agent n
 
   test("--allowed_devices is checked at start-up with Mesos' messages", async () => {
     if (!isRoot) return;
-    const start = (value: unknown) => runUcr(["agent", "--port=0", `--work_dir=${work}/dev-flags`, `--runtime_dir=${work}/dev-flags/run`, `--allowed_devices=${JSON.stringify(value)}`]);
+    const start = (value: unknown) =>
+      runUcr([
+        "agent",
+        "--port=0",
+        `--work_dir=${work}/dev-flags`,
+        `--runtime_dir=${work}/dev-flags/run`,
+        `--allowed_devices=${JSON.stringify(value)}`,
+      ]);
     const cases: Array<[unknown, string]> = [
       [{ allowed_devices: [{ device: {}, access: { read: true } }] }, "Whitelisted device has no device path provided"],
-      [{ allowed_devices: [{ device: { path: "/dev/fuse" }, access: {} }] }, "Could not whitelist device '/dev/fuse' without any access privileges"],
-      [{ allowed_devices: [{ device: { path: "/dev/nothere" }, access: { read: true } }] }, "Failed to obtain device ID for '/dev/nothere': ENOENT"],
-      [{ allowed_devices: [{ device: { path: "/etc/hostname" }, access: { read: true } }] }, "Failed to determine device type for '/etc/hostname'"],
+      [
+        { allowed_devices: [{ device: { path: "/dev/fuse" }, access: {} }] },
+        "Could not whitelist device '/dev/fuse' without any access privileges",
+      ],
+      [
+        { allowed_devices: [{ device: { path: "/dev/nothere" }, access: { read: true } }] },
+        "Failed to obtain device ID for '/dev/nothere': ENOENT",
+      ],
+      [
+        { allowed_devices: [{ device: { path: "/etc/hostname" }, access: { read: true } }] },
+        "Failed to determine device type for '/etc/hostname'",
+      ],
     ];
     for (const [value, message] of cases) {
       const r = await start(value);
@@ -503,9 +600,21 @@ describe.skipIf(skip !== null)(`what ucr refuses comes back as 400 (or 501) thro
   test.each<[string, Body, Body, number, RegExp]>([
     ["tty_info", { tty_info: {} }, {}, 501, /^container\.tty_info: terminals/],
     ["DockerInfo", { docker: { image: "alpine" } }, {}, 400, /^container\.docker: DockerInfo is for Mesos' Docker containerizer/],
-    ["a CSI volume", { volumes: [{ container_path: "/x", mode: "RW", source: { type: "CSI_VOLUME", csi_volume: { plugin_name: "p" } } }] }, {}, 400, /CSI_VOLUME volumes/],
+    [
+      "a CSI volume",
+      { volumes: [{ container_path: "/x", mode: "RW", source: { type: "CSI_VOLUME", csi_volume: { plugin_name: "p" } } }] },
+      {},
+      400,
+      /CSI_VOLUME volumes/,
+    ],
     ["gpus", {}, { resources: [{ name: "gpus", type: "SCALAR", scalar: { value: 1 } }] }, 400, /'gpus': GPUs are not supported/],
-    ["share_pid_namespace without namespaces/pid", { linux_info: { share_pid_namespace: true } }, {}, 400, /needs the namespaces\/pid isolator/],
+    [
+      "share_pid_namespace without namespaces/pid",
+      { linux_info: { share_pid_namespace: true } },
+      {},
+      400,
+      /needs the namespaces\/pid isolator/,
+    ],
   ])("%s", async (_, container, extra, status, message) => {
     const r = await launch(plain!, { value: `is${n++}` }, "true", container, extra);
     expect(r.status).toBe(status);
@@ -514,5 +623,3 @@ describe.skipIf(skip !== null)(`what ucr refuses comes back as 400 (or 501) thro
     expect(existsSync(join(plain!.workDir, "containers", `is${n - 1}`))).toBe(false);
   });
 });
-
-
