@@ -1,8 +1,9 @@
-// Benchmark (not a test): LAUNCH+WAIT of `/bin/true` with two ucr binaries, A and B, in one
-// run, interleaved (A B B A ...), so the load of anything else on a shared machine falls on
-// both alike. For checking what a change to the launch path costs.
+// Benchmark (not a test): LAUNCH+WAIT of `/bin/true` with two (or more) ucr binaries, A and B,
+// in one run, interleaved (A B, B A, ...: each round in another order), so the load of
+// anything else on a shared machine falls on all alike. For checking what a change to the
+// launch path costs.
 //
-//   bun bench/launch-ab.ts /path/to/ucr-A [/path/to/ucr-B (default dist/ucr)] [--runs N] [--quick]
+//   bun bench/launch-ab.ts /path/to/ucr-A [/path/to/ucr-B (default dist/ucr)] [more...] [--runs N] [--quick]
 //
 // Each binary gets its own agent (own work, runtime and cgroups dirs, the same busybox archive,
 // --isolation=filesystem/linux,docker/runtime); a few untimed launches first. Prints medians,
@@ -21,8 +22,8 @@ if (bins.length < 1 || !Number.isInteger(RUNS) || RUNS < 1) {
   console.error("usage: bun bench/launch-ab.ts UCR_A [UCR_B] [--runs N] [--quick]");
   process.exit(2);
 }
-const A = bins[0]!;
-const B = bins[1] ?? join(dirname(import.meta.dir), "dist", "ucr");
+if (bins.length === 1) bins.push(join(dirname(import.meta.dir), "dist", "ucr"));
+const names = bins.map((_, i) => String.fromCharCode(65 + i));
 const WARMUPS = 5;
 const PATH = process.env.PATH ?? "/usr/bin:/bin";
 
@@ -118,34 +119,30 @@ try {
   mkdirSync(images);
   buildBusyboxImage(join(dir, "layout"), { tag: "1" });
   await saveArchive(join(dir, "layout"), join(images, "alpine.tar"), "alpine:latest", { srcTag: "1" });
-  const a = await Agent.start("A", A, dir, images);
-  agents.push(a);
-  const b = await Agent.start("B", B, dir, images);
-  agents.push(b);
-  for (let i = 0; i < WARMUPS; i++) {
-    await a.once();
-    await b.once();
-  }
-  const times = { A: [] as number[], B: [] as number[] };
+  for (const [i, bin] of bins.entries()) agents.push(await Agent.start(names[i]!, bin, dir, images));
+  for (let i = 0; i < WARMUPS; i++) for (const x of agents) await x.once();
+  const times = new Map(names.map((n) => [n, [] as number[]]));
   for (let i = 0; i < RUNS; i++) {
-    // A B B A: neither always goes first.
-    const order = i % 2 === 0 ? [a, b] : [b, a];
-    for (const x of order) times[x.name as "A" | "B"].push(await x.once());
+    // Each round starts with another binary and alternates direction: none is always first.
+    const order = [...agents.slice(i % agents.length), ...agents.slice(0, i % agents.length)];
+    if (i % 2 === 1) order.reverse();
+    for (const x of order) times.get(x.name)!.push(await x.once());
   }
-  const row = (name: "A" | "B", bin: string) =>
-    `| ${name} | ${bin} | ${median(times[name]).toFixed(2)} | ${pct(times[name], 90).toFixed(2)} | ` +
-    `${Math.min(...times[name]).toFixed(2)} |`;
-  console.log(
-    `LAUNCH+WAIT of /bin/true, ${RUNS} interleaved runs each (load ${loadavg()
-      .map((l) => l.toFixed(2))
-      .join(" ")})\n`,
-  );
+  const row = (name: string, bin: string) => {
+    const t = times.get(name)!;
+    return `| ${name} | ${bin} | ${median(t).toFixed(2)} | ${pct(t, 90).toFixed(2)} | ${Math.min(...t).toFixed(2)} |`;
+  };
+  const load = loadavg()
+    .map((l) => l.toFixed(2))
+    .join(" ");
+  console.log(`LAUNCH+WAIT of /bin/true, ${RUNS} interleaved runs each (load ${load})\n`);
   console.log("| | binary | median ms | p90 ms | min ms |\n|---|---|---:|---:|---:|");
-  console.log(row("A", A));
-  console.log(row("B", B));
-  console.log(
-    `\nB - A: median ${(median(times.B) - median(times.A)).toFixed(2)} ms, p90 ${(pct(times.B, 90) - pct(times.A, 90)).toFixed(2)} ms`,
-  );
+  for (const [i, bin] of bins.entries()) console.log(row(names[i]!, bin));
+  const a = times.get("A")!;
+  for (const n of names.slice(1)) {
+    const t = times.get(n)!;
+    console.log(`\n${n} - A: median ${(median(t) - median(a)).toFixed(2)} ms, p90 ${(pct(t, 90) - pct(a, 90)).toFixed(2)} ms`);
+  }
 } finally {
   for (const x of agents) await x.stop();
   rmSync(dir, { recursive: true, force: true });
