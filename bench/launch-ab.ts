@@ -7,7 +7,8 @@
 //
 // Each binary gets its own agent (own work, runtime and cgroups dirs, the same busybox archive,
 // --isolation=filesystem/linux,docker/runtime); a few untimed launches first. Prints medians,
-// p90 and the B - A difference; writes nothing.
+// p25, p90 and the differences to A; writes nothing. On a shared machine, run it under
+// `nice -n -20` (the agents inherit it) and compare the lower percentiles too.
 import { mkdirSync, mkdtempSync, rmSync, rmdirSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -74,6 +75,9 @@ class Agent {
 
   private seq = 0;
 
+  /** LAUNCH alone, and WAIT alone, of each run (ms). */
+  readonly parts = { launch: [] as number[], wait: [] as number[] };
+
   /** LAUNCH + WAIT of /bin/true, timed; REMOVE after, not timed. */
   async once(): Promise<number> {
     const id = { value: `ab-${this.seq++}` };
@@ -87,8 +91,11 @@ class Agent {
       },
     });
     if (l.status !== 200) throw new Error(`${this.name}: LAUNCH ${l.status} ${l.text}`);
+    const t1 = performance.now();
     const w = await this.call({ type: "WAIT_CONTAINER", wait_container: { container_id: id } });
     const ms = performance.now() - t0;
+    this.parts.launch.push(t1 - t0);
+    this.parts.wait.push(ms - (t1 - t0));
     if (w.status !== 200) throw new Error(`${this.name}: WAIT ${w.status} ${w.text}`);
     const r = await this.call({ type: "REMOVE_CONTAINER", remove_container: { container_id: id } });
     if (r.status !== 200) throw new Error(`${this.name}: REMOVE ${r.status} ${r.text}`);
@@ -121,6 +128,10 @@ try {
   await saveArchive(join(dir, "layout"), join(images, "alpine.tar"), "alpine:latest", { srcTag: "1" });
   for (const [i, bin] of bins.entries()) agents.push(await Agent.start(names[i]!, bin, dir, images));
   for (let i = 0; i < WARMUPS; i++) for (const x of agents) await x.once();
+  for (const x of agents) {
+    x.parts.launch.length = 0;
+    x.parts.wait.length = 0;
+  }
   const times = new Map(names.map((n) => [n, [] as number[]]));
   for (let i = 0; i < RUNS; i++) {
     // Each round starts with another binary and alternates direction: none is always first.
@@ -130,18 +141,22 @@ try {
   }
   const row = (name: string, bin: string) => {
     const t = times.get(name)!;
-    return `| ${name} | ${bin} | ${median(t).toFixed(2)} | ${pct(t, 90).toFixed(2)} | ${Math.min(...t).toFixed(2)} |`;
+    return `| ${name} | ${bin} | ${median(t).toFixed(2)} | ${pct(t, 25).toFixed(2)} | ${pct(t, 90).toFixed(2)} | ${Math.min(...t).toFixed(2)} |`;
   };
   const load = loadavg()
     .map((l) => l.toFixed(2))
     .join(" ");
   console.log(`LAUNCH+WAIT of /bin/true, ${RUNS} interleaved runs each (load ${load})\n`);
-  console.log("| | binary | median ms | p90 ms | min ms |\n|---|---|---:|---:|---:|");
+  console.log("| | binary | median ms | p25 ms | p90 ms | min ms |\n|---|---|---:|---:|---:|---:|");
   for (const [i, bin] of bins.entries()) console.log(row(names[i]!, bin));
+  for (const x of agents) {
+    console.log(`${x.name}: LAUNCH median ${median(x.parts.launch).toFixed(2)} ms, WAIT median ${median(x.parts.wait).toFixed(2)} ms`);
+  }
   const a = times.get("A")!;
   for (const n of names.slice(1)) {
     const t = times.get(n)!;
-    console.log(`\n${n} - A: median ${(median(t) - median(a)).toFixed(2)} ms, p90 ${(pct(t, 90) - pct(a, 90)).toFixed(2)} ms`);
+    const d = (p: number) => (pct(t, p) - pct(a, p)).toFixed(2);
+    console.log(`\n${n} - A: median ${d(50)} ms, p25 ${d(25)} ms, p90 ${d(90)} ms`);
   }
 } finally {
   for (const x of agents) await x.stop();
