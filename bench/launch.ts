@@ -1,13 +1,15 @@
 // Benchmark (not a test): how long starting a `/bin/true` container from a cached image takes with
-// ucr (LAUNCH+WAIT over the Operator API) against `crun run`, `podman run` and the bare kernel floor.
+// ucr (LAUNCH+WAIT over the Operator API) against `crun run`, `podman run` and the bare kernel floor,
+// one at a time and in bursts (back to back, 10 clients at once), and the memory it keeps.
 //
 //   bun bench/launch.ts [--runs N] [--quick]
 //
-// Prints two markdown tables (latency: median, p95, min of N runs and peer/ucr ratios; memory of
-// the agent and of one running container) and writes them to bench/results/launch-<date>.md.
+// Prints markdown tables (latency: median, p95, min of N runs and peer/ucr ratios; bursts against
+// spaced launches; memory of every ucr process idle, after the launches and with 50 containers
+// running, against podman's conmon per container) and writes them to bench/results/launch-<date>.md.
 // Everything it makes lives in one temp dir (short path: podman's runroot must be < 50 chars).
 import { commandRunner, mountsUnder, runBench, writeResult } from "./lib.ts";
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, cpus, loadavg, release, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 
@@ -27,6 +29,16 @@ const WARMUPS = quick ? 2 : 5;
 // Extra ucr launches under `perf record` for the phase breakdown (never part of the timings).
 const PROBES = quick ? 5 : 15;
 const PROBE_GAP_MS = 100;
+// Bursts: spaced launches (100 ms apart), a sequential burst (next launch as soon as the last
+// ended), and parallel clients each launching back to back; rounds rotate the tools' order.
+const SPACED_N = quick ? 5 : 20;
+const SPACED_GAP_MS = 100;
+const SEQ_N = quick ? 20 : 50;
+const PAR_CLIENTS = 10;
+const PAR_EACH = quick ? 2 : 5;
+const BURST_ROUNDS = quick ? 1 : 2;
+// Containers kept running for the memory table.
+const MEM_CONTAINERS = quick ? 10 : 50;
 
 const ROOT = dirname(import.meta.dir);
 const BUILT_UCR = join(ROOT, "dist", "ucr");
@@ -244,6 +256,8 @@ function launchBody(id: string, argv: string[]): Record<string, unknown> {
 
 let ucrSeq = 0;
 const nextId = (what: string) => `${ID_PREFIX}-${what}-${++ucrSeq}`;
+/** ucr launches so far (for the memory table). */
+let ucrLaunches = 0;
 
 interface UcrTiming {
   launchMs: number;
@@ -255,12 +269,13 @@ interface UcrTiming {
   id: string;
 }
 
-/** LAUNCH + WAIT of one /bin/true container (timed), then REMOVE (not timed). */
-async function ucrOnce(a: Agent): Promise<UcrTiming> {
+/** LAUNCH + WAIT of one /bin/true container (timed), then REMOVE (not timed) unless `keep`. */
+async function ucrOnce(a: Agent, keep = false): Promise<UcrTiming> {
   checkStop();
   const id = nextId("t");
   ucrLive.add(id);
   const t0 = process.hrtime.bigint();
+  ucrLaunches++;
   const l = await a.call("LAUNCH_CONTAINER", launchBody(id, ["/bin/true"]));
   const t1 = process.hrtime.bigint();
   if (l.status !== 200) throw new Error(`LAUNCH_CONTAINER ${l.status}: ${l.text.trim().slice(0, 200)}`);
@@ -269,10 +284,14 @@ async function ucrOnce(a: Agent): Promise<UcrTiming> {
   if (w.status !== 200) throw new Error(`WAIT_CONTAINER ${w.status}: ${w.text.trim().slice(0, 200)}`);
   const status = (JSON.parse(w.text) as { wait_container?: { exit_status?: number } }).wait_container?.exit_status;
   if (status !== 0) throw new Error(`/bin/true in ucr exited with wait status ${status}`);
+  if (!keep) await ucrRemove(a, id);
+  return { launchMs: Number(t1 - t0) / 1e6, waitMs: Number(t2 - t1) / 1e6, t0, t1, t2, id };
+}
+
+async function ucrRemove(a: Agent, id: string): Promise<void> {
   const r = await a.call("REMOVE_CONTAINER", { remove_container: { container_id: { value: id } } });
   if (r.status !== 200) throw new Error(`REMOVE_CONTAINER ${r.status}: ${r.text.trim().slice(0, 200)}`);
   ucrLive.delete(id);
-  return { launchMs: Number(t1 - t0) / 1e6, waitMs: Number(t2 - t1) / 1e6, t0, t1, t2, id };
 }
 
 /** The agent's own "POST /api/v1 LAUNCH_CONTAINER 200 47.7ms" per container ID. */
@@ -309,12 +328,43 @@ function memOf(pid: number): Mem {
 
 const addMem = (a: Mem, b: Mem): Mem => ({ rssKiB: a.rssKiB + b.rssKiB, pssKiB: a.pssKiB + b.pssKiB, ussKiB: a.ussKiB + b.ussKiB });
 
-function ppidOf(pid: number): number {
-  return Number(/^PPid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? NaN);
-}
-
 function cmdlineOf(pid: number): string {
   return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ").trim();
+}
+
+/** What a ucr process is, from its command line. */
+function ucrRole(cmd: string): string {
+  if (/ agent( |$)/.test(cmd)) return "agent";
+  if (cmd.includes("__launcher --serve")) return "launcher";
+  if (cmd.includes("__launcher")) return "launcher's reaper";
+  if (cmd.includes("__init --warm")) return "warm init stage";
+  if (cmd.includes("__init")) return "init stage";
+  return "other";
+}
+
+/** Every process running the binary `exe` (our private copy: nothing else runs it), with its memory. */
+function processesOf(exe: string): { pid: number; role: string; mem: Mem }[] {
+  const out: { pid: number; role: string; mem: Mem }[] = [];
+  for (const e of readdirSync("/proc")) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      if (readlinkSync(`/proc/${e}/exe`) !== exe) continue;
+      out.push({ pid: Number(e), role: ucrRole(cmdlineOf(Number(e))), mem: memOf(Number(e)) });
+    } catch {
+      // gone meanwhile, or a kernel thread
+    }
+  }
+  return out;
+}
+
+const NO_MEM: Mem = { rssKiB: 0, pssKiB: 0, ussKiB: 0 };
+
+/** Totals of `procs`, and which roles they are ("agent, launcher, 2 warm init stages"). */
+function summarize(procs: { role: string; mem: Mem }[]): { mem: Mem; roles: string } {
+  const counts = new Map<string, number>();
+  for (const p of procs) counts.set(p.role, (counts.get(p.role) ?? 0) + 1);
+  const roles = [...counts].map(([r, n]) => (n === 1 ? r : `${n} × ${r}`)).join(", ");
+  return { mem: procs.reduce((m, p) => addMem(m, p.mem), NO_MEM), roles };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -656,7 +706,8 @@ async function perfProbe(a: Agent, ucr: string, dir: string): Promise<string[]> 
       const s2unshare = after(unshares.get(s2));
       const pivot = pivots.get(s2);
       const umounted = umounts.get(s2);
-      const written = writes1.get(s2);
+      // The first one-byte write of this launch (a warm stage also wrote one when it was ready).
+      const written = after(writes1All.get(s2));
       const attached = after(attaches.get(s2));
       const wexit = exits.get(s2);
       const marks = [p.t0, s2unshare, pivot, umounted, written, attached, wexec];
@@ -702,6 +753,62 @@ async function perfProbe(a: Agent, ucr: string, dir: string): Promise<string[]> 
 }
 
 // ---------------------------------------------------------------------------------------------
+// Bursts: the same tools launched spaced, back to back, and by parallel clients
+
+interface BurstTool {
+  name: string;
+  /** One launch of /bin/true to its end; its wall time in ms. */
+  once: () => Promise<number>;
+  /** Untimed work after each series (ucr: REMOVE of what the series launched). */
+  after?: () => Promise<void>;
+}
+
+type BurstKind = "spaced" | "seq" | "par";
+const BURST_KINDS: { kind: BurstKind; label: string }[] = [
+  { kind: "spaced", label: `spaced (${SPACED_N}, ${SPACED_GAP_MS} ms apart)` },
+  { kind: "seq", label: `sequential burst of ${SEQ_N}, no gap` },
+  { kind: "par", label: `${PAR_CLIENTS} parallel clients × ${PAR_EACH} back to back` },
+];
+
+async function runBursts(tools: BurstTool[]): Promise<Map<string, { times: Record<BurstKind, number[]>; failure?: string }>> {
+  const out = new Map(tools.map((t) => [t.name, { times: { spaced: [], seq: [], par: [] } as Record<BurstKind, number[]>, failure: undefined as string | undefined }]));
+  for (let round = 0; round < BURST_ROUNDS; round++) {
+    for (const { kind } of BURST_KINDS) {
+      const k = round % tools.length;
+      for (const tool of [...tools.slice(k), ...tools.slice(0, k)]) {
+        const r = out.get(tool.name)!;
+        if (r.failure) continue;
+        checkStop();
+        // Whatever the last series left running settles first.
+        await Bun.sleep(500);
+        try {
+          if (kind === "spaced") {
+            for (let i = 0; i < SPACED_N; i++) {
+              await Bun.sleep(SPACED_GAP_MS);
+              r.times.spaced.push(await tool.once());
+            }
+          } else if (kind === "seq") {
+            for (let i = 0; i < SEQ_N; i++) r.times.seq.push(await tool.once());
+          } else {
+            await Promise.all(
+              Array.from({ length: PAR_CLIENTS }, async () => {
+                for (let i = 0; i < PAR_EACH; i++) r.times.par.push(await tool.once());
+              }),
+            );
+          }
+          await tool.after?.();
+        } catch (e) {
+          if (cleaning) throw e;
+          r.failure = `${kind}: ${(e as Error).message}`;
+        }
+      }
+      console.error(`launch: bursts, round ${round + 1}/${BURST_ROUNDS}, ${kind} done`);
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Main
 
 async function main(): Promise<void> {
@@ -734,13 +841,13 @@ async function main(): Promise<void> {
   agent = await Agent.start(ucr, join(dir, "ucr"), images);
   const a = agent;
   await Bun.sleep(500); // let start-up allocation settle before the idle reading
-  const memAgentIdle = memOf(a.proc.pid);
+  const memIdleStart = summarize(processesOf(ucr));
   // The first launch pulls alpine into the store: the cache every later launch uses.
   const pullT0 = performance.now();
   await ucrOnce(a);
   const firstLaunchMs = performance.now() - pullT0;
   await Bun.sleep(300);
-  const memAgentPulled = memOf(a.proc.pid);
+  const memPulled = summarize(processesOf(ucr));
   ucrCase.run = async () => {
     const t = await ucrOnce(a);
     ucrLaunch.push(t.launchMs);
@@ -900,8 +1007,31 @@ async function main(): Promise<void> {
     }
     if ((round + 1) % 10 === 0) console.error(`launch: ${round + 1}/${RUNS} rounds`);
   }
+
+  // ---- bursts, side by side
+  const burstTools: BurstTool[] = [];
+  {
+    const kept: string[] = [];
+    burstTools.push({
+      name: "ucr",
+      once: async () => {
+        const t = await ucrOnce(a, true);
+        kept.push(t.id);
+        return t.launchMs + t.waitMs;
+      },
+      after: async () => {
+        for (const id of kept.splice(0)) await ucrRemove(a, id);
+      },
+    });
+  }
+  if (crunCase.run && !crunCase.failure) burstTools.push({ name: crunCase.name, once: crunCase.run });
+  if (podmanCase.run && !podmanCase.failure) burstTools.push({ name: podmanCase.name, once: podmanCase.run });
+  console.error(`launch: bursts (${burstTools.map((t) => t.name).join(", ")}), ${BURST_ROUNDS} round(s)`);
+  const bursts = await runBursts(burstTools);
+
   await Bun.sleep(300);
-  const memAgentAfter = memOf(a.proc.pid);
+  const memAfterLaunches = summarize(processesOf(ucr));
+  const launchesSoFar = ucrLaunches;
 
   // ---- where ucr's time goes
   const server = serverLaunchMs(a.log);
@@ -914,70 +1044,85 @@ async function main(): Promise<void> {
     phaseLines = [`(perf probe failed: ${(e as Error).message})`];
   }
 
-  // ---- memory of one running container
-  console.error("launch: memory of one running sleep container each");
+  // ---- memory: idle again, then with containers running
+  console.error("launch: memory idle (waiting for the launcher and the worker threads to go), then with containers running");
   const memRows: string[] = [];
-  const memRow = (what: string, m: Mem | undefined, why?: string) =>
-    memRows.push(m ? `| ${what} | ${mib(m.rssKiB)} | ${mib(m.pssKiB)} | ${mib(m.ussKiB)} |` : `| ${what} | failed: ${why ?? "?"} | | |`);
-  memRow(`ucr agent, idle (just started)`, memAgentIdle);
-  memRow(`ucr agent, idle after the image pull (first launch, ${ms(firstLaunchMs)} ms)`, memAgentPulled);
-  memRow(`ucr agent, after ${WARMUPS + RUNS + PROBES} more launches`, memAgentAfter);
+  const memRow = (what: string, procs: string, m: Mem | undefined, why?: string) =>
+    memRows.push(m ? `| ${what} | ${procs} | ${mib(m.rssKiB)} | ${mib(m.pssKiB)} | ${mib(m.ussKiB)} |` : `| ${what} | failed: ${why ?? "?"} | | | |`);
+  memRow("ucr, every process: idle, just started", memIdleStart.roles, memIdleStart.mem);
+  memRow(`ucr, every process: idle after the image pull (first launch, ${ms(firstLaunchMs)} ms)`, memPulled.roles, memPulled.mem);
+  memRow(`ucr, every process: right after ${launchesSoFar} launches`, memAfterLaunches.roles, memAfterLaunches.mem);
   {
-    const id = nextId("sleep");
-    ucrLive.add(id);
-    const l = await a.call("LAUNCH_CONTAINER", launchBody(id, ["/bin/sleep", "30"]));
-    if (l.status !== 200) memRow("ucr per container", undefined, `LAUNCH ${l.status}: ${l.text.trim()}`);
+    // The launcher (and its reaper and warm stages) exit once the agent has closed its idle
+    // connection (10 s) and 2 s more; the worker threads stop 10 s after their last call, and
+    // the agent then gives memory back (it logs "idle: ...").
+    const since = performance.now();
+    const logged = a.log.length;
+    const quiet = () => processesOf(ucr).length === 1 && a.log.slice(logged).some((l) => / idle: /.test(l));
+    while (performance.now() - since < 40_000 && !quiet()) await Bun.sleep(250);
+    await Bun.sleep(500);
+    const idle = summarize(processesOf(ucr));
+    memRow(`ucr, every process: idle again (${((performance.now() - since) / 1000).toFixed(0)} s after the last launch)`, idle.roles, idle.mem);
+  }
+  {
+    const ids: string[] = [];
+    let failure: string | undefined;
+    for (let i = 0; i < MEM_CONTAINERS && !failure; i++) {
+      const id = nextId("sleep");
+      ucrLive.add(id);
+      const l = await a.call("LAUNCH_CONTAINER", launchBody(id, ["/bin/sleep", "600"]));
+      if (l.status !== 200) failure = `LAUNCH ${l.status}: ${l.text.trim()}`;
+      else ids.push(id);
+    }
+    await Bun.sleep(500);
+    if (failure) memRow(`ucr, ${MEM_CONTAINERS} containers running`, "", undefined, failure);
     else {
-      await Bun.sleep(500);
-      const pid = Number(readFileSync(join(dir, "ucr", "run", "containers", id, "pid"), "utf8").trim());
-      const stage1 = ppidOf(pid);
-      if (cmdlineOf(stage1).includes("__launcher")) {
-        // One launcher waits for every container: it is a per-agent cost, not per container.
-        memRow("ucr launcher (`ucr __launcher`, one for all containers)", memOf(stage1));
-        const warm = readdirSync("/proc").filter((e) => /^\d+$/.test(e)).map(Number).find((p) => {
-          try {
-            return ppidOf(p) === stage1 && cmdlineOf(p).includes("__init --warm");
-          } catch {
-            return false;
-          }
-        });
-        if (warm !== undefined) memRow("ucr warm init stage (`ucr __init --warm`, one, waiting for the next container)", memOf(warm));
-        else memRow("ucr warm init stage", undefined, "none found under the launcher");
-        memRow("**ucr per container: the workload (`sleep 30`) only**", memOf(pid));
-      } else if (!cmdlineOf(stage1).includes("__init")) memRow("ucr per container", undefined, `parent of the workload is not ucr __init: ${cmdlineOf(stage1)}`);
-      else {
-        const m1 = memOf(stage1);
-        const mw = memOf(pid);
-        memRow("ucr per container: stage 1 (`ucr __init`, waits for the workload)", m1);
-        memRow("ucr per container: workload (`sleep 30`)", mw);
-        memRow("**ucr per container: total**", addMem(m1, mw));
-      }
+      const running = summarize(processesOf(ucr));
+      memRow(`ucr, ${MEM_CONTAINERS} containers running: every ucr process`, running.roles, running.mem);
+      const workloads = ids.map((id) => memOf(Number(readFileSync(join(dir, "ucr", "run", "containers", id, "pid"), "utf8").trim())));
+      const per = workloads.reduce(addMem, NO_MEM);
+      memRow(`**ucr, per container: the workload only** (\`sleep\`, mean of ${MEM_CONTAINERS})`, "workload", { rssKiB: per.rssKiB / MEM_CONTAINERS, pssKiB: per.pssKiB / MEM_CONTAINERS, ussKiB: per.ussKiB / MEM_CONTAINERS });
+    }
+    for (const id of ids) {
       await a.call("KILL_CONTAINER", { kill_container: { container_id: { value: id } } });
       await a.call("WAIT_CONTAINER", { wait_container: { container_id: { value: id } } });
-      const r = await a.call("REMOVE_CONTAINER", { remove_container: { container_id: { value: id } } });
-      if (r.status === 200) ucrLive.delete(id);
+      await ucrRemove(a, id).catch(() => {});
     }
   }
   {
-    if (!podmanRun || !podmanCmd) memRow("podman per container", undefined, podmanCase.failure ?? "podman did not run");
+    if (!podmanRun || !podmanCmd) memRow("podman per container", "", undefined, podmanCase.failure ?? "podman did not run");
     else {
-      const r = await exec(podmanRun(["sleep", "30"], true), { stdout: true });
-      const cid = r.stdout.trim();
-      if (r.code !== 0) memRow("podman per container", undefined, reason(r));
-      else {
-        await Bun.sleep(500);
+      const cids: string[] = [];
+      let failure: string | undefined;
+      for (let i = 0; i < MEM_CONTAINERS && !failure; i++) {
+        const r = await exec(podmanRun(["sleep", "600"], true), { stdout: true });
+        if (r.code !== 0) failure = reason(r);
+        else cids.push(r.stdout.trim());
+      }
+      await Bun.sleep(500);
+      const conmons: Mem[] = [];
+      const workloads: Mem[] = [];
+      for (const cid of cids) {
         const ins = await exec([...podmanCmd, "inspect", "--format", "{{.State.ConmonPid}} {{.State.Pid}}", cid], { stdout: true });
         const [conmon, workload] = ins.stdout.trim().split(/\s+/).map(Number);
-        if (ins.code !== 0 || !conmon || !workload) memRow("podman per container", undefined, `inspect: ${reason(ins)}`);
-        else {
-          const mc = memOf(conmon);
-          const mw = memOf(workload);
-          memRow("podman per container: conmon", mc);
-          memRow("podman per container: workload (`sleep 30`)", mw);
-          memRow("**podman per container: total**", addMem(mc, mw));
+        if (ins.code !== 0 || !conmon || !workload) {
+          failure ??= `inspect: ${reason(ins)}`;
+          continue;
         }
-        await exec([...podmanCmd, "rm", "-f", "-t", "0", cid]);
+        conmons.push(memOf(conmon));
+        workloads.push(memOf(workload));
       }
+      if (failure || conmons.length === 0) memRow("podman per container", "", undefined, failure);
+      else {
+        const mean = (ms: Mem[]) => {
+          const t = ms.reduce(addMem, NO_MEM);
+          return { rssKiB: t.rssKiB / ms.length, pssKiB: t.pssKiB / ms.length, ussKiB: t.ussKiB / ms.length };
+        };
+        memRow(`podman, ${conmons.length} containers running: conmon, all together`, `${conmons.length} × conmon`, conmons.reduce(addMem, NO_MEM));
+        memRow(`podman, per container: conmon (mean of ${conmons.length})`, "conmon", mean(conmons));
+        memRow(`**podman, per container: conmon + workload** (\`sleep\`, mean)`, "conmon, workload", addMem(mean(conmons), mean(workloads)));
+      }
+      if (cids.length) await exec([...podmanCmd, "rm", "-f", "-t", "0", ...cids], { timeoutMs: 120_000 });
     }
   }
 
@@ -1021,15 +1166,44 @@ async function main(): Promise<void> {
     `peer/ucr = case median / ucr median: > 1 means ucr is faster.`,
   ];
   const memTable = [
-    "Memory (from /proc/<pid>/smaps_rollup; PSS splits shared pages among the processes mapping them, so the ucr launcher and the agent share the binary's pages; USS = Private_Clean + Private_Dirty, what a process frees when it exits):",
+    "Memory (from /proc/<pid>/smaps_rollup, summed over every process running the ucr binary: agent, launcher, its reaper, warm init stages; PSS splits shared pages among the processes mapping them, so a sum of PSS counts each page once; USS = Private_Clean + Private_Dirty, what a process frees when it exits):",
     "",
-    "| process | RSS MiB | PSS MiB | USS MiB |",
-    "|---|---:|---:|---:|",
+    "| what | processes | RSS MiB | PSS MiB | USS MiB |",
+    "|---|---|---:|---:|---:|",
     ...memRows,
   ];
+
+  // Bursts: each tool's spaced median is its own reference.
+  const burstTable = [
+    `| tool | ${BURST_KINDS.map((k) => `${k.label}: median ms (p95)`).join(" | ")} | burst / spaced (seq, par) |`,
+    `|---|${BURST_KINDS.map(() => "---:").join("|")}|---:|`,
+  ];
+  const burstMedians = new Map<string, Partial<Record<BurstKind, number>>>();
+  for (const [name, r] of bursts) {
+    const meds: Partial<Record<BurstKind, number>> = {};
+    const cells = BURST_KINDS.map(({ kind }) => {
+      const xs = r.times[kind];
+      if (xs.length === 0) return "failed";
+      meds[kind] = median(xs);
+      return `${ms(median(xs))} (${ms(pct(xs, 95))})`;
+    });
+    burstMedians.set(name, meds);
+    const ratio = (k: BurstKind) => (meds[k] !== undefined && meds.spaced ? (meds[k]! / meds.spaced).toFixed(2) : "n/a");
+    burstTable.push(`| ${name}${r.failure ? ` (failed: ${r.failure.replace(/\|/g, "/").slice(0, 160)})` : ""} | ${cells.join(" | ")} | ${ratio("seq")}, ${ratio("par")} |`);
+  }
+  const u = burstMedians.get("ucr") ?? {};
+  const c = crunCase.run ? burstMedians.get(crunCase.name) : undefined;
+  const goal = (k: BurstKind) => {
+    if (u[k] === undefined || !u.spaced) return `${k}: not measured`;
+    const within = u[k]! <= u.spaced * 1.1;
+    const vsCrun = c?.[k] !== undefined ? ` and ${u[k]! <= c[k]! ? "at or below" : "above"} crun's ${ms(c[k]!)} ms` : "";
+    return `${k === "seq" ? "sequential burst" : "parallel clients"} ${ms(u[k]!)} ms: ${within ? "within" : "not within"} 10 % of ucr's spaced ${ms(u.spaced)} ms (${((u[k]! / u.spaced - 1) * 100).toFixed(0)} %)${vsCrun}`;
+  };
+  burstTable.push("", `Goals (issue #15): ${goal("seq")}; ${goal("par")}.`);
   notes.push(
     "What each timed command includes differs: `crun run` starts from a ready bundle (no image, no overlay; rootfs read-only), `podman run --rm` also resolves the image, mounts an overlay, starts conmon and removes the container before it exits; ucr resolves the image, mounts an overlay, makes cgroups and answers over HTTP, and removes the container in the untimed REMOVE.",
-    "crun with `--detach` or without a monitor keeps no process per container; ucr keeps none either: one long-lived launcher (a Bun process, shared by all containers of the agent) waits for every container and reports its exit status; podman keeps conmon per container.",
+    "crun with `--detach` or without a monitor keeps no process per container; ucr keeps none either: one long-lived launcher (a Bun process, with a small reaper process as its parent; both shared by all containers of the agent, both gone when the agent is idle) waits for every container and reports its exit status; podman keeps conmon per container.",
+    `Bursts: ucr launches back to back leave their containers until the series ends (REMOVE afterwards, untimed), so \`next LAUNCH as soon as WAIT answers\`; crun and podman remove theirs as part of the timed command. Parallel clients: ${PAR_CLIENTS} concurrent clients, each launching ${PAR_EACH} times back to back; every launch is one sample. ${BURST_ROUNDS} round(s), tools in rotated order.`,
   );
   const out = [
     ...header,
@@ -1041,6 +1215,10 @@ async function main(): Promise<void> {
     "What each row times:",
     "",
     ...cases.map((c) => `- ${c.name}: ${c.what}.`),
+    "",
+    `Bursts: the same tools spaced, back to back and from ${PAR_CLIENTS} clients at once (\`/bin/true\`, wall time of each launch to its end):`,
+    "",
+    ...burstTable,
     "",
     ...phaseLines,
     "",

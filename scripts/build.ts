@@ -12,7 +12,7 @@ const root = join(import.meta.dir, "..");
 const dist = join(root, "dist");
 const release = process.argv.includes("--release");
 
-const ENTRYPOINTS = ["src/main.ts", "src/workers/pull.ts", "src/workers/extract.ts", "src/workers/write.ts", "src/workers/gc.ts"].map((p) =>
+const ENTRYPOINTS = ["src/ucr.ts", "src/main.ts", "src/runtime/init-entry.ts", "src/runtime/launcher-entry.ts", "src/workers/pull.ts", "src/workers/extract.ts", "src/workers/write.ts", "src/workers/gc.ts"].map((p) =>
   join(root, p),
 );
 

@@ -1,8 +1,10 @@
 // The agent process: flags, directories, worker threads and the API server, started in
 // that order and stopped in reverse. Container and image state join it in later work.
+import { readFileSync, realpathSync } from "node:fs";
 import { isIP } from "node:net";
 import { join } from "node:path";
 import { startApiServer, type ApiServer } from "../api/server.ts";
+import { dropCleanFilePages } from "../ffi/libc.ts";
 import type { LoadedFlags } from "../config/flags.ts";
 import { isolatorLines } from "../config/isolators.ts";
 import { log, setLevel } from "../log.ts";
@@ -15,12 +17,14 @@ import { Containers } from "./containers.ts";
 import { CniConfigError } from "../network/config.ts";
 import { CniNetworks } from "../network/cni.ts";
 import { ImageCollector, diskUsage } from "../gc/collector.ts";
-import { startWorker, type WorkerName } from "../workers/pool.ts";
+import { lazyWorker, startTogether } from "../workers/pool.ts";
 import { describePrivateDir, ensurePrivateDir } from "../util/private-dir.ts";
 import type { WorkerClient } from "../workers/rpc.ts";
 
 /** How long start-up lets the removal of an earlier GC's leftovers run before it serves anyway. */
 const LEFTOVER_GRACE_MS = 1000;
+/** An agent's worker thread stops after this long without work (and starts again when needed). */
+const WORKER_IDLE_STOP_MS = 10_000;
 
 export class StartupError extends Error {
   constructor(message: string) {
@@ -87,7 +91,7 @@ export class Agent {
     }
     if (f.docker_registry.kind === "directory") log.info(`docker images come from archives in ${f.docker_registry.path}`);
 
-    await this.startWorkers();
+    this.startWorkers();
     try {
       this.imageService = startImageService(f, {
         pull: this.workers.get("pull")!,
@@ -180,25 +184,38 @@ export class Agent {
     this.gcTimer.unref();
   }
 
-  /** Start every worker and wait for it to answer: a build that cannot run its workers fails now. */
-  private async startWorkers(): Promise<void> {
-    const plan: Array<[string, WorkerName]> = [
-      ["pull", "pull"],
-      ...Array.from({ length: extractWorkerCount() }, (_, i): [string, WorkerName] => [`extract${i === 0 ? "" : `-${i + 1}`}`, "extract"]),
-      ["gc", "gc"],
-    ];
-    for (const [name, kind] of plan) {
-      const started = performance.now();
-      const client = startWorker(kind);
-      const timeout = new Promise<never>((_, reject) =>
-        setTimeout(() => reject(new StartupError(`worker ${name} did not answer within 10s`)), 10_000).unref(),
-      );
-      const pong = await Promise.race([client.call<{ threadId: number }>("ping"), timeout]).catch((err: Error) => {
-        throw new StartupError(`worker ${name} failed to start: ${err.message}`);
-      });
+  /**
+   * The worker threads, started when first needed and stopped after WORKER_IDLE_STOP_MS
+   * without work: an agent with nothing to do holds none (each is a few MiB). The pull and
+   * extract workers start together at a pull's first call; the gc worker on its own.
+   */
+  private startWorkers(): void {
+    const started = (label: string) => log.info(`worker ${label} started`);
+    const pull = lazyWorker("pull", "pull", WORKER_IDLE_STOP_MS, started);
+    const extract = Array.from({ length: extractWorkerCount() }, (_, i) => lazyWorker("extract", `extract${i === 0 ? "" : `-${i + 1}`}`, WORKER_IDLE_STOP_MS, started));
+    startTogether([pull, ...extract]);
+    const gc = lazyWorker("gc", "gc", WORKER_IDLE_STOP_MS, started);
+    // The last worker's idle stop means a quiet agent (the gc worker serves every REMOVE and
+    // image GC, the others every pull). Its garbage (and the allocator's free pages) go back to
+    // the system, and so do the pages of the binary's code it has run so far (after some use
+    // most of the idle footprint: ~35 MiB here; they stay in the page cache and come back, a
+    // minor fault each, when next needed).
+    const all = [pull, ...extract, gc];
+    const quiet = () => {
+      if (all.some((w) => w.running)) return;
+      Bun.gc(true);
+      try {
+        const before = residentKiB();
+        dropCleanFilePages(realpathSync(process.execPath));
+        log.info(`idle: ${((before - residentKiB()) / 1024).toFixed(1)} MiB of memory given back`);
+      } catch (err) {
+        log.warn(`idle: could not give back the binary's pages: ${(err as Error).message}`);
+      }
+    };
+    for (const w of all) w.onIdleStop = quiet;
+    for (const client of all) {
       client.unref();
-      this.workers.set(name, client);
-      log.info(`worker ${name} ready (thread ${pong.threadId}, ${(performance.now() - started).toFixed(1)}ms)`);
+      this.workers.set(client.name, client);
     }
   }
 
@@ -217,6 +234,11 @@ export class Agent {
     this.containerTable?.networks.shutdown();
     log.info("agent stopped");
   }
+}
+
+/** This process's resident memory (KiB). */
+function residentKiB(): number {
+  return Number(/^Rss:\s+(\d+)/m.exec(readFileSync("/proc/self/smaps_rollup", "utf8"))?.[1] ?? 0);
 }
 
 function isLoopback(ip: string): boolean {

@@ -206,6 +206,8 @@ export class Containers {
     // Every place the launch will create something, known before it creates any of them.
     const paths = containerPaths({ workDir: f.work_dir, runtimeDir: f.runtime_dir }, id);
     const cgroupDirs = ownsCgroups(call) ? ContainerCgroup.dirsFor(this.cgroups, f.cgroups_root, key) : [];
+    // An idle agent's launcher has exited: it starts now, while the image is pulled and mounted.
+    this.launcher.prepare();
     let resolveExited!: () => void;
     const container: Container = {
       id,
@@ -654,7 +656,9 @@ export class Containers {
   /** Settles the container with `status`, or else the one the launcher wrote. */
   private exited(c: Container, done: () => void, status?: number): void {
     if (c.state === "EXITED") return;
-    c.exitStatus = status ?? launcherStatus(c.runtime) ?? 9; // Mesos: no status written means it was killed
+    // No status file (the launcher could not write it): what the launcher reported, if we heard it.
+    // Mesos: no status written means it was killed.
+    c.exitStatus = status ?? launcherStatus(c.runtime) ?? this.launcher.exitStatus(c.key) ?? 9;
     if (!c.limitation && oomKillsSinceLaunch(c) > 0) setMemoryLimitation(c);
     c.state = "EXITED";
     delete c.launching;
@@ -769,6 +773,8 @@ export class Containers {
    */
   async recover(): Promise<RecoveryResult> {
     const f = this.flags.values;
+    // A launcher that outlived the last agent knows the statuses it could not write down.
+    await this.launcher.attach();
     const result = await recoverContainers({
       layout: this.cgroups,
       workDir: f.work_dir,

@@ -1,7 +1,8 @@
-// The only place ucr talks to libc directly (bun:ffi): the namespace and mount calls the
-// container init stage needs. Each wrapper throws SysError naming the call, its subject and
+// With spawn.ts beside it, the only place ucr talks to libc directly (bun:ffi): the
+// namespace and mount calls the container init stage needs. Each wrapper throws SysError naming the call, its subject and
 // the errno, so a failure reads "mount(/a -> /b) failed: ENOENT (No such file or directory)".
-import { dlopen, ptr, read } from "bun:ffi";
+import { dlopen, ptr, read, type Pointer } from "bun:ffi";
+import { readFileSync } from "node:fs";
 import { SysError } from "./errno.ts";
 
 const libc = dlopen("libc.so.6", {
@@ -15,6 +16,7 @@ const libc = dlopen("libc.so.6", {
   chroot: { args: ["ptr"], returns: "i32" },
   chdir: { args: ["ptr"], returns: "i32" },
   syscall: { args: ["i64", "i64", "i64", "i64", "i64", "i64"], returns: "i64" },
+  madvise: { args: ["ptr", "u64", "i32"], returns: "i32" },
   getpid: { args: [], returns: "i32" },
   mknod: { args: ["ptr", "u32", "u64"], returns: "i32" },
   execve: { args: ["ptr", "ptr", "ptr"], returns: "i32" },
@@ -241,6 +243,38 @@ export function setCloexec(fd: number): void {
   const flags = libc.symbols.fcntl(fd, F_GETFD, 0);
   check(flags, "fcntl", `fd ${fd}`);
   check(libc.symbols.fcntl(fd, F_SETFD, flags | FD_CLOEXEC), "fcntl", `fd ${fd}`);
+}
+
+const MADV_DONTNEED = 4;
+
+/**
+ * Unmaps the pages of `file`'s read-only mappings in this process that nothing has written
+ * (madvise MADV_DONTNEED): they stay in the page cache, and a later access maps them again
+ * (a minor fault each). For an idle process whose code the kernel keeps mapped long after
+ * the last use. Mappings with any copied-on-write page (relocated data) are left alone:
+ * dropping those would bring back the file's bytes. Returns the bytes unmapped.
+ */
+export function dropCleanFilePages(file: string): number {
+  let dropped = 0;
+  let current: { start: number; end: number; eligible: boolean } | undefined;
+  const finish = () => {
+    if (current?.eligible && libc.symbols.madvise(current.start as Pointer, current.end - current.start, MADV_DONTNEED) === 0) {
+      dropped += current.end - current.start;
+    }
+    current = undefined;
+  };
+  for (const line of readFileSync("/proc/self/smaps", "utf8").split("\n")) {
+    const head = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ \d+\s+(.*)$/.exec(line);
+    if (head) {
+      finish();
+      const [, start, end, perms, path] = head;
+      current = { start: Number.parseInt(start!, 16), end: Number.parseInt(end!, 16), eligible: path === file && !perms!.includes("w") && perms!.endsWith("p") };
+    } else if (current && /^Anonymous:\s+[1-9]/.test(line)) {
+      current.eligible = false;
+    }
+  }
+  finish();
+  return dropped;
 }
 
 const PR_SET_PDEATHSIG = 1;

@@ -1,22 +1,21 @@
 // `ucr __init`: the container init stage, in two processes so the workload is PID 1 of its
 // own namespace while something outside still waits for it.
 //   stage 1 (`__init SPEC`, or the agent's long-lived launcher for many containers):
-//     starts stage 2 in a new PID namespace,
+//     starts stage 2 in a new PID namespace (src/ffi/spawn.ts says why not with Bun.spawn),
 //     waits for it and writes its raw wait(2) status for the agent (which may be gone).
-//   stage 2 (`__init --pid1 SPEC`, or `__init --warm` started ahead and told SPEC on stdin; PID 1 inside): in its own mount namespace, mounts the rootfs, /proc, /sys, /dev,
+//   stage 2 (`__init --pid1 SPEC`, or `__init --warm` started ahead and told SPEC on stdin;
+//     PID 1 inside): in its own mount namespace, mounts the rootfs, /proc, /sys, /dev,
 //     /etc files and the sandbox, pivot_roots, drops to the user, confines (capabilities,
 //     no_new_privs, seccomp) and execs the workload.
 // Setup errors go to fd 3, which the agent reads; exec closes fd 3 (close-on-exec), and
 // that EOF is how the agent knows the workload runs.
 import { closeSync, existsSync, openSync, readFileSync, readSync, readdirSync, statSync, writeSync } from "node:fs";
-import { constants } from "node:os";
 import { relative } from "node:path";
 import {
   AT_FDCWD,
   CLONE_NEWIPC,
   CLONE_NEWNET,
   CLONE_NEWNS,
-  CLONE_NEWPID,
   CLONE_NEWUTS,
   MS_REC,
   MS_SLAVE,
@@ -53,7 +52,7 @@ import {
   mountVolumes,
   warmUpProtect,
 } from "./mounts.ts";
-import { selfCommand, type LaunchSpec } from "./spec.ts";
+import { WARM_READY, pidNamespaceOf, selfCommand, type LaunchSpec } from "./spec.ts";
 import { writeStateFile } from "./state.ts";
 import { dropPrivileges, homeOf, resolveUser, type User } from "./user.ts";
 
@@ -98,76 +97,40 @@ function fdOpen(fd: number): boolean {
   }
 }
 
-/**
- * Starts stage 2 as PID 1 of a new PID namespace (or in a nested container's parent's).
- * A new PID namespace applies to the children started after unshare; but while our
- * "namespace for children" differs from our own, the kernel refuses to create threads
- * (clone EINVAL), which a runtime does whenever it likes. So: unshare, spawn, and go
- * straight back to our own namespace for any later children.
- */
-export function spawnStage2(spec: LaunchSpec, specPath: string, stdio: Array<"inherit" | "ignore" | "pipe" | number>): Bun.Subprocess {
-  const argv = selfCommand("__init", "--pid1", specPath);
-  if (spec.pidNamespace === "agent") return Bun.spawn(argv, { stdio: stdio as never, env: {} });
-  return spawnInPidNs(spec.pidNamespace === "own" ? undefined : spec.parentPid, argv, stdio);
-}
-
-/**
- * A stage 2 started ahead of its container (top-level containers only): it starts the
- * binary, then waits for a spec path on stdin, so a launch does not wait for the start.
- */
-export function spawnWarmStage2(): Bun.Subprocess<"pipe", "ignore", "inherit"> {
-  return spawnInPidNs(undefined, selfCommand("__init", "--warm"), ["pipe", "ignore", "inherit", "pipe"]) as Bun.Subprocess<"pipe", "ignore", "inherit">;
-}
-
-function spawnInPidNs(parentPid: number | undefined, argv: string[], stdio: Array<"inherit" | "ignore" | "pipe" | number>): Bun.Subprocess {
-  const ownPidNs = openSync("/proc/self/ns/pid", "r");
-  try {
-    if (parentPid !== undefined) {
-      const fd = openSync(`/proc/${parentPid}/ns/pid`, "r");
-      try {
-        setns(fd, CLONE_NEWPID);
-      } finally {
-        closeSync(fd);
-      }
-    } else {
-      unshare(CLONE_NEWPID);
-    }
-    return Bun.spawn(argv, { stdio: stdio as never, env: {} });
-  } finally {
-    setns(ownPidNs, CLONE_NEWPID);
-    closeSync(ownPidNs);
-  }
-}
-
-/** The raw wait(2) status Mesos reports: exit N is N << 8, a signal its number. */
-export function waitStatus(child: Bun.Subprocess): number {
-  return child.signalCode !== null
-    ? (constants.signals[child.signalCode as keyof typeof constants.signals] ?? 9)
-    : ((child.exitCode ?? 0) & 0xff) << 8;
-}
-
 /** Stage 1, for one container (used when the launcher cannot be had). */
 async function stage1(specPath: string): Promise<number> {
+  // Loaded here only: stage 2, started for every launch, needs neither.
+  const { onChildExit, spawnProcess } = await import("../ffi/spawn.ts");
+  const { Records } = await import("./records.ts");
   let spec: LaunchSpec;
-  let child;
+  let pid: number;
   try {
     spec = readSpec(specPath);
     // Outlive the agent: a container keeps running, and stage 1 writes its status, when the
     // agent dies. No parent-death signal may be inherited from whoever started us.
     setParentDeathSignal(0);
-    child = spawnStage2(spec, specPath, ["inherit", "inherit", "inherit", REPORT_FD]);
+    pid = spawnProcess({ argv: selfCommand("__init", "--pid1", specPath), env: {}, fds: [0, 1, 2, REPORT_FD], pidns: pidNamespaceOf(spec) });
   } catch (err) {
     report(`container init failed: ${(err as Error).message}`);
     return 1;
   }
+  const exited = new Promise<number>((resolve) => onChildExit(pid, resolve));
+  const records = new Records((m) => process.stderr.write(`ucr: ${m}\n`));
   // The pid file first: the agent reads it as soon as fd 3 reaches EOF, which needs our copy closed.
-  writeStateFile(spec.pidFile, `${child.pid}\n`);
+  records.write(spec.id, spec.pidFile, `${pid}\n`);
   closeSync(REPORT_FD); // only stage 2 (until exec) holds it now
   for (const sig of ["SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGQUIT"] as const) {
-    process.on(sig, () => child.kill(sig));
+    process.on(sig, () => {
+      try {
+        process.kill(pid, sig);
+      } catch {
+        // already gone
+      }
+    });
   }
-  await child.exited;
-  writeStateFile(spec.statusFile, `${waitStatus(child)}\n`);
+  const status = await exited;
+  // Stays until the status is written (or its directory is gone), however long a full disk lasts.
+  await new Promise<void>((resolve) => records.write(spec.id, spec.statusFile, `${status}\n`, resolve));
   return 0;
 }
 
@@ -205,6 +168,8 @@ function stage2(specPath: string | undefined): number {
       warmUp();
       warmUpInRoot();
       warmUpProtect();
+      // Loaded and waiting: the launcher counts this stage as ready from this byte on.
+      writeSync(REPORT_FD, WARM_READY);
       const path = readSpecPath();
       if (path === null) return 0;
       spec = readSpec(path);
@@ -321,8 +286,10 @@ function stage2(specPath: string | undefined): number {
     // Nothing of this process but stdio reaches the workload (CVE-2024-21626: a descriptor of
     // a host directory left open is a way out of the root).
     cloexecFrom(3, openFds);
-    // no_new_privs and the seccomp filter go in last, once the arguments are built: after the
-    // filter only execve (and, if it fails, write, close and exit) may run on this thread.
+    // Signals back to their defaults (Bun ignores SIGPIPE and SIGXFSZ, glibc's posix_spawn
+    // leaves its own 32 and 33 ignored: a shell pipeline's writer must die of SIGPIPE, not see
+    // EPIPE), then no_new_privs and the seccomp filter, last, once the arguments are built:
+    // after the filter only execve (and, if it fails, write, close and exit) may run here.
     return execve(executable, spec.argv, spec.env, () => lockDown(confine, program));
   } catch (err) {
     if (err instanceof ConfineError) {

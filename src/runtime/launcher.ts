@@ -1,21 +1,39 @@
-// `ucr __launcher SOCKET`: one long-lived process that does init stage 1's job for every
-// container, so a launch starts the binary once (stage 2) instead of twice, and one
-// process waits for all workloads instead of one per container. It is detached from the
-// agent (containers outlive an agent that dies or restarts; a new agent reconnects to
-// the same socket) and exits by itself once it has no containers and no agent for a while.
+// `ucr __launcher SOCKET`: the long-lived process pair that starts and waits for every
+// container of an agent, so a launch starts the binary once (init stage 2) and no process
+// is kept per container. The agent starts it detached (containers outlive an agent that
+// dies or restarts; a new agent reconnects to the same socket):
+//   the reaper (`__launcher SOCKET`, reaper.ts): a child subreaper that only starts the
+//     launcher and, should the launcher die, adopts its containers and writes their statuses;
+//   the launcher (`__launcher --serve SOCKET`, here): the socket, the launches, a few init
+//     stages started ahead, the exit reports. It tells the reaper which pid is which
+//     container (fd 3), so nothing is lost if it is killed.
+// Both exit once no container runs and no agent is connected (agents disconnect when idle).
 //
-// Protocol: newline-delimited JSON over a unix socket. Request {id, spec} (a LaunchSpec
-// file path); reply {id, pid} once the workload runs, or {id, error} if setup failed.
-import { closeSync, existsSync, openSync, rmSync } from "node:fs";
-import { setParentDeathSignal } from "../ffi/libc.ts";
-import { spawnStage2, spawnWarmStage2, waitStatus } from "./init.ts";
-import type { LaunchSpec } from "./spec.ts";
-import { writeStateFile } from "./state.ts";
+// Protocol: newline-delimited JSON over a unix socket. The launcher greets each connection
+// with {hello: pid, running, exits} (how many containers it runs; the exit reports it could
+// not write to disk yet); an agent sends nothing before that, so nothing is lost to a
+// launcher on its way out. Request {id, spec} (a LaunchSpec file path); reply {id, pid} once
+// the workload runs, or {id, error} if setup failed; to every connection {container,
+// status, pid} when a workload ends, and {running: 0} when the last one has.
+import { closeSync, existsSync, openSync, readFileSync, rmSync, statSync, writeSync } from "node:fs";
+import { onChildExit, pipe, spawnProcess } from "../ffi/spawn.ts";
+import { setCloexec, setParentDeathSignal } from "../ffi/libc.ts";
+import { Records } from "./records.ts";
+import { reaperMain, type ReaperMessage } from "./reaper.ts";
+import { WARM_READY, pidNamespaceOf, selfCommand, type LaunchSpec } from "./spec.ts";
 
-const IDLE_EXIT_MS = 10_000;
+/** The launcher exits this long after its last container and agent connection are gone. */
+const IDLE_EXIT_MS = 2_000;
+/** An agent closes its connection after this long with no container of its own running. */
+const CLIENT_IDLE_MS = 10_000;
 /** When the next warm stage 2 starts: after the workload's exit is reported, or its exec. */
 const WARM_AFTER_EXIT_MS = 2;
 const WARM_AFTER_EXEC_MS = 25;
+/** At most this many warm stages (each ~3 MiB of its own), and back to one after this long without pressure. */
+const MAX_WARM = 8;
+const WARM_DECAY_MS = 5_000;
+/** fd 3 of the launcher: where it tells the reaper about its children. */
+const REAPER_FD = 3;
 
 export interface LaunchRequest {
   id: number;
@@ -24,127 +42,337 @@ export interface LaunchRequest {
 
 export type LaunchReply = { id: number; pid: number } | { id: number; error: string };
 
-/** Sent to every connected agent when a workload ends (after its status file is written). */
+/** Sent to every connected agent when a workload ends (after its status file is written, if it could be). */
 export interface ExitEvent {
   /** The container's key (its spec's `id`). */
   container: string;
   /** Its raw wait status, as in the status file. */
   status: number;
+  /** The workload's pid (as in the launch's reply). */
+  pid: number;
 }
 
+/** What the launcher sends: its greeting (with how many containers it runs), replies, exit reports, and "running: 0" when its last container has ended. */
+type Message = { hello: number; running?: number; exits?: ExitEvent[] } | LaunchReply | ExitEvent | { running: number };
+
 export async function launcherMain(args: readonly string[]): Promise<number> {
-  const socketPath = args[0];
-  if (!socketPath) {
-    process.stderr.write("ucr __launcher: started by the agent; it is not for direct use\n");
-    return 2;
+  if (args[0] === "--serve" && args[1] && args.length <= 3) return serve(args[1], args[2] === `--reaper-fd=${REAPER_FD}`);
+  if (args.length === 1 && args[0] && !args[0].startsWith("-")) return reaperMain(args[0]);
+  process.stderr.write("ucr __launcher: started by the agent; it is not for direct use\n");
+  return 2;
+}
+
+function say(message: string): void {
+  try {
+    process.stderr.write(`ucr launcher[${process.pid}] ${new Date().toISOString()}: ${message}\n`);
+  } catch {
+    // nowhere left to say it
   }
+}
+
+/** Writes whole lines to a Bun socket, keeping what the kernel did not take until it drains. */
+class Outbox {
+  private queued = "";
+  constructor(private readonly socket: Bun.Socket<unknown>) {}
+  send(line: string): void {
+    if (this.queued !== "") {
+      this.queued += line;
+      return;
+    }
+    const n = this.socket.write(line);
+    if (n < Buffer.byteLength(line)) this.queued = Buffer.from(line).subarray(Math.max(0, n)).toString();
+  }
+  drain(): void {
+    if (this.queued === "") return;
+    const rest = this.queued;
+    this.queued = "";
+    this.send(rest);
+  }
+}
+
+/** An init stage 2 process, started ahead (warm) or for one launch. */
+interface Stage {
+  pid: number;
+  /** A warm stage's stdin, where its spec path goes. */
+  stdin?: number;
+  /** What it writes on its fd 3 until EOF (exec closes it): setup errors, if any. */
+  report: Promise<string>;
+  /** A warm stage: loaded and waiting for its spec. */
+  ready?: boolean;
+  /** Its raw wait status once it ended. */
+  status?: number;
+  onExit?: (status: number) => void;
+}
+
+async function serve(socketPath: string, withReaper: boolean): Promise<number> {
   setParentDeathSignal(0);
-  rmSync(socketPath, { force: true });
+  // Whatever goes wrong in one launch or one connection must not end the others: report it.
+  process.on("uncaughtException", (err) => say(`unexpected error (carrying on): ${err.stack ?? err}`));
+  process.on("unhandledRejection", (err) => say(`unexpected rejection (carrying on): ${(err as Error)?.stack ?? err}`));
+
+  let reaper: number | undefined;
+  if (withReaper) {
+    reaper = REAPER_FD;
+    setCloexec(REAPER_FD);
+  } else {
+    say("no reaper: containers' statuses are lost if this process is killed");
+  }
+  const tellReaper = (m: ReaperMessage) => {
+    if (reaper === undefined) return;
+    try {
+      writeSync(reaper, `${JSON.stringify(m)}\n`);
+    } catch (err) {
+      say(`the reaper is gone (${(err as Error).message}); going on without it`);
+      closeSync(reaper);
+      reaper = undefined;
+    }
+  };
+
+  const devnull = openSync("/dev/null", "r+");
+  const records = new Records(say);
+  const connections = new Map<Bun.Socket<{ buffer: string; out: Outbox }>, Outbox>();
+  const broadcast = (m: Message) => {
+    const line = `${JSON.stringify(m)}\n`;
+    for (const out of connections.values()) out.send(line);
+  };
+  /** Exit reports whose status file is not on disk yet, for agents that connect later. */
+  const unwrittenStatus = new Map<string, ExitEvent>();
 
   let children = 0;
-  let clients = 0;
-  const connected = new Set<Bun.Socket<{ buffer: string }>>();
   let idleTimer: ReturnType<typeof setTimeout> | undefined;
+  let listener: Bun.UnixSocketListener<{ buffer: string; out: Outbox }> | undefined;
+  let boundIno: number | undefined;
   const idle = () => {
     if (idleTimer) clearTimeout(idleTimer);
     idleTimer = undefined;
-    if (children === 0 && clients === 0) idleTimer = setTimeout(() => process.exit(0), IDLE_EXIT_MS);
+    if (children === 0 && connections.size === 0 && records.size === 0) idleTimer = setTimeout(quit, IDLE_EXIT_MS);
   };
-
-  // One stage 2 started ahead, for the next top-level container: a launch then skips the
-  // start of the binary (most of its time). It sits idle in its own (empty) PID namespace
-  // and exits at EOF on stdin, so it dies with the launcher.
-  let warm: ReturnType<typeof spawnWarmStage2> | undefined;
-  const prepare = () => {
-    if (warm) return;
+  // Not while a status is not written yet: an agent that comes later is to hear it from us.
+  const quit = () => {
+    if (children !== 0 || connections.size !== 0 || records.size !== 0) return;
+    // Only our own socket file: a later launcher may have bound the path since.
     try {
-      warm = spawnWarmStage2();
-      // Not ours to wait for until it has a container.
-      warm.unref();
-    } catch (e) {
-      process.stderr.write(`ucr launcher: cannot start a warm init stage: ${(e as Error).message}\n`);
-    }
-  };
-
-  /** Hands `specPath` to the warm stage 2, if there is a live one; undefined: start one cold. */
-  const takeWarm = (specPath: string): Bun.Subprocess | undefined => {
-    const w = warm;
-    warm = undefined;
-    if (!w || w.exitCode !== null || w.signalCode !== null) return undefined;
-    try {
-      w.stdin.write(`${specPath}\n`);
-      w.stdin.end();
+      if (boundIno !== undefined && statSync(socketPath).ino === boundIno) rmSync(socketPath, { force: true });
     } catch {
-      w.kill("SIGKILL"); // died under us: this launch goes cold
-      return undefined;
+      // already gone
     }
-    w.ref();
-    return w;
+    listener?.stop(true);
+    process.exit(0);
   };
 
-  async function launch(req: LaunchRequest): Promise<LaunchReply> {
-    let spec: LaunchSpec;
-    let out: number | undefined;
-    let err: number | undefined;
-    let child: Bun.Subprocess;
+  // ---- init stages started ahead (warm): a launch then skips the start of the binary.
+  // How many follows demand: one while launches come one at a time; more while they come
+  // faster than a stage starts (a launch found none ready, or others were in flight at
+  // once), back to one after WARM_DECAY_MS without that. Extra stages start at once under
+  // pressure; the one of a lone launch only after its hot path (see launch()).
+  const warm: Stage[] = [];
+  let warmTarget = 1;
+  let inFlight = 0;
+  let warmTimer: ReturnType<typeof setTimeout> | undefined;
+  let decayTimer: ReturnType<typeof setTimeout> | undefined;
+  const startWarm = () => {
+    let stdinR: number | undefined, stdinW: number | undefined, reportR: number | undefined, reportW: number | undefined;
     try {
-      spec = (await Bun.file(req.spec).json()) as LaunchSpec;
-      // A warm stage waits in a new PID namespace: for top-level containers that want one.
-      const ready = spec.parentPid === undefined && spec.pidNamespace !== "agent" ? takeWarm(req.spec) : undefined;
-      if (ready) {
-        child = ready;
+      [stdinR, stdinW] = pipe();
+      [reportR, reportW] = pipe();
+      const pid = spawnProcess({ argv: selfCommand("__init", "--warm"), env: {}, fds: [stdinR, devnull, 2, reportW], pidns: "new" });
+      const stage: Stage = { pid, stdin: stdinW, report: readReport(reportR, () => (stage.ready = true)), ready: false };
+      onChildExit(pid, (status) => {
+        stage.status = status;
+        if (stage.onExit) return stage.onExit(status);
+        // Died while waiting (or told to go): drop it.
+        const i = warm.indexOf(stage);
+        if (i >= 0) warm.splice(i, 1);
+        closeQuietly(stage.stdin);
+        stage.stdin = undefined;
+      });
+      warm.push(stage);
+      stdinW = reportR = undefined;
+    } catch (err) {
+      say(`cannot start a warm init stage: ${(err as Error).message}`);
+      closeQuietly(stdinW);
+      closeQuietly(reportR);
+    } finally {
+      closeQuietly(stdinR);
+      closeQuietly(reportW);
+    }
+  };
+  const prepare = () => {
+    clearTimeout(warmTimer);
+    warmTimer = undefined;
+    while (warm.length < warmTarget) {
+      const before = warm.length;
+      startWarm();
+      if (warm.length === before) break;
+    }
+  };
+  const prepareIn = (ms: number) => {
+    clearTimeout(warmTimer);
+    warmTimer = setTimeout(prepare, ms);
+  };
+  const pressure = () => {
+    warmTarget = Math.min(MAX_WARM, Math.max(warmTarget + 1, inFlight + 1));
+    clearTimeout(decayTimer);
+    decayTimer = setTimeout(() => {
+      warmTarget = 1;
+      // The surplus goes (EOF on its stdin ends a waiting stage 2); the oldest stay.
+      for (const stage of warm.splice(warmTarget)) {
+        closeQuietly(stage.stdin);
+        stage.stdin = undefined;
+      }
+    }, WARM_DECAY_MS);
+  };
+
+  /** A live warm stage (a ready one first), told `specPath`; undefined: start one cold. */
+  let served = 0;
+  const takeWarm = (specPath: string): Stage | undefined => {
+    const anyReady = warm.some((w) => w.ready && w.status === undefined);
+    // (The first launch of a new launcher finds its first stage still starting: no pressure.)
+    if ((!anyReady && served > 0) || inFlight > 1) pressure();
+    served++;
+    for (;;) {
+      const i = anyReady ? warm.findIndex((w) => w.ready && w.status === undefined) : warm.findIndex((w) => w.status === undefined);
+      if (i < 0) return undefined;
+      const [stage] = warm.splice(i, 1);
+      try {
+        writeSync(stage!.stdin!, `${specPath}\n`);
+        return stage;
+      } catch {
+        // died under us: try the next, or go cold
+      } finally {
+        closeQuietly(stage!.stdin);
+        stage!.stdin = undefined;
+      }
+    }
+  };
+
+  const startCold = (spec: LaunchSpec, specPath: string): Stage => {
+    let out: number | undefined, err: number | undefined, reportR: number | undefined, reportW: number | undefined;
+    try {
+      out = openSync(spec.stdout!, "a", 0o640);
+      err = openSync(spec.stderr!, "a", 0o640);
+      [reportR, reportW] = pipe();
+      const pid = spawnProcess({
+        argv: selfCommand("__init", "--pid1", specPath),
+        env: {},
+        fds: [devnull, out, err, reportW],
+        pidns: pidNamespaceOf(spec),
+      });
+      const stage: Stage = { pid, report: readReport(reportR) };
+      reportR = undefined;
+      onChildExit(pid, (status) => {
+        stage.status = status;
+        stage.onExit?.(status);
+      });
+      return stage;
+    } finally {
+      closeQuietly(out);
+      closeQuietly(err);
+      closeQuietly(reportW);
+      closeQuietly(reportR);
+    }
+  };
+
+  /** Records a workload's end (status file, or the reaper if that fails); the event for agents. */
+  const exited = (spec: LaunchSpec, pid: number, status: number): ExitEvent => {
+    children--;
+    const event: ExitEvent = { container: spec.id, status, pid };
+    const written = records.write(spec.id, spec.statusFile, `${status}\n`, () => {
+      if (unwrittenStatus.get(spec.id) === event) unwrittenStatus.delete(spec.id);
+      tellReaper({ done: pid });
+      idle();
+    });
+    if (!written) {
+      unwrittenStatus.set(spec.id, event);
+      tellReaper({ exited: pid, status });
+    }
+    idle();
+    return event;
+  };
+
+  const reportExit = (event: ExitEvent) => {
+    broadcast(event);
+    if (children === 0) broadcast({ running: 0 });
+  };
+
+  /** One launch; `reply` is called once, and a workload's exit is reported only after it. */
+  async function launch(req: LaunchRequest, reply: (r: LaunchReply) => void): Promise<void> {
+    let spec: LaunchSpec;
+    let stage: Stage;
+    let counted = false;
+    try {
+      // A small local file: read at once, not through Bun's thread pool.
+      spec = JSON.parse(readFileSync(req.spec, "utf8")) as LaunchSpec;
+      // Warm stages wait in a new PID namespace: for top-level containers that want one.
+      if (spec.parentPid === undefined && spec.pidNamespace !== "agent") {
+        inFlight++;
+        counted = true;
+        const taken = takeWarm(req.spec);
+        // With no ready stage left, the pool refills now, beside this launch (the next one
+        // may come any moment); otherwise after this launch's hot path, as a lone one's.
+        if (warmTarget > 1 && !warm.some((w) => w.ready && w.status === undefined)) prepare();
+        stage = taken ?? startCold(spec, req.spec);
       } else {
-        out = openSync(spec.stdout!, "a", 0o640);
-        err = openSync(spec.stderr!, "a", 0o640);
-        child = spawnStage2(spec, req.spec, ["ignore", out, err, "pipe"]);
+        stage = startCold(spec, req.spec);
       }
     } catch (e) {
-      return { id: req.id, error: `container init failed: ${(e as Error).message}` };
-    } finally {
-      if (out !== undefined) closeSync(out);
-      if (err !== undefined) closeSync(err);
+      if (counted) inFlight--;
+      return reply({ id: req.id, error: `container init failed: ${(e as Error).message}` });
     }
+    const { pid } = stage;
     children++;
     if (idleTimer) clearTimeout(idleTimer);
-    // Before the reply: the agent reads the pid file as soon as it hears the workload runs.
-    writeStateFile(spec.pidFile, `${child.pid}\n`);
+    tellReaper({ pid, key: spec.id, statusFile: spec.statusFile });
     let warmSoon: ReturnType<typeof setTimeout> | undefined;
-    void child.exited.then(() => {
-      const status = waitStatus(child);
-      writeStateFile(spec.statusFile, `${status}\n`);
-      const event = `${JSON.stringify({ container: spec.id, status } satisfies ExitEvent)}\n`;
-      for (const s of connected) s.write(event);
-      children--;
-      idle();
-      if (spec.parentPid === undefined) {
-        clearTimeout(warmSoon);
-        setTimeout(prepare, WARM_AFTER_EXIT_MS);
-      }
+    let outcome: "pending" | "running" | "failed" = "pending";
+    let held: ExitEvent | undefined;
+    const ended = new Promise<void>((resolve) => {
+      const onExit = (status: number) => {
+        const event = exited(spec, pid, status);
+        if (outcome === "running") reportExit(event);
+        else if (outcome === "pending") held = event;
+        if (spec.parentPid === undefined) {
+          clearTimeout(warmSoon);
+          prepareIn(WARM_AFTER_EXIT_MS);
+        }
+        resolve();
+      };
+      if (stage.status !== undefined) onExit(stage.status);
+      else stage.onExit = onExit;
     });
+    // Before the reply: the agent may read the pid file as soon as it hears the workload runs.
+    records.write(spec.id, spec.pidFile, `${pid}\n`);
     // Stage 2 reports setup errors on fd 3; exec closes it (close-on-exec): EOF means running.
-    const report = (await Bun.file((child.stdio as unknown as number[])[3]!).text()).trim();
+    const report = (await stage.report).trim();
+    if (counted) inFlight--;
     // The next warm stage 2 starts once this launch's hot path is over: just after its
     // workload's exit has been reported, or WARM_AFTER_EXEC_MS after the exec if it runs on.
     // Started at once, the binary's start (~10 ms of CPU, and fresh memory the hypervisor
     // faults in, which stalls the vCPU whatever the guest's scheduler says: SCHED_IDLE for it
     // measured no better) delayed the exit report of a short workload: WAIT_CONTAINER after
     // a `/bin/true` took 1.3-2.0 ms median and ~6 ms p90, against 0.7-1.0 and 1.5 ms.
-    if (spec.parentPid === undefined) warmSoon = setTimeout(prepare, WARM_AFTER_EXEC_MS);
+    if (spec.parentPid === undefined && stage.status === undefined) warmSoon = setTimeout(() => prepareIn(0), WARM_AFTER_EXEC_MS);
     if (report !== "") {
-      await child.exited;
-      return { id: req.id, error: report };
+      outcome = "failed";
+      await ended;
+      return reply({ id: req.id, error: report });
     }
-    return { id: req.id, pid: child.pid };
+    outcome = "running";
+    reply({ id: req.id, pid });
+    if (held) reportExit(held);
   }
 
-  Bun.listen<{ buffer: string }>({
+  rmSync(socketPath, { force: true });
+  listener = Bun.listen<{ buffer: string; out: Outbox }>({
     unix: socketPath,
     socket: {
       open(s) {
-        s.data = { buffer: "" };
-        connected.add(s);
-        clients++;
+        s.data = { buffer: "", out: new Outbox(s) };
+        connections.set(s, s.data.out);
         if (idleTimer) clearTimeout(idleTimer);
+        // With the exit reports not written to disk yet: they are known to the agent once it is greeted.
+        const hello: Message = { hello: process.pid, running: children, exits: [...unwrittenStatus.values()] };
+        s.data.out.send(`${JSON.stringify(hello)}\n`);
       },
       data(s, chunk) {
         s.data.buffer += chunk.toString();
@@ -155,15 +383,25 @@ export async function launcherMain(args: readonly string[]): Promise<number> {
           let req: LaunchRequest;
           try {
             req = JSON.parse(line) as LaunchRequest;
-          } catch {
+            if (typeof req.id !== "number" || typeof req.spec !== "string") throw new Error("not a launch request");
+          } catch (err) {
+            say(`ignoring a malformed request (${(err as Error).message}): ${line.slice(0, 200)}`);
             continue;
           }
-          void launch(req).then((reply) => s.write(`${JSON.stringify(reply)}\n`));
+          let replied = false;
+          const reply = (r: LaunchReply) => {
+            if (replied) return;
+            replied = true;
+            s.data.out.send(`${JSON.stringify(r)}\n`);
+          };
+          launch(req, reply).catch((e: Error) => reply({ id: req.id, error: `container init failed: ${e.message}` }));
         }
       },
+      drain(s) {
+        s.data.out.drain();
+      },
       close(s) {
-        connected.delete(s);
-        clients--;
+        connections.delete(s);
         idle();
       },
       error() {
@@ -171,70 +409,203 @@ export async function launcherMain(args: readonly string[]): Promise<number> {
       },
     },
   });
+  boundIno = statSync(socketPath).ino;
   idle();
   prepare();
   await new Promise<never>(() => {});
   return 0;
 }
 
-/** The agent's side: one connection to the launcher, started if none answers. */
+/**
+ * Everything an init stage writes on its fd 3 until EOF, then the fd closed. A leading
+ * WARM_READY is not part of it: it calls `onReady`.
+ */
+async function readReport(fd: number, onReady?: () => void): Promise<string> {
+  let text = "";
+  let ready = onReady === undefined;
+  try {
+    for await (const chunk of Bun.file(fd).stream()) {
+      text += Buffer.from(chunk).toString();
+      if (!ready && text.startsWith(WARM_READY)) {
+        ready = true;
+        text = text.slice(WARM_READY.length);
+        onReady!();
+      }
+    }
+  } catch (err) {
+    text += `container init failed: cannot read the init stage's report: ${(err as Error).message}`;
+  } finally {
+    closeQuietly(fd);
+  }
+  return text;
+}
+
+function closeQuietly(fd: number | undefined): void {
+  if (fd === undefined) return;
+  try {
+    closeSync(fd);
+  } catch {
+    // already closed
+  }
+}
+
+/** How many exit reports an agent's client remembers (for exitStatus), newest kept. */
+const REMEMBERED_EXITS = 10_000;
+
+/**
+ * The agent's side: one connection to the launcher, started if none answers. It connects
+ * at once to a launcher that is already there (one that outlived an agent restart), so
+ * exit reports of recovered containers, and those the launcher could not write down, reach
+ * this agent too; and it closes the connection once the launcher has had no container
+ * running for a while, so an idle launcher can exit.
+ */
 export class LauncherClient {
   private socket: Bun.Socket<undefined> | undefined;
   private connecting: Promise<Bun.Socket<undefined>> | undefined;
-  private buffer = "";
+  /** Whether the connection under way starts a launcher if none answers. */
+  private connectingStarts = false;
+  private out: Outbox | undefined;
   private nextId = 1;
   private readonly waiting = new Map<number, (reply: LaunchReply) => void>();
+  /** Containers the launcher said it runs (from its greeting, launches and its "running" reports). */
+  private launcherRunning = 0;
+  private idleTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Exit statuses heard, by container key (bounded). */
+  private readonly exits = new Map<string, number>();
 
   constructor(
     readonly socketPath: string,
     private readonly command: string[],
     /** Told when a workload ends: its container's key and raw wait status. */
     private readonly onExit: (container: string, status: number) => void = () => {},
-  ) {}
+  ) {
+    if (existsSync(socketPath)) void this.attach();
+  }
 
+  /** Connects to a launcher that is already running (never starts one); false if none answers. */
+  async attach(): Promise<boolean> {
+    if (this.socket) return true;
+    try {
+      await this.connect(false);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Starts the launcher (if none runs) and connects, in the background: called when a launch
+   * begins, so that an idle agent's launcher starts while the image is pulled and mounted,
+   * not after.
+   */
+  prepare(): void {
+    if (!this.socket) this.connect().catch(() => {});
+  }
+
+  /** The exit status the launcher reported for `container`, if this client heard it. */
+  exitStatus(container: string): number | undefined {
+    return this.exits.get(container);
+  }
+
+  /** Resolves once the launcher has greeted us; rejects if the connection ends first. */
   private connectOnce(): Promise<Bun.Socket<undefined>> {
-    return Bun.connect({
-      unix: this.socketPath,
-      socket: {
-        data: (_s, chunk) => {
-          this.buffer += chunk.toString();
-          let nl: number;
-          while ((nl = this.buffer.indexOf("\n")) >= 0) {
-            const message = JSON.parse(this.buffer.slice(0, nl)) as LaunchReply | ExitEvent;
-            this.buffer = this.buffer.slice(nl + 1);
-            if ("container" in message) {
-              this.onExit(message.container, message.status);
-              continue;
+    return new Promise((resolve, reject) => {
+      let buffer = "";
+      let greeted = false;
+      Bun.connect({
+        unix: this.socketPath,
+        socket: {
+          data: (s, chunk) => {
+            buffer += chunk.toString();
+            let nl: number;
+            while ((nl = buffer.indexOf("\n")) >= 0) {
+              const line = buffer.slice(0, nl);
+              buffer = buffer.slice(nl + 1);
+              let message: Message;
+              try {
+                message = JSON.parse(line) as Message;
+              } catch {
+                continue;
+              }
+              try {
+                this.handle(s, message, () => {
+                  greeted = true;
+                  resolve(s);
+                });
+              } catch {
+                // the agent's exit handler failed; the next message still counts
+              }
             }
-            this.waiting.get(message.id)?.(message);
-            this.waiting.delete(message.id);
-          }
+          },
+          drain: () => this.out?.drain(),
+          close: (s) => {
+            if (!greeted) reject(new Error("the launcher closed the connection before greeting"));
+            if (this.socket !== s) return;
+            this.socket = undefined;
+            this.out = undefined;
+            clearTimeout(this.idleTimer);
+            for (const [id, done] of this.waiting) done({ id, error: "the launcher went away" });
+            this.waiting.clear();
+          },
+          error: () => {},
         },
-        close: () => {
-          this.socket = undefined;
-          for (const [id, done] of this.waiting) done({ id, error: "the launcher went away" });
-          this.waiting.clear();
-        },
-        error: () => {},
-      },
+      }).catch(reject);
     });
   }
 
-  /** Connects to a running launcher, or starts one (detached) and connects to it. */
-  private async connect(): Promise<Bun.Socket<undefined>> {
+  private handle(s: Bun.Socket<undefined>, message: Message, greeted: () => void): void {
+    if ("hello" in message) {
+      this.launcherRunning = message.running ?? 0;
+      for (const e of message.exits ?? []) this.remember(e);
+      greeted();
+      for (const e of message.exits ?? []) this.onExit(e.container, e.status);
+    } else if ("container" in message) {
+      this.remember(message);
+      this.onExit(message.container, message.status);
+    } else if ("running" in message) {
+      this.launcherRunning = message.running;
+      if (this.socket === s) this.checkIdle();
+    } else {
+      if ("pid" in message) this.launcherRunning = Math.max(1, this.launcherRunning);
+      this.waiting.get(message.id)?.(message);
+      this.waiting.delete(message.id);
+    }
+  }
+
+  private remember(e: ExitEvent): void {
+    this.exits.delete(e.container);
+    this.exits.set(e.container, e.status);
+    if (this.exits.size > REMEMBERED_EXITS) this.exits.delete(this.exits.keys().next().value!);
+  }
+
+  /** Connects to a running launcher, or (if `start`) starts one (detached) and connects to it. */
+  private async connect(start = true): Promise<Bun.Socket<undefined>> {
     if (this.socket) return this.socket;
-    this.connecting ??= (async () => {
+    // An attach in progress may find no launcher; a launch then starts one.
+    if (start && this.connecting && !this.connectingStarts) await this.connecting.catch(() => {});
+    if (this.socket) return this.socket;
+    if (this.connecting && (this.connectingStarts || !start)) {
+      await this.connecting;
+      return this.socket!;
+    }
+    this.connectingStarts = start;
+    this.connecting = (async () => {
       try {
         if (existsSync(this.socketPath)) return await this.connectOnce();
-      } catch {
-        // stale socket: start a new launcher below
+      } catch (err) {
+        // stale socket, or a launcher on its way out: start a new one below
+        if (!start) throw err;
       }
+      if (!start) throw new Error("no launcher is running");
       // Not the agent's stderr: the launcher outlives the agent, and whoever reads the
       // agent's output would otherwise wait for it too.
       const log = openSync(`${this.socketPath}.log`, "a", 0o640);
-      const proc = Bun.spawn(this.command, { stdio: ["ignore", "ignore", log], env: {}, detached: true });
-      closeSync(log);
-      proc.unref();
+      try {
+        const proc = Bun.spawn(this.command, { stdio: ["ignore", "ignore", log], env: {}, detached: true });
+        proc.unref();
+      } finally {
+        closeSync(log);
+      }
       for (let i = 0; i < 400; i++) {
         await Bun.sleep(5);
         try {
@@ -244,22 +615,41 @@ export class LauncherClient {
         }
       }
       throw new Error("the container launcher did not start");
-    })().finally(() => (this.connecting = undefined));
-    this.socket = await this.connecting;
-    this.socket.unref();
-    return this.socket;
+    })()
+      .then((socket) => {
+        this.socket = socket;
+        this.out = new Outbox(socket as Bun.Socket<unknown>);
+        socket.unref();
+        this.checkIdle();
+        return socket;
+      })
+      .finally(() => (this.connecting = undefined));
+    return this.connecting;
+  }
+
+  /** Closes the connection once the launcher has run nothing for a while: it may then exit. */
+  private checkIdle(): void {
+    clearTimeout(this.idleTimer);
+    if (!this.socket || this.launcherRunning > 0 || this.waiting.size > 0) return;
+    const socket = this.socket;
+    this.idleTimer = setTimeout(() => {
+      if (this.socket === socket && this.launcherRunning === 0 && this.waiting.size === 0) socket.end();
+    }, CLIENT_IDLE_MS);
+    this.idleTimer.unref();
   }
 
   async launch(specPath: string): Promise<LaunchReply> {
     const socket = await this.connect();
+    clearTimeout(this.idleTimer);
     const id = this.nextId++;
     const reply = new Promise<LaunchReply>((resolve) => this.waiting.set(id, resolve));
     socket.ref();
-    socket.write(`${JSON.stringify({ id, spec: specPath } satisfies LaunchRequest)}\n`);
+    this.out!.send(`${JSON.stringify({ id, spec: specPath } satisfies LaunchRequest)}\n`);
     try {
       return await reply;
     } finally {
       if (this.waiting.size === 0) socket.unref();
+      this.checkIdle();
     }
   }
 }

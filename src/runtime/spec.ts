@@ -137,6 +137,20 @@ export interface LaunchSpec {
   pidFile: string;
 }
 
+/** What a warm init stage 2 writes on its fd 3 once it waits for its spec (before any report). */
+export const WARM_READY = "R";
+
+/**
+ * Where a stage 2 for `spec` is started (src/ffi/spawn.ts' pidns): the launcher's own PID
+ * namespace ("agent"), a new one ("own", and a top-level container by default), or its
+ * parent's (a nested container by default, "parent").
+ */
+export function pidNamespaceOf(spec: LaunchSpec): "new" | number | undefined {
+  if (spec.pidNamespace === "agent") return undefined;
+  if (spec.pidNamespace === "own") return "new";
+  return spec.parentPid ?? "new";
+}
+
 /** argv that runs this same binary (compiled) or main.ts under bun (from source). */
 export function selfCommand(...args: string[]): string[] {
   if (isCompiled()) return [process.execPath, ...args];

@@ -56,7 +56,12 @@ export function serveRpc(worker: string, handlers: Handlers): void {
   };
 }
 
-/** On the server thread: a worker and the calls waiting on it. */
+/**
+ * On the server thread: a worker and the calls waiting on it. Given a factory instead of a
+ * Worker, the thread starts at the first call (or start()) and, with `idleStopMs`, stops
+ * after that long without a call in flight, to start again at the next: an idle agent
+ * keeps no worker threads (each holds a few MiB).
+ */
 export class WorkerClient {
   private nextId = 1;
   private readonly pending = new Map<
@@ -70,11 +75,30 @@ export class WorkerClient {
   private dead: Error | undefined;
   /** unref() asked for: the worker keeps the process alive only while calls are pending. */
   private weak = false;
+  private worker: Worker | undefined;
+  private readonly factory: (() => Worker) | undefined;
+  private idleTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Called each time the thread starts (a lazy one: at its first use after a stop). */
+  onStart: (() => void) | undefined;
+  /** Called each time a lazy worker's thread is stopped for being idle. */
+  onIdleStop: (() => void) | undefined;
 
   constructor(
     readonly name: string,
-    private readonly worker: Worker,
+    worker: Worker | (() => Worker),
+    private readonly idleStopMs = 0,
   ) {
+    if (typeof worker === "function") this.factory = worker;
+    else this.attach(worker);
+  }
+
+  /** Is the thread there now? */
+  get running(): boolean {
+    return this.worker !== undefined;
+  }
+
+  private attach(worker: Worker): void {
+    this.worker = worker;
     worker.onmessage = (event: MessageEvent<RpcReply>) => {
       const reply = event.data;
       const waiter = this.pending.get(reply.id);
@@ -84,40 +108,74 @@ export class WorkerClient {
         return;
       }
       this.pending.delete(reply.id);
-      if (this.weak && this.pending.size === 0) this.worker.unref();
+      if (this.pending.size === 0) this.idle();
       if (reply.ok) waiter.resolve(reply.value);
       else waiter.reject(new WorkerError(reply.error.message, reply.error.code, reply.error.name));
     };
-    worker.onerror = (event: ErrorEvent) => this.fail(new WorkerError(`worker ${name} failed: ${event.message}`));
-    worker.addEventListener("close", () => this.fail(new WorkerError(`worker ${name} exited`)));
+    worker.onerror = (event: ErrorEvent) => this.fail(worker, new WorkerError(`worker ${this.name} failed: ${event.message}`));
+    // Our own stop of an idle thread is not a failure: by then this.worker is another (or none).
+    worker.addEventListener("close", () => this.fail(worker, new WorkerError(`worker ${this.name} exited`)));
+    if (this.weak) worker.unref();
   }
 
-  private fail(err: Error): void {
-    this.dead = err;
+  /** Starts a lazy worker's thread now, if it is not running (e.g. ahead of the calls it will get). */
+  start(): void {
+    if (this.worker || this.dead || !this.factory) return;
+    this.attach(this.factory());
+    this.onStart?.();
+    if (this.pending.size === 0) this.idle();
+  }
+
+  private idle(): void {
+    if (this.weak) this.worker?.unref();
+    clearTimeout(this.idleTimer);
+    if (!this.factory || this.idleStopMs <= 0) return;
+    this.idleTimer = setTimeout(() => {
+      if (this.pending.size > 0 || !this.worker) return;
+      const w = this.worker;
+      this.worker = undefined;
+      w.terminate();
+      this.onIdleStop?.();
+    }, this.idleStopMs);
+    this.idleTimer.unref();
+  }
+
+  private fail(worker: Worker, err: Error): void {
+    if (worker !== this.worker) return;
+    // A lazy worker starts again at its next call; a plain one is gone for good.
+    if (this.factory) this.worker = undefined;
+    else this.dead = err;
     for (const w of this.pending.values()) w.reject(err);
     this.pending.clear();
   }
 
   call<T>(op: string, args?: unknown, options: { onProgress?: (data: unknown) => void; transfer?: ArrayBuffer[] } = {}): Promise<T> {
     if (this.dead) return Promise.reject(this.dead);
+    clearTimeout(this.idleTimer);
+    this.start();
+    const worker = this.worker!;
     const id = this.nextId++;
     const transfer = options.transfer ?? [];
     // A call in flight keeps the process alive, even for a worker that otherwise would not.
-    if (this.weak && this.pending.size === 0) this.worker.ref();
+    if (this.weak && this.pending.size === 0) worker.ref();
     return new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, onProgress: options.onProgress });
-      this.worker.postMessage({ id, op, args } satisfies RpcRequest, transfer);
+      worker.postMessage({ id, op, args } satisfies RpcRequest, transfer);
     });
   }
 
   /** Let the process exit while the worker idles (not while a call is pending). */
   unref(): void {
     this.weak = true;
-    if (this.pending.size === 0) this.worker.unref();
+    if (this.pending.size === 0) this.worker?.unref();
   }
 
   terminate(): void {
-    this.fail(new WorkerError(`worker ${this.name} was stopped`));
-    this.worker.terminate();
+    clearTimeout(this.idleTimer);
+    const w = this.worker;
+    if (w) this.fail(w, new WorkerError(`worker ${this.name} was stopped`));
+    this.dead ??= new WorkerError(`worker ${this.name} was stopped`);
+    this.worker = undefined;
+    w?.terminate();
   }
 }

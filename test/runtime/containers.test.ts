@@ -551,7 +551,7 @@ describe.skipIf(!isRoot)("the launcher and its warm init stage (need root)", () 
       .map(Number)
       .find((pid) => {
         try {
-          return cmdline(pid).endsWith(`__launcher ${socket}`);
+          return cmdline(pid).includes(`__launcher --serve ${socket}`);
         } catch {
           return false;
         }

@@ -1,30 +1,76 @@
-// Worker threads: started from the compiled binary (the agent refuses to start if one does
-// not answer), and the gc worker's real operations through the RPC layer from source.
+// Worker threads: the compiled agent starts them when first needed; a lazy worker stops when
+// idle and starts again; and the gc worker's real operations through the RPC layer from source.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { linkSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { linkSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { startWorker } from "../../src/workers/pool.ts";
+import { lazyWorker, startWorker } from "../../src/workers/pool.ts";
 import type { WorkerClient } from "../../src/workers/rpc.ts";
 import { startAgent, tempDir } from "../helpers/agent.ts";
 import { rejection } from "../helpers/async.ts";
+import { buildBusyboxImage, saveArchive } from "../helpers/images.ts";
 
-test("the compiled binary starts every worker thread and each answers", async () => {
-  const agent = await startAgent();
+const isRoot = process.getuid?.() === 0;
+const threadsOf = (pid: number) => readdirSync(`/proc/${pid}/task`).map((t) => readFileSync(`/proc/${pid}/task/${t}/comm`, "utf8").trim());
+
+test.skipIf(!isRoot)("the compiled agent starts its worker threads when first needed: pull and extract together, gc alone (needs root)", async () => {
+  const work = tempDir("ucr-workers-");
+  const images = join(work, "images");
+  mkdirSync(images);
+  buildBusyboxImage(join(work, "busybox"), { tag: "1" });
+  await saveArchive(join(work, "busybox"), join(images, "alpine.tar"), "alpine:latest", { srcTag: "1" });
+  const agent = await startAgent({ args: [`--docker_registry=${images}`, "--image_providers=docker", "--isolation=filesystem/linux,docker/runtime"] });
   try {
-    const ready = [...agent.log().matchAll(/worker ([\w-]+) ready \(thread (\d+), [\d.]+ms\)/g)];
-    const names = ready.map((m) => m[1]!);
+    // Listening, and not one worker thread (Bun names them "Worker").
+    expect(agent.log()).not.toMatch(/worker \S+ started/);
+    expect(threadsOf(agent.proc.pid)).not.toContain("Worker");
+
+    const launch = (id: string, image?: string) =>
+      agent.call({
+        type: "LAUNCH_CONTAINER",
+        launch_container: {
+          container_id: { value: id },
+          command: { value: "true" },
+          ...(image ? { container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: image } } } } } : {}),
+        },
+      });
+    const waitAndRemove = async (id: string) => {
+      await (await agent.call({ type: "WAIT_CONTAINER", wait_container: { container_id: { value: id } } })).text();
+      expect((await agent.call({ type: "REMOVE_CONTAINER", remove_container: { container_id: { value: id } } })).status).toBe(200);
+    };
+    // No image: no pull; its removal needs the gc worker only.
+    expect((await launch("plain")).status).toBe(200);
+    await waitAndRemove("plain");
+    const started = () => [...agent.log().matchAll(/worker (\S+) started/g)].map((m) => m[1]!);
+    expect(started()).toEqual(["gc"]);
+    // A pull starts the pull worker and, beside it, every extract worker (at least two).
+    expect((await launch("pulled", "alpine")).status).toBe(200);
+    await waitAndRemove("pulled");
+    const names = started();
     expect(names).toContain("pull");
-    expect(names).toContain("gc");
-    // Layers unpack in parallel: at least two extract workers.
     expect(names.filter((n) => n.startsWith("extract")).length).toBeGreaterThanOrEqual(2);
-    const threads = ready.map((m) => Number(m[2]));
-    expect(new Set(threads).size).toBe(ready.length);
-    for (const t of threads) expect(t).toBeGreaterThan(0); // not the main thread (0)
-    // The agent only listens after the workers answered.
-    expect(agent.log().indexOf("worker gc ready")).toBeLessThan(agent.log().indexOf("agent listening"));
+    expect(new Set(names).size).toBe(names.length);
+    expect(threadsOf(agent.proc.pid).filter((t) => t === "Worker").length).toBeGreaterThanOrEqual(names.length - 1);
   } finally {
     expect(await agent.stop()).toBe(0);
+    rmSync(work, { recursive: true, force: true });
   }
+});
+
+test("a lazy worker stops after its idle time and starts again at the next call, on a new thread", async () => {
+  const w = lazyWorker("gc", "gc-lazy", 150);
+  try {
+    expect(w.running).toBe(false);
+    const first = await w.call<{ threadId: number }>("ping");
+    expect(w.running).toBe(true);
+    for (let i = 0; i < 100 && w.running; i++) await Bun.sleep(20);
+    expect(w.running).toBe(false);
+    const second = await w.call<{ threadId: number }>("ping");
+    expect(second.threadId).toBeGreaterThan(0);
+    expect(second.threadId).not.toBe(first.threadId);
+  } finally {
+    w.terminate();
+  }
+  expect((await rejection(w.call("ping"))).message).toMatch(/worker gc-lazy was stopped/);
 });
 
 describe("gc worker from source", () => {
