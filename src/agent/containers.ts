@@ -24,6 +24,7 @@ import { type CniNetworks, NetworkError } from "../network/cni.ts";
 import { CommandError, resolveCommand } from "../runtime/command.ts";
 import { LauncherClient } from "../runtime/launcher.ts";
 import { makeDirBelow } from "../runtime/inroot.ts";
+import { kernelFilesHere } from "../runtime/mounts.ts";
 import { etcHosts, selfCommand, type LaunchSpec, type RlimitSpec } from "../runtime/spec.ts";
 import { writeStateFile } from "../runtime/state.ts";
 import type { WorkerClient } from "../workers/rpc.ts";
@@ -123,6 +124,8 @@ export class Containers {
   /** linux/devices: the --allowed_devices nodes made in the /dev of containers with an image. */
   private readonly deviceNodes: DeviceNode[];
   private readonly nrOpen = nrOpen();
+  /** Which of the kernel files every container gets masked or read-only this kernel has (looked up once). */
+  private readonly kernelFiles = kernelFilesHere();
   /** Whether this agent (and so the init stage it starts) may raise a hard rlimit: CAP_SYS_RESOURCE. */
   private readonly canRaiseRlimits = holdsCapability(CAP_SYS_RESOURCE);
   /** How to settle a running container now, with its wait status if known (set by watchExit). */
@@ -532,6 +535,7 @@ export class Containers {
         ? { ipc: { namespace: ipc.namespace, ...(ipc.shm ? { shm: ipc.shm } : {}) } }
         : {}),
       ...(rlimits ? { rlimits } : {}),
+      kernelFiles: this.kernelFiles,
       ...(cgroupMounts ? { cgroupMounts } : {}),
       ...(rootfs && this.deviceNodes.length > 0 ? { devices: this.deviceNodes } : {}),
       stdout: join(c.sandbox, "stdout"),

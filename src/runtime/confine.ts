@@ -47,6 +47,8 @@ export function warmUp(): void {
     const numbers = (m: bigint) => [...Array(64).keys()].filter((i) => (m >> BigInt(i)) & 1n);
     setCapabilities({ effective: numbers(now.effective), permitted: numbers(now.permitted), inheritable: numbers(now.inheritable) });
     warmUpSignals();
+    ignoredSignals();
+    applyRlimits([]);
   } catch {
     // only an optimisation: the launch makes the same calls and reports what fails
   }

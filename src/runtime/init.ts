@@ -220,7 +220,7 @@ function stage2(specPath: string | undefined): number {
     else if (spec.parentPid !== undefined) {
       enterParentRoot(spec.parentPid);
     } else {
-      mountHostProc();
+      mountHostProc(spec.kernelFiles);
       if (spec.netns !== undefined) mountEtcOverHost(spec);
       if (spec.ipc?.shm && "bind" in spec.ipc.shm) bindHostShm(spec.ipc.shm.bind);
       const root = openDir("/");

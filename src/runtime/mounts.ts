@@ -71,7 +71,7 @@ import {
   unlinkat,
 } from "../ffi/libc.ts";
 import { PathError, kindOf, openDir, openInRoot } from "./inroot.ts";
-import type { CgroupMounts, LaunchSpec } from "./spec.ts";
+import type { CgroupMounts, KernelFiles, LaunchSpec } from "./spec.ts";
 
 /**
  * mount(2) onto what `fd` refers to: the target is the one opened inside the root, not a path
@@ -217,6 +217,18 @@ export const MASKED_SYS = ["firmware"];
 /** And what stays readable but must not be written: the host kernel's sysctls, sysrq, IRQ affinity. */
 export const READONLY_PROC = ["bus", "fs", "irq", "sys", "sysrq-trigger"];
 
+/** The lists above, or the ones of them this kernel has (KernelFiles: the agent looks once, stage 2 skips the rest). */
+export function kernelFilesHere(): KernelFiles {
+  const has = (path: string) => existsSync(path);
+  return {
+    maskedProc: MASKED_PROC.filter((n) => has(`/proc/${n}`)),
+    maskedSys: MASKED_SYS.filter((n) => has(`/sys/${n}`)),
+    readonlyProc: READONLY_PROC.filter((n) => has(`/proc/${n}`)),
+  };
+}
+
+const ALL_KERNEL_FILES: KernelFiles = { maskedProc: MASKED_PROC, maskedSys: MASKED_SYS, readonlyProc: READONLY_PROC };
+
 /** Which of the masked names are directories (kernels differ; the other kind is tried on ENOTDIR). */
 const MASKED_DIRS = new Set(["acpi", "asound", "scsi", "firmware"]);
 
@@ -226,10 +238,10 @@ const MASKED_DIRS = new Set(["acpi", "asound", "scsi", "firmware"]);
  * /proc/self/fd/<dir>/<name> in one call. `nullFd` is a /dev/null to bind over files. Names
  * this kernel lacks are skipped; no exception on the way (this runs in every launch).
  */
-export function protectKernelFiles(procFd: number, sysFd: number | undefined, nullFd: number): void {
+export function protectKernelFiles(procFd: number, sysFd: number | undefined, nullFd: number, files = ALL_KERNEL_FILES): void {
   const ro = MS_NOSUID | MS_NODEV | MS_NOEXEC;
-  const masks: Array<[number, string, string]> = MASKED_PROC.map((n) => [procFd, n, `/proc/${n}`]);
-  if (sysFd !== undefined) for (const n of MASKED_SYS) masks.push([sysFd, n, `/sys/${n}`]);
+  const masks: Array<[number, string, string]> = files.maskedProc.map((n) => [procFd, n, `/proc/${n}`]);
+  if (sysFd !== undefined) for (const n of files.maskedSys) masks.push([sysFd, n, `/sys/${n}`]);
   for (const [dir, name, where] of masks) {
     const target = `/proc/self/fd/${dir}/${name}`;
     const asDir = () => mountOrErrno("tmpfs", target, "tmpfs", MS_RDONLY | ro, "mode=555");
@@ -238,7 +250,7 @@ export function protectKernelFiles(procFd: number, sysFd: number | undefined, nu
     if (rc === -ENOTDIR) rc = MASKED_DIRS.has(name) ? asFile() : asDir();
     if (rc !== 0 && rc !== -ENOENT) throw new Error(`cannot mask ${where} in the container: ${sysError("mount", rc, where).message}`);
   }
-  for (const name of READONLY_PROC) {
+  for (const name of files.readonlyProc) {
     const target = `/proc/self/fd/${procFd}/${name}`;
     const where = `/proc/${name}`;
     const rc = mountOrErrno(target, target, null, MS_BIND | MS_REC);
@@ -250,10 +262,16 @@ export function protectKernelFiles(procFd: number, sysFd: number | undefined, nu
   }
 }
 
-/** protectKernelFiles' calls once, on descriptors that name nothing (every mount fails ENOENT): a warm stage's warm-up. */
+/**
+ * This module's launch-time functions called once on what names nothing (descriptor -1:
+ * every open and mount fails ENOENT, no volume), so a warm stage readies their bytecode while
+ * it waits (a function's first call costs tens of µs in this runtime).
+ */
 export function warmUpProtect(): void {
   try {
+    protectRootfsKernelFiles(-1);
     protectKernelFiles(-1, -1, -1);
+    cloneSharedVolumes({ volumes: [] } as unknown as LaunchSpec);
   } catch {
     // only a warm-up
   }
@@ -344,14 +362,14 @@ function mountDev(rootFd: number, nodes: LaunchSpec["devices"] = [], shmSpec: Sh
 }
 
 /** The masks and read-only paths in the /proc, /sys and /dev just mounted in the rootfs (those there are). */
-function protectRootfsKernelFiles(rootFd: number): void {
+function protectRootfsKernelFiles(rootFd: number, files?: KernelFiles): void {
   const procFd = openatOrErrno(rootFd, "proc", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (procFd < 0) return; // a read-only rootfs without /proc: the container goes without
   const sysFd = openatOrErrno(rootFd, "sys", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   // The host's (the rootfs may have no /dev): a device node, the same in every /dev.
   const nullFd = openat(AT_FDCWD, "/dev/null", O_PATH | O_NOFOLLOW | O_CLOEXEC);
   try {
-    protectKernelFiles(procFd, sysFd >= 0 ? sysFd : undefined, nullFd);
+    protectKernelFiles(procFd, sysFd >= 0 ? sysFd : undefined, nullFd, files);
   } finally {
     for (const fd of [procFd, sysFd, nullFd]) if (fd >= 0) close(fd);
   }
@@ -520,7 +538,7 @@ export function mountVolumes(spec: LaunchSpec, rootFd: number, trees: ReadonlyMa
  * container with an image, and /sys read-only (root may otherwise write much of it: suspend
  * the host through /sys/power/state, for one).
  */
-export function mountHostProc(): void {
+export function mountHostProc(files?: KernelFiles): void {
   mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC);
   const proc = openDir("/proc");
   const sys = openat(AT_FDCWD, "/sys", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -530,7 +548,7 @@ export function mountHostProc(): void {
     if (!mountSetattrRecursive(sys, ro, "/sys")) {
       mount(null, "/sys", null, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
     }
-    protectKernelFiles(proc, sys, nul);
+    protectKernelFiles(proc, sys, nul, files);
   } finally {
     close(nul);
     close(sys);
@@ -573,7 +591,7 @@ export function enterRootfs(spec: LaunchSpec, sandboxFd: number, trees: Readonly
       if (spec.cgroupMounts) mountCgroups(root, spec.cgroupMounts);
     }
     mountDev(root, spec.devices, spec.ipc?.shm);
-    protectRootfsKernelFiles(root);
+    protectRootfsKernelFiles(root, spec.kernelFiles);
     let etc: number | undefined;
     try {
       etc = openInRoot(root, "/etc", { create: writable ? "dir" : undefined, flags: O_PATH | O_DIRECTORY }).fd;

@@ -50,6 +50,13 @@ export interface ConfineSpec {
   seccomp?: { program: string; flags: number };
 }
 
+/** The kernel files stage 2 masks or makes read-only, as far as this kernel has them (runtime/mounts.ts). */
+export interface KernelFiles {
+  maskedProc: string[];
+  maskedSys: string[];
+  readonlyProc: string[];
+}
+
 /** An rlimit to set before exec (posix/rlimits): values as decimal strings (64 bits; 2^64-1 is unlimited). */
 export interface RlimitSpec {
   /** RLMT_NOFILE... for messages. */
@@ -121,6 +128,8 @@ export interface LaunchSpec {
    * top-level container its own, a nested one its parent's, with a 64 MiB /dev/shm.
    */
   ipc?: { namespace: "own" | "parent" | "agent"; shm?: { sizeBytes: number } | { bind: string } };
+  /** Which of runc's masked and read-only kernel files this kernel has (absent: stage 2 tries them all). */
+  kernelFiles?: KernelFiles;
   /** rlimits to set (posix/rlimits); absent: the launcher's. */
   rlimits?: RlimitSpec[];
   /** The container's cgroups, joined by stage 2 right before exec (see ContainerCgroup.join). */
