@@ -93,7 +93,7 @@ export function applyCapabilities(c: ConfineSpec, uid: number): void {
  * mounted over the image's): execve keeps those, and resets the handled ones itself. One read
  * instead of 62 rt_sigaction calls; undefined (reset them all) if it cannot be read.
  */
-function ignoredSignals(): number[] | undefined {
+export function ignoredSignals(): number[] | undefined {
   let status: string;
   try {
     status = readFileSync("/proc/thread-self/status", "latin1");
