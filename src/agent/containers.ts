@@ -121,6 +121,8 @@ export class Containers {
   private readonly shared: SharedCgroups = {};
   /** Which devices containers may open, for the start-up log. */
   readonly devicesConfinement: string;
+  /** The --allowed_devices every container may use beyond the defaults, for each launch's log ("" if none). */
+  private readonly extraDevices: string = "";
   /** linux/devices: the --allowed_devices nodes made in the /dev of containers with an image. */
   private readonly deviceNodes: DeviceNode[];
   private readonly nrOpen = nrOpen();
@@ -161,6 +163,7 @@ export class Containers {
       const extra = allowed.rules.length > 0 ? `, plus --allowed_devices ${allowed.rules.map(ruleText).join(", ")}` : "";
       this.devicesConfinement = `null, zero, full, random, urandom, tty, ptys${extra}, by ${devices.how}`;
       for (const r of allowed.rules) log.warn(`privilege: --allowed_devices lets every container use ${ruleText(r)}`);
+      this.extraDevices = allowed.rules.map(ruleText).join(", ");
     }
     const socket = join(f.runtime_dir, "launcher.sock");
     // The launcher tells us at once when a workload ends; the status file watch is the fallback.
@@ -490,6 +493,7 @@ export class Containers {
     const rlimits = call.container?.rlimit_info ? this.rlimitsFor(call.container.rlimit_info, c.key) : undefined;
     const pidNamespace = pidNamespaceOf(call, rootfs !== undefined);
     if (pidNamespace === "agent") log.warn(`privilege: container ${c.key} shares the agent's PID namespace (share_pid_namespace)`);
+    if (this.extraDevices !== "") log.info(`privilege: container ${c.key} may use the --allowed_devices ${this.extraDevices}`);
 
     onStage("fetching");
     try {

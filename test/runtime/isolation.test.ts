@@ -452,6 +452,7 @@ describe.skipIf(skip !== null)(`devices, pids, hostname, sandbox paths, secrets 
   test("linux/devices makes --allowed_devices in /dev; the devices cgroup lets it be opened", async () => {
     const r = await run(full!, "ls -l /dev/fuse; exec 3<>/dev/fuse && echo opened");
     expect(r.stdout).toMatch(/^crw-rw-rw- .* 10, +229 .*\/dev\/fuse\nopened\n$/);
+    expect(full!.log()).toContain(`privilege: container ${r.id} may use the --allowed_devices c 10:229 rw`);
   });
 
   test("a container on the host's filesystem sees the host's /dev but may open only the allowed devices", async () => {
