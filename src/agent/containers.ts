@@ -22,7 +22,7 @@ import { Confinement, ConfinementRefused } from "./confinement.ts";
 import { FetchError, fetchUris } from "./fetcher.ts";
 import { type CniNetworks, NetworkError } from "../network/cni.ts";
 import { CommandError, resolveCommand } from "../runtime/command.ts";
-import { LauncherClient } from "../runtime/launcher.ts";
+import { LauncherClient, launcherAlive } from "../runtime/launcher.ts";
 import { makeDirBelow } from "../runtime/inroot.ts";
 import { kernelFilesHere } from "../runtime/mounts.ts";
 import { etcHosts, selfCommand, type LaunchSpec, type RlimitSpec } from "../runtime/spec.ts";
@@ -832,8 +832,11 @@ export class Containers {
       }
       if (c.pid !== undefined && !stillRunning(c.pid, c.pidStart)) {
         deadSince ??= Date.now();
-        // Stage 1 writes the status just after the workload dies; give it a moment.
-        if (Date.now() - deadSince > 2000) {
+        // The launcher (or its reaper, if the launcher died) writes the status just after the
+        // workload is reaped: give it a moment, and as long as it takes while one of them lives
+        // (a loaded machine can delay it by seconds); a minute at most.
+        const waited = Date.now() - deadSince;
+        if (waited > 2000 && (waited > 60_000 || !launcherAlive(this.launcher.socketPath))) {
           this.exited(c, settle);
           stop();
         }

@@ -15,7 +15,7 @@
 // launcher on its way out. Request {id, spec} (a LaunchSpec file path); reply {id, pid} once
 // the workload runs, or {id, error} if setup failed; to every connection {container,
 // status, pid} when a workload ends, and {running: 0} when the last one has.
-import { closeSync, existsSync, openSync, readFileSync, rmSync, statSync, writeSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeSync } from "node:fs";
 import { onChildExit, pipe, spawnProcess } from "../ffi/spawn.ts";
 import { setCloexec, setParentDeathSignal } from "../ffi/libc.ts";
 import { Records } from "./records.ts";
@@ -459,6 +459,25 @@ const REMEMBERED_EXITS = 10_000;
  * this agent too; and it closes the connection once the launcher has had no container
  * running for a while, so an idle launcher can exit.
  */
+/**
+ * Is the launcher of `socketPath`, or its reaper, alive? Then a workload that has ended still
+ * gets its status file written by one of them, however slow a loaded machine makes it.
+ */
+export function launcherAlive(socketPath: string): boolean {
+  const serving = `__launcher\0--serve\0${socketPath}\0`;
+  const reaping = `__launcher\0${socketPath}\0`;
+  for (const name of readdirSync("/proc")) {
+    if (name.charCodeAt(0) > 57) continue; // not a pid
+    try {
+      const cmdline = readFileSync(`/proc/${name}/cmdline`, "latin1");
+      if (cmdline.includes(serving) || cmdline.includes(reaping)) return true;
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return false;
+}
+
 export class LauncherClient {
   private socket: Bun.Socket<undefined> | undefined;
   private connecting: Promise<Bun.Socket<undefined>> | undefined;
