@@ -37,6 +37,8 @@ interface Record {
   sandboxInContainer?: string;
   /** The container this one is nested in. */
   parent?: Container;
+  /** The /dev/shm a nested container asking for SHARE_PARENT binds (absent: this one's is private to its mount namespace). */
+  shm?: string;
   /** The user it runs as (nested containers inherit it). */
   user?: string;
   /** Images mounted as volumes (kept from GC while the container exists). */

@@ -17,7 +17,9 @@ import type { ContainerID } from "../mesos/messages.ts";
 import type { CniNetworks } from "../network/cni.ts";
 import type { LayerWhiteouts } from "../provisioner/copy.ts";
 import { Provisioner } from "../provisioner/provisioner.ts";
-import { ContainerCgroup, detectCgroups, ownProcsFile, type CgroupLayout } from "../runtime/cgroups.ts";
+import { ContainerCgroup, confineDevices, detectCgroups, ownProcsFile, type CgroupLayout, type SharedCgroups } from "../runtime/cgroups.ts";
+import { DEFAULT_DEVICE_RULES, DeviceSetupError, allowedDevices, ruleText, type DeviceNode } from "../runtime/devices.ts";
+import { kernelFilesHere } from "../runtime/mounts.ts";
 import { LauncherClient, launcherAlive } from "../runtime/launcher.ts";
 import { selfCommand } from "../runtime/spec.ts";
 import type { WorkerClient } from "../threads/rpc.ts";
@@ -42,6 +44,16 @@ export class Containers {
   private readonly launcher: LauncherClient;
   /** Capabilities, no_new_privs and seccomp filters for each launch. */
   readonly confinement: Confinement;
+  /** Cgroups every container joins (v1's devices cgroup). */
+  private readonly shared: SharedCgroups = {};
+  /** Which devices containers may open, for the start-up log. */
+  readonly devicesConfinement: string;
+  /** The --allowed_devices every container may use beyond the defaults, for each launch's log ("" if none). */
+  private readonly extraDevices: string = "";
+  /** linux/devices: the --allowed_devices nodes made in the /dev of containers with an image. */
+  private readonly deviceNodes: DeviceNode[];
+  /** Which of the kernel files every container gets masked or read-only this kernel has (looked up once). */
+  private readonly kernelFiles = kernelFilesHere();
   /** How to settle a running container now, with its wait status if known (set by watchExit). */
   private readonly settle = new Map<string, (status?: number) => void>();
   /** Ends a container on an OOM kill in its cgroup. */
@@ -66,6 +78,21 @@ export class Containers {
     this.provisioner = new Provisioner(images, join(f.work_dir, "provisioner"), f.image_provisioner_backend, copy);
     this.cgroups = detectCgroups();
     this.ownProcs = ownProcsFile(this.cgroups);
+    const allowed = allowedDevices(f.allowed_devices);
+    this.deviceNodes = f.isolation.includes("linux/devices") ? allowed.nodes : [];
+    const devices = confineDevices(this.cgroups, f.cgroups_root, [...DEFAULT_DEVICE_RULES, ...allowed.rules]);
+    if ("why" in devices) {
+      if (f.isolation.includes("cgroups/devices")) {
+        throw new DeviceSetupError(`isolator cgroups/devices: containers' devices cannot be confined: ${devices.why}`);
+      }
+      this.devicesConfinement = `NOT confined (${devices.why}): a root container may open any device node it can reach`;
+    } else {
+      this.shared = devices.shared;
+      const extra = allowed.rules.length > 0 ? `, plus --allowed_devices ${allowed.rules.map(ruleText).join(", ")}` : "";
+      this.devicesConfinement = `null, zero, full, random, urandom, tty, ptys${extra}, by ${devices.how}`;
+      for (const r of allowed.rules) log.warn(`privilege: --allowed_devices lets every container use ${ruleText(r)}`);
+      this.extraDevices = allowed.rules.map(ruleText).join(", ");
+    }
     const socket = join(f.runtime_dir, "launcher.sock");
     // The launcher tells us at once when a workload ends; the status file watch is the fallback.
     this.launcher = new LauncherClient(socket, selfCommand("__launcher", socket), (key, status) => this.settle.get(key)?.(status));
@@ -181,6 +208,8 @@ export class Containers {
       cgroups: this.cgroups,
       launcher: this.launcher,
       keeper: (c) => this.keeper(c),
+      devices: { shared: this.shared, nodes: this.deviceNodes, extra: this.extraDevices },
+      kernelFiles: this.kernelFiles,
       warmCgroups: () => {
         if (this.ownProcs) void this.gc.call("warmCgroups", { procs: this.ownProcs, pid: process.pid }).catch(() => {});
       },
@@ -221,12 +250,35 @@ export class Containers {
     const exited = toExited(c, status ?? launcherStatus(c.runtime) ?? this.launcher.exitStatus(c.key) ?? 9);
     this.oom.stop(c);
     log.info(`container ${c.key} exited with status ${exited.exitStatus}${c.limitation ? ` (${c.limitation.reason})` : ""}`);
+    this.endDescendants(c);
     // CNI DEL now, while the namespace is still held; REMOVE waits for it (and retries a failure).
     void this.networks.detach(c.key).catch((err: Error) => log.error(`${err.message} (retried at REMOVE)`));
     done();
     // How it ended outlives this agent (a terminated record, kept until REMOVE_CONTAINER);
     // until it is written, the launcher's status file says the same.
     this.afterReply(c);
+  }
+
+  /**
+   * Nested containers end with their parent, as Mesos destroys them: those in its PID
+   * namespace die with it; those with one of their own (the default with an image) are
+   * killed here, and ones still being launched are stopped.
+   */
+  private endDescendants(c: Container): void {
+    for (const x of this.list()) {
+      if (!x.key.startsWith(`${c.key}.`) || x.state === "EXITED") continue;
+      if (x.state === "PROVISIONING") {
+        if (x.abort && !x.abort.signal.aborted) x.abort.abort();
+        continue;
+      }
+      if (!stillRunning(x.pid, x.pidStart)) continue;
+      log.info(`container ${x.key}: its parent ${c.key} ended; killing it`);
+      try {
+        process.kill(x.pid, "SIGKILL");
+      } catch {
+        // gone meanwhile
+      }
+    }
   }
 
   /**
@@ -291,6 +343,7 @@ export class Containers {
         ...(c.cgroupDirs ? { cgroup: ContainerCgroup.existing(this.cgroups, c.cgroupDirs) } : {}),
         sandbox: c.sandbox,
         ...(c.provisionerDir ? { provisionerDir: c.provisionerDir } : {}),
+        runtime: c.runtime,
       },
       async (path) => {
         await this.gc.call("remove", { path, within: f.work_dir });
@@ -331,6 +384,9 @@ export class Containers {
     });
     // Networks of containers that ended meanwhile, or whose launch the agent died in, are DELeted.
     await this.networks.recover((key) => this.table.get(key)?.state === "RUNNING");
+    // A nested container whose parent ended while no agent watched ends now.
+    for (const c of this.list()) if (c.state === "EXITED" && !c.parent) this.endDescendants(c);
+    for (const c of this.list()) if (c.state === "EXITED" && c.parent) this.endDescendants(c);
     return result;
   }
 

@@ -2,7 +2,8 @@
 // container_init_setup and youki's process stages are the model): each step does one thing to
 // one thing, and a failure says which step, on which container. The containers table
 // (containers.ts) registers the record first, runs these, and supervises what they started;
-// a KILL_CONTAINER stops them between steps (and during a pull).
+// a KILL_CONTAINER stops them between steps (and during a pull). (Over 400 lines: every step
+// of a launch in one file, to be read top to bottom as crun's container_init_setup is.)
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import type { Flags } from "../config/flags.ts";
@@ -10,11 +11,13 @@ import { UcrError, internal, invalid, messageOf } from "../errors.ts";
 import { log } from "../log.ts";
 import type { LaunchContainer } from "../mesos/calls.ts";
 import type { CniNetworks, Joined, NetworkPlan } from "../network/cni.ts";
-import type { ImageLayers, Provisioner } from "../provisioner/provisioner.ts";
-import { ContainerCgroup, type CgroupLayout } from "../runtime/cgroups.ts";
+import type { ImageLayers, ProvisionOptions, Provisioner } from "../provisioner/provisioner.ts";
+import type { Image } from "../mesos/messages.ts";
+import { ContainerCgroup, type CgroupLayout, type SharedCgroups } from "../runtime/cgroups.ts";
+import type { DeviceNode } from "../runtime/devices.ts";
 import { makeDirBelow } from "../runtime/inroot.ts";
 import type { LauncherClient } from "../runtime/launcher.ts";
-import { etcHosts, type ConfineSpec, type LaunchSpec, type VolumeSpec } from "../runtime/spec.ts";
+import { etcHosts, type ConfineSpec, type KernelFiles, type LaunchSpec, type RlimitSpec, type VolumeSpec } from "../runtime/spec.ts";
 import { startStage1 } from "../runtime/stage1.ts";
 import { writeStateFile } from "../runtime/state.ts";
 import { startTime } from "../util/process.ts";
@@ -23,7 +26,16 @@ import { resolveCommand, type ResolvedCommand } from "./command.ts";
 import type { Confinement } from "./confinement.ts";
 import { toRunning, type Container, type Provisioning, type Running } from "./container.ts";
 import { fetchUris } from "./fetcher.ts";
-import { hostnameOf, limitsOf } from "./launch-rules.ts";
+import { mountPrivateShm, rlimitsFor } from "./host-limits.ts";
+import {
+  dockerConfigOf,
+  hostnameOf,
+  ipcPlan,
+  limitsOf,
+  pidNamespaceOf,
+  resolveSecretEnvironment,
+  type IpcPlan,
+} from "./launch-rules.ts";
 import { volumeMounts } from "./volumes.ts";
 
 /** What a launch uses of the agent. */
@@ -38,6 +50,10 @@ export interface LaunchDeps {
   keeper(c: Container): (release: () => void) => void;
   /** Pays the kernel's cgroup-lock wait off this thread before stage 2 moves a whole process (v2). */
   warmCgroups(): void;
+  /** Devices: the cgroups every container joins (v1's devices), the --allowed_devices nodes made in /dev, and their names for the log. */
+  devices: { shared: SharedCgroups; nodes: DeviceNode[]; extra: string };
+  /** Which of the kernel files masked or made read-only this kernel has (looked up once). */
+  kernelFiles: KernelFiles;
 }
 
 /**
@@ -74,6 +90,7 @@ export const LAUNCH_STEPS: readonly Step[] = [
   { name: "volumes", stage: "provisioning", run: (l) => l.mountVolumes() },
   { name: "command", stage: "preparing", run: (l) => l.resolveCommand() },
   { name: "cgroups", stage: "preparing", run: (l) => l.makeCgroups() },
+  { name: "namespaces and rlimits", stage: "preparing", run: (l) => l.planNamespaces() },
   { name: "fetch URIs", stage: "fetching", run: (l) => l.fetchUris() },
   { name: "join network", stage: "fetching", run: (l) => l.joinNetwork() },
   { name: "write spec", stage: "fetching", run: (l) => l.writeSpec() },
@@ -94,6 +111,9 @@ export class Launch {
   private volumes: VolumeSpec[] = [];
   private command?: ResolvedCommand;
   private joined?: Joined;
+  private ipc?: IpcPlan;
+  private rlimits?: RlimitSpec[];
+  private pidNamespace?: LaunchSpec["pidNamespace"];
   private spec?: LaunchSpec;
   /** The launch spec's path, and the status file the launcher writes at the exit (for supervision). */
   specPath = "";
@@ -198,8 +218,7 @@ export class Launch {
     const c = this.c;
     const image = this.call.container?.mesos?.image;
     if (!image) return;
-    const keep = this.deps.keeper(c);
-    const layers = await this.until(this.deps.provisioner.layers(image, { force: image.cached === false, keep }), "provisioning");
+    const layers = await this.until(this.deps.provisioner.layers(image, this.pullOptions(image)), "provisioning");
     if (layers.docker) {
       c.imageRef = layers.docker.reference;
       c.layers = [...layers.docker.layerIds];
@@ -227,23 +246,44 @@ export class Launch {
       sandbox: c.sandbox,
       sandboxInContainer: this.sandboxInContainer,
       topSandbox: this.top.sandbox,
+      ...(c.parent ? { parentSandbox: c.parent.sandbox } : {}),
       dockerEnabled: (this.f.image_providers ?? []).includes("docker"),
-      pullImage: async (name, force) => {
-        const image = { type: "DOCKER" as const, docker: { name }, cached: !force };
-        const layers = await this.until(this.deps.provisioner.layers(image, { force, keep: this.deps.keeper(c) }), "provisioning");
-        const docker = layers.docker!;
-        c.volumeImages = [...(c.volumeImages ?? []), docker.reference];
-        c.layers = [...new Set([...(c.layers ?? []), ...docker.layerIds])];
-        writeCheckpoint(c, "PROVISIONING");
+      appcEnabled: (this.f.image_providers ?? []).includes("appc"),
+      pullImage: async (image) => {
+        const layers = await this.until(this.deps.provisioner.layers(image, this.pullOptions(image)), "provisioning");
+        if (layers.docker) {
+          c.volumeImages = [...(c.volumeImages ?? []), layers.docker.reference];
+          c.layers = [...new Set([...(c.layers ?? []), ...layers.docker.layerIds])];
+          writeCheckpoint(c, "PROVISIONING");
+        }
         return layers.trees;
       },
     });
+    for (const v of this.volumes) {
+      if (v.propagation === "bidirectional") {
+        log.warn(
+          `privilege: container ${c.key} gets host path ${v.source} at ${v.target} with BIDIRECTIONAL mount propagation: ` +
+            "what it mounts there appears on the host",
+        );
+      }
+    }
+  }
+
+  /** How an image of this launch is pulled: Mesos' cached flag, the container's leases, Image.docker.config's credentials. */
+  private pullOptions(image: Image): ProvisionOptions {
+    const secret = image.docker?.config;
+    return {
+      force: image.cached === false,
+      keep: this.deps.keeper(this.c),
+      ...(secret ? { dockerConfig: dockerConfigOf(secret, "docker.config") } : {}),
+    };
   }
 
   resolveCommand(): void {
     const c = this.c;
     const config = this.image?.docker?.config;
-    this.command = resolveCommand(this.call.command, config, { sandbox: this.sandboxInContainer, useImage: !this.f.docker_ignore_runtime });
+    const context = { sandbox: this.sandboxInContainer, useImage: !this.f.docker_ignore_runtime };
+    this.command = resolveCommand(resolveSecretEnvironment(this.call.command), config, context);
     const asked = this.f.switch_user && this.call.command?.user ? this.call.command.user : undefined;
     const user = asked ?? c.parent?.user ?? ((config?.config?.User ?? undefined) || undefined);
     if (user) c.user = user;
@@ -257,7 +297,11 @@ export class Launch {
       c.cgroup = c.parent.cgroup; // shared: the parent's limits cover it (and it is not removed with it)
     } else if (this.deps.cgroups.kind !== "none") {
       try {
-        c.cgroup = ContainerCgroup.create(this.deps.cgroups, f.cgroups_root, c.key, { ...c.limits, cfs: f.cgroups_enable_cfs });
+        c.cgroup = ContainerCgroup.create(this.deps.cgroups, f.cgroups_root, c.key, {
+          ...c.limits,
+          cfs: f.cgroups_enable_cfs,
+          pids: f.default_container_pids_limit,
+        });
       } catch (err) {
         throw internal(`cannot set up the cgroups of ${c.key}: ${messageOf(err)}`, err);
       }
@@ -267,6 +311,34 @@ export class Launch {
     // OOM kills already counted in its cgroup (a shared parent's, or a directory left by an
     // earlier container of this name) are not its own.
     c.oomBaseline = c.cgroup?.oomKills() ?? 0;
+  }
+
+  /**
+   * namespaces/ipc, namespaces/pid and posix/rlimits: which IPC namespace and /dev/shm (a
+   * PRIVATE one is a tmpfs mounted here, in the agent's mount namespace, where a nested
+   * container can bind it too, as Mesos), which PID namespace, and the rlimits stage 2 sets.
+   */
+  planNamespaces(): void {
+    const c = this.c;
+    const f = this.f;
+    const ipc = ipcPlan(this.call, {
+      hasRootfs: this.rootfs !== undefined,
+      ...(c.parent ? { parent: { key: c.parent.key, ...(c.parent.shm ? { shareable: c.parent.shm } : {}) } } : {}),
+      privateShmPath: join(c.runtime, "shm"),
+      ...(f.default_container_shm_size !== undefined ? { defaultShmBytes: f.default_container_shm_size } : {}),
+    });
+    if (ipc.shareable) c.shm = ipc.shareable;
+    if (ipc.privateShm) mountPrivateShm(join(c.runtime, "shm"), ipc.privateShm.sizeBytes);
+    if (ipc.namespace === "agent") {
+      log.warn(`privilege: container ${c.key} shares the agent's IPC namespace and /dev/shm (ipc_mode SHARE_PARENT)`);
+    }
+    this.ipc = ipc;
+    const info = this.call.container?.rlimit_info;
+    if (info) this.rlimits = rlimitsFor(info, c.key);
+    this.pidNamespace = pidNamespaceOf(this.call, this.rootfs !== undefined);
+    if (this.pidNamespace === "agent") log.warn(`privilege: container ${c.key} shares the agent's PID namespace (share_pid_namespace)`);
+    const extra = this.deps.devices.extra;
+    if (extra !== "") log.info(`privilege: container ${c.key} may use the --allowed_devices ${extra}`);
   }
 
   async fetchUris(): Promise<void> {
@@ -293,8 +365,10 @@ export class Launch {
     writeFileSync(hostnameFile, `${this.hostname}\n`);
     const hostsFile = join(c.runtime, "hosts");
     writeFileSync(hostsFile, etcHosts(this.hostname));
-    const cgroupJoin = c.cgroup?.join();
-    const cgroupMounts = this.rootfs ? c.cgroup?.mounts() : undefined;
+    const { shared, nodes } = this.deps.devices;
+    const cgroupJoin = c.cgroup?.join(shared);
+    const cgroupMounts = this.rootfs ? c.cgroup?.mounts(shared) : undefined;
+    const ipc = this.ipc!;
     this.statusFile = join(c.runtime, "status");
     const spec: LaunchSpec = {
       id: c.key,
@@ -303,6 +377,7 @@ export class Launch {
       sandbox: { host: c.sandbox, container: this.sandboxInContainer, ...(c.parent ? { within: this.top.sandbox } : {}) },
       ...(this.volumes.length > 0 ? { volumes: this.volumes } : {}),
       ...(c.parent?.pid !== undefined ? { parentPid: c.parent.pid } : {}),
+      ...(this.pidNamespace ? { pidNamespace: this.pidNamespace } : {}),
       ...(joined ? { netns: joined.netns } : {}),
       executable: command.executable,
       argv: command.argv,
@@ -316,7 +391,13 @@ export class Launch {
       },
       ...(cgroupJoin ? { cgroupJoin } : {}),
       confine: this.confine!,
+      ...(this.call.container?.linux_info?.ipc_mode !== undefined || ipc.shm
+        ? { ipc: { namespace: ipc.namespace, ...(ipc.shm ? { shm: ipc.shm } : {}) } }
+        : {}),
+      ...(this.rlimits ? { rlimits: this.rlimits } : {}),
+      kernelFiles: this.deps.kernelFiles,
       ...(cgroupMounts ? { cgroupMounts } : {}),
+      ...(this.rootfs && nodes.length > 0 ? { devices: nodes } : {}),
       stdout: join(c.sandbox, "stdout"),
       stderr: join(c.sandbox, "stderr"),
       statusFile: this.statusFile,

@@ -2,7 +2,7 @@
 // trees its rootfs is made of, and those trees as its rootfs with the agent's backend. The
 // agent's launch calls these two steps; pulling is the images layer's, mounting the runtime's.
 import { join } from "node:path";
-import type { Backend } from "../config/flags.ts";
+import type { Backend, DockerConfig } from "../config/flags.ts";
 import { invalid, messageOf } from "../errors.ts";
 import type { ImageConfig } from "../images/manifest.ts";
 import type { ImageService } from "../images/service.ts";
@@ -26,6 +26,8 @@ export interface ProvisionOptions {
   force: boolean;
   /** Takes the store's leases on the image and its layers (held until the container is removed). */
   keep: (release: () => void) => void;
+  /** Registry credentials for this pull (a launch's Image.docker.config), over --docker_config's. */
+  dockerConfig?: DockerConfig;
 }
 
 /** Copies layer trees onto one tree (in a worker: it is heavy I/O). */
@@ -59,7 +61,11 @@ export class Provisioner {
     }
     const docker = image.docker!;
     const { store, puller } = this.images;
-    const record = await puller.pull(docker.name, { force: options.force, keep: options.keep });
+    const record = await puller.pull(docker.name, {
+      force: options.force,
+      keep: options.keep,
+      ...(options.dockerConfig ? { dockerConfig: options.dockerConfig } : {}),
+    });
     return {
       trees: record.layers.map((l) => store.layerRootfs(l)),
       whiteouts: record.layers.map((l) => {

@@ -23,7 +23,7 @@ import { onChildExit, pipe, spawnProcess } from "../ffi/spawn.ts";
 import { setCloexec, setParentDeathSignal } from "../ffi/libc.ts";
 import { Records } from "./records.ts";
 import { reaperMain, type ReaperMessage } from "./reaper.ts";
-import { WARM_READY, selfCommand, type LaunchSpec } from "./spec.ts";
+import { WARM_READY, pidNamespaceOf, selfCommand, type LaunchSpec } from "./spec.ts";
 
 /** The launcher exits this long after its last container and agent connection are gone. */
 const IDLE_EXIT_MS = 2_000;
@@ -259,7 +259,7 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
         argv: selfCommand("__init", "--pid1", specPath),
         env: {},
         fds: [devnull, out, err, reportW],
-        pidns: spec.parentPid ?? "new",
+        pidns: pidNamespaceOf(spec),
       });
       const stage: Stage = { pid, report: readReport(reportR) };
       reportR = undefined;
@@ -306,7 +306,8 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
     try {
       // A small local file: read at once, not through Bun's thread pool.
       spec = JSON.parse(readFileSync(req.spec, "utf8")) as LaunchSpec;
-      if (spec.parentPid === undefined) {
+      // Warm stages wait in a new PID namespace: for top-level containers that want one.
+      if (spec.parentPid === undefined && spec.pidNamespace !== "agent") {
         inFlight++;
         counted = true;
         const taken = takeWarm(req.spec);

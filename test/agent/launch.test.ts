@@ -4,13 +4,19 @@
 import { expect, test } from "bun:test";
 import type { Container } from "../../src/agent/container.ts";
 import { LAUNCH_STEPS } from "../../src/agent/launch.ts";
-import { checkLaunch, hostnameOf, limitsOf, ownsCgroups } from "../../src/agent/launch-rules.ts";
-import type { Flags } from "../../src/config/flags.ts";
+import { checkLaunch, hostnameOf, limitsOf, ownsCgroups, type FieldFlags } from "../../src/agent/launch-rules.ts";
 import { UcrError } from "../../src/errors.ts";
 import { LaunchContainerSchema, type LaunchContainer } from "../../src/mesos/calls.ts";
 import * as v from "valibot";
 
-const DOCKER = { image_providers: ["docker" as const] };
+/** An agent with Docker images and the filesystem isolators. */
+const DOCKER: FieldFlags = {
+  image_providers: ["docker"],
+  isolation: ["filesystem/linux", "docker/runtime"],
+  disallow_sharing_agent_pid_namespace: false,
+  disallow_sharing_agent_ipc_namespace: false,
+  switch_user: true,
+};
 
 /** A LAUNCH_CONTAINER payload as the API parses it (defaults applied). */
 function launch(body: Record<string, unknown>): LaunchContainer {
@@ -23,7 +29,7 @@ function parent(state: Container["state"]): Container {
 }
 
 /** What checkLaunch throws (kind and message), or "ok". */
-function refusal(call: LaunchContainer, p?: Container, flags: Pick<Flags, "image_providers"> = DOCKER): string {
+function refusal(call: LaunchContainer, p?: Container, flags: FieldFlags = DOCKER): string {
   try {
     checkLaunch(call, p, flags);
     return "ok";
@@ -42,6 +48,7 @@ test("the launch is these steps, in this order", () => {
     "provisioning: volumes",
     "preparing: command",
     "preparing: cgroups",
+    "preparing: namespaces and rlimits",
     "fetching: fetch URIs",
     "fetching: join network",
     "fetching: write spec",
@@ -76,13 +83,13 @@ test("top level: no shared cgroups, no reserved, persistent or revocable resourc
   );
   const scalar = { type: "SCALAR", scalar: { value: 1 } };
   expect(refusal(top({ resources: [{ name: "cpus", ...scalar, role: "web" }] }))).toBe(
-    "invalid: resource 'cpus' is reserved; standalone containers cannot use reserved resources",
+    "invalid: resources[0]: resource 'cpus' is reserved; standalone containers cannot use reserved resources",
   );
   expect(refusal(top({ resources: [{ name: "disk", ...scalar, disk: { persistence: { id: "v" } } }] }))).toBe(
-    "invalid: resource 'disk' is a persistent volume, which standalone containers cannot use",
+    "invalid: resources[0]: resource 'disk' is a persistent volume, which standalone containers cannot use",
   );
   expect(refusal(top({ resources: [{ name: "mem", ...scalar, revocable: {} }] }))).toBe(
-    "invalid: resource 'mem' is revocable, which standalone containers cannot use",
+    "invalid: resources[0]: resource 'mem' is revocable, which standalone containers cannot use",
   );
   expect(refusal(top({ container: { type: "DOCKER" } }))).toBe("invalid: The provided ContainerInfo is not supported");
 });
@@ -91,7 +98,7 @@ test("image types must be enabled by --image_providers", () => {
   const withImage = (image: Record<string, unknown>) => launch({ container_id: { value: "t" }, container: { type: "MESOS", mesos: { image } } });
   const docker = withImage({ type: "DOCKER", docker: { name: "alpine" } });
   const appc = withImage({ type: "APPC", appc: { name: "x/y" } });
-  expect(refusal(docker, undefined, { image_providers: undefined })).toMatch(/^invalid: Docker images are not enabled: start the agent with --image_providers=docker/);
+  expect(refusal(docker, undefined, { ...DOCKER, image_providers: undefined })).toMatch(/^invalid: Docker images are not enabled: start the agent with --image_providers=docker/);
   expect(refusal(appc, undefined, DOCKER)).toMatch(/^invalid: Appc images are not enabled: start the agent with --image_providers=appc/);
   expect(refusal(docker)).toBe("ok");
 });
