@@ -47,7 +47,9 @@ export function rlimitsFor(info: RLimitInfo, key: string): RlimitSpec[] {
   return rlimitsOf(info).map((r) => {
     if (r.type === "RLMT_NOFILE" && r.hard > NR_OPEN) {
       const hard = r.hard === RLIM_INFINITY ? "unlimited" : r.hard;
-      throw invalid(`container.rlimit_info: RLMT_NOFILE ${hard} is above this kernel's most open files per process (fs.nr_open = ${NR_OPEN})`);
+      throw invalid(
+        `container.rlimit_info: RLMT_NOFILE ${hard} is above this kernel's most open files per process (fs.nr_open = ${NR_OPEN})`,
+      );
     }
     const own = getRlimit(r.resource);
     if (r.hard > own.hard) {
