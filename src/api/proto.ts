@@ -289,6 +289,13 @@ export const LinuxInfoSchema = v.looseObject({
 });
 export type LinuxInfo = v.InferOutput<typeof LinuxInfoSchema>;
 
+/** TTYInfo: a terminal for the workload, with a window size (each at most 65535, as struct winsize holds). */
+const WindowDimension = v.pipe(Int64, v.minValue(0, "must not be negative"), v.maxValue(65535, "must be at most 65535"));
+export const TTYInfoSchema = v.looseObject({
+  window_size: v.optional(v.looseObject({ rows: WindowDimension, columns: WindowDimension })),
+});
+export type TTYInfo = v.InferOutput<typeof TTYInfoSchema>;
+
 export const ContainerInfoSchema = v.looseObject({
   type: v.picklist(["DOCKER", "MESOS"], "must be DOCKER or MESOS"),
   volumes: v.optional(v.array(VolumeSchema), []),
@@ -297,6 +304,7 @@ export const ContainerInfoSchema = v.looseObject({
   mesos: v.optional(v.looseObject({ image: v.optional(ImageSchema) })),
   docker: v.optional(v.looseObject({})),
   linux_info: v.optional(LinuxInfoSchema),
+  tty_info: v.optional(TTYInfoSchema),
 });
 export type ContainerInfo = v.InferOutput<typeof ContainerInfoSchema>;
 

@@ -224,6 +224,8 @@ export class ProcessIOStream {
   private controller!: ReadableStreamDefaultController<Uint8Array>;
   private timer: ReturnType<typeof setInterval> | undefined;
   private done = false;
+  /** Waiting for the client to take what is queued (see drained). */
+  private pulled: Array<() => void> = [];
 
   /** A stream in `encoding`, once the protobuf codec is loaded if it needs it. */
   static async open(encoding: Encoding, heartbeatNs: number, onClientGone?: () => void): Promise<ProcessIOStream> {
@@ -243,11 +245,20 @@ export class ProcessIOStream {
         this.heartbeat();
         this.timer = setInterval(() => this.heartbeat(), Math.max(1, Math.round(heartbeatNs / 1e6)));
       },
+      pull: () => {
+        for (const resolve of this.pulled.splice(0)) resolve();
+      },
       cancel: () => {
         this.stop();
         this.onClientGone();
       },
     });
+  }
+
+  /** Resolves once the client has taken what is queued (at once if nothing waits, or the stream is over). */
+  drained(): Promise<void> {
+    if (this.done || (this.controller.desiredSize ?? 1) > 0) return Promise.resolve();
+    return new Promise((resolve) => this.pulled.push(resolve));
   }
 
   /** Sends one agent::ProcessIO (JSON-shaped). */
@@ -270,6 +281,7 @@ export class ProcessIOStream {
   private stop(): void {
     this.done = true;
     if (this.timer) clearInterval(this.timer);
+    for (const resolve of this.pulled.splice(0)) resolve();
   }
 }
 
