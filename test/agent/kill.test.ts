@@ -147,7 +147,8 @@ describe.skipIf(!isRoot)("KILL_CONTAINER while provisioning (needs root)", () =>
     // running keeps it from exiting idle meanwhile.
     expect((await call(agent, launchBody("keeper", "sleep 300", { image: "slow:1" }))).status).toBe(200);
     const socket = join(agent.workDir, "run", "launcher.sock");
-    const launcher = processesWith(`__launcher\0${socket}`)[0];
+    // The launcher that serves launches (its parent, `__launcher SOCKET`, is the reaper).
+    const launcher = processesWith(`__launcher\0--serve\0${socket}`)[0];
     expect(launcher).toBeGreaterThan(1);
     process.kill(launcher!, "SIGSTOP");
     let launching;

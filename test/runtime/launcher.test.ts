@@ -8,6 +8,10 @@ import { join } from "node:path";
 import { type RunningAgent, startAgent, tempDir } from "../helpers/agent.ts";
 import { runCommand } from "../helpers/command.ts";
 import { UCR, requireBinary } from "../helpers/agent.ts";
+import { Confinement } from "../../src/agent/confinement.ts";
+import { loadFlags } from "../../src/config/flags.ts";
+
+const DEFAULT_CONFINE = new Confinement(loadFlags(["--work_dir=/tmp"], {}).values).forLaunch(undefined, "launcher-test");
 
 const isRoot = process.getuid?.() === 0;
 const work = tempDir("ucr-launcher-");
@@ -293,6 +297,8 @@ function writeSpec(dir: string, key: string, script: string): string {
     env: { PATH: "/usr/bin:/bin" },
     workingDir: "/",
     etc: { hostname: join(c, "hostname") },
+    // The agent's default confinement, as every container gets it (stage 2 refuses a spec without one).
+    confine: DEFAULT_CONFINE,
     stdout: join(c, "stdout"),
     stderr: join(c, "stderr"),
     statusFile: join(c, "status"),
