@@ -1,0 +1,73 @@
+// The I/O switchboard lives in the launcher, which outlives the agent: a container launched
+// with tty_info keeps its terminal while the agent is killed and restarted, and the next agent
+// attaches to it again (output and input). A session does not survive: its client went with
+// the agent, so the restarted agent ends it, as Mesos destroys DEBUG containers on recovery.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { rmSync } from "node:fs";
+import { join } from "node:path";
+import { startAgent, tempDir } from "../helpers/agent.ts";
+import { InputStream, Records, streamCall } from "../helpers/streams.ts";
+import { alpineArchive, call, dockerArgs, isRoot, removeBody, waitBody } from "./support.ts";
+
+const work = tempDir("ucr-switchboard-");
+let images: string;
+beforeAll(async () => {
+  if (isRoot) images = await alpineArchive(join(work, "images"));
+});
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+const image = { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "alpine" } } } };
+
+describe.skipIf(!isRoot)("switchboard across agent restarts (needs root)", () => {
+  test("a TTY container survives the agent's SIGKILL and is attached again by the next agent; a session is ended by it", async () => {
+    const wd = join(work, "wd");
+    const on = { args: [`--work_dir=${wd}`, `--runtime_dir=${join(wd, "run")}`, ...dockerArgs(images)], keepWorkDir: true };
+    const first = await startAgent(on);
+    const tty = { value: "tty" };
+    const launched = await call(first, {
+      type: "LAUNCH_CONTAINER",
+      launch_container: { container_id: tty, command: { value: "exec sh" }, container: { ...image, tty_info: { window_size: { rows: 24, columns: 80 } } } },
+    });
+    expect(launched.status).toBe(200);
+    let out = new Records(await streamCall(first, "json", { type: "ATTACH_CONTAINER_OUTPUT", attach_container_output: { container_id: tty } }), "json");
+    let input = new InputStream(first, "json", tty);
+    input.stdin("echo one-$((0+1))\n");
+    await out.until(() => out.stdout.includes("one-1\r\n"));
+
+    // A session under it, whose client will go with this agent.
+    const sessionId = { value: "s", parent: tty };
+    const session = new Records(
+      await streamCall(first, "json", {
+        type: "LAUNCH_NESTED_CONTAINER_SESSION",
+        launch_nested_container_session: { container_id: sessionId, command: { value: "echo up; exec sleep 600" } },
+      }),
+      "json",
+    );
+    await session.until(() => session.stdout === "up\n");
+
+    expect(await first.stop("SIGKILL")).toBe(137);
+    await Promise.all([out.done, session.done]);
+    input.close();
+
+    const second = await startAgent(on);
+    try {
+      // The session: ended by the restarted agent, its exit reported as a kill.
+      expect((await call(second, waitBody(sessionId))).json).toEqual({ type: "WAIT_CONTAINER", wait_container: { exit_status: 9 } });
+      expect(second.log()).toContain("session tty.s: the agent restarted");
+
+      // The TTY container: the same shell, attached again.
+      out = new Records(await streamCall(second, "json", { type: "ATTACH_CONTAINER_OUTPUT", attach_container_output: { container_id: tty } }), "json");
+      input = new InputStream(second, "json", tty);
+      input.stdin("echo two-$((1+1)) $(stty size)\n");
+      await out.until(() => out.stdout.includes("two-2 24 80\r\n"));
+      input.stdin("exit 4\n");
+      await out.done;
+      expect((await input.answer).status).toBe(200);
+      expect((await call(second, waitBody(tty))).json).toEqual({ type: "WAIT_CONTAINER", wait_container: { exit_status: 4 << 8 } });
+      expect((await call(second, removeBody(tty))).status).toBe(200);
+    } finally {
+      expect(await second.stop()).toBe(0);
+      rmSync(wd, { recursive: true, force: true });
+    }
+  });
+});
