@@ -46,7 +46,7 @@ describe.skipIf(!isRoot)("switchboard across agent restarts (needs root)", () =>
     await session.until(() => session.stdout === "up\n");
 
     expect(await first.stop("SIGKILL")).toBe(137);
-    await Promise.all([out.done, session.done]);
+    await Promise.all([out.finished(), session.finished()]);
     input.close();
 
     const second = await startAgent(on);
@@ -61,7 +61,7 @@ describe.skipIf(!isRoot)("switchboard across agent restarts (needs root)", () =>
       input.stdin("echo two-$((1+1)) $(stty size)\n");
       await out.until(() => out.stdout.includes("two-2 24 80\r\n"));
       input.stdin("exit 4\n");
-      await out.done;
+      await out.finished();
       expect((await input.answer).status).toBe(200);
       expect((await call(second, waitBody(tty))).json).toEqual({ type: "WAIT_CONTAINER", wait_container: { exit_status: 4 << 8 } });
       expect((await call(second, removeBody(tty))).status).toBe(200);

@@ -89,7 +89,7 @@ describe.skipIf(!isRoot)("streaming calls (need root for containers)", () => {
         expect(res.headers.get("content-type")).toBe("application/recordio");
         expect(res.headers.get("message-content-type")).toBe(MEDIA[encoding]);
         const records = new Records(res, encoding);
-        await records.done;
+        await records.finished();
         const lines = records.stdout.split("\n");
         // The parent's environment (its MESOS_SANDBOX too) under the session's own variables.
         expect(lines[0]).toBe("FOO=from-parent KEPT=session SANDBOX=/mnt/mesos/sandbox");
@@ -119,7 +119,7 @@ describe.skipIf(!isRoot)("streaming calls (need root for containers)", () => {
         input.stdin("session\n");
         await records.until(() => records.stdout.includes("HELLO SESSION"));
         input.stdin(""); // EOF
-        await records.done;
+        await records.finished();
         expect(records.stdout).toBe("HELLO SESSION\ndone\n");
         input.close();
         expect((await input.answer).status).toBe(200);
@@ -148,7 +148,7 @@ describe.skipIf(!isRoot)("streaming calls (need root for containers)", () => {
         input.stdin("stty size\n");
         await a!.until(() => a!.stdout.includes("50 132\r\n"));
         input.stdin("exit 7\n");
-        await Promise.all([a!.done, b!.done]);
+        await Promise.all([a!.finished(), b!.finished()]);
         // Its output is over: the input's answer is 200 (Mesos answers the input once its switchboard ends).
         expect((await input.answer).status).toBe(200);
         expect(await waitFor(encoding, id)).toEqual({ exit_status: 7 << 8 });
@@ -170,8 +170,11 @@ describe.skipIf(!isRoot)("streaming calls (need root for containers)", () => {
         input.stdin("tty; stty size; test -t 0 && echo is-a-$((1+1))-tty\n");
         await records.until(() => records.stdout.includes("is-a-2-tty\r\n"));
         expect(records.stdout).toMatch(/\/dev\/pts\/\d+\r\n20 70\r\n/);
+        // Ctrl-D once the shell reads a line again (its prompt is out): typed while it runs the
+        // command, the terminal is in canonical mode and takes EOT as an empty line, not as EOF.
+        await records.until(() => /is-a-2-tty\r\n[^]*sandbox # /.test(records.stdout));
         input.stdin("\x04");
-        await records.done;
+        await records.finished();
         expect(await waitFor(encoding, id)).toEqual({ exit_status: 0 });
         input.close();
         await kill(parent);
@@ -185,7 +188,7 @@ describe.skipIf(!isRoot)("streaming calls (need root for containers)", () => {
     // Closes stdout and stderr, then sleeps: Mesos destroys it at the output's EOF.
     const closer = { value: "closer", parent };
     const records = new Records(await streamCall(agent, "json", session(closer, "echo bye; exec >&- 2>&-; exec sleep 600")), "json");
-    await records.done;
+    await records.finished();
     expect(records.stdout).toBe("bye\n");
     expect(await waitFor("json", closer)).toEqual({ exit_status: 9 });
 
@@ -266,7 +269,7 @@ describe.skipIf(!isRoot)("streaming calls (need root for containers)", () => {
     const parent = { value: "tidy" };
     await launch("json", parent, "exec sleep 600");
     const r = new Records(await streamCall(agent, "json", session({ value: "s", parent }, "echo hi")), "json");
-    await r.done;
+    await r.finished();
     await kill(parent);
     expect(await eventually(() => !readdirSafe(join(agent.workDir, "containers")).includes("tidy"))).toBe(true);
     expect(await eventually(() => !readdirSafe(join(agent.workDir, "run", "containers")).includes("tidy"))).toBe(true);

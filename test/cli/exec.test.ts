@@ -41,6 +41,16 @@ afterAll(async () => {
   rmSync(work, { recursive: true, force: true });
 });
 
+/** The exit code of `proc`, or a failure (and the process killed) if it runs on past `ms`. */
+async function exitCode(proc: Bun.Subprocess, ms = 20_000, what = ""): Promise<number> {
+  const code = await Promise.race([proc.exited, Bun.sleep(ms).then(() => undefined)]);
+  if (code === undefined) {
+    proc.kill("SIGKILL");
+    throw new Error(`ucr did not exit within ${ms} ms${what ? `; on its terminal: ${JSON.stringify(what)}` : ""}`);
+  }
+  return code;
+}
+
 /** `ucr ARGS` on a pseudo-terminal of `cols` x `rows`; what it shows, gathered. */
 function onTerminal(args: string[], cols = 90, rows = 20) {
   let screen = "";
@@ -104,13 +114,16 @@ describe.skipIf(!isRoot)("ucr exec and ucr attach (need root for containers)", (
         break;
       }
     }
-    term.type("\x04"); // Ctrl-D: the shell's EOF
-    expect(await term.proc.exited).toBe(0);
+    // Ctrl-D, the shell's EOF, once it reads a line again (its prompt is out): typed while it
+    // runs a command, the terminal is in canonical mode and takes EOT as an empty line.
+    await term.until(/sandbox # /, at);
+    term.type("\x04");
+    expect(await exitCode(term.proc, 20_000, term.screen)).toBe(0);
 
     const again = onTerminal(["exec", "-it", "--agent", agent.url, "box", "sh"]);
     await again.until(/sandbox # /);
     again.type("exit 5\r");
-    expect(await again.proc.exited).toBe(5);
+    expect(await exitCode(again.proc, 20_000, again.screen)).toBe(5);
     // Each session removed itself once it had its status.
     const listed = await call(agent, { type: "GET_CONTAINERS", get_containers: { show_nested: true } });
     expect(JSON.stringify(listed.json)).not.toContain("exec-");
@@ -122,7 +135,7 @@ describe.skipIf(!isRoot)("ucr exec and ucr attach (need root for containers)", (
       stdout: "pipe",
       stderr: "pipe",
     });
-    expect(await proc.exited).toBe(3);
+    expect(await exitCode(proc)).toBe(3);
     expect(await new Response(proc.stdout).text()).toBe("PIPED THROUGH\n");
     expect(await new Response(proc.stderr).text()).toBe("err\n");
 
@@ -140,13 +153,13 @@ describe.skipIf(!isRoot)("ucr exec and ucr attach (need root for containers)", (
     term.type("echo attached-$((2*3)) $(stty size)\r");
     await term.until(/attached-6 30 100\r/);
     term.type("\x10\x11");
-    expect(await term.proc.exited).toBe(0);
+    expect(await exitCode(term.proc, 20_000, term.screen)).toBe(0);
     expect(term.screen).toContain("detached from ttybox");
     expect((await call(agent, { type: "GET_CONTAINERS", get_containers: { show_standalone: true } })).text).toContain('"ttybox"');
 
     const back = onTerminal(["attach", "--agent", agent.url, "ttybox"]);
     back.type("exit 6\r");
-    expect(await back.proc.exited).toBe(6);
+    expect(await exitCode(back.proc, 20_000, back.screen)).toBe(6);
   });
 
   test("attach to a container without a terminal or session: Mesos' 500, said in one line", async () => {

@@ -76,6 +76,13 @@ export class Records {
     }
   }
 
+  /** Waits for the answer's end, or throws after `ms` saying what came. */
+  async finished(ms = 15_000): Promise<void> {
+    let over = false;
+    await Promise.race([this.done.then(() => (over = true)), Bun.sleep(ms)]);
+    if (!over) throw new Error(`the stream did not end within ${ms} ms; stdout ${JSON.stringify(this.stdout)}, stderr ${JSON.stringify(this.stderr)}`);
+  }
+
   cancel(): Promise<void> {
     return this.reader.cancel().catch(() => {});
   }
