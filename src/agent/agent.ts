@@ -6,11 +6,13 @@ import { join } from "node:path";
 import { startApiServer, type ApiServer } from "../api/server.ts";
 import { dropCleanFilePages } from "../ffi/libc.ts";
 import type { LoadedFlags } from "../config/flags.ts";
+import { isolatorLines } from "../config/isolators.ts";
 import { log, setLevel } from "../log.ts";
 import { VERSION } from "../version.ts";
 import { BackendError } from "../images/backends.ts";
 import { extractWorkerCount, startImageService, type ImageService } from "../images/service.ts";
 import { ConfinementSetupError } from "./confinement.ts";
+import { DeviceSetupError } from "../runtime/devices.ts";
 import { Containers } from "./containers.ts";
 import { CniConfigError } from "../network/config.ts";
 import { CniNetworks } from "../network/cni.ts";
@@ -67,6 +69,7 @@ export class Agent {
     setLevel(f.logging_level);
     log.info(`ucr ${VERSION} agent starting`);
     for (const [name, source] of this.flags.sources) log.info(`flag --${name} from ${source}`);
+    for (const line of isolatorLines(f.isolation)) log.info(line);
 
     // Private to ucr (0700), or passable (0711) where a container's user must reach its sandbox.
     for (const [flag, dir, mode] of [
@@ -105,11 +108,15 @@ export class Agent {
       const networks = await CniNetworks.fromFlags(f);
       this.containerTable = new Containers(this.flags, this.imageService, this.workers.get("gc")!, networks);
     } catch (err) {
-      if (err instanceof BackendError || err instanceof CniConfigError || err instanceof ConfinementSetupError) throw new StartupError(err.message);
+      const setup = [BackendError, CniConfigError, ConfinementSetupError, DeviceSetupError];
+      if (setup.some((kind) => err instanceof kind)) {
+        throw new StartupError((err as Error).message);
+      }
       throw err;
     }
     log.info(`provisioner backend: ${this.containerTable.backend}`);
     log.info(`confinement: ${this.containerTable.confinement.describe()}`);
+    log.info(`devices: containers may open ${this.containerTable.devicesConfinement}`);
     const cg = this.containerTable.cgroups;
     if (cg.kind === "none") log.warn(`cgroups: none usable (${cg.why}); cpus and mem will not be enforced`);
     else log.info(`cgroups: ${cg.kind === "v2" ? "v2 (unified)" : `v1 (memory at ${cg.memory}, cpu at ${cg.cpu})`}`);

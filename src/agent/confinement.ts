@@ -91,7 +91,6 @@ export class Confinement {
       if (missing.length > 0) log.warn(`${what}: this agent does not hold ${formatCapabilities(missing)}, so no container can get them`);
       return minus(set, missing);
     };
-    if (flags.isolation.includes("linux/nnp")) log.info("isolator linux/nnp: ucr sets no_new_privs for every container anyway");
     this.capabilitiesIsolator = flags.isolation.includes("linux/capabilities");
     this.seccompIsolator = flags.isolation.includes("linux/seccomp");
     this.defaults = holdable(capabilitySet(DEFAULT_CAPABILITIES), "default capabilities");

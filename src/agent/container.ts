@@ -59,6 +59,8 @@ export interface Container {
   sandboxInContainer?: string;
   /** The container this one is nested in. */
   parent?: Container;
+  /** The /dev/shm a nested container asking for SHARE_PARENT binds (absent: this one's is private to its mount namespace). */
+  shm?: string;
   /** The user it runs as (nested containers inherit it). */
   user?: string;
   /** Images mounted as volumes (kept from GC while the container exists). */

@@ -8,28 +8,44 @@
 // work edits them meanwhile.)
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, watch, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
-import type { ContainerID } from "../api/proto.ts";
+import type { ContainerID, Image, RLimitInfo } from "../api/proto.ts";
+import { MS_NODEV, MS_NOSUID, getRlimit, mount } from "../ffi/libc.ts";
 import type { LaunchContainer } from "../api/calls.ts";
-import type { Backend, LoadedFlags } from "../config/flags.ts";
+import type { Backend, DockerConfig, LoadedFlags } from "../config/flags.ts";
 import type { AppcStore } from "../images/appc.ts";
 import { BackendError, chooseBackend, provision } from "../images/backends.ts";
 import type { ImageService } from "../images/service.ts";
 import { log } from "../log.ts";
-import { ContainerCgroup, detectCgroups, ownProcsFile, type CgroupLayout } from "../runtime/cgroups.ts";
+import { ContainerCgroup, confineDevices, detectCgroups, ownProcsFile, type CgroupLayout, type SharedCgroups } from "../runtime/cgroups.ts";
+import { DEFAULT_DEVICE_RULES, DeviceSetupError, allowedDevices, ruleText, type DeviceNode } from "../runtime/devices.ts";
 import { Confinement, ConfinementRefused } from "./confinement.ts";
 import { FetchError, fetchUris } from "./fetcher.ts";
 import { type CniNetworks, NetworkError } from "../network/cni.ts";
 import { CommandError, resolveCommand } from "../runtime/command.ts";
-import { LauncherClient } from "../runtime/launcher.ts";
+import { LauncherClient, launcherAlive } from "../runtime/launcher.ts";
 import { makeDirBelow } from "../runtime/inroot.ts";
-import { etcHosts, selfCommand, type LaunchSpec } from "../runtime/spec.ts";
+import { kernelFilesHere } from "../runtime/mounts.ts";
+import { etcHosts, selfCommand, type LaunchSpec, type RlimitSpec } from "../runtime/spec.ts";
 import { writeStateFile } from "../runtime/state.ts";
 import type { WorkerClient } from "../workers/rpc.ts";
 import { startTime, stillRunning } from "../util/process.ts";
 import { writeCheckpoint } from "./checkpoint.ts";
 import { ContainerError, containerPaths, idKey, type Container, type Termination } from "./container.ts";
 import { clearRuntime, launcherStatus, takeApart } from "./destroy.ts";
-import { checkLaunch, checkSession, hostnameOf, limitsOf, ownsCgroups, ttyOf } from "./launch-rules.ts";
+import {
+  RLIM_INFINITY,
+  checkLaunch,
+  checkSession,
+  dockerConfigOf,
+  hostnameOf,
+  ipcPlan,
+  limitsOf,
+  ownsCgroups,
+  pidNamespaceOf,
+  resolveSecretEnvironment,
+  rlimitsOf,
+  ttyOf,
+} from "./launch-rules.ts";
 import { OomGuard, oomKillsSinceLaunch, setMemoryLimitation } from "./oom.ts";
 import { recoverContainers, type RecoveryResult } from "./recovery.ts";
 import { endSession, sessionCommand } from "./session.ts";
@@ -56,6 +72,36 @@ function hostnameOfRunning(top: Container): string {
   return top.id.value.slice(0, 63);
 }
 
+/** MS_STRICTATIME (linux/mount.h), as Mesos mounts a PRIVATE /dev/shm. */
+const MS_STRICTATIME = 1 << 24;
+
+/** A PRIVATE /dev/shm: a tmpfs at `dir` (in the container's runtime dir) in the agent's mount namespace. */
+function mountPrivateShm(dir: string, sizeBytes: number): void {
+  try {
+    mkdirSync(dir, { mode: 0o755 });
+    mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_STRICTATIME, `mode=1777,size=${sizeBytes}`);
+  } catch (err) {
+    throw new ContainerError(500, `Failed to mount '${dir}': ${(err as Error).message}`);
+  }
+}
+
+/** The kernel's most open files per process: a hard RLIMIT_NOFILE above it fails in setrlimit. */
+function nrOpen(): bigint {
+  try {
+    return BigInt(readFileSync("/proc/sys/fs/nr_open", "utf8").trim());
+  } catch {
+    return 1048576n;
+  }
+}
+
+const CAP_SYS_RESOURCE = 24;
+
+/** Whether this process holds capability `cap` (effective). */
+function holdsCapability(cap: number): boolean {
+  const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync("/proc/self/status", "utf8"))?.[1] ?? "0";
+  return ((BigInt(`0x${hex}`) >> BigInt(cap)) & 1n) === 1n;
+}
+
 /** The top-level container a nested one is in (itself if it is one). */
 function topLevel(c: Container): Container {
   let top = c;
@@ -74,6 +120,19 @@ export class Containers {
   private readonly launcher: LauncherClient;
   /** Capabilities, no_new_privs and seccomp filters for each launch. */
   readonly confinement: Confinement;
+  /** Cgroups every container joins (v1's devices cgroup). */
+  private readonly shared: SharedCgroups = {};
+  /** Which devices containers may open, for the start-up log. */
+  readonly devicesConfinement: string;
+  /** The --allowed_devices every container may use beyond the defaults, for each launch's log ("" if none). */
+  private readonly extraDevices: string = "";
+  /** linux/devices: the --allowed_devices nodes made in the /dev of containers with an image. */
+  private readonly deviceNodes: DeviceNode[];
+  private readonly nrOpen = nrOpen();
+  /** Which of the kernel files every container gets masked or read-only this kernel has (looked up once). */
+  private readonly kernelFiles = kernelFilesHere();
+  /** Whether this agent (and so the init stage it starts) may raise a hard rlimit: CAP_SYS_RESOURCE. */
+  private readonly canRaiseRlimits = holdsCapability(CAP_SYS_RESOURCE);
   /** How to settle a running container now, with its wait status if known (set by watchExit). */
   private readonly settle = new Map<string, (status?: number) => void>();
   /** Ends a container on an OOM kill in its cgroup. */
@@ -94,6 +153,21 @@ export class Containers {
     this.backend = chooseBackend(f.image_provisioner_backend, this.provisionerDir);
     this.cgroups = detectCgroups();
     this.ownProcs = ownProcsFile(this.cgroups);
+    const allowed = allowedDevices(f.allowed_devices);
+    this.deviceNodes = f.isolation.includes("linux/devices") ? allowed.nodes : [];
+    const devices = confineDevices(this.cgroups, f.cgroups_root, [...DEFAULT_DEVICE_RULES, ...allowed.rules]);
+    if ("why" in devices) {
+      if (f.isolation.includes("cgroups/devices")) {
+        throw new DeviceSetupError(`isolator cgroups/devices: containers' devices cannot be confined: ${devices.why}`);
+      }
+      this.devicesConfinement = `NOT confined (${devices.why}): a root container may open any device node it can reach`;
+    } else {
+      this.shared = devices.shared;
+      const extra = allowed.rules.length > 0 ? `, plus --allowed_devices ${allowed.rules.map(ruleText).join(", ")}` : "";
+      this.devicesConfinement = `null, zero, full, random, urandom, tty, ptys${extra}, by ${devices.how}`;
+      for (const r of allowed.rules) log.warn(`privilege: --allowed_devices lets every container use ${ruleText(r)}`);
+      this.extraDevices = allowed.rules.map(ruleText).join(", ");
+    }
     const socket = join(f.runtime_dir, "launcher.sock");
     // The launcher tells us at once when a workload ends; the status file watch is the fallback.
     this.launcher = new LauncherClient(socket, selfCommand("__launcher", socket), (key, status) => this.settle.get(key)?.(status));
@@ -196,6 +270,42 @@ export class Containers {
     }
   }
 
+  /**
+   * posix/rlimits for a launch, as the init stage sets them. A hard limit above the agent's own
+   * is more than the container would otherwise get: logged as a grant, with the container ID.
+   */
+  private rlimitsFor(info: RLimitInfo, key: string): RlimitSpec[] {
+    return rlimitsOf(info).map((r) => {
+      if (r.type === "RLMT_NOFILE" && r.hard > this.nrOpen) {
+        const hard = r.hard === RLIM_INFINITY ? "unlimited" : r.hard;
+        throw new ContainerError(
+          400,
+          `container.rlimit_info: RLMT_NOFILE ${hard} is above this kernel's most open files per process (fs.nr_open = ${this.nrOpen})`,
+        );
+      }
+      const own = getRlimit(r.resource);
+      if (r.hard > own.hard) {
+        const show = (n: bigint) => (n === RLIM_INFINITY ? "unlimited" : String(n));
+        if (!this.canRaiseRlimits) {
+          throw new ContainerError(
+            400,
+            `container.rlimit_info: ${r.type} hard limit ${show(r.hard)} is above the agent's own (${show(own.hard)}), ` +
+              "and this agent does not hold CAP_SYS_RESOURCE to raise it",
+          );
+        }
+        const given = `${r.type} ${show(r.soft)}/${show(r.hard)}`;
+        log.warn(`privilege: container ${key} is granted ${given}, above the agent's own hard limit ${show(own.hard)}`);
+      }
+      return { name: r.type, resource: r.resource, soft: String(r.soft), hard: String(r.hard) };
+    });
+  }
+
+  /** Image.docker.config: registry credentials for this image's pull, over --docker_config's (Mesos). */
+  private credentialsOf(image: Image): { dockerConfig?: DockerConfig } {
+    const secret = image.docker?.config;
+    return secret ? { dockerConfig: dockerConfigOf(secret, "docker.config") } : {};
+  }
+
   /** Awaits a step that only fills a cache (a pull): KILL_CONTAINER does not wait for it. */
   private until<T>(c: Container, step: Promise<T>, stage: string): Promise<T> {
     const signal = c.abort?.signal;
@@ -278,7 +388,7 @@ export class Containers {
     } else if (image?.docker) {
       const record = await this.until(
         c,
-        this.images.puller.pull(image.docker.name, { force: image.cached === false, keep: this.keeper(c) }),
+        this.images.puller.pull(image.docker.name, { force: image.cached === false, keep: this.keeper(c), ...this.credentialsOf(image) }),
         "provisioning",
       );
       c.imageRef = record.reference;
@@ -305,22 +415,50 @@ export class Containers {
       sandbox: c.sandbox,
       sandboxInContainer,
       topSandbox: top.sandbox,
+      ...(c.parent ? { parentSandbox: c.parent.sandbox } : {}),
       dockerEnabled: (f.image_providers ?? []).includes("docker"),
-      pullImage: async (name, force) => {
-        const record = await this.until(c, this.images.puller.pull(name, { force, keep: this.keeper(c) }), "provisioning");
+      appcEnabled: (f.image_providers ?? []).includes("appc"),
+      pullImage: async (volumeImage) => {
+        if (volumeImage.appc) {
+          const { appc } = volumeImage;
+          try {
+            return (await this.until(c, this.appc.get(appc.name, appc.labels?.labels ?? [], appc.id), "provisioning")).layers;
+          } catch (err) {
+            if (err instanceof Destroyed) throw err;
+            throw new ContainerError(400, (err as Error).message);
+          }
+        }
+        const docker = volumeImage.docker!;
+        const record = await this.until(
+          c,
+          this.images.puller.pull(docker.name, {
+            force: volumeImage.cached === false,
+            keep: this.keeper(c),
+            ...this.credentialsOf(volumeImage),
+          }),
+          "provisioning",
+        );
         c.volumeImages = [...(c.volumeImages ?? []), record.reference];
         c.layers = [...new Set([...(c.layers ?? []), ...record.layers])];
         writeCheckpoint(c, "PROVISIONING");
         return record.layers.map((l) => this.images.store.layerRootfs(l));
       },
     });
+    for (const v of volumes) {
+      if (v.propagation === "bidirectional") {
+        log.warn(
+          `privilege: container ${c.key} gets host path ${v.source} at ${v.target} with BIDIRECTIONAL mount propagation: ` +
+            "what it mounts there appears on the host",
+        );
+      }
+    }
     this.check(c, "provisioning");
     onStage("preparing");
     let command;
     try {
-      command = c.session
-        ? sessionCommand(call, c.parent!)
-        : resolveCommand(call.command, config, { sandbox: sandboxInContainer, useImage: !f.docker_ignore_runtime });
+      const context = { sandbox: sandboxInContainer, useImage: !f.docker_ignore_runtime };
+      const resolved = { ...call, command: resolveSecretEnvironment(call.command) };
+      command = c.session ? sessionCommand(resolved, c.parent!) : resolveCommand(resolved.command, config, context);
     } catch (err) {
       if (err instanceof CommandError) throw new ContainerError(400, err.message);
       throw err;
@@ -334,7 +472,11 @@ export class Containers {
       c.cgroup = c.parent.cgroup; // shared: the parent's limits cover it (and it is not removed with it)
     } else if (this.cgroups.kind !== "none") {
       try {
-        c.cgroup = ContainerCgroup.create(this.cgroups, f.cgroups_root, c.key, { ...c.limits, cfs: f.cgroups_enable_cfs });
+        c.cgroup = ContainerCgroup.create(this.cgroups, f.cgroups_root, c.key, {
+          ...c.limits,
+          cfs: f.cgroups_enable_cfs,
+          pids: f.default_container_pids_limit,
+        });
       } catch (err) {
         throw new ContainerError(500, `cannot set up the cgroups of ${c.key}: ${(err as Error).message}`);
       }
@@ -344,6 +486,24 @@ export class Containers {
     // OOM kills already counted in its cgroup (a shared parent's, or a directory left by an
     // earlier container of this name) are not its own.
     c.oomBaseline = c.cgroup?.oomKills() ?? 0;
+
+    // namespaces/ipc: which IPC namespace and /dev/shm; a PRIVATE one is a tmpfs mounted here,
+    // in the agent's mount namespace, where a nested container can bind it too (as Mesos).
+    const ipc = ipcPlan(call, {
+      hasRootfs: rootfs !== undefined,
+      ...(c.parent ? { parent: { key: c.parent.key, ...(c.parent.shm ? { shareable: c.parent.shm } : {}) } } : {}),
+      privateShmPath: join(c.runtime, "shm"),
+      ...(f.default_container_shm_size !== undefined ? { defaultShmBytes: f.default_container_shm_size } : {}),
+    });
+    if (ipc.shareable) c.shm = ipc.shareable;
+    if (ipc.privateShm) mountPrivateShm(join(c.runtime, "shm"), ipc.privateShm.sizeBytes);
+    if (ipc.namespace === "agent") {
+      log.warn(`privilege: container ${c.key} shares the agent's IPC namespace and /dev/shm (ipc_mode SHARE_PARENT)`);
+    }
+    const rlimits = call.container?.rlimit_info ? this.rlimitsFor(call.container.rlimit_info, c.key) : undefined;
+    const pidNamespace = pidNamespaceOf(call, rootfs !== undefined);
+    if (pidNamespace === "agent") log.warn(`privilege: container ${c.key} shares the agent's PID namespace (share_pid_namespace)`);
+    if (this.extraDevices !== "") log.info(`privilege: container ${c.key} may use the --allowed_devices ${this.extraDevices}`);
 
     onStage("fetching");
     try {
@@ -363,8 +523,8 @@ export class Containers {
     writeFileSync(hostnameFile, `${hostname}\n`);
     const hostsFile = join(c.runtime, "hosts");
     writeFileSync(hostsFile, etcHosts(hostname));
-    const cgroupJoin = c.cgroup?.join();
-    const cgroupMounts = rootfs ? c.cgroup?.mounts() : undefined;
+    const cgroupJoin = c.cgroup?.join(this.shared);
+    const cgroupMounts = rootfs ? c.cgroup?.mounts(this.shared) : undefined;
     const spec: LaunchSpec = {
       id: c.key,
       hostname,
@@ -372,6 +532,7 @@ export class Containers {
       sandbox: { host: c.sandbox, container: sandboxInContainer, ...(c.parent ? { within: top.sandbox } : {}) },
       ...(volumes.length > 0 ? { volumes } : {}),
       ...(c.parent?.pid !== undefined ? { parentPid: c.parent.pid } : {}),
+      ...(pidNamespace ? { pidNamespace } : {}),
       ...(joined ? { netns: joined.netns } : {}),
       executable: command.executable,
       argv: command.argv,
@@ -385,7 +546,13 @@ export class Containers {
       },
       ...(cgroupJoin ? { cgroupJoin } : {}),
       confine,
+      ...(call.container?.linux_info?.ipc_mode !== undefined || ipc.shm
+        ? { ipc: { namespace: ipc.namespace, ...(ipc.shm ? { shm: ipc.shm } : {}) } }
+        : {}),
+      ...(rlimits ? { rlimits } : {}),
+      kernelFiles: this.kernelFiles,
       ...(cgroupMounts ? { cgroupMounts } : {}),
+      ...(rootfs && this.deviceNodes.length > 0 ? { devices: this.deviceNodes } : {}),
       stdout: join(c.sandbox, "stdout"),
       stderr: join(c.sandbox, "stderr"),
       ...(c.io ? { io: { ...(c.io === "tty" ? { tty: ttyOf(call)! } : {}), ...(c.session ? { waitForReader: true } : {}), runtimeDir: c.runtime } } : {}),
@@ -522,12 +689,35 @@ export class Containers {
     delete c.launching;
     this.oom.stop(c);
     log.info(`container ${c.key} exited with status ${c.exitStatus}${c.limitation ? ` (${c.limitation.reason})` : ""}`);
+    this.endDescendants(c);
     // CNI DEL now, while the namespace is still held; REMOVE waits for it (and retries a failure).
     void this.networks.detach(c.key).catch((err: Error) => log.error(`${err.message} (retried at REMOVE)`));
     done();
     // How it ended outlives this agent (a terminated record, kept until REMOVE_CONTAINER);
     // until it is written, the launcher's status file says the same.
     this.afterReply(c);
+  }
+
+  /**
+   * Nested containers end with their parent, as Mesos destroys them: those in its PID
+   * namespace die with it; those with one of their own (the default with an image) are
+   * killed here, and ones still being launched are stopped.
+   */
+  private endDescendants(c: Container): void {
+    for (const x of this.list()) {
+      if (!x.key.startsWith(`${c.key}.`) || x.state === "EXITED") continue;
+      if (x.state === "PROVISIONING") {
+        if (x.abort && !x.abort.signal.aborted) x.abort.abort();
+        continue;
+      }
+      if (x.pid === undefined || !stillRunning(x.pid, x.pidStart)) continue;
+      log.info(`container ${x.key}: its parent ${c.key} ended; killing it`);
+      try {
+        process.kill(x.pid, "SIGKILL");
+      } catch {
+        // gone meanwhile
+      }
+    }
   }
 
   /**
@@ -593,6 +783,7 @@ export class Containers {
         ...(c.cgroupDirs ? { cgroup: ContainerCgroup.existing(this.cgroups, c.cgroupDirs) } : {}),
         sandbox: c.sandbox,
         ...(c.provisionerDir ? { provisionerDir: c.provisionerDir } : {}),
+        runtime: c.runtime,
       },
       async (path) => {
         await this.gc.call("remove", { path, within: f.work_dir });
@@ -635,6 +826,9 @@ export class Containers {
     });
     // Networks of containers that ended meanwhile, or whose launch the agent died in, are DELeted.
     await this.networks.recover((key) => this.table.get(key)?.state === "RUNNING");
+    // A nested container whose parent ended while no agent watched ends now.
+    for (const c of this.list()) if (c.state === "EXITED" && !c.parent) this.endDescendants(c);
+    for (const c of this.list()) if (c.state === "EXITED" && c.parent) this.endDescendants(c);
     return result;
   }
 
@@ -657,8 +851,11 @@ export class Containers {
       }
       if (c.pid !== undefined && !stillRunning(c.pid, c.pidStart)) {
         deadSince ??= Date.now();
-        // Stage 1 writes the status just after the workload dies; give it a moment.
-        if (Date.now() - deadSince > 2000) {
+        // The launcher (or its reaper, if the launcher died) writes the status just after the
+        // workload is reaped: give it a moment, and as long as it takes while one of them lives
+        // (a loaded machine can delay it by seconds); a minute at most.
+        const waited = Date.now() - deadSince;
+        if (waited > 2000 && (waited > 60_000 || !launcherAlive(this.launcher.socketPath))) {
           this.exited(c, settle);
           stop();
         }

@@ -19,6 +19,8 @@ export interface Remains {
   cgroup?: ContainerCgroup;
   sandbox?: string;
   provisionerDir?: string;
+  /** Its runtime dir: what is mounted below it (a PRIVATE /dev/shm) is unmounted; the dir stays. */
+  runtime?: string;
 }
 
 export interface TreeRemover {
@@ -43,7 +45,7 @@ export async function takeApart(r: Remains, removeTree: TreeRemover): Promise<vo
     throw new Error(`the cgroup of ${r.key} still holds ${left} after SIGKILL; it is left at ${r.cgroup.dirs.join(", ")}`);
   }
   const trees = [r.provisionerDir, r.sandbox].filter((p): p is string => p !== undefined);
-  unmountUnder(trees);
+  unmountUnder([...trees, ...(r.runtime ? [r.runtime] : [])]);
   for (const tree of trees) await removeTree(tree);
 }
 

@@ -226,7 +226,14 @@ async function destroyUnknown(t: RecoveryTable, id: ContainerID, dir: string): P
   const provable = pid !== undefined && (isInitStage(pid) || (cgroup?.contains(pid) ?? false));
   try {
     await takeApart(
-      { key, ...(provable ? { pid } : {}), ...(cgroup ? { cgroup } : {}), sandbox: paths.sandbox, provisionerDir: paths.provisionerDir },
+      {
+        key,
+        ...(provable ? { pid } : {}),
+        ...(cgroup ? { cgroup } : {}),
+        sandbox: paths.sandbox,
+        provisionerDir: paths.provisionerDir,
+        runtime: dir,
+      },
       t.removeTree,
     );
   } catch (err) {

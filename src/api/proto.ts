@@ -12,6 +12,16 @@ export const Int64 = v.pipe(
   v.integer("must be an integer"),
 );
 
+/** uint64 kept exact (protobuf JSON writes 64-bit integers as decimal strings; rlimits reach 2^64-1). */
+export const Uint64 = v.pipe(
+  v.union(
+    [v.pipe(v.number(), v.integer("must be an integer")), v.pipe(v.string(), v.regex(/^\d+$/, "must be an integer"))],
+    "must be an integer",
+  ),
+  v.transform((x) => BigInt(x)),
+  v.check((x) => x >= 0n && x < 2n ** 64n, "must be from 0 to 18446744073709551615"),
+);
+
 /** double in protobuf JSON: a number, or the strings "Infinity"/"NaN" the mapping allows. */
 export const Double = v.pipe(
   v.union([v.number(), v.picklist(["Infinity", "-Infinity", "NaN"])], "must be a number"),
@@ -68,6 +78,7 @@ export const SecretSchema = v.looseObject({
   reference: v.optional(v.looseObject({ name: v.string(), key: v.optional(v.string()) })),
   value: v.optional(v.looseObject({ data: v.string() })),
 });
+export type Secret = v.InferOutput<typeof SecretSchema>;
 
 export const ImageSchema = v.pipe(
   v.looseObject({
@@ -82,6 +93,7 @@ export const ImageSchema = v.pipe(
     docker: v.optional(
       v.looseObject({
         name: v.pipe(v.string(), v.minLength(1, "must not be empty")),
+        credential: v.optional(v.looseObject({ principal: v.optional(v.string()), secret: v.optional(v.string()) })),
         config: v.optional(SecretSchema),
       }),
     ),
@@ -192,7 +204,15 @@ export const ResourceSchema = v.pipe(
     role: v.optional(v.string()),
     reservation: v.optional(v.looseObject({})),
     reservations: v.optional(v.array(v.looseObject({})), []),
-    disk: v.optional(v.looseObject({ persistence: v.optional(v.looseObject({ id: v.string() })) })),
+    allocation_info: v.optional(v.looseObject({})),
+    provider_id: v.optional(v.looseObject({})),
+    disk: v.optional(
+      v.looseObject({
+        persistence: v.optional(v.looseObject({ id: v.string() })),
+        volume: v.optional(v.looseObject({})),
+        source: v.optional(v.looseObject({})),
+      }),
+    ),
     revocable: v.optional(v.looseObject({})),
     shared: v.optional(v.looseObject({})),
   }),
@@ -236,10 +256,13 @@ export const VolumeSchema = v.looseObject({
       host_path: v.optional(
         v.looseObject({
           path: v.string(),
-          mount_propagation: v.optional(v.looseObject({ mode: v.optional(v.picklist(["HOST_TO_CONTAINER", "BIDIRECTIONAL"])) })),
+          mount_propagation: v.optional(v.looseObject({ mode: v.optional(v.picklist(["UNKNOWN", "HOST_TO_CONTAINER", "BIDIRECTIONAL"])) })),
         }),
       ),
       sandbox_path: v.optional(v.looseObject({ type: v.optional(v.picklist(["UNKNOWN", "SELF", "PARENT"])), path: v.string() })),
+      docker_volume: v.optional(v.looseObject({})),
+      secret: v.optional(SecretSchema),
+      csi_volume: v.optional(v.looseObject({})),
     }),
   ),
 });
@@ -282,6 +305,10 @@ export type CapabilityInfo = v.InferOutput<typeof CapabilityInfoSchema>;
 
 export const LinuxInfoSchema = v.looseObject({
   share_cgroups: v.optional(v.boolean()),
+  share_pid_namespace: v.optional(v.boolean()),
+  ipc_mode: v.optional(v.picklist(["UNKNOWN", "PRIVATE", "SHARE_PARENT"], "must be PRIVATE or SHARE_PARENT")),
+  /** MB (uint32). */
+  shm_size: v.optional(v.pipe(Int64, v.minValue(0, "must not be negative"), v.maxValue(2 ** 32 - 1, "must fit in 32 bits (MB)"))),
   capability_info: v.optional(CapabilityInfoSchema),
   effective_capabilities: v.optional(CapabilityInfoSchema),
   bounding_capabilities: v.optional(CapabilityInfoSchema),
@@ -296,6 +323,26 @@ export const TTYInfoSchema = v.looseObject({
 });
 export type TTYInfo = v.InferOutput<typeof TTYInfoSchema>;
 
+export const RLIMIT_TYPES = [
+  "RLMT_AS", "RLMT_CORE", "RLMT_CPU", "RLMT_DATA", "RLMT_FSIZE", "RLMT_LOCKS", "RLMT_MEMLOCK", "RLMT_MSGQUEUE",
+  "RLMT_NICE", "RLMT_NOFILE", "RLMT_NPROC", "RLMT_RSS", "RLMT_RTPRIO", "RLMT_RTTIME", "RLMT_SIGPENDING", "RLMT_STACK",
+] as const;
+export type RlimitType = (typeof RLIMIT_TYPES)[number];
+
+export const RLimitInfoSchema = v.looseObject({
+  rlimits: v.optional(
+    v.array(
+      v.looseObject({
+        type: v.optional(v.picklist(["UNKNOWN", ...RLIMIT_TYPES], "must be one of RLMT_AS ... RLMT_STACK")),
+        hard: v.optional(Uint64),
+        soft: v.optional(Uint64),
+      }),
+    ),
+    [],
+  ),
+});
+export type RLimitInfo = v.InferOutput<typeof RLimitInfoSchema>;
+
 export const ContainerInfoSchema = v.looseObject({
   type: v.picklist(["DOCKER", "MESOS"], "must be DOCKER or MESOS"),
   volumes: v.optional(v.array(VolumeSchema), []),
@@ -304,9 +351,30 @@ export const ContainerInfoSchema = v.looseObject({
   mesos: v.optional(v.looseObject({ image: v.optional(ImageSchema) })),
   docker: v.optional(v.looseObject({})),
   linux_info: v.optional(LinuxInfoSchema),
+  rlimit_info: v.optional(RLimitInfoSchema),
   tty_info: v.optional(TTYInfoSchema),
 });
 export type ContainerInfo = v.InferOutput<typeof ContainerInfoSchema>;
+
+/** --allowed_devices (Mesos' DeviceWhitelist): devices every container may use. */
+export const DeviceWhitelistSchema = v.looseObject({
+  allowed_devices: v.optional(
+    v.array(
+      v.looseObject({
+        device: v.looseObject({
+          path: v.optional(v.string()),
+          number: v.optional(v.looseObject({ major_number: Int64, minor_number: Int64 })),
+        }),
+        access: v.optional(
+          v.looseObject({ read: v.optional(v.boolean()), write: v.optional(v.boolean()), mknod: v.optional(v.boolean()) }),
+          {},
+        ),
+      }),
+    ),
+    [],
+  ),
+});
+export type DeviceWhitelist = v.InferOutput<typeof DeviceWhitelistSchema>;
 
 // --- Durations ---------------------------------------------------------------------------
 

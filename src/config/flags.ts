@@ -5,8 +5,9 @@ import { accessSync, constants, readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { dirname, isAbsolute, resolve } from "node:path";
 import * as v from "valibot";
-import { CapabilityInfoSchema, DurationInfoSchema, ImageSchema } from "../api/proto.ts";
+import { CapabilityInfoSchema, DeviceWhitelistSchema, DurationInfoSchema, ImageSchema } from "../api/proto.ts";
 import { LEVELS } from "../log.ts";
+import { isolationProblem } from "./isolators.ts";
 import { formatRanges, parseResourcesFlag } from "./resources.ts";
 import { capabilitySet, formatCapabilities } from "../runtime/capabilities.ts";
 import { formatBytes, formatDuration, parseBytes, parseDuration } from "./units.ts";
@@ -122,29 +123,26 @@ const ImageProviders = v.pipe(
   }),
 );
 
-/** Isolators Mesos knows. ucr implements the ones the UCR needs and accepts the others by name. */
-export const KNOWN_ISOLATORS = [
-  "posix/cpu", "posix/mem", "posix/disk", "posix/rlimits",
-  "filesystem/posix", "filesystem/linux", "filesystem/shared", "filesystem/windows",
-  "docker/runtime", "docker/volume", "appc/runtime",
-  "cgroups/all", "cgroups/cpu", "cgroups/mem", "cgroups/pids", "cgroups/devices", "cgroups/blkio",
-  "cgroups/hugetlb", "cgroups/net_cls", "cgroups/perf_event", "cgroups/cpuset",
-  "disk/du", "disk/xfs", "namespaces/pid", "namespaces/ipc",
-  "network/cni", "network/port_mapping", "network/ports", "gpu/nvidia",
-  "linux/capabilities", "linux/devices", "linux/seccomp", "linux/nnp",
-  "volume/image", "volume/host_path", "volume/sandbox_path", "volume/secret", "volume/csi",
-  "environment_secret", "windows/cpu", "windows/mem",
-] as const;
-
 const Isolation = v.pipe(
   text,
   convert((s) => {
     const items = splitList(s);
     if (items.length === 0) throw new Error("must name at least one isolator");
-    for (const i of items) {
-      if (!(KNOWN_ISOLATORS as readonly string[]).includes(i)) throw new Error(`unknown isolator '${i}'`);
-    }
+    const problem = isolationProblem(items);
+    if (problem) throw new Error(problem);
     return [...new Set(items)];
+  }),
+);
+
+/** --default_container_pids_limit: a positive number of processes, or "max" (no limit). */
+const PidsLimit = v.pipe(
+  text,
+  convert((s): number | "max" => {
+    if (s === "max") return "max";
+    if (!/^\d+$/.test(s) || Number(s) < 1 || Number(s) > 4194304) {
+      throw new Error(`'${s}' is not a number of processes (1 to 4194304), or max for no limit`);
+    }
+    return Number(s);
   }),
 );
 
@@ -324,11 +322,16 @@ function existingAncestor(path: string): string {
 }
 
 const SCHEMAS = {
+  allowed_devices: v.optional(jsonFlag(DeviceWhitelistSchema)),
   appc_simple_discovery_uri_prefix: AppcPrefix,
   appc_store_dir: HostPath,
   authenticate_http_readwrite: Bool,
   bounding_capabilities: v.optional(jsonFlag(CapabilityInfoSchema)),
   cgroups_enable_cfs: Bool,
+  default_container_pids_limit: PidsLimit,
+  default_container_shm_size: v.optional(Size),
+  disallow_sharing_agent_ipc_namespace: Bool,
+  disallow_sharing_agent_pid_namespace: Bool,
   cgroups_root: v.pipe(
     text,
     convert((s) => {
@@ -375,6 +378,13 @@ const showNumber = (n: number) => String(n);
 const showList = (xs: readonly string[]) => xs.join(",");
 
 const META: { [K in FlagName]: FlagMeta } = {
+  allowed_devices: {
+    help:
+      'Devices every container may use besides the defaults, {"allowed_devices":[{"device":{"path":"/dev/fuse"},' +
+      '"access":{"read":true,"write":true,"mknod":false}}]} (inline JSON, file:///path or /path); with linux/devices ' +
+      "they are also made in the /dev of containers with an image.",
+    json: true,
+  },
   appc_simple_discovery_uri_prefix: {
     help: "URI prefix for simple discovery of Appc images (http://, https:// or an absolute directory).",
     default: "http://",
@@ -399,6 +409,29 @@ const META: { [K in FlagName]: FlagMeta } = {
     show: showBool,
   },
   cgroups_root: { help: "Cgroup under which each container gets its own (per hierarchy on cgroup v1).", default: "ucr" },
+  default_container_pids_limit: {
+    help:
+      "The most processes and threads a container (its own cgroup) may have at once, so a fork bomb cannot exhaust the host; " +
+      "max: no limit (Mesos' cgroups/pids).",
+    default: "2048",
+    show: (n: number | "max") => String(n),
+  },
+  default_container_shm_size: {
+    help: "Size of the /dev/shm ucr gives a container (ipc_mode PRIVATE without shm_size, and containers with an image); absent: 64MB.",
+    show: formatBytes,
+  },
+  disallow_sharing_agent_ipc_namespace: {
+    help: "Refuse top-level containers that ask for the agent's IPC namespace and /dev/shm (linux_info.ipc_mode SHARE_PARENT).",
+    boolean: true,
+    default: "false",
+    show: showBool,
+  },
+  disallow_sharing_agent_pid_namespace: {
+    help: "Refuse top-level containers that ask for the agent's PID namespace (linux_info.share_pid_namespace).",
+    boolean: true,
+    default: "false",
+    show: showBool,
+  },
   docker_allow_foreign_platform: {
     help: "Pull Docker images built for another OS or CPU architecture than this machine's (refused by default).",
     boolean: true,
@@ -475,7 +508,11 @@ const META: { [K in FlagName]: FlagMeta } = {
     help: "Address to listen on. Launching containers runs code as root: keep loopback unless authentication is on.",
     default: "127.0.0.1",
   },
-  isolation: { help: "Comma-separated isolators.", default: "posix/cpu,posix/mem", show: showList },
+  isolation: {
+    help: "Comma-separated isolators (Mesos' names); one ucr does not implement stops the agent, naming it.",
+    default: "posix/cpu,posix/mem",
+    show: showList,
+  },
   logging_level: { help: "Lowest severity to log: INFO, WARNING or ERROR.", default: "INFO", show: (l: string) => l },
   network_cni_config_dir: {
     help: "Directory of CNI network configs (.conflist, .conf, .json); a container joins one by naming it in network_infos.",

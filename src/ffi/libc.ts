@@ -78,14 +78,17 @@ const SYS_MOUNT_SETATTR = 442;
 function sys(nr: number, a = 0, b = 0, c = 0, d = 0, e = 0): number {
   return Number(libc.symbols.syscall(nr, a, b, c, d, e));
 }
-const SYS_RT_SIGACTION = arm64 ? 134 : 13;
+
+const utf8 = new TextEncoder();
 
 /**
- * A NUL-terminated copy of `s`. Passed to ffi as the TypedArray itself (not a raw pointer
- * number), so the buffer stays reachable, and cannot be collected, during the call.
+ * A NUL-terminated copy of `s` (UTF-8). Passed to ffi as the TypedArray itself (not a raw
+ * pointer number), so the buffer stays reachable, and cannot be collected, during the call.
+ * TextEncoder, not Buffer.from: in a fresh process (every init stage) Buffer.from costs
+ * ~8 µs a call and this ~1 µs, and the init stage makes dozens of these calls per launch.
  */
-function cstr(s: string): Buffer {
-  return Buffer.from(`${s}\0`, "utf8");
+function cstr(s: string): Uint8Array {
+  return utf8.encode(`${s}\0`);
 }
 
 function errno(): number {
@@ -116,6 +119,13 @@ export function mount(source: string | null, target: string, fstype: string | nu
     data === null ? null : cstr(data),
   );
   check(rc, "mount", `${source ?? fstype ?? "none"} -> ${target}`);
+}
+
+/** mount(2): 0, or -errno instead of throwing (for expected failures on a launch's hot path; see openatOrErrno). */
+export function mountOrErrno(source: string | null, target: string, fstype: string | null, flags: number, data: string | null = null) {
+  const c = (x: string | null) => (x === null ? null : cstr(x));
+  const rc = libc.symbols.mount(c(source), cstr(target), c(fstype), flags, c(data));
+  return rc === 0 ? 0 : -errno();
 }
 
 export function umount2(target: string, flags = 0): void {
@@ -183,7 +193,7 @@ export function lgetxattr(path: string, name: string): Uint8Array | null {
 }
 
 /** A NULL-terminated array of C strings; the buffers stay referenced by the returned object. */
-function cstrArray(items: readonly string[]): { array: BigUint64Array; keep: Buffer[] } {
+function cstrArray(items: readonly string[]): { array: BigUint64Array; keep: Uint8Array[] } {
   const keep = items.map(cstr);
   const array = new BigUint64Array(items.length + 1);
   keep.forEach((b, i) => (array[i] = BigInt(ptr(b))));
@@ -234,19 +244,6 @@ export function setCloexec(fd: number): void {
   const flags = libc.symbols.fcntl(fd, F_GETFD, 0);
   check(flags, "fcntl", `fd ${fd}`);
   check(libc.symbols.fcntl(fd, F_SETFD, flags | FD_CLOEXEC), "fcntl", `fd ${fd}`);
-}
-
-/**
- * Sets `signal` back to its default action (SIG_DFL). A signal this runtime ignores stays
- * ignored across execve(2); one it handles is reset by execve itself. The raw syscall, as
- * glibc's sigaction refuses its own signals (32 and 33), which its posix_spawn leaves
- * ignored in the child. An all-zero kernel sigaction is SIG_DFL, no flags, empty mask.
- */
-export function defaultSignal(signal: number): void {
-  // A zeroed struct sigaction is SIG_DFL with no flags; 8 is the kernel's sigset size.
-  const act = new BigUint64Array(4);
-  check(sys(SYS_RT_SIGACTION, signal, Number(ptr(act)), 0, 8), "rt_sigaction", String(signal));
-  void act;
 }
 
 const MADV_DONTNEED = 4;
@@ -480,4 +477,88 @@ export function cloexecFrom(first: number, listFds: () => number[]): void {
       if ((err as SysError).code !== "EBADF") throw err; // the listing's own descriptor, closed since
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signals, rlimits and detached mount trees, for the init stage's last steps.
+
+const SYS_RT_SIGACTION = arm64 ? 134 : 13;
+const SYS_RT_SIGPROCMASK = arm64 ? 135 : 14;
+const SYS_PRLIMIT64 = arm64 ? 261 : 302;
+const SYS_OPEN_TREE = 428;
+const SYS_MOVE_MOUNT = 429;
+const SIG_SETMASK = 2;
+/** The kernel's sigset_t is 64 bits on both architectures. */
+const KERNEL_SIGSET_BYTES = 8;
+
+/**
+ * Every signal's disposition back to the default and nothing blocked, for the calling thread,
+ * right before execve: a runtime ignores SIGPIPE, SIGXFSZ and others (Bun does), and execve
+ * keeps what is ignored and the signal mask, so a workload would start with them (`yes |
+ * head` would spin). The raw syscall, as glibc's sigaction refuses its own 32 and 33 (which
+ * its posix_spawn leaves ignored in a child); nothing after this calls set*id, which is what
+ * 33 is for. SIGKILL and SIGSTOP cannot be changed. `signals`: only these (the ones ignored:
+ * execve resets the handled ones itself); absent, all.
+ */
+export function resetSignals(signals?: readonly number[]): void {
+  const dfl = new BigUint64Array(4); // struct kernel_sigaction {handler = SIG_DFL, flags, restorer, mask}, all 0
+  for (const sig of signals ?? ALL_SIGNALS) {
+    check(sys(SYS_RT_SIGACTION, sig, ptr(dfl), 0, KERNEL_SIGSET_BYTES), "rt_sigaction", `signal ${sig} to SIG_DFL`);
+  }
+  const none = new BigUint64Array(1);
+  check(sys(SYS_RT_SIGPROCMASK, SIG_SETMASK, ptr(none), 0, KERNEL_SIGSET_BYTES), "rt_sigprocmask", "unblock all");
+  void [dfl, none];
+}
+
+/** Every signal whose disposition can be changed (all but SIGKILL and SIGSTOP). */
+const ALL_SIGNALS = Array.from({ length: 64 }, (_, i) => i + 1).filter((s) => s !== 9 && s !== 19);
+
+/** A call of each kind resetSignals makes, changing nothing (signal 0 is no signal): a warm-up. */
+export function warmUpSignals(): void {
+  const none = new BigUint64Array(4);
+  sys(SYS_RT_SIGACTION, 0, 0, ptr(none), KERNEL_SIGSET_BYTES);
+  sys(SYS_RT_SIGPROCMASK, SIG_SETMASK, 0, ptr(none), KERNEL_SIGSET_BYTES);
+  void none;
+}
+
+/** setrlimit(2) for this process (prlimit64 on pid 0), with exact 64-bit values (2^64-1 is unlimited). */
+export function setRlimit(resource: number, soft: bigint, hard: bigint): void {
+  const limit = new BigUint64Array([soft, hard]);
+  check(sys(SYS_PRLIMIT64, 0, resource, ptr(limit), 0), "setrlimit", `resource ${resource} to ${soft}/${hard}`);
+  void limit;
+}
+
+/** This process's soft and hard limit of `resource`. */
+export function getRlimit(resource: number): { soft: bigint; hard: bigint } {
+  const limit = new BigUint64Array(2);
+  check(sys(SYS_PRLIMIT64, 0, resource, 0, ptr(limit)), "getrlimit", `resource ${resource}`);
+  return { soft: limit[0]!, hard: limit[1]! };
+}
+
+export const OPEN_TREE_CLONE = 1;
+export const OPEN_TREE_CLOEXEC = O_CLOEXEC;
+const AT_RECURSIVE_FLAG = 0x8000;
+const MOVE_MOUNT_F_EMPTY_PATH = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH = 0x40;
+
+/**
+ * A detached copy of the mount tree at `path` (open_tree(2) with OPEN_TREE_CLONE, recursive,
+ * Linux 5.2): a copy of a shared mount stays in its peer group, so what is mounted below the
+ * copy, wherever it is attached later, propagates to the original's peers.
+ */
+export function openTreeClone(path: string): number {
+  const p = cstr(path);
+  const flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE_FLAG;
+  const fd = sys(SYS_OPEN_TREE, AT_FDCWD, ptr(p), flags);
+  void p;
+  check(fd, "open_tree", path);
+  return fd;
+}
+
+/** Attaches the detached tree `treeFd` onto what `targetFd` refers to (move_mount(2)). */
+export function moveMount(treeFd: number, targetFd: number, what: string): void {
+  const empty = cstr("");
+  const flags = MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH;
+  check(sys(SYS_MOVE_MOUNT, treeFd, ptr(empty), targetFd, ptr(empty), flags), "move_mount", what);
+  void empty;
 }

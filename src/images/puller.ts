@@ -41,6 +41,8 @@ export interface PullOptions {
    */
   keep?: (release: () => void) => void;
   onEvent?: (e: LayerEvent) => void;
+  /** Credentials for this pull (a launch's Image.docker.config), instead of --docker_config's, as in Mesos. */
+  dockerConfig?: DockerConfig;
 }
 
 export class PullError extends Error {
@@ -177,7 +179,7 @@ export class Puller {
           name: ref.original,
           allowForeignPlatform: this.options.allowForeignPlatform ?? false,
         })
-      : await this.resolve(ref);
+      : await this.resolve(ref, opts.dockerConfig);
     const total = resolved.layers.length;
     // Wait for every layer job to settle before reporting a failure, so no sibling is still
     // writing into staging when the caller hears the pull failed. Good layers stay stored.
@@ -209,7 +211,7 @@ export class Puller {
     return record;
   }
 
-  private async resolve(ref: ImageReference): Promise<ResolvedImage> {
+  private async resolve(ref: ImageReference, dockerConfig: DockerConfig | undefined): Promise<ResolvedImage> {
     const registry = this.options.registry;
     const allowForeignPlatform = this.options.allowForeignPlatform ?? false;
     // A directory of archives serves names without a registry. A name that carries one
@@ -218,7 +220,7 @@ export class Puller {
     if (registry.kind === "directory" && (!ref.explicitDomain || archiveCandidates(registry.path, ref).some((c) => existsSync(c)))) {
       return this.workers.pull.call<ResolvedImage>("archive", { dir: registry.path, name: ref.original, allowForeignPlatform });
     }
-    const spec = await this.spec(ref);
+    const spec = await this.spec(ref, dockerConfig);
     return this.workers.pull.call<ResolvedImage>("registry", {
       spec,
       reference: manifestReference(ref),
@@ -228,7 +230,7 @@ export class Puller {
   }
 
   /** Which registry, which scheme, which repository path, which credentials. */
-  private async spec(ref: ImageReference): Promise<RegistrySpec> {
+  private async spec(ref: ImageReference, dockerConfig = this.options.dockerConfig): Promise<RegistrySpec> {
     const registry = this.options.registry;
     let base: string;
     let host: string;
@@ -247,7 +249,7 @@ export class Puller {
       host = registry.url.host;
     }
     const isHub = host === DOCKER_HUB_REGISTRY || host.endsWith(".docker.io") || host === DOCKER_HUB;
-    const credentials = lookupCredentials(this.options.dockerConfig, isHub ? DOCKER_HUB : host);
+    const credentials = lookupCredentials(dockerConfig, isHub ? DOCKER_HUB : host);
     return {
       base,
       repository: remotePath(ref, isHub),
@@ -284,7 +286,12 @@ export class Puller {
       const job: LayerJob = {
         source: layer.file
           ? { kind: "file", ...layer.file }
-          : { kind: "registry", spec: await this.spec(ref), digest: layer.digest!, ...(layer.size ? { size: layer.size } : {}) },
+          : {
+              kind: "registry",
+              spec: await this.spec(ref, opts.dockerConfig),
+              digest: layer.digest!,
+              ...(layer.size ? { size: layer.size } : {}),
+            },
         staging,
         expectDigest: layer.digest,
         expectDiffId: layer.diffId,

@@ -1,15 +1,22 @@
 // Resource limits through cgroups, on v1, v2, or the hybrid layout (v1 controllers with a
 // cgroup2 mount at /sys/fs/cgroup/unified, which this machine has and crun refuses):
 // cpus -> cpu shares/weight (and a CFS quota with --cgroups_enable_cfs), mem -> a memory
-// limit; usage and OOM kills read back for WAIT_CONTAINER and GET_CONTAINERS; OOM events
+// limit, a pids limit for every container, and the devices all containers may use (one
+// cgroup under --cgroups_root, see devices.ts); usage and OOM kills read back for
+// WAIT_CONTAINER and GET_CONTAINERS; OOM events
 // watched (v1: eventfd on memory.oom_control; v2: inotify on memory.events); a container's
 // processes killed and its directories removed, and those of containers nobody knows found.
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmdirSync, statSync, watch, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { eventfd } from "../ffi/eventfd.ts";
+import { applyDeviceRulesV1, applyDeviceRulesV2, type DeviceRule } from "./devices.ts";
 import type { CgroupJoin, CgroupMounts } from "./spec.ts";
 
-export type CgroupLayout = { kind: "v2"; root: string } | { kind: "v1"; cpu: string; cpuacct: string; memory: string } | { kind: "none"; why: string };
+export type CgroupLayout =
+  | { kind: "v2"; root: string }
+  /** v1: the hierarchies ucr uses; pids and devices where the kernel has them. */
+  | { kind: "v1"; cpu: string; cpuacct: string; memory: string; pids?: string; devices?: string }
+  | { kind: "none"; why: string };
 
 const ROOT = "/sys/fs/cgroup";
 
@@ -26,7 +33,9 @@ export function detectCgroups(): CgroupLayout {
   const cpu = v1("cpu");
   const cpuacct = v1("cpuacct");
   const memory = existsSync(join(ROOT, "memory", "cgroup.procs")) ? join(ROOT, "memory") : undefined;
-  if (cpu && cpuacct && memory) return { kind: "v1", cpu, cpuacct, memory };
+  const pids = existsSync(join(ROOT, "pids", "cgroup.procs")) ? join(ROOT, "pids") : undefined;
+  const devices = existsSync(join(ROOT, "devices", "devices.allow")) ? join(ROOT, "devices") : undefined;
+  if (cpu && cpuacct && memory) return { kind: "v1", cpu, cpuacct, memory, ...(pids ? { pids } : {}), ...(devices ? { devices } : {}) };
   return { kind: "none", why: "no cgroup v1 cpu, cpuacct and memory hierarchies and no cgroup v2 hierarchy under /sys/fs/cgroup" };
 }
 
@@ -34,6 +43,8 @@ export interface Limits {
   cpus?: number;
   memBytes?: number;
   cfs: boolean;
+  /** pids.max: at most this many processes and threads at once (--default_container_pids_limit). */
+  pids?: number | "max";
 }
 
 const CFS_PERIOD_US = 100_000;
@@ -53,23 +64,24 @@ export class ContainerCgroup {
    * whose first writer in a while waits for an RCU grace period (~13 ms here). v2 has no
    * `tasks`: the pid to cgroup.procs.
    */
-  join(): CgroupJoin {
+  join(shared: SharedCgroups = {}): CgroupJoin {
     return this.layout.kind === "v1"
-      ? { files: this.dirs.map((d) => join(d, "tasks")), move: "thread" }
+      ? { files: [...this.dirs, ...(shared.devices ? [shared.devices] : [])].map((d) => join(d, "tasks")), move: "thread" }
       : { files: this.dirs.map((d) => join(d, "cgroup.procs")), move: "process" };
   }
 
   /** How the container sees these cgroups at /sys/fs/cgroup (see CgroupMounts). */
-  mounts(): CgroupMounts | undefined {
+  mounts(shared: SharedCgroups = {}): CgroupMounts | undefined {
     const layout = this.layout;
     if (layout.kind === "v2") return this.dirs[0] === undefined ? undefined : { kind: "v2", binds: [{ name: "", source: this.dirs[0] }] };
     if (layout.kind !== "v1") return undefined;
     const binds: CgroupMounts["binds"] = [];
     const links: NonNullable<CgroupMounts["links"]> = [];
-    for (const kind of ["cpu", "cpuacct", "memory"] as const) {
+    for (const kind of ["cpu", "cpuacct", "memory", "pids", "devices"] as const) {
       const hierarchy = layout[kind];
+      if (hierarchy === undefined) continue;
       const name = relative(ROOT, hierarchy); // "cpu", or "cpu,cpuacct" where they are co-mounted
-      const source = this.dirs.find((d) => d.startsWith(`${hierarchy}/`));
+      const source = kind === "devices" ? shared.devices : this.dirs.find((d) => d.startsWith(`${hierarchy}/`));
       if (!source || name.includes("/") || name.startsWith(".")) continue;
       if (!binds.some((b) => b.name === name)) binds.push({ name, source });
       if (name !== kind) links.push({ name: kind, target: name });
@@ -81,7 +93,8 @@ export class ContainerCgroup {
   static dirsFor(layout: CgroupLayout, parent: string, name: string): string[] {
     if (layout.kind === "none") return [];
     if (layout.kind === "v2") return [join(layout.root, parent, name)];
-    return [...new Set([join(layout.cpu, parent, name), join(layout.cpuacct, parent, name), join(layout.memory, parent, name)])];
+    const pids = layout.pids ? [join(layout.pids, parent, name)] : [];
+    return [...new Set([join(layout.cpu, parent, name), join(layout.cpuacct, parent, name), join(layout.memory, parent, name), ...pids])];
   }
 
   /**
@@ -115,6 +128,7 @@ export class ContainerCgroup {
       enable(base);
       const dir = join(base, name);
       mkdirSync(dir, { recursive: true });
+      if (limits.pids !== undefined && existsSync(join(dir, "pids.max"))) writeFileSync(join(dir, "pids.max"), String(limits.pids));
       if (limits.cpus !== undefined) {
         const shares = Math.max(MIN_SHARES, Math.round(limits.cpus * 1024));
         const weight = Math.min(10000, Math.max(1, 1 + Math.floor(((shares - 2) * 9999) / 262142)));
@@ -130,7 +144,9 @@ export class ContainerCgroup {
     const cpu = join(layout.cpu, parent, name);
     const cpuacct = join(layout.cpuacct, parent, name);
     const memory = join(layout.memory, parent, name);
-    for (const d of new Set([cpu, cpuacct, memory])) mkdirSync(d, { recursive: true });
+    const pids = layout.pids ? join(layout.pids, parent, name) : undefined;
+    for (const d of new Set([cpu, cpuacct, memory, ...(pids ? [pids] : [])])) mkdirSync(d, { recursive: true });
+    if (pids && limits.pids !== undefined) writeFileSync(join(pids, "pids.max"), String(limits.pids));
     if (limits.cpus !== undefined) {
       writeFileSync(join(cpu, "cpu.shares"), String(Math.max(MIN_SHARES, Math.round(limits.cpus * 1024))));
       if (limits.cfs) {
@@ -149,7 +165,7 @@ export class ContainerCgroup {
         }
       }
     }
-    return new ContainerCgroup(layout, [...new Set([cpu, cpuacct, memory])]);
+    return new ContainerCgroup(layout, [...new Set([cpu, cpuacct, memory, ...(pids ? [pids] : [])])]);
   }
 
   /** Re-attach to the cgroup dirs of a recovered container. */
@@ -338,7 +354,8 @@ export class ContainerCgroup {
   static under(layout: CgroupLayout, parent: string): Map<string, ContainerCgroup> {
     const out = new Map<string, ContainerCgroup>();
     if (layout.kind === "none") return out;
-    const roots = layout.kind === "v2" ? [layout.root] : [...new Set([layout.cpu, layout.cpuacct, layout.memory])];
+    const v1 = (l: Extract<CgroupLayout, { kind: "v1" }>) => [l.cpu, l.cpuacct, l.memory, ...(l.pids ? [l.pids] : [])];
+    const roots = layout.kind === "v2" ? [layout.root] : [...new Set(v1(layout))];
     for (const root of roots) {
       let names: string[];
       try {
@@ -359,6 +376,37 @@ export class ContainerCgroup {
   }
 }
 
+/** Cgroups all containers share (not removed with any of them): v1's devices cgroup under --cgroups_root. */
+export interface SharedCgroups {
+  devices?: string;
+}
+
+/**
+ * Confines the devices of every container (cgroups/devices) under `parent` (--cgroups_root),
+ * once at start-up: v1 through the devices cgroup `<devices>/<parent>`, which each container
+ * joins; v2 through a device program on `<root>/<parent>`, inherited by each container's
+ * cgroup below it. Returns the shared v1 cgroup, and how it was done for the log; throws
+ * DeviceSetupError (or a string saying why it cannot be done here, for the caller to judge).
+ */
+export function confineDevices(
+  layout: CgroupLayout,
+  parent: string,
+  rules: readonly DeviceRule[],
+): { shared: SharedCgroups; how: string } | { why: string } {
+  if (layout.kind === "v1") {
+    if (!layout.devices) return { why: "this host's cgroup v1 has no devices hierarchy mounted (/sys/fs/cgroup/devices)" };
+    const dir = join(layout.devices, parent);
+    applyDeviceRulesV1(dir, rules);
+    return { shared: { devices: dir }, how: `cgroup v1 ${join(dir, "devices.allow")}` };
+  }
+  if (layout.kind === "v2") {
+    const dir = join(layout.root, parent);
+    applyDeviceRulesV2(dir, rules);
+    return { shared: {}, how: `a cgroup v2 device program on ${dir}` };
+  }
+  return { why: layout.why };
+}
+
 function cgroupProcs(dir: string): number[] {
   let text: string;
   try {
@@ -374,7 +422,7 @@ function cgroupProcs(dir: string): number[] {
 }
 
 function enable(dir: string): void {
-  const want = ["cpu", "memory"].filter((c) => readFileSync(join(dir, "cgroup.controllers"), "utf8").includes(c));
+  const want = ["cpu", "memory", "pids"].filter((c) => readFileSync(join(dir, "cgroup.controllers"), "utf8").includes(c));
   const on = readFileSync(join(dir, "cgroup.subtree_control"), "utf8");
   for (const c of want) if (!on.includes(c)) writeFileSync(join(dir, "cgroup.subtree_control"), `+${c}`);
 }

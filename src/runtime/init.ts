@@ -10,7 +10,6 @@
 // Setup errors go to fd 3, which the agent reads; exec closes fd 3 (close-on-exec), and
 // that EOF is how the agent knows the workload runs.
 import { closeSync, existsSync, openSync, readFileSync, readSync, readdirSync, statSync, writeSync } from "node:fs";
-import { constants } from "node:os";
 import { relative } from "node:path";
 import {
   AT_FDCWD,
@@ -31,7 +30,6 @@ import {
   O_WRONLY,
   cloexecFrom,
   close,
-  defaultSignal,
   dup2,
   execve,
   fchdir,
@@ -43,10 +41,19 @@ import {
   setns,
   unshare,
 } from "../ffi/libc.ts";
-import { ConfineError, applyCapabilities, confineBeforeUserSwitch, lockDown, seccompProgram, warmUp } from "./confine.ts";
+import { ConfineError, applyCapabilities, applyRlimits, confineBeforeUserSwitch, lockDown, seccompProgram, warmUp } from "./confine.ts";
 import { chownTree, kindOf, openDir, openInRoot } from "./inroot.ts";
-import { enterParentRoot, enterRootfs, mountEtcOverHost, mountHostProc, mountVolumes } from "./mounts.ts";
-import { WARM_READY, selfCommand, type LaunchSpec } from "./spec.ts";
+import {
+  bindHostShm,
+  cloneSharedVolumes,
+  enterParentRoot,
+  enterRootfs,
+  mountEtcOverHost,
+  mountHostProc,
+  mountVolumes,
+  warmUpProtect,
+} from "./mounts.ts";
+import { WARM_READY, pidNamespaceOf, selfCommand, type LaunchSpec } from "./spec.ts";
 import { writeStateFile } from "./state.ts";
 import { makeTerminal, useTerminal, type Terminal } from "./terminal.ts";
 import { newSession } from "../ffi/tty.ts";
@@ -105,7 +112,7 @@ async function stage1(specPath: string): Promise<number> {
     // Outlive the agent: a container keeps running, and stage 1 writes its status, when the
     // agent dies. No parent-death signal may be inherited from whoever started us.
     setParentDeathSignal(0);
-    pid = spawnProcess({ argv: selfCommand("__init", "--pid1", specPath), env: {}, fds: [0, 1, 2, REPORT_FD], pidns: spec.parentPid ?? "new" });
+    pid = spawnProcess({ argv: selfCommand("__init", "--pid1", specPath), env: {}, fds: [0, 1, 2, REPORT_FD], pidns: pidNamespaceOf(spec) });
   } catch (err) {
     report(`container init failed: ${(err as Error).message}`);
     return 1;
@@ -165,6 +172,7 @@ function stage2(specPath: string | undefined): number {
       // While no container waits for us: first calls are slow in this runtime.
       warmUp();
       warmUpInRoot();
+      warmUpProtect();
       // Loaded and waiting: the launcher counts this stage as ready from this byte on.
       writeSync(REPORT_FD, WARM_READY);
       const path = readSpecPath();
@@ -205,36 +213,42 @@ function enterContainer(spec: LaunchSpec): number {
   {
     // The network namespace the agent made and attached (a nested container's: its root's).
     if (spec.netns !== undefined) joinNetns(spec.netns);
-    // Hostname and IPC: a nested container shares its parent's, a top-level one has its own.
-    if (spec.parentPid !== undefined) {
-      for (const [ns, flag] of [["uts", CLONE_NEWUTS], ["ipc", CLONE_NEWIPC]] as const) {
-        const fd = openSync(`/proc/${spec.parentPid}/ns/${ns}`, "r");
-        try {
-          setns(fd, flag);
-        } finally {
-          closeSync(fd);
-        }
+    // Hostname: a nested container shares its parent's, a top-level one has its own. IPC: as
+    // the agent decided (namespaces/ipc), by default the same way.
+    const ipc = spec.ipc?.namespace ?? (spec.parentPid !== undefined ? "parent" : "own");
+    const joins: Array<["uts" | "ipc", number]> = [];
+    if (spec.parentPid !== undefined) joins.push(["uts", CLONE_NEWUTS]);
+    if (ipc === "parent") joins.push(["ipc", CLONE_NEWIPC]);
+    for (const [ns, flag] of joins) {
+      const fd = openSync(`/proc/${spec.parentPid}/ns/${ns}`, "r");
+      try {
+        setns(fd, flag);
+      } finally {
+        closeSync(fd);
       }
-    } else {
-      unshare(CLONE_NEWUTS | CLONE_NEWIPC);
     }
+    const fresh = (spec.parentPid === undefined ? CLONE_NEWUTS : 0) | (ipc === "own" ? CLONE_NEWIPC : 0);
+    if (fresh !== 0) unshare(fresh);
     unshare(CLONE_NEWNS);
-    // Mounts from the host still reach the container; none of the container's reach the host.
+    // BIDIRECTIONAL volumes stay peers of the host's mounts; then everything else becomes a
+    // slave: mounts from the host still reach the container, none of the container's reach the host.
+    const trees = cloneSharedVolumes(spec);
     mount(null, "/", null, MS_REC | MS_SLAVE);
     // The sandbox, held from here on: mounted from this descriptor (opened in this mount
     // namespace: a bind's source must be in it) and given to the user through it, so no later
     // lookup of its path can be steered elsewhere.
     const sandboxFd = openSandbox(spec.sandbox);
     if (spec.parentPid === undefined) sethostname(spec.hostname);
-    if (spec.rootfs) enterRootfs(spec, sandboxFd);
+    if (spec.rootfs) enterRootfs(spec, sandboxFd, trees);
     else if (spec.parentPid !== undefined) {
       enterParentRoot(spec.parentPid);
     } else {
-      mountHostProc();
+      mountHostProc(spec.kernelFiles);
       if (spec.netns !== undefined) mountEtcOverHost(spec);
+      if (spec.ipc?.shm && "bind" in spec.ipc.shm) bindHostShm(spec.ipc.shm.bind);
       const root = openDir("/");
       try {
-        mountVolumes(spec, root);
+        mountVolumes(spec, root, trees);
       } finally {
         close(root);
       }
@@ -307,6 +321,7 @@ function finish(spec: LaunchSpec, sandboxFd: number, cgroupFds: number[], hostPr
     if (!confine) throw new ConfineError("the launch spec says nothing about confinement; refusing to run the container unconfined");
     program = seccompProgram(confine);
     confineBeforeUserSwitch(confine, uid);
+    applyRlimits(spec.rlimits);
     if (user) {
       dropPrivileges(user);
       spec.env.USER ??= user.name;
@@ -335,12 +350,10 @@ function finish(spec: LaunchSpec, sandboxFd: number, cgroupFds: number[], hostPr
     // Nothing of this process but stdio reaches the workload (CVE-2024-21626: a descriptor of
     // a host directory left open is a way out of the root).
     cloexecFrom(3, openFds);
-    // Bun ignores SIGPIPE and SIGXFSZ, and glibc's posix_spawn (the launcher's) leaves its
-    // internal 32 and 33 ignored: the workload starts with all at their defaults, as under
-    // runc or crun (a shell pipeline's writer must die of SIGPIPE, not see EPIPE).
-    for (const sig of [constants.signals.SIGPIPE, constants.signals.SIGXFSZ, 32, 33]) defaultSignal(sig);
-    // no_new_privs and the seccomp filter go in last, once the arguments are built: after the
-    // filter only execve (and, if it fails, write, close and exit) may run on this thread.
+    // Signals back to their defaults (Bun ignores SIGPIPE and SIGXFSZ, glibc's posix_spawn
+    // leaves its own 32 and 33 ignored: a shell pipeline's writer must die of SIGPIPE, not see
+    // EPIPE), then no_new_privs and the seccomp filter, last, once the arguments are built:
+    // after the filter only execve (and, if it fails, write, close and exit) may run here.
     return execve(executable, spec.argv, spec.env, () => lockDown(confine, program));
   } catch (err) {
     if (err instanceof ConfineError) {

@@ -15,12 +15,12 @@
 // launcher on its way out. Request {id, spec} (a LaunchSpec file path); reply {id, pid} once
 // the workload runs, or {id, error} if setup failed; to every connection {container,
 // status, pid} when a workload ends, and {running: 0} when the last one has.
-import { closeSync, existsSync, openSync, readFileSync, rmSync, statSync, writeSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeSync } from "node:fs";
 import { onChildExit, pipe, spawnProcess } from "../ffi/spawn.ts";
 import { setCloexec, setParentDeathSignal } from "../ffi/libc.ts";
 import { Records } from "./records.ts";
 import { reaperMain, type ReaperMessage } from "./reaper.ts";
-import { WARM_READY, selfCommand, type LaunchSpec } from "./spec.ts";
+import { WARM_READY, pidNamespaceOf, selfCommand, type LaunchSpec } from "./spec.ts";
 import type { SwitchboardIo } from "./switchboard.ts";
 
 /** The launcher exits this long after its last container and agent connection are gone. */
@@ -267,7 +267,7 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
         argv: selfCommand("__init", "--pid1", specPath),
         env: {},
         fds: [devnull, out, err, reportW],
-        pidns: spec.parentPid ?? "new",
+        pidns: pidNamespaceOf(spec),
       });
       const stage: Stage = { pid, report: readReport(reportR) };
       reportR = undefined;
@@ -318,7 +318,7 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
         Object.assign(io, { stdin: inW, stdout: outR, stderr: errR });
         fds = [inR, outW, errW, reportW];
       }
-      const pid = spawnProcess({ argv: selfCommand("__init", "--pid1", specPath), env: {}, fds, pidns: spec.parentPid ?? "new" });
+      const pid = spawnProcess({ argv: selfCommand("__init", "--pid1", specPath), env: {}, fds, pidns: pidNamespaceOf(spec) });
       ours.length = 0;
       const stage: Stage = { pid, report: readReport(reportR), io };
       onChildExit(pid, (status) => {
@@ -416,7 +416,8 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
         // Loaded with the first container that needs it: an ordinary launch never does.
         await loadSwitchboard();
         stage = startSwitched(spec, req.spec);
-      } else if (spec.parentPid === undefined) {
+      } else if (spec.parentPid === undefined && spec.pidNamespace !== "agent") {
+        // Warm stages wait in a new PID namespace: for top-level containers that want one.
         inFlight++;
         counted = true;
         const taken = takeWarm(req.spec);
@@ -602,6 +603,25 @@ const REMEMBERED_EXITS = 10_000;
  * this agent too; and it closes the connection once the launcher has had no container
  * running for a while, so an idle launcher can exit.
  */
+/**
+ * Is the launcher of `socketPath`, or its reaper, alive? Then a workload that has ended still
+ * gets its status file written by one of them, however slow a loaded machine makes it.
+ */
+export function launcherAlive(socketPath: string): boolean {
+  const serving = `__launcher\0--serve\0${socketPath}\0`;
+  const reaping = `__launcher\0${socketPath}\0`;
+  for (const name of readdirSync("/proc")) {
+    if (name.charCodeAt(0) > 57) continue; // not a pid
+    try {
+      const cmdline = readFileSync(`/proc/${name}/cmdline`, "latin1");
+      if (cmdline.includes(serving) || cmdline.includes(reaping)) return true;
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return false;
+}
+
 export class LauncherClient {
   private socket: Bun.Socket<undefined> | undefined;
   private connecting: Promise<Bun.Socket<undefined>> | undefined;

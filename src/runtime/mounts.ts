@@ -21,6 +21,7 @@
 //                      of the wrong type (a directory for a file, or a special file) is refused.
 import { existsSync, fstatSync, statSync } from "node:fs";
 import {
+  AT_FDCWD,
   MNT_DETACH,
   MOUNT_ATTR_NODEV,
   MOUNT_ATTR_NOEXEC,
@@ -40,6 +41,7 @@ import {
   O_NOFOLLOW,
   O_PATH,
   O_WRONLY,
+  S_IFBLK,
   S_IFCHR,
   chdir,
   chroot,
@@ -54,7 +56,10 @@ import {
   mkdiratOrErrno,
   mknodat,
   mount,
+  mountOrErrno,
   mountSetattrRecursive,
+  moveMount,
+  openTreeClone,
   openat,
   openatOrErrno,
   pivotRoot,
@@ -66,7 +71,7 @@ import {
   unlinkat,
 } from "../ffi/libc.ts";
 import { PathError, kindOf, openDir, openInRoot } from "./inroot.ts";
-import type { CgroupMounts, LaunchSpec } from "./spec.ts";
+import type { CgroupMounts, KernelFiles, LaunchSpec } from "./spec.ts";
 
 /**
  * mount(2) onto what `fd` refers to: the target is the one opened inside the root, not a path
@@ -190,6 +195,88 @@ function mountCgroups(rootFd: number, m: CgroupMounts): void {
   }
 }
 
+/**
+ * runc's default spec (and Mesos' filesystem/linux): files of the kernel no container needs
+ * and some leak the host's state (/proc/keys lists the kernel's keys, /proc/timer_list every
+ * CPU's timers, /proc/kcore its memory): masked by /dev/null (files) or an empty read-only
+ * tmpfs (directories). Mesos also masks /proc/key-users.
+ */
+export const MASKED_PROC = [
+  "acpi",
+  "asound",
+  "kcore",
+  "keys",
+  "key-users",
+  "latency_stats",
+  "timer_list",
+  "timer_stats",
+  "sched_debug",
+  "scsi",
+];
+export const MASKED_SYS = ["firmware"];
+/** And what stays readable but must not be written: the host kernel's sysctls, sysrq, IRQ affinity. */
+export const READONLY_PROC = ["bus", "fs", "irq", "sys", "sysrq-trigger"];
+
+/** The lists above, or the ones of them this kernel has (KernelFiles: the agent looks once, stage 2 skips the rest). */
+export function kernelFilesHere(): KernelFiles {
+  const has = (path: string) => existsSync(path);
+  return {
+    maskedProc: MASKED_PROC.filter((n) => has(`/proc/${n}`)),
+    maskedSys: MASKED_SYS.filter((n) => has(`/sys/${n}`)),
+    readonlyProc: READONLY_PROC.filter((n) => has(`/proc/${n}`)),
+  };
+}
+
+const ALL_KERNEL_FILES: KernelFiles = { maskedProc: MASKED_PROC, maskedSys: MASKED_SYS, readonlyProc: READONLY_PROC };
+
+/** Which of the masked names are directories (kernels differ; the other kind is tried on ENOTDIR). */
+const MASKED_DIRS = new Set(["acpi", "asound", "scsi", "firmware"]);
+
+/**
+ * Masks and read-only binds over the kernel files above, in a /proc and /sys this init stage
+ * mounted: names below them are the kernel's, fixed, so each mount goes onto
+ * /proc/self/fd/<dir>/<name> in one call. `nullFd` is a /dev/null to bind over files. Names
+ * this kernel lacks are skipped; no exception on the way (this runs in every launch).
+ */
+export function protectKernelFiles(procFd: number, sysFd: number | undefined, nullFd: number, files = ALL_KERNEL_FILES): void {
+  const ro = MS_NOSUID | MS_NODEV | MS_NOEXEC;
+  const masks: Array<[number, string, string]> = files.maskedProc.map((n) => [procFd, n, `/proc/${n}`]);
+  if (sysFd !== undefined) for (const n of files.maskedSys) masks.push([sysFd, n, `/sys/${n}`]);
+  for (const [dir, name, where] of masks) {
+    const target = `/proc/self/fd/${dir}/${name}`;
+    const asDir = () => mountOrErrno("tmpfs", target, "tmpfs", MS_RDONLY | ro, "mode=555");
+    const asFile = () => mountOrErrno(`/proc/self/fd/${nullFd}`, target, null, MS_BIND);
+    let rc = MASKED_DIRS.has(name) ? asDir() : asFile();
+    if (rc === -ENOTDIR) rc = MASKED_DIRS.has(name) ? asFile() : asDir();
+    if (rc !== 0 && rc !== -ENOENT) throw new Error(`cannot mask ${where} in the container: ${sysError("mount", rc, where).message}`);
+  }
+  for (const name of files.readonlyProc) {
+    const target = `/proc/self/fd/${procFd}/${name}`;
+    const where = `/proc/${name}`;
+    const rc = mountOrErrno(target, target, null, MS_BIND | MS_REC);
+    if (rc === -ENOENT) continue;
+    if (rc !== 0) throw new Error(`cannot bind ${where} read-only in the container: ${sysError("mount", rc, where).message}`);
+    // The path now leads to the bind just made: made read-only (runc's remount, keeping nosuid, nodev, noexec).
+    const re = mountOrErrno(null, target, null, MS_BIND | MS_REMOUNT | MS_RDONLY | ro);
+    if (re !== 0) throw new Error(`cannot make ${where} read-only in the container: ${sysError("mount", re, where).message}`);
+  }
+}
+
+/**
+ * This module's launch-time functions called once on what names nothing (descriptor -1:
+ * every open and mount fails ENOENT, no volume), so a warm stage readies their bytecode while
+ * it waits (a function's first call costs tens of µs in this runtime).
+ */
+export function warmUpProtect(): void {
+  try {
+    protectRootfsKernelFiles(-1);
+    protectKernelFiles(-1, -1, -1);
+    cloneSharedVolumes({ volumes: [] } as unknown as LaunchSpec);
+  } catch {
+    // only a warm-up
+  }
+}
+
 const DEVICES: Array<[string, number, number]> = [
   ["null", 1, 3],
   ["zero", 1, 5],
@@ -199,7 +286,9 @@ const DEVICES: Array<[string, number, number]> = [
   ["tty", 5, 0],
 ];
 
-function mountDev(rootFd: number): void {
+type ShmSpec = NonNullable<LaunchSpec["ipc"]>["shm"];
+
+function mountDev(rootFd: number, nodes: LaunchSpec["devices"] = [], shmSpec: ShmSpec = { sizeBytes: 64 * 1048576 }): void {
   const under = systemDir(rootFd, "dev", "its /dev tmpfs");
   if (under === undefined) return;
   try {
@@ -215,6 +304,28 @@ function mountDev(rootFd: number): void {
       for (const [name, major, minor] of DEVICES) mknodat(dev, name, S_IFCHR, 0o666, major, minor);
       mkdirat(dev, "pts", 0o755);
       mkdirat(dev, "shm", 0o1777);
+      // linux/devices: the --allowed_devices, at their paths below /dev (this tmpfs is ours alone).
+      for (const n of nodes) {
+        const parts = n.path.split("/");
+        const name = parts.pop()!;
+        let dir = dev;
+        try {
+          for (const p of parts) {
+            const made = mkdiratOrErrno(dir, p, 0o755);
+            if (made < 0 && made !== -EEXIST) throw sysError("mkdirat", made, `/dev/${parts.join("/")}`);
+            const next = openat(dir, p, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (dir !== dev) close(dir);
+            dir = next;
+          }
+          try {
+            mknodat(dir, name, n.type === "b" ? S_IFBLK : S_IFCHR, n.mode, n.major, n.minor);
+          } catch (err) {
+            if ((err as { code?: string }).code !== "EEXIST") throw err; // one of the defaults, already made
+          }
+        } finally {
+          if (dir !== dev) close(dir);
+        }
+      }
     } finally {
       umask(mask);
     }
@@ -226,7 +337,17 @@ function mountDev(rootFd: number): void {
     }
     const shm = openat(dev, "shm", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     try {
-      mountOn(shm, "/dev/shm", "shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k");
+      if ("bind" in shmSpec) {
+        // A /dev/shm shared with the host or a parent (or a PRIVATE one the agent mounted): the agent's path.
+        const source = openat(AT_FDCWD, shmSpec.bind, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        try {
+          mountOn(shm, "/dev/shm", `/proc/self/fd/${source}`, null, MS_BIND);
+        } finally {
+          close(source);
+        }
+      } else {
+        mountOn(shm, "/dev/shm", "shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, `mode=1777,size=${shmSpec.sizeBytes}`);
+      }
     } finally {
       close(shm);
     }
@@ -237,6 +358,20 @@ function mountDev(rootFd: number): void {
     symlinkat("/proc/self/fd/2", dev, "stderr");
   } finally {
     close(dev);
+  }
+}
+
+/** The masks and read-only paths in the /proc, /sys and /dev just mounted in the rootfs (those there are). */
+function protectRootfsKernelFiles(rootFd: number, files?: KernelFiles): void {
+  const procFd = openatOrErrno(rootFd, "proc", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (procFd < 0) return; // a read-only rootfs without /proc: the container goes without
+  const sysFd = openatOrErrno(rootFd, "sys", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  // The host's (the rootfs may have no /dev): a device node, the same in every /dev.
+  const nullFd = openat(AT_FDCWD, "/dev/null", O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  try {
+    protectKernelFiles(procFd, sysFd >= 0 ? sysFd : undefined, nullFd, files);
+  } finally {
+    for (const fd of [procFd, sysFd, nullFd]) if (fd >= 0) close(fd);
   }
 }
 
@@ -299,12 +434,60 @@ function mountPoint(rootFd: number, path: string, dir: boolean, what: string): n
 }
 
 /**
+ * BIDIRECTIONAL volumes: a detached copy of each host path's mount tree, taken right after the
+ * new mount namespace is made and before its mounts are made slaves. The copy of a shared
+ * mount is in that mount's peer group, and stays there when it is attached in the container
+ * (mountVolumes); everything else becomes a slave. By volume index.
+ */
+export function cloneSharedVolumes(spec: LaunchSpec): Map<number, number> {
+  const trees = new Map<number, number>();
+  try {
+    for (const [i, v] of (spec.volumes ?? []).entries()) {
+      if (v.propagation !== "bidirectional") continue;
+      try {
+        trees.set(i, openTreeClone(v.source!));
+      } catch (err) {
+        throw new Error(`cannot take the host path ${v.source} for BIDIRECTIONAL propagation: ${(err as Error).message}`);
+      }
+    }
+  } catch (err) {
+    for (const fd of trees.values()) close(fd);
+    throw err;
+  }
+  return trees;
+}
+
+/**
  * Volumes, after the sandbox so a volume may sit inside it. `rootFd` is the container's root,
  * or the host's "/" for a container on the host's filesystem (then its private mount
- * namespace keeps them from the host).
+ * namespace keeps them from the host). `trees`: the BIDIRECTIONAL volumes' mount trees
+ * (cloneSharedVolumes), attached instead of bound (and closed).
  */
-export function mountVolumes(spec: LaunchSpec, rootFd: number): void {
-  for (const v of spec.volumes ?? []) {
+export function mountVolumes(spec: LaunchSpec, rootFd: number, trees: ReadonlyMap<number, number> = new Map()): void {
+  for (const [i, v] of (spec.volumes ?? []).entries()) {
+    const tree = trees.get(i);
+    if (tree !== undefined) {
+      const what = `volume ${v.source} (BIDIRECTIONAL)`;
+      const fd = mountPoint(rootFd, v.target, statSync(v.source!).isDirectory(), what);
+      try {
+        moveMount(tree, fd, `${v.source} onto ${v.target}`);
+      } finally {
+        close(fd);
+        close(tree);
+      }
+      if (v.readonly) {
+        const { fd: attached } = openInRoot(rootFd, v.target);
+        try {
+          const ro = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+          if (!mountSetattrRecursive(attached, ro, v.target)) {
+            mountOn(attached, v.target, null, null, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV);
+          }
+        } finally {
+          close(attached);
+        }
+      }
+      continue;
+    }
     if (v.lowers) {
       const what = "an image volume";
       const fd = mountPoint(rootFd, v.target, true, what);
@@ -349,9 +532,28 @@ export function mountVolumes(spec: LaunchSpec, rootFd: number): void {
   }
 }
 
-/** A /proc for the new PID namespace over the host's, for containers without an image. */
-export function mountHostProc(): void {
+/**
+ * A container without an image sees the host's filesystem: in its own mount namespace it gets
+ * a /proc of its PID namespace over the host's, the kernel files masked and read-only as in a
+ * container with an image, and /sys read-only (root may otherwise write much of it: suspend
+ * the host through /sys/power/state, for one).
+ */
+export function mountHostProc(files?: KernelFiles): void {
   mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC);
+  const proc = openDir("/proc");
+  const sys = openat(AT_FDCWD, "/sys", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  const nul = openat(AT_FDCWD, "/dev/null", O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  try {
+    const ro = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+    if (!mountSetattrRecursive(sys, ro, "/sys")) {
+      mount(null, "/sys", null, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+    }
+    protectKernelFiles(proc, sys, nul, files);
+  } finally {
+    close(nul);
+    close(sys);
+    close(proc);
+  }
 }
 
 /**
@@ -359,7 +561,7 @@ export function mountHostProc(): void {
  * directory, opened by the caller. Device nodes of the image do not work (the rootfs is
  * nodev): only the ones made here in /dev do, as a devices cgroup would allow in runc.
  */
-export function enterRootfs(spec: LaunchSpec, sandboxFd: number): void {
+export function enterRootfs(spec: LaunchSpec, sandboxFd: number, trees: ReadonlyMap<number, number> = new Map()): void {
   const r = spec.rootfs!;
   const writable = r.backend !== "bind" && !r.readonly;
   if (r.backend === "overlay") {
@@ -388,7 +590,8 @@ export function enterRootfs(spec: LaunchSpec, sandboxFd: number): void {
       }
       if (spec.cgroupMounts) mountCgroups(root, spec.cgroupMounts);
     }
-    mountDev(root);
+    mountDev(root, spec.devices, spec.ipc?.shm);
+    protectRootfsKernelFiles(root, spec.kernelFiles);
     let etc: number | undefined;
     try {
       etc = openInRoot(root, "/etc", { create: writable ? "dir" : undefined, flags: O_PATH | O_DIRECTORY }).fd;
@@ -422,7 +625,7 @@ export function enterRootfs(spec: LaunchSpec, sandboxFd: number): void {
     } finally {
       close(sandbox);
     }
-    mountVolumes(spec, root);
+    mountVolumes(spec, root, trees);
 
     fchdir(root);
   } finally {
@@ -442,6 +645,15 @@ export function enterRootfs(spec: LaunchSpec, sandboxFd: number): void {
 export function enterParentRoot(parentPid: number): void {
   chroot(`/proc/${parentPid}/root`);
   chdir("/");
+}
+
+/**
+ * A container on the host's filesystem with a /dev/shm that is not the host's (ipc_mode
+ * PRIVATE, or a parent's): bound over the host's /dev/shm in its own mount namespace.
+ */
+export function bindHostShm(source: string): void {
+  if (source === "/dev/shm") return;
+  mount(source, "/dev/shm", null, MS_BIND);
 }
 
 /**

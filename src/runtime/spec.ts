@@ -26,6 +26,11 @@ export interface VolumeSpec {
   source?: string;
   /** ...or an image's layer trees (base first), mounted as a read-only overlay. */
   lowers?: string[];
+  /**
+   * A host path whose mount is shared: bound so that it stays in the host mount's peer group
+   * (what the container mounts below it appears on the host). Absent: rslave, host to container.
+   */
+  propagation?: "bidirectional";
 }
 
 /**
@@ -43,6 +48,23 @@ export interface ConfineSpec {
   noNewPrivs: boolean;
   /** The compiled filter (struct sock_filter array, base64) and seccomp(2) flags; absent: unconfined. */
   seccomp?: { program: string; flags: number };
+}
+
+/** The kernel files stage 2 masks or makes read-only, as far as this kernel has them (runtime/mounts.ts). */
+export interface KernelFiles {
+  maskedProc: string[];
+  maskedSys: string[];
+  readonlyProc: string[];
+}
+
+/** An rlimit to set before exec (posix/rlimits): values as decimal strings (64 bits; 2^64-1 is unlimited). */
+export interface RlimitSpec {
+  /** RLMT_NOFILE... for messages. */
+  name: string;
+  /** The kernel's RLIMIT_* number. */
+  resource: number;
+  soft: string;
+  hard: string;
 }
 
 /**
@@ -94,8 +116,15 @@ export interface LaunchSpec {
   volumes?: VolumeSpec[];
   /** A network namespace (a bind-mounted nsfs file) to join first; absent: the host network. */
   netns?: string;
-  /** Nested: the parent's workload (host pid), whose PID, UTS and IPC namespaces it joins. */
+  /** Nested: the parent's workload (host pid), whose UTS (and by default IPC) namespaces it joins. */
   parentPid?: number;
+  /**
+   * Its PID namespace (namespaces/pid): "agent" the launcher's, the host's (a top-level
+   * container sharing the agent's); "parent" parentPid's; "own" a new one (a nested
+   * container's own, beside its parent's as in Mesos: the agent ends it when the parent
+   * ends). Absent: a top-level container a new one, a nested one its parent's.
+   */
+  pidNamespace?: "agent" | "parent" | "own";
   executable: string;
   argv: string[];
   env: Record<string, string>;
@@ -106,10 +135,22 @@ export interface LaunchSpec {
   etc: { hosts?: string; resolv?: string; hostname: string };
   /** Capabilities, no_new_privs and seccomp (stage 2 refuses a spec without it). */
   confine: ConfineSpec;
+  /**
+   * IPC namespace: "own" (a new one), "parent" (parentPid's), "agent" (the launcher's, the
+   * host's); /dev/shm: ucr's tmpfs of a size, or a bind of a host directory. Absent: a
+   * top-level container its own, a nested one its parent's, with a 64 MiB /dev/shm.
+   */
+  ipc?: { namespace: "own" | "parent" | "agent"; shm?: { sizeBytes: number } | { bind: string } };
+  /** Which of runc's masked and read-only kernel files this kernel has (absent: stage 2 tries them all). */
+  kernelFiles?: KernelFiles;
+  /** rlimits to set (posix/rlimits); absent: the launcher's. */
+  rlimits?: RlimitSpec[];
   /** The container's cgroups, joined by stage 2 right before exec (see ContainerCgroup.join). */
   cgroupJoin?: CgroupJoin;
   /** Its cgroups as it sees them under /sys/fs/cgroup (containers with an image). */
   cgroupMounts?: CgroupMounts;
+  /** linux/devices: nodes to make in the container's /dev (containers with an image). */
+  devices?: Array<{ path: string; type: "b" | "c"; major: number; minor: number; mode: number }>;
   /** The sandbox files the workload's stdout and stderr go to. */
   stdout?: string;
   stderr?: string;
@@ -127,6 +168,17 @@ export interface LaunchSpec {
 
 /** What a warm init stage 2 writes on its fd 3 once it waits for its spec (before any report). */
 export const WARM_READY = "R";
+
+/**
+ * Where a stage 2 for `spec` is started (src/ffi/spawn.ts' pidns): the launcher's own PID
+ * namespace ("agent"), a new one ("own", and a top-level container by default), or its
+ * parent's (a nested container by default, "parent").
+ */
+export function pidNamespaceOf(spec: LaunchSpec): "new" | number | undefined {
+  if (spec.pidNamespace === "agent") return undefined;
+  if (spec.pidNamespace === "own") return "new";
+  return spec.parentPid ?? "new";
+}
 
 /** argv that runs this same binary (compiled) or main.ts under bun (from source). */
 export function selfCommand(...args: string[]): string[] {

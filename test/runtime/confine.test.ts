@@ -28,7 +28,9 @@ function blockDevice(): string {
 const DEVICE = blockDevice();
 
 const DEFAULT_SET = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "SETFCAP"];
-const PRIVILEGED_BOUNDING = [...DEFAULT_SET, "SYS_ADMIN", "NET_ADMIN"];
+const PRIVILEGED_BOUNDING = [...DEFAULT_SET, "SYS_ADMIN", "NET_ADMIN", "MKNOD"];
+/** The privileged agent's pids limit (the default agent has the default, 2048). */
+const PIDS_LIMIT = 100;
 
 beforeAll(async () => {
   if (!isRoot) return;
@@ -64,6 +66,7 @@ beforeAll(async () => {
       "--isolation=filesystem/linux,docker/runtime,linux/capabilities,linux/seccomp,linux/nnp",
       `--seccomp_config_dir=${profiles}`,
       `--bounding_capabilities=${JSON.stringify({ capabilities: PRIVILEGED_BOUNDING })}`,
+      `--default_container_pids_limit=${PIDS_LIMIT}`,
     ],
   });
   podman = await startPodman(join(work, "podman"), join(images, "probe.tar"));
@@ -110,12 +113,16 @@ afterAll(async () => {
 let n = 0;
 type Launch = Record<string, unknown>;
 
+/** `script` runs under /bin/sh; PROBE (and any script starting with "/probe ") runs the probe itself, without a shell. */
 async function launch(a: RunningAgent, id: { value: string; parent?: unknown }, script: string, extra: { user?: string; linux?: Launch } = {}) {
+  // Not through busybox sh: it leaves SIGQUIT ignored when it execs a lone command.
+  const direct = script.startsWith("/probe ");
+  const command = direct ? { shell: false, value: "/probe", arguments: script.split(" ") } : { value: script };
   const res = await a.call({
     type: "LAUNCH_CONTAINER",
     launch_container: {
       container_id: id,
-      command: { value: script, ...(extra.user ? { user: extra.user } : {}) },
+      command: { ...command, ...(extra.user ? { user: extra.user } : {}) },
       container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "probe" } } }, ...(extra.linux ? { linux_info: extra.linux } : {}) },
     },
   });
@@ -143,6 +150,9 @@ function table(output: string): Map<string, string> {
   );
 }
 
+/** Rows that report /proc/self/status, not an attempt. */
+const STATUS_ROWS = ["NoNewPrivs", "Seccomp", "CapEff", "CapBnd", "SigIgn", "SigBlk"];
+
 const denied = (result: string | undefined) => result !== undefined && !result.startsWith("OK") && result !== "no answer";
 
 /** Under ucr's defaults (and so under Docker's rules, with podman's capability set). */
@@ -160,12 +170,20 @@ const EXPECTED: Record<string, RegExp> = {
   'chroot("/")': /^OK$/, // SYS_CHROOT is in the default set, as in podman's and Docker's
   "bpf(BPF_MAP_CREATE)": /^EPERM$/,
   "ptrace(TRACEME)": /^OK$/, // allowed by all (kernel >= 4.8)
+  "open /proc/sys/... O_WRONLY": /^EROFS$/, // the host kernel's sysctls, read-only
+  "read /proc/timer_list": /^0 bytes$/, // masked by /dev/null
+  "read /proc/keys": /^0 bytes$/,
+  "list /sys/firmware": /^empty$/, // masked by an empty read-only tmpfs
+  "fork until refused": /^\d+ then EAGAIN$/, // the pids cgroup (--default_container_pids_limit)
   "setuid-root exec as nobody": /^REFUSED/,
   "setcap exec as nobody": /^REFUSED/,
   NoNewPrivs: /^1$/,
   Seccomp: /^2$/,
   CapEff: /^00000000800405fb$/,
   CapBnd: /^00000000800405fb$/,
+  // Every signal default and none blocked at exec, whatever the init stage's runtime ignored.
+  SigIgn: /^0000000000000000$/,
+  SigBlk: /^0000000000000000$/,
 };
 
 /** Why ucr refuses what podman allows, for the printed table. */
@@ -199,11 +217,11 @@ describe.skipIf(skip !== null)(`containers are confined by default (${skip ?? "r
     const width = Math.max(...rows.map((k) => k.length));
     const lines = [`${"attempt".padEnd(width)}  ${"ucr (defaults)".padEnd(34)}  podman 4.3 (defaults)`];
     for (const k of rows) lines.push(`${k.padEnd(width)}  ${(ours.get(k) ?? "-").padEnd(34)}  ${theirs.get(k) ?? "-"}`);
-    const differences = rows.filter((k) => denied(ours.get(k)) && !denied(theirs.get(k)) && !["NoNewPrivs", "Seccomp", "CapEff", "CapBnd"].includes(k));
+    const differences = rows.filter((k) => denied(ours.get(k)) && !denied(theirs.get(k)) && !STATUS_ROWS.includes(k));
     for (const k of differences) lines.push(`  ${k}: ucr refuses, podman allows: ${WHY[k] ?? "(see the table)"}`);
     console.log(`\n${lines.join("\n")}\n  podman: ${podman.notes.join("; ")}\n`);
     // The rule: whatever podman refuses, ucr refuses too.
-    const weaker = rows.filter((k) => denied(theirs.get(k)) && !denied(ours.get(k)));
+    const weaker = rows.filter((k) => !STATUS_ROWS.includes(k) && denied(theirs.get(k)) && !denied(ours.get(k)));
     expect(weaker).toEqual([]);
     // And podman refuses what its capability set and profile should refuse (the anchor works).
     expect(theirs.get("mount tmpfs")).toBe("EPERM");
@@ -228,8 +246,22 @@ describe.skipIf(skip !== null)(`containers are confined by default (${skip ?? "r
     expect(await launch(agent!, child, `/probe run ${DEVICE}`)).toEqual({ status: 200, text: "" });
     expect((await agent!.call({ type: "WAIT_CONTAINER", wait_container: { container_id: child } })).status).toBe(200);
     const t = table(readFileSync(join(agent!.workDir, "containers", parent.value, "containers", "probe", "stdout"), "utf8"));
-    for (const k of ["mount tmpfs", "unshare(CLONE_NEWUSER)", "keyctl(JOIN_SESSION_KEYRING)", "NoNewPrivs", "Seccomp", "CapEff"]) expect(t.get(k)).toMatch(EXPECTED[k]!);
+    const rows = ["mount tmpfs", "unshare(CLONE_NEWUSER)", "keyctl(JOIN_SESSION_KEYRING)", "NoNewPrivs", "Seccomp", "CapEff"];
+    rows.push("open /proc/sys/... O_WRONLY", "read /proc/timer_list", "read /proc/keys", "list /sys/firmware", "SigIgn", "SigBlk");
+    for (const k of rows) expect(t.get(k)).toMatch(EXPECTED[k]!);
     await agent!.call({ type: "KILL_CONTAINER", kill_container: { container_id: parent } });
+  });
+
+  test("a fork bomb stops at the pids limit (default 2048: the probe, its attempt and 2046 forks)", async () => {
+    const forks = Number(/^(\d+) then EAGAIN$/.exec(ucrTable?.get("fork until refused") ?? "")?.[1]);
+    expect(forks).toBeGreaterThan(1000);
+    expect(forks).toBeLessThan(2048);
+  });
+
+  test("signals: SIGPIPE is not ignored, so `yes | head` ends (the probe's SigIgn/SigBlk rows show every signal)", async () => {
+    // Before: the init stage's runtime ignored SIGPIPE and the workload inherited it; yes spun on EPIPE (status 137 here).
+    const r = await run(agent!, "timeout -s KILL 20 sh -c 'yes | head -n 2'; echo status=$?");
+    expect(r.stdout).toBe("y\ny\nstatus=0\n");
   });
 
   test("without the linux/capabilities and linux/seccomp isolators the fields are refused, not ignored", async () => {
@@ -253,8 +285,22 @@ describe.skipIf(skip !== null)(`explicit privilege: granted only when asked and 
     expect(t.get("unshare(CLONE_NEWNS)")).toBe("OK");
     // The bounding set is the agent's (Mesos' rule when only effective capabilities are asked).
     expect(t.get("CapEff")).toBe("00000000802405fb");
-    expect(t.get("CapBnd")).toBe("00000000802415fb");
-    expect(privileged!.log()).toMatch(new RegExp(`privilege: container ${r.id} is granted \\{ NET_ADMIN, SYS_ADMIN \\} beyond ucr's defaults`));
+    expect(t.get("CapBnd")).toBe("00000000882415fb");
+    const granted = "\\{ NET_ADMIN, SYS_ADMIN, MKNOD \\}";
+    expect(privileged!.log()).toMatch(new RegExp(`privilege: container ${r.id} is granted ${granted} beyond ucr's defaults`));
+  });
+
+  test("a container given MKNOD makes a block device node but cannot open it: the devices cgroup refuses", async () => {
+    const linux = { effective_capabilities: { capabilities: [...DEFAULT_SET, "MKNOD"] } };
+    const r = await run(privileged!, `/probe run ${DEVICE}`, { linux });
+    const t = table(r.stdout);
+    expect(t.get("mknod b + open")).toBe("open EPERM");
+    const granted = "\\{ NET_ADMIN, SYS_ADMIN, MKNOD \\} beyond ucr's defaults \\(effective \\{ [A-Z_, ]*MKNOD";
+    expect(privileged!.log()).toMatch(new RegExp(`privilege: container ${r.id} is granted ${granted}`));
+    // And the pids limit the agent was given.
+    const forks = Number(/^(\d+) then EAGAIN$/.exec(t.get("fork until refused") ?? "")?.[1]);
+    expect(forks).toBeGreaterThan(PIDS_LIMIT / 2);
+    expect(forks).toBeLessThan(PIDS_LIMIT);
   });
 
   test("a container that asks for nothing gets the defaults even where the agent allows more", async () => {
@@ -287,7 +333,10 @@ describe.skipIf(skip !== null)(`explicit privilege: granted only when asked and 
   });
 
   test.each([
-    [{ bounding_capabilities: { capabilities: ["SYS_MODULE"] } }, /^Bounding capabilities '\{ SYS_MODULE \}', but only '\{ CHOWN, .*SYS_ADMIN, SETFCAP \}' are allowed$/],
+    [
+      { bounding_capabilities: { capabilities: ["SYS_MODULE"] } },
+      /^Bounding capabilities '\{ SYS_MODULE \}', but only '\{ CHOWN, .*SYS_ADMIN, MKNOD, SETFCAP \}' are allowed$/,
+    ],
     [{ effective_capabilities: { capabilities: ["SYS_BOOT"] } }, /^Requested capabilities '\{ SYS_BOOT \}', but only '\{ CHOWN, .* \}' are allowed$/],
     [
       { effective_capabilities: { capabilities: ["SYS_ADMIN"] }, bounding_capabilities: { capabilities: ["CHOWN"] } },

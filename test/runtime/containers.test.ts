@@ -360,10 +360,16 @@ describe.skipIf(!isRoot)("volumes (need root)", () => {
 
   test("bad volumes are 400 with the reason", async () => {
     const cases: Array<[Record<string, unknown>, RegExp]> = [
-      [{ container_path: "/x", host_path: "/no/such/dir", mode: "RW" }, /host path '\/no\/such\/dir' does not exist/],
-      [{ container_path: "/x", host_path: "relative", mode: "RW" }, /the host path must be absolute/],
+      [{ container_path: "/x", host_path: "/no/such/dir", mode: "RW" }, /Path '\/no\/such\/dir' in HOST_PATH volume does not exist/],
+      [
+        { container_path: "/x", mode: "RW", source: { type: "HOST_PATH", host_path: { path: "relative" } } },
+        /Path 'relative' in HOST_PATH volume is not absolute/,
+      ],
       [{ container_path: "../up", host_path: "/tmp", mode: "RW" }, /container_path must not contain '\.\.'/],
-      [{ container_path: "/x", mode: "RO", source: { type: "SANDBOX_PATH", sandbox_path: { path: "../out" } } }, /must be relative and stay inside the sandbox/],
+      [
+        { container_path: "/x", mode: "RO", source: { type: "SANDBOX_PATH", sandbox_path: { type: "SELF", path: "../out" } } },
+        /must be relative and stay inside the sandbox/,
+      ],
       [{ container_path: "/x", mode: "RW", image: { type: "DOCKER", docker: { name: "rich" } } }, /an image volume must be mounted read-only/],
     ];
     for (const [volume, pattern] of cases) {
