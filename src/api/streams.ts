@@ -15,6 +15,17 @@ import type { CallContext } from "./handlers.ts";
 import type { ContainerID } from "./proto.ts";
 import { ProcessIOStream, decodeCall, streamEncoding, streamResponse } from "./wire.ts";
 
+/**
+ * Streams and input attachments open now, each with how to end it when the agent stops: they
+ * last as long as their container's output, and must not hold the agent's shutdown.
+ */
+const open = new Set<() => void>();
+
+/** The agent is stopping: every stream ends (sessions with it, as their clients go), every input answers 503. */
+export function closeStreams(): void {
+  for (const close of [...open]) close();
+}
+
 /** What Mesos answers for a container that has no switchboard (tty_info or a session). */
 const NO_SWITCHBOARD = "I/O switchboard server was disabled for this container";
 
@@ -39,13 +50,19 @@ async function outputStream(
   agent: Agent,
   c: Container,
   context: CallContext,
-  onEnd: (why: "eof" | "client") => void = () => {},
+  onEnd: (why: "eof" | "client" | "shutdown") => void = () => {},
 ): Promise<Response> {
   let ended = false;
-  const end = (why: "eof" | "client") => {
+  const end = (why: "eof" | "client" | "shutdown") => {
     if (ended) return;
     ended = true;
+    open.delete(shutdown);
     onEnd(why);
+  };
+  const shutdown = () => {
+    attachment?.close();
+    stream.close();
+    end("shutdown");
   };
   let attachment: Awaited<ReturnType<typeof attachOutput>> | undefined;
   const stream = await ProcessIOStream.open(streamEncoding(context.wire), agent.flags.values.http_heartbeat_interval, () => {
@@ -64,6 +81,7 @@ async function outputStream(
     attachment?.pause();
     void drained.then(() => attachment?.resume());
   });
+  if (!ended) open.add(shutdown);
   return streamResponse(stream, context.wire);
 }
 
@@ -101,9 +119,8 @@ export async function launchNestedContainerSession(p: LaunchContainer, agent: Ag
   if (!launched) return emptyResponse(202);
   const c = agent.containers.get(p.container_id)!;
   try {
-    return await outputStream(agent, c, context, (why) =>
-      endSession(c, why === "eof" ? "its output is over" : "its client went away"),
-    );
+    const whys = { eof: "its output is over", client: "its client went away", shutdown: "the agent is stopping, and its client goes with it" };
+    return await outputStream(agent, c, context, (why) => endSession(c, whys[why]));
   } catch (err) {
     log.warn(`session ${c.key}: cannot attach to its output: ${(err as Error).message}`);
     endSession(c, "its output cannot be read");
@@ -188,13 +205,18 @@ export async function attachContainerInput(p: AttachContainerInput, agent: Agent
     return { status: 200 } as const;
   })();
   let result: { status: 200 } | { status: number; message: string };
+  let stopping!: (r: { status: number; message: string }) => void;
+  const stopped = new Promise<{ status: number; message: string }>((resolve) => (stopping = resolve));
+  const shutdown = () => stopping({ status: 503, message: "Agent is shutting down" });
+  open.add(shutdown);
   try {
-    result = await Promise.race([fed, input.ended]);
+    result = await Promise.race([fed, input.ended, stopped]);
   } catch (err) {
     if (err instanceof ContainerError || err instanceof ApiError) result = { status: err.status, message: err.message };
     else if (err instanceof RecordioError) result = { status: 400, message: err.message };
     else throw err;
   } finally {
+    open.delete(shutdown);
     input.close();
   }
   fed.catch(() => {}); // the switchboard ended first: the rest of the body is not read

@@ -70,4 +70,46 @@ describe.skipIf(!isRoot)("switchboard across agent restarts (needs root)", () =>
       rmSync(wd, { recursive: true, force: true });
     }
   });
+
+  test("an agent told to stop ends its streams (a session with them) and answers open inputs 503, instead of waiting out its grace", async () => {
+    const wd = join(work, "wd-stop");
+    const on = { args: [`--work_dir=${wd}`, `--runtime_dir=${join(wd, "run")}`, ...dockerArgs(images)], keepWorkDir: true };
+    const agent = await startAgent(on);
+    const tty = { value: "t" };
+    expect((await call(agent, { type: "LAUNCH_CONTAINER", launch_container: { container_id: tty, command: { value: "exec sh" }, container: { ...image, tty_info: {} } } })).status).toBe(200);
+    const out = new Records(await streamCall(agent, "json", { type: "ATTACH_CONTAINER_OUTPUT", attach_container_output: { container_id: tty } }), "json");
+    const input = new InputStream(agent, "json", tty);
+    input.stdin("echo ready-$((1+1))\n");
+    await out.until(() => out.stdout.includes("ready-2\r\n"));
+    const sessionId = { value: "s", parent: tty };
+    const session = new Records(
+      await streamCall(agent, "json", {
+        type: "LAUNCH_NESTED_CONTAINER_SESSION",
+        launch_nested_container_session: { container_id: sessionId, command: { value: "echo up; exec sleep 600" } },
+      }),
+      "json",
+    );
+    await session.until(() => session.stdout === "up\n");
+
+    expect(await agent.stop()).toBe(0);
+    await Promise.all([out.finished(), session.finished()]);
+    const answered = await input.answer;
+    expect({ status: answered.status, text: await answered.text() }).toEqual({ status: 503, text: "Agent is shutting down" });
+    expect(agent.log()).toContain("session t.s: the agent is stopping, and its client goes with it; ending it");
+    expect(agent.log()).not.toContain("still in flight after");
+
+    // The TTY container runs on for the next agent; the session ended with this one.
+    const next = await startAgent(on);
+    try {
+      expect((await call(next, waitBody(sessionId))).json).toEqual({ type: "WAIT_CONTAINER", wait_container: { exit_status: 9 } });
+      const again = new InputStream(next, "json", tty);
+      again.stdin("exit 0\n");
+      expect((await call(next, waitBody(tty))).json).toEqual({ type: "WAIT_CONTAINER", wait_container: { exit_status: 0 } });
+      again.close();
+      expect((await call(next, removeBody(tty))).status).toBe(200);
+    } finally {
+      expect(await next.stop()).toBe(0);
+      rmSync(wd, { recursive: true, force: true });
+    }
+  });
 });

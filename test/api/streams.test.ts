@@ -247,6 +247,19 @@ describe.skipIf(!isRoot)("streaming calls (need root for containers)", () => {
     expect(await launchSession(session({ value: "twice", parent: plain }, "true"))).toEqual({ status: 202, text: "" });
     await first.cancel();
 
+    // A command that cannot run: the session ran (200), its stderr says why, its status is 127 as a shell's.
+    const missing = { value: "missing", parent: plain };
+    const notFound = new Records(
+      await streamCall(agent, "json", {
+        type: "LAUNCH_NESTED_CONTAINER_SESSION",
+        launch_nested_container_session: { container_id: missing, command: { shell: false, value: "no-such-program" } },
+      }),
+      "json",
+    );
+    await notFound.finished();
+    expect(notFound.stderr).toStartWith("ucr: executable 'no-such-program' not found in PATH");
+    expect(await waitFor("json", missing)).toEqual({ exit_status: 127 << 8 });
+
     // A session without a terminal cannot be resized; a first record that names no container is refused.
     const piped = { value: "piped", parent: plain };
     const out = new Records(await streamCall(agent, "json", session(piped, "exec cat")), "json");
