@@ -4,7 +4,7 @@
 // input attachment sends stdin, EOF and window sizes, and waits while the container does not
 // read.
 import { closeSync, openSync } from "node:fs";
-import { Frame, FrameReader, IO_SOCKET, dataFrames, frame, windowFrame } from "../runtime/io-frames.ts";
+import { Frame, FrameReader, FrameSender, IO_SOCKET, dataFrames, frame, windowFrame } from "../runtime/io-frames.ts";
 
 /** The switchboard does not answer: it ended with the container's output, or never ran. */
 export class SwitchboardGone extends Error {
@@ -18,9 +18,7 @@ export type OutputEvent = { kind: "stdout" | "stderr"; data: Uint8Array } | { ki
 
 interface Link {
   socket: Bun.Socket<undefined>;
-  /** Bytes the kernel did not take yet. */
-  queue: Uint8Array[];
-  drained: Array<() => void>;
+  sender: FrameSender;
   closed: boolean;
 }
 
@@ -41,7 +39,7 @@ async function connect(
     throw new SwitchboardGone(`the container's runtime dir is gone (${(err as NodeJS.ErrnoException).code})`);
   }
   const reader = new FrameReader();
-  const link: Link = { socket: undefined as never, queue: [], drained: [], closed: false };
+  const link: Link = { socket: undefined as never, sender: undefined as never, closed: false };
   try {
     link.socket = await Bun.connect({
       unix: `/proc/self/fd/${dir}/${IO_SOCKET}`,
@@ -56,10 +54,10 @@ async function connect(
           }
           for (const f of frames) onFrame(f.kind, f.payload);
         },
-        drain: () => flush(link),
+        drain: () => void link.sender?.drain(),
         close: () => {
           link.closed = true;
-          for (const resolve of link.drained.splice(0)) resolve();
+          link.sender?.close();
           onClose();
         },
         error: () => {},
@@ -71,38 +69,10 @@ async function connect(
   } finally {
     closeSync(dir);
   }
-  send(link, first);
+  link.sender = new FrameSender(link.socket);
+  if (link.closed) link.sender.close();
+  link.sender.send(first);
   return link;
-}
-
-function send(link: Link, bytes: Uint8Array): void {
-  if (link.closed) return;
-  if (link.queue.length === 0) {
-    const n = link.socket.write(bytes);
-    if (n >= bytes.byteLength) return;
-    bytes = bytes.subarray(Math.max(0, n));
-  }
-  link.queue.push(bytes);
-}
-
-function flush(link: Link): void {
-  while (link.queue.length > 0) {
-    const head = link.queue[0]!;
-    const n = link.socket.write(head);
-    if (n <= 0) return;
-    if (n < head.byteLength) {
-      link.queue[0] = head.subarray(n);
-      return;
-    }
-    link.queue.shift();
-  }
-  for (const resolve of link.drained.splice(0)) resolve();
-}
-
-/** Resolves once everything sent has gone to the kernel (or the connection is gone). */
-function drained(link: Link): Promise<void> {
-  if (link.queue.length === 0 || link.closed) return Promise.resolve();
-  return new Promise((resolve) => link.drained.push(resolve));
 }
 
 export interface OutputAttachment {
@@ -184,11 +154,11 @@ export async function attachInput(runtimeDir: string): Promise<InputAttachment |
   }
   return {
     async write(data) {
-      for (const f of dataFrames(Frame.STDIN, data)) send(link, f);
-      await drained(link);
+      for (const f of dataFrames(Frame.STDIN, data)) link.sender.send(f);
+      await link.sender.drained();
     },
-    eof: () => send(link, frame(Frame.STDIN_EOF)),
-    resize: (rows, columns) => send(link, windowFrame(rows, columns)),
+    eof: () => link.sender.send(frame(Frame.STDIN_EOF)),
+    resize: (rows, columns) => link.sender.send(windowFrame(rows, columns)),
     close: () => link.socket.end(),
     ended,
   };

@@ -41,7 +41,8 @@ async function switchboarded(agent: Agent, id: ContainerID): Promise<Container> 
   if (!c) throw new ContainerError(404, `Container ${idKey(id)} cannot be found`);
   if (!c.io) throw new ContainerError(500, `${NO_SWITCHBOARD}: ${c.key} was launched without tty_info and is not a session`);
   await agent.containers.launched(c);
-  if (c.state !== "RUNNING" && !agent.containers.get(id)) throw new ContainerError(404, `Container ${idKey(id)} cannot be found`);
+  // A launch that failed meanwhile left no container.
+  if (agent.containers.get(id) !== c) throw new ContainerError(404, `Container ${idKey(id)} cannot be found`);
   return c;
 }
 

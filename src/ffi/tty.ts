@@ -4,6 +4,7 @@
 // imports this module, and a container without a terminal must not pay for binding these.
 import { dlopen, ptr, read } from "bun:ffi";
 import { SysError } from "./errno.ts";
+import { O_CLOEXEC, O_NOCTTY, O_RDWR } from "./libc.ts";
 
 type Lib = ReturnType<typeof open>;
 let lib: Lib | undefined;
@@ -50,10 +51,6 @@ const TIOCSCTTY = 0x540e;
 const TIOCSPTLCK = 0x40045431;
 const TIOCGPTN = 0x80045430;
 const TIOCGPTPEER = 0x5441;
-
-export const O_RDWR = 2;
-export const O_NOCTTY = 0o400;
-export const O_CLOEXEC = 0o2000000;
 
 export interface WindowSize {
   rows: number;

@@ -210,51 +210,49 @@ function stage2(specPath: string | undefined): number {
 
 /** Namespaces, mounts and the root of a container (not a session); the sandbox's descriptor. */
 function enterContainer(spec: LaunchSpec): number {
-  {
-    // The network namespace the agent made and attached (a nested container's: its root's).
-    if (spec.netns !== undefined) joinNetns(spec.netns);
-    // Hostname: a nested container shares its parent's, a top-level one has its own. IPC: as
-    // the agent decided (namespaces/ipc), by default the same way.
-    const ipc = spec.ipc?.namespace ?? (spec.parentPid !== undefined ? "parent" : "own");
-    const joins: Array<["uts" | "ipc", number]> = [];
-    if (spec.parentPid !== undefined) joins.push(["uts", CLONE_NEWUTS]);
-    if (ipc === "parent") joins.push(["ipc", CLONE_NEWIPC]);
-    for (const [ns, flag] of joins) {
-      const fd = openSync(`/proc/${spec.parentPid}/ns/${ns}`, "r");
-      try {
-        setns(fd, flag);
-      } finally {
-        closeSync(fd);
-      }
+  // The network namespace the agent made and attached (a nested container's: its root's).
+  if (spec.netns !== undefined) joinNetns(spec.netns);
+  // Hostname: a nested container shares its parent's, a top-level one has its own. IPC: as
+  // the agent decided (namespaces/ipc), by default the same way.
+  const ipc = spec.ipc?.namespace ?? (spec.parentPid !== undefined ? "parent" : "own");
+  const joins: Array<["uts" | "ipc", number]> = [];
+  if (spec.parentPid !== undefined) joins.push(["uts", CLONE_NEWUTS]);
+  if (ipc === "parent") joins.push(["ipc", CLONE_NEWIPC]);
+  for (const [ns, flag] of joins) {
+    const fd = openSync(`/proc/${spec.parentPid}/ns/${ns}`, "r");
+    try {
+      setns(fd, flag);
+    } finally {
+      closeSync(fd);
     }
-    const fresh = (spec.parentPid === undefined ? CLONE_NEWUTS : 0) | (ipc === "own" ? CLONE_NEWIPC : 0);
-    if (fresh !== 0) unshare(fresh);
-    unshare(CLONE_NEWNS);
-    // BIDIRECTIONAL volumes stay peers of the host's mounts; then everything else becomes a
-    // slave: mounts from the host still reach the container, none of the container's reach the host.
-    const trees = cloneSharedVolumes(spec);
-    mount(null, "/", null, MS_REC | MS_SLAVE);
-    // The sandbox, held from here on: mounted from this descriptor (opened in this mount
-    // namespace: a bind's source must be in it) and given to the user through it, so no later
-    // lookup of its path can be steered elsewhere.
-    const sandboxFd = openSandbox(spec.sandbox);
-    if (spec.parentPid === undefined) sethostname(spec.hostname);
-    if (spec.rootfs) enterRootfs(spec, sandboxFd, trees);
-    else if (spec.parentPid !== undefined) {
-      enterParentRoot(spec.parentPid);
-    } else {
-      mountHostProc(spec.kernelFiles);
-      if (spec.netns !== undefined) mountEtcOverHost(spec);
-      if (spec.ipc?.shm && "bind" in spec.ipc.shm) bindHostShm(spec.ipc.shm.bind);
-      const root = openDir("/");
-      try {
-        mountVolumes(spec, root, trees);
-      } finally {
-        close(root);
-      }
-    }
-    return sandboxFd;
   }
+  const fresh = (spec.parentPid === undefined ? CLONE_NEWUTS : 0) | (ipc === "own" ? CLONE_NEWIPC : 0);
+  if (fresh !== 0) unshare(fresh);
+  unshare(CLONE_NEWNS);
+  // BIDIRECTIONAL volumes stay peers of the host's mounts; then everything else becomes a
+  // slave: mounts from the host still reach the container, none of the container's reach the host.
+  const trees = cloneSharedVolumes(spec);
+  mount(null, "/", null, MS_REC | MS_SLAVE);
+  // The sandbox, held from here on: mounted from this descriptor (opened in this mount
+  // namespace: a bind's source must be in it) and given to the user through it, so no later
+  // lookup of its path can be steered elsewhere.
+  const sandboxFd = openSandbox(spec.sandbox);
+  if (spec.parentPid === undefined) sethostname(spec.hostname);
+  if (spec.rootfs) enterRootfs(spec, sandboxFd, trees);
+  else if (spec.parentPid !== undefined) {
+    enterParentRoot(spec.parentPid);
+  } else {
+    mountHostProc(spec.kernelFiles);
+    if (spec.netns !== undefined) mountEtcOverHost(spec);
+    if (spec.ipc?.shm && "bind" in spec.ipc.shm) bindHostShm(spec.ipc.shm.bind);
+    const root = openDir("/");
+    try {
+      mountVolumes(spec, root, trees);
+    } finally {
+      close(root);
+    }
+  }
+  return sandboxFd;
 }
 
 /**

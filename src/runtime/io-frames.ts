@@ -91,5 +91,65 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
   return out;
 }
 
+/** What FrameSender writes to: a Bun socket (write returns the bytes the kernel took). */
+interface Writable {
+  write(bytes: Uint8Array): number;
+}
+
+/**
+ * Writes whole frames on a socket in order, keeping what the kernel did not take until the
+ * socket drains (call drain() from its drain handler). `queued` is what waits.
+ */
+export class FrameSender {
+  private queue: Uint8Array[] = [];
+  private waiting: Array<() => void> = [];
+  queued = 0;
+  closed = false;
+
+  constructor(private readonly socket: Writable) {}
+
+  send(bytes: Uint8Array): void {
+    if (this.closed) return;
+    if (this.queue.length === 0) {
+      const n = this.socket.write(bytes);
+      if (n >= bytes.byteLength) return;
+      bytes = bytes.subarray(Math.max(0, n));
+    }
+    this.queue.push(bytes);
+    this.queued += bytes.byteLength;
+  }
+
+  /** Writes what waits; true once nothing does (those waiting in drained() are told). */
+  drain(): boolean {
+    while (this.queue.length > 0) {
+      const head = this.queue[0]!;
+      const n = this.socket.write(head);
+      if (n <= 0) return false;
+      this.queued -= Math.min(n, head.byteLength);
+      if (n < head.byteLength) {
+        this.queue[0] = head.subarray(n);
+        return false;
+      }
+      this.queue.shift();
+    }
+    for (const resolve of this.waiting.splice(0)) resolve();
+    return true;
+  }
+
+  /** Resolves once nothing waits (or the socket is closed). */
+  drained(): Promise<void> {
+    if (this.queue.length === 0 || this.closed) return Promise.resolve();
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  /** The socket closed: nothing more is sent, and nobody waits. */
+  close(): void {
+    this.closed = true;
+    this.queue = [];
+    this.queued = 0;
+    for (const resolve of this.waiting.splice(0)) resolve();
+  }
+}
+
 /** The switchboard socket's file name in a container's runtime dir. */
 export const IO_SOCKET = "io.sock";

@@ -7,7 +7,7 @@
 import { closeSync, openSync, rmSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { setWindowSize } from "../ffi/tty.ts";
-import { Frame, FrameReader, IO_SOCKET, dataFrames, frame, parseWindow } from "./io-frames.ts";
+import { Frame, FrameReader, FrameSender, IO_SOCKET, dataFrames, frame, parseWindow } from "./io-frames.ts";
 
 /** Output held for one slow reader before reading from the container pauses (the container then waits). */
 const HIGH_WATER = 1 << 20;
@@ -38,41 +38,10 @@ export interface SwitchboardOptions {
   onEnd: () => void;
 }
 
-/** Sends whole frames on a socket, keeping what the kernel did not take until it drains. */
-class Sender {
-  private queue: Uint8Array[] = [];
-  queued = 0;
-  constructor(readonly socket: Bun.Socket<Peer>) {}
-  send(bytes: Uint8Array): void {
-    if (this.queue.length === 0) {
-      const n = this.socket.write(bytes);
-      if (n >= bytes.byteLength) return;
-      bytes = bytes.subarray(Math.max(0, n));
-    }
-    this.queue.push(bytes);
-    this.queued += bytes.byteLength;
-  }
-  /** Writes what is queued; true once nothing is. */
-  drain(): boolean {
-    while (this.queue.length > 0) {
-      const head = this.queue[0]!;
-      const n = this.socket.write(head);
-      if (n <= 0) return false;
-      this.queued -= Math.min(n, head.byteLength);
-      if (n < head.byteLength) {
-        this.queue[0] = head.subarray(n);
-        return false;
-      }
-      this.queue.shift();
-    }
-    return true;
-  }
-}
-
 interface Peer {
   role?: "output" | "input";
   reader: FrameReader;
-  sender?: Sender;
+  sender?: FrameSender;
 }
 
 export class Switchboard {
@@ -161,7 +130,7 @@ export class Switchboard {
   }
 
   private hello(s: Bun.Socket<Peer>, kind: number): void {
-    const sender = new Sender(s);
+    const sender = new FrameSender(s);
     s.data.sender = sender;
     if (kind === Frame.OUTPUT) {
       s.data.role = "output";
@@ -234,6 +203,7 @@ export class Switchboard {
   }
 
   private gone(s: Bun.Socket<Peer>): void {
+    s.data.sender?.close();
     this.outputs.delete(s);
     if (this.input === s) this.input = undefined;
     this.wake();

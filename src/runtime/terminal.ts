@@ -2,10 +2,8 @@
 // container so it comes from the container's own devpts (the workload sees /dev/pts/N), and
 // its master handed to the launcher (SCM_RIGHTS on CONSOLE_FD), which keeps it.
 import { closeSync } from "node:fs";
-import { O_CLOEXEC, O_PATH, close, dup2, openat } from "../ffi/libc.ts";
+import { O_CLOEXEC, O_NOCTTY, O_PATH, O_RDWR, close, dup2, openat } from "../ffi/libc.ts";
 import {
-  O_NOCTTY,
-  O_RDWR,
   fchown,
   newSession,
   openPtyPeer,
