@@ -555,7 +555,9 @@ export class Containers {
       ...(rootfs && this.deviceNodes.length > 0 ? { devices: this.deviceNodes } : {}),
       stdout: join(c.sandbox, "stdout"),
       stderr: join(c.sandbox, "stderr"),
-      ...(c.io ? { io: { ...(c.io === "tty" ? { tty: ttyOf(call)! } : {}), ...(c.session ? { waitForReader: true } : {}), runtimeDir: c.runtime } } : {}),
+      ...(c.io
+        ? { io: { ...(c.io === "tty" ? { tty: ttyOf(call)! } : {}), ...(c.session ? { waitForReader: true } : {}), runtimeDir: c.runtime } }
+        : {}),
       ...(c.session ? { debug: true } : {}),
       statusFile: join(c.runtime, "status"),
       pidFile: join(c.runtime, "pid"),
@@ -582,7 +584,8 @@ export class Containers {
     }
     if (started === undefined && c.io) {
       // Only the launcher keeps a container's terminal or pipes (its I/O switchboard).
-      throw new ContainerError(500, `${c.session ? "a session" : "a container with tty_info"} needs ucr's launcher, which could not be had`);
+      const what = c.session ? "a session" : "a container with tty_info";
+      throw new ContainerError(500, `${what} needs ucr's launcher, which could not be had`);
     }
     if (started === undefined) {
       const stage1 = await this.startStage1(spec, specPath);

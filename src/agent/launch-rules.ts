@@ -437,10 +437,15 @@ export function pidNamespaceOf(call: LaunchContainer, hasRootfs: boolean): "agen
  * these launches with the same words).
  */
 export function checkSession(call: LaunchContainer): void {
-  if (call.container?.mesos?.image) throw new ContainerError(400, "A 'rootfs' cannot be set for DEBUG containers: a session runs in its parent's filesystem");
+  if (call.container?.mesos?.image) {
+    throw new ContainerError(400, "A 'rootfs' cannot be set for DEBUG containers: a session runs in its parent's filesystem");
+  }
   if ((call.container?.volumes ?? []).length > 0) throw new ContainerError(400, "Volumes not supported for DEBUG containers");
   if ((call.container?.network_infos ?? []).length > 0) {
-    throw new ContainerError(400, "container.network_infos: a session joins its parent's network namespace and cannot have networks of its own");
+    throw new ContainerError(
+      400,
+      "container.network_infos: a session joins its parent's network namespace and cannot have networks of its own",
+    );
   }
 }
 

@@ -101,7 +101,10 @@ export async function attachContainerOutput(p: { container_id: ContainerID }, ag
  */
 export async function launchNestedContainerSession(p: LaunchContainer, agent: Agent, context: CallContext): Promise<Response> {
   if (!p.container_id.parent) {
-    return textResponse(400, "Failed to validate agent::Call: Expecting 'launch_nested_container_session.container_id.parent' to be present");
+    return textResponse(
+      400,
+      "Failed to validate agent::Call: Expecting 'launch_nested_container_session.container_id.parent' to be present",
+    );
   }
   if (p.container?.linux_info?.share_cgroups === false) {
     return textResponse(
@@ -120,7 +123,11 @@ export async function launchNestedContainerSession(p: LaunchContainer, agent: Ag
   if (!launched) return emptyResponse(202);
   const c = agent.containers.get(p.container_id)!;
   try {
-    const whys = { eof: "its output is over", client: "its client went away", shutdown: "the agent is stopping, and its client goes with it" };
+    const whys = {
+      eof: "its output is over",
+      client: "its client went away",
+      shutdown: "the agent is stopping, and its client goes with it",
+    };
     return await outputStream(agent, c, context, (why) => endSession(c, whys[why]));
   } catch (err) {
     log.warn(`session ${c.key}: cannot attach to its output: ${(err as Error).message}`);
@@ -131,7 +138,8 @@ export async function launchNestedContainerSession(p: LaunchContainer, agent: Ag
 
 /** Mesos' checks of an input record after the first (IOSwitchboardServerProcess::validate). */
 function inputProblem(input: AttachContainerInput): string | undefined {
-  if (input.type !== "PROCESS_IO") return `Expecting 'attach_container_input.type' to be 'PROCESS_IO' instead of: '${input.type ?? "UNKNOWN"}'`;
+  if (input.type !== "PROCESS_IO")
+    return `Expecting 'attach_container_input.type' to be 'PROCESS_IO' instead of: '${input.type ?? "UNKNOWN"}'`;
   const m: ProcessIO | undefined = input.process_io;
   if (!m) return "Expecting 'attach_container_input.process_io' to be present";
   if (!m.type) return "Expecting 'process_io.type' to be present";
@@ -165,7 +173,8 @@ async function* inputRecords(context: CallContext): AsyncGenerator<AttachContain
       if (err instanceof CallError) throw new ContainerError(400, err.message);
       throw err;
     }
-    if (call.type !== "ATTACH_CONTAINER_INPUT") throw new ContainerError(400, `Expecting an ATTACH_CONTAINER_INPUT record, got ${call.type}`);
+    if (call.type !== "ATTACH_CONTAINER_INPUT")
+      throw new ContainerError(400, `Expecting an ATTACH_CONTAINER_INPUT record, got ${call.type}`);
     yield (call as Call<"ATTACH_CONTAINER_INPUT">).payload;
   }
 }
@@ -179,7 +188,8 @@ export async function attachContainerInput(p: AttachContainerInput, agent: Agent
   if (!p.type) return textResponse(400, "Failed to validate agent::Call: Expecting 'attach_container_input.type' to be present");
   if (p.type === "UNKNOWN") return textResponse(400, "Failed to validate agent::Call: 'attach_container_input.type' is unknown");
   if (p.type !== "CONTAINER_ID") return textResponse(400, "Expecting 'attach_container_input.type' to be CONTAINER_ID");
-  if (!p.container_id) return textResponse(400, "Failed to validate agent::Call: Expecting 'attach_container_input.container_id' to be present");
+  if (!p.container_id)
+    return textResponse(400, "Failed to validate agent::Call: Expecting 'attach_container_input.container_id' to be present");
   let input: InputAttachment;
   try {
     const c = await switchboarded(agent, p.container_id);

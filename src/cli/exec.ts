@@ -3,7 +3,16 @@
 // terminal, as `docker exec` and `docker attach` do: output streamed, stdin forwarded, raw
 // mode and window sizes for a TTY, and the command's exit status as ours.
 import { encodeRecord, RecordDecoder } from "../mesos/recordio.ts";
-import { AgentError, type ClientOptions, UsageError, call, clientCommand, describeFailure, expectJson, splitClientOptions } from "./agent-client.ts";
+import {
+  AgentError,
+  type ClientOptions,
+  UsageError,
+  call,
+  clientCommand,
+  describeFailure,
+  expectJson,
+  splitClientOptions,
+} from "./agent-client.ts";
 import { exitCodeOf } from "./client.ts";
 
 export const EXEC_USAGE = "usage: ucr exec [-i] [-t] [-u USER] [-e K=V]... [-w DIR] ID [--] CMD [ARG...]";
@@ -45,7 +54,13 @@ export function containerIdOf(text: string): ExecOptions["parent"] {
 
 /** Parses `ucr exec` as docker does: options until the container ID, then the command. */
 export function parseExecArgs(args: readonly string[], env: NodeJS.ProcessEnv = process.env): ExecOptions {
-  const o: Omit<ExecOptions, "parent"> & { parent?: ExecOptions["parent"] } = { command: [], interactive: false, tty: false, env: [], help: false };
+  const o: Omit<ExecOptions, "parent"> & { parent?: ExecOptions["parent"] } = {
+    command: [],
+    interactive: false,
+    tty: false,
+    env: [],
+    help: false,
+  };
   let i = 0;
   for (; i < args.length; i++) {
     const a = args[i]!;
@@ -278,7 +293,8 @@ export function execMain(args: readonly string[]): Promise<number> {
       },
       abort.signal,
     );
-    if (res.status !== 200) throw new AgentError(`LAUNCH_NESTED_CONTAINER_SESSION: ${describeFailure({ status: res.status, text: await res.text() })}`);
+    if (res.status !== 200)
+      throw new AgentError(`LAUNCH_NESTED_CONTAINER_SESSION: ${describeFailure({ status: res.status, text: await res.text() })}`);
 
     // Interrupted without a terminal: our connection goes, and the agent ends the session.
     const interrupted = () => abort.abort();
@@ -292,9 +308,13 @@ export function execMain(args: readonly string[]): Promise<number> {
         input = new InputRequest(opts, id);
         if (o.interactive) stopStdin = forwardStdin(input, o.tty);
         else input.eof(); // no -i: stdin is empty, as docker exec gives it
-        void input.answer.then(async (r) => {
-          if (r.status !== 200 && r.status !== 409) process.stderr.write(`ucr exec: stdin: ${describeFailure({ status: r.status, text: await r.text() })}\r\n`);
-        }, () => {});
+        void input.answer.then(
+          async (r) => {
+            if (r.status !== 200 && r.status !== 409)
+              process.stderr.write(`ucr exec: stdin: ${describeFailure({ status: r.status, text: await r.text() })}\r\n`);
+          },
+          () => {},
+        );
       }
       await printOutput(res);
     } finally {
@@ -321,7 +341,8 @@ export function attachMain(args: readonly string[]): Promise<number> {
     const id = containerIdOf(ids[0]!);
     const abort = new AbortController();
     const res = await streamCall(opts, { type: "ATTACH_CONTAINER_OUTPUT", attach_container_output: { container_id: id } }, abort.signal);
-    if (res.status !== 200) throw new AgentError(`ATTACH_CONTAINER_OUTPUT: ${describeFailure({ status: res.status, text: await res.text() })}`);
+    if (res.status !== 200)
+      throw new AgentError(`ATTACH_CONTAINER_OUTPUT: ${describeFailure({ status: res.status, text: await res.text() })}`);
 
     let detached = false;
     const detach = () => {

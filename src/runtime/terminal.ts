@@ -3,16 +3,7 @@
 // its master handed to the launcher (SCM_RIGHTS on CONSOLE_FD), which keeps it.
 import { closeSync } from "node:fs";
 import { O_CLOEXEC, O_NOCTTY, O_PATH, O_RDWR, close, dup2, openat } from "../ffi/libc.ts";
-import {
-  fchown,
-  newSession,
-  openPtyPeer,
-  sendFd,
-  setControllingTerminal,
-  setWindowSize,
-  unlockPty,
-  type WindowSize,
-} from "../ffi/tty.ts";
+import { fchown, newSession, openPtyPeer, sendFd, setControllingTerminal, setWindowSize, unlockPty, type WindowSize } from "../ffi/tty.ts";
 import { kindOf, openInRoot } from "./inroot.ts";
 
 /** fd 4 of a stage 2 that makes a terminal: where the master goes (the launcher holds the other end). */

@@ -26,10 +26,17 @@ describe.skipIf(!isRoot)("switchboard across agent restarts (needs root)", () =>
     const tty = { value: "tty" };
     const launched = await call(first, {
       type: "LAUNCH_CONTAINER",
-      launch_container: { container_id: tty, command: { value: "exec sh" }, container: { ...image, tty_info: { window_size: { rows: 24, columns: 80 } } } },
+      launch_container: {
+        container_id: tty,
+        command: { value: "exec sh" },
+        container: { ...image, tty_info: { window_size: { rows: 24, columns: 80 } } },
+      },
     });
     expect(launched.status).toBe(200);
-    let out = new Records(await streamCall(first, "json", { type: "ATTACH_CONTAINER_OUTPUT", attach_container_output: { container_id: tty } }), "json");
+    let out = new Records(
+      await streamCall(first, "json", { type: "ATTACH_CONTAINER_OUTPUT", attach_container_output: { container_id: tty } }),
+      "json",
+    );
     let input = new InputStream(first, "json", tty);
     input.stdin("echo one-$((0+1))\n");
     await out.until(() => out.stdout.includes("one-1\r\n"));
@@ -56,7 +63,10 @@ describe.skipIf(!isRoot)("switchboard across agent restarts (needs root)", () =>
       expect(second.log()).toContain("session tty.s: the agent restarted");
 
       // The TTY container: the same shell, attached again.
-      out = new Records(await streamCall(second, "json", { type: "ATTACH_CONTAINER_OUTPUT", attach_container_output: { container_id: tty } }), "json");
+      out = new Records(
+        await streamCall(second, "json", { type: "ATTACH_CONTAINER_OUTPUT", attach_container_output: { container_id: tty } }),
+        "json",
+      );
       input = new InputStream(second, "json", tty);
       input.stdin("echo two-$((1+1)) $(stty size)\n");
       await out.until(() => out.stdout.includes("two-2 24 80\r\n"));
@@ -71,13 +81,23 @@ describe.skipIf(!isRoot)("switchboard across agent restarts (needs root)", () =>
     }
   });
 
-  test("an agent told to stop ends its streams (a session with them) and answers open inputs 503, instead of waiting out its grace", async () => {
+  test("an agent told to stop ends its streams (a session with them) and answers open inputs 503, not waiting out its grace", async () => {
     const wd = join(work, "wd-stop");
     const on = { args: [`--work_dir=${wd}`, `--runtime_dir=${join(wd, "run")}`, ...dockerArgs(images)], keepWorkDir: true };
     const agent = await startAgent(on);
     const tty = { value: "t" };
-    expect((await call(agent, { type: "LAUNCH_CONTAINER", launch_container: { container_id: tty, command: { value: "exec sh" }, container: { ...image, tty_info: {} } } })).status).toBe(200);
-    const out = new Records(await streamCall(agent, "json", { type: "ATTACH_CONTAINER_OUTPUT", attach_container_output: { container_id: tty } }), "json");
+    expect(
+      (
+        await call(agent, {
+          type: "LAUNCH_CONTAINER",
+          launch_container: { container_id: tty, command: { value: "exec sh" }, container: { ...image, tty_info: {} } },
+        })
+      ).status,
+    ).toBe(200);
+    const out = new Records(
+      await streamCall(agent, "json", { type: "ATTACH_CONTAINER_OUTPUT", attach_container_output: { container_id: tty } }),
+      "json",
+    );
     const input = new InputStream(agent, "json", tty);
     input.stdin("echo ready-$((1+1))\n");
     await out.until(() => out.stdout.includes("ready-2\r\n"));

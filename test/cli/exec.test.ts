@@ -72,7 +72,8 @@ function onTerminal(args: string[], cols = 90, rows = 20) {
       for (;;) {
         const m = re.exec(screen.slice(from));
         if (m) return from + m.index + m[0].length;
-        if (Date.now() > deadline || proc.exitCode !== null) throw new Error(`no ${re} on the screen: ${JSON.stringify(screen.slice(from))}`);
+        if (Date.now() > deadline || proc.exitCode !== null)
+          throw new Error(`no ${re} on the screen: ${JSON.stringify(screen.slice(from))}`);
         await Bun.sleep(20);
       }
     },
@@ -80,7 +81,12 @@ function onTerminal(args: string[], cols = 90, rows = 20) {
 }
 
 test("exec's arguments: options until the container ID, then the command; -it together; nested IDs", () => {
-  expect(parseExecArgs(["-it", "box", "--", "sh", "-c", "x"])).toMatchObject({ interactive: true, tty: true, parent: { value: "box" }, command: ["sh", "-c", "x"] });
+  expect(parseExecArgs(["-it", "box", "--", "sh", "-c", "x"])).toMatchObject({
+    interactive: true,
+    tty: true,
+    parent: { value: "box" },
+    command: ["sh", "-c", "x"],
+  });
   expect(parseExecArgs(["-e", "A=1", "-u", "nobody", "a.b", "ls", "-l"])).toMatchObject({
     interactive: false,
     tty: false,
@@ -147,7 +153,7 @@ describe.skipIf(!isRoot)("ucr exec and ucr attach (need root for containers)", (
     expect(missing.stderr).toBe("ucr exec: LAUNCH_NESTED_CONTAINER_SESSION: Parent container nope does not exist (HTTP 400)\n");
   });
 
-  test("attach to a TTY container: raw input, Ctrl-P Ctrl-Q detaches and leaves it running; attached again, its exit is ucr's status", async () => {
+  test("attach to a TTY container: raw input, Ctrl-P Ctrl-Q detaches, it runs on; attached again, its exit is ucr's", async () => {
     const term = onTerminal(["attach", "--agent", agent.url, "ttybox"], 100, 30);
     // The window size goes first on attach: the container's terminal takes this one's.
     term.type("echo attached-$((2*3)) $(stty size)\r");

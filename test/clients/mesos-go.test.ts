@@ -32,7 +32,8 @@ const CODECS = ["protobuf", "json"] as const;
 /** Runs the client's scenarios with a codec; every line it printed, by step name. */
 async function client(codec: (typeof CODECS)[number], ...scenarios: string[]): Promise<Map<string, Step>> {
   if (!("path" in built)) throw new Error(skip);
-  const r = await runCommand([built.path, "-agent", agent.url, "-codec", codec, "-prefix", `mesos-go-${codec}-`, ...scenarios], { timeoutMs: 90_000 });
+  const args = ["-agent", agent.url, "-codec", codec, "-prefix", `mesos-go-${codec}-`, ...scenarios];
+  const r = await runCommand([built.path, ...args], { timeoutMs: 90_000 });
   const steps = new Map<string, Step>();
   for (const line of r.stdout.trim().split("\n").filter(Boolean)) {
     const s = JSON.parse(line) as Step;
@@ -69,7 +70,7 @@ test.skipIf(skip !== undefined)(named("the bodies mesos-go writes carry null for
 });
 
 for (const codec of CODECS) {
-  test.skipIf(skip !== undefined)(named(`GET_HEALTH, GET_VERSION and GET_FLAGS through mesos-go in ${codec}, decoded by its types`), async () => {
+  test.skipIf(skip !== undefined)(named(`GET_HEALTH, GET_VERSION and GET_FLAGS through mesos-go in ${codec}, its types`), async () => {
     const steps = await client(codec, "info");
     expect(steps.get("GET_HEALTH")).toEqual({ step: "GET_HEALTH", ok: true, result: { healthy: true } });
     expect(steps.get("GET_VERSION")).toEqual({ step: "GET_VERSION", ok: true, result: { version: pkg.version } });
@@ -83,7 +84,8 @@ for (const codec of CODECS) {
     named(`a container and a nested one through mesos-go in ${codec}: launch, the deprecated nested calls, wait, kill, remove`, true),
     async () => {
       const steps = await client(codec, "containers");
-      for (const s of ["LAUNCH_CONTAINER", "LAUNCH_NESTED_CONTAINER", "GET_CONTAINERS", "KILL_NESTED_CONTAINER", "REMOVE_NESTED_CONTAINER"]) {
+      const calls = ["LAUNCH_CONTAINER", "LAUNCH_NESTED_CONTAINER", "GET_CONTAINERS", "KILL_NESTED_CONTAINER", "REMOVE_NESTED_CONTAINER"];
+      for (const s of calls) {
         expect({ s, ...steps.get(s) }).toMatchObject({ s, ok: true });
       }
       const listed = steps.get("GET_CONTAINERS")!.result as Array<{ value: string; executor_pid?: number }>;

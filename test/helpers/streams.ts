@@ -9,7 +9,12 @@ export type Id = { value: string; parent?: Id };
 export type Message = Record<string, any>;
 
 /** POSTs `call` in `encoding`, asking for a RecordIO answer of messages in the same encoding. */
-export function streamCall(agent: RunningAgent, encoding: Encoding, call: Record<string, unknown>, signal?: AbortSignal): Promise<Response> {
+export function streamCall(
+  agent: RunningAgent,
+  encoding: Encoding,
+  call: Record<string, unknown>,
+  signal?: AbortSignal,
+): Promise<Response> {
   return fetch(`${agent.url}/api/v1`, {
     method: "POST",
     headers: { "Content-Type": MEDIA[encoding], Accept: "application/recordio", "Message-Accept": MEDIA[encoding] },
@@ -70,7 +75,10 @@ export class Records {
     void this.done.then(() => (over = true));
     while (!ok()) {
       if (over || Date.now() > deadline) {
-        throw new Error(`no ${what} (stream ${over ? "ended" : "still open"}); stdout ${JSON.stringify(this.stdout)}, stderr ${JSON.stringify(this.stderr)}`);
+        throw new Error(
+          `no ${what} (stream ${over ? "ended" : "still open"}); ` +
+            `stdout ${JSON.stringify(this.stdout)}, stderr ${JSON.stringify(this.stderr)}`,
+        );
       }
       await Promise.race([new Promise<void>((r) => this.changed.push(r)), Bun.sleep(100)]);
     }
@@ -80,7 +88,10 @@ export class Records {
   async finished(ms = 15_000): Promise<void> {
     let over = false;
     await Promise.race([this.done.then(() => (over = true)), Bun.sleep(ms)]);
-    if (!over) throw new Error(`the stream did not end within ${ms} ms; stdout ${JSON.stringify(this.stdout)}, stderr ${JSON.stringify(this.stderr)}`);
+    if (!over)
+      throw new Error(
+        `the stream did not end within ${ms} ms; stdout ${JSON.stringify(this.stdout)}, stderr ${JSON.stringify(this.stderr)}`,
+      );
   }
 
   cancel(): Promise<void> {
