@@ -16,8 +16,23 @@
 // the workload runs, or {id, error} if setup failed; to every connection {container,
 // status, pid} when a workload ends, and {running: 0} when the last one has.
 import { closeSync, existsSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeSync } from "node:fs";
+import { basename, dirname, relative } from "node:path";
 import { onChildExit, pipe, spawnProcess } from "../ffi/spawn.ts";
-import { setCloexec, setParentDeathSignal } from "../ffi/libc.ts";
+import {
+  AT_FDCWD,
+  O_APPEND,
+  O_CLOEXEC,
+  O_CREAT,
+  O_DIRECTORY,
+  O_NOFOLLOW,
+  O_PATH,
+  O_WRONLY,
+  close,
+  openat,
+  setCloexec,
+  setParentDeathSignal,
+} from "../ffi/libc.ts";
+import { openDir, openInRoot } from "./inroot.ts";
 import { Records } from "./records.ts";
 import { reaperMain, type ReaperMessage } from "./reaper.ts";
 import { WARM_READY, pidNamespaceOf, selfCommand, type LaunchSpec } from "./spec.ts";
@@ -107,8 +122,31 @@ interface Stage {
   io?: { console?: number; stdin?: number; stdout?: number; stderr?: number };
 }
 
-/** O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW */
-const APPEND_NOFOLLOW = 0o1 | 0o2000 | 0o100 | 0o400000;
+/**
+ * A sandbox file (the workload's stdout or stderr) opened for appending through no link: a
+ * nested container's sandbox sits inside its parent's, whose workload may have put a link on
+ * the way since the agent made it (a link to a host directory would have us, root, create and
+ * append to a file there). Reached from the top-level sandbox with every link refused.
+ */
+export function openSandboxFile(sandbox: LaunchSpec["sandbox"], path: string): number {
+  if (dirname(path) !== sandbox.host) throw new Error(`${path} is not in the sandbox ${sandbox.host}`);
+  let dir: number;
+  if (sandbox.within === undefined) {
+    dir = openat(AT_FDCWD, sandbox.host, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  } else {
+    const top = openDir(sandbox.within);
+    try {
+      dir = openInRoot(top, relative(sandbox.within, sandbox.host), { noLinks: true, flags: O_PATH | O_DIRECTORY }).fd;
+    } finally {
+      close(top);
+    }
+  }
+  try {
+    return openat(dir, basename(path), O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o640);
+  } finally {
+    close(dir);
+  }
+}
 
 /** fd 4 of a stage 2 that makes a terminal: where it sends the master (SCM_RIGHTS). */
 export const CONSOLE_FD = 4;
@@ -260,8 +298,8 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
   const startCold = (spec: LaunchSpec, specPath: string): Stage => {
     let out: number | undefined, err: number | undefined, reportR: number | undefined, reportW: number | undefined;
     try {
-      out = openSync(spec.stdout!, "a", 0o640);
-      err = openSync(spec.stderr!, "a", 0o640);
+      out = openSandboxFile(spec.sandbox, spec.stdout!);
+      err = openSandboxFile(spec.sandbox, spec.stderr!);
       [reportR, reportW] = pipe();
       const pid = spawnProcess({
         argv: selfCommand("__init", "--pid1", specPath),
@@ -303,10 +341,9 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
         ours.push(mine);
         child.push(theirs);
         io.console = mine;
-        // Never through a link: a nested container's sandbox is inside its parent's.
-        const out = openSync(spec.stdout!, APPEND_NOFOLLOW, 0o640);
+        const out = openSandboxFile(spec.sandbox, spec.stdout!);
         child.push(out);
-        const err = openSync(spec.stderr!, APPEND_NOFOLLOW, 0o640);
+        const err = openSandboxFile(spec.sandbox, spec.stderr!);
         child.push(err);
         fds = [devnull, out, err, reportW, theirs];
       } else {
@@ -358,19 +395,28 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
         fds = { stdin: io.stdin!, stdout: io.stdout!, stderr: io.stderr! };
         opened.push(io.stdin!, io.stdout!, io.stderr!);
       }
-      switchboards++;
+      // Mesos' logger keeps all of the output in the sandbox; if a file cannot be had, readers still get it.
+      const files: { stdout?: number; stderr?: number } = {};
+      for (const name of io.console !== undefined ? (["stdout"] as const) : (["stdout", "stderr"] as const)) {
+        try {
+          files[name] = openSandboxFile(spec.sandbox, spec[name]!);
+          opened.push(files[name]);
+        } catch (err) {
+          say(`container ${spec.id}: its ${name} is not kept in its sandbox: ${(err as Error).message}`);
+        }
+      }
       Switchboard.open(fds, {
         id: spec.id,
         runtimeDir: spec.io!.runtimeDir,
         waitForReader: spec.io!.waitForReader === true,
-        ...(spec.stdout ? { stdoutFile: spec.stdout } : {}),
-        ...(spec.stderr ? { stderrFile: spec.stderr } : {}),
+        files,
         say,
         onEnd: () => {
           switchboards--;
           idle();
         },
       });
+      switchboards++;
     } catch (err) {
       for (const fd of opened) closeQuietly(fd);
       throw err;

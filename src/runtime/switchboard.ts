@@ -30,9 +30,8 @@ export interface SwitchboardOptions {
   runtimeDir: string;
   /** Read no output until the first reader attaches (a session: nothing is lost before). */
   waitForReader: boolean;
-  /** The sandbox files the output is appended to (a terminal's all goes to stdout). */
-  stdoutFile?: string;
-  stderrFile?: string;
+  /** The sandbox files the output is appended to, opened (the switchboard closes them); a terminal's all goes to stdout. */
+  files: { stdout?: number; stderr?: number };
   say: (message: string) => void;
   /** Called once, when the switchboard is over and everything of it is closed. */
   onEnd: () => void;
@@ -54,7 +53,6 @@ export class Switchboard {
   private sources = 0;
   /** Output loops waiting for readers to drain. */
   private waiters: Array<() => void> = [];
-  private readonly files: { stdout?: number; stderr?: number } = {};
 
   private constructor(
     private readonly io: SwitchboardIo,
@@ -66,18 +64,6 @@ export class Switchboard {
     const sb = new Switchboard(io, opts);
     sb.listen();
     sb.stdin = { fd: io.stdin, sink: Bun.file(io.stdin).writer() };
-    for (const [name, file] of [
-      ["stdout", opts.stdoutFile],
-      ["stderr", opts.stderrFile],
-    ] as const) {
-      if (file === undefined) continue;
-      try {
-        // O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC
-        sb.files[name] = openSync(file, 0o1 | 0o2000 | 0o100 | 0o400000 | 0o2000000, 0o640);
-      } catch (err) {
-        opts.say(`container ${opts.id}: its output is not kept in ${file}: ${(err as Error).message}`);
-      }
-    }
     if (!opts.waitForReader) sb.start();
     return sb;
   }
@@ -217,8 +203,8 @@ export class Switchboard {
   private start(): void {
     if (this.started) return;
     this.started = true;
-    const loops = [this.readLoop(this.io.stdout, Frame.STDOUT, this.files.stdout)];
-    if (this.io.stderr !== undefined) loops.push(this.readLoop(this.io.stderr, Frame.STDERR, this.files.stderr));
+    const loops = [this.readLoop(this.io.stdout, Frame.STDOUT, this.opts.files.stdout)];
+    if (this.io.stderr !== undefined) loops.push(this.readLoop(this.io.stderr, Frame.STDERR, this.opts.files.stderr));
     this.sources = loops.length;
   }
 
@@ -284,7 +270,7 @@ export class Switchboard {
     this.listener?.stop(false);
     void this.closeStdin();
     closeQuiet(this.io.master);
-    for (const fd of Object.values(this.files)) closeQuiet(fd);
+    for (const fd of Object.values(this.opts.files)) closeQuiet(fd);
     this.opts.onEnd();
   }
 }
