@@ -15,7 +15,10 @@ test("a sandbox file is opened for appending, in the sandbox itself", () => {
   const top = join(work, "top");
   const child = join(top, "containers", "c");
   mkdirSync(child, { recursive: true });
-  for (const sandbox of [{ host: top }, { host: child, within: top }]) {
+  for (const sandbox of [
+    { host: top, container: "/mnt/mesos/sandbox" },
+    { host: child, container: "/mnt/mesos/sandbox", within: top },
+  ]) {
     for (const text of ["one\n", "two\n"]) {
       const fd = openSandboxFile(sandbox, join(sandbox.host, "stdout"));
       writeSync(fd, text);
@@ -23,7 +26,7 @@ test("a sandbox file is opened for appending, in the sandbox itself", () => {
     }
     expect(readFileSync(join(sandbox.host, "stdout"), "utf8")).toBe("one\ntwo\n");
   }
-  expect(() => openSandboxFile({ host: top }, "/etc/stdout")).toThrow("/etc/stdout is not in the sandbox");
+  expect(() => openSandboxFile({ host: top, container: "/mnt/mesos/sandbox" }, "/etc/stdout")).toThrow("/etc/stdout is not in the sandbox");
 });
 
 test("a link below the top-level sandbox, or as the file itself, is refused; nothing is made where it points", () => {
@@ -36,18 +39,18 @@ test("a link below the top-level sandbox, or as the file itself, is refused; not
   mkdirSync(child);
   renameSync(child, join(top, "containers", "moved"));
   symlinkSync(outside, child);
-  expect(() => openSandboxFile({ host: child, within: top }, join(child, "stdout"))).toThrow(/symlink/);
+  expect(() => openSandboxFile({ host: child, container: "/mnt/mesos/sandbox", within: top }, join(child, "stdout"))).toThrow(/symlink/);
   // A link on the way further up (containers itself).
   const deeper = join(top, "containers", "moved", "containers", "d");
   mkdirSync(deeper, { recursive: true });
   renameSync(join(top, "containers"), join(top, "elsewhere"));
   symlinkSync(join(top, "elsewhere"), join(top, "containers"));
-  expect(() => openSandboxFile({ host: deeper, within: top }, join(deeper, "stderr"))).toThrow(/symlink/);
+  expect(() => openSandboxFile({ host: deeper, container: "/mnt/mesos/sandbox", within: top }, join(deeper, "stderr"))).toThrow(/symlink/);
   // The file itself a link.
   const own = join(work, "own");
   mkdirSync(own);
   symlinkSync(join(outside, "target"), join(own, "stdout"));
-  expect(() => openSandboxFile({ host: own }, join(own, "stdout"))).toThrow(/ELOOP/);
+  expect(() => openSandboxFile({ host: own, container: "/mnt/mesos/sandbox" }, join(own, "stdout"))).toThrow(/ELOOP/);
   expect(existsSync(join(outside, "stdout"))).toBe(false);
   expect(existsSync(join(outside, "stderr"))).toBe(false);
   expect(existsSync(join(outside, "target"))).toBe(false);
