@@ -7,7 +7,7 @@ import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { startAgent, tempDir } from "../helpers/agent.ts";
 import { InputStream, Records, streamCall } from "../helpers/streams.ts";
-import { alpineArchive, call, dockerArgs, isRoot, removeBody, waitBody } from "./support.ts";
+import { alpineArchive, call, dockerArgs, isRoot, processesWith, removeBody, waitBody } from "./support.ts";
 
 const work = tempDir("ucr-switchboard-");
 let images: string;
@@ -130,6 +130,40 @@ describe.skipIf(!isRoot)("switchboard across agent restarts (needs root)", () =>
     } finally {
       expect(await next.stop()).toBe(0);
       rmSync(wd, { recursive: true, force: true });
+    }
+  });
+
+  test("the launcher killed: the terminals it held are hung up (the workload's writes fail); attach says the switchboard is gone", async () => {
+    const agent = await startAgent({ args: dockerArgs(images) });
+    try {
+      const tty = { value: "hup" };
+      // Writes a tick every 50 ms while its terminal takes them; exits 5 once a write fails.
+      const script = "while echo tick; do sleep 0.05; done; exit 5";
+      const launched = await call(agent, {
+        type: "LAUNCH_CONTAINER",
+        launch_container: { container_id: tty, command: { value: script }, container: { ...image, tty_info: {} } },
+      });
+      expect(launched.status).toBe(200);
+      const out = new Records(
+        await streamCall(agent, "json", { type: "ATTACH_CONTAINER_OUTPUT", attach_container_output: { container_id: tty } }),
+        "json",
+      );
+      await out.until(() => out.stdout.includes("tick\r\ntick\r\n"));
+      const socket = join(agent.workDir, "run", "launcher.sock");
+      const launcher = processesWith(`__launcher\0--serve\0${socket}`)[0];
+      expect(launcher).toBeGreaterThan(1);
+      process.kill(launcher!, "SIGKILL");
+      // The master went with the launcher: the kernel hangs the terminal up, the next write
+      // fails (EIO), the loop ends; the launcher's reaper writes its status down. (SIGHUP from
+      // the hangup does not end it: the kernel kills no PID 1 by a signal it does not handle.)
+      expect((await call(agent, waitBody(tty))).json).toEqual({ type: "WAIT_CONTAINER", wait_container: { exit_status: 5 << 8 } });
+      await out.finished();
+      const late = await streamCall(agent, "json", { type: "ATTACH_CONTAINER_OUTPUT", attach_container_output: { container_id: tty } });
+      expect(late.status).toBe(500);
+      expect(await late.text()).toStartWith("I/O switchboard has shutdown");
+      expect((await call(agent, removeBody(tty))).status).toBe(200);
+    } finally {
+      expect(await agent.stop()).toBe(0);
     }
   });
 });
