@@ -70,18 +70,27 @@ async function outputStream(
     attachment?.close();
     end("client");
   });
-  attachment = await attachOutput(c.runtime, (e) => {
-    if (e.kind === "end") {
-      stream.close();
-      end("eof");
-      return;
-    }
-    stream.send({ type: "DATA", data: { type: e.kind === "stdout" ? "STDOUT" : "STDERR", data: Buffer.from(e.data).toString("base64") } });
-    // A slow client holds the switchboard, which holds the container: nothing is dropped.
-    const drained = stream.drained();
-    attachment?.pause();
-    void drained.then(() => attachment?.resume());
-  });
+  try {
+    attachment = await attachOutput(c.runtime, (e) => {
+      if (e.kind === "end") {
+        stream.close();
+        end("eof");
+        return;
+      }
+      stream.send({
+        type: "DATA",
+        data: { type: e.kind === "stdout" ? "STDOUT" : "STDERR", data: Buffer.from(e.data).toString("base64") },
+      });
+      // A slow client holds the switchboard, which holds the container: nothing is dropped.
+      if (stream.backlogged()) {
+        attachment?.pause();
+        void stream.drained().then(() => attachment?.resume());
+      }
+    });
+  } catch (err) {
+    stream.close(); // its heartbeats stop; no answer carries it
+    throw err;
+  }
   if (!ended) open.add(shutdown);
   return streamResponse(stream, context.wire);
 }

@@ -214,6 +214,9 @@ export async function answerResponse(a: Answer, wire: Wire): Promise<Response> {
 
 // --- streaming answers -------------------------------------------------------------------------
 
+/** What a streaming answer holds for a slow client before its source is asked to wait (backlogged). */
+const STREAM_QUEUE = new ByteLengthQueuingStrategy({ highWaterMark: 1 << 20 });
+
 /**
  * The body of a streaming answer (LAUNCH_NESTED_CONTAINER_SESSION, ATTACH_CONTAINER_OUTPUT):
  * RecordIO records of agent::ProcessIO in the message encoding, with a HEARTBEAT record at
@@ -252,7 +255,12 @@ export class ProcessIOStream {
         this.stop();
         this.onClientGone();
       },
-    });
+    }, STREAM_QUEUE);
+  }
+
+  /** Does the client have more queued than it took so far? (Then wait for drained() before sending more.) */
+  backlogged(): boolean {
+    return !this.done && (this.controller.desiredSize ?? 1) <= 0;
   }
 
   /** Resolves once the client has taken what is queued (at once if nothing waits, or the stream is over). */

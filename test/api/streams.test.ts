@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { type RunningAgent, startAgent, tempDir } from "../helpers/agent.ts";
 import { ENCODINGS, MEDIA, caller, int64, type Encoding } from "../helpers/protobuf.ts";
 import { InputStream, Records, streamCall, type Id } from "../helpers/streams.ts";
+import { RecordDecoder } from "../../src/mesos/recordio.ts";
 import { alpineArchive, dockerArgs, eventually, isRoot } from "../agent/support.ts";
 
 const work = tempDir("ucr-streams-");
@@ -237,6 +238,34 @@ describe.skipIf(!isRoot)("streaming calls (need root for containers)", () => {
     abort.abort();
     expect(await waitFor("json", gone)).toEqual({ exit_status: 9 });
     expect(agent.log()).toContain(`session ends.gone: its client went away; ending it`);
+    await kill(parent);
+  });
+
+  test("a slow reader holds the session's output back: all of it arrives, in order, nothing dropped", async () => {
+    const parent = { value: "slow" };
+    await launch("json", parent, "exec sleep 600");
+    const id = { value: "flood", parent };
+    // 2 MB (more than the agent and the switchboard hold for a reader), in lines that number
+    // themselves: a gap or a reordering shows.
+    const res = await streamCall(agent, "json", session(id, "seq 1 300000"));
+    const reader = res.body!.getReader();
+    const decoder = new RecordDecoder(16 << 20);
+    let text = "";
+    for (let reads = 0; ; reads++) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      for (const r of decoder.decode(value)) {
+        const m = JSON.parse(new TextDecoder().decode(r));
+        if (m.type === "DATA") text += Buffer.from(m.data.data, "base64").toString();
+      }
+      // A reader slower than the session for its first reads: the agent's queue fills, the
+      // switchboard and then the session wait.
+      if (reads < 50) await Bun.sleep(20);
+    }
+    const lines = text.trimEnd().split("\n");
+    expect(lines.length).toBe(300000);
+    expect(lines.every((l, i) => l === String(i + 1))).toBe(true);
+    expect(await waitFor("json", id)).toEqual({ exit_status: 0 });
     await kill(parent);
   });
 
