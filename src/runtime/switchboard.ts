@@ -5,7 +5,6 @@
 // to the sandbox's stdout/stderr files, as Mesos' logger writes them, and to every attached
 // reader; input comes from one writer at a time. It ends when the container's output does.
 import { closeSync, openSync, rmSync, writeSync } from "node:fs";
-import { join } from "node:path";
 import { setWindowSize } from "../ffi/tty.ts";
 import { Frame, FrameReader, FrameSender, IO_SOCKET, dataFrames, frame, parseWindow } from "./io-frames.ts";
 
@@ -45,6 +44,8 @@ interface Peer {
 
 export class Switchboard {
   private listener: Bun.UnixSocketListener<Peer> | undefined;
+  /** The runtime dir, held while the socket is bound in it (see listen). */
+  private dir: number | undefined;
   private readonly outputs = new Set<Bun.Socket<Peer>>();
   private input: Bun.Socket<Peer> | undefined;
   private stdin: { fd: number; sink: ReturnType<ReturnType<typeof Bun.file>["writer"]> } | undefined;
@@ -68,7 +69,12 @@ export class Switchboard {
     return sb;
   }
 
-  /** Binds through the runtime dir's descriptor: its path may be longer than a socket address holds. */
+  /**
+   * Binds through the runtime dir's descriptor: its path may be longer than a socket address
+   * holds. The descriptor stays open as long as the listener: Bun unlinks the path it bound
+   * when the listener stops, and /proc/self/fd/N must still be this directory then (a number
+   * closed and taken again by another directory would have it unlink a file there).
+   */
   private listen(): void {
     const dir = openSync(this.opts.runtimeDir, 0o200000 | 0o400000 | 0o2000000); // O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC
     try {
@@ -92,8 +98,10 @@ export class Switchboard {
           error: () => {},
         },
       });
-    } finally {
+      this.dir = dir;
+    } catch (err) {
       closeSync(dir);
+      throw err;
     }
   }
 
@@ -262,12 +270,16 @@ export class Switchboard {
       this.input.data.sender!.send(frame(Frame.END));
       this.input.end();
     }
-    try {
-      rmSync(join(this.opts.runtimeDir, IO_SOCKET), { force: true });
-    } catch {
-      // its directory went first
-    }
+    // Stopping unlinks the socket (through the directory's descriptor, still open: see listen).
     this.listener?.stop(false);
+    if (this.dir !== undefined) {
+      try {
+        rmSync(`/proc/self/fd/${this.dir}/${IO_SOCKET}`, { force: true });
+      } catch {
+        // its directory went first
+      }
+      closeQuiet(this.dir);
+    }
     void this.closeStdin();
     closeQuiet(this.io.master);
     for (const fd of Object.values(this.opts.files)) closeQuiet(fd);
