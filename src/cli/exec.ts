@@ -227,12 +227,19 @@ function rawMode(): () => void {
  * TTY. `onDetach` (attach only): Ctrl-P Ctrl-Q typed.
  */
 function forwardStdin(input: InputRequest, tty: boolean, onDetach?: () => void): () => void {
-  let last = 0;
-  const onData = (chunk: Buffer) => {
-    if (onDetach) {
-      // Ctrl-P then Ctrl-Q, in one read or across two
-      if ((chunk.includes(DETACH) || (last === 0x10 && chunk[0] === 0x11)) && tty) return onDetach();
-      last = chunk[chunk.length - 1] ?? 0;
+  /** A Ctrl-P that ended the last read: held until the next key says whether it detaches. */
+  let held = false;
+  const onData = (read: Buffer) => {
+    let chunk = read;
+    if (onDetach && tty) {
+      if (held) chunk = Buffer.concat([Buffer.from([0x10]), chunk]);
+      held = false;
+      if (chunk.includes(DETACH)) return onDetach();
+      if (chunk[chunk.length - 1] === 0x10) {
+        held = true;
+        chunk = chunk.subarray(0, -1);
+      }
+      if (chunk.byteLength === 0) return;
     }
     input.data(chunk);
   };
