@@ -81,6 +81,10 @@ export interface Container {
   exited: Promise<void>;
   /** Aborted by KILL_CONTAINER while it is provisioning: the launch stops and destroys it. */
   abort?: AbortController;
+  /** Its stdio goes through the launcher's I/O switchboard: a terminal (tty_info) or pipes (a session). */
+  io?: "tty" | "pipes";
+  /** A session (LAUNCH_NESTED_CONTAINER_SESSION, Mesos' DEBUG class): ended with its client, and by a restarted agent. */
+  session?: boolean;
 }
 
 /** "c1" or "c1.child" (Mesos' string form of a ContainerID chain). */

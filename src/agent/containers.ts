@@ -35,6 +35,7 @@ import { clearRuntime, launcherStatus, takeApart } from "./destroy.ts";
 import {
   RLIM_INFINITY,
   checkLaunch,
+  checkSession,
   dockerConfigOf,
   hostnameOf,
   ipcPlan,
@@ -43,9 +44,11 @@ import {
   pidNamespaceOf,
   resolveSecretEnvironment,
   rlimitsOf,
+  ttyOf,
 } from "./launch-rules.ts";
 import { OomGuard, oomKillsSinceLaunch, setMemoryLimitation } from "./oom.ts";
 import { recoverContainers, type RecoveryResult } from "./recovery.ts";
+import { endSession, sessionCommand } from "./session.ts";
 import { volumeMounts } from "./volumes.ts";
 
 export { ContainerError, idKey, type Container, type State } from "./container.ts";
@@ -198,14 +201,18 @@ export class Containers {
       }));
   }
 
-  /** true: launched; false: the ID was already in use (Mesos answers 202). */
-  async launch(call: LaunchContainer): Promise<boolean> {
+  /**
+   * true: launched; false: the ID was already in use (Mesos answers 202). `session`: a
+   * LAUNCH_NESTED_CONTAINER_SESSION (Mesos' DEBUG class), whose output waits for its reader.
+   */
+  async launch(call: LaunchContainer, { session = false } = {}): Promise<boolean> {
     const f = this.flags.values;
     const id = call.container_id;
     const key = idKey(id);
     if (this.table.has(key)) return false;
     const parent = id.parent ? this.get(id.parent) : undefined;
     checkLaunch(call, parent, f);
+    if (session) checkSession(call);
     if (this.shuttingDown) throw new ContainerError(503, "Agent is shutting down");
 
     const image = call.container?.mesos?.image;
@@ -230,6 +237,8 @@ export class Containers {
       exited: new Promise<void>((r) => (resolveExited = r)),
       abort: new AbortController(),
       ...(image?.docker ? { image: image.docker.name } : image?.appc ? { image: `appc:${image.appc.name}` } : {}),
+      ...(session || call.container?.tty_info ? { io: call.container?.tty_info ? "tty" : "pipes" } : {}),
+      ...(session ? { session: true } : {}),
     };
     this.table.set(key, container);
     let stage = "provisioning";
@@ -448,7 +457,8 @@ export class Containers {
     let command;
     try {
       const context = { sandbox: sandboxInContainer, useImage: !f.docker_ignore_runtime };
-      command = resolveCommand(resolveSecretEnvironment(call.command), config, context);
+      const resolved = { ...call, command: resolveSecretEnvironment(call.command) };
+      command = c.session ? sessionCommand(resolved, c.parent!) : resolveCommand(resolved.command, config, context);
     } catch (err) {
       if (err instanceof CommandError) throw new ContainerError(400, err.message);
       throw err;
@@ -507,7 +517,8 @@ export class Containers {
 
     // A nested container joins its root's network namespace and sees its root's /etc files.
     const joined = attaching ? await attaching : c.parent ? this.networks.joinedBy(c.key.split(".")[0]!) : undefined;
-    if (joined) command.env.LIBPROCESS_IP = "0.0.0.0"; // Mesos: bind to the container's address
+    // Mesos: bind to the container's address (a session has its parent's environment as it is)
+    if (joined && !c.session) command.env.LIBPROCESS_IP = "0.0.0.0";
     const hostnameFile = join(c.runtime, "hostname");
     writeFileSync(hostnameFile, `${hostname}\n`);
     const hostsFile = join(c.runtime, "hosts");
@@ -544,6 +555,10 @@ export class Containers {
       ...(rootfs && this.deviceNodes.length > 0 ? { devices: this.deviceNodes } : {}),
       stdout: join(c.sandbox, "stdout"),
       stderr: join(c.sandbox, "stderr"),
+      ...(c.io
+        ? { io: { ...(c.io === "tty" ? { tty: ttyOf(call)! } : {}), ...(c.session ? { waitForReader: true } : {}), runtimeDir: c.runtime } }
+        : {}),
+      ...(c.session ? { debug: true } : {}),
       statusFile: join(c.runtime, "status"),
       pidFile: join(c.runtime, "pid"),
     };
@@ -566,6 +581,11 @@ export class Containers {
       started = await this.launcher.launch(specPath);
     } catch (err) {
       log.warn(`container launcher unavailable (${(err as Error).message}); using a stage 1 process for ${c.key}`);
+    }
+    if (started === undefined && c.io) {
+      // Only the launcher keeps a container's terminal or pipes (its I/O switchboard).
+      const what = c.session ? "a session" : "a container with tty_info";
+      throw new ContainerError(500, `${what} needs ucr's launcher, which could not be had`);
     }
     if (started === undefined) {
       const stage1 = await this.startStage1(spec, specPath);
@@ -792,6 +812,8 @@ export class Containers {
       has: (key) => this.table.has(key),
       adopt: (c, settle) => {
         this.watchExit(c, join(c.runtime, "status"), settle);
+        // Mesos destroys DEBUG containers on recovery: their client went with the last agent.
+        if (c.session) endSession(c, "the agent restarted, and its client went with the agent before");
         this.oom.watch(c);
         // An OOM kill while no agent watched ends it now.
         this.oom.check(c);
@@ -868,6 +890,11 @@ export class Containers {
     } catch {
       return c.disk?.bytes;
     }
+  }
+
+  /** Resolves once `c` is no longer being provisioned (it runs, or it ended). */
+  async launched(c: Container): Promise<void> {
+    while (c.state === "PROVISIONING" && this.table.get(c.key) === c) await Bun.sleep(25);
   }
 
   async wait(id: ContainerID): Promise<Container> {

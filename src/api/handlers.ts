@@ -9,6 +9,7 @@ import { GcError, ImageCollector } from "../gc/collector.ts";
 import { emptyResponse, textResponse } from "./http.ts";
 import type { ContainerID } from "./proto.ts";
 import { answer, answerLater, type Answer, type Message, type Wire } from "./wire.ts";
+import { attachContainerInput, attachContainerOutput, launchNestedContainerSession } from "./streams.ts";
 
 /** How the call came: its encodings and, for a streaming request, the records after the call. */
 export interface CallContext {
@@ -32,7 +33,6 @@ function notForUcr(type: CallType, why: string): Handler<CallType> {
 
 const NO_FRAMEWORKS = "ucr runs standalone containers and has no frameworks, executors or tasks";
 const NO_PROVIDERS = "ucr has no resource providers";
-const NO_SESSIONS = "RecordIO is in place, but container I/O sessions (stdin/stdout/stderr kept for attach) are not built yet";
 
 export const HANDLERS: HandlerTable = {
   UNKNOWN: () => textResponse(501, "Call type UNKNOWN is not implemented"),
@@ -112,9 +112,10 @@ export const HANDLERS: HandlerTable = {
         return emptyResponse(200);
       }),
     ),
-  LAUNCH_NESTED_CONTAINER_SESSION: notYet("LAUNCH_NESTED_CONTAINER_SESSION", NO_SESSIONS),
-  ATTACH_CONTAINER_INPUT: notYet("ATTACH_CONTAINER_INPUT", NO_SESSIONS),
-  ATTACH_CONTAINER_OUTPUT: notYet("ATTACH_CONTAINER_OUTPUT", NO_SESSIONS),
+  // The streaming calls (streams.ts): a session's output, and attaching to a container's I/O.
+  LAUNCH_NESTED_CONTAINER_SESSION: (p, agent, context) => launchNestedContainerSession({ ...p, resources: [] }, agent, context),
+  ATTACH_CONTAINER_INPUT: (p, agent, context) => attachContainerInput(p, agent, context),
+  ATTACH_CONTAINER_OUTPUT: (p, agent, context) => attachContainerOutput(p, agent, context),
   PRUNE_IMAGES: async (p, agent) => {
     try {
       const excluded = ImageCollector.exclusions([...p.excluded_images, ...(agent.flags.values.image_gc_config?.excluded_images ?? [])]);

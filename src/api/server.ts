@@ -12,6 +12,7 @@ import { dispatch } from "./handlers.ts";
 import { ApiError, emptyResponse, jsonResponse, lastValue, parseJsonBody, readBodyBytes, textResponse } from "./http.ts";
 import { Answer, answerResponse, checkStreaming, decodeCall, firstRecord, negotiate } from "./wire.ts";
 import { listImages, pullImage } from "./images.ts";
+import { closeStreams } from "./streams.ts";
 
 /** Largest request body accepted on /api/v1. LAUNCH_CONTAINER bodies are a few KiB. */
 export const MAX_BODY_BYTES = 1024 * 1024;
@@ -186,6 +187,8 @@ export function startApiServer(agent: Agent): ApiServer {
     hostname: ip,
     async drain(graceMs = DRAIN_GRACE_MS) {
       draining = true;
+      // Streams last as long as their containers' output: they end now, not after the grace.
+      closeStreams();
       const quiet = inFlight > 0 ? new Promise<void>((resolve) => (idle = resolve)) : Promise.resolve();
       let timer: ReturnType<typeof setTimeout> | undefined;
       const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), graceMs)));

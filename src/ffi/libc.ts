@@ -43,6 +43,7 @@ const libc = dlopen("libc.so.6", {
 });
 
 // Namespace flags (linux/sched.h).
+export const CLONE_FS = 0x00000200;
 export const CLONE_NEWNS = 0x00020000;
 export const CLONE_NEWUTS = 0x04000000;
 export const CLONE_NEWIPC = 0x08000000;
