@@ -78,6 +78,8 @@ const COMMANDS: Record<string, () => Promise<CommandMain>> = {
   kill: async () => (await import("./cli/client.ts")).killMain,
   rm: async () => (await import("./cli/client.ts")).rmMain,
   prune: async () => (await import("./cli/client.ts")).pruneMain,
+  exec: async () => (await import("./cli/exec.ts")).execMain,
+  attach: async () => (await import("./cli/exec.ts")).attachMain,
   __launcher: async () => (await import("./runtime/launcher.ts")).launcherMain,
   __init: async () => (await import("./runtime/init.ts")).initMain,
 };

@@ -52,6 +52,10 @@ const common = {
   sandboxInContainer: v.optional(v.string()),
   imageRef: v.optional(v.string()),
   launchedAt: v.number(),
+  /** Its stdio is served by the launcher's switchboard (absent in checkpoints of ucr < 0.2: none). */
+  io: v.optional(v.picklist(["tty", "pipes"])),
+  /** A session: a restarted agent ends it, as Mesos destroys DEBUG containers on recovery. */
+  session: v.optional(v.boolean()),
 };
 
 const CheckpointSchema = v.object({
@@ -100,6 +104,8 @@ export function checkpointOf(c: Container, state: CheckpointState): Checkpoint {
     ...(c.shm ? { shm: c.shm } : {}),
     ...(c.sandboxInContainer ? { sandboxInContainer: c.sandboxInContainer } : {}),
     ...(c.imageRef ? { imageRef: c.imageRef } : {}),
+    ...(c.io ? { io: c.io } : {}),
+    ...(c.session ? { session: true } : {}),
     ...(c.layers ? { layers: c.layers } : {}),
     ...(c.oomBaseline !== undefined ? { oomBaseline: c.oomBaseline } : {}),
     launchedAt: c.launchedAt,
@@ -205,6 +211,8 @@ export function containerFrom(
     ...(parent ? { parent } : {}),
     launchedAt: record.launchedAt,
     ...(record.imageRef ? { imageRef: record.imageRef } : {}),
+    ...(record.io ? { io: record.io } : {}),
+    ...(record.session ? { session: true } : {}),
     ...(record.layers ? { layers: record.layers } : {}),
     ...(record.oomBaseline !== undefined ? { oomBaseline: record.oomBaseline } : {}),
     ...(record.message ? { message: record.message } : {}),

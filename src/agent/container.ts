@@ -37,6 +37,10 @@ interface Record {
   sandboxInContainer?: string;
   /** The container this one is nested in. */
   parent?: Container;
+  /** Its stdio goes through the launcher's I/O switchboard: a terminal (tty_info) or pipes (a session). */
+  io?: "tty" | "pipes";
+  /** A session (LAUNCH_NESTED_CONTAINER_SESSION, Mesos' DEBUG class): ended with its client, and by a restarted agent. */
+  session?: boolean;
   /** The /dev/shm a nested container asking for SHARE_PARENT binds (absent: this one's is private to its mount namespace). */
   shm?: string;
   /** The user it runs as (nested containers inherit it). */

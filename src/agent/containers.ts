@@ -30,7 +30,8 @@ import { Confinement } from "./confinement.ts";
 import { containerPaths, idKey, toExited, type Container, type Exited, type Provisioning, type Termination } from "./container.ts";
 import { clearRuntime, launcherStatus, takeApart } from "./destroy.ts";
 import { Launch, type LaunchDeps, type Stage } from "./launch.ts";
-import { checkLaunch, ownsCgroups } from "./launch-rules.ts";
+import { checkLaunch, checkSession, ownsCgroups } from "./launch-rules.ts";
+import { endSession } from "./session.ts";
 import { OomGuard, oomKillsSinceLaunch, setMemoryLimitation } from "./oom.ts";
 import { recoverContainers, type RecoveryResult } from "./recovery.ts";
 
@@ -125,14 +126,18 @@ export class Containers {
       }));
   }
 
-  /** true: launched; false: the ID was already in use (Mesos answers 202). */
-  async launch(call: LaunchContainer): Promise<boolean> {
+  /**
+   * true: launched; false: the ID was already in use (Mesos answers 202). `session`: a
+   * LAUNCH_NESTED_CONTAINER_SESSION (Mesos' DEBUG class), whose output waits for its reader.
+   */
+  async launch(call: LaunchContainer, { session = false } = {}): Promise<boolean> {
     const f = this.flags.values;
     const id = call.container_id;
     const key = idKey(id);
     if (this.table.has(key)) return false;
     const parent = id.parent ? this.get(id.parent) : undefined;
     checkLaunch(call, parent, f);
+    if (session) checkSession(call);
     if (this.shuttingDown) throw unavailable("Agent is shutting down");
 
     const image = call.container?.mesos?.image;
@@ -157,6 +162,8 @@ export class Containers {
       exited: new Promise<void>((r) => (resolveExited = r)),
       abort: new AbortController(),
       ...(image?.docker ? { image: image.docker.name } : image?.appc ? { image: `appc:${image.appc.name}` } : {}),
+      ...(session || call.container?.tty_info ? { io: call.container?.tty_info ? "tty" : "pipes" } : {}),
+      ...(session ? { session: true } : {}),
     };
     this.table.set(key, container);
     let stage: Stage = "provisioning";
@@ -369,6 +376,8 @@ export class Containers {
       has: (key) => this.table.has(key),
       adopt: (c, settle) => {
         this.watchExit(c, join(c.runtime, "status"), settle);
+        // Mesos destroys DEBUG containers on recovery: their client went with the last agent.
+        if (c.session) endSession(c, "the agent restarted, and its client went with the agent before");
         this.oom.watch(c);
         // An OOM kill while no agent watched ends it now.
         this.oom.check(c);
@@ -445,6 +454,11 @@ export class Containers {
     } catch {
       return c.disk?.bytes;
     }
+  }
+
+  /** Resolves once `c` is no longer being provisioned (it runs, or it ended). */
+  async launched(c: Container): Promise<void> {
+    while (c.state === "PROVISIONING" && this.table.get(c.key) === c) await Bun.sleep(25);
   }
 
   async wait(id: ContainerID): Promise<Exited> {

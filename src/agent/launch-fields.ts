@@ -91,9 +91,12 @@ export const LAUNCH_FIELDS: Readonly<Record<string, FieldFate>> = {
   "mesos.v1.ContainerInfo.network_infos": { applied: "CNI networks (network/cni)" },
   "mesos.v1.ContainerInfo.linux_info": { applied: "field by field" },
   "mesos.v1.ContainerInfo.rlimit_info": { applied: "setrlimit before exec, with posix/rlimits; refused without it" },
-  "mesos.v1.ContainerInfo.tty_info": { refused: "501: terminals come with container sessions" },
-  "mesos.v1.TTYInfo.*": within("mesos.v1.ContainerInfo.tty_info"),
-  "mesos.v1.TTYInfo.WindowSize.*": within("mesos.v1.ContainerInfo.tty_info"),
+  "mesos.v1.ContainerInfo.tty_info": {
+    applied: "a pseudo-terminal from the container's own devpts as its stdio, kept by the launcher for ATTACH_CONTAINER_*",
+  },
+  "mesos.v1.TTYInfo.window_size": { applied: "the terminal's size before exec (absent: the kernel's 0x0, as Mesos)" },
+  "mesos.v1.TTYInfo.WindowSize.rows": { applied: "rows, at most 65535 (struct winsize)" },
+  "mesos.v1.TTYInfo.WindowSize.columns": { applied: "columns, at most 65535 (struct winsize)" },
 
   "mesos.v1.Image.type": { applied: "DOCKER (with --image_providers=docker) or APPC (appc)" },
   "mesos.v1.Image.appc": { applied: "simple discovery" },

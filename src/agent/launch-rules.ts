@@ -155,13 +155,6 @@ function checkLaunchFields(call: LaunchContainer, flags: FieldFlags): void {
     needs(flags, "posix/rlimits", "container.rlimit_info", "a container gets the agent's rlimits");
     rlimitsOf(c.rlimit_info);
   }
-  if (c.tty_info) {
-    refuse(
-      "container.tty_info",
-      "terminals for containers come with container sessions (ATTACH_CONTAINER_*), which ucr does not have yet",
-      "unimplemented",
-    );
-  }
 }
 
 function checkCommand(call: LaunchContainer, flags: FieldFlags): void {
@@ -435,4 +428,27 @@ export function pidNamespaceOf(call: LaunchContainer, hasRootfs: boolean): "agen
     );
   }
   return "parent";
+}
+
+/**
+ * A session (LAUNCH_NESTED_CONTAINER_SESSION) is Mesos' DEBUG class: it enters its parent as it
+ * is, so nothing of its own may be mounted or attached (Mesos' filesystem/linux isolator fails
+ * these launches with the same words).
+ */
+export function checkSession(call: LaunchContainer): void {
+  if (call.container?.mesos?.image) {
+    throw invalid("A 'rootfs' cannot be set for DEBUG containers: a session runs in its parent's filesystem");
+  }
+  if ((call.container?.volumes ?? []).length > 0) throw invalid("Volumes not supported for DEBUG containers");
+  if ((call.container?.network_infos ?? []).length > 0) {
+    throw invalid("container.network_infos: a session joins its parent's network namespace and cannot have networks of its own",
+    );
+  }
+}
+
+/** The window size a launch's tty_info asks for (none: the kernel's 0x0, as Mesos leaves it). */
+export function ttyOf(call: LaunchContainer): { window?: { rows: number; columns: number } } | undefined {
+  const tty = call.container?.tty_info;
+  if (!tty) return undefined;
+  return tty.window_size ? { window: { rows: tty.window_size.rows, columns: tty.window_size.columns } } : {};
 }

@@ -27,6 +27,7 @@ import type { Confinement } from "./confinement.ts";
 import { toRunning, type Container, type Provisioning, type Running } from "./container.ts";
 import { fetchUris } from "./fetcher.ts";
 import { mountPrivateShm, rlimitsFor } from "./host-limits.ts";
+import { sessionCommand } from "./session.ts";
 import {
   dockerConfigOf,
   hostnameOf,
@@ -34,6 +35,7 @@ import {
   limitsOf,
   pidNamespaceOf,
   resolveSecretEnvironment,
+  ttyOf,
   type IpcPlan,
 } from "./launch-rules.ts";
 import { volumeMounts } from "./volumes.ts";
@@ -283,7 +285,9 @@ export class Launch {
     const c = this.c;
     const config = this.image?.docker?.config;
     const context = { sandbox: this.sandboxInContainer, useImage: !this.f.docker_ignore_runtime };
-    this.command = resolveCommand(resolveSecretEnvironment(this.call.command), config, context);
+    const resolved = { ...this.call, command: resolveSecretEnvironment(this.call.command) };
+    // A session runs as a command in its parent, with its parent's environment (session.ts).
+    this.command = c.session ? sessionCommand(resolved, c.parent!) : resolveCommand(resolved.command, config, context);
     const asked = this.f.switch_user && this.call.command?.user ? this.call.command.user : undefined;
     const user = asked ?? c.parent?.user ?? ((config?.config?.User ?? undefined) || undefined);
     if (user) c.user = user;
@@ -354,7 +358,8 @@ export class Launch {
   async joinNetwork(): Promise<void> {
     const c = this.c;
     this.joined = this.attaching ? await this.attaching : c.parent ? this.deps.networks.joinedBy(c.key.split(".")[0]!) : undefined;
-    if (this.joined) this.command!.env.LIBPROCESS_IP = "0.0.0.0"; // Mesos: bind to the container's address
+    // Mesos: bind to the container's address (a session has its parent's environment as it is).
+    if (this.joined && !c.session) this.command!.env.LIBPROCESS_IP = "0.0.0.0";
   }
 
   writeSpec(): void {
@@ -400,6 +405,8 @@ export class Launch {
       ...(this.rootfs && nodes.length > 0 ? { devices: nodes } : {}),
       stdout: join(c.sandbox, "stdout"),
       stderr: join(c.sandbox, "stderr"),
+      ...(c.io ? { io: { ...(c.io === "tty" ? { tty: ttyOf(this.call)! } : {}), ...(c.session ? { waitForReader: true } : {}), runtimeDir: c.runtime } } : {}),
+      ...(c.session ? { debug: true } : {}),
       statusFile: this.statusFile,
       pidFile: join(c.runtime, "pid"),
     };
@@ -425,6 +432,10 @@ export class Launch {
       started = await this.deps.launcher.launch(this.specPath);
     } catch (err) {
       log.warn(`container launcher unavailable (${messageOf(err)}); using a stage 1 process for ${c.key}`);
+    }
+    if (started === undefined && c.io) {
+      // Only the launcher keeps a container's terminal or pipes (its I/O switchboard).
+      throw internal(`${c.session ? "a session" : "a container with tty_info"} needs ucr's launcher, which could not be had`);
     }
     if (started === undefined) started = await startStage1(spec, this.specPath);
     // The init stage's own report (an exec that failed, a mount the image refused): the request's.

@@ -9,13 +9,8 @@ import { ImageCollector } from "../gc/collector.ts";
 import { emptyResponse, textResponse } from "./http.ts";
 import type { ContainerID } from "../mesos/messages.ts";
 import type { AgentServices } from "./services.ts";
-import { answer, answerLater, type Answer, type Message, type Wire } from "./wire.ts";
-
-/** How the call came: its encodings and, for a streaming request, the records after the call. */
-export interface CallContext {
-  wire: Wire;
-  records?: AsyncGenerator<Uint8Array>;
-}
+import { answer, answerLater, type Answer, type CallContext, type Message } from "./wire.ts";
+import { attachContainerInput, attachContainerOutput, launchNestedContainerSession } from "./streams.ts";
 
 type Answered = Response | Answer;
 type Handler<T extends CallType> = (payload: Payload<T>, agent: AgentServices, context: CallContext) => Answered | Promise<Answered>;
@@ -32,7 +27,6 @@ function notForUcr(type: CallType, why: string): Handler<CallType> {
 }
 
 const NO_PROVIDERS = "ucr has no resource providers";
-const NO_SESSIONS = "RecordIO is in place, but container I/O sessions (stdin/stdout/stderr kept for attach) are not built yet";
 
 const HANDLERS: HandlerTable = {
   UNKNOWN: () => textResponse(501, "Call type UNKNOWN is not implemented"),
@@ -106,9 +100,10 @@ const HANDLERS: HandlerTable = {
     await agent.containers.remove(p.container_id);
     return emptyResponse(200);
   },
-  LAUNCH_NESTED_CONTAINER_SESSION: notYet("LAUNCH_NESTED_CONTAINER_SESSION", NO_SESSIONS),
-  ATTACH_CONTAINER_INPUT: notYet("ATTACH_CONTAINER_INPUT", NO_SESSIONS),
-  ATTACH_CONTAINER_OUTPUT: notYet("ATTACH_CONTAINER_OUTPUT", NO_SESSIONS),
+  // The streaming calls (streams.ts): a session's output, and attaching to a container's I/O.
+  LAUNCH_NESTED_CONTAINER_SESSION: (p, agent, context) => launchNestedContainerSession({ ...p, resources: [] }, agent, context),
+  ATTACH_CONTAINER_INPUT: (p, agent, context) => attachContainerInput(p, agent, context),
+  ATTACH_CONTAINER_OUTPUT: (p, agent, context) => attachContainerOutput(p, agent, context),
   PRUNE_IMAGES: async (p, agent) => {
     const excluded = ImageCollector.exclusions([...p.excluded_images, ...(agent.flags.values.image_gc_config?.excluded_images ?? [])]);
     await agent.collector.prune(excluded);

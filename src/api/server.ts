@@ -16,6 +16,7 @@ import { listImages, pullImage } from "./images.ts";
 import type { AgentServices } from "./services.ts";
 import { idKey } from "../agent/container.ts";
 import type { ContainerID } from "../mesos/messages.ts";
+import { closeStreams } from "./streams.ts";
 
 /** Largest request body accepted on /api/v1. LAUNCH_CONTAINER bodies are a few KiB. */
 const MAX_BODY_BYTES = 1024 * 1024;
@@ -209,6 +210,8 @@ export function startApiServer(agent: AgentServices, listen: ListenOptions): Api
     hostname: ip,
     async drain(graceMs = DRAIN_GRACE_MS) {
       draining = true;
+      // Streams last as long as their containers' output: they end now, not after the grace.
+      closeStreams();
       const quiet = inFlight > 0 ? new Promise<void>((resolve) => (idle = resolve)) : Promise.resolve();
       let timer: ReturnType<typeof setTimeout> | undefined;
       const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), graceMs)));

@@ -11,8 +11,10 @@ import type { NetworkStatus } from "../network/cni.ts";
 
 /** The containers table as the container calls use it. */
 interface ContainerCalls {
-  /** true: launched; false: the ID was already in use. */
-  launch(call: LaunchContainer): Promise<boolean>;
+  /** true: launched; false: the ID was already in use. `session`: a LAUNCH_NESTED_CONTAINER_SESSION. */
+  launch(call: LaunchContainer, options?: { session?: boolean }): Promise<boolean>;
+  /** Resolves once the container is no longer being provisioned. */
+  launched(c: Container): Promise<void>;
   get(id: ContainerID): Container | undefined;
   list(): Container[];
   /** Resolves once it exited. */

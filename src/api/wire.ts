@@ -11,6 +11,12 @@ export type Encoding = "json" | "protobuf";
 type Media = Encoding | "recordio";
 
 /** How a request came and how it wants its answer; the message types only for RecordIO. */
+/** How the call came: its encodings and, for a streaming request, the records after the call. */
+export interface CallContext {
+  wire: Wire;
+  records?: AsyncGenerator<Uint8Array>;
+}
+
 export interface Wire {
   content: Media;
   messageContent?: Encoding;
@@ -214,6 +220,9 @@ export async function answerResponse(a: Answer, wire: Wire): Promise<Response> {
 
 // --- streaming answers -------------------------------------------------------------------------
 
+/** What a streaming answer holds for a slow client before its source is asked to wait (backlogged). */
+const STREAM_QUEUE = new ByteLengthQueuingStrategy({ highWaterMark: 1 << 20 });
+
 /**
  * The body of a streaming answer (LAUNCH_NESTED_CONTAINER_SESSION, ATTACH_CONTAINER_OUTPUT):
  * RecordIO records of agent::ProcessIO in the message encoding, with a HEARTBEAT record at
@@ -224,6 +233,8 @@ export class ProcessIOStream {
   private controller!: ReadableStreamDefaultController<Uint8Array>;
   private timer: ReturnType<typeof setInterval> | undefined;
   private done = false;
+  /** Waiting for the client to take what is queued (see drained). */
+  private pulled: Array<() => void> = [];
 
   /** A stream in `encoding`, once the protobuf codec is loaded if it needs it. */
   static async open(encoding: Encoding, heartbeatNs: number, onClientGone?: () => void): Promise<ProcessIOStream> {
@@ -243,11 +254,25 @@ export class ProcessIOStream {
         this.heartbeat();
         this.timer = setInterval(() => this.heartbeat(), Math.max(1, Math.round(heartbeatNs / 1e6)));
       },
+      pull: () => {
+        for (const resolve of this.pulled.splice(0)) resolve();
+      },
       cancel: () => {
         this.stop();
         this.onClientGone();
       },
-    });
+    }, STREAM_QUEUE);
+  }
+
+  /** Does the client have more queued than it took so far? (Then wait for drained() before sending more.) */
+  backlogged(): boolean {
+    return !this.done && (this.controller.desiredSize ?? 1) <= 0;
+  }
+
+  /** Resolves once the client has taken what is queued (at once if nothing waits, or the stream is over). */
+  drained(): Promise<void> {
+    if (this.done || (this.controller.desiredSize ?? 1) > 0) return Promise.resolve();
+    return new Promise((resolve) => this.pulled.push(resolve));
   }
 
   /** Sends one agent::ProcessIO (JSON-shaped). */
@@ -270,6 +295,7 @@ export class ProcessIOStream {
   private stop(): void {
     this.done = true;
     if (this.timer) clearInterval(this.timer);
+    for (const resolve of this.pulled.splice(0)) resolve();
   }
 }
 

@@ -5,6 +5,8 @@ import { VERSION } from "../version.ts";
 const COMMANDS: Record<string, string> = {
   agent: "Run the agent: the Mesos v1 Operator API on --ip:--port (default 127.0.0.1:5051).",
   run: "Run IMAGE [ARG...] as docker run does (ARGs go to its entrypoint), stream its output, exit with its status (ucr run --help).",
+  exec: "Run CMD in a running container (a session): -i forwards stdin, -t gives it a terminal (ucr exec --help).",
+  attach: "Attach to a container with a terminal (tty_info) or a session: its output here, this stdin there.",
   ps: "List the agent's containers: status, limits, memory used.",
   kill: "Signal containers (--signal N, default 9).",
   rm: "Remove exited containers (sandbox, rootfs, state).",
@@ -25,7 +27,7 @@ export function mainHelp(): string {
     "commands:",
     ...Object.entries(COMMANDS).map(([name, text]) => `  ${name.padEnd(9)} ${text}`),
     "",
-    "run, ps, kill, rm, prune and images talk to the agent at --agent HOST:PORT (default $UCR_AGENT, else 127.0.0.1:5051);",
+    "run, exec, attach, ps, kill, rm, prune and images talk to the agent at --agent HOST:PORT (default $UCR_AGENT, else 127.0.0.1:5051);",
     "--principal and --secret (or UCR_PRINCIPAL, UCR_SECRET) authenticate.",
     "",
     "Run `ucr help agent` for the agent's flags.",

@@ -42,6 +42,7 @@ const libc = dlopen("libc.so.6", {
 });
 
 // Namespace flags (linux/sched.h).
+export const CLONE_FS = 0x00000200;
 export const CLONE_NEWNS = 0x00020000;
 export const CLONE_NEWUTS = 0x04000000;
 export const CLONE_NEWIPC = 0x08000000;
@@ -304,6 +305,7 @@ export const O_APPEND = 0o2000;
 export const O_NONBLOCK = 0o4000;
 export const O_DIRECTORY = 0o200000;
 export const O_NOFOLLOW = 0o400000;
+export const O_RDWR = 2;
 export const O_CLOEXEC = 0o2000000;
 export const O_PATH = 0o10000000;
 

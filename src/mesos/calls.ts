@@ -11,6 +11,7 @@ import {
   Int64,
   LimitsSchema,
   ResourceSchema,
+  TTYInfoSchema,
 } from "./messages.ts";
 import { errorOfKind } from "../errors.ts";
 
@@ -48,6 +49,30 @@ const PruneImagesSchema = v.looseObject({
 });
 
 const PathSchema = v.looseObject({ path: v.string() });
+
+/** protobuf's JSON form of bytes: standard or URL-safe base64, padded or not. */
+const Base64 = v.pipe(v.string(), v.regex(/^[A-Za-z0-9+/_-]*={0,2}$/, "must be base64"));
+
+/** agent::ProcessIO, the records of the streaming calls. Mesos' own checks are the handler's (streams.ts). */
+const ProcessIOSchema = v.looseObject({
+  type: v.optional(v.picklist(["UNKNOWN", "DATA", "CONTROL"])),
+  data: v.optional(v.looseObject({ type: v.optional(v.picklist(["UNKNOWN", "STDIN", "STDOUT", "STDERR"])), data: v.optional(Base64) })),
+  control: v.optional(
+    v.looseObject({
+      type: v.optional(v.picklist(["UNKNOWN", "TTY_INFO", "HEARTBEAT"])),
+      tty_info: v.optional(TTYInfoSchema),
+      heartbeat: v.optional(v.looseObject({ interval: v.optional(DurationInfoSchema) })),
+    }),
+  ),
+});
+export type ProcessIO = v.InferOutput<typeof ProcessIOSchema>;
+
+const AttachContainerInputSchema = v.looseObject({
+  type: v.optional(v.picklist(["UNKNOWN", "CONTAINER_ID", "PROCESS_IO"])),
+  container_id: v.optional(ContainerIDSchema),
+  process_io: v.optional(ProcessIOSchema),
+});
+export type AttachContainerInput = v.InferOutput<typeof AttachContainerInputSchema>;
 
 /**
  * Every Call.Type of agent.proto (Mesos 1.12), with the field that carries its payload and
@@ -88,7 +113,7 @@ const CALL_TYPES = {
     schema: LaunchNestedContainerSchema,
     required: true,
   },
-  ATTACH_CONTAINER_INPUT: { field: "attach_container_input", schema: v.looseObject({}), required: true },
+  ATTACH_CONTAINER_INPUT: { field: "attach_container_input", schema: AttachContainerInputSchema, required: true },
   ATTACH_CONTAINER_OUTPUT: { field: "attach_container_output", schema: ContainerRefSchema, required: true },
   LAUNCH_CONTAINER: { field: "launch_container", schema: LaunchContainerSchema, required: true },
   WAIT_CONTAINER: { field: "wait_container", schema: ContainerRefSchema, required: true },

@@ -314,6 +314,12 @@ const LinuxInfoSchema = v.looseObject({
 });
 export type LinuxInfo = v.InferOutput<typeof LinuxInfoSchema>;
 
+/** TTYInfo: a terminal for the workload, with a window size (each at most 65535, as struct winsize holds). */
+const WindowDimension = v.pipe(Int64, v.minValue(0, "must not be negative"), v.maxValue(65535, "must be at most 65535"));
+export const TTYInfoSchema = v.looseObject({
+  window_size: v.optional(v.looseObject({ rows: WindowDimension, columns: WindowDimension })),
+});
+
 const RLIMIT_TYPES = [
   "RLMT_AS", "RLMT_CORE", "RLMT_CPU", "RLMT_DATA", "RLMT_FSIZE", "RLMT_LOCKS", "RLMT_MEMLOCK", "RLMT_MSGQUEUE",
   "RLMT_NICE", "RLMT_NOFILE", "RLMT_NPROC", "RLMT_RSS", "RLMT_RTPRIO", "RLMT_RTTIME", "RLMT_SIGPENDING", "RLMT_STACK",
@@ -343,7 +349,7 @@ export const ContainerInfoSchema = v.looseObject({
   docker: v.optional(v.looseObject({})),
   linux_info: v.optional(LinuxInfoSchema),
   rlimit_info: v.optional(RLimitInfoSchema),
-  tty_info: v.optional(v.looseObject({ window_size: v.optional(v.looseObject({ rows: Int64, columns: Int64 })) })),
+  tty_info: v.optional(TTYInfoSchema),
 });
 
 /** --allowed_devices (Mesos' DeviceWhitelist): devices every container may use. */

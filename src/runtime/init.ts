@@ -14,6 +14,7 @@ import { closeSync, existsSync, openSync, readFileSync, readSync, readdirSync, s
 import { relative } from "node:path";
 import {
   AT_FDCWD,
+  CLONE_FS,
   CLONE_NEWIPC,
   CLONE_NEWNET,
   CLONE_NEWNS,
@@ -54,6 +55,8 @@ import {
   warmUpProtect,
 } from "./mounts.ts";
 import { WARM_READY, pidNamespaceOf, selfCommand, type LaunchSpec } from "./spec.ts";
+import { makeTerminal, useTerminal, type Terminal } from "./terminal.ts";
+import { newSession } from "../ffi/tty.ts";
 import { dropPrivileges, homeOf, resolveUser, type User } from "./user.ts";
 
 const REPORT_FD = 3;
@@ -162,6 +165,8 @@ function stage2(specPath: string | undefined): number {
   let spec: LaunchSpec;
   let cgroupFds: number[] = [];
   let sandboxFd: number;
+  /** The host's /proc, held for a terminal's device to be opened through (see makeTerminal). */
+  let hostProc: number | undefined;
   try {
     if (specPath === undefined) {
       // While no container waits for us: first calls are slow in this runtime.
@@ -188,52 +193,95 @@ function stage2(specPath: string | undefined): number {
       setCloexec(fd);
       return fd;
     });
-    // The network namespace the agent made and attached (a nested container's: its root's).
-    if (spec.netns !== undefined) joinNetns(spec.netns);
-    // Hostname: a nested container shares its parent's, a top-level one has its own. IPC: as
-    // the agent decided (namespaces/ipc), by default the same way.
-    const ipc = spec.ipc?.namespace ?? (spec.parentPid !== undefined ? "parent" : "own");
-    const joins: Array<["uts" | "ipc", number]> = [];
-    if (spec.parentPid !== undefined) joins.push(["uts", CLONE_NEWUTS]);
-    if (ipc === "parent") joins.push(["ipc", CLONE_NEWIPC]);
-    for (const [ns, flag] of joins) {
-      const fd = openSync(`/proc/${spec.parentPid}/ns/${ns}`, "r");
-      try {
-        setns(fd, flag);
-      } finally {
-        closeSync(fd);
-      }
-    }
-    const fresh = (spec.parentPid === undefined ? CLONE_NEWUTS : 0) | (ipc === "own" ? CLONE_NEWIPC : 0);
-    if (fresh !== 0) unshare(fresh);
-    unshare(CLONE_NEWNS);
-    // BIDIRECTIONAL volumes stay peers of the host's mounts; then everything else becomes a
-    // slave: mounts from the host still reach the container, none of the container's reach the host.
-    const trees = cloneSharedVolumes(spec);
-    mount(null, "/", null, MS_REC | MS_SLAVE);
-    // The sandbox, held from here on: mounted from this descriptor (opened in this mount
-    // namespace: a bind's source must be in it) and given to the user through it, so no later
-    // lookup of its path can be steered elsewhere.
-    sandboxFd = openSandbox(spec.sandbox);
-    if (spec.parentPid === undefined) sethostname(spec.hostname);
-    if (spec.rootfs) enterRootfs(spec, sandboxFd, trees);
-    else if (spec.parentPid !== undefined) {
-      enterParentRoot(spec.parentPid);
+    if (spec.io?.tty) hostProc = openat(AT_FDCWD, "/proc", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (spec.debug) {
+      // A session (Mesos' DEBUG class) mounts nothing: it enters its parent as it is.
+      sandboxFd = openSandbox(spec.sandbox);
+      joinParent(spec.parentPid!);
     } else {
-      mountHostProc(spec.kernelFiles);
-      if (spec.netns !== undefined) mountEtcOverHost(spec);
-      if (spec.ipc?.shm && "bind" in spec.ipc.shm) bindHostShm(spec.ipc.shm.bind);
-      const root = openDir("/");
-      try {
-        mountVolumes(spec, root, trees);
-      } finally {
-        close(root);
-      }
+      sandboxFd = enterContainer(spec);
     }
   } catch (err) {
     report(`container setup failed: ${(err as Error).message}`);
     return 1;
   }
+  return finish(spec, sandboxFd, cgroupFds, hostProc);
+}
+
+/** Namespaces, mounts and the root of a container (not a session); the sandbox's descriptor. */
+function enterContainer(spec: LaunchSpec): number {
+  // The network namespace the agent made and attached (a nested container's: its root's).
+  if (spec.netns !== undefined) joinNetns(spec.netns);
+  // Hostname: a nested container shares its parent's, a top-level one has its own. IPC: as
+  // the agent decided (namespaces/ipc), by default the same way.
+  const ipc = spec.ipc?.namespace ?? (spec.parentPid !== undefined ? "parent" : "own");
+  const joins: Array<["uts" | "ipc", number]> = [];
+  if (spec.parentPid !== undefined) joins.push(["uts", CLONE_NEWUTS]);
+  if (ipc === "parent") joins.push(["ipc", CLONE_NEWIPC]);
+  for (const [ns, flag] of joins) {
+    const fd = openSync(`/proc/${spec.parentPid}/ns/${ns}`, "r");
+    try {
+      setns(fd, flag);
+    } finally {
+      closeSync(fd);
+    }
+  }
+  const fresh = (spec.parentPid === undefined ? CLONE_NEWUTS : 0) | (ipc === "own" ? CLONE_NEWIPC : 0);
+  if (fresh !== 0) unshare(fresh);
+  unshare(CLONE_NEWNS);
+  // BIDIRECTIONAL volumes stay peers of the host's mounts; then everything else becomes a
+  // slave: mounts from the host still reach the container, none of the container's reach the host.
+  const trees = cloneSharedVolumes(spec);
+  mount(null, "/", null, MS_REC | MS_SLAVE);
+  // The sandbox, held from here on: mounted from this descriptor (opened in this mount
+  // namespace: a bind's source must be in it) and given to the user through it, so no later
+  // lookup of its path can be steered elsewhere.
+  const sandboxFd = openSandbox(spec.sandbox);
+  if (spec.parentPid === undefined) sethostname(spec.hostname);
+  if (spec.rootfs) enterRootfs(spec, sandboxFd, trees);
+  else if (spec.parentPid !== undefined) {
+    enterParentRoot(spec.parentPid);
+  } else {
+    mountHostProc(spec.kernelFiles);
+    if (spec.netns !== undefined) mountEtcOverHost(spec);
+    if (spec.ipc?.shm && "bind" in spec.ipc.shm) bindHostShm(spec.ipc.shm.bind);
+    const root = openDir("/");
+    try {
+      mountVolumes(spec, root, trees);
+    } finally {
+      close(root);
+    }
+  }
+  return sandboxFd;
+}
+
+/**
+ * Joins every namespace of the process `pid` (network, UTS, IPC, then mount; PID came with
+ * the spawn). A threaded process cannot join a mount namespace while its threads share its
+ * filesystem context: this thread gets one of its own first (CLONE_FS). Joining the mount
+ * namespace moves it to that namespace's root, the parent container's.
+ */
+function joinParent(pid: number): void {
+  const fds = (["net", "uts", "ipc", "mnt"] as const).map((ns) => {
+    try {
+      return openSync(`/proc/${pid}/ns/${ns}`, "r");
+    } catch (err) {
+      throw new Error(`cannot enter the parent container (pid ${pid}): its ${ns} namespace: ${(err as Error).message}`);
+    }
+  });
+  try {
+    setns(fds[0]!, CLONE_NEWNET);
+    setns(fds[1]!, CLONE_NEWUTS);
+    setns(fds[2]!, CLONE_NEWIPC);
+    unshare(CLONE_FS);
+    setns(fds[3]!, CLONE_NEWNS);
+  } finally {
+    for (const fd of fds) closeSync(fd);
+  }
+}
+
+/** From inside the container's root: the user, the terminal, confinement, and exec. */
+function finish(spec: LaunchSpec, sandboxFd: number, cgroupFds: number[], hostProc: number | undefined): number {
   let executable: string;
   const confine = spec.confine;
   let program: Uint8Array | undefined;
@@ -249,9 +297,23 @@ function stage2(specPath: string | undefined): number {
       // HOME from the user's passwd entry, root's included; "/" without one (Mesos, runc).
       if (spec.env.HOME === undefined) spec.env.HOME = (user ? user.home : homeOf(root, 0)) ?? "/";
       enterWorkingDir(root, spec.workingDir);
+      if (spec.io) {
+        // Setup errors of the terminal fail the launch (reported), unlike those of the command.
+        let terminal: Terminal | undefined;
+        try {
+          if (spec.io.tty) terminal = makeTerminal(root, hostProc!, spec.io.tty.window, { uid: user?.uid ?? 0, gid: user?.gid ?? 0 });
+          // A session of its own, so the agent can end a session's whole process group.
+          if (terminal) useTerminal(terminal);
+          else newSession();
+        } catch (err) {
+          report(`container setup failed: ${(err as Error).message}`);
+          return 1;
+        }
+      }
     } finally {
       close(root);
       close(sandboxFd);
+      if (hostProc !== undefined) close(hostProc);
     }
     const uid = user?.uid ?? 0;
     if (!confine) throw new ConfineError("the launch spec says nothing about confinement; refusing to run the container unconfined");

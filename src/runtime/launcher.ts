@@ -19,11 +19,27 @@
 // the workload runs, or {id, error} if setup failed; to every connection {container,
 // status, pid} when a workload ends, and {running: 0} when the last one has.
 import { closeSync, existsSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeSync } from "node:fs";
+import { basename, dirname, relative } from "node:path";
 import { onChildExit, pipe, spawnProcess } from "../ffi/spawn.ts";
-import { setCloexec, setParentDeathSignal } from "../ffi/libc.ts";
+import {
+  AT_FDCWD,
+  O_APPEND,
+  O_CLOEXEC,
+  O_CREAT,
+  O_DIRECTORY,
+  O_NOFOLLOW,
+  O_PATH,
+  O_WRONLY,
+  close,
+  openat,
+  setCloexec,
+  setParentDeathSignal,
+} from "../ffi/libc.ts";
+import { openDir, openInRoot } from "./inroot.ts";
 import { Records } from "./records.ts";
 import { reaperMain, type ReaperMessage } from "./reaper.ts";
 import { WARM_READY, pidNamespaceOf, selfCommand, type LaunchSpec } from "./spec.ts";
+import type { SwitchboardIo } from "./switchboard.ts";
 
 /** The launcher exits this long after its last container and agent connection are gone. */
 const IDLE_EXIT_MS = 2_000;
@@ -105,7 +121,38 @@ interface Stage {
   /** Its raw wait status once it ended. */
   status?: number;
   onExit?: (status: number) => void;
+  /** A container with a switchboard: the launcher's ends of its stdio (a terminal comes on `console`). */
+  io?: { console?: number; stdin?: number; stdout?: number; stderr?: number };
 }
+
+/**
+ * A sandbox file (the workload's stdout or stderr) opened for appending through no link: a
+ * nested container's sandbox sits inside its parent's, whose workload may have put a link on
+ * the way since the agent made it (a link to a host directory would have us, root, create and
+ * append to a file there). Reached from the top-level sandbox with every link refused.
+ */
+export function openSandboxFile(sandbox: LaunchSpec["sandbox"], path: string): number {
+  if (dirname(path) !== sandbox.host) throw new Error(`${path} is not in the sandbox ${sandbox.host}`);
+  let dir: number;
+  if (sandbox.within === undefined) {
+    dir = openat(AT_FDCWD, sandbox.host, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  } else {
+    const top = openDir(sandbox.within);
+    try {
+      dir = openInRoot(top, relative(sandbox.within, sandbox.host), { noLinks: true, flags: O_PATH | O_DIRECTORY }).fd;
+    } finally {
+      close(top);
+    }
+  }
+  try {
+    return openat(dir, basename(path), O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o640);
+  } finally {
+    close(dir);
+  }
+}
+
+/** fd 4 of a stage 2 that makes a terminal: where it sends the master (SCM_RIGHTS). */
+export const CONSOLE_FD = 4;
 
 async function serve(socketPath: string, withReaper: boolean): Promise<number> {
   setParentDeathSignal(0);
@@ -142,17 +189,19 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
   const unwrittenStatus = new Map<string, ExitEvent>();
 
   let children = 0;
+  /** Switchboards still serving a container's I/O (one may outlive its workload a moment). */
+  let switchboards = 0;
   let idleTimer: ReturnType<typeof setTimeout> | undefined;
   let listener: Bun.UnixSocketListener<{ buffer: string; out: Outbox }> | undefined;
   let boundIno: number | undefined;
   const idle = () => {
     if (idleTimer) clearTimeout(idleTimer);
     idleTimer = undefined;
-    if (children === 0 && connections.size === 0 && records.size === 0) idleTimer = setTimeout(quit, IDLE_EXIT_MS);
+    if (children === 0 && switchboards === 0 && connections.size === 0 && records.size === 0) idleTimer = setTimeout(quit, IDLE_EXIT_MS);
   };
   // Not while a status is not written yet: an agent that comes later is to hear it from us.
   const quit = () => {
-    if (children !== 0 || connections.size !== 0 || records.size !== 0) return;
+    if (children !== 0 || switchboards !== 0 || connections.size !== 0 || records.size !== 0) return;
     // Only our own socket file: a later launcher may have bound the path since.
     try {
       if (boundIno !== undefined && statSync(socketPath).ino === boundIno) rmSync(socketPath, { force: true });
@@ -252,8 +301,8 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
   const startCold = (spec: LaunchSpec, specPath: string): Stage => {
     let out: number | undefined, err: number | undefined, reportR: number | undefined, reportW: number | undefined;
     try {
-      out = openSync(spec.stdout!, "a", 0o640);
-      err = openSync(spec.stderr!, "a", 0o640);
+      out = openSandboxFile(spec.sandbox, spec.stdout!);
+      err = openSandboxFile(spec.sandbox, spec.stderr!);
       [reportR, reportW] = pipe();
       const pid = spawnProcess({
         argv: selfCommand("__init", "--pid1", specPath),
@@ -274,6 +323,112 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
       closeQuietly(reportW);
       closeQuietly(reportR);
     }
+  };
+
+  /**
+   * A stage 2 whose stdio the launcher keeps (tty_info, a session): pipes for stdin, stdout and
+   * stderr, or for a terminal a socket on its fd 4 where it sends the master it makes inside
+   * the container (its early errors still go to the sandbox files). Always started cold.
+   */
+  const startSwitched = (spec: LaunchSpec, specPath: string): Stage => {
+    const child: number[] = [];
+    const ours: number[] = [];
+    try {
+      const [reportR, reportW] = pipe();
+      ours.push(reportR);
+      child.push(reportW);
+      let fds: number[];
+      const io: NonNullable<Stage["io"]> = {};
+      if (spec.io!.tty) {
+        const [mine, theirs] = socketPair();
+        ours.push(mine);
+        child.push(theirs);
+        io.console = mine;
+        const out = openSandboxFile(spec.sandbox, spec.stdout!);
+        child.push(out);
+        const err = openSandboxFile(spec.sandbox, spec.stderr!);
+        child.push(err);
+        fds = [devnull, out, err, reportW, theirs];
+      } else {
+        const [inR, inW] = pipe();
+        const [outR, outW] = pipe();
+        const [errR, errW] = pipe();
+        ours.push(inW, outR, errR);
+        child.push(inR, outW, errW);
+        Object.assign(io, { stdin: inW, stdout: outR, stderr: errR });
+        fds = [inR, outW, errW, reportW];
+      }
+      const pid = spawnProcess({ argv: selfCommand("__init", "--pid1", specPath), env: {}, fds, pidns: pidNamespaceOf(spec) });
+      ours.length = 0;
+      const stage: Stage = { pid, report: readReport(reportR), io };
+      onChildExit(pid, (status) => {
+        stage.status = status;
+        stage.onExit?.(status);
+      });
+      return stage;
+    } finally {
+      for (const fd of [...child, ...ours]) closeQuietly(fd);
+    }
+  };
+
+  /** The switchboard of a stage that now runs its workload (its terminal was sent before exec). */
+  const openSwitchboard = (spec: LaunchSpec, stage: Stage): void => {
+    const io = stage.io!;
+    stage.io = undefined;
+    let fds: SwitchboardIo;
+    const opened: number[] = [];
+    try {
+      if (io.console !== undefined) {
+        const got = receiveFd(io.console);
+        closeQuietly(io.console);
+        if (!got) throw new Error("the init stage sent no terminal");
+        opened.push(got.fd);
+        // The launcher's ends are pipes (Bun cannot write a terminal without blocking): a
+        // pump thread each way between them and the master.
+        const [inR, inW] = pipe();
+        opened.push(inR, inW);
+        const [outR, outW] = pipe();
+        opened.push(outR, outW);
+        startPump(inR, dupCloexec(got.fd));
+        opened.splice(opened.indexOf(inR), 1);
+        startPump(dupCloexec(got.fd), outW);
+        opened.splice(opened.indexOf(outW), 1);
+        fds = { master: got.fd, stdin: inW, stdout: outR };
+      } else {
+        fds = { stdin: io.stdin!, stdout: io.stdout!, stderr: io.stderr! };
+        opened.push(io.stdin!, io.stdout!, io.stderr!);
+      }
+      // Mesos' logger keeps all of the output in the sandbox; if a file cannot be had, readers still get it.
+      const files: { stdout?: number; stderr?: number } = {};
+      for (const name of io.console !== undefined ? (["stdout"] as const) : (["stdout", "stderr"] as const)) {
+        try {
+          files[name] = openSandboxFile(spec.sandbox, spec[name]!);
+          opened.push(files[name]);
+        } catch (err) {
+          say(`container ${spec.id}: its ${name} is not kept in its sandbox: ${(err as Error).message}`);
+        }
+      }
+      Switchboard.open(fds, {
+        id: spec.id,
+        runtimeDir: spec.io!.runtimeDir,
+        waitForReader: spec.io!.waitForReader === true,
+        files,
+        say,
+        onEnd: () => {
+          switchboards--;
+          idle();
+        },
+      });
+      switchboards++;
+    } catch (err) {
+      for (const fd of opened) closeQuietly(fd);
+      throw err;
+    }
+  };
+
+  const dropIo = (stage: Stage) => {
+    for (const fd of Object.values(stage.io ?? {})) closeQuietly(fd);
+    stage.io = undefined;
   };
 
   /** Records a workload's end (status file, or the reaper if that fails); the event for agents. */
@@ -306,8 +461,12 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
     try {
       // A small local file: read at once, not through Bun's thread pool.
       spec = JSON.parse(readFileSync(req.spec, "utf8")) as LaunchSpec;
-      // Warm stages wait in a new PID namespace: for top-level containers that want one.
-      if (spec.parentPid === undefined && spec.pidNamespace !== "agent") {
+      if (spec.io) {
+        // Loaded with the first container that needs it: an ordinary launch never does.
+        await loadSwitchboard();
+        stage = startSwitched(spec, req.spec);
+      } else if (spec.parentPid === undefined && spec.pidNamespace !== "agent") {
+        // Warm stages wait in a new PID namespace: for top-level containers that want one.
         inFlight++;
         counted = true;
         const taken = takeWarm(req.spec);
@@ -355,7 +514,23 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
     // measured no better) delayed the exit report of a short workload: WAIT_CONTAINER after
     // a `/bin/true` took 1.3-2.0 ms median and ~6 ms p90, against 0.7-1.0 and 1.5 ms.
     if (spec.parentPid === undefined && stage.status === undefined) warmSoon = setTimeout(() => prepareIn(0), WARM_AFTER_EXEC_MS);
+    if (report === "" && stage.io) {
+      try {
+        openSwitchboard(spec, stage);
+      } catch (err) {
+        dropIo(stage);
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          // gone already
+        }
+        outcome = "failed";
+        await ended;
+        return reply({ id: req.id, error: `container init failed: cannot serve its I/O: ${(err as Error).message}` });
+      }
+    }
     if (report !== "") {
+      dropIo(stage);
       outcome = "failed";
       await ended;
       return reply({ id: req.id, error: report });
@@ -417,6 +592,21 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
   prepare();
   await new Promise<never>(() => {});
   return 0;
+}
+
+let Switchboard: typeof import("./switchboard.ts").Switchboard;
+let socketPair: typeof import("../ffi/tty.ts").socketPair;
+let receiveFd: typeof import("../ffi/tty.ts").receiveFd;
+let dupCloexec: typeof import("../ffi/tty.ts").dupCloexec;
+let startPump: typeof import("../ffi/pump.ts").startPump;
+
+/** The switchboard's modules, loaded with the first container that has one. */
+async function loadSwitchboard(): Promise<void> {
+  if (Switchboard) return;
+  const [sb, tty, pump] = await Promise.all([import("./switchboard.ts"), import("../ffi/tty.ts"), import("../ffi/pump.ts")]);
+  ({ socketPair, receiveFd, dupCloexec } = tty);
+  ({ startPump } = pump);
+  Switchboard = sb.Switchboard;
 }
 
 /**

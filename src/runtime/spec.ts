@@ -88,6 +88,19 @@ export interface CgroupJoin {
   move: "thread" | "process";
 }
 
+/**
+ * An I/O switchboard (tty_info, or a session): the launcher keeps the container's terminal or
+ * pipes and serves them on `<runtimeDir>/io.sock` (switchboard.ts).
+ */
+interface IoSpec {
+  /** A pseudo-terminal from the container's own devpts, with this window size if one was given; absent: pipes. */
+  tty?: { window?: { rows: number; columns: number } };
+  /** No output is read until the first reader attaches (a session: none is lost before it does). */
+  waitForReader?: boolean;
+  /** The container's runtime dir, where its switchboard's socket goes. */
+  runtimeDir: string;
+}
+
 export interface LaunchSpec {
   /** "parent.child" ContainerID chain, for messages. */
   id: string;
@@ -141,6 +154,13 @@ export interface LaunchSpec {
   /** The sandbox files the workload's stdout and stderr go to. */
   stdout?: string;
   stderr?: string;
+  /** Its stdio through the launcher's switchboard (a terminal or pipes) instead of the sandbox files. */
+  io?: IoSpec;
+  /**
+   * A session (Mesos' DEBUG class, LAUNCH_NESTED_CONTAINER_SESSION): it joins every namespace of
+   * its parent (`parentPid`), its mount namespace too, and mounts nothing of its own.
+   */
+  debug?: boolean;
   /** Where stage 1 writes the workload's raw wait(2) status, and its host pid. */
   statusFile: string;
   pidFile: string;

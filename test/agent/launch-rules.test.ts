@@ -100,11 +100,6 @@ const REFUSED: Record<string, { body: Record<string, unknown>; status?: number; 
     body: mesos({ docker: { image: "alpine" } }),
     message: /^container\.docker: DockerInfo is for Mesos' Docker containerizer/,
   },
-  "mesos.v1.ContainerInfo.tty_info": {
-    body: mesos({ tty_info: { window_size: { rows: 24, columns: 80 } } }),
-    status: 501,
-    message: /^container\.tty_info: terminals/,
-  },
   "mesos.v1.Image.Docker.credential": {
     body: { container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "a", credential: { principal: "u" } } } } } },
     message: /^container\.mesos\.image\.docker\.credential: deprecated since Mesos 1\.3/,

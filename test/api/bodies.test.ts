@@ -113,10 +113,10 @@ describe("repeated header lines: the last one counts, as in libprocess", () => {
     const head =
       `${POST}Content-Type: application/json\r\nAccept: application/json\r\n` +
       "Accept: application/recordio\r\nMessage-Accept: application/json\r\n";
-    // A streaming call reaches its handler (which says what is missing) instead of a 406.
+    // A streaming call reaches its handler (an unknown container: 404) instead of a 406.
     const attach = await raw(head, '{"type":"ATTACH_CONTAINER_OUTPUT","attach_container_output":{"container_id":{"value":"c"}}}');
-    expect(attach.status).toMatch(/^HTTP\/1\.1 501/);
-    expect(attach.body).toContain("ATTACH_CONTAINER_OUTPUT is not implemented");
+    expect(attach.status).toMatch(/^HTTP\/1\.1 404/);
+    expect(attach.body).toContain("Container c cannot be found");
     // A non-streaming call asked for as a stream is 406, as Mesos answers it.
     const health = await raw(head, call);
     expect(health.status).toMatch(/^HTTP\/1\.1 406/);

@@ -276,15 +276,12 @@ for (const encoding of ENCODINGS) {
         expect(await list.json()).toEqual({ type: "GET_CONTAINERS", get_containers: encoding === "json" ? { containers: [] } : {} });
       });
 
-      test("calls not built yet answer 501 and say so, never a pretend success", async () => {
+      test("calls not built yet answer 501 and say so, never a pretend success; the streaming calls answer Mesos' statuses", async () => {
         const id = { container_id: { value: "c1", parent: { value: "p" } } };
-        for (const c of [
-          { type: "LAUNCH_NESTED_CONTAINER_SESSION", launch_nested_container_session: { ...id, command: { value: "true" } } },
-          { type: "ATTACH_CONTAINER_OUTPUT", attach_container_output: id },
-          { type: "GET_METRICS" },
-        ]) {
-          await expectText(await call(c), 501, /not implemented/);
-        }
+        await expectText(await call({ type: "GET_METRICS" }), 501, /not implemented/);
+        const session = { type: "LAUNCH_NESTED_CONTAINER_SESSION", launch_nested_container_session: { ...id, command: { value: "true" } } };
+        await expectText(await call(session), 400, /^Parent container p does not exist$/);
+        await expectText(await call({ type: "ATTACH_CONTAINER_OUTPUT", attach_container_output: id }), 404, /^Container p\.c1 cannot be found$/);
         // PRUNE_IMAGES on an empty store is a bare 200; nested launches answer Mesos' 400 for a missing parent.
         const prune = await call({ type: "PRUNE_IMAGES" });
         expect({ status: prune.status, body: await prune.text(), type: prune.headers.get("content-type") }).toEqual({ status: 200, body: "", type: null });
@@ -310,10 +307,10 @@ for (const encoding of ENCODINGS) {
       const message = (c: Record<string, unknown>) => encodeRecord(encoding === "json" ? JSON.stringify(c) : encodeCall(c));
       const input = { type: "ATTACH_CONTAINER_INPUT", attach_container_input: { type: "CONTAINER_ID", container_id: { value: "c1" } } };
 
-      test("ATTACH_CONTAINER_INPUT in RecordIO passes the transport checks and answers 501 naming what is missing", async () => {
+      test("ATTACH_CONTAINER_INPUT in RecordIO passes the transport checks and reaches its handler (an unknown container: 404)", async () => {
         const stdin = { type: "PROCESS_IO", process_io: { type: "DATA", data: { type: "STDIN", data: "aGkK" } } };
         const res = await recordio([message(input), message({ type: "ATTACH_CONTAINER_INPUT", attach_container_input: stdin })]);
-        await expectText(res, 501, /ATTACH_CONTAINER_INPUT is not implemented .*: .*session/);
+        await expectText(res, 404, /^Container c1 cannot be found$/);
       });
 
       test("other calls in RecordIO are 415; ATTACH_CONTAINER_INPUT in anything else is 415", async () => {
@@ -353,8 +350,9 @@ for (const encoding of ENCODINGS) {
           /Expecting 'Message-Accept' to allow application\/json or application\/x-protobuf, got 'text\/html'/,
         );
         const output = { type: "ATTACH_CONTAINER_OUTPUT", attach_container_output: { container_id: { value: "c1" } } };
-        await expectText(await call(output, streaming), 501, /ATTACH_CONTAINER_OUTPUT is not implemented/);
-        await expectText(await call(output, { Accept: "application/recordio" }), 501, /not implemented/);
+        // Past the transport checks, the handler answers (an unknown container: 404).
+        await expectText(await call(output, streaming), 404, /^Container c1 cannot be found$/);
+        await expectText(await call(output, { Accept: "application/recordio" }), 404, /^Container c1 cannot be found$/);
       });
     });
   });

@@ -599,7 +599,6 @@ describe("every isolator name takes effect, is done anyway, or stops the agent n
 
 describe.skipIf(skip !== null)(`what ucr refuses comes back as 400 (or 501) through the API (${skip ?? "root"})`, () => {
   test.each<[string, Body, Body, number, RegExp]>([
-    ["tty_info", { tty_info: {} }, {}, 501, /^container\.tty_info: terminals/],
     ["DockerInfo", { docker: { image: "alpine" } }, {}, 400, /^container\.docker: DockerInfo is for Mesos' Docker containerizer/],
     [
       "a CSI volume",
