@@ -67,7 +67,7 @@ const { Confinement } = await import("../src/agent/confinement.ts");
 const { loadFlags } = await import("../src/config/flags.ts");
 const { compileFilter } = await import("../src/runtime/seccomp/bpf.ts");
 const { expandProfile, parseProfile, nativeArch } = await import("../src/runtime/seccomp/profile.ts");
-const { capabilitySet, DEFAULT_CAPABILITIES } = await import("../src/runtime/capabilities.ts");
+const { capabilitySet, DEFAULT_CAPABILITIES } = await import("../src/mesos/capabilities.ts");
 const builtin = (await import("../src/runtime/seccomp/default.json")).default;
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;

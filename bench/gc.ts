@@ -4,6 +4,7 @@ import { createHash } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { startAgent } from "../test/helpers/agent.ts";
 
 const N = Number(process.argv[2] ?? 100);
 const ROOT = join(import.meta.dir, "..");
@@ -55,19 +56,8 @@ async function main(): Promise<void> {
   run([UCR, "load", archive, `--work_dir=${wd}`]);
   const loadMs = performance.now() - loadStart;
 
-  const agent = Bun.spawn([UCR, "agent", "--port=0", `--work_dir=${wd}`, `--runtime_dir=${join(wd, "run")}`], { stderr: "pipe", stdout: "ignore" });
-  let log = "";
-  const reader = (async () => {
-    for await (const c of agent.stderr) log += new TextDecoder().decode(c);
-  })();
-  let port = 0;
-  for (let i = 0; i < 200 && !port; i++) {
-    await Bun.sleep(25);
-    port = Number(/listening on http:\/\/[^:]+:(\d+)/.exec(log)?.[1] ?? 0);
-  }
-  if (!port) throw new Error(`agent did not start:\n${log}`);
-  const api = (body: unknown) =>
-    fetch(`http://127.0.0.1:${port}/api/v1`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  const agent = await startAgent({ binary: UCR, args: [`--work_dir=${wd}`, `--runtime_dir=${join(wd, "run")}`, "--cgroups_root=ucr"] });
+  const api = (body: unknown) => agent.call(body);
 
   // While pruning, the server keeps answering: time GET_HEALTH calls made meanwhile.
   let pruning = true;
@@ -87,9 +77,8 @@ async function main(): Promise<void> {
   await prober;
   if (res.status !== 200) throw new Error(`PRUNE_IMAGES: ${res.status} ${await res.text()}`);
   await Bun.sleep(50);
-  agent.kill("SIGTERM");
-  await agent.exited;
-  await reader;
+  await agent.stop();
+  const log = agent.log();
   const m = /image gc: removed (\d+) image\(s\).*?, (\d+) layer\(s\), (\d+) config\(s\); freed (\d+) bytes in (\d+)ms \(([\d.]+)ms on the agent's thread\)/.exec(log);
   if (!m) throw new Error(`no gc line in the agent's log:\n${log}`);
   health.sort((a, b) => a - b);

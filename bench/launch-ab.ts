@@ -12,6 +12,7 @@
 import { mkdirSync, mkdtempSync, rmSync, rmdirSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { startAgent, type RunningAgent } from "../test/helpers/agent.ts";
 import { buildBusyboxImage, saveArchive } from "../test/helpers/images.ts";
 
 const argv = process.argv.slice(2);
@@ -31,18 +32,16 @@ const PATH = process.env.PATH ?? "/usr/bin:/bin";
 class Agent {
   private constructor(
     readonly name: string,
-    readonly proc: Bun.Subprocess<"ignore", "ignore", "pipe">,
-    readonly url: string,
+    private readonly agent: RunningAgent,
     readonly cgroupsRoot: string,
   ) {}
 
+  /** The shared agent starter (test/helpers/agent.ts), on this run's directory. */
   static async start(name: string, bin: string, dir: string, images: string): Promise<Agent> {
     const cgroupsRoot = `ucr-bench/${dir.split("/").pop()}-${name}`;
-    const proc = Bun.spawn(
-      [
-        bin,
-        "agent",
-        "--port=0",
+    const agent = await startAgent({
+      binary: bin,
+      args: [
         `--work_dir=${join(dir, name)}`,
         `--runtime_dir=${join(dir, name, "run")}`,
         `--cgroups_root=${cgroupsRoot}`,
@@ -51,25 +50,15 @@ class Agent {
         "--isolation=filesystem/linux,docker/runtime",
         "--logging_level=WARNING",
       ],
-      { stdin: "ignore", stdout: "ignore", stderr: "pipe", env: { PATH }, detached: true },
-    );
-    let text = "";
-    const decoder = new TextDecoder();
-    const port = await new Promise<number>((resolve, reject) => {
-      void (async () => {
-        for await (const chunk of proc.stderr) {
-          text += decoder.decode(chunk, { stream: true });
-          const m = /agent listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(text);
-          if (m) resolve(Number(m[1]));
-        }
-        reject(new Error(`agent ${name} exited before listening: ${text.slice(-500)}`));
-      })();
+      env: { PATH },
+      detached: true,
+      listenTimeoutMs: 30_000,
     });
-    return new Agent(name, proc, `http://127.0.0.1:${port}/api/v1`, cgroupsRoot);
+    return new Agent(name, agent, cgroupsRoot);
   }
 
   async call(body: unknown): Promise<{ status: number; text: string }> {
-    const res = await fetch(this.url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    const res = await this.agent.call(body);
     return { status: res.status, text: await res.text() };
   }
 
@@ -103,9 +92,7 @@ class Agent {
   }
 
   async stop(): Promise<void> {
-    this.proc.kill("SIGTERM");
-    await Promise.race([this.proc.exited, Bun.sleep(5000)]);
-    if (this.proc.exitCode === null) this.proc.kill("SIGKILL");
+    await this.agent.stop("SIGTERM", 5000);
     for (const h of ["cpu", "cpuacct", "memory", "pids", "devices", "unified", "."]) {
       try {
         rmdirSync(join("/sys/fs/cgroup", h, this.cgroupsRoot));

@@ -117,3 +117,44 @@ export async function runBench(script: string, main: () => Promise<void>, cleanu
   }
   process.exit(exitCode);
 }
+
+/**
+ * One Operator API call in JSON to an agent (test/helpers/agent.ts starts them), bounded by
+ * `timeoutMs`: its status and body text.
+ */
+export async function operatorCall(
+  agent: { url: string },
+  type: string,
+  body: Record<string, unknown>,
+  timeoutMs: number,
+): Promise<{ status: number; text: string }> {
+  const res = await fetch(`${agent.url}/api/v1`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Accept: "application/json" },
+    body: JSON.stringify({ type, ...body }),
+    signal: AbortSignal.timeout(timeoutMs),
+  });
+  return { status: res.status, text: await res.text() };
+}
+
+/** The agent's own "POST /api/v1 LAUNCH_CONTAINER 200 47.7ms" per container ID. */
+export function serverLaunchMs(log: string[]): Map<string, number> {
+  const out = new Map<string, number>();
+  let last: string | undefined;
+  for (const line of log) {
+    // This ucr names the container on the call's line; an older one named it in the line before.
+    const named = /POST \/api\/v1 LAUNCH_CONTAINER (\S+) 200 ([\d.]+)ms/.exec(line);
+    if (named) {
+      out.set(named[1]!, Number(named[2]));
+      continue;
+    }
+    const running = /container (\S+) running \(pid/.exec(line);
+    if (running) last = running[1];
+    const call = /POST \/api\/v1 LAUNCH_CONTAINER 200 ([\d.]+)ms/.exec(line);
+    if (call && last) {
+      out.set(last, Number(call[1]));
+      last = undefined;
+    }
+  }
+  return out;
+}

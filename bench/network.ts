@@ -12,7 +12,8 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSy
 import { availableParallelism, cpus, loadavg, release } from "node:os";
 import { dirname, join } from "node:path";
 import { bridgeName, freeSubnet, hostportChainsExist, ipForward, removeHostportChains, setIpForward } from "../test/helpers/cni.ts";
-import { commandRunner, mountsUnder, runBench, writeResult } from "./lib.ts";
+import { startAgent, type RunningAgent } from "../test/helpers/agent.ts";
+import { commandRunner, mountsUnder, operatorCall, runBench, writeResult } from "./lib.ts";
 
 const argv = process.argv.slice(2);
 const quick = argv.includes("--quick");
@@ -39,7 +40,7 @@ const { live, exec, reason, mustRun } = commandRunner({ path: PATH, timeoutMs: T
 // Cleanup
 
 let base: string | undefined;
-let agent: Agent | undefined;
+let agent: RunningAgent | undefined;
 let holder: Bun.Subprocess | undefined;
 let podmanCmd: string[] | undefined;
 let bridge: string | undefined;
@@ -63,15 +64,15 @@ function cleanup(): Promise<void> {
     if (agent) {
       for (const id of [...ucrLive]) {
         try {
-          await agent.call("KILL_CONTAINER", { kill_container: { container_id: { value: id } } }, 5000).catch(() => undefined);
-          await agent.call("WAIT_CONTAINER", { wait_container: { container_id: { value: id } } }, 5000);
-          if ((await agent.call("REMOVE_CONTAINER", { remove_container: { container_id: { value: id } } }, 20_000)).status === 200)
+          await call(agent, "KILL_CONTAINER", { kill_container: { container_id: { value: id } } }, 5000).catch(() => undefined);
+          await call(agent, "WAIT_CONTAINER", { wait_container: { container_id: { value: id } } }, 5000);
+          if ((await call(agent, "REMOVE_CONTAINER", { remove_container: { container_id: { value: id } } }, 20_000)).status === 200)
             ucrLive.delete(id);
         } catch {
           // the agent is gone or stuck
         }
       }
-      await agent.stop();
+      await agent.stop("SIGTERM", 5000);
       if (ucrLive.size > 0) console.error(`cleanup: ucr containers not removed: ${[...ucrLive].join(", ")}`);
     }
     if (podmanCmd) await quiet([...podmanCmd, "rm", "-f", "-a", "-t", "0"], 60_000);
@@ -115,89 +116,39 @@ for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
 // ---------------------------------------------------------------------------------------------
 // The ucr agent
 
-class Agent {
-  readonly url: string;
-  private constructor(
-    readonly proc: Bun.Subprocess<"ignore", "ignore", "pipe">,
-    port: number,
-    readonly log: string[],
-  ) {
-    this.url = `http://127.0.0.1:${port}/api/v1`;
-  }
+/** The agent under test: the shared starter (test/helpers/agent.ts), with CNI networks. */
+function startUcrAgent(ucr: string, dir: string, images: string, cniConf: string): Promise<RunningAgent> {
+  return startAgent({
+    binary: ucr,
+    args: [
+      `--work_dir=${dir}`,
+      `--runtime_dir=${join(dir, "run")}`,
+      "--cgroups_root=ucr",
+      `--docker_registry=${images}`,
+      "--image_providers=docker",
+      "--isolation=filesystem/linux,docker/runtime,network/cni",
+      `--network_cni_config_dir=${cniConf}`,
+    ],
+    env: { PATH },
+    detached: true,
+    listenTimeoutMs: 30_000,
+  });
+}
 
-  static async start(ucr: string, dir: string, images: string, cniConf: string): Promise<Agent> {
-    const proc = Bun.spawn(
-      [
-        ucr,
-        "agent",
-        "--port=0",
-        `--work_dir=${dir}`,
-        `--runtime_dir=${join(dir, "run")}`,
-        `--docker_registry=${images}`,
-        "--image_providers=docker",
-        "--isolation=filesystem/linux,docker/runtime,network/cni",
-        `--network_cni_config_dir=${cniConf}`,
-      ],
-      { stdin: "ignore", stdout: "ignore", stderr: "pipe", env: { PATH }, detached: true },
-    );
-    const log: string[] = [];
-    const decoder = new TextDecoder();
-    let partial = "";
-    let resolvePort!: (port: number) => void;
-    const portP = new Promise<number>((r) => (resolvePort = r));
-    void (async () => {
-      for await (const chunk of proc.stderr) {
-        partial += decoder.decode(chunk, { stream: true });
-        const lines = partial.split("\n");
-        partial = lines.pop() ?? "";
-        for (const line of lines) {
-          log.push(line);
-          const m = /agent listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(line);
-          if (m) resolvePort(Number(m[1]));
-        }
-      }
-    })();
-    const port = await Promise.race([
-      portP,
-      proc.exited.then((code) => {
-        throw new Error(`ucr agent exited ${code} before listening: ${log.slice(-3).join(" / ")}`);
-      }),
-      Bun.sleep(30_000).then(() => {
-        throw new Error("ucr agent did not listen within 30 s");
-      }),
-    ]);
-    return new Agent(proc, port, log);
-  }
-
-  async call(type: string, body: Record<string, unknown>, timeoutMs = TIMEOUT_MS): Promise<{ status: number; text: string }> {
-    const res = await fetch(this.url, {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ type, ...body }),
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-    return { status: res.status, text: await res.text() };
-  }
-
-  async stop(): Promise<void> {
-    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
-    this.proc.kill("SIGTERM");
-    if (!(await Promise.race([this.proc.exited.then(() => true), Bun.sleep(5000).then(() => false)]))) {
-      this.proc.kill("SIGKILL");
-      await this.proc.exited;
-    }
-  }
+/** One Operator API call, with the benchmark's timeout. */
+function call(a: RunningAgent, type: string, body: Record<string, unknown>, timeoutMs = TIMEOUT_MS): Promise<{ status: number; text: string }> {
+  return operatorCall(a, type, body, timeoutMs);
 }
 
 let seq = 0;
 
 /** LAUNCH + WAIT of /bin/true (timed), then REMOVE (timed apart: with a network it waits for the DEL). */
-async function ucrOnce(a: Agent, network: string | undefined): Promise<{ launchWait: number; remove: number }> {
+async function ucrOnce(a: RunningAgent, network: string | undefined): Promise<{ launchWait: number; remove: number }> {
   checkStop();
   const id = `unb-${network ? "n" : "h"}-${++seq}`;
   ucrLive.add(id);
   const t0 = performance.now();
-  const l = await a.call("LAUNCH_CONTAINER", {
+  const l = await call(a, "LAUNCH_CONTAINER", {
     launch_container: {
       container_id: { value: id },
       command: { shell: false, value: "/bin/true", arguments: ["true"] },
@@ -209,12 +160,12 @@ async function ucrOnce(a: Agent, network: string | undefined): Promise<{ launchW
     },
   });
   if (l.status !== 200) throw new Error(`LAUNCH_CONTAINER ${l.status}: ${l.text.trim().slice(0, 300)}`);
-  const w = await a.call("WAIT_CONTAINER", { wait_container: { container_id: { value: id } } });
+  const w = await call(a, "WAIT_CONTAINER", { wait_container: { container_id: { value: id } } });
   const t1 = performance.now();
   if (w.status !== 200) throw new Error(`WAIT_CONTAINER ${w.status}: ${w.text.trim().slice(0, 200)}`);
   const status = (JSON.parse(w.text) as { wait_container?: { exit_status?: number } }).wait_container?.exit_status;
   if (status !== 0) throw new Error(`/bin/true in ucr exited with wait status ${status}`);
-  const r = await a.call("REMOVE_CONTAINER", { remove_container: { container_id: { value: id } } });
+  const r = await call(a, "REMOVE_CONTAINER", { remove_container: { container_id: { value: id } } });
   const t2 = performance.now();
   if (r.status !== 200) throw new Error(`REMOVE_CONTAINER ${r.status}: ${r.text.trim().slice(0, 300)}`);
   ucrLive.delete(id);
@@ -380,7 +331,7 @@ async function main(): Promise<void> {
   writeFileSync(join(cniConf, `${netName}.conflist`), JSON.stringify(conf, null, 2));
 
   const cases: Case[] = [];
-  agent = await Agent.start(ucr, join(dir, "ucr"), images, cniConf);
+  agent = await startUcrAgent(ucr, join(dir, "ucr"), images, cniConf);
   const a = agent;
   await ucrOnce(a, undefined); // pulls alpine into the store
   const ucrHost: Case = {
@@ -526,8 +477,8 @@ async function main(): Promise<void> {
           ];
         })()
       : []),
-    row(podHost, ms(med(podHost) / med(ucrHost)) + "×"),
-    row(podNet, ms(med(podNet) / med(ucrNet)) + "×"),
+    row(podHost, `${ms(med(podHost) / med(ucrHost))}×`),
+    row(podNet, `${ms(med(podNet) / med(ucrNet))}×`),
     row(plugins, ""),
   ];
   const added = [

@@ -7,14 +7,20 @@ import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync }
 import { userInfo } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { humanBytes } from "../src/config/units.ts";
+import { WORKERS } from "../src/threads/workers.ts";
 
 const root = join(import.meta.dir, "..");
 const dist = join(root, "dist");
 const release = process.argv.includes("--release");
 
-const ENTRYPOINTS = ["src/ucr.ts", "src/main.ts", "src/runtime/init-entry.ts", "src/runtime/launcher-entry.ts", "src/workers/pull.ts", "src/workers/extract.ts", "src/workers/write.ts", "src/workers/gc.ts"].map((p) =>
-  join(root, p),
-);
+// The commands' bundles (src/ucr.ts picks one) and every worker of the table, each its own entry.
+const ENTRYPOINTS = [
+  "src/ucr.ts",
+  "src/main.ts",
+  "src/runtime/init-entry.ts",
+  "src/runtime/launcher-entry.ts",
+  ...Object.values(WORKERS).map((w) => `src/${w.entry}`),
+].map((p) => join(root, p));
 
 function git(...args: string[]): string | undefined {
   const r = Bun.spawnSync(["git", ...args], { cwd: root, stderr: "ignore" });

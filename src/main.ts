@@ -12,7 +12,8 @@ function fail(message: string, code: number): never {
 }
 
 async function agentMain(args: readonly string[]): Promise<void> {
-  const { Agent, StartupError } = await import("./agent/agent.ts");
+  const { composeAgent } = await import("./compose.ts");
+  const { StartupError } = await import("./agent/agent.ts");
   const { FlagError, loadFlags } = await import("./config/flags.ts");
   const { agentHelp } = await import("./cli/usage.ts");
   const { log } = await import("./log.ts");
@@ -27,7 +28,7 @@ async function agentMain(args: readonly string[]): Promise<void> {
     process.stdout.write(`${agentHelp()}\n`);
     return;
   }
-  const agent = new Agent(flags);
+  const agent = composeAgent(flags);
   // Handlers first: a SIGTERM during start-up (the "listening" line is out before start()
   // returns) must stop the agent cleanly, once it has started, not kill it.
   let stopping = false;
@@ -104,7 +105,7 @@ async function main(argv: readonly string[]): Promise<void> {
       return;
     }
     case undefined:
-      fail(`ucr: no command given (${USAGE_LINE})`, 2);
+      return fail(`ucr: no command given (${USAGE_LINE})`, 2);
     default:
       if (command.startsWith("-")) fail(`ucr: unknown flag '${command}' before a command (${USAGE_LINE})`, 2);
       fail(`ucr: unknown command '${command}' (${USAGE_LINE})`, 2);

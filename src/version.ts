@@ -37,8 +37,3 @@ export function versionInfo(): VersionInfo {
   if (sha) info.git_sha = sha;
   return info;
 }
-
-/** True when running as the `bun build --compile` executable rather than from source. */
-export function isCompiled(): boolean {
-  return import.meta.url.startsWith("file:///$bunfs/") || Bun.main.startsWith("/$bunfs/");
-}

@@ -1,15 +1,14 @@
-// The agent process: flags, directories, worker threads and the API server, started in
-// that order and stopped in reverse. Container and image state join it in later work.
+// The agent: flags, directories, worker threads, the image store, the containers table (with
+// recovery) and image GC, started in that order and stopped in reverse. It serves nothing
+// itself: src/compose.ts starts the API server over it once it is up.
 import { readFileSync, realpathSync } from "node:fs";
-import { isIP } from "node:net";
 import { join } from "node:path";
-import { startApiServer, type ApiServer } from "../api/server.ts";
 import { dropCleanFilePages } from "../ffi/libc.ts";
 import type { LoadedFlags } from "../config/flags.ts";
 import { isolatorLines } from "../config/isolators.ts";
 import { log, setLevel } from "../log.ts";
 import { VERSION } from "../version.ts";
-import { BackendError } from "../images/backends.ts";
+import { BackendError } from "../provisioner/backends.ts";
 import { extractWorkerCount, startImageService, type ImageService } from "../images/service.ts";
 import { ConfinementSetupError } from "./confinement.ts";
 import { DeviceSetupError } from "../runtime/devices.ts";
@@ -17,25 +16,26 @@ import { Containers } from "./containers.ts";
 import { CniConfigError } from "../network/config.ts";
 import { CniNetworks } from "../network/cni.ts";
 import { ImageCollector, diskUsage } from "../gc/collector.ts";
-import { lazyWorker, startTogether } from "../workers/pool.ts";
+import { lazyWorker, startTogether } from "../threads/pool.ts";
+import { DISK_WORKER, type DiskOps } from "../gc/disk.ts";
+import { EXTRACT_WORKER, type ExtractOps } from "../images/layer-job.ts";
+import { PULL_WORKER, type PullOps } from "../images/resolve.ts";
 import { describePrivateDir, ensurePrivateDir } from "../util/private-dir.ts";
-import type { WorkerClient } from "../workers/rpc.ts";
+import type { WorkerClient } from "../threads/rpc.ts";
+import { errorOfKind } from "../errors.ts";
 
 /** How long start-up lets the removal of an earlier GC's leftovers run before it serves anyway. */
 const LEFTOVER_GRACE_MS = 1000;
 /** An agent's worker thread stops after this long without work (and starts again when needed). */
 const WORKER_IDLE_STOP_MS = 10_000;
 
-export class StartupError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "StartupError";
-  }
-}
+export class StartupError extends errorOfKind("invalid") {}
 
 export class Agent {
-  readonly workers = new Map<string, WorkerClient>();
-  private server: ApiServer | undefined;
+  /** The agent's worker threads (threads/workers.ts), each started when first needed. */
+  private workers:
+    | { pull: WorkerClient<PullOps>; extract: Array<WorkerClient<ExtractOps>>; disk: WorkerClient<DiskOps> }
+    | undefined;
   private imageService: ImageService | undefined;
   private containerTable: Containers | undefined;
   private imageCollector: ImageCollector | undefined;
@@ -57,12 +57,12 @@ export class Agent {
     return this.imageService;
   }
 
-  constructor(readonly flags: LoadedFlags) {}
-
-  get port(): number {
-    if (!this.server) throw new Error("agent is not serving");
-    return this.server.port;
+  /** CNI networks (their status is part of GET_CONTAINERS). */
+  get networks(): CniNetworks {
+    return this.containers.networks;
   }
+
+  constructor(readonly flags: LoadedFlags) {}
 
   async start(): Promise<void> {
     const f = this.flags.values;
@@ -91,12 +91,9 @@ export class Agent {
     }
     if (f.docker_registry.kind === "directory") log.info(`docker images come from archives in ${f.docker_registry.path}`);
 
-    this.startWorkers();
+    const workers = this.startWorkers();
     try {
-      this.imageService = startImageService(f, {
-        pull: this.workers.get("pull")!,
-        extract: [...this.workers.entries()].filter(([n]) => n.startsWith("extract")).map(([, w]) => w),
-      });
+      this.imageService = startImageService(f, { pull: workers.pull, extract: workers.extract });
     } catch (err) {
       throw new StartupError(`flag '--docker_store_dir': cannot open the image store at ${f.docker_store_dir}: ${(err as Error).message}`);
     }
@@ -106,7 +103,7 @@ export class Agent {
     log.info(`image store at ${f.docker_store_dir}: ${this.imageService.store.images().length} image(s)`);
     try {
       const networks = await CniNetworks.fromFlags(f);
-      this.containerTable = new Containers(this.flags, this.imageService, this.workers.get("gc")!, networks);
+      this.containerTable = new Containers(this.flags, this.imageService, workers.disk, networks);
     } catch (err) {
       const setup = [BackendError, CniConfigError, ConfinementSetupError, DeviceSetupError];
       if (setup.some((kind) => err instanceof kind)) {
@@ -114,14 +111,14 @@ export class Agent {
       }
       throw err;
     }
-    log.info(`provisioner backend: ${this.containerTable.backend}`);
+    log.info(`provisioner backend: ${this.containerTable.provisioner.backend}`);
     log.info(`confinement: ${this.containerTable.confinement.describe()}`);
     log.info(`devices: containers may open ${this.containerTable.devicesConfinement}`);
     const cg = this.containerTable.cgroups;
     if (cg.kind === "none") log.warn(`cgroups: none usable (${cg.why}); cpus and mem will not be enforced`);
     else log.info(`cgroups: ${cg.kind === "v2" ? "v2 (unified)" : `v1 (memory at ${cg.memory}, cpu at ${cg.cpu})`}`);
     const containers = this.containerTable;
-    this.imageCollector = new ImageCollector(this.imageService.store, this.workers.get("gc")!, () => containers.imageUsers());
+    this.imageCollector = new ImageCollector(this.imageService.store, workers.disk, () => containers.imageUsers());
     // What an earlier sweep left goes while containers are recovered, and on in the
     // background if it is big: serving waits for it LEFTOVER_GRACE_MS at most (a prune
     // queues behind it).
@@ -146,22 +143,6 @@ export class Agent {
       log.info(`recovered ${running} running and ${exited} exited container(s)${unreadable}${halfLaunched}${unowned}`);
     }
 
-    if (!isLoopback(f.ip) && !f.authenticate_http_readwrite) {
-      const bar = "!".repeat(78);
-      log.warn(bar);
-      log.warn(`WARNING: listening on ${f.ip} WITHOUT authentication. Anyone who can reach this port`);
-      log.warn("can launch containers as root on this machine. Use --authenticate_http_readwrite with");
-      log.warn("--http_credentials, or keep --ip on loopback (the default, 127.0.0.1).");
-      log.warn(bar);
-    }
-
-    try {
-      this.server = startApiServer(this);
-    } catch (err) {
-      const e = err as NodeJS.ErrnoException;
-      throw new StartupError(`cannot listen on ${f.ip}:${f.port}: ${e.code ?? e.message}`);
-    }
-    log.always(`agent listening on http://${hostPort(f.ip, this.server.port)} (Operator API at /api/v1)`);
   }
 
   /**
@@ -187,20 +168,22 @@ export class Agent {
   /**
    * The worker threads, started when first needed and stopped after WORKER_IDLE_STOP_MS
    * without work: an agent with nothing to do holds none (each is a few MiB). The pull and
-   * extract workers start together at a pull's first call; the gc worker on its own.
+   * extract workers start together at a pull's first call; the disk worker on its own.
    */
-  private startWorkers(): void {
+  private startWorkers(): NonNullable<Agent["workers"]> {
     const started = (label: string) => log.info(`worker ${label} started`);
-    const pull = lazyWorker("pull", "pull", WORKER_IDLE_STOP_MS, started);
-    const extract = Array.from({ length: extractWorkerCount() }, (_, i) => lazyWorker("extract", `extract${i === 0 ? "" : `-${i + 1}`}`, WORKER_IDLE_STOP_MS, started));
+    const pull = lazyWorker(PULL_WORKER, "pull", WORKER_IDLE_STOP_MS, started);
+    const extract = Array.from({ length: extractWorkerCount() }, (_, i) =>
+      lazyWorker(EXTRACT_WORKER, `extract${i === 0 ? "" : `-${i + 1}`}`, WORKER_IDLE_STOP_MS, started),
+    );
     startTogether([pull, ...extract]);
-    const gc = lazyWorker("gc", "gc", WORKER_IDLE_STOP_MS, started);
-    // The last worker's idle stop means a quiet agent (the gc worker serves every REMOVE and
+    const disk = lazyWorker(DISK_WORKER, "disk", WORKER_IDLE_STOP_MS, started);
+    // The last worker's idle stop means a quiet agent (the disk worker serves every REMOVE and
     // image GC, the others every pull). Its garbage (and the allocator's free pages) go back to
     // the system, and so do the pages of the binary's code it has run so far (after some use
     // most of the idle footprint: ~35 MiB here; they stay in the page cache and come back, a
     // minor fault each, when next needed).
-    const all = [pull, ...extract, gc];
+    const all = [pull, ...extract, disk];
     const quiet = () => {
       if (all.some((w) => w.running)) return;
       Bun.gc(true);
@@ -212,25 +195,28 @@ export class Agent {
         log.warn(`idle: could not give back the binary's pages: ${(err as Error).message}`);
       }
     };
-    for (const w of all) w.onIdleStop = quiet;
-    for (const client of all) {
-      client.unref();
-      this.workers.set(client.name, client);
+    for (const w of all) {
+      w.onIdleStop = quiet;
+      w.unref();
     }
+    this.workers = { pull, extract, disk };
+    return this.workers;
   }
 
   /**
-   * Stops within a bounded time: blocked WAITs are answered at once (containers keep
-   * running; the next agent recovers them), other requests get a grace period.
+   * The first half of stopping, before the API server drains: blocked WAITs are answered at
+   * once (containers keep running; the next agent recovers them), GC stops.
    */
-  async stop(): Promise<void> {
+  quiesce(): void {
     if (this.gcTimer) clearInterval(this.gcTimer);
     this.containerTable?.shutdown();
-    if (this.server) {
-      log.info("agent stopping: no new requests; finishing those in flight");
-      await this.server.drain();
-    }
-    for (const w of this.workers.values()) w.terminate();
+  }
+
+  /** The second half, once no request is in flight: worker threads and network plugins stop. */
+  stop(): void {
+    this.quiesce();
+    const w = this.workers;
+    for (const client of w ? [w.pull, ...w.extract, w.disk] : []) client.terminate();
     this.containerTable?.networks.shutdown();
     log.info("agent stopped");
   }
@@ -239,12 +225,4 @@ export class Agent {
 /** This process's resident memory (KiB). */
 function residentKiB(): number {
   return Number(/^Rss:\s+(\d+)/m.exec(readFileSync("/proc/self/smaps_rollup", "utf8"))?.[1] ?? 0);
-}
-
-function isLoopback(ip: string): boolean {
-  return (isIP(ip) === 4 && ip.startsWith("127.")) || ip === "::1";
-}
-
-function hostPort(ip: string, port: number): string {
-  return isIP(ip) === 6 ? `[${ip}]:${port}` : `${ip}:${port}`;
 }

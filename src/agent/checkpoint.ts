@@ -9,11 +9,12 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import * as v from "valibot";
-import type { ContainerID, Resource } from "../api/proto.ts";
+import type { ContainerID, Resource } from "../mesos/messages.ts";
 import { ContainerCgroup, type CgroupLayout } from "../runtime/cgroups.ts";
 import { writeStateFile } from "../runtime/state.ts";
 import { bootId } from "../util/process.ts";
 import { idKey, type Container } from "./container.ts";
+import { UcrError } from "../errors.ts";
 
 export const CHECKPOINT_VERSION = 1;
 export const CHECKPOINT_FILE = "container.json";
@@ -57,7 +58,7 @@ const common = {
   session: v.optional(v.boolean()),
 };
 
-export const CheckpointSchema = v.object({
+const CheckpointSchema = v.object({
   version: v.literal(CHECKPOINT_VERSION),
   ...common,
   /** LAUNCHING: the launcher may have started the workload (look for its pid file). */
@@ -78,10 +79,9 @@ export type CheckpointState = Checkpoint["state"];
 /** ucr 0.1 wrote no version and only once the workload ran; `runtime` was its own dir. */
 const CheckpointV0Schema = v.object({ ...common, runtime: v.optional(v.string()) });
 
-export class CheckpointError extends Error {
+export class CheckpointError extends UcrError {
   constructor(path: string, why: string) {
-    super(`checkpoint ${path}: ${why}`);
-    this.name = "CheckpointError";
+    super("internal", `checkpoint ${path}: ${why}`);
   }
 }
 
@@ -109,7 +109,7 @@ export function checkpointOf(c: Container, state: CheckpointState): Checkpoint {
     ...(c.layers ? { layers: c.layers } : {}),
     ...(c.oomBaseline !== undefined ? { oomBaseline: c.oomBaseline } : {}),
     launchedAt: c.launchedAt,
-    ...(c.exitStatus !== undefined ? { exitStatus: c.exitStatus } : {}),
+    ...(c.state === "EXITED" && c.exitStatus !== undefined ? { exitStatus: c.exitStatus } : {}),
     ...(c.message ? { message: c.message } : {}),
     ...(c.limitation ? { limitation: c.limitation } : {}),
     ...(c.termination ? { termination: c.termination } : {}),
@@ -194,15 +194,12 @@ export function containerFrom(
   layout: CgroupLayout,
 ): { container: Container; settle: () => void } {
   let settle!: () => void;
-  const container: Container = {
+  const common = {
     id: record.id,
     key: idKey(record.id),
-    state: record.state === "EXITED" ? "EXITED" : record.state === "RUNNING" ? "RUNNING" : "PROVISIONING",
-    ...(record.state === "LAUNCHING" ? { launching: true } : {}),
     sandbox: record.sandbox,
     runtime,
     ...(record.provisionerDir ? { provisionerDir: record.provisionerDir } : {}),
-    ...(record.pid !== undefined ? { pid: record.pid } : {}),
     ...(record.pidStart !== undefined ? { pidStart: record.pidStart } : {}),
     ...(record.image ? { image: record.image } : {}),
     ...(record.cgroups ? { cgroupDirs: record.cgroups, cgroup: ContainerCgroup.existing(layout, record.cgroups) } : {}),
@@ -218,7 +215,6 @@ export function containerFrom(
     ...(record.session ? { session: true } : {}),
     ...(record.layers ? { layers: record.layers } : {}),
     ...(record.oomBaseline !== undefined ? { oomBaseline: record.oomBaseline } : {}),
-    ...(record.exitStatus !== undefined ? { exitStatus: record.exitStatus } : {}),
     ...(record.message ? { message: record.message } : {}),
     ...(record.limitation ? { limitation: record.limitation as { reason: string; resources: Resource[] } } : {}),
     ...(record.termination ? { termination: record.termination } : {}),
@@ -227,6 +223,18 @@ export function containerFrom(
     leases: [],
     exited: new Promise<void>((r) => (settle = r)),
   };
+  const pid = record.pid !== undefined ? { pid: record.pid } : {};
+  let container: Container;
+  if (record.state === "EXITED") {
+    container = { ...common, state: "EXITED", ...pid, ...(record.exitStatus !== undefined ? { exitStatus: record.exitStatus } : {}) };
+  } else if (record.state === "RUNNING" && record.pid !== undefined) {
+    container = { ...common, state: "RUNNING", pid: record.pid };
+  } else {
+    // Not started, or being started (LAUNCHING: the launcher may have a pid for it). A RUNNING
+    // record without a pid (ucr 0.1's, torn) is one whose workload cannot be found: recovery
+    // sees it exited.
+    container = { ...common, state: "PROVISIONING", ...pid, ...(record.state === "LAUNCHING" ? { launching: true } : {}) };
+  }
   if (parent && container.cgroup === undefined) container.cgroup = parent.cgroup;
   return { container, settle };
 }

@@ -4,7 +4,7 @@
 import { readFileSync, realpathSync, statSync } from "node:fs";
 import { release } from "node:os";
 import { join, sep } from "node:path";
-import type { LinuxInfo } from "../api/proto.ts";
+import type { LinuxInfo } from "../mesos/messages.ts";
 import type { Flags } from "../config/flags.ts";
 import { seccompFiltersSupported } from "../ffi/security.ts";
 import { log } from "../log.ts";
@@ -13,27 +13,18 @@ import {
   capabilitiesOfMask,
   capabilitySet,
   formatCapabilities,
-} from "../runtime/capabilities.ts";
+} from "../mesos/capabilities.ts";
 import { CompileError, compileFilter } from "../runtime/seccomp/bpf.ts";
 import builtinProfile from "../runtime/seccomp/default.json" with { type: "json" };
 import { ProfileError, expandProfile, nativeArch, parseProfile, type Arch, type SeccompProfile } from "../runtime/seccomp/profile.ts";
 import type { ConfineSpec } from "../runtime/spec.ts";
+import { errorOfKind } from "../errors.ts";
 
 /** The agent cannot confine containers as configured: it does not start. */
-export class ConfinementSetupError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "ConfinementSetupError";
-  }
-}
+export class ConfinementSetupError extends errorOfKind("invalid") {}
 
 /** A launch whose confinement request is refused (400, with Mesos' message where Mesos has one). */
-export class ConfinementRefused extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "ConfinementRefused";
-  }
-}
+export class ConfinementRefused extends errorOfKind("invalid") {}
 
 const COMPILED_CACHE_MAX = 64;
 
@@ -124,7 +115,7 @@ export class Confinement {
     const effective = (this.flagEffective ?? this.defaults).filter((c) => this.allowed.includes(c));
     return (
       `containers get capabilities ${formatCapabilities(effective)}, ` +
-      `no_new_privs, and the seccomp profile ${this.defaultProfile.name}${this.capabilitiesIsolator ? "; linux/capabilities requests up to " + formatCapabilities(this.allowed) : ""}` +
+      `no_new_privs, and the seccomp profile ${this.defaultProfile.name}${this.capabilitiesIsolator ? `; linux/capabilities requests up to ${formatCapabilities(this.allowed)}` : ""}` +
       `${this.seccompIsolator ? `; linux/seccomp profiles from ${this.flags.seccomp_config_dir}` : ""}`
     );
   }

@@ -1,24 +1,8 @@
-// One container as the agent holds it, the error its calls fail with, and where its pieces
-// live on the host (all derived from its ID, so recovery can find them without a record).
+// One container as the agent holds it, and where its pieces live on the host (all derived
+// from its ID, so recovery can find them without a record).
 import { join } from "node:path";
-import type { ContainerID, Resource } from "../api/proto.ts";
+import type { ContainerID, Resource } from "../mesos/messages.ts";
 import type { ContainerCgroup } from "../runtime/cgroups.ts";
-
-export class ContainerError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(message);
-    this.name = "ContainerError";
-  }
-}
-
-/**
- * PROVISIONING covers everything before the workload runs (pull, rootfs, cgroups, URIs,
- * the launcher starting it); `launching` tells the last step from the others.
- */
-export type State = "PROVISIONING" | "RUNNING" | "EXITED";
 
 /** Why a container ended when the agent ended it (Mesos' ContainerTermination fields). */
 export interface Termination {
@@ -28,21 +12,15 @@ export interface Termination {
   message: string;
 }
 
-export interface Container {
+/** What a container is in every state: where its pieces are, what it uses, how it was asked for. */
+interface Record {
   id: ContainerID;
   key: string;
-  state: State;
-  /** The launcher has been (or is being) asked to start the workload. */
-  launching?: boolean;
   sandbox: string;
   runtime: string;
   provisionerDir?: string;
-  /** Host pid of the workload (PID 1 in its namespace) once it runs. */
-  pid?: number;
-  /** When that process started (clock ticks since boot): tells it from a later one with its pid. */
+  /** When the workload's process started (clock ticks since boot): tells it from a later one with its pid. */
   pidStart?: number;
-  /** Raw wait(2) status once it exited; undefined if no process ran. */
-  exitStatus?: number;
   message?: string;
   /** Set when the agent's limits killed it (Mesos' TASK_FAILED + REASON_CONTAINER_LIMITATION_MEMORY). */
   limitation?: { reason: string; resources: Resource[] };
@@ -59,6 +37,10 @@ export interface Container {
   sandboxInContainer?: string;
   /** The container this one is nested in. */
   parent?: Container;
+  /** Its stdio goes through the launcher's I/O switchboard: a terminal (tty_info) or pipes (a session). */
+  io?: "tty" | "pipes";
+  /** A session (LAUNCH_NESTED_CONTAINER_SESSION, Mesos' DEBUG class): ended with its client, and by a restarted agent. */
+  session?: boolean;
   /** The /dev/shm a nested container asking for SHARE_PARENT binds (absent: this one's is private to its mount namespace). */
   shm?: string;
   /** The user it runs as (nested containers inherit it). */
@@ -79,12 +61,58 @@ export interface Container {
   image?: string;
   launchedAt: number;
   exited: Promise<void>;
-  /** Aborted by KILL_CONTAINER while it is provisioning: the launch stops and destroys it. */
+}
+
+/**
+ * Everything before the workload runs (pull, rootfs, cgroups, URIs, the launcher starting
+ * it); `launching` tells the last step from the others. A pid is known once the launcher
+ * answered (or a restarted agent found its pid file), before the launch is done.
+ */
+export interface Provisioning extends Record {
+  state: "PROVISIONING";
+  /** The launcher has been (or is being) asked to start the workload. */
+  launching?: boolean;
+  pid?: number;
+  /** Aborted by KILL_CONTAINER: the launch stops and destroys it. */
   abort?: AbortController;
-  /** Its stdio goes through the launcher's I/O switchboard: a terminal (tty_info) or pipes (a session). */
-  io?: "tty" | "pipes";
-  /** A session (LAUNCH_NESTED_CONTAINER_SESSION, Mesos' DEBUG class): ended with its client, and by a restarted agent. */
-  session?: boolean;
+}
+
+/** The workload runs: host pid of its PID 1. */
+export interface Running extends Record {
+  state: "RUNNING";
+  pid: number;
+}
+
+/** It ended (or never ran); kept until REMOVE_CONTAINER. */
+export interface Exited extends Record {
+  state: "EXITED";
+  /** The workload's host pid, if one ran. */
+  pid?: number;
+  /** Raw wait(2) status; undefined if no process ran. */
+  exitStatus?: number;
+}
+
+export type Container = Provisioning | Running | Exited;
+
+/** The workload started as `pid`: `c` runs. (The record is the same object: the table, its children and WAITs hold it.) */
+export function toRunning(c: Container, pid: number, pidStart: number | undefined): Running {
+  const running = c as Container as Running;
+  delete (c as Provisioning).launching;
+  delete (c as Provisioning).abort;
+  running.state = "RUNNING";
+  running.pid = pid;
+  if (pidStart !== undefined) running.pidStart = pidStart;
+  return running;
+}
+
+/** `c` ended (its workload exited, or it was destroyed or never launched). */
+export function toExited(c: Container, exitStatus: number | undefined): Exited {
+  const exited = c as Container as Exited;
+  delete (c as Provisioning).launching;
+  delete (c as Provisioning).abort;
+  exited.state = "EXITED";
+  if (exitStatus !== undefined) exited.exitStatus = exitStatus;
+  return exited;
 }
 
 /** "c1" or "c1.child" (Mesos' string form of a ContainerID chain). */
@@ -93,7 +121,7 @@ export function idKey(id: ContainerID): string {
 }
 
 /** The chain of values, root first. */
-export function idChain(id: ContainerID): string[] {
+function idChain(id: ContainerID): string[] {
   return id.parent ? [...idChain(id.parent), id.value] : [id.value];
 }
 

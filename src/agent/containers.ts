@@ -1,120 +1,45 @@
-// The containers table: launch (validate, pull, provision, sandbox, start `ucr __init`),
-// wait, kill, remove and list, for standalone containers. One state machine per container:
-// PROVISIONING -> RUNNING -> EXITED -> (removed). A container is checkpointed before any
-// side effect of its launch (checkpoint.ts), so an agent killed at any instruction leaves
-// nothing the next one cannot find (recovery.ts). The exit status comes from the file the
-// launcher writes, so it is there even when the agent was not. (Over 400 lines: the launch
-// steps stay in start() until the pipeline of named steps (issue #11) takes them, as other
-// work edits them meanwhile.)
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, watch, writeFileSync } from "node:fs";
-import { join, relative } from "node:path";
-import type { ContainerID, Image, RLimitInfo } from "../api/proto.ts";
-import { MS_NODEV, MS_NOSUID, getRlimit, mount } from "../ffi/libc.ts";
-import type { LaunchContainer } from "../api/calls.ts";
-import type { Backend, DockerConfig, LoadedFlags } from "../config/flags.ts";
-import type { AppcStore } from "../images/appc.ts";
-import { BackendError, chooseBackend, provision } from "../images/backends.ts";
+// The containers table: register, wait, kill, remove and list standalone containers, and
+// supervise what runs. One state machine per container (container.ts): PROVISIONING ->
+// RUNNING -> EXITED -> (removed). A launch registers the record, checkpoints it before any side
+// effect (checkpoint.ts) and runs the named steps of launch.ts; so an agent killed at any
+// instruction leaves nothing the next one cannot find (recovery.ts). The exit status comes
+// from the file the launcher writes, so it is there even when the agent was not. (Over 400
+// lines: the table and the supervision of what it started share every record's life: exit,
+// destroy and removal each change the table's own state.)
+import { existsSync, rmSync, watch } from "node:fs";
+import { join } from "node:path";
+import type { LoadedFlags } from "../config/flags.ts";
+import { UcrError, internal, invalid, messageOf, notFound, precondition, unavailable } from "../errors.ts";
 import type { ImageService } from "../images/service.ts";
 import { log } from "../log.ts";
+import type { LaunchContainer } from "../mesos/calls.ts";
+import type { ContainerID } from "../mesos/messages.ts";
+import type { CniNetworks } from "../network/cni.ts";
+import type { LayerWhiteouts } from "../provisioner/copy.ts";
+import { Provisioner } from "../provisioner/provisioner.ts";
 import { ContainerCgroup, confineDevices, detectCgroups, ownProcsFile, type CgroupLayout, type SharedCgroups } from "../runtime/cgroups.ts";
 import { DEFAULT_DEVICE_RULES, DeviceSetupError, allowedDevices, ruleText, type DeviceNode } from "../runtime/devices.ts";
-import { Confinement, ConfinementRefused } from "./confinement.ts";
-import { FetchError, fetchUris } from "./fetcher.ts";
-import { type CniNetworks, NetworkError } from "../network/cni.ts";
-import { CommandError, resolveCommand } from "../runtime/command.ts";
-import { LauncherClient, launcherAlive } from "../runtime/launcher.ts";
-import { makeDirBelow } from "../runtime/inroot.ts";
 import { kernelFilesHere } from "../runtime/mounts.ts";
-import { etcHosts, selfCommand, type LaunchSpec, type RlimitSpec } from "../runtime/spec.ts";
-import { writeStateFile } from "../runtime/state.ts";
-import type { WorkerClient } from "../workers/rpc.ts";
-import { startTime, stillRunning } from "../util/process.ts";
+import { LauncherClient, launcherAlive } from "../runtime/launcher.ts";
+import { selfCommand } from "../runtime/spec.ts";
+import type { WorkerClient } from "../threads/rpc.ts";
+import type { DiskOps } from "../gc/disk.ts";
+import { stillRunning } from "../util/process.ts";
 import { writeCheckpoint } from "./checkpoint.ts";
-import { ContainerError, containerPaths, idKey, type Container, type Termination } from "./container.ts";
+import { Confinement } from "./confinement.ts";
+import { containerPaths, idKey, toExited, type Container, type Exited, type Provisioning, type Termination } from "./container.ts";
 import { clearRuntime, launcherStatus, takeApart } from "./destroy.ts";
-import {
-  RLIM_INFINITY,
-  checkLaunch,
-  checkSession,
-  dockerConfigOf,
-  hostnameOf,
-  ipcPlan,
-  limitsOf,
-  ownsCgroups,
-  pidNamespaceOf,
-  resolveSecretEnvironment,
-  rlimitsOf,
-  ttyOf,
-} from "./launch-rules.ts";
+import { Launch, type LaunchDeps, type Stage } from "./launch.ts";
+import { checkLaunch, checkSession, ownsCgroups } from "./launch-rules.ts";
+import { endSession } from "./session.ts";
 import { OomGuard, oomKillsSinceLaunch, setMemoryLimitation } from "./oom.ts";
 import { recoverContainers, type RecoveryResult } from "./recovery.ts";
-import { endSession, sessionCommand } from "./session.ts";
-import { volumeMounts } from "./volumes.ts";
-
-export { ContainerError, idKey, type Container, type State } from "./container.ts";
-
-/** Thrown inside a launch that KILL_CONTAINER stopped; `stage` is the step it stopped in. */
-class Destroyed extends Error {
-  constructor(readonly stage: string) {
-    super(`Container destroyed during ${stage}`);
-    this.name = "Destroyed";
-  }
-}
-
-/** The hostname a running top-level container was given (its runtime dir keeps it). */
-function hostnameOfRunning(top: Container): string {
-  try {
-    const name = readFileSync(join(top.runtime, "hostname"), "utf8").trim();
-    if (name !== "") return name;
-  } catch {
-    // from an older ucr: its ID was its hostname
-  }
-  return top.id.value.slice(0, 63);
-}
-
-/** MS_STRICTATIME (linux/mount.h), as Mesos mounts a PRIVATE /dev/shm. */
-const MS_STRICTATIME = 1 << 24;
-
-/** A PRIVATE /dev/shm: a tmpfs at `dir` (in the container's runtime dir) in the agent's mount namespace. */
-function mountPrivateShm(dir: string, sizeBytes: number): void {
-  try {
-    mkdirSync(dir, { mode: 0o755 });
-    mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_STRICTATIME, `mode=1777,size=${sizeBytes}`);
-  } catch (err) {
-    throw new ContainerError(500, `Failed to mount '${dir}': ${(err as Error).message}`);
-  }
-}
-
-/** The kernel's most open files per process: a hard RLIMIT_NOFILE above it fails in setrlimit. */
-function nrOpen(): bigint {
-  try {
-    return BigInt(readFileSync("/proc/sys/fs/nr_open", "utf8").trim());
-  } catch {
-    return 1048576n;
-  }
-}
-
-const CAP_SYS_RESOURCE = 24;
-
-/** Whether this process holds capability `cap` (effective). */
-function holdsCapability(cap: number): boolean {
-  const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync("/proc/self/status", "utf8"))?.[1] ?? "0";
-  return ((BigInt(`0x${hex}`) >> BigInt(cap)) & 1n) === 1n;
-}
-
-/** The top-level container a nested one is in (itself if it is one). */
-function topLevel(c: Container): Container {
-  let top = c;
-  while (top.parent) top = top.parent;
-  return top;
-}
 
 export class Containers {
   private readonly table = new Map<string, Container>();
-  readonly backend: Backend;
   readonly cgroups: CgroupLayout;
-  private readonly provisionerDir: string;
-  private readonly appc: AppcStore;
+  /** Image layers to rootfs, with the backend the flags or the machine chose. */
+  readonly provisioner: Provisioner;
   /** The agent's own cgroup.procs (for warming the kernel's cgroup lock before a launch). */
   private readonly ownProcs: string | undefined;
   private readonly launcher: LauncherClient;
@@ -128,11 +53,8 @@ export class Containers {
   private readonly extraDevices: string = "";
   /** linux/devices: the --allowed_devices nodes made in the /dev of containers with an image. */
   private readonly deviceNodes: DeviceNode[];
-  private readonly nrOpen = nrOpen();
   /** Which of the kernel files every container gets masked or read-only this kernel has (looked up once). */
   private readonly kernelFiles = kernelFilesHere();
-  /** Whether this agent (and so the init stage it starts) may raise a hard rlimit: CAP_SYS_RESOURCE. */
-  private readonly canRaiseRlimits = holdsCapability(CAP_SYS_RESOURCE);
   /** How to settle a running container now, with its wait status if known (set by watchExit). */
   private readonly settle = new Map<string, (status?: number) => void>();
   /** Ends a container on an OOM kill in its cgroup. */
@@ -140,17 +62,21 @@ export class Containers {
   /** WAIT_CONTAINER calls blocked on a container: told when the agent shuts down. */
   private readonly waiters = new Map<(err: Error) => void, Container>();
   private shuttingDown = false;
+  private deps: LaunchDeps | undefined;
 
   constructor(
     private readonly flags: LoadedFlags,
-    private readonly images: ImageService,
-    private readonly gc: WorkerClient,
+    images: ImageService,
+    /** The disk worker: deletes and measures trees, copies layers, warms cgroup locks. */
+    private readonly gc: WorkerClient<DiskOps>,
     /** CNI networks (network/cni); without --network_cni_config_dir, host network only. */
     readonly networks: CniNetworks,
   ) {
     const f = flags.values;
-    this.provisionerDir = join(f.work_dir, "provisioner");
-    this.backend = chooseBackend(f.image_provisioner_backend, this.provisionerDir);
+    const copy = async (layers: string[], dest: string, records: LayerWhiteouts[]) => {
+      await this.gc.call("copyLayers", { layers, dest, records });
+    };
+    this.provisioner = new Provisioner(images, join(f.work_dir, "provisioner"), f.image_provisioner_backend, copy);
     this.cgroups = detectCgroups();
     this.ownProcs = ownProcsFile(this.cgroups);
     const allowed = allowedDevices(f.allowed_devices);
@@ -172,7 +98,6 @@ export class Containers {
     // The launcher tells us at once when a workload ends; the status file watch is the fallback.
     this.launcher = new LauncherClient(socket, selfCommand("__launcher", socket), (key, status) => this.settle.get(key)?.(status));
     this.confinement = new Confinement(f);
-    this.appc = images.appc;
   }
 
   get(id: ContainerID): Container | undefined {
@@ -213,7 +138,7 @@ export class Containers {
     const parent = id.parent ? this.get(id.parent) : undefined;
     checkLaunch(call, parent, f);
     if (session) checkSession(call);
-    if (this.shuttingDown) throw new ContainerError(503, "Agent is shutting down");
+    if (this.shuttingDown) throw unavailable("Agent is shutting down");
 
     const image = call.container?.mesos?.image;
     // Every place the launch will create something, known before it creates any of them.
@@ -222,7 +147,7 @@ export class Containers {
     // An idle agent's launcher has exited: it starts now, while the image is pulled and mounted.
     this.launcher.prepare();
     let resolveExited!: () => void;
-    const container: Container = {
+    const container: Provisioning = {
       id,
       key,
       state: "PROVISIONING",
@@ -241,95 +166,61 @@ export class Containers {
       ...(session ? { session: true } : {}),
     };
     this.table.set(key, container);
-    let stage = "provisioning";
+    let stage: Stage = "provisioning";
+    const launch = new Launch(this.launchDeps(), call, container, (s) => (stage = s));
     try {
-      await this.start(call, container, resolveExited, (s) => (stage = s));
+      const running = await launch.run();
+      const image = running.image ? `, image ${running.image}` : "";
+      log.info(`container ${key} running (pid ${running.pid}${image}, ${this.provisioner.backend})`);
+      // Not our child either way: the status file the launcher (or stage 1) writes says when it ends.
+      this.watchExit(running, launch.statusFile, resolveExited);
+      // Once LAUNCH is answered; an OOM kill before the watch is in place is found by the check.
+      this.afterReply(running, () => {
+        this.oom.watch(running);
+        this.oom.check(running);
+      });
       return true;
     } catch (err) {
       if (container.abort?.signal.aborted) {
         await this.destroyKilled(container, resolveExited, stage);
-        throw new ContainerError(400, `Container destroyed during ${stage}`);
+        throw invalid(`Container destroyed during ${stage}`);
       }
-      const message = err instanceof ContainerError ? err.message : (err as Error).message;
+      const message = messageOf(err);
       log.warn(`container ${key}: launch failed during ${stage}: ${message}`);
       try {
         await this.cleanup(container);
       } catch (cleanupErr) {
-        log.error(`container ${key}: cleaning up after the failed launch: ${(cleanupErr as Error).message}`);
+        log.error(`container ${key}: cleaning up after the failed launch: ${messageOf(cleanupErr)}`);
       }
       this.table.delete(key);
       // A WAIT sent while it was provisioning hears how it ended.
       container.termination = { state: "TASK_FAILED", reason: "REASON_CONTAINER_LAUNCH_FAILED", message };
-      container.state = "EXITED";
+      toExited(container, undefined);
       resolveExited();
-      if (err instanceof ContainerError) throw err;
-      if (err instanceof NetworkError) throw new ContainerError(err.status, err.message);
-      throw new ContainerError(400, message);
+      // Ours say their kind; anything else is a failure of ucr or the machine (a full disk).
+      if (err instanceof UcrError) throw err;
+      throw internal(message, err);
     } finally {
       delete container.abort;
     }
   }
 
-  /**
-   * posix/rlimits for a launch, as the init stage sets them. A hard limit above the agent's own
-   * is more than the container would otherwise get: logged as a grant, with the container ID.
-   */
-  private rlimitsFor(info: RLimitInfo, key: string): RlimitSpec[] {
-    return rlimitsOf(info).map((r) => {
-      if (r.type === "RLMT_NOFILE" && r.hard > this.nrOpen) {
-        const hard = r.hard === RLIM_INFINITY ? "unlimited" : r.hard;
-        throw new ContainerError(
-          400,
-          `container.rlimit_info: RLMT_NOFILE ${hard} is above this kernel's most open files per process (fs.nr_open = ${this.nrOpen})`,
-        );
-      }
-      const own = getRlimit(r.resource);
-      if (r.hard > own.hard) {
-        const show = (n: bigint) => (n === RLIM_INFINITY ? "unlimited" : String(n));
-        if (!this.canRaiseRlimits) {
-          throw new ContainerError(
-            400,
-            `container.rlimit_info: ${r.type} hard limit ${show(r.hard)} is above the agent's own (${show(own.hard)}), ` +
-              "and this agent does not hold CAP_SYS_RESOURCE to raise it",
-          );
-        }
-        const given = `${r.type} ${show(r.soft)}/${show(r.hard)}`;
-        log.warn(`privilege: container ${key} is granted ${given}, above the agent's own hard limit ${show(own.hard)}`);
-      }
-      return { name: r.type, resource: r.resource, soft: String(r.soft), hard: String(r.hard) };
+  /** What a launch's steps use of the agent. */
+  private launchDeps(): LaunchDeps {
+    return (this.deps ??= {
+      flags: this.flags.values,
+      provisioner: this.provisioner,
+      networks: this.networks,
+      confinement: this.confinement,
+      cgroups: this.cgroups,
+      launcher: this.launcher,
+      keeper: (c) => this.keeper(c),
+      devices: { shared: this.shared, nodes: this.deviceNodes, extra: this.extraDevices },
+      kernelFiles: this.kernelFiles,
+      warmCgroups: () => {
+        if (this.ownProcs) void this.gc.call("warmCgroups", { procs: this.ownProcs, pid: process.pid }).catch(() => {});
+      },
     });
-  }
-
-  /** Image.docker.config: registry credentials for this image's pull, over --docker_config's (Mesos). */
-  private credentialsOf(image: Image): { dockerConfig?: DockerConfig } {
-    const secret = image.docker?.config;
-    return secret ? { dockerConfig: dockerConfigOf(secret, "docker.config") } : {};
-  }
-
-  /** Awaits a step that only fills a cache (a pull): KILL_CONTAINER does not wait for it. */
-  private until<T>(c: Container, step: Promise<T>, stage: string): Promise<T> {
-    const signal = c.abort?.signal;
-    if (!signal) return step;
-    if (signal.aborted) return Promise.reject(new Destroyed(stage));
-    return new Promise<T>((resolve, reject) => {
-      const onAbort = () => reject(new Destroyed(stage));
-      signal.addEventListener("abort", onAbort, { once: true });
-      step.then(
-        (v) => {
-          signal.removeEventListener("abort", onAbort);
-          resolve(v);
-        },
-        (e: unknown) => {
-          signal.removeEventListener("abort", onAbort);
-          reject(e);
-        },
-      );
-    });
-  }
-
-  /** Throws if KILL_CONTAINER stopped the launch: called after each step that makes something. */
-  private check(c: Container, stage: string): void {
-    if (c.abort?.signal.aborted) throw new Destroyed(stage);
   }
 
   /** Keeps a pull's leases with the container, or drops them if it is gone by the time the pull ends. */
@@ -341,287 +232,6 @@ export class Containers {
   }
 
   /**
-   * The launch's steps, in order. The checkpoint is written before the first thing is made
-   * and again whenever the record learns something a restarted agent needs to take the
-   * container apart or keep its layers; `onStage` names the step for a KILL that stops it.
-   */
-  private async start(call: LaunchContainer, c: Container, exited: () => void, onStage: (stage: string) => void): Promise<void> {
-    const f = this.flags.values;
-    const image = call.container?.mesos?.image;
-    let confine;
-    try {
-      confine = this.confinement.forLaunch(call.container?.linux_info, c.key);
-    } catch (err) {
-      if (err instanceof ConfinementRefused) throw new ContainerError(400, err.message);
-      throw err;
-    }
-    mkdirSync(c.runtime, { recursive: true, mode: 0o700 });
-    writeCheckpoint(c, "PROVISIONING");
-    // A nested container's sandbox sits in its parent's, which the parent's workload writes:
-    // made there through no link, and not over a directory the workload made.
-    const top = topLevel(c);
-    try {
-      if (c.parent) makeDirBelow(top.sandbox, relative(top.sandbox, c.sandbox), 0o750);
-      else mkdirSync(c.sandbox, { recursive: true, mode: 0o750 });
-    } catch (err) {
-      throw new ContainerError(500, `cannot create the sandbox ${c.sandbox}: ${(err as Error).message}`);
-    }
-    // CNI networks first: their ADD (tens of ms of plugins) runs while the image is provisioned.
-    // A nested container shares its top-level container's UTS namespace, so its hostname.
-    const hostname = c.parent ? (hostnameOf(call, true), hostnameOfRunning(top)) : hostnameOf(call, false);
-    const netPlan = await this.networks.plan(c.key, c.parent !== undefined, call.container?.network_infos ?? [], hostname);
-    const attaching = netPlan ? this.networks.attach(netPlan) : undefined;
-    attaching?.catch(() => {}); // awaited below; if the launch fails first, cleanup's DEL waits for it
-
-    let rootfs: LaunchSpec["rootfs"];
-    let config;
-    if (image?.appc) {
-      // Appc: the rootfs only (Mesos uses no runtime config from an ACI).
-      let appcImage;
-      try {
-        appcImage = await this.until(c, this.appc.get(image.appc.name, image.appc.labels?.labels ?? [], image.appc.id), "provisioning");
-      } catch (err) {
-        if (err instanceof Destroyed) throw err;
-        throw new ContainerError(400, (err as Error).message);
-      }
-      rootfs = await this.provisionRootfs(c, appcImage.layers, appcImage.layers.map(() => ({ whiteouts: [], opaques: [] })));
-    } else if (image?.docker) {
-      const record = await this.until(
-        c,
-        this.images.puller.pull(image.docker.name, { force: image.cached === false, keep: this.keeper(c), ...this.credentialsOf(image) }),
-        "provisioning",
-      );
-      c.imageRef = record.reference;
-      c.layers = [...record.layers];
-      writeCheckpoint(c, "PROVISIONING");
-      config = this.images.store.config(record.configDigest);
-      const layers = record.layers.map((l) => this.images.store.layerRootfs(l));
-      const records = record.layers.map((l) => {
-        const r = this.images.store.layer(l)!;
-        return { whiteouts: r.whiteouts, opaques: r.opaques };
-      });
-      rootfs = await this.provisionRootfs(c, layers, records);
-    }
-    this.check(c, "provisioning");
-
-    // Without an image a nested container sees its parent's filesystem, where its sandbox is
-    // <parent's sandbox as the parent sees it>/containers/<id>.
-    const sandboxInContainer = rootfs ? f.sandbox_directory : c.parent ? join(c.parent.sandboxInContainer ?? c.parent.sandbox, "containers", c.id.value) : c.sandbox;
-    c.sandboxInContainer = sandboxInContainer;
-    if (c.parent && !rootfs && (call.container?.volumes ?? []).length > 0) {
-      throw new ContainerError(400, "a nested container without its own image runs in its parent's filesystem and cannot have volumes; give it an image");
-    }
-    const volumes = await volumeMounts(call, {
-      sandbox: c.sandbox,
-      sandboxInContainer,
-      topSandbox: top.sandbox,
-      ...(c.parent ? { parentSandbox: c.parent.sandbox } : {}),
-      dockerEnabled: (f.image_providers ?? []).includes("docker"),
-      appcEnabled: (f.image_providers ?? []).includes("appc"),
-      pullImage: async (volumeImage) => {
-        if (volumeImage.appc) {
-          const { appc } = volumeImage;
-          try {
-            return (await this.until(c, this.appc.get(appc.name, appc.labels?.labels ?? [], appc.id), "provisioning")).layers;
-          } catch (err) {
-            if (err instanceof Destroyed) throw err;
-            throw new ContainerError(400, (err as Error).message);
-          }
-        }
-        const docker = volumeImage.docker!;
-        const record = await this.until(
-          c,
-          this.images.puller.pull(docker.name, {
-            force: volumeImage.cached === false,
-            keep: this.keeper(c),
-            ...this.credentialsOf(volumeImage),
-          }),
-          "provisioning",
-        );
-        c.volumeImages = [...(c.volumeImages ?? []), record.reference];
-        c.layers = [...new Set([...(c.layers ?? []), ...record.layers])];
-        writeCheckpoint(c, "PROVISIONING");
-        return record.layers.map((l) => this.images.store.layerRootfs(l));
-      },
-    });
-    for (const v of volumes) {
-      if (v.propagation === "bidirectional") {
-        log.warn(
-          `privilege: container ${c.key} gets host path ${v.source} at ${v.target} with BIDIRECTIONAL mount propagation: ` +
-            "what it mounts there appears on the host",
-        );
-      }
-    }
-    this.check(c, "provisioning");
-    onStage("preparing");
-    let command;
-    try {
-      const context = { sandbox: sandboxInContainer, useImage: !f.docker_ignore_runtime };
-      const resolved = { ...call, command: resolveSecretEnvironment(call.command) };
-      command = c.session ? sessionCommand(resolved, c.parent!) : resolveCommand(resolved.command, config, context);
-    } catch (err) {
-      if (err instanceof CommandError) throw new ContainerError(400, err.message);
-      throw err;
-    }
-    const user =
-      (f.switch_user && call.command?.user ? call.command.user : undefined) ?? c.parent?.user ?? ((config?.config?.User ?? undefined) || undefined);
-    c.user = user;
-
-    c.limits = limitsOf(call);
-    if (c.parent && call.container?.linux_info?.share_cgroups !== false) {
-      c.cgroup = c.parent.cgroup; // shared: the parent's limits cover it (and it is not removed with it)
-    } else if (this.cgroups.kind !== "none") {
-      try {
-        c.cgroup = ContainerCgroup.create(this.cgroups, f.cgroups_root, c.key, {
-          ...c.limits,
-          cfs: f.cgroups_enable_cfs,
-          pids: f.default_container_pids_limit,
-        });
-      } catch (err) {
-        throw new ContainerError(500, `cannot set up the cgroups of ${c.key}: ${(err as Error).message}`);
-      }
-    } else if (c.limits.cpus !== undefined || c.limits.memBytes !== undefined) {
-      log.warn(`container ${c.key}: resources are not enforced: ${this.cgroups.why}`);
-    }
-    // OOM kills already counted in its cgroup (a shared parent's, or a directory left by an
-    // earlier container of this name) are not its own.
-    c.oomBaseline = c.cgroup?.oomKills() ?? 0;
-
-    // namespaces/ipc: which IPC namespace and /dev/shm; a PRIVATE one is a tmpfs mounted here,
-    // in the agent's mount namespace, where a nested container can bind it too (as Mesos).
-    const ipc = ipcPlan(call, {
-      hasRootfs: rootfs !== undefined,
-      ...(c.parent ? { parent: { key: c.parent.key, ...(c.parent.shm ? { shareable: c.parent.shm } : {}) } } : {}),
-      privateShmPath: join(c.runtime, "shm"),
-      ...(f.default_container_shm_size !== undefined ? { defaultShmBytes: f.default_container_shm_size } : {}),
-    });
-    if (ipc.shareable) c.shm = ipc.shareable;
-    if (ipc.privateShm) mountPrivateShm(join(c.runtime, "shm"), ipc.privateShm.sizeBytes);
-    if (ipc.namespace === "agent") {
-      log.warn(`privilege: container ${c.key} shares the agent's IPC namespace and /dev/shm (ipc_mode SHARE_PARENT)`);
-    }
-    const rlimits = call.container?.rlimit_info ? this.rlimitsFor(call.container.rlimit_info, c.key) : undefined;
-    const pidNamespace = pidNamespaceOf(call, rootfs !== undefined);
-    if (pidNamespace === "agent") log.warn(`privilege: container ${c.key} shares the agent's PID namespace (share_pid_namespace)`);
-    if (this.extraDevices !== "") log.info(`privilege: container ${c.key} may use the --allowed_devices ${this.extraDevices}`);
-
-    onStage("fetching");
-    try {
-      await fetchUris(call.command?.uris, c.sandbox, c.abort?.signal);
-    } catch (err) {
-      this.check(c, "fetching");
-      if (err instanceof FetchError) throw new ContainerError(400, err.message);
-      throw err;
-    }
-    this.check(c, "fetching");
-
-    // A nested container joins its root's network namespace and sees its root's /etc files.
-    const joined = attaching ? await attaching : c.parent ? this.networks.joinedBy(c.key.split(".")[0]!) : undefined;
-    // Mesos: bind to the container's address (a session has its parent's environment as it is)
-    if (joined && !c.session) command.env.LIBPROCESS_IP = "0.0.0.0";
-    const hostnameFile = join(c.runtime, "hostname");
-    writeFileSync(hostnameFile, `${hostname}\n`);
-    const hostsFile = join(c.runtime, "hosts");
-    writeFileSync(hostsFile, etcHosts(hostname));
-    const cgroupJoin = c.cgroup?.join(this.shared);
-    const cgroupMounts = rootfs ? c.cgroup?.mounts(this.shared) : undefined;
-    const spec: LaunchSpec = {
-      id: c.key,
-      hostname,
-      ...(rootfs ? { rootfs } : {}),
-      sandbox: { host: c.sandbox, container: sandboxInContainer, ...(c.parent ? { within: top.sandbox } : {}) },
-      ...(volumes.length > 0 ? { volumes } : {}),
-      ...(c.parent?.pid !== undefined ? { parentPid: c.parent.pid } : {}),
-      ...(pidNamespace ? { pidNamespace } : {}),
-      ...(joined ? { netns: joined.netns } : {}),
-      executable: command.executable,
-      argv: command.argv,
-      env: command.env,
-      workingDir: command.workingDir,
-      ...(user ? { user } : {}),
-      etc: joined?.etc ?? {
-        hosts: hostsFile,
-        ...(existsSync("/etc/resolv.conf") ? { resolv: "/etc/resolv.conf" } : {}),
-        hostname: hostnameFile,
-      },
-      ...(cgroupJoin ? { cgroupJoin } : {}),
-      confine,
-      ...(call.container?.linux_info?.ipc_mode !== undefined || ipc.shm
-        ? { ipc: { namespace: ipc.namespace, ...(ipc.shm ? { shm: ipc.shm } : {}) } }
-        : {}),
-      ...(rlimits ? { rlimits } : {}),
-      kernelFiles: this.kernelFiles,
-      ...(cgroupMounts ? { cgroupMounts } : {}),
-      ...(rootfs && this.deviceNodes.length > 0 ? { devices: this.deviceNodes } : {}),
-      stdout: join(c.sandbox, "stdout"),
-      stderr: join(c.sandbox, "stderr"),
-      ...(c.io
-        ? { io: { ...(c.io === "tty" ? { tty: ttyOf(call)! } : {}), ...(c.session ? { waitForReader: true } : {}), runtimeDir: c.runtime } }
-        : {}),
-      ...(c.session ? { debug: true } : {}),
-      statusFile: join(c.runtime, "status"),
-      pidFile: join(c.runtime, "pid"),
-    };
-    const specPath = join(c.runtime, "launch.json");
-    writeStateFile(specPath, JSON.stringify(spec));
-
-    // A whole-process move takes the kernel's threadgroup lock, whose first use in a while
-    // waits for an RCU grace period (~13 ms): take that wait in the gc worker now, while
-    // stage 2 sets up, so its own move finds it paid. (A thread move, v1, takes no such lock.)
-    if (cgroupJoin?.move === "process" && this.ownProcs) void this.gc.call("warmCgroups", { procs: this.ownProcs, pid: process.pid }).catch(() => {});
-
-    // From here a workload may exist: a restarted agent looks for the launcher's pid file.
-    onStage("launching");
-    c.launching = true;
-    writeCheckpoint(c, "LAUNCHING");
-    // Normally the long-lived launcher starts stage 2 (one start of the binary per launch);
-    // if it cannot be had, a stage 1 process of this container's own does the same job.
-    let started: { pid: number } | { error: string } | undefined;
-    try {
-      started = await this.launcher.launch(specPath);
-    } catch (err) {
-      log.warn(`container launcher unavailable (${(err as Error).message}); using a stage 1 process for ${c.key}`);
-    }
-    if (started === undefined && c.io) {
-      // Only the launcher keeps a container's terminal or pipes (its I/O switchboard).
-      const what = c.session ? "a session" : "a container with tty_info";
-      throw new ContainerError(500, `${what} needs ucr's launcher, which could not be had`);
-    }
-    if (started === undefined) {
-      const stage1 = await this.startStage1(spec, specPath);
-      if ("error" in stage1) throw new ContainerError(400, stage1.error);
-      c.pid = stage1.pid;
-    } else if ("error" in started) {
-      throw new ContainerError(400, started.error);
-    } else {
-      c.pid = started.pid;
-    }
-    const unconfined = this.confinement.verify(c.pid, confine);
-    if (unconfined) {
-      try {
-        process.kill(c.pid, "SIGKILL");
-      } catch {
-        // already gone
-      }
-      throw new ContainerError(500, `container ${c.key} is not confined as decided (${unconfined}): killed; an init stage from an older ucr?`);
-    }
-    c.pidStart = startTime(c.pid);
-    // Killed while the launcher started it: it ran for a moment; it goes now (destroyKilled).
-    this.check(c, "launching");
-    c.state = "RUNNING";
-    delete c.launching;
-    writeCheckpoint(c, "RUNNING");
-    log.info(`container ${c.key} running (pid ${c.pid}${c.image ? `, image ${c.image}` : ""}, ${this.backend})`);
-    // Not our child either way: the status file the launcher (or stage 1) writes says when it ends.
-    this.watchExit(c, spec.statusFile, exited);
-    // Once LAUNCH is answered; an OOM kill before the watch is in place is found by the check.
-    this.afterReply(c, () => {
-      this.oom.watch(c);
-      this.oom.check(c);
-    });
-  }
-
-  /**
    * Runs `then`, or else writes `c`'s checkpoint in its current state, once the call being
    * answered has been: on the launch and exit paths these are not worth a reply's wait.
    */
@@ -629,7 +239,7 @@ export class Containers {
     setImmediate(() => {
       if (this.table.get(c.key) !== c || !existsSync(c.runtime)) return;
       if (then) return then();
-      const state = c.state === "EXITED" ? "EXITED" : c.state === "RUNNING" ? "RUNNING" : c.launching ? "LAUNCHING" : "PROVISIONING";
+      const state = c.state === "PROVISIONING" ? (c.launching ? "LAUNCHING" : "PROVISIONING") : c.state;
       try {
         writeCheckpoint(c, state);
       } catch (err) {
@@ -638,60 +248,15 @@ export class Containers {
     });
   }
 
-  /** The rootfs from `layers` (base first), in the container's provisioner dir, for this backend. */
-  private async provisionRootfs(
-    c: Container,
-    layers: string[],
-    records: Array<{ whiteouts: string[]; opaques: string[] }>,
-  ): Promise<LaunchSpec["rootfs"]> {
-    this.check(c, "provisioning");
-    const dir = join(c.provisionerDir!, "backends", this.backend);
-    try {
-      const provisioned = await provision(this.backend, layers, dir, async (ls, dest) => {
-        await this.gc.call("copyLayers", { layers: ls, dest, records });
-      });
-      return provisioned.rootfs;
-    } catch (err) {
-      if (err instanceof BackendError) throw new ContainerError(400, err.message);
-      throw err;
-    }
-  }
-
-  /** The fallback: `ucr __init SPEC` as this container's own stage 1. */
-  private async startStage1(spec: LaunchSpec, specPath: string): Promise<{ pid: number } | { error: string }> {
-    const stdout = openSync(spec.stdout!, "a", 0o640);
-    const stderr = openSync(spec.stderr!, "a", 0o640);
-    let proc;
-    try {
-      proc = Bun.spawn(selfCommand("__init", specPath), {
-        stdio: ["ignore", stdout, stderr, "pipe"],
-        env: {},
-        detached: true, // its own session: the agent's signals and death do not reach it
-      });
-    } finally {
-      closeSync(stdout);
-      closeSync(stderr);
-    }
-    const report = await readAll((proc as unknown as { stdio: number[] }).stdio[3]!);
-    if (report.trim() !== "") {
-      await proc.exited;
-      return { error: report.trim() };
-    }
-    proc.unref();
-    return { pid: Number(readFileSync(spec.pidFile, "utf8").trim()) };
-  }
-
   /** Settles the container with `status`, or else the one the launcher wrote. */
   private exited(c: Container, done: () => void, status?: number): void {
     if (c.state === "EXITED") return;
+    if (!c.limitation && oomKillsSinceLaunch(c) > 0) setMemoryLimitation(c);
     // No status file (the launcher could not write it): what the launcher reported, if we heard it.
     // Mesos: no status written means it was killed.
-    c.exitStatus = status ?? launcherStatus(c.runtime) ?? this.launcher.exitStatus(c.key) ?? 9;
-    if (!c.limitation && oomKillsSinceLaunch(c) > 0) setMemoryLimitation(c);
-    c.state = "EXITED";
-    delete c.launching;
+    const exited = toExited(c, status ?? launcherStatus(c.runtime) ?? this.launcher.exitStatus(c.key) ?? 9);
     this.oom.stop(c);
-    log.info(`container ${c.key} exited with status ${c.exitStatus}${c.limitation ? ` (${c.limitation.reason})` : ""}`);
+    log.info(`container ${c.key} exited with status ${exited.exitStatus}${c.limitation ? ` (${c.limitation.reason})` : ""}`);
     this.endDescendants(c);
     // CNI DEL now, while the namespace is still held; REMOVE waits for it (and retries a failure).
     void this.networks.detach(c.key).catch((err: Error) => log.error(`${err.message} (retried at REMOVE)`));
@@ -713,7 +278,7 @@ export class Containers {
         if (x.abort && !x.abort.signal.aborted) x.abort.abort();
         continue;
       }
-      if (x.pid === undefined || !stillRunning(x.pid, x.pidStart)) continue;
+      if (!stillRunning(x.pid, x.pidStart)) continue;
       log.info(`container ${x.key}: its parent ${c.key} ended; killing it`);
       try {
         process.kill(x.pid, "SIGKILL");
@@ -763,9 +328,8 @@ export class Containers {
     }
     clearRuntime(c.runtime);
     for (const release of c.leases.splice(0)) release();
-    if (ran) c.exitStatus ??= 9;
-    c.state = "EXITED";
-    delete c.launching;
+    const exited = toExited(c, undefined);
+    if (ran) exited.exitStatus ??= 9;
     try {
       writeCheckpoint(c, "EXITED");
     } catch {
@@ -876,14 +440,14 @@ export class Containers {
 
   /**
    * Disk a container uses: its sandbox plus what it wrote over its image (the overlay upper
-   * dir or the copied rootfs), measured like du(1) in the gc worker, at most every 5 s.
+   * dir or the copied rootfs), measured like du(1) in the disk worker, at most every 5 s.
    * `disk` is accounted and reported, not enforced.
    */
   async diskUsed(c: Container): Promise<number | undefined> {
     if (c.disk && Date.now() - c.disk.at < 5000) return c.disk.bytes;
     const paths = [c.sandbox, ...(c.provisionerDir ? [c.provisionerDir] : [])];
     try {
-      const sizes = await Promise.all(paths.map((path) => this.gc.call<{ bytes: number }>("du", { path })));
+      const sizes = await Promise.all(paths.map((path) => this.gc.call("du", { path })));
       const bytes = sizes.reduce((sum, s) => sum + s.bytes, 0);
       c.disk = { bytes, at: Date.now() };
       return bytes;
@@ -897,9 +461,9 @@ export class Containers {
     while (c.state === "PROVISIONING" && this.table.get(c.key) === c) await Bun.sleep(25);
   }
 
-  async wait(id: ContainerID): Promise<Container> {
+  async wait(id: ContainerID): Promise<Exited> {
     const c = this.get(id);
-    if (!c) throw new ContainerError(404, `Container '${idKey(id)}' cannot be found`);
+    if (!c) throw notFound(`Container '${idKey(id)}' cannot be found`);
     if (c.state === "EXITED") return c;
     if (this.shuttingDown) throw shutdownError(c);
     let interrupt!: (err: Error) => void;
@@ -910,7 +474,8 @@ export class Containers {
     } finally {
       this.waiters.delete(interrupt);
     }
-    return c;
+    // `exited` resolves only once the record is EXITED (exited(), destroy(), a failed launch).
+    return c as Container as Exited;
   }
 
   /**
@@ -919,7 +484,7 @@ export class Containers {
    */
   kill(id: ContainerID, signal: number): void {
     const c = this.get(id);
-    if (!c || c.state === "EXITED") throw new ContainerError(404, `Container '${idKey(id)}' cannot be found (or is already killed)`);
+    if (!c || c.state === "EXITED") throw notFound(`Container '${idKey(id)}' cannot be found (or is already killed)`);
     if (c.state === "PROVISIONING") {
       if (c.abort && !c.abort.signal.aborted) {
         log.info(`container ${c.key}: KILL_CONTAINER while it is provisioning: destroying it`);
@@ -927,7 +492,6 @@ export class Containers {
       }
       return;
     }
-    if (c.pid === undefined) return;
     try {
       // The workload is PID 1 of its namespace: SIGKILL to it ends every process in there.
       process.kill(c.pid, signal);
@@ -938,9 +502,9 @@ export class Containers {
 
   async remove(id: ContainerID): Promise<void> {
     const c = this.get(id);
-    if (!c) throw new ContainerError(404, `Container '${idKey(id)}' cannot be found`);
+    if (!c) throw notFound(`Container '${idKey(id)}' cannot be found`);
     if (c.state !== "EXITED") {
-      throw new ContainerError(500, c.parent ? "Nested container has not terminated yet" : `Container '${c.key}' has not terminated yet`);
+      throw precondition(c.parent ? "Nested container has not terminated yet" : `Container '${c.key}' has not terminated yet`);
     }
     // Its nested containers ended with it (they share its PID namespace); they go with it.
     for (const child of this.list().filter((x) => x.key.startsWith(`${c.key}.`)).reverse()) {
@@ -956,7 +520,7 @@ export class Containers {
   private async cleanup(c: Container): Promise<void> {
     // CNI DEL first, while the namespace is held: a failure keeps the container for another REMOVE.
     await this.networks.detach(c.key).catch((err: Error) => {
-      throw new ContainerError(500, `${err.message}; the container is kept: REMOVE it again to retry`);
+      throw internal(`${err.message}; the container is kept: REMOVE it again to retry`);
     });
     await this.takeApart(c);
     rmSync(c.runtime, { recursive: true, force: true });
@@ -975,22 +539,7 @@ export class Containers {
   }
 }
 
-function shutdownError(c: Container): ContainerError {
-  return new ContainerError(
-    503,
-    `Agent is shutting down: container '${c.key}' keeps running and the next agent recovers it; send WAIT_CONTAINER to it`,
+function shutdownError(c: Container): UcrError {
+  return unavailable(`Agent is shutting down: container '${c.key}' keeps running and the next agent recovers it; send WAIT_CONTAINER to it`,
   );
-}
-
-/** Everything written to a pipe until every writer closed it. */
-async function readAll(fd: number): Promise<string> {
-  try {
-    return await Bun.file(fd).text();
-  } finally {
-    try {
-      closeSync(fd);
-    } catch {
-      // already closed
-    }
-  }
 }

@@ -5,7 +5,7 @@ import { readFileSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { MNT_DETACH, umount2 } from "../ffi/libc.ts";
 import { log } from "../log.ts";
-import { ContainerCgroup } from "../runtime/cgroups.ts";
+import type { ContainerCgroup } from "../runtime/cgroups.ts";
 import { alive, stillRunning } from "../util/process.ts";
 import { CHECKPOINT_FILE } from "./checkpoint.ts";
 
@@ -23,10 +23,8 @@ export interface Remains {
   runtime?: string;
 }
 
-export interface TreeRemover {
-  /** Deletes a tree inside the work dir (in a worker: it may be large). */
-  (path: string): Promise<void>;
-}
+/** Deletes a tree inside the work dir (in a worker: it may be large). */
+export type TreeRemover = (path: string) => Promise<void>;
 
 /**
  * Kills what runs, removes cgroups, unmounts and deletes the directories. Throws only if the

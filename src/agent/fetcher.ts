@@ -4,12 +4,12 @@
 // the launch with the URI named.
 import { chmodSync, copyFileSync, createWriteStream, existsSync, rmSync, statSync } from "node:fs";
 import { basename, join } from "node:path";
-import type { CommandInfo } from "../api/proto.ts";
+import type { CommandInfo } from "../mesos/messages.ts";
+import { UcrError } from "../errors.ts";
 
-export class FetchError extends Error {
+class FetchError extends UcrError {
   constructor(uri: string, why: string) {
-    super(`Failed to fetch '${uri}': ${why}`);
-    this.name = "FetchError";
+    super("invalid", `Failed to fetch '${uri}': ${why}`);
   }
 }
 

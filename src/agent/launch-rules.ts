@@ -1,51 +1,47 @@
 // Mesos' rules for a LAUNCH_CONTAINER call that need no I/O: every field applied or refused,
 // what may be nested how, which resources a container may use, which image types are enabled,
 // the limits the resources ask for, rlimits and secrets. Pure functions of the call, its
-// parent and the flags.
+// parent and the flags. (Over 400 lines: every field Mesos defines for a launch is applied or
+// refused here, each with its message; launch-fields.ts says what each field does.)
 import * as v from "valibot";
-import type { CommandInfo, Image, RLimitInfo, RlimitType, Resource, Secret, Volume } from "../api/proto.ts";
-import type { LaunchContainer } from "../api/calls.ts";
+import type { CommandInfo, Image, RLimitInfo, RlimitType, Resource, Secret, Volume } from "../mesos/messages.ts";
+import type { LaunchContainer } from "../mesos/calls.ts";
 import { DockerConfigSchema, type DockerConfig, type Flags } from "../config/flags.ts";
-import { ContainerError, idKey, type Container } from "./container.ts";
+import { UcrError, invalid, type ErrorKind } from "../errors.ts";
+import { idKey, type Container } from "./container.ts";
 
 /** Throws the 400 Mesos answers for a launch it refuses before doing anything. */
 export function checkLaunch(call: LaunchContainer, parent: Container | undefined, flags: FieldFlags): void {
   const id = call.container_id;
-  if (call.container && call.container.type !== "MESOS") throw new ContainerError(400, "The provided ContainerInfo is not supported");
+  if (call.container && call.container.type !== "MESOS") throw invalid("The provided ContainerInfo is not supported");
   checkLaunchFields(call, flags);
   const shareCgroups = call.container?.linux_info?.share_cgroups;
   if (id.parent) {
-    if (!parent) throw new ContainerError(400, `Parent container ${idKey(id.parent)} does not exist`);
-    if (parent.state !== "RUNNING") throw new ContainerError(400, `Parent container ${parent.key} is not running`);
+    if (!parent) throw invalid(`Parent container ${idKey(id.parent)} does not exist`);
+    if (parent.state !== "RUNNING") throw invalid(`Parent container ${parent.key} is not running`);
     const depth = idKey(id).split(".").length - 1;
     const hasResources = (call.resources ?? []).length > 0 || Object.keys(call.limits ?? {}).length > 0;
     if (depth >= 2 && hasResources) {
-      throw new ContainerError(400, "Resources and limits can only be set on top-level containers and their direct children");
+      throw invalid("Resources and limits can only be set on top-level containers and their direct children");
     }
     if (depth >= 2 && shareCgroups === false) {
-      throw new ContainerError(400, "Only a direct child of a top-level container may have its own cgroups (share_cgroups: false)");
+      throw invalid("Only a direct child of a top-level container may have its own cgroups (share_cgroups: false)");
     }
     if (hasResources && shareCgroups !== false) {
-      throw new ContainerError(
-        400,
-        "A nested container that shares its parent's cgroups cannot have its own resources or limits; set share_cgroups: false",
+      throw invalid("A nested container that shares its parent's cgroups cannot have its own resources or limits; set share_cgroups: false",
       );
     }
   } else {
-    if (shareCgroups === true) throw new ContainerError(400, "A top-level container cannot share cgroups: it has no parent");
+    if (shareCgroups === true) throw invalid("A top-level container cannot share cgroups: it has no parent");
   }
 
   const image = call.container?.mesos?.image;
   if (image?.type === "DOCKER" && !(flags.image_providers ?? []).includes("docker")) {
-    throw new ContainerError(
-      400,
-      "Docker images are not enabled: start the agent with --image_providers=docker --isolation=filesystem/linux,docker/runtime",
+    throw invalid("Docker images are not enabled: start the agent with --image_providers=docker --isolation=filesystem/linux,docker/runtime",
     );
   }
   if (image?.type === "APPC" && !(flags.image_providers ?? []).includes("appc")) {
-    throw new ContainerError(
-      400,
-      "Appc images are not enabled: start the agent with --image_providers=appc (and --isolation=filesystem/linux)",
+    throw invalid("Appc images are not enabled: start the agent with --image_providers=appc (and --isolation=filesystem/linux)",
     );
   }
 }
@@ -73,9 +69,9 @@ export function limitsOf(call: LaunchContainer): { cpus?: number; memBytes?: num
 export function hostnameOf(call: LaunchContainer, nested: boolean): string {
   const given = call.container?.hostname;
   if (given === undefined) return call.container_id.value.slice(0, 63);
-  if (nested) throw new ContainerError(400, "container.hostname: a nested container shares its parent's UTS namespace and hostname");
+  if (nested) throw invalid("container.hostname: a nested container shares its parent's UTS namespace and hostname");
   if (given.length > 64 || !/^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/.test(given)) {
-    throw new ContainerError(400, `container.hostname: '${given}' is not a hostname (letters, digits, '-' and '.', at most 64 characters)`);
+    throw invalid(`container.hostname: '${given}' is not a hostname (letters, digits, '-' and '.', at most 64 characters)`);
   }
   return given;
 }
@@ -86,9 +82,14 @@ export type FieldFlags = Pick<
   "image_providers" | "isolation" | "disallow_sharing_agent_pid_namespace" | "disallow_sharing_agent_ipc_namespace" | "switch_user"
 >;
 
-const refuse = (where: string, why: string, status = 400): never => {
-  throw new ContainerError(status, `${where}: ${why}`);
-};
+/** The refusal of a field: `where` names it, `why` says why. */
+function refusal(where: string, why: string, kind: ErrorKind = "invalid"): UcrError {
+  return new UcrError(kind, `${where}: ${why}`);
+}
+
+function refuse(where: string, why: string, kind: ErrorKind = "invalid"): never {
+  throw refusal(where, why, kind);
+}
 
 const needs = (flags: FieldFlags, isolator: string, where: string, without: string): void => {
   if (!flags.isolation.includes(isolator)) {
@@ -103,10 +104,10 @@ const APPLIED_RESOURCES = ["cpus", "mem", "disk"];
  * Every field of a LAUNCH_CONTAINER that Mesos defines is applied or refused here (the rest of
  * the launch applies what passes). The table of what each field does is launch-fields.ts;
  * test/agent/launch-rules.test.ts checks the two agree and that every field of Mesos' messages
- * is in the table. Throws ContainerError: 400 naming the field and why, 501 for what a later
- * ucr brings.
+ * is in the table. Throws UcrError: invalid (400) naming the field and why, unimplemented (501)
+ * for what a later ucr brings.
  */
-export function checkLaunchFields(call: LaunchContainer, flags: FieldFlags): void {
+function checkLaunchFields(call: LaunchContainer, flags: FieldFlags): void {
   const nested = call.container_id.parent !== undefined;
   checkCommand(call, flags);
   for (const [i, r] of (call.resources ?? []).entries()) checkResource(r, `resources[${i}]`);
@@ -173,7 +174,7 @@ function checkCommand(call: LaunchContainer, flags: FieldFlags): void {
  * The bytes of a secret given by value; a reference needs a secret resolver, which ucr does not
  * have. Mesos' validateSecret rules and messages.
  */
-export function secretValue(secret: Secret, where: string): Buffer {
+function secretValue(secret: Secret, where: string): Buffer {
   const type = secret.type ?? "UNKNOWN";
   if (type === "REFERENCE" || (type === "UNKNOWN" && secret.reference && !secret.value)) {
     if (!secret.reference) refuse(where, "Secret of type REFERENCE must have the 'reference' field set");
@@ -286,22 +287,22 @@ function checkVolume(vol: Volume, where: string, nested: boolean): void {
       }
       return;
     case "DOCKER_VOLUME":
-      return refuse(
+      throw refusal(
         `${where}.source`,
         "DOCKER_VOLUME volumes need Docker volume drivers (Mesos' docker/volume isolator), which ucr does not support",
       );
     case "SECRET":
-      return refuse(
+      throw refusal(
         `${where}.source`,
         "SECRET volumes need Mesos' volume/secret isolator, which ucr does not have (nor does Mesos run it for standalone containers)",
       );
     case "CSI_VOLUME":
-      return refuse(
+      throw refusal(
         `${where}.source`,
         "CSI_VOLUME volumes need Mesos' volume/csi isolator, which ucr does not have (nor does Mesos run it for standalone containers)",
       );
     default:
-      return refuse(`${where}.source`, "'source.type' is unknown");
+      throw refusal(`${where}.source`, "'source.type' is unknown");
   }
 }
 
@@ -367,7 +368,7 @@ export interface IpcPlan {
 }
 
 /** The /dev/shm of a container ucr gives one, when neither the request nor --default_container_shm_size says (runc's). */
-export const DEFAULT_SHM_BYTES = 64 * 1048576;
+const DEFAULT_SHM_BYTES = 64 * 1048576;
 
 /**
  * Mesos' namespaces/ipc (isolators/namespaces/ipc.cpp, paths.cpp getParentShmPath), over ucr's
@@ -392,9 +393,7 @@ export function ipcPlan(
     // Without an image it sees its parent's filesystem, /dev/shm included: nothing to bind.
     if (!opts.hasRootfs) return { namespace: "parent", ...(from ? { shareable: from } : {}) };
     if (from === undefined) {
-      throw new ContainerError(
-        400,
-        `container.linux_info.ipc_mode: The shared memory of container ${opts.parent!.key} cannot be shared with any other ` +
+      throw invalid(`container.linux_info.ipc_mode: The shared memory of container ${opts.parent!.key} cannot be shared with any other ` +
           "containers because it is only in the container's own mount namespace",
       );
     }
@@ -438,13 +437,11 @@ export function pidNamespaceOf(call: LaunchContainer, hasRootfs: boolean): "agen
  */
 export function checkSession(call: LaunchContainer): void {
   if (call.container?.mesos?.image) {
-    throw new ContainerError(400, "A 'rootfs' cannot be set for DEBUG containers: a session runs in its parent's filesystem");
+    throw invalid("A 'rootfs' cannot be set for DEBUG containers: a session runs in its parent's filesystem");
   }
-  if ((call.container?.volumes ?? []).length > 0) throw new ContainerError(400, "Volumes not supported for DEBUG containers");
+  if ((call.container?.volumes ?? []).length > 0) throw invalid("Volumes not supported for DEBUG containers");
   if ((call.container?.network_infos ?? []).length > 0) {
-    throw new ContainerError(
-      400,
-      "container.network_infos: a session joins its parent's network namespace and cannot have networks of its own",
+    throw invalid("container.network_infos: a session joins its parent's network namespace and cannot have networks of its own",
     );
   }
 }

@@ -2,7 +2,7 @@
 // container's cgroup ends the container (TASK_FAILED, REASON_CONTAINER_LIMITATION_MEMORY).
 // Event-driven (ContainerCgroup.watchOom: eventfd on v1, inotify on v2); only kills counted
 // since the launch are the container's own.
-import type { Resource } from "../api/proto.ts";
+import type { Resource } from "../mesos/messages.ts";
 import { log } from "../log.ts";
 import type { Container } from "./container.ts";
 

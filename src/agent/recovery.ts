@@ -7,12 +7,12 @@
 // logged. Everything here is idempotent: an agent killed during recovery is recovered too.
 import { existsSync, readdirSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
-import type { ContainerID } from "../api/proto.ts";
+import type { ContainerID } from "../mesos/messages.ts";
 import { log } from "../log.ts";
 import { ContainerCgroup, type CgroupLayout } from "../runtime/cgroups.ts";
 import { alive, bootId, startTime, stillRunning } from "../util/process.ts";
 import { containerFrom, readCheckpoint, writeCheckpoint, type Checkpoint } from "./checkpoint.ts";
-import { containerPaths, idKey, type Container, type Termination } from "./container.ts";
+import { containerPaths, idKey, toRunning, type Container, type Termination } from "./container.ts";
 import { isInitStage, launcherPid, launcherStatus, takeApart, unmountUnder } from "./destroy.ts";
 
 export interface RecoveryResult {
@@ -98,9 +98,9 @@ async function recoverUnder(t: RecoveryTable, root: string, parent: Container | 
         if (c.destroyed) {
           // Its destruction may have been cut short: finish it (every step is idempotent).
           log.info(`container ${key}: a terminated record (${c.termination?.message ?? "destroyed"}); making sure nothing of it is left`);
-          await t.destroy(c, settle, c.termination ?? restarted("being destroyed"), c.exitStatus !== undefined);
+          await t.destroy(c, settle, c.termination ?? restarted("being destroyed"), exitStatusOf(c) !== undefined);
         } else {
-          log.info(`container ${key}: exited earlier with status ${c.exitStatus ?? "unknown"}; kept until REMOVE_CONTAINER`);
+          log.info(`container ${key}: exited earlier with status ${exitStatusOf(c) ?? "unknown"}; kept until REMOVE_CONTAINER`);
           settle();
         }
         result.exited++;
@@ -122,6 +122,10 @@ async function recoverUnder(t: RecoveryTable, root: string, parent: Container | 
   }
   await Promise.all(launching);
   for (const c of found) await recoverUnder(t, join(c.runtime, "containers"), c, result);
+}
+
+function exitStatusOf(c: Container): number | undefined {
+  return c.state === "EXITED" ? c.exitStatus : undefined;
 }
 
 function restarted(doing: string): Termination {
@@ -166,7 +170,6 @@ async function recoverLaunching(t: RecoveryTable, c: Container, settle: () => vo
     if (status !== undefined) {
       if (pid !== undefined) c.pid = pid;
       log.info(`container ${c.key}: the agent stopped as it was being launched; its workload ran and exited (status ${status})`);
-      c.state = "RUNNING";
       t.exited(c, settle, status);
       result.exited++;
       return;
@@ -176,12 +179,7 @@ async function recoverLaunching(t: RecoveryTable, c: Container, settle: () => vo
       const setup = isInitStage(pid);
       const ours = ownCgroup ? ownCgroup.contains(pid) : !setup;
       if (ours && !setup) {
-        c.pid = pid;
-        const start = startTime(pid);
-        if (start !== undefined) c.pidStart = start;
-        c.state = "RUNNING";
-        delete c.launching;
-        writeCheckpoint(c, "RUNNING");
+        writeCheckpoint(toRunning(c, pid, startTime(pid)), "RUNNING");
         log.info(`container ${c.key}: the agent stopped as it was being launched; its workload runs (pid ${pid}); adopted`);
         t.adopt(c, settle);
         result.running++;

@@ -3,9 +3,9 @@
 // client goes away or its output is over.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import type { LaunchContainer } from "../api/calls.ts";
+import type { LaunchContainer } from "../mesos/calls.ts";
 import { log } from "../log.ts";
-import { CommandError, DEFAULT_PATH, resolveCommand, type ResolvedCommand } from "../runtime/command.ts";
+import { CommandError, DEFAULT_PATH, resolveCommand, type ResolvedCommand } from "./command.ts";
 import type { LaunchSpec } from "../runtime/spec.ts";
 import { stillRunning } from "../util/process.ts";
 import type { Container } from "./container.ts";

@@ -112,7 +112,7 @@ export async function attachOutput(runtimeDir: string, onEvent: (e: OutputEvent)
 }
 
 /** How an input attachment ended, as Mesos' switchboard answers it. */
-export type InputResult = { status: 200 } | { status: 400 | 500; message: string };
+type InputResult = { status: 200 } | { status: 400 | 500; message: string };
 
 export interface InputAttachment {
   /** Sends stdin bytes; resolves once they went out (the container may be slow to read). */

@@ -5,11 +5,11 @@
 import { existsSync, readFileSync, realpathSync } from "node:fs";
 import { join, relative } from "node:path";
 import { makeDirBelow } from "../runtime/inroot.ts";
-import type { LaunchContainer } from "../api/calls.ts";
+import type { LaunchContainer } from "../mesos/calls.ts";
 
 type Image = NonNullable<NonNullable<NonNullable<LaunchContainer["container"]>["volumes"]>[number]["image"]>;
 import type { VolumeSpec } from "../runtime/spec.ts";
-import { ContainerError } from "./container.ts";
+import { invalid } from "../errors.ts";
 
 export interface VolumeContext {
   /** The container's sandbox on the host, and where the workload sees it. */
@@ -28,13 +28,13 @@ export interface VolumeContext {
 }
 
 /** A mount of the agent's mount table: where, and the peer group it shares mounts with (if shared). */
-export interface MountEntry {
+interface MountEntry {
   target: string;
   shared?: number;
 }
 
 /** Parses /proc/self/mountinfo (mount points unescaped). */
-export function parseMountinfo(text: string): MountEntry[] {
+function parseMountinfo(text: string): MountEntry[] {
   const out: MountEntry[] = [];
   for (const line of text.split("\n")) {
     const f = line.split(" ");
@@ -48,7 +48,7 @@ export function parseMountinfo(text: string): MountEntry[] {
 }
 
 /** The mount holding `path` (a real path): the last-mounted one whose target is it or an ancestor (Mesos' findByTarget). */
-export function mountHolding(entries: readonly MountEntry[], path: string): MountEntry | undefined {
+function mountHolding(entries: readonly MountEntry[], path: string): MountEntry | undefined {
   let best: MountEntry | undefined;
   for (const e of entries) {
     const under = e.target === "/" || path === e.target || path.startsWith(`${e.target}/`);
@@ -61,15 +61,15 @@ export async function volumeMounts(call: LaunchContainer, ctx: VolumeContext): P
   const out: VolumeSpec[] = [];
   for (const [i, v] of (call.container?.volumes ?? []).entries()) {
     const where = `container.volumes[${i}] (container_path '${v.container_path}')`;
-    if (v.container_path.split("/").includes("..")) throw new ContainerError(400, `${where}: container_path must not contain '..'`);
+    if (v.container_path.split("/").includes("..")) throw invalid(`${where}: container_path must not contain '..'`);
     const target = v.container_path.startsWith("/") ? v.container_path : join(ctx.sandboxInContainer, v.container_path);
     const readonly = v.mode === "RO";
     if (v.image) {
       if (v.image.type === "DOCKER" && !ctx.dockerEnabled)
-        throw new ContainerError(400, `${where}: Docker images are not enabled (--image_providers=docker)`);
+        throw invalid(`${where}: Docker images are not enabled (--image_providers=docker)`);
       if (v.image.type === "APPC" && !ctx.appcEnabled)
-        throw new ContainerError(400, `${where}: Appc images are not enabled (--image_providers=appc)`);
-      if (!readonly) throw new ContainerError(400, `${where}: an image volume must be mounted read-only (mode RO)`);
+        throw invalid(`${where}: Appc images are not enabled (--image_providers=appc)`);
+      if (!readonly) throw invalid(`${where}: an image volume must be mounted read-only (mode RO)`);
       out.push({ target, readonly: true, lowers: await ctx.pullImage(v.image) });
       continue;
     }
@@ -78,9 +78,9 @@ export async function volumeMounts(call: LaunchContainer, ctx: VolumeContext): P
     const type = v.source?.type ?? (legacy === undefined ? undefined : legacy.startsWith("/") ? "HOST_PATH" : "SANDBOX_PATH");
     if (type === "HOST_PATH") {
       const source = v.source?.host_path?.path ?? legacy;
-      if (!source || !source.startsWith("/"))
-        throw new ContainerError(400, `${where}: Path '${source ?? ""}' in HOST_PATH volume is not absolute`);
-      if (!existsSync(source)) throw new ContainerError(400, `${where}: Path '${source}' in HOST_PATH volume does not exist`);
+      if (!source?.startsWith("/"))
+        throw invalid(`${where}: Path '${source ?? ""}' in HOST_PATH volume is not absolute`);
+      if (!existsSync(source)) throw invalid(`${where}: Path '${source}' in HOST_PATH volume does not exist`);
       const bidirectional = v.source?.host_path?.mount_propagation?.mode === "BIDIRECTIONAL";
       if (bidirectional) checkSharedMount(source, where, ctx);
       out.push({ target, readonly, source, ...(bidirectional ? { propagation: "bidirectional" as const } : {}) });
@@ -89,21 +89,21 @@ export async function volumeMounts(call: LaunchContainer, ctx: VolumeContext): P
       const parent = sp.type === "PARENT";
       const root = parent ? ctx.parentSandbox : ctx.sandbox;
       if (root === undefined)
-        throw new ContainerError(400, `${where}: a PARENT sandbox path needs a nested container (a top-level one has no parent)`);
+        throw invalid(`${where}: a PARENT sandbox path needs a nested container (a top-level one has no parent)`);
       if (sp.path.startsWith("/") || sp.path.split("/").includes("..")) {
-        throw new ContainerError(400, `${where}: sandbox_path.path must be relative and stay inside the sandbox`);
+        throw invalid(`${where}: sandbox_path.path must be relative and stay inside the sandbox`);
       }
       const source = join(root, sp.path);
       // In a sandbox (a nested one is in its parent's, which that workload writes): no link followed.
       try {
         makeDirBelow(ctx.topSandbox, relative(ctx.topSandbox, source), 0o755, { exclusive: false });
       } catch (err) {
-        throw new ContainerError(400, `${where}: ${(err as Error).message}`);
+        throw invalid(`${where}: ${(err as Error).message}`);
       }
       out.push({ target, readonly, source });
     } else {
       // launch-rules.ts refuses these before anything is made; kept as a guard.
-      throw new ContainerError(400, `${where}: volumes of type ${type ?? "UNKNOWN"} are not supported`);
+      throw invalid(`${where}: volumes of type ${type ?? "UNKNOWN"} are not supported`);
     }
   }
   return out;
@@ -119,15 +119,13 @@ function checkSharedMount(source: string, where: string, ctx: VolumeContext): vo
   try {
     real = realpathSync(source);
   } catch (err) {
-    throw new ContainerError(400, `${where}: host path '${source}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw invalid(`${where}: host path '${source}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
   const entries = parseMountinfo((ctx.mountinfo ?? (() => readFileSync("/proc/self/mountinfo", "utf8")))());
   const holder = mountHolding(entries, real);
-  if (!holder) throw new ContainerError(400, `${where}: Cannot find the mount containing host path '${source}'`);
+  if (!holder) throw invalid(`${where}: Cannot find the mount containing host path '${source}'`);
   if (holder.shared === undefined) {
-    throw new ContainerError(
-      400,
-      `${where}: Cannot setup bidirectional mount propagation for host path '${source}' because it is not under a shared mount ` +
+    throw invalid(`${where}: Cannot setup bidirectional mount propagation for host path '${source}' because it is not under a shared mount ` +
         `(${holder.target} is not shared: mount --make-shared it, or a bind of it)`,
     );
   }

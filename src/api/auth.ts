@@ -3,7 +3,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { HttpCredentials } from "../config/flags.ts";
 
-export const READWRITE_REALM = "mesos-agent-readwrite";
+const READWRITE_REALM = "mesos-agent-readwrite";
 
 function digest(s: string): Buffer {
   return createHash("sha256").update(s, "utf8").digest();

@@ -1,24 +1,19 @@
 // The dispatcher: one handler per agent::Call type. Handlers get the validated payload, the
-// agent and the request's wire, and return an Answer (an agent::Response, sent in the encoding
+// agent's services (services.ts) and the request's wire, and return an Answer (an agent::Response, sent in the encoding
 // the client accepts), a bare status, or a text error.
-import type { Agent } from "../agent/agent.ts";
 import { VERSION, versionInfo } from "../version.ts";
-import { type CallType, type Payload } from "./calls.ts";
-import { ContainerError, idKey, type Container } from "../agent/containers.ts";
-import { GcError, ImageCollector } from "../gc/collector.ts";
+import type { CallType, Payload } from "../mesos/calls.ts";
+import { idKey, type Container, type Exited } from "../agent/container.ts";
+import { invalid, notFound } from "../errors.ts";
+import { ImageCollector } from "../gc/collector.ts";
 import { emptyResponse, textResponse } from "./http.ts";
-import type { ContainerID } from "./proto.ts";
-import { answer, answerLater, type Answer, type Message, type Wire } from "./wire.ts";
+import type { ContainerID } from "../mesos/messages.ts";
+import type { AgentServices } from "./services.ts";
+import { answer, answerLater, type Answer, type CallContext, type Message } from "./wire.ts";
 import { attachContainerInput, attachContainerOutput, launchNestedContainerSession } from "./streams.ts";
 
-/** How the call came: its encodings and, for a streaming request, the records after the call. */
-export interface CallContext {
-  wire: Wire;
-  records?: AsyncGenerator<Uint8Array>;
-}
-
 type Answered = Response | Answer;
-export type Handler<T extends CallType> = (payload: Payload<T>, agent: Agent, context: CallContext) => Answered | Promise<Answered>;
+type Handler<T extends CallType> = (payload: Payload<T>, agent: AgentServices, context: CallContext) => Answered | Promise<Answered>;
 type HandlerTable = { [T in CallType]: Handler<T> };
 
 /** Calls that later work fills in answer 501 and say so, never a pretend success. */
@@ -31,10 +26,9 @@ function notForUcr(type: CallType, why: string): Handler<CallType> {
   return () => textResponse(501, `${type} is not supported by ucr: ${why}`);
 }
 
-const NO_FRAMEWORKS = "ucr runs standalone containers and has no frameworks, executors or tasks";
 const NO_PROVIDERS = "ucr has no resource providers";
 
-export const HANDLERS: HandlerTable = {
+const HANDLERS: HandlerTable = {
   UNKNOWN: () => textResponse(501, "Call type UNKNOWN is not implemented"),
 
   GET_HEALTH: () => answer({ type: "GET_HEALTH", get_health: { healthy: true } }),
@@ -68,88 +62,68 @@ export const HANDLERS: HandlerTable = {
   REMOVE_RESOURCE_PROVIDER_CONFIG: notForUcr("REMOVE_RESOURCE_PROVIDER_CONFIG", NO_PROVIDERS),
   MARK_RESOURCE_PROVIDER_GONE: notForUcr("MARK_RESOURCE_PROVIDER_GONE", NO_PROVIDERS),
 
-  LAUNCH_CONTAINER: (p, agent) =>
-    containerCall(async () => emptyResponse((await agent.containers.launch(p)) ? 200 : 202)),
-  WAIT_CONTAINER: (p, agent) => containerCall(async () => waitAnswer(agent, p.container_id, "WAIT_CONTAINER", "wait_container")),
-  KILL_CONTAINER: (p, agent) =>
-    containerCall(async () => {
-      agent.containers.kill(p.container_id, p.signal ?? 9);
-      return emptyResponse(200);
-    }),
-  REMOVE_CONTAINER: (p, agent) =>
-    containerCall(async () => {
-      await agent.containers.remove(p.container_id);
-      return emptyResponse(200);
-    }),
+  // Failures are thrown: the server answers each with the status of its kind (status.ts).
+  LAUNCH_CONTAINER: async (p, agent) => emptyResponse((await agent.containers.launch(p)) ? 200 : 202),
+  WAIT_CONTAINER: (p, agent) => waitAnswer(agent, p.container_id, "WAIT_CONTAINER", "wait_container"),
+  KILL_CONTAINER: (p, agent) => {
+    agent.containers.kill(p.container_id, p.signal ?? 9);
+    return emptyResponse(200);
+  },
+  REMOVE_CONTAINER: async (p, agent) => {
+    await agent.containers.remove(p.container_id);
+    return emptyResponse(200);
+  },
   GET_CONTAINERS: async (p, agent) => {
     const shown = agent.containers.list().filter((c) => (c.id.parent ? p.show_nested : p.show_standalone));
     const disk = await Promise.all(shown.map((c) => (c.state === "RUNNING" ? agent.containers.diskUsed(c) : undefined)));
     return answer({
       type: "GET_CONTAINERS",
-      get_containers: { containers: shown.map((c, i) => containerInfo(c, disk[i], agent.containers.networks.status(c.key))) },
+      get_containers: { containers: shown.map((c, i) => containerInfo(c, disk[i], agent.networks.status(c.key))) },
     });
   },
   // The deprecated *_NESTED_CONTAINER calls: the same, with a parent required.
-  LAUNCH_NESTED_CONTAINER: (p, agent) =>
-    nested(p.container_id, () =>
-      containerCall(async () => emptyResponse((await agent.containers.launch({ ...p, resources: [] })) ? 200 : 202)),
-    ),
-  WAIT_NESTED_CONTAINER: (p, agent) =>
-    nested(p.container_id, () =>
-      containerCall(async () => waitAnswer(agent, p.container_id, "WAIT_NESTED_CONTAINER", "wait_nested_container")),
-    ),
-  KILL_NESTED_CONTAINER: (p, agent) =>
-    nested(p.container_id, () =>
-      containerCall(async () => {
-        agent.containers.kill(p.container_id, p.signal ?? 9);
-        return emptyResponse(200);
-      }),
-    ),
-  REMOVE_NESTED_CONTAINER: (p, agent) =>
-    nested(p.container_id, () =>
-      containerCall(async () => {
-        await agent.containers.remove(p.container_id);
-        return emptyResponse(200);
-      }),
-    ),
+  LAUNCH_NESTED_CONTAINER: async (p, agent) => {
+    nested(p.container_id);
+    return emptyResponse((await agent.containers.launch({ ...p, resources: [] })) ? 200 : 202);
+  },
+  WAIT_NESTED_CONTAINER: (p, agent) => {
+    nested(p.container_id);
+    return waitAnswer(agent, p.container_id, "WAIT_NESTED_CONTAINER", "wait_nested_container");
+  },
+  KILL_NESTED_CONTAINER: (p, agent) => {
+    nested(p.container_id);
+    agent.containers.kill(p.container_id, p.signal ?? 9);
+    return emptyResponse(200);
+  },
+  REMOVE_NESTED_CONTAINER: async (p, agent) => {
+    nested(p.container_id);
+    await agent.containers.remove(p.container_id);
+    return emptyResponse(200);
+  },
   // The streaming calls (streams.ts): a session's output, and attaching to a container's I/O.
   LAUNCH_NESTED_CONTAINER_SESSION: (p, agent, context) => launchNestedContainerSession({ ...p, resources: [] }, agent, context),
   ATTACH_CONTAINER_INPUT: (p, agent, context) => attachContainerInput(p, agent, context),
   ATTACH_CONTAINER_OUTPUT: (p, agent, context) => attachContainerOutput(p, agent, context),
   PRUNE_IMAGES: async (p, agent) => {
-    try {
-      const excluded = ImageCollector.exclusions([...p.excluded_images, ...(agent.flags.values.image_gc_config?.excluded_images ?? [])]);
-      await agent.collector.prune(excluded);
-      return emptyResponse(200);
-    } catch (err) {
-      if (err instanceof GcError) return textResponse(err.status, err.message);
-      throw err;
-    }
+    const excluded = ImageCollector.exclusions([...p.excluded_images, ...(agent.flags.values.image_gc_config?.excluded_images ?? [])]);
+    await agent.collector.prune(excluded);
+    return emptyResponse(200);
   },
 };
 
 export function dispatch<T extends CallType>(
   type: T,
   payload: Payload<T>,
-  agent: Agent,
+  agent: AgentServices,
   context: CallContext,
 ): Answered | Promise<Answered> {
   return (HANDLERS[type] as Handler<T>)(payload, agent, context);
 }
 
 
-function nested(id: { parent?: unknown }, fn: () => Promise<Answered>): Promise<Answered> | Response {
-  if (!id.parent) return textResponse(400, "Failed to validate agent::Call: Expecting 'container_id.parent' to be present");
-  return fn();
-}
-
-async function containerCall(fn: () => Promise<Answered>): Promise<Answered> {
-  try {
-    return await fn();
-  } catch (err) {
-    if (err instanceof ContainerError) return textResponse(err.status, err.message);
-    throw err;
-  }
+/** A *_NESTED_CONTAINER call names a parent (Mesos' validation, word for word). */
+function nested(id: { parent?: unknown }): void {
+  if (!id.parent) throw invalid("Failed to validate agent::Call: Expecting 'container_id.parent' to be present");
 }
 
 /**
@@ -157,14 +131,14 @@ async function containerCall(fn: () => Promise<Answered>): Promise<Answered> {
  * gets its status line and headers at once, and the exit when it comes: a client that gives
  * up without response headers (mesos-go after 15 s) keeps waiting.
  */
-function waitAnswer(agent: Agent, id: ContainerID, type: string, field: string): Answer {
+function waitAnswer(agent: AgentServices, id: ContainerID, type: string, field: string): Answer {
   const c = agent.containers.get(id);
-  if (!c) throw new ContainerError(404, `Container '${idKey(id)}' cannot be found`);
+  if (!c) throw notFound(`Container '${idKey(id)}' cannot be found`);
   if (c.state === "EXITED") return answer({ type, [field]: waitBody(c) });
   return answerLater({ type }, field, agent.containers.wait(id).then(waitBody));
 }
 
-function waitBody(c: Container): Message {
+function waitBody(c: Exited): Message {
   const body: Message = {};
   if (c.exitStatus !== undefined) body.exit_status = c.exitStatus;
   if (c.limitation) {

@@ -104,14 +104,14 @@ export function names(header: string | null, type: string): boolean {
 }
 
 /** Deepest nesting of arrays and objects a body may have: picojson's limit, which Mesos uses. */
-export const MAX_JSON_DEPTH = 100;
+const MAX_JSON_DEPTH = 100;
 
 /**
  * Why `text` nests arrays and objects deeper than `max`, or null. One pass over the text
  * before JSON.parse, so a hostile body costs O(n) and never reaches a recursive parser or
  * schema. Malformed text is left for JSON.parse to report.
  */
-export function jsonDepthProblem(text: string, max = MAX_JSON_DEPTH): string | null {
+function jsonDepthProblem(text: string, max = MAX_JSON_DEPTH): string | null {
   let depth = 0;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
@@ -150,12 +150,22 @@ export function parseJsonBody(text: string): unknown {
 }
 
 /** A Mesos-style error: `text/plain; charset=utf-8`, one line. */
+/** Why each error response failed (its message), for the request's log line. */
+const reasons = new WeakMap<Response, string>();
+
 export function textResponse(status: number, message: string, headers: Record<string, string> = {}): Response {
   const line = message.replace(/[\r\n]+/g, " ").trim();
-  return new Response(line, {
+  const response = new Response(line, {
     status,
     headers: { "Content-Type": "text/plain; charset=utf-8", ...headers },
   });
+  if (status >= 400) reasons.set(response, line);
+  return response;
+}
+
+/** The message of an error response made by textResponse. */
+export function reasonOf(response: Response): string | undefined {
+  return reasons.get(response);
 }
 
 export function jsonResponse(body: unknown, status = 200): Response {

@@ -1,8 +1,7 @@
 // ucr's own image endpoints beside the Operator API (Mesos has none): GET /images lists the
 // agent's Docker store, POST /images/pull pulls one image into it (what `ucr run` needs to know an image's entrypoint).
-import type { Agent } from "../agent/agent.ts";
-import { PullError } from "../images/puller.ts";
 import type { DockerStore, ImageRecord } from "../images/store.ts";
+import type { AgentServices } from "./services.ts";
 import { ApiError, JSON_TYPE, decodeUtf8, jsonResponse, lastValue, mediaType, parseJsonBody, readBodyBytes } from "./http.ts";
 
 /** One image as the endpoints describe it (snake_case, as the Operator API's JSON). */
@@ -19,12 +18,12 @@ export interface ImageEntry {
 }
 
 /** With the image's Entrypoint and Cmd, for a client that builds a command as docker does. */
-export interface PulledImage extends ImageEntry {
+interface PulledImage extends ImageEntry {
   entrypoint: string[];
   cmd: string[];
 }
 
-export function imageEntry(store: DockerStore, img: ImageRecord): ImageEntry {
+function imageEntry(store: DockerStore, img: ImageRecord): ImageEntry {
   return {
     reference: img.reference,
     ...(img.manifestDigest ? { manifest_digest: img.manifestDigest } : {}),
@@ -45,7 +44,7 @@ export function imageEntries(store: DockerStore): ImageEntry[] {
     .sort((a, b) => a.reference.localeCompare(b.reference));
 }
 
-export function listImages(agent: Agent): Response {
+export function listImages(agent: AgentServices): Response {
   return jsonResponse({ images: imageEntries(agent.images.store) });
 }
 
@@ -57,7 +56,7 @@ const MAX_PULL_BODY = 64 * 1024;
  * (same store, same puller, same flags), answers the image with its Entrypoint and Cmd. A
  * failed pull is 400 with its message, as a failed launch is.
  */
-export async function pullImage(agent: Agent, request: Request): Promise<Response> {
+export async function pullImage(agent: AgentServices, request: Request): Promise<Response> {
   const contentType = lastValue(request.headers.get("content-type"));
   if (contentType === null || mediaType(contentType) !== JSON_TYPE) {
     throw new ApiError(415, `Expecting 'Content-Type' of ${JSON_TYPE}, got '${contentType ?? ""}'`);
@@ -74,13 +73,8 @@ export async function pullImage(agent: Agent, request: Request): Promise<Respons
       "Docker images are not enabled: start the agent with --image_providers=docker --isolation=filesystem/linux,docker/runtime",
     );
   }
-  let record: ImageRecord;
-  try {
-    record = await agent.images.puller.pull(name, { force: force === true });
-  } catch (err) {
-    if (err instanceof PullError) throw new ApiError(400, err.message);
-    throw err;
-  }
+  // A failed pull is a PullError (invalid: 400, as a failed launch).
+  const record = await agent.images.puller.pull(name, { force: force === true });
   const store = agent.images.store;
   const config = store.config(record.configDigest).config ?? undefined;
   const pulled: PulledImage = { ...imageEntry(store, record), entrypoint: config?.Entrypoint ?? [], cmd: config?.Cmd ?? [] };

@@ -3,22 +3,29 @@
 // /version, ucr's /images endpoints, one log line per request, and a drain on shutdown.
 // Business logic lives in handlers.ts, images.ts and below.
 import { Elysia } from "elysia";
-import type { Agent } from "../agent/agent.ts";
+import type { Flags } from "../config/flags.ts";
 import { log } from "../log.ts";
 import { versionInfo } from "../version.ts";
 import { BasicAuthenticator } from "./auth.ts";
-import { CallError, parseCall } from "./calls.ts";
+import { CallError, parseCall } from "../mesos/calls.ts";
 import { dispatch } from "./handlers.ts";
-import { ApiError, emptyResponse, jsonResponse, lastValue, parseJsonBody, readBodyBytes, textResponse } from "./http.ts";
+import { ApiError, emptyResponse, jsonResponse, lastValue, parseJsonBody, readBodyBytes, reasonOf, textResponse } from "./http.ts";
+import { failureOf } from "./status.ts";
 import { Answer, answerResponse, checkStreaming, decodeCall, firstRecord, negotiate } from "./wire.ts";
 import { listImages, pullImage } from "./images.ts";
+import type { AgentServices } from "./services.ts";
+import { idKey } from "../agent/container.ts";
+import type { ContainerID } from "../mesos/messages.ts";
 import { closeStreams } from "./streams.ts";
 
 /** Largest request body accepted on /api/v1. LAUNCH_CONTAINER bodies are a few KiB. */
-export const MAX_BODY_BYTES = 1024 * 1024;
+const MAX_BODY_BYTES = 1024 * 1024;
 
 /** How long a stopping agent lets requests in flight finish before it closes their connections. */
-export const DRAIN_GRACE_MS = 10_000;
+const DRAIN_GRACE_MS = 10_000;
+
+/** Tells the request's log line what call it was, and on which container. */
+type Note = (callType: string, container?: string) => void;
 
 export interface ApiServer {
   readonly port: number;
@@ -40,8 +47,11 @@ function routable(request: Request): Request {
   return new Request(`http://localhost${pathAt < 0 ? "/" : url.slice(pathAt)}`, request);
 }
 
-export function startApiServer(agent: Agent): ApiServer {
-  const { ip, port, authenticate_http_readwrite, http_credentials } = agent.flags.values;
+/** Where to listen and whom to let in (the agent's flags of those names). */
+export type ListenOptions = Pick<Flags, "ip" | "port" | "authenticate_http_readwrite" | "http_credentials">;
+
+export function startApiServer(agent: AgentServices, listen: ListenOptions): ApiServer {
+  const { ip, port, authenticate_http_readwrite, http_credentials } = listen;
   const authenticator =
     authenticate_http_readwrite && http_credentials ? new BasicAuthenticator(http_credentials) : undefined;
 
@@ -54,26 +64,31 @@ export function startApiServer(agent: Agent): ApiServer {
   let draining = false;
   let idle: (() => void) | undefined;
 
-  /** Runs one request with logging, in-flight accounting and a last-resort 500. */
-  async function served(request: Request, handle: (note: (callType: string) => void) => Promise<Response>): Promise<Response> {
+  /**
+   * Runs one request with in-flight accounting, the one mapping of errors to statuses
+   * (status.ts), and one log line: method, path, call type, container, status, time, and for
+   * a failure its reason.
+   */
+  async function served(request: Request, handle: (note: Note) => Promise<Response>): Promise<Response> {
     const started = performance.now();
     const url = new URL(request.url);
     let callType = "-";
+    let container: string | undefined;
     inFlight++;
     let response: Response;
     try {
       if (draining) {
         response = textResponse(503, "Agent is shutting down", { Connection: "close" });
       } else {
-        response = await handle((t) => (callType = t));
+        response = await handle((t, c) => {
+          callType = t;
+          container = c;
+        });
       }
     } catch (err) {
-      if (err instanceof ApiError) {
-        response = textResponse(err.status, err.message, err.headers);
-      } else {
-        log.error(`${request.method} ${url.pathname} ${callType}: ${(err as Error).stack ?? err}`);
-        response = textResponse(500, `Internal error: ${(err as Error).message}`);
-      }
+      const failure = failureOf(err);
+      if (!failure.expected) log.error(`${request.method} ${url.pathname} ${callType}: ${(err as Error).stack ?? err}`);
+      response = textResponse(failure.status, failure.message, failure.headers);
     } finally {
       inFlight--;
     }
@@ -86,7 +101,8 @@ export function startApiServer(agent: Agent): ApiServer {
       }
     }
     const ms = (performance.now() - started).toFixed(1);
-    const line = `${request.method} ${url.pathname} ${callType} ${response.status} ${ms}ms`;
+    const reason = reasonOf(response);
+    const line = `${request.method} ${url.pathname} ${callType}${container ? ` ${container}` : ""} ${response.status} ${ms}ms${reason ? `: ${reason}` : ""}`;
     if (response.status >= 500) log.warn(line);
     else log.info(line);
     if (draining && inFlight === 0) idle?.();
@@ -100,7 +116,7 @@ export function startApiServer(agent: Agent): ApiServer {
     }
   }
 
-  async function api(request: Request, note: (callType: string) => void): Promise<Response> {
+  async function api(request: Request, note: Note): Promise<Response> {
     authenticate(request);
     if (request.method !== "POST") {
       throw new ApiError(405, `Expecting a 'POST' request, received '${request.method}'`, { Allow: "POST" });
@@ -124,7 +140,8 @@ export function startApiServer(agent: Agent): ApiServer {
       if (err instanceof CallError) throw new ApiError(400, `Failed to validate agent::Call: ${err.message}`);
       throw err;
     }
-    note(call.type);
+    const id = (call.payload as { container_id?: ContainerID } | undefined)?.container_id;
+    note(call.type, id ? idKey(id) : undefined);
     liftTimeout.get(request)?.();
     checkStreaming(call.type, wire);
     const answered = await dispatch(call.type, call.payload, agent, { wire, records });
@@ -136,7 +153,7 @@ export function startApiServer(agent: Agent): ApiServer {
     return parseJsonBody(text);
   }
 
-  async function pull(request: Request, note: (callType: string) => void): Promise<Response> {
+  async function pull(request: Request, note: Note): Promise<Response> {
     authenticate(request);
     if (request.method !== "POST") {
       throw new ApiError(405, `Expecting a 'POST' request, received '${request.method}'`, { Allow: "POST" });
@@ -162,9 +179,15 @@ export function startApiServer(agent: Agent): ApiServer {
       parse: "none",
     })
     // ucr's own image endpoints, behind the same authentication as /api/v1.
-    .all("/images", ({ request }) => served(request, async () => (authenticate(request), getOnly(request, () => listImages(agent)))), {
-      parse: "none",
-    })
+    .all(
+      "/images",
+      ({ request }) =>
+        served(request, async () => {
+          authenticate(request);
+          return getOnly(request, () => listImages(agent));
+        }),
+      { parse: "none" },
+    )
     .all("/images/pull", ({ request }) => served(request, (note) => pull(request, note)), { parse: "none" })
     .onError(({ code, request }) => {
       if (code === "NOT_FOUND") {

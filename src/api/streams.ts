@@ -3,17 +3,18 @@
 // nested container whose output is the answer, ended with it), ATTACH_CONTAINER_OUTPUT (any
 // number of readers) and ATTACH_CONTAINER_INPUT (one writer at a time). The container's end
 // of each is the launcher's switchboard (agent/switchboard-client.ts).
-import type { Agent } from "../agent/agent.ts";
-import { ContainerError, idKey, type Container } from "../agent/containers.ts";
+import { idKey, type Container } from "../agent/container.ts";
+import { UcrError, invalid, notFound, precondition } from "../errors.ts";
 import { endSession } from "../agent/session.ts";
 import { SwitchboardGone, attachInput, attachOutput, type InputAttachment } from "../agent/switchboard-client.ts";
 import { log } from "../log.ts";
-import { CallError, parseCall, type AttachContainerInput, type Call, type LaunchContainer, type ProcessIO } from "./calls.ts";
+import { CallError, parseCall, type AttachContainerInput, type Call, type LaunchContainer, type ProcessIO } from "../mesos/calls.ts";
 import { ApiError, emptyResponse, parseJsonBody, textResponse } from "./http.ts";
 import { RecordioError } from "../mesos/recordio.ts";
-import type { CallContext } from "./handlers.ts";
-import type { ContainerID } from "./proto.ts";
-import { ProcessIOStream, decodeCall, streamEncoding, streamResponse } from "./wire.ts";
+import type { ContainerID } from "../mesos/messages.ts";
+import type { AgentServices } from "./services.ts";
+import { STATUS_OF_KIND } from "./status.ts";
+import { ProcessIOStream, decodeCall, streamEncoding, streamResponse, type CallContext } from "./wire.ts";
 
 /**
  * Streams and input attachments open now, each with how to end it when the agent stops: they
@@ -30,25 +31,25 @@ export function closeStreams(): void {
 const NO_SWITCHBOARD = "I/O switchboard server was disabled for this container";
 
 function fail(err: unknown): Response {
-  if (err instanceof ContainerError) return textResponse(err.status, err.message);
+  if (err instanceof UcrError) return textResponse(STATUS_OF_KIND[err.kind], err.message);
   if (err instanceof SwitchboardGone) return textResponse(500, err.message);
   throw err;
 }
 
 /** The container to attach to, launched (a launch in flight is waited for, as Mesos does). */
-async function switchboarded(agent: Agent, id: ContainerID): Promise<Container> {
+async function switchboarded(agent: AgentServices, id: ContainerID): Promise<Container> {
   const c = agent.containers.get(id);
-  if (!c) throw new ContainerError(404, `Container ${idKey(id)} cannot be found`);
-  if (!c.io) throw new ContainerError(500, `${NO_SWITCHBOARD}: ${c.key} was launched without tty_info and is not a session`);
+  if (!c) throw notFound(`Container ${idKey(id)} cannot be found`);
+  if (!c.io) throw precondition(`${NO_SWITCHBOARD}: ${c.key} was launched without tty_info and is not a session`);
   await agent.containers.launched(c);
   // A launch that failed meanwhile left no container.
-  if (agent.containers.get(id) !== c) throw new ContainerError(404, `Container ${idKey(id)} cannot be found`);
+  if (agent.containers.get(id) !== c) throw notFound(`Container ${idKey(id)} cannot be found`);
   return c;
 }
 
 /** A switchboard's output as RecordIO ProcessIO records; `onEnd` runs once when the stream is over either way. */
 async function outputStream(
-  agent: Agent,
+  agent: AgentServices,
   c: Container,
   context: CallContext,
   onEnd: (why: "eof" | "client" | "shutdown") => void = () => {},
@@ -95,7 +96,7 @@ async function outputStream(
   return streamResponse(stream, context.wire);
 }
 
-export async function attachContainerOutput(p: { container_id: ContainerID }, agent: Agent, context: CallContext): Promise<Response> {
+export async function attachContainerOutput(p: { container_id: ContainerID }, agent: AgentServices, context: CallContext): Promise<Response> {
   try {
     const c = await switchboarded(agent, p.container_id);
     return await outputStream(agent, c, context);
@@ -108,7 +109,7 @@ export async function attachContainerOutput(p: { container_id: ContainerID }, ag
  * Launches the session, then answers with its output. Its end (EOF of the output, or the
  * client going away) ends the container, as Mesos destroys it; WAIT_CONTAINER tells how.
  */
-export async function launchNestedContainerSession(p: LaunchContainer, agent: Agent, context: CallContext): Promise<Response> {
+export async function launchNestedContainerSession(p: LaunchContainer, agent: AgentServices, context: CallContext): Promise<Response> {
   if (!p.container_id.parent) {
     return textResponse(
       400,
@@ -179,11 +180,11 @@ async function* inputRecords(context: CallContext): AsyncGenerator<AttachContain
     try {
       call = parseCall(body);
     } catch (err) {
-      if (err instanceof CallError) throw new ContainerError(400, err.message);
+      if (err instanceof CallError) throw invalid(err.message);
       throw err;
     }
     if (call.type !== "ATTACH_CONTAINER_INPUT")
-      throw new ContainerError(400, `Expecting an ATTACH_CONTAINER_INPUT record, got ${call.type}`);
+      throw invalid(`Expecting an ATTACH_CONTAINER_INPUT record, got ${call.type}`);
     yield (call as Call<"ATTACH_CONTAINER_INPUT">).payload;
   }
 }
@@ -193,7 +194,7 @@ async function* inputRecords(context: CallContext): AsyncGenerator<AttachContain
  * sizes and heartbeats. Answers when the records end (200), when the switchboard ends (200,
  * its output is over), or at the first record that cannot be applied (400 or 500).
  */
-export async function attachContainerInput(p: AttachContainerInput, agent: Agent, context: CallContext): Promise<Response> {
+export async function attachContainerInput(p: AttachContainerInput, agent: AgentServices, context: CallContext): Promise<Response> {
   if (!p.type) return textResponse(400, "Failed to validate agent::Call: Expecting 'attach_container_input.type' to be present");
   if (p.type === "UNKNOWN") return textResponse(400, "Failed to validate agent::Call: 'attach_container_input.type' is unknown");
   if (p.type !== "CONTAINER_ID") return textResponse(400, "Expecting 'attach_container_input.type' to be CONTAINER_ID");
@@ -211,7 +212,7 @@ export async function attachContainerInput(p: AttachContainerInput, agent: Agent
   const fed = (async () => {
     for await (const record of inputRecords(context)) {
       const problem = inputProblem(record);
-      if (problem) throw new ContainerError(400, problem);
+      if (problem) throw invalid(problem);
       const m = record.process_io!;
       if (m.type === "CONTROL") {
         const size = m.control!.tty_info?.window_size;
@@ -232,7 +233,8 @@ export async function attachContainerInput(p: AttachContainerInput, agent: Agent
   try {
     result = await Promise.race([fed, input.ended, stopped]);
   } catch (err) {
-    if (err instanceof ContainerError || err instanceof ApiError) result = { status: err.status, message: err.message };
+    if (err instanceof UcrError) result = { status: STATUS_OF_KIND[err.kind], message: err.message };
+    else if (err instanceof ApiError) result = { status: err.status, message: err.message };
     else if (err instanceof RecordioError) result = { status: 400, message: err.message };
     else throw err;
   } finally {

@@ -4,13 +4,19 @@
 import type * as Codec from "../mesos/codec.ts";
 import { encodeRecord, readRecords, RecordioError } from "../mesos/recordio.ts";
 import { log } from "../log.ts";
-import type { CallType } from "./calls.ts";
+import type { CallType } from "../mesos/calls.ts";
 import { ApiError, JSON_TYPE, PROTOBUF_TYPE, RECORDIO_TYPE, accepts, decodeUtf8, lastValue, mediaType, names } from "./http.ts";
 
 export type Encoding = "json" | "protobuf";
-export type Media = Encoding | "recordio";
+type Media = Encoding | "recordio";
 
 /** How a request came and how it wants its answer; the message types only for RecordIO. */
+/** How the call came: its encodings and, for a streaming request, the records after the call. */
+export interface CallContext {
+  wire: Wire;
+  records?: AsyncGenerator<Uint8Array>;
+}
+
 export interface Wire {
   content: Media;
   messageContent?: Encoding;

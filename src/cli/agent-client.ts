@@ -13,7 +13,7 @@ export class UsageError extends Error {}
 /** The agent could not be asked, or answered something unusable: one line, exit 1. */
 export class AgentError extends Error {}
 
-export const DEFAULT_AGENT = "127.0.0.1:5051";
+const DEFAULT_AGENT = "127.0.0.1:5051";
 
 /** Splits the agent options from the rest of the arguments (which keep their order). */
 export function splitClientOptions(args: readonly string[], env: NodeJS.ProcessEnv = process.env): { opts: ClientOptions; rest: string[] } {

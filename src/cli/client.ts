@@ -1,5 +1,6 @@
 // `ucr run`, `ucr ps`, `ucr kill`, `ucr rm` and `ucr prune`: the agent's Operator API from the
 // command line, shaped for podman/docker users (`ucr run` takes docker's arguments and options).
+// (Over 400 lines: `ucr run` is most of it, its options and output copying; the rest is small.)
 import { closeSync, constants as fsConstants, openSync, readSync, watch, type FSWatcher } from "node:fs";
 import { constants as osConstants } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
@@ -82,7 +83,7 @@ export function parseRunArgs(args: readonly string[], env: NodeJS.ProcessEnv = p
     help: false,
   };
   let i = 0;
-  const valueOf = (flag: string, inline: string | undefined): string => {
+  const valueFor = (flag: string, inline: string | undefined): string => {
     const value = inline ?? args[++i];
     if (value === undefined) throw new UsageError(`${flag} needs a value (${RUN_USAGE})`);
     return value;
@@ -99,11 +100,11 @@ export function parseRunArgs(args: readonly string[], env: NodeJS.ProcessEnv = p
     const inline = eq > 0 ? a.slice(eq + 1) : undefined;
     switch (flag) {
       case "--name":
-        o.id = valueOf(flag, inline);
+        o.id = valueFor(flag, inline);
         break;
       case "-e":
       case "--env": {
-        const kv = valueOf(flag, inline);
+        const kv = valueFor(flag, inline);
         const at = kv.indexOf("=");
         const name = at < 0 ? kv : kv.slice(0, at);
         if (name === "") throw new UsageError(`${flag} '${kv}': the variable needs a name (K=V)`);
@@ -114,18 +115,18 @@ export function parseRunArgs(args: readonly string[], env: NodeJS.ProcessEnv = p
       }
       case "-v":
       case "--volume":
-        o.volumes.push(parseVolume(flag, valueOf(flag, inline), cwd));
+        o.volumes.push(parseVolume(flag, valueFor(flag, inline), cwd));
         break;
       case "-u":
       case "--user":
-        o.user = valueOf(flag, inline);
+        o.user = valueFor(flag, inline);
         break;
       case "--entrypoint":
-        o.entrypoint = valueOf(flag, inline);
+        o.entrypoint = valueFor(flag, inline);
         break;
       case "--cpus":
       case "--mem": {
-        const text = valueOf(flag, inline);
+        const text = valueFor(flag, inline);
         const value = Number(text);
         if (text.trim() === "" || !Number.isFinite(value) || value < 0) {
           throw new UsageError(`${flag} needs a number of ${flag === "--cpus" ? "CPUs" : "MB"}, got '${text}'`);
@@ -134,19 +135,19 @@ export function parseRunArgs(args: readonly string[], env: NodeJS.ProcessEnv = p
         break;
       }
       case "--network":
-        o.networks.push(valueOf(flag, inline));
+        o.networks.push(valueFor(flag, inline));
         break;
       case "-p":
       case "--publish": {
         // [HOST:]CONTAINER[/PROTO], as docker writes it; no HOST: one from the agent's --resources ports.
-        const value = valueOf(flag, inline);
+        const value = valueFor(flag, inline);
         const m = /^(?:(\d+):)?(\d+)(?:\/(tcp|udp|sctp))?$/.exec(value);
         if (!m) throw new UsageError(`${flag} '${value}' is not [HOST:]CONTAINER[/tcp|udp|sctp]`);
         o.ports.push({ host_port: Number(m[1] ?? 0), container_port: Number(m[2]), protocol: m[3] ?? "tcp" });
         break;
       }
       case "--stop-timeout": {
-        const text = valueOf(flag, inline);
+        const text = valueFor(flag, inline);
         const value = Number(text);
         if (text.trim() === "" || !Number.isFinite(value) || value < 0) {
           throw new UsageError(`--stop-timeout needs a number of seconds, got '${text}'`);
@@ -420,7 +421,7 @@ export function psMain(args: readonly string[]): Promise<number> {
     const { opts, rest } = splitClientOptions(args);
     if (rest.length > 0) throw new UsageError(`unexpected argument '${rest[0]}' (usage: ucr ps [--agent HOST:PORT])`);
     const answer = await call(opts, { type: "GET_CONTAINERS", get_containers: { show_standalone: true, show_nested: true } });
-    const body = expectJson<{ get_containers?: { containers?: Array<Record<string, any>> } }>(opts, "GET_CONTAINERS", answer);
+    const body = expectJson<{ get_containers?: { containers?: ContainerEntry[] } }>(opts, "GET_CONTAINERS", answer);
     const rows = (body.get_containers?.containers ?? []).map((c) => {
       const st = c.resource_statistics ?? {};
       const pid = c.container_status?.executor_pid;
@@ -435,6 +436,13 @@ export function psMain(args: readonly string[]): Promise<number> {
     process.stdout.write(table(["CONTAINER", "STATUS", "CPUS", "MEM LIMIT", "MEM USED"], rows));
     return 0;
   });
+}
+
+/** What `ucr ps` reads of a GET_CONTAINERS entry. */
+interface ContainerEntry {
+  container_id?: { value?: string };
+  container_status?: { executor_pid?: number };
+  resource_statistics?: { cpus_limit?: number; mem_limit_bytes?: number; mem_total_bytes?: number };
 }
 
 /** A signal by number (1-64) or name (TERM, SIGTERM); undefined if it is neither. */

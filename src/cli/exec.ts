@@ -1,7 +1,8 @@
 // `ucr exec` and `ucr attach`: a command in a running container (a session, Mesos'
 // LAUNCH_NESTED_CONTAINER_SESSION) or the I/O of a container with a terminal, from this
 // terminal, as `docker exec` and `docker attach` do: output streamed, stdin forwarded, raw
-// mode and window sizes for a TTY, and the command's exit status as ours.
+// mode and window sizes for a TTY, and the command's exit status as ours. (Over 400 lines:
+// both commands share the stream handling, the terminal and the input forwarding.)
 import { encodeRecord, RecordDecoder } from "../mesos/recordio.ts";
 import {
   AgentError,

@@ -1,10 +1,8 @@
-// What `ucr help` prints, and the one-line usage that goes with command-line errors.
+// What `ucr help` prints (the one-line usage that goes with command-line errors is in usage-line.ts).
 import { flagsHelp } from "../config/flags.ts";
 import { VERSION } from "../version.ts";
 
-export { USAGE_LINE } from "./usage-line.ts";
-
-export const COMMANDS: Record<string, string> = {
+const COMMANDS: Record<string, string> = {
   agent: "Run the agent: the Mesos v1 Operator API on --ip:--port (default 127.0.0.1:5051).",
   run: "Run IMAGE [ARG...] as docker run does (ARGs go to its entrypoint), stream its output, exit with its status (ucr run --help).",
   exec: "Run CMD in a running container (a session): -i forwards stdin, -t gives it a terminal (ucr exec --help).",

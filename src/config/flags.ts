@@ -1,16 +1,18 @@
 // The agent's flags, with Mesos' names and defaults: where they come from (command line,
 // UCR_*/MESOS_* environment, file:// values), how each is validated (valibot), and how
-// GET_FLAGS prints them. Validation failures name the flag and say why.
+// GET_FLAGS prints them. Validation failures name the flag and say why. (Over 400 lines: the
+// one table of every flag, each entry with its schema, help, default and rendering.)
 import { accessSync, constants, readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { dirname, isAbsolute, resolve } from "node:path";
 import * as v from "valibot";
-import { CapabilityInfoSchema, DeviceWhitelistSchema, DurationInfoSchema, ImageSchema } from "../api/proto.ts";
+import { CapabilityInfoSchema, DeviceWhitelistSchema, DurationInfoSchema, ImageSchema } from "../mesos/messages.ts";
 import { LEVELS } from "../log.ts";
 import { isolationProblem } from "./isolators.ts";
 import { formatRanges, parseResourcesFlag } from "./resources.ts";
-import { capabilitySet, formatCapabilities } from "../runtime/capabilities.ts";
+import { capabilitySet, formatCapabilities } from "../mesos/capabilities.ts";
 import { formatBytes, formatDuration, parseBytes, parseDuration } from "./units.ts";
+import { errorOfKind } from "../errors.ts";
 
 // --- value schemas (string in, typed value out) -----------------------------------------
 
@@ -233,7 +235,7 @@ export const DockerConfigSchema = v.pipe(
 );
 export type DockerConfig = v.InferOutput<typeof DockerConfigSchema>;
 
-export const HttpCredentialsSchema = v.looseObject({
+const HttpCredentialsSchema = v.looseObject({
   credentials: v.pipe(
     v.array(v.looseObject({ principal: v.pipe(v.string(), v.minLength(1, "principal must not be empty")), secret: v.string() })),
     v.minLength(1, "must list at least one credential"),
@@ -242,7 +244,7 @@ export const HttpCredentialsSchema = v.looseObject({
 export type HttpCredentials = v.InferOutput<typeof HttpCredentialsSchema>;
 
 /** ImageGcConfig (Mesos flags.proto); defaults follow the DC/OS documentation. */
-export const ImageGcConfigSchema = v.looseObject({
+const ImageGcConfigSchema = v.looseObject({
   image_disk_headroom: v.optional(
     v.pipe(v.number("must be a number"), v.minValue(0, "must be from 0.0 to 1.0"), v.maxValue(1, "must be from 0.0 to 1.0")),
     0.1,
@@ -256,7 +258,14 @@ export const ImageGcConfigSchema = v.looseObject({
   ),
   excluded_images: v.optional(v.array(ImageSchema), []),
 });
-export type ImageGcConfig = v.InferOutput<typeof ImageGcConfigSchema>;
+
+const CgroupsRoot = v.pipe(
+  text,
+  convert((s) => {
+    if (!/^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/.test(s) || s.split("/").includes("..")) throw new Error(`'${s}' is not a relative cgroup path`);
+    return s;
+  }),
+);
 
 /** --seccomp_profile_name: a file inside --seccomp_config_dir. */
 const RelativePath = v.pipe(
@@ -281,7 +290,9 @@ function splitList(s: string): string[] {
 
 // --- the flag table ---------------------------------------------------------------------
 
-interface FlagMeta {
+interface FlagSpec<S extends v.GenericSchema> {
+  /** From the flag's text (JSON flags: the JSON text) to its typed value. */
+  schema: S;
   help: string;
   aliases?: readonly string[];
   boolean?: boolean;
@@ -291,8 +302,13 @@ interface FlagMeta {
   json?: boolean;
   /** Mask credentials before GET_FLAGS shows the JSON. */
   redact?: (json: unknown) => unknown;
-  /** Print a typed value for GET_FLAGS (default: the raw text as given). */
-  show?: (value: never) => string;
+  /** Print a typed value for GET_FLAGS (default: the raw text as given); never called for an unset one. */
+  show?: (value: NonNullable<v.InferOutput<S>>) => string;
+}
+
+/** One flag of the table (a function, so `show` is checked against the schema's output). */
+function flag<S extends v.GenericSchema>(spec: FlagSpec<S>): FlagSpec<S> {
+  return spec;
 }
 
 const DEFAULT_WORK_DIR = "/var/lib/ucr";
@@ -321,267 +337,272 @@ function existingAncestor(path: string): string {
   }
 }
 
-const SCHEMAS = {
-  allowed_devices: v.optional(jsonFlag(DeviceWhitelistSchema)),
-  appc_simple_discovery_uri_prefix: AppcPrefix,
-  appc_store_dir: HostPath,
-  authenticate_http_readwrite: Bool,
-  bounding_capabilities: v.optional(jsonFlag(CapabilityInfoSchema)),
-  cgroups_enable_cfs: Bool,
-  default_container_pids_limit: PidsLimit,
-  default_container_shm_size: v.optional(Size),
-  disallow_sharing_agent_ipc_namespace: Bool,
-  disallow_sharing_agent_pid_namespace: Bool,
-  cgroups_root: v.pipe(
-    text,
-    convert((s) => {
-      if (!/^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/.test(s) || s.split("/").includes("..")) throw new Error(`'${s}' is not a relative cgroup path`);
-      return s;
-    }),
-  ),
-  docker_allow_foreign_platform: Bool,
-  docker_config: v.optional(jsonFlag(DockerConfigSchema)),
-  docker_ignore_runtime: Bool,
-  docker_insecure_registries: HostList,
-  docker_max_layer_size: Size,
-  docker_registry: DockerRegistry,
-  docker_store_dir: HostPath,
-  effective_capabilities: v.optional(jsonFlag(CapabilityInfoSchema)),
-  fetcher_stall_timeout: Duration,
-  http_credentials: v.optional(jsonFlag(HttpCredentialsSchema)),
-  http_heartbeat_interval: Duration,
-  image_fetch_timeout: Duration,
-  image_gc_config: v.optional(jsonFlag(ImageGcConfigSchema)),
-  image_providers: v.optional(ImageProviders),
-  image_provisioner_backend: v.optional(ProvisionerBackend),
-  ip: Ip,
-  isolation: Isolation,
-  logging_level: LoggingLevel,
-  network_cni_config_dir: v.optional(HostPath),
-  network_cni_plugins_dir: DirList,
-  network_cni_root_dir_persist: Bool,
-  port: Port,
-  resources: v.optional(Resources),
-  runtime_dir: HostPath,
-  sandbox_directory: AbsoluteContainerPath,
-  seccomp_config_dir: v.optional(HostPath),
-  seccomp_profile_name: v.optional(RelativePath),
-  switch_user: Bool,
-  work_dir: HostPath,
-};
-
-export type FlagName = keyof typeof SCHEMAS;
-export type Flags = { [K in FlagName]: v.InferOutput<(typeof SCHEMAS)[K]> };
-
 const showBool = (b: boolean) => String(b);
 const showNumber = (n: number) => String(n);
 const showList = (xs: readonly string[]) => xs.join(",");
 
-const META: { [K in FlagName]: FlagMeta } = {
-  allowed_devices: {
+/**
+ * Every flag, each in one place: how its text is validated and typed (valibot), its help, its
+ * aliases, its default, whether it is JSON (inline, file:// or a path), and how GET_FLAGS shows it.
+ */
+const FLAGS = {
+  allowed_devices: flag({
+    schema: v.optional(jsonFlag(DeviceWhitelistSchema)),
     help:
       'Devices every container may use besides the defaults, {"allowed_devices":[{"device":{"path":"/dev/fuse"},' +
       '"access":{"read":true,"write":true,"mknod":false}}]} (inline JSON, file:///path or /path); with linux/devices ' +
       "they are also made in the /dev of containers with an image.",
     json: true,
-  },
-  appc_simple_discovery_uri_prefix: {
+  }),
+  appc_simple_discovery_uri_prefix: flag({
+    schema: AppcPrefix,
     help: "URI prefix for simple discovery of Appc images (http://, https:// or an absolute directory).",
     default: "http://",
-  },
-  appc_store_dir: { help: "Directory the Appc provisioner stores images in.", default: "/tmp/mesos/store/appc" },
-  authenticate_http_readwrite: {
+  }),
+  appc_store_dir: flag({ schema: HostPath, help: "Directory the Appc provisioner stores images in.", default: "/tmp/mesos/store/appc" }),
+  authenticate_http_readwrite: flag({
+    schema: Bool,
     help: "Require HTTP Basic authentication (--http_credentials) on every /api/v1 call.",
     boolean: true,
     default: "false",
     show: showBool,
-  },
-  bounding_capabilities: {
+  }),
+  bounding_capabilities: flag({
+    schema: v.optional(jsonFlag(CapabilityInfoSchema)),
     help:
       'linux/capabilities: the most a container may hold, {"capabilities":["NET_BIND_SERVICE",...]} (inline JSON, file:///path or /path); ' +
       "absent: what --effective_capabilities gives, else ucr's default set.",
     json: true,
-  },
-  cgroups_enable_cfs: {
+  }),
+  cgroups_enable_cfs: flag({
+    schema: Bool,
     help: "Also cap CPU time at `cpus` with a CFS quota (cpu shares/weight apply either way).",
     boolean: true,
     default: "false",
     show: showBool,
-  },
-  cgroups_root: { help: "Cgroup under which each container gets its own (per hierarchy on cgroup v1).", default: "ucr" },
-  default_container_pids_limit: {
+  }),
+  cgroups_root: flag({
+    schema: CgroupsRoot,
+    help: "Cgroup under which each container gets its own (per hierarchy on cgroup v1).",
+    default: "ucr",
+  }),
+  default_container_pids_limit: flag({
+    schema: PidsLimit,
     help:
       "The most processes and threads a container (its own cgroup) may have at once, so a fork bomb cannot exhaust the host; " +
       "max: no limit (Mesos' cgroups/pids).",
     default: "2048",
     show: (n: number | "max") => String(n),
-  },
-  default_container_shm_size: {
+  }),
+  default_container_shm_size: flag({
+    schema: v.optional(Size),
     help: "Size of the /dev/shm ucr gives a container (ipc_mode PRIVATE without shm_size, and containers with an image); absent: 64MB.",
     show: formatBytes,
-  },
-  disallow_sharing_agent_ipc_namespace: {
+  }),
+  disallow_sharing_agent_ipc_namespace: flag({
+    schema: Bool,
     help: "Refuse top-level containers that ask for the agent's IPC namespace and /dev/shm (linux_info.ipc_mode SHARE_PARENT).",
     boolean: true,
     default: "false",
     show: showBool,
-  },
-  disallow_sharing_agent_pid_namespace: {
+  }),
+  disallow_sharing_agent_pid_namespace: flag({
+    schema: Bool,
     help: "Refuse top-level containers that ask for the agent's PID namespace (linux_info.share_pid_namespace).",
     boolean: true,
     default: "false",
     show: showBool,
-  },
-  docker_allow_foreign_platform: {
+  }),
+  docker_allow_foreign_platform: flag({
+    schema: Bool,
     help: "Pull Docker images built for another OS or CPU architecture than this machine's (refused by default).",
     boolean: true,
     default: "false",
     show: showBool,
-  },
-  docker_config: {
+  }),
+  docker_config: flag({
+    schema: v.optional(jsonFlag(DockerConfigSchema)),
     help: "Docker config.json or legacy .dockercfg with registry credentials: inline JSON, file:///path or /path.",
     json: true,
     redact: redactDockerConfig,
-  },
-  docker_ignore_runtime: {
+  }),
+  docker_ignore_runtime: flag({
+    schema: Bool,
     help: "Ignore the image's Entrypoint, Cmd, Env and WorkingDir.",
     boolean: true,
     default: "false",
     show: showBool,
-  },
-  docker_insecure_registries: {
+  }),
+  docker_insecure_registries: flag({
+    schema: HostList,
     help: "Comma-separated registries (host[:port]) named in images that may be reached over plain http (loopback always may).",
     default: "",
     show: showList,
-  },
-  docker_max_layer_size: {
+  }),
+  docker_max_layer_size: flag({
+    schema: Size,
     help: "Refuse a layer whose unpacked tar grows past this size (e.g. 64GB, 512MB).",
     default: "64GB",
     show: formatBytes,
-  },
-  docker_registry: {
+  }),
+  docker_registry: flag({
+    schema: DockerRegistry,
     help: "Default registry URL for Docker images, or an absolute directory of `docker save` archives (<name>.tar).",
     default: "https://registry-1.docker.io",
-  },
-  docker_store_dir: {
+  }),
+  docker_store_dir: flag({
+    schema: HostPath,
     help: "Directory the Docker provisioner stores layers and images in (default <work_dir>/store/docker).",
     default: (raw) => `${resolve(raw.get("work_dir") ?? DEFAULT_WORK_DIR)}/store/docker`,
     show: (p: string) => p,
-  },
-  effective_capabilities: {
+  }),
+  effective_capabilities: flag({
+    schema: v.optional(jsonFlag(CapabilityInfoSchema)),
     help:
       "linux/capabilities: what a container that asks for none gets, same JSON as --bounding_capabilities; " +
       "a container that asks for none and runs as non-root keeps these too (ambient). Absent: ucr's default set.",
     aliases: ["allowed_capabilities"],
     json: true,
-  },
-  fetcher_stall_timeout: {
+  }),
+  fetcher_stall_timeout: flag({
+    schema: Duration,
     help: "Abort a download (registry token, manifest, blob, ACI) that stays slower than 1 byte/s for this long, as Mesos' fetcher does.",
     default: "1mins",
     show: formatDuration,
-  },
-  http_credentials: {
+  }),
+  http_credentials: flag({
+    schema: v.optional(jsonFlag(HttpCredentialsSchema)),
     help: 'Credentials for HTTP authentication, {"credentials":[{"principal":..,"secret":..}]}: inline JSON, file:///path or /path.',
     json: true,
     redact: (json) => redactKeys(json, new Set(["secret"])),
-  },
-  http_heartbeat_interval: {
+  }),
+  http_heartbeat_interval: flag({
+    schema: Duration,
     help: "Interval of heartbeats on streaming responses.",
     default: "30secs",
     show: formatDuration,
-  },
-  image_fetch_timeout: {
+  }),
+  image_fetch_timeout: flag({
+    schema: Duration,
     help: "Abort one image download (a token, manifest, config, layer blob or ACI, retries included) that takes longer than this.",
     default: "1hrs",
     show: formatDuration,
-  },
-  image_gc_config: {
+  }),
+  image_gc_config: flag({
+    schema: v.optional(jsonFlag(ImageGcConfigSchema)),
     help: "Automatic image GC: {image_disk_headroom, image_disk_watch_interval, excluded_images}: inline JSON, file:///path or /path.",
     json: true,
-  },
-  image_providers: { help: "Comma-separated image types containers may use: docker, appc.", show: showList },
-  image_provisioner_backend: {
+  }),
+  image_providers: flag({
+    schema: v.optional(ImageProviders),
+    help: "Comma-separated image types containers may use: docker, appc.", show: showList,
+  }),
+  image_provisioner_backend: flag({
+    schema: v.optional(ProvisionerBackend),
     help: "Rootfs backend: overlay, aufs, copy or bind (default: chosen as Mesos does: overlay, then aufs, then copy).",
     aliases: ["provisioner_image_backend"],
-  },
-  ip: {
+  }),
+  ip: flag({
+    schema: Ip,
     help: "Address to listen on. Launching containers runs code as root: keep loopback unless authentication is on.",
     default: "127.0.0.1",
-  },
-  isolation: {
+  }),
+  isolation: flag({
+    schema: Isolation,
     help: "Comma-separated isolators (Mesos' names); one ucr does not implement stops the agent, naming it.",
     default: "posix/cpu,posix/mem",
     show: showList,
-  },
-  logging_level: { help: "Lowest severity to log: INFO, WARNING or ERROR.", default: "INFO", show: (l: string) => l },
-  network_cni_config_dir: {
+  }),
+  logging_level: flag({
+    schema: LoggingLevel,
+    help: "Lowest severity to log: INFO, WARNING or ERROR.", default: "INFO", show: (l: string) => l,
+  }),
+  network_cni_config_dir: flag({
+    schema: v.optional(HostPath),
     help: "Directory of CNI network configs (.conflist, .conf, .json); a container joins one by naming it in network_infos.",
-  },
-  network_cni_plugins_dir: {
+  }),
+  network_cni_plugins_dir: flag({
+    schema: DirList,
     help: "Where CNI plugins are found (`:`-separated search path).",
     default: "/usr/lib/cni",
     show: (dirs: string[]) => dirs.join(":"),
-  },
-  network_cni_root_dir_persist: {
+  }),
+  network_cni_root_dir_persist: flag({
+    schema: Bool,
     help: "Keep CNI state under <work_dir> instead of <runtime_dir>, so DEL can release IP leases after a reboot.",
     boolean: true,
     default: "false",
     show: showBool,
-  },
-  port: { help: "Port to listen on (0 picks a free port and logs it).", default: "5051", show: showNumber },
-  resources: {
+  }),
+  port: flag({ schema: Port, help: "Port to listen on (0 picks a free port and logs it).", default: "5051", show: showNumber }),
+  resources: flag({
+    schema: v.optional(Resources),
     help: "The agent's host ports for port mappings, as Mesos writes them: ports:[31000-32000] or JSON (default ports:[31000-32000]).",
     show: formatRanges,
-  },
-  runtime_dir: {
+  }),
+  runtime_dir: flag({
+    schema: HostPath,
     help: "Directory for runtime state that does not survive a reboot.",
     default: () => defaultRuntimeDir(),
     show: (p: string) => p,
-  },
-  sandbox_directory: {
+  }),
+  sandbox_directory: flag({
+    schema: AbsoluteContainerPath,
     help: "Where a container with an image sees its sandbox.",
     default: "/mnt/mesos/sandbox",
     show: (p: string) => p,
-  },
-  seccomp_config_dir: {
+  }),
+  seccomp_config_dir: flag({
+    schema: v.optional(HostPath),
     help: "linux/seccomp: directory of seccomp profiles (Docker's JSON format) that containers may name.",
     show: (p: string) => p,
-  },
-  seccomp_profile_name: {
+  }),
+  seccomp_profile_name: flag({
+    schema: v.optional(RelativePath),
     help: "linux/seccomp: the default profile, a path relative to --seccomp_config_dir (absent: ucr's built-in default).",
-  },
-  switch_user: {
+  }),
+  switch_user: flag({
+    schema: Bool,
     help: "Run the container's command as CommandInfo.user when it is given.",
     boolean: true,
     default: "true",
     show: showBool,
-  },
-  work_dir: {
+  }),
+  work_dir: flag({
+    schema: HostPath,
     help: "Directory for sandboxes, checkpoints and (by default) the image store.",
     default: DEFAULT_WORK_DIR,
     show: (p: string) => p,
-  },
+  }),
 };
 
-export const FLAG_NAMES = Object.keys(META).sort() as FlagName[];
+type FlagName = keyof typeof FLAGS;
+export type Flags = { [K in FlagName]: v.InferOutput<(typeof FLAGS)[K]["schema"]> };
+
+const FLAG_NAMES = Object.keys(FLAGS).sort() as FlagName[];
+
+/** The table's flags as one valibot object schema (what loadFlags parses the raw texts with). */
+const SCHEMA = v.object(
+  Object.fromEntries(FLAG_NAMES.map((name) => [name, FLAGS[name].schema])) as { [K in FlagName]: (typeof FLAGS)[K]["schema"] },
+);
+
+/** A flag's table entry, with its schema erased (what loading needs to know besides parsing). */
+function spec(name: FlagName): FlagSpec<v.GenericSchema> {
+  return FLAGS[name] as unknown as FlagSpec<v.GenericSchema>;
+}
 
 /** Canonical name for a name or alias as written after `--` (dashes and underscores alike). */
 function lookup(name: string): FlagName | undefined {
   const n = name.replace(/-/g, "_");
   for (const f of FLAG_NAMES) {
-    if (f === n || META[f].aliases?.includes(n)) return f;
+    if (f === n || spec(f).aliases?.includes(n)) return f;
   }
   return undefined;
 }
 
 // --- loading ----------------------------------------------------------------------------
 
-export class FlagError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "FlagError";
-  }
-}
+export class FlagError extends errorOfKind("invalid") {}
 
 export interface LoadedFlags {
   values: Flags;
@@ -608,7 +629,7 @@ export function loadFlags(
 
   for (const prefix of ["MESOS_", "UCR_"]) {
     for (const name of FLAG_NAMES) {
-      for (const alias of [name, ...(META[name].aliases ?? [])]) {
+      for (const alias of [name, ...(spec(name).aliases ?? [])]) {
         const key = `${prefix}${alias.toUpperCase()}`;
         const value = env[key];
         if (value !== undefined) {
@@ -640,7 +661,7 @@ export function loadFlags(
     let name = lookup(key);
     if (!name && value === undefined && key.startsWith("no-")) {
       const negated = lookup(key.slice(3));
-      if (negated && META[negated].boolean) {
+      if (negated && spec(negated).boolean) {
         name = negated;
         key = key.slice(3);
         value = "false";
@@ -649,7 +670,7 @@ export function loadFlags(
     if (!name) throw new FlagError(`unknown flag '--${key}'`);
     if (value === undefined) {
       const next = argv[i + 1];
-      if (META[name].boolean) {
+      if (spec(name).boolean) {
         if (next === "true" || next === "false") {
           value = next;
           i++;
@@ -670,7 +691,7 @@ export function loadFlags(
 
   // Defaults, in name order; derived ones see the raw values they depend on.
   for (const name of FLAG_NAMES) {
-    const d = META[name].default;
+    const d = spec(name).default;
     if (!raw.has(name) && d !== undefined) raw.set(name, typeof d === "string" ? d : d(raw));
   }
 
@@ -678,7 +699,7 @@ export function loadFlags(
   const input: Record<string, string> = {};
   const jsonTexts = new Map<FlagName, string>();
   for (const [name, value] of raw) {
-    if (META[name].json) {
+    if (spec(name).json) {
       const textValue = readJsonSource(name, value);
       jsonTexts.set(name, textValue);
       input[name] = textValue;
@@ -687,7 +708,7 @@ export function loadFlags(
     }
   }
 
-  const result = v.safeParse(v.object(SCHEMAS), input);
+  const result = v.safeParse(SCHEMA, input);
   if (!result.success) {
     const lines = result.issues.map((issue) => {
       const [first, ...rest] = issue.path ?? [];
@@ -705,13 +726,13 @@ export function loadFlags(
   for (const name of FLAG_NAMES) {
     const value = values[name];
     if (value === undefined) continue;
-    const meta = META[name];
+    const meta = spec(name);
     let textValue: string;
     if (meta.json) {
       const parsed: unknown = JSON.parse(jsonTexts.get(name)!);
       textValue = JSON.stringify(meta.redact ? meta.redact(parsed) : parsed);
     } else if (meta.show) {
-      textValue = (meta.show as (x: unknown) => string)(value);
+      textValue = meta.show(value);
     } else {
       textValue = raw.get(name)!;
     }
@@ -795,7 +816,7 @@ function redactDockerConfig(json: unknown): unknown {
 export function flagsHelp(): string {
   const lines: string[] = [];
   for (const name of FLAG_NAMES) {
-    const meta = META[name];
+    const meta = spec(name);
     const d = meta.default;
     const shownDefault = d === undefined ? "" : typeof d === "string" ? ` (default: ${d})` : "";
     const aliases = meta.aliases?.length ? ` (also --${meta.aliases.join(", --")})` : "";

@@ -2,7 +2,7 @@
 // whose job ucr does for every container anyway (accepted, logged once), or one ucr does not
 // implement (the agent does not start, naming it). Pure data and one pure function.
 
-export type IsolatorKind =
+type IsolatorKind =
   /** Enables something a launch may ask for, or changes what containers get. */
   | "effect"
   /** ucr does this for every container whether named or not. */
@@ -100,8 +100,6 @@ export const ISOLATORS: Readonly<Record<string, Isolator>> = {
   },
   "volume/csi": { kind: "unsupported", note: "CSI volumes are not supported (Mesos does not run it for standalone containers either)" },
 };
-
-export const KNOWN_ISOLATORS = Object.keys(ISOLATORS);
 
 /**
  * Why `--isolation=names` cannot be run, naming the first isolator ucr does not implement

@@ -13,12 +13,9 @@ const libc = dlopen("libc.so.6", {
 const SYS_BPF = process.arch === "arm64" ? 280 : 321;
 const BPF_PROG_LOAD = 5;
 const BPF_PROG_ATTACH = 8;
-const BPF_PROG_DETACH = 9;
 const BPF_PROG_QUERY = 16;
-export const BPF_PROG_TYPE_CGROUP_DEVICE = 15;
-export const BPF_CGROUP_DEVICE = 6;
-export const BPF_F_ALLOW_OVERRIDE = 1;
-export const BPF_F_ALLOW_MULTI = 2;
+const BPF_PROG_TYPE_CGROUP_DEVICE = 15;
+const BPF_CGROUP_DEVICE = 6;
 /** union bpf_attr is larger than every command's part of it; the kernel wants the rest zero. */
 const ATTR_BYTES = 128;
 
@@ -76,10 +73,6 @@ function attachAttr(cgroupFd: number, progFd: number, flags: number): Uint8Array
 /** Attaches device program `progFd` to the cgroup directory `cgroupFd` (opened O_RDONLY|O_DIRECTORY). */
 export function attachDeviceProgram(cgroupFd: number, progFd: number, flags: number, what: string): void {
   bpf(BPF_PROG_ATTACH, attachAttr(cgroupFd, progFd, flags), `BPF_PROG_ATTACH to ${what}`);
-}
-
-export function detachDeviceProgram(cgroupFd: number, progFd: number, what: string): void {
-  bpf(BPF_PROG_DETACH, attachAttr(cgroupFd, progFd, 0), `BPF_PROG_DETACH from ${what}`);
 }
 
 /** The ids of the device programs attached to the cgroup itself (not inherited). */

@@ -1,5 +1,6 @@
 // errno numbers to their names (Linux, same on x86_64 and arm64 for these), and the Error
 // every libc call throws: it names the call, what it was called on, and the errno.
+import { UcrError } from "../errors.ts";
 
 const NAMES: Record<number, string> = {
   1: "EPERM", 2: "ENOENT", 3: "ESRCH", 4: "EINTR", 5: "EIO", 6: "ENXIO", 7: "E2BIG", 8: "ENOEXEC",
@@ -14,7 +15,7 @@ export function errnoName(errno: number): string {
   return NAMES[errno] ?? `errno ${errno}`;
 }
 
-export class SysError extends Error {
+export class SysError extends UcrError {
   readonly code: string;
   constructor(
     readonly call: string,
@@ -22,8 +23,7 @@ export class SysError extends Error {
     detail: string,
     what?: string,
   ) {
-    super(`${call}(${what ?? ""}) failed: ${errnoName(errno)} (${detail})`);
-    this.name = "SysError";
+    super("internal", `${call}(${what ?? ""}) failed: ${errnoName(errno)} (${detail})`);
     this.code = errnoName(errno);
   }
 }

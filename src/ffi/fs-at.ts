@@ -14,7 +14,6 @@ const libc = dlopen("libc.so.6", {
   symlinkat: { args: ["ptr", "i32", "ptr"], returns: "i32" },
   linkat: { args: ["i32", "ptr", "i32", "ptr", "i32"], returns: "i32" },
   unlinkat: { args: ["i32", "ptr", "i32"], returns: "i32" },
-  renameat: { args: ["i32", "ptr", "i32", "ptr"], returns: "i32" },
   readlinkat: { args: ["i32", "ptr", "ptr", "u64"], returns: "i64" },
   fchownat: { args: ["i32", "ptr", "u32", "u32", "i32"], returns: "i32" },
   fchmodat: { args: ["i32", "ptr", "u32", "i32"], returns: "i32" },
@@ -36,15 +35,14 @@ export const O_EXCL = constants.O_EXCL;
 export const O_NOFOLLOW = constants.O_NOFOLLOW;
 export const O_DIRECTORY = constants.O_DIRECTORY;
 /** Not in node's constants; the same on x86_64 and arm64 (asm-generic). */
-export const O_CLOEXEC = 0o2000000;
+const O_CLOEXEC = 0o2000000;
 export const AT_FDCWD = -100;
-export const AT_SYMLINK_NOFOLLOW = 0x100;
+const AT_SYMLINK_NOFOLLOW = 0x100;
 export const AT_REMOVEDIR = 0x200;
 export const AT_EMPTY_PATH = 0x1000;
 
 export const S_IFMT = 0o170000;
 export const S_IFDIR = 0o040000;
-export const S_IFREG = 0o100000;
 export const S_IFLNK = 0o120000;
 export const S_IFCHR = 0o020000;
 export const S_IFBLK = 0o060000;
@@ -55,7 +53,6 @@ export const ENOENT = 2;
 export const EEXIST = 17;
 export const ENOTDIR = 20;
 export const EISDIR = 21;
-export const ENOTEMPTY = 39;
 export const ELOOP = 40;
 
 function errno(): number {
@@ -78,7 +75,7 @@ export function fail(call: string, negErrno: number, what: string): SysError {
  * A name as a NUL-terminated C string. Names travel as latin1 strings (one char per byte,
  * the tar reader's form), so any byte sequence survives; `Uint8Array` is taken as is.
  */
-export function cname(name: string | Uint8Array): Buffer {
+function cname(name: string | Uint8Array): Buffer {
   if (typeof name === "string") {
     const b = Buffer.allocUnsafe(name.length + 1);
     b.write(name, 0, "latin1");
@@ -100,7 +97,7 @@ export function mkdirat(dirfd: number, name: string, mode: number): number {
 }
 
 /** glibc's makedev: the 64-bit dev_t layout Linux uses. */
-export function makedev(major: number, minor: number): bigint {
+function makedev(major: number, minor: number): bigint {
   const ma = BigInt(major >>> 0);
   const mi = BigInt(minor >>> 0);
   return ((ma & 0xfffff000n) << 32n) | ((ma & 0xfffn) << 8n) | ((mi & 0xffffff00n) << 12n) | (mi & 0xffn);
@@ -120,10 +117,6 @@ export function linkat(olddirfd: number, oldname: string, newdirfd: number, newn
 
 export function unlinkat(dirfd: number, name: string, flags = 0): number {
   return rc(sym.unlinkat(dirfd, cname(name), flags));
-}
-
-export function renameat(olddirfd: number, oldname: string, newdirfd: number, newname: string): number {
-  return rc(sym.renameat(olddirfd, cname(oldname), newdirfd, cname(newname)));
 }
 
 const LINK_BUF = Buffer.alloc(65536);

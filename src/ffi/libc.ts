@@ -1,6 +1,7 @@
 // With spawn.ts beside it, the only place ucr talks to libc directly (bun:ffi): the
 // namespace and mount calls the container init stage needs. Each wrapper throws SysError naming the call, its subject and
 // the errno, so a failure reads "mount(/a -> /b) failed: ENOENT (No such file or directory)".
+// (Over 400 lines: one small wrapper per call, and the constants they take.)
 import { dlopen, ptr, read, type Pointer } from "bun:ffi";
 import { readFileSync } from "node:fs";
 import { SysError } from "./errno.ts";
@@ -17,8 +18,6 @@ const libc = dlopen("libc.so.6", {
   chdir: { args: ["ptr"], returns: "i32" },
   syscall: { args: ["i64", "i64", "i64", "i64", "i64", "i64"], returns: "i64" },
   madvise: { args: ["ptr", "u64", "i32"], returns: "i32" },
-  getpid: { args: [], returns: "i32" },
-  mknod: { args: ["ptr", "u32", "u64"], returns: "i32" },
   execve: { args: ["ptr", "ptr", "ptr"], returns: "i32" },
   setgroups: { args: ["u64", "ptr"], returns: "i32" },
   setresgid: { args: ["u32", "u32", "u32"], returns: "i32" },
@@ -47,9 +46,7 @@ export const CLONE_FS = 0x00000200;
 export const CLONE_NEWNS = 0x00020000;
 export const CLONE_NEWUTS = 0x04000000;
 export const CLONE_NEWIPC = 0x08000000;
-export const CLONE_NEWPID = 0x20000000;
 export const CLONE_NEWNET = 0x40000000;
-export const CLONE_NEWCGROUP = 0x02000000;
 
 // mount(2) flags (linux/mount.h).
 export const MS_RDONLY = 1;
@@ -58,7 +55,6 @@ export const MS_NODEV = 4;
 export const MS_NOEXEC = 8;
 export const MS_REMOUNT = 32;
 export const MS_BIND = 4096;
-export const MS_MOVE = 8192;
 export const MS_REC = 16384;
 export const MS_PRIVATE = 1 << 18;
 export const MS_SLAVE = 1 << 19;
@@ -152,26 +148,15 @@ export function chdir(path: string): void {
   check(libc.symbols.chdir(cstr(path)), "chdir", path);
 }
 
-/** The pid as the kernel sees it in this process's PID namespace. */
-export function getpid(): number {
-  return libc.symbols.getpid();
-}
-
 // mknod(2) file types (sys/stat.h).
 export const S_IFCHR = 0o020000;
 export const S_IFBLK = 0o060000;
-export const S_IFIFO = 0o010000;
 
 /** glibc's makedev: the 64-bit dev_t layout Linux uses. */
-export function makedev(major: number, minor: number): bigint {
+function makedev(major: number, minor: number): bigint {
   const ma = BigInt(major);
   const mi = BigInt(minor);
   return ((ma & 0xfffff000n) << 32n) | ((ma & 0xfffn) << 8n) | ((mi & 0xffffff00n) << 12n) | (mi & 0xffn);
-}
-
-/** Creates a device node or fifo; `type` is S_IFCHR, S_IFBLK or S_IFIFO. */
-export function mknod(path: string, type: number, mode: number, major = 0, minor = 0): void {
-  check(libc.symbols.mknod(cstr(path), type | (mode & 0o7777), makedev(major, minor)), "mknod", path);
 }
 
 /** Sets an extended attribute on a path without following a final symlink. */
@@ -196,7 +181,7 @@ export function lgetxattr(path: string, name: string): Uint8Array | null {
 function cstrArray(items: readonly string[]): { array: BigUint64Array; keep: Uint8Array[] } {
   const keep = items.map(cstr);
   const array = new BigUint64Array(items.length + 1);
-  keep.forEach((b, i) => (array[i] = BigInt(ptr(b))));
+  for (const [i, b] of keep.entries()) array[i] = BigInt(ptr(b));
   return { array, keep };
 }
 
@@ -217,7 +202,7 @@ export function execve(path: string, argv: readonly string[], env: Readonly<Reco
 
 export function setgroups(gids: readonly number[]): void {
   const list = new Uint32Array(Math.max(1, gids.length));
-  gids.forEach((g, i) => (list[i] = g));
+  for (const [i, g] of gids.entries()) list[i] = g;
   check(libc.symbols.setgroups(gids.length, list), "setgroups", gids.join(","));
 }
 
@@ -294,7 +279,6 @@ export function setChildSubreaper(): void {
 export const LOCK_SH = 1;
 export const LOCK_EX = 2;
 export const LOCK_NB = 4;
-export const LOCK_UN = 8;
 
 /** flock(2); with LOCK_NB returns false instead of waiting when the lock is held. */
 export function flock(fd: number, op: number): boolean {
@@ -314,7 +298,6 @@ export function flock(fd: number, op: number): boolean {
 // open(2) flags; the same values on x86_64 and arm64 (asm-generic).
 export const O_RDONLY = 0;
 export const O_WRONLY = 1;
-export const O_RDWR = 2;
 export const O_CREAT = 0o100;
 export const O_EXCL = 0o200;
 export const O_NOCTTY = 0o400;
@@ -322,19 +305,18 @@ export const O_APPEND = 0o2000;
 export const O_NONBLOCK = 0o4000;
 export const O_DIRECTORY = 0o200000;
 export const O_NOFOLLOW = 0o400000;
+export const O_RDWR = 2;
 export const O_CLOEXEC = 0o2000000;
 export const O_PATH = 0o10000000;
 
 export const AT_FDCWD = -100;
 export const AT_SYMLINK_NOFOLLOW = 0x100;
-export const AT_REMOVEDIR = 0x200;
 export const AT_EMPTY_PATH = 0x1000;
 
 // errno values the callers of the non-throwing calls below look for (asm-generic/errno-base.h, errno.h).
 export const ENOENT = 2;
 export const EEXIST = 17;
 export const ENOTDIR = 20;
-export const EINVAL = 22;
 export const EROFS = 30;
 export const ELOOP = 40;
 
@@ -459,7 +441,6 @@ export function mountSetattrRecursive(fd: number, attrs: number, what: string): 
 
 // d_type values of getdents64 (dirent.h).
 export const DT_DIR = 4;
-export const DT_LNK = 10;
 
 const CLOSE_RANGE_CLOEXEC = 1 << 2;
 
@@ -535,8 +516,8 @@ export function getRlimit(resource: number): { soft: bigint; hard: bigint } {
   return { soft: limit[0]!, hard: limit[1]! };
 }
 
-export const OPEN_TREE_CLONE = 1;
-export const OPEN_TREE_CLOEXEC = O_CLOEXEC;
+const OPEN_TREE_CLONE = 1;
+const OPEN_TREE_CLOEXEC = O_CLOEXEC;
 const AT_RECURSIVE_FLAG = 0x8000;
 const MOVE_MOUNT_F_EMPTY_PATH = 0x4;
 const MOVE_MOUNT_T_EMPTY_PATH = 0x40;

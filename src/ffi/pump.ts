@@ -117,6 +117,7 @@ function load(): (from: number, to: number) => number {
 /**
  * Starts a thread that copies `from` to `to` until `from` ends or `to` fails, then closes
  * both: both descriptors now belong to the thread. Every signal is blocked in it.
+ * @public loaded lazily by runtime/launcher.ts
  */
 export function startPump(from: number, to: number): void {
   const rc = load()(from, to);

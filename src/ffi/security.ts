@@ -15,7 +15,6 @@ const libc = dlopen("libc.so.6", {
 
 // prctl(2) options (linux/prctl.h).
 const PR_SET_KEEPCAPS = 8;
-const PR_GET_SECCOMP = 21;
 const PR_SET_SECCOMP = 22;
 const PR_CAPBSET_READ = 23;
 const PR_CAPBSET_DROP = 24;
@@ -110,11 +109,6 @@ export function setNoNewPrivileges(): void {
 
 export function noNewPrivileges(): boolean {
   return prctl(PR_GET_NO_NEW_PRIVS, 0, "PR_GET_NO_NEW_PRIVS") === 1;
-}
-
-/** 0: no filter; 2: filtered (PR_GET_SECCOMP). */
-export function seccompMode(): number {
-  return prctl(PR_GET_SECCOMP, 0, "PR_GET_SECCOMP");
 }
 
 /** Whether the kernel takes filters: PR_SET_SECCOMP with a NULL program fails EFAULT if so (Mesos' check). */

@@ -80,7 +80,7 @@ function cstr(s: string): Buffer {
 function cstrArray(items: readonly string[]): { array: BigUint64Array; keep: Buffer[] } {
   const keep = items.map(cstr);
   const array = new BigUint64Array(items.length + 1);
-  keep.forEach((b, i) => (array[i] = BigInt(ptr(b))));
+  for (const [i, b] of keep.entries()) array[i] = BigInt(ptr(b));
   return { array, keep };
 }
 

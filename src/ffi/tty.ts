@@ -46,7 +46,6 @@ function check(rc: number | bigint, call: string, what: string): number {
 
 // ioctl requests (asm-generic, the same on x86_64 and arm64).
 const TIOCSWINSZ = 0x5414;
-const TIOCGWINSZ = 0x5413;
 const TIOCSCTTY = 0x540e;
 const TIOCSPTLCK = 0x40045431;
 const TIOCGPTN = 0x80045430;
@@ -78,11 +77,6 @@ export function setWindowSize(fd: number, size: WindowSize): void {
   check(libc().ioctl(fd, TIOCSWINSZ, ws), "ioctl", `TIOCSWINSZ ${size.rows}x${size.columns} on fd ${fd}`);
 }
 
-export function windowSize(fd: number): WindowSize {
-  const ws = new Uint16Array(4);
-  check(libc().ioctl(fd, TIOCGWINSZ, ws), "ioctl", `TIOCGWINSZ on fd ${fd}`);
-  return { rows: ws[0]!, columns: ws[1]! };
-}
 
 /** setsid(2): a new session and process group led by this process. */
 export function newSession(): void {
@@ -98,7 +92,10 @@ export function fchown(fd: number, uid: number, gid: number): void {
   check(libc().fchown(fd, uid, gid), "fchown", `fd ${fd} to ${uid}:${gid}`);
 }
 
-/** A second descriptor for the same open file, close-on-exec (F_DUPFD_CLOEXEC). */
+/**
+ * A second descriptor for the same open file, close-on-exec (F_DUPFD_CLOEXEC).
+ * @public loaded lazily by runtime/launcher.ts
+ */
 export function dupCloexec(fd: number): number {
   return check(libc().fcntl(fd, 1030, 3), "fcntl", `F_DUPFD_CLOEXEC of fd ${fd}`);
 }
@@ -111,7 +108,10 @@ const SCM_RIGHTS = 1;
 const MSG_DONTWAIT = 0x40;
 const MSG_CMSG_CLOEXEC = 0x40000000;
 
-/** A connected pair of unix seqpacket sockets, both close-on-exec: [one, other]. */
+/**
+ * A connected pair of unix seqpacket sockets, both close-on-exec: [one, other].
+ * @public loaded lazily by runtime/launcher.ts
+ */
 export function socketPair(): [number, number] {
   const fds = new Int32Array(2);
   check(libc().socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds), "socketpair", "AF_UNIX, SOCK_SEQPACKET");
@@ -151,6 +151,7 @@ export function sendFd(socket: number, fd: number, payload: Uint8Array): void {
 /**
  * A descriptor waiting on `socket` (received close-on-exec) and the bytes sent with it;
  * undefined if nothing waits (never blocks) or the message carried no descriptor.
+ * @public loaded lazily by runtime/launcher.ts
  */
 export function receiveFd(socket: number, maxPayload = 64): { fd: number; payload: Uint8Array } | undefined {
   const data = new Uint8Array(maxPayload);

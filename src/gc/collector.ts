@@ -2,24 +2,16 @@
 // but not removed, nested ones and image volumes included), exclusions and leases (pulls
 // and launches in flight) need; sweep image records first, then layers and configs no
 // remaining image uses. Marking happens on the agent's thread (it is set arithmetic);
-// trees are measured and deleted in the gc worker.
+// trees are measured and deleted in the disk worker.
 import { readdirSync, renameSync, statfsSync } from "node:fs";
 import { join } from "node:path";
-import type { Image } from "../api/proto.ts";
+import type { Image } from "../mesos/messages.ts";
 import { canonical, parseReference } from "../images/reference.ts";
 import type { DockerStore, ImageRecord } from "../images/store.ts";
 import { log } from "../log.ts";
-import type { WorkerClient } from "../workers/rpc.ts";
-
-export class GcError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(message);
-    this.name = "GcError";
-  }
-}
+import type { WorkerClient } from "../threads/rpc.ts";
+import type { DiskOps } from "./disk.ts";
+import { invalid, precondition } from "../errors.ts";
 
 /**
  * What a live container needs kept: its image references, and the layer ids its rootfs
@@ -39,7 +31,7 @@ export interface GcResult {
   removedConfigs: number;
   bytesFreed: number;
   ms: number;
-  /** Of `ms`, the time the agent's own thread was busy (the rest is waiting on the gc worker). */
+  /** Of `ms`, the time the agent's own thread was busy (the rest is waiting on the disk worker). */
   threadMs: number;
 }
 
@@ -58,7 +50,7 @@ export class ImageCollector {
 
   constructor(
     private readonly store: DockerStore,
-    private readonly gc: WorkerClient,
+    private readonly gc: WorkerClient<DiskOps>,
     private readonly users: () => ImageUser[],
   ) {}
 
@@ -70,7 +62,7 @@ export class ImageCollector {
       try {
         out.add(canonical(parseReference(img.docker.name)));
       } catch (err) {
-        throw new GcError(400, `Failed to prune images: ${(err as Error).message}`);
+        throw invalid(`Failed to prune images: ${(err as Error).message}`, err);
       }
     }
     return out;
@@ -78,7 +70,7 @@ export class ImageCollector {
 
   /**
    * Removes what a prior run left in gc/ (an agent killed mid-sweep). Queued like a prune,
-   * so a prune never races it over gc/; done by `rm` processes rather than the gc worker,
+   * so a prune never races it over gc/; done by `rm` processes rather than the disk worker,
    * whose queue launches, removals and GET_CONTAINERS' disk accounting share: a tree of
    * many gigabytes must hold none of them up.
    */
@@ -124,8 +116,7 @@ export class ImageCollector {
     const layers = new Set<string>();
     for (const user of this.users()) {
       if (!user.accountable) {
-        throw new GcError(
-          500,
+        throw precondition(
           `Failed to prune images: container ${user.key} was checkpointed without the images it uses (an older agent); remove it before pruning`,
         );
       }
@@ -143,7 +134,7 @@ export class ImageCollector {
     // A `ucr pull` in another process holds the store lock shared: wait for it, politely.
     let unlock = this.store.tryLockExclusive();
     for (let waited = 0; !unlock; waited += 50) {
-      if (waited > 600_000) throw new GcError(500, "Failed to prune images: another process has held the image store for 10 minutes");
+      if (waited > 600_000) throw precondition("Failed to prune images: another process has held the image store for 10 minutes");
       await Bun.sleep(50);
       unlock = this.store.tryLockExclusive();
     }
@@ -232,7 +223,7 @@ export class ImageCollector {
     this.pause();
     const freed = await Promise.all(
       doomed.map(async (path) => {
-        const { bytes } = await this.gc.call<{ bytes: number }>("du", { path });
+        const { bytes } = await this.gc.call("du", { path });
         await this.gc.call("remove", { path, within: gcDir });
         return bytes;
       }),

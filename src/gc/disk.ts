@@ -1,9 +1,11 @@
-// Tree measurement and deletion for image GC and accounting. Run in the gc worker
-// (src/workers/gc.ts): both walk whole trees and must stay off the server thread.
+// Tree measurement and deletion for image GC and accounting. Run in the disk worker
+// (src/workers/disk.ts): both walk whole trees and must stay off the server thread.
 import { basename, dirname, relative, resolve, sep } from "node:path";
 import { O_DIRECTORY, O_PATH, close } from "../ffi/libc.ts";
 import { PathError, openDir, openInRoot } from "../runtime/inroot.ts";
 import { removeAt, walkTree } from "../util/tree.ts";
+import type { LayerWhiteouts } from "../provisioner/copy.ts";
+import { workerOf } from "../threads/workers.ts";
 
 export interface DiskUsage {
   /** Bytes allocated on disk (st_blocks * 512), hard-linked files counted once. */
@@ -12,6 +14,19 @@ export interface DiskUsage {
   apparentBytes: number;
   entries: number;
 }
+
+/** The disk worker's operations: workers/disk.ts serves them; the agent and image GC call them. */
+export interface DiskOps {
+  du(args: { path: string }): DiskUsage;
+  /** Deletes `path` if it lies strictly inside `within`. */
+  remove(args: { path: string; within: string }): { removed: boolean };
+  /** The copy backend's rootfs: `layers` (base first) applied onto `dest`. */
+  copyLayers(args: { layers: string[]; dest: string; records: LayerWhiteouts[] }): { ok: true };
+  /** Takes the kernel's cgroup threadgroup lock once (see workers/disk.ts). */
+  warmCgroups(args: { procs: string; pid: number }): { ok: boolean; error?: string };
+}
+
+export const DISK_WORKER = workerOf<DiskOps>("disk");
 
 export function diskUsage(root: string): DiskUsage {
   const seen = new Set<string>();

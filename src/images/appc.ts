@@ -9,19 +9,15 @@ import { existsSync, lstatSync, mkdirSync, readFileSync, renameSync } from "node
 import { join } from "node:path";
 import { request } from "undici";
 import * as v from "valibot";
-import type { RpcContext } from "../workers/rpc.ts";
+import type { RpcContext } from "../threads/rpc.ts";
 import { ensurePrivateDir } from "../util/private-dir.ts";
 import { removeTree } from "../util/tree.ts";
 import { unpackLayer } from "./layer/pipeline.ts";
 import { hostPlatform } from "./manifest.ts";
 import { DEFAULT_LIMITS, Transfer, discard, type FetchLimits } from "./transfer.ts";
+import { errorOfKind } from "../errors.ts";
 
-export class AppcError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "AppcError";
-  }
-}
+class AppcError extends errorOfKind("invalid") {}
 
 const ManifestSchema = v.looseObject({
   acKind: v.literal("ImageManifest", "must be an ImageManifest"),
@@ -84,7 +80,7 @@ function isA(path: string, kind: "file" | "directory"): boolean {
 }
 
 /** The discovery URL Mesos builds: prefix + name-version-os-arch.aci. */
-export function discoveryUrl(prefix: string, name: string, labels: Record<string, string>): string {
+function discoveryUrl(prefix: string, name: string, labels: Record<string, string>): string {
   const version = labels.version ?? "latest";
   const host = hostPlatform();
   const os = labels.os ?? host.os;
@@ -146,7 +142,7 @@ async function* aciStream(url: string, limits: FetchLimits): AsyncGenerator<Uint
 }
 
 /** In an extract worker: fetch, hash (sha512 of the tar) and unpack one ACI into `<staging>/tree`. */
-export async function runAciJob(job: AciJob, ctx: RpcContext): Promise<AciResult> {
+export async function runAciJob(job: AciJob, ctx: RpcContext<{ bytes: number }>): Promise<AciResult> {
   const tree = join(job.staging, "tree");
   try {
     mkdirSync(tree, { recursive: true });

@@ -11,15 +11,11 @@ import { ManifestError, parseImageConfig, parseManifest, selectPlatform, type Im
 import { canonical, familiar, parseReference, type ImageReference } from "./reference.ts";
 import { decodeHeader, parsePax } from "./tar/codec.ts";
 import { MAX_SPECIAL_BYTES } from "./tar/reader.ts";
+import { errorOfKind } from "../errors.ts";
 
-export class ArchiveError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "ArchiveError";
-  }
-}
+class ArchiveError extends errorOfKind("invalid") {}
 
-export interface Member {
+interface Member {
   offset: number;
   size: number;
   /** For a symlink member (skopeo writes `<id>/layer.tar -> ../<digest>.tar`): its target. */
@@ -27,7 +23,7 @@ export interface Member {
 }
 
 /** Reads tar headers only, seeking over data: name → byte range of its content. */
-export function indexTar(path: string): Map<string, Member> {
+function indexTar(path: string): Map<string, Member> {
   const members = new Map<string, Member>();
   const fd = openSync(path, "r");
   const size = statSync(path).size;
@@ -96,7 +92,7 @@ export function indexTar(path: string): Map<string, Member> {
   return members;
 }
 
-export interface ArchiveLayer {
+interface ArchiveLayer {
   member: string;
   offset: number;
   size: number;

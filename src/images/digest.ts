@@ -1,15 +1,15 @@
 // Content digests ("sha256:<hex>"): streaming hashers and the checks every blob goes
 // through before anything built from it becomes visible.
 import { validateDigest } from "./reference.ts";
+import { UcrError } from "../errors.ts";
 
-export class DigestMismatchError extends Error {
+export class DigestMismatchError extends UcrError {
   constructor(
     readonly what: string,
     readonly expected: string,
     readonly actual: string,
   ) {
-    super(`${what}: digest mismatch: expected ${expected}, got ${actual}`);
-    this.name = "DigestMismatchError";
+    super("invalid", `${what}: digest mismatch: expected ${expected}, got ${actual}`);
   }
 }
 

@@ -3,12 +3,14 @@
 // staging directory is removed before the error goes back, so nothing half-written stays.
 import { mkdirSync, statfsSync } from "node:fs";
 import { removeTree } from "../util/tree.ts";
-import type { RpcContext } from "../workers/rpc.ts";
+import type { RpcContext } from "../threads/rpc.ts";
 import { RegistryClient, RestartRequired, type RegistrySpec } from "./registry.ts";
 import { WriterPool } from "./layer/file-writer.ts";
 import { unpackLayer, type UnpackResult } from "./layer/pipeline.ts";
+import { workerOf } from "../threads/workers.ts";
+import type { AciJob, AciResult } from "./appc.ts";
 
-export type LayerSource =
+type LayerSource =
   | { kind: "registry"; spec: RegistrySpec; digest: string; size?: number }
   | { kind: "file"; path: string; offset: number; length: number };
 
@@ -22,9 +24,18 @@ export interface LayerJob {
   what: string;
 }
 
+/** Bytes of the blob (or ACI) read so far. */
 export interface LayerProgress {
   bytes: number;
 }
+
+/** The extract worker's operations: workers/extract.ts serves them, the puller calls them. */
+export interface ExtractOps {
+  layer(job: LayerJob, ctx: RpcContext<LayerProgress>): Promise<UnpackResult>;
+  aci(job: AciJob, ctx: RpcContext<LayerProgress>): Promise<AciResult>;
+}
+
+export const EXTRACT_WORKER = workerOf<ExtractOps>("extract");
 
 const clients = new Map<string, RegistryClient>();
 
@@ -64,7 +75,7 @@ function open(source: LayerSource): AsyncIterable<Uint8Array> {
   return file.stream() as unknown as AsyncIterable<Uint8Array>;
 }
 
-export async function runLayerJob(job: LayerJob, ctx: RpcContext): Promise<UnpackResult> {
+export async function runLayerJob(job: LayerJob, ctx: RpcContext<LayerProgress>): Promise<UnpackResult> {
   const rootfs = `${job.staging}/rootfs`;
   try {
     for (let attempt = 0; ; attempt++) {

@@ -4,8 +4,9 @@
 import * as v from "valibot";
 import { sha256 } from "./digest.ts";
 import { validateDigest } from "./reference.ts";
+import { errorOfKind } from "../errors.ts";
 
-export const MT = {
+const MT = {
   dockerManifest: "application/vnd.docker.distribution.manifest.v2+json",
   dockerList: "application/vnd.docker.distribution.manifest.list.v2+json",
   dockerSchema1: "application/vnd.docker.distribution.manifest.v1+json",
@@ -37,19 +38,14 @@ const LAYER_TYPES = new Set([
   "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
 ]);
 
-export class ManifestError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "ManifestError";
-  }
-}
+export class ManifestError extends errorOfKind("invalid") {}
 
 const Digest = v.pipe(
   v.string(),
   v.check((d) => validateDigest(d) === null, "must be a digest like sha256:<64 hex>"),
 );
 
-export const DescriptorSchema = v.looseObject({
+const DescriptorSchema = v.looseObject({
   mediaType: v.optional(v.string()),
   digest: Digest,
   size: v.pipe(v.number(), v.integer(), v.minValue(0)),
@@ -71,7 +67,7 @@ const ImageManifestSchema = v.looseObject({
   config: DescriptorSchema,
   layers: v.array(DescriptorSchema),
 });
-export type ImageManifest = v.InferOutput<typeof ImageManifestSchema>;
+type ImageManifest = v.InferOutput<typeof ImageManifestSchema>;
 
 const IndexSchema = v.looseObject({
   schemaVersion: v.literal(2),
@@ -104,7 +100,7 @@ const V1CompatibilitySchema = v.looseObject({
 const StringList = v.optional(v.nullable(v.array(v.string())));
 
 /** The parts of an image config (Docker/OCI) that ucr uses; everything else is kept as is. */
-export const ImageConfigSchema = v.looseObject({
+const ImageConfigSchema = v.looseObject({
   architecture: v.optional(v.string()),
   os: v.optional(v.string()),
   variant: v.optional(v.string()),
@@ -134,7 +130,7 @@ export type ParsedManifest =
   | { kind: "image"; mediaType: string; manifest: ImageManifest }
   | { kind: "schema1"; mediaType: string; layers: Schema1Layer[]; config: ImageConfig; v1: unknown[] };
 
-export interface Schema1Layer {
+interface Schema1Layer {
   /** The compressed blob digest (fsLayers[].blobSum). */
   digest: string;
   /** The v1 layer id, kept so duplicates can be dropped as Mesos does. */

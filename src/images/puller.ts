@@ -3,18 +3,18 @@
 // workers (bounded by their number); pulls of one image and downloads of one layer are
 // shared, and layers already in the store are not fetched again.
 import type { DockerConfig, Registry } from "../config/flags.ts";
-import type { WorkerClient } from "../workers/rpc.ts";
+import type { WorkerClient } from "../threads/rpc.ts";
 import { lookupCredentials } from "./credentials.ts";
-import type { LayerJob, LayerProgress } from "./layer-job.ts";
+import type { ExtractOps, LayerJob } from "./layer-job.ts";
 import { DOCKER_HUB, DOCKER_HUB_REGISTRY, canonical, manifestReference, parseReference, remotePath, type ImageReference } from "./reference.ts";
 import { isLoopbackHost, probeBase, type RegistrySpec } from "./registry.ts";
-import type { ResolvedImage, ResolvedLayer } from "./resolve.ts";
+import type { PullOps, ResolvedImage, ResolvedLayer } from "./resolve.ts";
 import type { DockerStore, ImageRecord } from "./store.ts";
 import type { AciJob, AciResult } from "./appc.ts";
-import type { UnpackResult } from "./layer/pipeline.ts";
 import { DEFAULT_LIMITS, type FetchLimits } from "./transfer.ts";
 import { archiveCandidates } from "./archive.ts";
 import { existsSync } from "node:fs";
+import { UcrError } from "../errors.ts";
 
 export interface PullerOptions {
   registry: Registry;
@@ -45,30 +45,33 @@ export interface PullOptions {
   dockerConfig?: DockerConfig;
 }
 
-export class PullError extends Error {
+/** Whatever stopped a pull (a bad name, a registry's answer, a hostile layer): the image cannot be had as asked. */
+export class PullError extends UcrError {
   constructor(
     readonly image: string,
     message: string,
+    options?: { cause?: unknown },
   ) {
-    super(`pull ${image}: ${message}`);
-    this.name = "PullError";
+    super("invalid", `pull ${image}: ${message}`, options);
   }
 }
 
 export interface PullerWorkers {
-  pull: WorkerClient;
-  extract: readonly WorkerClient[];
+  pull: WorkerClient<PullOps>;
+  extract: ReadonlyArray<WorkerClient<ExtractOps>>;
 }
+
+type Extractor = WorkerClient<ExtractOps>;
 
 /** A counting semaphore handing out idle extract workers. */
 class WorkerSlots {
-  private readonly idle: WorkerClient[];
-  private readonly waiting: Array<(w: WorkerClient) => void> = [];
-  constructor(workers: readonly WorkerClient[]) {
+  private readonly idle: Extractor[];
+  private readonly waiting: Array<(w: Extractor) => void> = [];
+  constructor(workers: readonly Extractor[]) {
     this.idle = [...workers];
   }
-  async run<T>(fn: (w: WorkerClient) => Promise<T>): Promise<T> {
-    const worker = this.idle.pop() ?? (await new Promise<WorkerClient>((resolve) => this.waiting.push(resolve)));
+  async run<T>(fn: (w: Extractor) => Promise<T>): Promise<T> {
+    const worker = this.idle.pop() ?? (await new Promise<Extractor>((resolve) => this.waiting.push(resolve)));
     try {
       return await fn(worker);
     } finally {
@@ -102,7 +105,7 @@ export class Puller {
 
   /** Runs an Appc image job on an extract worker, in turn with the layers. */
   extractAci(job: AciJob): Promise<AciResult> {
-    return this.slots.run((worker) => worker.call<AciResult>("aci", job));
+    return this.slots.run((worker) => worker.call("aci", job));
   }
 
   /** Imports image `name` from one archive file (`ucr load`), whatever --docker_registry says. */
@@ -116,7 +119,7 @@ export class Puller {
     try {
       ref = parseReference(name);
     } catch (err) {
-      throw new PullError(name, (err as Error).message);
+      throw new PullError(name, (err as Error).message, { cause: err });
     }
     const key = canonical(ref);
     // Held from the start, so GC spares what this pull finds in the store or is fetching.
@@ -131,7 +134,7 @@ export class Puller {
         if (!running) {
           running = this.doPull(ref, key, opts).catch((err: unknown) => {
             if (err instanceof PullError) throw err;
-            throw new PullError(name, (err as Error).message);
+            throw new PullError(name, (err as Error).message, { cause: err });
           });
           this.images.set(key, running);
           running.finally(() => this.images.delete(key)).catch(() => {});
@@ -174,7 +177,7 @@ export class Puller {
 
   private async pullOnce(ref: ImageReference, key: string, opts: PullOptions & { file?: string }): Promise<ImageRecord> {
     const resolved = opts.file
-      ? await this.workers.pull.call<ResolvedImage>("archive", {
+      ? await this.workers.pull.call("archive", {
           file: opts.file,
           name: ref.original,
           allowForeignPlatform: this.options.allowForeignPlatform ?? false,
@@ -218,10 +221,10 @@ export class Puller {
     // (127.0.0.1:5000/app:1) is pulled from that registry, unless the directory holds an
     // archive under exactly that name (the layout Mesos reads: <dir>/127.0.0.1:5000/app:1.tar).
     if (registry.kind === "directory" && (!ref.explicitDomain || archiveCandidates(registry.path, ref).some((c) => existsSync(c)))) {
-      return this.workers.pull.call<ResolvedImage>("archive", { dir: registry.path, name: ref.original, allowForeignPlatform });
+      return this.workers.pull.call("archive", { dir: registry.path, name: ref.original, allowForeignPlatform });
     }
     const spec = await this.spec(ref, dockerConfig);
-    return this.workers.pull.call<ResolvedImage>("registry", {
+    return this.workers.pull.call("registry", {
       spec,
       reference: manifestReference(ref),
       what: ref.original,
@@ -298,8 +301,8 @@ export class Puller {
         maxBytes: this.options.maxLayerSize,
         what: `layer ${layer.digest ?? layer.member ?? id}`,
       };
-      const result = await worker.call<UnpackResult>("layer", job, {
-        onProgress: (p) => emit({ kind: "progress", index, id, bytes: (p as LayerProgress).bytes, size: layer.size }),
+      const result = await worker.call("layer", job, {
+        onProgress: (p) => emit({ kind: "progress", index, id, bytes: p.bytes, size: layer.size }),
       });
       this.store.commitLayer(staging, {
         diffId: result.diffId,

@@ -1,6 +1,7 @@
 // Docker image references, parsed and normalised as `docker pull` does
 // ([REGISTRY_HOST[:PORT]/]REPOSITORY[:TAG|@DIGEST], docker.io and library/ defaults).
 // The grammar follows distribution's reference package; the code is ours.
+import { UcrError } from "../errors.ts";
 
 export const DOCKER_HUB = "docker.io";
 /** Where docker.io is actually served from. */
@@ -13,13 +14,12 @@ const DOMAIN_LABEL = /^(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])$/;
 const TAG = /^[\w][\w.-]{0,127}$/;
 const DIGEST = /^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/;
 
-export class ReferenceError extends Error {
+class ImageReferenceError extends UcrError {
   constructor(
     readonly input: string,
     why: string,
   ) {
-    super(`invalid image reference '${input}': ${why}`);
-    this.name = "ReferenceError";
+    super("invalid", `invalid image reference '${input}': ${why}`);
   }
 }
 
@@ -60,12 +60,12 @@ function checkDomain(input: string, domain: string): void {
   let port: string | undefined;
   if (domain.startsWith("[")) {
     const end = domain.indexOf("]");
-    if (end < 0) throw new ReferenceError(input, `registry '${domain}' has an unclosed IPv6 bracket`);
+    if (end < 0) throw new ImageReferenceError(input, `registry '${domain}' has an unclosed IPv6 bracket`);
     host = domain.slice(1, end);
     const rest = domain.slice(end + 1);
-    if (rest !== "" && !rest.startsWith(":")) throw new ReferenceError(input, `registry '${domain}' is malformed`);
+    if (rest !== "" && !rest.startsWith(":")) throw new ImageReferenceError(input, `registry '${domain}' is malformed`);
     port = rest === "" ? undefined : rest.slice(1);
-    if (!/^[0-9a-fA-F:.]+$/.test(host)) throw new ReferenceError(input, `registry '${domain}' has a malformed IPv6 address`);
+    if (!/^[0-9a-fA-F:.]+$/.test(host)) throw new ImageReferenceError(input, `registry '${domain}' has a malformed IPv6 address`);
   } else {
     const colon = domain.lastIndexOf(":");
     if (colon >= 0) {
@@ -73,29 +73,29 @@ function checkDomain(input: string, domain: string): void {
       port = domain.slice(colon + 1);
     }
     if (!host.split(".").every((l) => DOMAIN_LABEL.test(l))) {
-      throw new ReferenceError(input, `registry host '${host}' is not a valid host name`);
+      throw new ImageReferenceError(input, `registry host '${host}' is not a valid host name`);
     }
   }
   if (port !== undefined && (!/^\d+$/.test(port) || Number(port) > 65535 || Number(port) === 0)) {
-    throw new ReferenceError(input, `registry port '${port}' is not a port number`);
+    throw new ImageReferenceError(input, `registry port '${port}' is not a port number`);
   }
 }
 
-/** Parses and normalises an image name; throws ReferenceError saying what is wrong. */
+/** Parses and normalises an image name; throws ImageReferenceError saying what is wrong. */
 export function parseReference(input: string): ImageReference {
   const text = input.trim();
-  if (text === "") throw new ReferenceError(input, "it is empty");
-  if (text !== input) throw new ReferenceError(input, "it has leading or trailing spaces");
+  if (text === "") throw new ImageReferenceError(input, "it is empty");
+  if (text !== input) throw new ImageReferenceError(input, "it has leading or trailing spaces");
 
   let rest = text;
   let digest: string | undefined;
   const at = rest.indexOf("@");
   if (at >= 0) {
-    if (rest.indexOf("@", at + 1) >= 0) throw new ReferenceError(input, "it has more than one '@'");
+    if (rest.indexOf("@", at + 1) >= 0) throw new ImageReferenceError(input, "it has more than one '@'");
     digest = rest.slice(at + 1);
     rest = rest.slice(0, at);
     const problem = validateDigest(digest);
-    if (problem) throw new ReferenceError(input, `digest '${digest}' ${problem}`);
+    if (problem) throw new ImageReferenceError(input, `digest '${digest}' ${problem}`);
   }
 
   let tag: string | undefined;
@@ -104,11 +104,11 @@ export function parseReference(input: string): ImageReference {
     tag = rest.slice(lastColon + 1);
     rest = rest.slice(0, lastColon);
     if (!TAG.test(tag)) {
-      throw new ReferenceError(input, `tag '${tag}' is invalid (letters, digits, '_', '.', '-'; at most 128; not starting with '.' or '-')`);
+      throw new ImageReferenceError(input, `tag '${tag}' is invalid (letters, digits, '_', '.', '-'; at most 128; not starting with '.' or '-')`);
     }
   }
 
-  if (rest === "") throw new ReferenceError(input, "it has no repository name");
+  if (rest === "") throw new ImageReferenceError(input, "it has no repository name");
   let domain = DOCKER_HUB;
   let path = rest;
   let explicitDomain = false;
@@ -120,11 +120,11 @@ export function parseReference(input: string): ImageReference {
     checkDomain(input, domain);
     if (LEGACY_HUB_NAMES.has(domain.toLowerCase())) domain = DOCKER_HUB;
   }
-  if (path === "") throw new ReferenceError(input, "it has no repository name after the registry");
-  if (path !== path.toLowerCase()) throw new ReferenceError(input, "repository name must be lowercase");
+  if (path === "") throw new ImageReferenceError(input, "it has no repository name after the registry");
+  if (path !== path.toLowerCase()) throw new ImageReferenceError(input, "repository name must be lowercase");
   for (const component of path.split("/")) {
     if (!COMPONENT.test(component)) {
-      throw new ReferenceError(
+      throw new ImageReferenceError(
         input,
         component === ""
           ? "it has an empty path component"
@@ -135,7 +135,7 @@ export function parseReference(input: string): ImageReference {
   const implicitLibrary = domain === DOCKER_HUB && !path.includes("/");
   if (implicitLibrary) path = `library/${path}`;
   const full = `${domain}/${path}`;
-  if (full.length > NAME_MAX) throw new ReferenceError(input, `the name is ${full.length} characters long; at most ${NAME_MAX} are allowed`);
+  if (full.length > NAME_MAX) throw new ImageReferenceError(input, `the name is ${full.length} characters long; at most ${NAME_MAX} are allowed`);
   if (!tag && !digest) tag = "latest";
   return { domain, path, tag, digest, explicitDomain, implicitLibrary, original: input };
 }

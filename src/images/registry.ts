@@ -11,6 +11,7 @@ import type { Credentials } from "./credentials.ts";
 import { DigestMismatchError } from "./digest.ts";
 import { MANIFEST_ACCEPT, manifestDigest } from "./manifest.ts";
 import { DEFAULT_LIMITS, Transfer, discard, readBounded, stallMessage, type FetchLimits } from "./transfer.ts";
+import { UcrError, errorOfKind } from "../errors.ts";
 
 /** Everything a worker needs to talk to one repository; plain data, so it crosses threads. */
 export interface RegistrySpec {
@@ -24,24 +25,19 @@ export interface RegistrySpec {
   limits?: FetchLimits;
 }
 
-export class RegistryError extends Error {
+/** What a registry answered instead of the image (`status`: its HTTP status, `code`: its error code). */
+class RegistryError extends UcrError {
   constructor(
     message: string,
     readonly status?: number,
     readonly code?: string,
   ) {
-    super(message);
-    this.name = "RegistryError";
+    super("invalid", message);
   }
 }
 
 /** Raised when a resumed download cannot continue where it stopped (no Range support). */
-export class RestartRequired extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "RestartRequired";
-  }
-}
+export class RestartRequired extends errorOfKind("unavailable") {}
 
 interface Reply {
   status: number;
@@ -51,11 +47,11 @@ interface Reply {
 }
 
 /** Manifests past this are refused (distribution's own limit). */
-export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 /** Image configs past this are refused. */
-export const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
+const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
 /** Token service answers past this are refused (real ones are a few KiB). */
-export const MAX_TOKEN_BYTES = 1024 * 1024;
+const MAX_TOKEN_BYTES = 1024 * 1024;
 /** Of an error body, only this much is read, for the message. */
 const MAX_ERROR_BYTES = 64 * 1024;
 
@@ -63,7 +59,7 @@ const MAX_REDIRECTS = 5;
 const RETRIES = 5;
 const TRANSIENT = new Set(["ECONNRESET", "EPIPE", "ETIMEDOUT", "ECONNABORTED", "UND_ERR_SOCKET", "UND_ERR_CLOSED"]);
 
-export function retryDelay(attempt: number): number {
+function retryDelay(attempt: number): number {
   return Math.min(4000, 200 * 2 ** attempt) * (0.75 + Math.random() * 0.5);
 }
 
@@ -90,7 +86,7 @@ function shownUrl(url: URL): string {
 }
 
 /** `Bearer realm="…",service="…",scope="…"` → scheme and parameters. */
-export function parseChallenge(value: string): { scheme: string; params: Record<string, string> } {
+function parseChallenge(value: string): { scheme: string; params: Record<string, string> } {
   const space = value.indexOf(" ");
   const scheme = (space < 0 ? value : value.slice(0, space)).trim().toLowerCase();
   const params: Record<string, string> = {};

@@ -5,6 +5,7 @@ import { findArchive, readArchive } from "./archive.ts";
 import { ManifestError, checkPlatform, parseImageConfig, parseManifest, selectPlatform } from "./manifest.ts";
 import { parseReference } from "./reference.ts";
 import { RegistryClient, type RegistrySpec } from "./registry.ts";
+import { workerOf } from "../threads/workers.ts";
 
 export interface ResolvedLayer {
   /** Compressed digest in the registry, or undefined for archive members without one. */
@@ -100,3 +101,11 @@ export function resolveFromArchive(job: ArchiveResolveJob): ResolvedImage {
     schema1: false,
   };
 }
+
+/** The pull worker's operations: workers/pull.ts serves them, the puller calls them. */
+export interface PullOps {
+  registry(job: RegistryResolveJob): Promise<ResolvedImage>;
+  archive(job: ArchiveResolveJob): ResolvedImage;
+}
+
+export const PULL_WORKER = workerOf<PullOps>("pull");

@@ -2,15 +2,17 @@
 // a few extract workers, and the puller over them. Used by the agent and the CLI commands.
 import { availableParallelism } from "node:os";
 import type { Flags } from "../config/flags.ts";
-import { startWorker } from "../workers/pool.ts";
-import type { WorkerClient } from "../workers/rpc.ts";
+import { startWorker } from "../threads/pool.ts";
+import type { WorkerClient } from "../threads/rpc.ts";
 import { AppcStore } from "./appc.ts";
-import { Puller } from "./puller.ts";
+import { Puller, type PullerWorkers } from "./puller.ts";
+import { EXTRACT_WORKER, type ExtractOps } from "./layer-job.ts";
+import { PULL_WORKER, type PullOps } from "./resolve.ts";
 import { DockerStore } from "./store.ts";
 import type { FetchLimits } from "./transfer.ts";
 
 /** The download deadlines the flags ask for (durations are in nanoseconds there). */
-export function fetchLimits(flags: Pick<Flags, "fetcher_stall_timeout" | "image_fetch_timeout">): FetchLimits {
+function fetchLimits(flags: Pick<Flags, "fetcher_stall_timeout" | "image_fetch_timeout">): FetchLimits {
   return { stallMs: flags.fetcher_stall_timeout / 1e6, totalMs: flags.image_fetch_timeout / 1e6 };
 }
 
@@ -24,7 +26,7 @@ export interface ImageService {
   puller: Puller;
   /** Appc images by simple discovery, fetched through the same extract workers. */
   appc: AppcStore;
-  workers: WorkerClient[];
+  workers: Array<WorkerClient<PullOps> | WorkerClient<ExtractOps>>;
   removedStaging: string[];
   /** What start-up changed that the log should say (a store directory's mode tightened). */
   notes: string[];
@@ -33,13 +35,13 @@ export interface ImageService {
 
 export function startImageService(
   flags: Flags,
-  workers?: { pull: WorkerClient; extract: WorkerClient[] },
+  workers?: PullerWorkers,
 ): ImageService {
   const store = new DockerStore(flags.docker_store_dir);
   const { removedStaging, note } = store.init();
   const pool = workers ?? {
-    pull: startWorker("pull"),
-    extract: Array.from({ length: extractWorkerCount() }, () => startWorker("extract")),
+    pull: startWorker(PULL_WORKER),
+    extract: Array.from({ length: extractWorkerCount() }, () => startWorker(EXTRACT_WORKER)),
   };
   const puller = new Puller(
     store,

@@ -5,16 +5,14 @@
 import {
   closeSync,
   existsSync,
-  fsyncSync,
   mkdirSync,
   openSync,
   readFileSync,
   readdirSync,
   renameSync,
   rmSync,
-  writeSync,
 } from "node:fs";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import * as v from "valibot";
 import { digestHex, sha256 } from "./digest.ts";
 import { parseImageConfig, type ImageConfig } from "./manifest.ts";
@@ -22,8 +20,9 @@ import { LOCK_EX, LOCK_NB, LOCK_SH, flock } from "../ffi/libc.ts";
 import { alive } from "../util/process.ts";
 import { describePrivateDir, ensurePrivateDir } from "../util/private-dir.ts";
 import { removeTree } from "../util/tree.ts";
+import { syncDir, writeFileAtomic } from "../util/atomic-file.ts";
 
-export const LayerRecordSchema = v.looseObject({
+const LayerRecordSchema = v.looseObject({
   diffId: v.string(),
   /** Compressed digests this layer arrived as (a registry's gzip, an archive's plain tar). */
   digests: v.array(v.string()),
@@ -35,7 +34,7 @@ export const LayerRecordSchema = v.looseObject({
 });
 export type LayerRecord = v.InferOutput<typeof LayerRecordSchema>;
 
-export const ImageRecordSchema = v.looseObject({
+const ImageRecordSchema = v.looseObject({
   /** Canonical reference: "docker.io/library/alpine:latest". */
   reference: v.string(),
   manifestDigest: v.optional(v.string()),
@@ -52,42 +51,12 @@ export const ImageRecordSchema = v.looseObject({
 export type ImageRecord = v.InferOutput<typeof ImageRecordSchema>;
 
 /**
- * Writes a file so that readers see the old or the new content, never a part. `sync: false`
- * skips the fsyncs of file and directory: still atomic for readers and for a killed writer,
- * just not durable across a crash of the host.
- */
-export function writeFileAtomic(path: string, data: string | Uint8Array, { sync = true } = {}): void {
-  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
-  const fd = openSync(tmp, "w", 0o644);
-  try {
-    const buf = typeof data === "string" ? Buffer.from(data) : data;
-    let off = 0;
-    while (off < buf.byteLength) off += writeSync(fd, buf, off);
-    if (sync) fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
-  if (sync) syncDir(dirname(path));
-}
-
-export function syncDir(dir: string): void {
-  const fd = openSync(dir, "r");
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-
-/**
  * Reference counts that keep images and layers from image GC while something is about to
  * use them: a pull holds them from its start, a container from its launch until it is
  * removed. All of it lives on the agent's one JS thread, so taking a lease and GC's
  * decision never interleave.
  */
-export class Leases {
+class Leases {
   private readonly counts = new Map<string, number>();
   hold(keys: Iterable<string>): () => void {
     const held = [...keys];

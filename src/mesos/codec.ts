@@ -4,6 +4,7 @@ import { fromBinary, fromJson, toBinary, type DescEnum, type JsonValue } from "@
 import { reflect, type ReflectMessage, type ScalarValue } from "@bufbuild/protobuf/reflect";
 import { base64Encode, configureTextEncoding, getTextEncoding } from "@bufbuild/protobuf/wire";
 import { CallSchema, ProcessIOSchema, ResponseSchema } from "./gen/mesos/v1/agent/agent_pb.ts";
+import { errorOfKind } from "../errors.ts";
 
 /** The top-level messages of the agent API, by the name Mesos gives them. */
 export const MESSAGES = {
@@ -15,12 +16,7 @@ export type MessageName = keyof typeof MESSAGES;
 
 export type JsonObject = { [key: string]: JsonValue };
 
-export class ProtobufError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "ProtobufError";
-  }
-}
+export class ProtobufError extends errorOfKind("invalid") {}
 
 // proto2 strings are not checked for UTF-8 by default: bytes that are not UTF-8 would become
 // U+FFFD, and two different container IDs the same one. Refuse them instead, as JSON bodies are.

@@ -1,12 +1,8 @@
 // RecordIO, the framing of Mesos' streaming calls: each record is its length in decimal ASCII,
 // a newline, then that many bytes of message. An encoder, and a decoder fed in pieces.
+import { errorOfKind } from "../errors.ts";
 
-export class RecordioError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "RecordioError";
-  }
-}
+export class RecordioError extends errorOfKind("invalid") {}
 
 const NEWLINE = 0x0a;
 const encoder = new TextEncoder();

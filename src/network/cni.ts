@@ -8,7 +8,9 @@
 //   <root>/<id>/{hosts,hostname,resolv.conf}   what the container sees in /etc
 //   <root>/<id>/<network>/network.conf         config, runtimeConfig and args of the ADD (written first)
 //   <root>/<id>/<network>/<ifname>/network.info the final ADD result (DEL's prevResult)
-// so a DEL always has what its ADD had, whoever ran the ADD.
+// so a DEL always has what its ADD had, whoever ran the ADD. (Over 400 lines: ADD, DEL and
+// recovery of these files are one state machine; configs, plugins, results and namespaces
+// are apart.)
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { isIP } from "node:net";
@@ -30,6 +32,7 @@ import { NETNS_TOOLS, createNetns, isNetns, makeSharedMount, releaseNetns, unmou
 import { invokePlugin } from "./plugin.ts";
 import { DEFAULT_PORTS, HostPorts, type PortMapping, type PortRange } from "./ports.ts";
 import { type CniResult, addressOf, parseResult } from "./result.ts";
+import { UcrError } from "../errors.ts";
 
 /** Mesos' NetworkInfo, as a launch gives it (already shape-checked by the API). */
 export interface NetworkInfo {
@@ -45,16 +48,8 @@ export interface NetworkStatus extends Omit<NetworkInfo, "ip_addresses"> {
   ip_addresses: Array<{ protocol: "IPv4" | "IPv6"; ip_address: string }>;
 }
 
-/** A launch or status request's error; `status` is the HTTP status the API answers. */
-export class NetworkError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(message);
-    this.name = "NetworkError";
-  }
-}
+/** A launch or status request's error: invalid (the request's networks) or internal (a plugin failed). */
+export class NetworkError extends UcrError {}
 
 /** One network of one container: everything ADD was given, so DEL gets the same (network.conf). */
 interface Attachment {
@@ -197,7 +192,7 @@ export class CniNetworks {
       try {
         fresh = readNetworkConf(known.file, o.pluginDirs);
       } catch (err) {
-        if (existsSync(known.file)) throw new NetworkError(400, `CNI network '${name}': ${(err as Error).message}`);
+        if (existsSync(known.file)) throw new NetworkError("invalid", `CNI network '${name}': ${(err as Error).message}`);
       }
       if (fresh?.name === name) {
         await this.checked(fresh);
@@ -210,8 +205,7 @@ export class CniNetworks {
     for (const [n, conf] of found) if (!this.configs.has(n)) this.configs.set(n, conf);
     const conf = found.get(name);
     if (!conf)
-      throw new NetworkError(
-        400,
+      throw new NetworkError("invalid",
         `Unknown CNI network '${name}' (known: ${[...this.configs.keys()].join(", ") || "none"}, in ${o.configDir})`,
       );
     await this.checked(conf);
@@ -222,7 +216,7 @@ export class CniNetworks {
     try {
       await this.checkVersions(conf);
     } catch (err) {
-      throw new NetworkError(400, `CNI network '${conf.name}': ${(err as Error).message}`);
+      throw new NetworkError("invalid", `CNI network '${conf.name}': ${(err as Error).message}`);
     }
   }
 
@@ -234,8 +228,7 @@ export class CniNetworks {
   async plan(key: string, nested: boolean, infos: readonly NetworkInfo[], hostname: string): Promise<NetworkPlan | null> {
     if (nested) {
       if (infos.length > 0) {
-        throw new NetworkError(
-          400,
+        throw new NetworkError("invalid",
           "container.network_infos: a nested container joins its parent's network namespace and cannot name networks of its own",
         );
       }
@@ -245,16 +238,14 @@ export class CniNetworks {
     if (named.length === 0) {
       const withPorts = infos.findIndex((info) => (info.port_mappings ?? []).length > 0);
       if (withPorts >= 0)
-        throw new NetworkError(
-          400,
+        throw new NetworkError("invalid",
           `container.network_infos[${withPorts}].port_mappings: port mappings need a named CNI network ` +
             "(the host network has no ports to map)",
         );
       return null;
     }
     if (!this.options) {
-      throw new NetworkError(
-        400,
+      throw new NetworkError("invalid",
         `container.network_infos[${named[0]!.i}].name: '${named[0]!.info.name}' is a CNI network, but this agent has none: ` +
           "start it with --network_cni_config_dir (and --isolation=...,network/cni)",
       );
@@ -266,25 +257,23 @@ export class CniNetworks {
       for (const [n, { info, i }] of named.entries()) {
         const where = `container.network_infos[${i}]`;
         const name = info.name!;
-        if (seen.has(name)) throw new NetworkError(400, `${where}.name: Attempted to join CNI network '${name}' multiple times`);
+        if (seen.has(name)) throw new NetworkError("invalid", `${where}.name: Attempted to join CNI network '${name}' multiple times`);
         seen.add(name);
         const conf = await this.lookup(name);
         const mappings = (info.port_mappings ?? []).map((m, j): PortMapping => {
           const protocol = (m.protocol ?? "tcp").toLowerCase();
           if (!["tcp", "udp", "sctp"].includes(protocol))
-            throw new NetworkError(400, `${where}.port_mappings[${j}].protocol: '${m.protocol}' is not tcp, udp or sctp`);
+            throw new NetworkError("invalid", `${where}.port_mappings[${j}].protocol: '${m.protocol}' is not tcp, udp or sctp`);
           if (m.container_port < 1 || m.container_port > 65535)
-            throw new NetworkError(400, `${where}.port_mappings[${j}].container_port: ${m.container_port} is not a port (1-65535)`);
+            throw new NetworkError("invalid", `${where}.port_mappings[${j}].container_port: ${m.container_port} is not a port (1-65535)`);
           if (m.host_port < 0 || m.host_port > 65535)
-            throw new NetworkError(
-              400,
+            throw new NetworkError("invalid",
               `${where}.port_mappings[${j}].host_port: ${m.host_port} is not a port (1-65535, or 0 for one from the agent's range)`,
             );
           return { hostPort: m.host_port, containerPort: m.container_port, protocol };
         });
         if (mappings.length > 0 && !conf.plugins.some((p) => p.capabilities?.portMappings === true || p.type === "mesos-cni-port-mapper")) {
-          throw new NetworkError(
-            400,
+          throw new NetworkError("invalid",
             `${where}.port_mappings: CNI network '${name}' (${conf.file}) has no plugin with the portMappings capability ` +
               `(add {"type":"portmap","capabilities":{"portMappings":true}})`,
           );
@@ -293,11 +282,11 @@ export class CniNetworks {
         try {
           taken = this.ports.take(key, mappings);
         } catch (err) {
-          throw new NetworkError(400, `${where}.port_mappings: ${(err as Error).message}`);
+          throw new NetworkError("invalid", `${where}.port_mappings: ${(err as Error).message}`);
         }
         const ips = (info.ip_addresses ?? []).map((a) => a.ip_address).filter((a): a is string => a !== undefined && a !== "");
         const badIp = ips.findIndex((ip) => isIP(ip) === 0);
-        if (badIp >= 0) throw new NetworkError(400, `${where}.ip_addresses: '${ips[badIp]}' is not an IP address`);
+        if (badIp >= 0) throw new NetworkError("invalid", `${where}.ip_addresses: '${ips[badIp]}' is not an IP address`);
         const { port_mappings: _asked, ...rest } = info;
         const networkInfo: NetworkInfo = {
           ...rest,
@@ -359,15 +348,15 @@ export class CniNetworks {
             plan.attachments.flatMap((a) => a.capabilityArgs.portMappings ?? []),
           );
         } catch (err) {
-          throw new NetworkError(400, `container.network_infos: ${(err as Error).message}`);
+          throw new NetworkError("invalid", `container.network_infos: ${(err as Error).message}`);
         }
         await createNetns(ns);
         timings.push(`netns ${(performance.now() - started).toFixed(1)} ms`);
         const settled = await Promise.allSettled(plan.attachments.map((a) => this.add(dir, ns, a, timings)));
         const failed = settled.filter((s): s is PromiseRejectedResult => s.status === "rejected").map((s) => s.reason as Error);
         if (failed.length > 0) {
-          const status = failed.every((e) => e instanceof NetworkError && e.status === 400) ? 400 : 500;
-          throw new NetworkError(status, failed.map((e) => e.message).join("; "));
+          const kind = failed.every((e) => e instanceof NetworkError && e.kind === "invalid") ? "invalid" : "internal";
+          throw new NetworkError(kind, failed.map((e) => e.message).join("; "));
         }
         const results = settled.map((s) => (s as PromiseFulfilledResult<CniResult>).value);
         const joined = this.writeFiles(dir, ns, plan, results);
@@ -381,7 +370,7 @@ export class CniNetworks {
           log.error(`container ${plan.key}: cleaning up after a failed network attach: ${(cleanup as Error).message}`);
         }
         if (err instanceof NetworkError) throw err;
-        throw new NetworkError(500, `container ${plan.key}: ${(err as Error).message}`);
+        throw new NetworkError("internal", `container ${plan.key}: ${(err as Error).message}`);
       }
     });
   }
@@ -399,7 +388,7 @@ export class CniNetworks {
       const t0 = performance.now();
       const what = `The CNI plugin '${p.type}' failed to attach container ${a.cniId} to CNI network '${a.network}'`;
       const binary = findPlugin(p.type, o.pluginDirs);
-      if (!binary) throw new NetworkError(500, `${what}: it is no longer in ${o.pluginDirs.join(":")}`);
+      if (!binary) throw new NetworkError("internal", `${what}: it is no longer in ${o.pluginDirs.join(":")}`);
       const out = await invokePlugin({
         command: "ADD",
         binary,
@@ -411,14 +400,14 @@ export class CniNetworks {
         timeoutMs: PLUGIN_TIMEOUT_MS,
         what,
       }).catch((err: Error) => {
-        throw new NetworkError(500, err.message);
+        throw new NetworkError("internal", err.message);
       });
       try {
         const parsed = parseResult(out, `The CNI plugin '${p.type}' (network '${a.network}')`);
         prev = parsed.raw;
         result = parsed.result;
       } catch (err) {
-        throw new NetworkError(500, (err as Error).message);
+        throw new NetworkError("internal", (err as Error).message);
       }
       took.push(`${p.type} ${(performance.now() - t0).toFixed(1)} ms`);
     }
@@ -428,8 +417,7 @@ export class CniNetworks {
     const given = result!.ips.map((ip) => addressOf(ip.address));
     const missed = wanted.filter((ip) => !given.includes(ip));
     if (missed.length > 0) {
-      throw new NetworkError(
-        400,
+      throw new NetworkError("invalid",
         `CNI network '${a.network}' did not assign the requested address ${missed.join(", ")} (it gave ${given.join(", ") || "none"}): ` +
           "its plugins must honour the 'ips' capability or Mesos' network_info",
       );
@@ -502,7 +490,7 @@ export class CniNetworks {
       .map((d) => d.name);
     // Networks in parallel, as they were added; all of them even if one fails.
     const errors = (await Promise.all(networks.map((network) => this.del(key, join(dir, network), netns, waitForPlugins)))).flat();
-    if (errors.length > 0) throw new NetworkError(500, `container ${key}: ${errors.join("; ")}`);
+    if (errors.length > 0) throw new NetworkError("internal", `container ${key}: ${errors.join("; ")}`);
     releaseNetns(ns);
     rmSync(dir, { recursive: true, force: true });
     this.forget(key);

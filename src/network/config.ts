@@ -3,9 +3,10 @@
 import { readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import * as v from "valibot";
+import { UcrError } from "../errors.ts";
 
 /** Spec versions the runtime speaks (and the plugins Debian ships answer in). */
-export const CNI_VERSIONS = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0"] as const;
+const CNI_VERSIONS = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0"] as const;
 /** CNI network and container names (spec 1.0: `name`, CNI_CONTAINERID). */
 export const CNI_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 /** What one config file may weigh: these are a few hundred bytes. */
@@ -26,14 +27,13 @@ export interface NetworkConf {
   file: string;
 }
 
-export class CniConfigError extends Error {
+export class CniConfigError extends UcrError {
   /** `file` "": the error is about a flag or a tool, and `why` says it all. */
   constructor(
     readonly file: string,
     why: string,
   ) {
-    super(file === "" ? why : `CNI network configuration ${file}: ${why}`);
-    this.name = "CniConfigError";
+    super("invalid", file === "" ? why : `CNI network configuration ${file}: ${why}`);
   }
 }
 

@@ -1,8 +1,9 @@
 // Running one CNI plugin as the spec says: the binary in the host's namespaces, CNI_* in its
 // environment, the config on stdin, the result (or an error object) on stdout, a deadline.
 import { pluginErrorText } from "./result.ts";
+import { errorOfKind } from "../errors.ts";
 
-export type CniCommand = "ADD" | "DEL" | "CHECK" | "VERSION";
+type CniCommand = "ADD" | "DEL" | "CHECK" | "VERSION";
 
 export interface Invocation {
   command: CniCommand;
@@ -20,12 +21,7 @@ export interface Invocation {
   what: string;
 }
 
-export class PluginError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "PluginError";
-  }
-}
+class PluginError extends errorOfKind("internal") {}
 
 /** A plugin's stdout/stderr past this is cut off (a result is a few KiB). */
 const MAX_OUTPUT = 1 << 20;

@@ -3,8 +3,9 @@
 // checked and turned into one form; the raw JSON is kept as the next plugin's prevResult.
 import { isIP } from "node:net";
 import * as v from "valibot";
+import { errorOfKind } from "../errors.ts";
 
-export interface CniIp {
+interface CniIp {
   /** Address with prefix length, e.g. 10.1.2.3/24. */
   address: string;
   gateway?: string;
@@ -13,7 +14,7 @@ export interface CniIp {
   version: 4 | 6;
 }
 
-export interface CniDns {
+interface CniDns {
   nameservers?: string[];
   domain?: string;
   search?: string[];
@@ -28,12 +29,7 @@ export interface CniResult {
   dns: CniDns;
 }
 
-export class CniResultError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "CniResultError";
-  }
-}
+class CniResultError extends errorOfKind("internal") {}
 
 /** A word in resolv.conf: nothing that could start another line or option. */
 const Word = v.pipe(v.string(), v.maxLength(253), v.regex(/^[^\s#;]+$/, "must be one word without spaces or comment characters"));

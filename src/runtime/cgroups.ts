@@ -6,6 +6,7 @@
 // WAIT_CONTAINER and GET_CONTAINERS; OOM events
 // watched (v1: eventfd on memory.oom_control; v2: inotify on memory.events); a container's
 // processes killed and its directories removed, and those of containers nobody knows found.
+// (Over 400 lines: v1, v2 and the hybrid layout side by side for every controller ucr uses.)
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmdirSync, statSync, watch, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { eventfd } from "../ffi/eventfd.ts";

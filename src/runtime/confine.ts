@@ -16,14 +16,10 @@ import {
 import { resetSignals, setRlimit, warmUpSignals } from "../ffi/libc.ts";
 import { readFileSync } from "node:fs";
 import type { ConfineSpec, RlimitSpec } from "./spec.ts";
+import { errorOfKind } from "../errors.ts";
 
 /** A setup step that failed: the launch fails (reported on fd 3), it is not the workload's error. */
-export class ConfineError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "ConfineError";
-  }
-}
+export class ConfineError extends errorOfKind("internal") {}
 
 function step<T>(what: string, fn: () => T): T {
   try {

@@ -8,7 +8,8 @@
 //     /etc files and the sandbox, pivot_roots, drops to the user, confines (capabilities,
 //     no_new_privs, seccomp) and execs the workload.
 // Setup errors go to fd 3, which the agent reads; exec closes fd 3 (close-on-exec), and
-// that EOF is how the agent knows the workload runs.
+// that EOF is how the agent knows the workload runs. (Over 400 lines: both stages and the warm
+// start share the spec and the report on fd 3; mounts, confinement and users are apart.)
 import { closeSync, existsSync, openSync, readFileSync, readSync, readdirSync, statSync, writeSync } from "node:fs";
 import { relative } from "node:path";
 import {
@@ -54,7 +55,6 @@ import {
   warmUpProtect,
 } from "./mounts.ts";
 import { WARM_READY, pidNamespaceOf, selfCommand, type LaunchSpec } from "./spec.ts";
-import { writeStateFile } from "./state.ts";
 import { makeTerminal, useTerminal, type Terminal } from "./terminal.ts";
 import { newSession } from "../ffi/tty.ts";
 import { dropPrivileges, homeOf, resolveUser, type User } from "./user.ts";
@@ -457,7 +457,7 @@ function findExecutable(name: string, path: string, cwd: string): string {
     try {
       // Missing is the common answer along PATH: no exception for it (see openatOrErrno).
       const st = statSync(p, { throwIfNoEntry: false });
-      return st !== undefined && st.isFile() && (st.mode & 0o111) !== 0;
+      return st?.isFile() === true && (st.mode & 0o111) !== 0;
     } catch {
       return false; // not a directory on the way, no permission
     }

@@ -33,20 +33,20 @@ import {
   readlinkat,
   sysError,
 } from "../ffi/libc.ts";
+import { UcrError } from "../errors.ts";
 
 /** As the kernel: at most 40 links followed in one lookup. */
 const MAX_LINKS = 40;
 /** A name that keeps disappearing while we create it: someone is racing us. */
 const MAX_CREATE_TRIES = 8;
 
-export class PathError extends Error {
+export class PathError extends UcrError {
   constructor(
     /** errno name of what went wrong: ENOENT, ENOTDIR, ELOOP, EROFS, ... */
     readonly code: string,
     message: string,
   ) {
-    super(message);
-    this.name = "PathError";
+    super("invalid", message);
   }
 }
 

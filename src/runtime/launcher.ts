@@ -8,6 +8,9 @@
 //     stages started ahead, the exit reports. It tells the reaper which pid is which
 //     container (fd 3), so nothing is lost if it is killed.
 // Both exit once no container runs and no agent is connected (agents disconnect when idle).
+// (Over 400 lines: the serve loop, its warm pool of stage 2s and the agent's client speak one
+// protocol and are kept together; the reaper and the record writes are apart, reaper.ts and
+// records.ts.)
 //
 // Protocol: newline-delimited JSON over a unix socket. The launcher greets each connection
 // with {hello: pid, running, exits} (how many containers it runs; the exit reports it could

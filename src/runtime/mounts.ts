@@ -1,7 +1,8 @@
 // The container's filesystem, built inside its own mount namespace by init stage 2: the
 // rootfs (overlay of the image's layers, or a bind of a copied/single layer), /proc of
 // the new PID namespace, a read-only /sys with the container's cgroups, a minimal /dev,
-// /etc files and the sandbox; then pivot_root into it with the old root detached.
+// /etc files and the sandbox; then pivot_root into it with the old root detached. (Over 400
+// lines: every mount of the container's filesystem, in the order stage 2 makes them.)
 //
 // The image is untrusted: every mount point is opened inside the rootfs (src/runtime/inroot.ts,
 // never a host path string joined with the image's) and mounted onto through /proc/self/fd/N,
@@ -201,7 +202,7 @@ function mountCgroups(rootFd: number, m: CgroupMounts): void {
  * CPU's timers, /proc/kcore its memory): masked by /dev/null (files) or an empty read-only
  * tmpfs (directories). Mesos also masks /proc/key-users.
  */
-export const MASKED_PROC = [
+const MASKED_PROC = [
   "acpi",
   "asound",
   "kcore",
@@ -213,9 +214,9 @@ export const MASKED_PROC = [
   "sched_debug",
   "scsi",
 ];
-export const MASKED_SYS = ["firmware"];
+const MASKED_SYS = ["firmware"];
 /** And what stays readable but must not be written: the host kernel's sysctls, sysrq, IRQ affinity. */
-export const READONLY_PROC = ["bus", "fs", "irq", "sys", "sysrq-trigger"];
+const READONLY_PROC = ["bus", "fs", "irq", "sys", "sysrq-trigger"];
 
 /** The lists above, or the ones of them this kernel has (KernelFiles: the agent looks once, stage 2 skips the rest). */
 export function kernelFilesHere(): KernelFiles {

@@ -2,7 +2,7 @@
 // container's runtime directory: everything already decided, nothing left to look up.
 import { closeSync, openSync, readSync } from "node:fs";
 import { join } from "node:path";
-import { isCompiled } from "../version.ts";
+import { isCompiled } from "../util/compiled.ts";
 
 export interface RootfsSpec {
   backend: "overlay" | "copy" | "bind";
@@ -92,7 +92,7 @@ export interface CgroupJoin {
  * An I/O switchboard (tty_info, or a session): the launcher keeps the container's terminal or
  * pipes and serves them on `<runtimeDir>/io.sock` (switchboard.ts).
  */
-export interface IoSpec {
+interface IoSpec {
   /** A pseudo-terminal from the container's own devpts, with this window size if one was given; absent: pipes. */
   tty?: { window?: { rows: number; columns: number } };
   /** No output is read until the first reader attaches (a session: none is lost before it does). */

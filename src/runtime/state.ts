@@ -9,29 +9,9 @@
 // checkpoint records the boot ID, so a restarted agent knows those containers died with the
 // host, and a file the crash left empty is an unreadable checkpoint, reported and cleaned up.
 // On ext4, fsync of file and directory cost ~0.5 ms per file here, four files per launch.
-// (Written here, not with the image store's writeFileAtomic: the init stage writes these, and
-// must not load image code and valibot with it.)
-import { closeSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
+import { writeFileAtomic } from "../util/atomic-file.ts";
 
 /** Writes `data` to `path` atomically; on failure (ENOSPC, EROFS, ...) no temporary file is left behind. */
 export function writeStateFile(path: string, data: string): void {
-  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
-  let fd: number | undefined;
-  try {
-    fd = openSync(tmp, "w", 0o644);
-    const buf = Buffer.from(data);
-    let off = 0;
-    while (off < buf.byteLength) off += writeSync(fd, buf, off);
-    closeSync(fd);
-    fd = undefined;
-    renameSync(tmp, path);
-  } catch (err) {
-    try {
-      if (fd !== undefined) closeSync(fd);
-      rmSync(tmp, { force: true });
-    } catch {
-      // the original error is the one worth reporting
-    }
-    throw err;
-  }
+  writeFileAtomic(path, data, { sync: false });
 }

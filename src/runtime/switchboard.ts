@@ -152,7 +152,10 @@ export class Switchboard {
     };
     switch (kind) {
       case Frame.STDIN: {
-        if (!this.stdin) return fail(Frame.FAILED, "Failed writing to stdin: it is closed");
+        if (!this.stdin) {
+          fail(Frame.FAILED, "Failed writing to stdin: it is closed");
+          return;
+        }
         if (payload.byteLength === 0) return;
         try {
           const written = this.stdin.sink.write(payload);
@@ -183,7 +186,10 @@ export class Switchboard {
         if (this.io.master === undefined) void this.closeStdin();
         return;
       case Frame.WINDOW: {
-        if (this.io.master === undefined) return fail(Frame.BAD_REQUEST, "Unable to set the window size: the container has no terminal");
+        if (this.io.master === undefined) {
+          fail(Frame.BAD_REQUEST, "Unable to set the window size: the container has no terminal");
+          return;
+        }
         try {
           setWindowSize(this.io.master, parseWindow(payload));
         } catch (err) {

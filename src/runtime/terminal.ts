@@ -7,7 +7,7 @@ import { fchown, newSession, openPtyPeer, sendFd, setControllingTerminal, setWin
 import { kindOf, openInRoot } from "./inroot.ts";
 
 /** fd 4 of a stage 2 that makes a terminal: where the master goes (the launcher holds the other end). */
-export const CONSOLE_FD = 4;
+const CONSOLE_FD = 4;
 
 const PTMX = { major: 5, minor: 2 };
 

@@ -15,7 +15,7 @@ export interface User {
 }
 
 /** (uid_t)-1 means "unchanged" to setresuid; anything above wraps: 4294967296 would be root. */
-export const MAX_ID = 2 ** 32 - 2;
+const MAX_ID = 2 ** 32 - 2;
 /** passwd and group files larger than this are refused (4 MiB: ~50,000 entries). */
 export const MAX_TABLE_BYTES = 4 * 1024 * 1024;
 /** setgroups(2) takes at most NGROUPS_MAX (65536) groups. */

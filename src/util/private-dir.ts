@@ -3,13 +3,9 @@
 // pass through to its sandbox), and checked at every start: a looser mode is tightened, an
 // owner other than us refused. A shared sticky directory (/tmp) is never changed, only reported.
 import { chmodSync, mkdirSync, statSync } from "node:fs";
+import { errorOfKind } from "../errors.ts";
 
-export class PrivateDirError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "PrivateDirError";
-  }
-}
+class PrivateDirError extends errorOfKind("precondition") {}
 
 export interface PrivateDirResult {
   created: boolean;

@@ -4,7 +4,7 @@
 import { describe, expect, test } from "bun:test";
 import { Confinement, ConfinementRefused } from "../../src/agent/confinement.ts";
 import { loadFlags } from "../../src/config/flags.ts";
-import { capabilitySet, DEFAULT_CAPABILITIES, type CapabilityName } from "../../src/runtime/capabilities.ts";
+import { capabilitySet, DEFAULT_CAPABILITIES, type CapabilityName } from "../../src/mesos/capabilities.ts";
 
 const caps = (...names: CapabilityName[]) => ({ capabilities: names });
 const set = (...names: CapabilityName[]) => capabilitySet(names);

@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { type RunningAgent, startAgent, tempDir } from "../helpers/agent.ts";
 import { buildBusyboxImage, pushImage } from "../helpers/images.ts";
-import { type Proxy, startProxy } from "../helpers/proxy.ts";
+import { type ProxyServer, startProxy } from "../helpers/proxy.ts";
 import { type Registry, startRegistry } from "../helpers/registry.ts";
 import {
   NOTHING,
@@ -27,7 +27,7 @@ import {
 
 const work = tempDir("ucr-kill-");
 let registry: Registry;
-let proxy: Proxy;
+let proxy: ProxyServer;
 let agent: RunningAgent;
 const hostDir = join(work, "host");
 

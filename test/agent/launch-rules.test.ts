@@ -4,8 +4,9 @@
 // a message naming the field.
 import { describe, expect, test } from "bun:test";
 import type { DescMessage } from "@bufbuild/protobuf";
-import { parseCall, type LaunchContainer } from "../../src/api/calls.ts";
-import { ContainerError } from "../../src/agent/container.ts";
+import { parseCall, type LaunchContainer } from "../../src/mesos/calls.ts";
+import { STATUS_OF_KIND } from "../../src/api/status.ts";
+import { UcrError } from "../../src/errors.ts";
 import { LAUNCH_FIELDS, fateOf } from "../../src/agent/launch-fields.ts";
 import { RLIM_INFINITY, checkLaunch, resolveSecretEnvironment, rlimitsOf, type FieldFlags } from "../../src/agent/launch-rules.ts";
 import { Call_LaunchContainerSchema } from "../../src/mesos/gen/mesos/v1/agent/agent_pb.ts";
@@ -41,15 +42,16 @@ function call(body: Record<string, unknown>): LaunchContainer {
 }
 
 /** The error checkLaunch throws for `body` (top-level unless `nested`), or undefined. */
-function refusal(body: Record<string, unknown>, flags: FieldFlags = FLAGS, nested = false): ContainerError | undefined {
+function refusal(body: Record<string, unknown>, flags: FieldFlags = FLAGS, nested = false): { status: number; message: string } | undefined {
   const c = call(nested ? { ...body, container_id: { value: "k", parent: { value: "p" } } } : body);
   const parent = nested ? ({ key: "p", state: "RUNNING" } as never) : undefined;
   try {
     checkLaunch(c, parent, flags);
     return undefined;
   } catch (err) {
-    expect(err).toBeInstanceOf(ContainerError);
-    return err as ContainerError;
+    expect(err).toBeInstanceOf(UcrError);
+    // The status the API answers it with (api/status.ts).
+    return { status: STATUS_OF_KIND[(err as UcrError).kind], message: (err as UcrError).message };
   }
 }
 

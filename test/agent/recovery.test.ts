@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import { join } from "node:path";
 import { type RunningAgent, startAgent, tempDir } from "../helpers/agent.ts";
 import { buildBusyboxImage, pushImage } from "../helpers/images.ts";
-import { type Proxy, startProxy } from "../helpers/proxy.ts";
+import { type ProxyServer, startProxy } from "../helpers/proxy.ts";
 import { type Registry, startRegistry } from "../helpers/registry.ts";
 import {
   NOTHING,
@@ -50,7 +50,7 @@ describe.skipIf(!isRoot)("recovery (needs root)", () => {
     const layout = join(work, "busybox");
     buildBusyboxImage(layout, { tag: "1" });
     await pushImage(layout, `${registry.host}/slow:1`, { exact: true });
-    const proxy: Proxy = await startProxy(registry.url, [
+    const proxy: ProxyServer = await startProxy(registry.url, [
       { kind: "throttle", bytesPerSecond: 128 * 1024, path: /\/blobs\//, method: "GET", times: 1 },
     ]);
     const wd = join(work, "wd-pull");

@@ -2,7 +2,7 @@
 // agent flags for it, JSON calls, and an inventory of what a container can leave on the
 // host (cgroup dirs under the agent's cgroups root, sandboxes, rootfs dirs, runtime dirs,
 // mounts, processes) to compare with what the agent reports.
-import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { RunningAgent } from "../helpers/agent.ts";
 import { buildBusyboxImage, saveArchive } from "../helpers/images.ts";
@@ -158,15 +158,6 @@ export function processesWith(marker: string): number[] {
     }
   }
   return out;
-}
-
-/** The pid namespace of a process (to tell a workload's PID 1 from its children). */
-export function pidNamespace(pid: number): string | undefined {
-  try {
-    return readlinkSync(`/proc/${pid}/ns/pid`);
-  } catch {
-    return undefined;
-  }
 }
 
 /** Polls `check` every 20 ms until it returns a value or `ms` pass; undefined on time-out. */

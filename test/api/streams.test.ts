@@ -210,7 +210,7 @@ describe.skipIf(!isRoot)("streaming calls (need root for containers)", () => {
         expect(records.stdout).toMatch(/\/dev\/pts\/\d+\r\n20 70\r\n/);
         // Ctrl-D once the shell reads a line again (its prompt is out): typed while it runs the
         // command, the terminal is in canonical mode and takes EOT as an empty line, not as EOF.
-        await records.until(() => /is-a-2-tty\r\n[^]*sandbox # /.test(records.stdout));
+        await records.until(() => /is-a-2-tty\r\n[\s\S]*sandbox # /.test(records.stdout));
         input.stdin("\x04");
         await records.finished();
         expect(await waitFor(encoding, id)).toEqual({ exit_status: 0 });

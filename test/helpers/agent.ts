@@ -1,5 +1,6 @@
 // Runs the built binary (dist/ucr) as a real agent process on a free loopback port, with
-// its own work_dir, and talks to it over HTTP. Every test that needs an agent uses this.
+// its own work_dir, and talks to it over HTTP. Every test and benchmark that needs an agent
+// uses this.
 import { existsSync, mkdtempSync, readdirSync, rmSync, rmdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -33,8 +34,8 @@ export interface RunningAgent {
   call(body: unknown, headers?: Record<string, string>): Promise<Response>;
   /** The same, resolving as soon as the headers are in (streams, WAIT's early headers). */
   callStreaming(body: unknown, headers?: Record<string, string>): Promise<Response>;
-  /** SIGTERM (or the given signal), wait, and return the exit code. */
-  stop(signal?: NodeJS.Signals): Promise<number>;
+  /** SIGTERM (or the given signal), wait (at most `graceMs`, then SIGKILL), and return the exit code. */
+  stop(signal?: NodeJS.Signals, graceMs?: number): Promise<number>;
 }
 
 export interface StartOptions {
@@ -42,10 +43,16 @@ export interface StartOptions {
   env?: Record<string, string>;
   /** Keep the work_dir after stop (default: removed). */
   keepWorkDir?: boolean;
+  /** The binary to run (default dist/ucr; a benchmark runs a private copy). */
+  binary?: string;
+  /** In its own session: a Ctrl-C at the terminal does not reach it (a benchmark's cleanup still needs it). */
+  detached?: boolean;
+  /** How long it may take to listen (default 15 s). */
+  listenTimeoutMs?: number;
 }
 
 export async function startAgent(options: StartOptions = {}): Promise<RunningAgent> {
-  const ucr = requireBinary();
+  const ucr = options.binary ?? requireBinary();
   const workDir = tempDir();
   const args = options.args ?? [];
   const hasWorkDir = args.some((a) => a.startsWith("--work_dir"));
@@ -72,6 +79,7 @@ export async function startAgent(options: StartOptions = {}): Promise<RunningAge
       stdout: "pipe",
       stderr: "pipe",
       env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...(options.env ?? {}) },
+      detached: options.detached ?? false,
     },
   );
   let stderr = "";
@@ -80,7 +88,8 @@ export async function startAgent(options: StartOptions = {}): Promise<RunningAge
     for await (const chunk of proc.stderr) stderr += decoder.decode(chunk, { stream: true });
   })();
 
-  const port = await waitForPort(() => stderr, /agent listening on http:\/\/[^\s]*:(\d+)/, proc);
+  const deadline = Date.now() + (options.listenTimeoutMs ?? 15_000);
+  const port = await waitForPort(() => stderr, /agent listening on http:\/\/[^\s]*:(\d+)/, proc, deadline);
   if (!port) {
     proc.kill("SIGKILL");
     await proc.exited;
@@ -108,8 +117,11 @@ export async function startAgent(options: StartOptions = {}): Promise<RunningAge
       return new Response(await res.arrayBuffer(), { status: res.status, statusText: res.statusText, headers: res.headers });
     },
     callStreaming: post,
-    async stop(signal = "SIGTERM") {
+    async stop(signal = "SIGTERM", graceMs?: number) {
       if (proc.exitCode === null) proc.kill(signal);
+      if (graceMs !== undefined && !(await Promise.race([proc.exited.then(() => true), Bun.sleep(graceMs).then(() => false)]))) {
+        proc.kill("SIGKILL");
+      }
       const code = await proc.exited;
       await pump;
       if (!options.keepWorkDir) rmSync(workDir, { recursive: true, force: true });
@@ -130,7 +142,7 @@ export async function runUcr(
 }
 
 /** Removes a test's (empty) cgroups root from every hierarchy; what still holds a process stays. */
-export function removeCgroupRoot(root: string): void {
+function removeCgroupRoot(root: string): void {
   const base = "/sys/fs/cgroup";
   let hierarchies: string[] = [];
   try {

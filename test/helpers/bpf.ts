@@ -16,7 +16,7 @@ export function runFilter(program: Uint8Array, data: SeccompData): number {
   const mem = new DataView(new ArrayBuffer(64));
   mem.setInt32(0, data.nr, true);
   mem.setUint32(4, data.arch, true);
-  (data.args ?? []).forEach((a, i) => mem.setBigUint64(16 + 8 * i, BigInt.asUintN(64, a), true));
+  for (const [i, a] of (data.args ?? []).entries()) mem.setBigUint64(16 + 8 * i, BigInt.asUintN(64, a), true);
   let A = 0;
   let pc = 0;
   for (let steps = 0; steps < 100_000; steps++) {

@@ -2,7 +2,7 @@
 import { join } from "node:path";
 import { runCommand } from "./command.ts";
 
-export const FIXTURES = join(import.meta.dir, "..", "fixtures");
+const FIXTURES = join(import.meta.dir, "..", "fixtures");
 
 /** Why C programs cannot be built here, or null if they can (static ones need libc.a). */
 export function noCompiler(opts: { static?: boolean } = {}): string | null {

@@ -5,7 +5,7 @@ import { existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { runCommand } from "./command.ts";
 
-export const CNI_PLUGINS = "/usr/lib/cni";
+const CNI_PLUGINS = "/usr/lib/cni";
 
 /** Why CNI tests cannot run here, or undefined when they can. */
 export function cniUnavailable(): string | undefined {

@@ -36,7 +36,7 @@ import {
   treeManifest,
   umociUnpack,
 } from "./images.ts";
-import { type Proxy, startProxy } from "./proxy.ts";
+import { type ProxyServer, startProxy } from "./proxy.ts";
 import { type Registry, SCHEMA1_SUPPORTED, startRegistry } from "./registry.ts";
 
 const work = tempDir("ucr-fixtures-");
@@ -60,7 +60,7 @@ async function registry(opts: Parameters<typeof startRegistry>[0]): Promise<Regi
   return r;
 }
 
-async function proxy(...args: Parameters<typeof startProxy>): Promise<Proxy> {
+async function proxy(...args: Parameters<typeof startProxy>): Promise<ProxyServer> {
   const p = await startProxy(...args);
   cleanups.push(() => p.stop());
   return p;
@@ -217,7 +217,7 @@ describe("image layouts", () => {
 
 describe.each(["none", "basic", "token"] as const)("registry with auth %s", (auth) => {
   let reg: Registry;
-  let px: Proxy;
+  let px: ProxyServer;
   let bbDigest = "";
   let richDigest = "";
 

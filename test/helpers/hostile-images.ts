@@ -3,7 +3,7 @@
 // device nodes and setuid files, extreme users, passwd files that never end. Each is the
 // busybox image plus one layer written entry by entry (tar-stream: names, links, devices and
 // modes exactly as given), saved as a `docker save` archive for a `--docker_registry=/dir`.
-import { lstatSync, readFileSync, readdirSync, realpathSync } from "node:fs";
+import { lstatSync, readFileSync, realpathSync } from "node:fs";
 import { join } from "node:path";
 import {
   BUSYBOX_CONFIG,
@@ -19,7 +19,7 @@ import {
 /** busybox applets the attack scripts use beyond the base image's. */
 const MORE_APPLETS = ["head", "hostname", "readlink", "mkdir", "chmod", "grep", "wc", "touch", "pwd", "sha256sum", "tr"];
 
-export function appletLinks(): TarEntry[] {
+function appletLinks(): TarEntry[] {
   return MORE_APPLETS.map((a) => ({ name: `bin/${a}`, type: "symlink" as const, linkname: "busybox" }));
 }
 
@@ -93,9 +93,4 @@ export function rootBlockDevice(): { major: number; minor: number } | undefined 
  */
 export function snapshot(dir: string): string {
   return JSON.stringify(treeManifest(dir, { mtime: true }));
-}
-
-/** Entries of `dir`, sorted (for "no file was created there"). */
-export function listing(dir: string): string[] {
-  return readdirSync(dir).sort();
 }

@@ -43,7 +43,7 @@ export type Rule = {
   | /** Forward without the Range header: a registry that cannot resume. */ { kind: "no-range" }
 );
 
-export interface SeenRequest {
+interface SeenRequest {
   method: string;
   path: string;
   query: string;

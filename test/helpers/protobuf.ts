@@ -19,11 +19,7 @@ export function encodeCall(call: Record<string, unknown>): Uint8Array {
   return encodeAs(CallSchema, call);
 }
 
-export function encodeProcessIO(message: Record<string, unknown>): Uint8Array {
-  return encodeAs(ProcessIOSchema, message);
-}
-
-export function encodeAs(desc: DescMessage, object: Record<string, unknown>): Uint8Array {
+function encodeAs(desc: DescMessage, object: Record<string, unknown>): Uint8Array {
   const w = new BinaryWriter();
   writeMessage(w, desc, object, desc.typeName);
   return w.finish();
@@ -161,7 +157,7 @@ export function caller(agent: RunningAgent, encoding: Encoding) {
 }
 
 /** `res` with a protobuf body replaced by its decoded agent::Response as JSON text. */
-export async function decodedResponse(res: Response): Promise<Response> {
+async function decodedResponse(res: Response): Promise<Response> {
   if (res.headers.get("content-type") !== MEDIA.protobuf) return res;
   const message = decodeResponse(new Uint8Array(await res.arrayBuffer()));
   return new Response(JSON.stringify(message), { status: res.status, headers: res.headers });

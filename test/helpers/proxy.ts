@@ -35,7 +35,7 @@ export type Fault = FaultBase &
     | { kind: "reset" }
   );
 
-export interface ProxyRequest {
+interface ProxyRequest {
   method: string;
   path: string;
   query: string;
@@ -53,7 +53,7 @@ export interface ProxyRequest {
 
 export interface ProxyOptions {
   /** Answer blob GETs (not HEADs) with 307 to the same path and query on this proxy (a second host). */
-  redirectBlobsTo?: Proxy | string;
+  redirectBlobsTo?: ProxyServer | string;
   /**
    * Serve blob GET/HEAD from this registry storage root (Registry.storageDir) without
    * forwarding or checking credentials, like a pre-signed storage URL: the redirect target
@@ -64,7 +64,7 @@ export interface ProxyOptions {
   redirectStatus?: 301 | 302 | 303 | 307 | 308;
 }
 
-export interface Proxy {
+export interface ProxyServer {
   url: string;
   host: string;
   port: number;
@@ -109,7 +109,7 @@ interface Upstream {
   body: Readable | null;
 }
 
-export async function startProxy(target: string, faults: Fault[] = [], opts: ProxyOptions = {}): Promise<Proxy> {
+export async function startProxy(target: string, faults: Fault[] = [], opts: ProxyOptions = {}): Promise<ProxyServer> {
   const targetUrl = new URL(target);
   const targetOrigin = targetUrl.origin;
   const log: ProxyRequest[] = [];
@@ -146,7 +146,8 @@ export async function startProxy(target: string, faults: Fault[] = [], opts: Pro
           if (typeof loc === "string" && loc.startsWith(targetOrigin)) {
             headers.location = origin + loc.slice(targetOrigin.length);
           }
-          resolve({ status: res.statusCode ?? 502, headers, body: req.method === "HEAD" ? (res.resume(), null) : res });
+          if (req.method === "HEAD") res.resume();
+          resolve({ status: res.statusCode ?? 502, headers, body: req.method === "HEAD" ? null : res });
         },
       );
       up.on("error", reject);

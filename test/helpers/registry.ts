@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { tempDir } from "./agent.ts";
 import { waitForPort } from "./async.ts";
 
-export type RegistryAuth = "none" | "basic" | "token";
+type RegistryAuth = "none" | "basic" | "token";
 
 /**
  * distribution 2.8.2 stores and serves schema1 (signed) manifests only with
@@ -36,7 +36,7 @@ export interface RegistryOptions {
   tokenAlg?: "ES256" | "RS256";
 }
 
-export interface TokenRequest {
+interface TokenRequest {
   method: string;
   service: string | null;
   scopes: string[];
@@ -46,7 +46,7 @@ export interface TokenRequest {
   granted: AccessEntry[];
 }
 
-export interface AccessEntry {
+interface AccessEntry {
   type: string;
   name: string;
   actions: string[];
@@ -98,7 +98,7 @@ function b64url(data: Uint8Array | string): string {
  * The key id distribution looks up in its rootcertbundle (libtrust's KeyID): base32 of the
  * first 240 bits of sha256(DER SubjectPublicKeyInfo), in twelve colon-separated groups of 4.
  */
-export function libtrustKeyId(publicKey: KeyObject): string {
+function libtrustKeyId(publicKey: KeyObject): string {
   const der = publicKey.export({ type: "spki", format: "der" });
   const sum = createHash("sha256").update(der).digest().subarray(0, 30);
   const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
@@ -375,7 +375,7 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
       const hex = digest.replace(/^sha256:/, "");
       return join(storageDir, "docker", "registry", "v2", "blobs", "sha256", hex.slice(0, 2), hex, "data");
     },
-    log: () => output + (token && token.errors.length ? `\ntoken server errors:\n${token.errors.join("\n")}` : ""),
+    log: () => output + (token?.errors.length ? `\ntoken server errors:\n${token.errors.join("\n")}` : ""),
     stop: cleanup,
   };
 }

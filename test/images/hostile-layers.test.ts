@@ -10,7 +10,7 @@ import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, statSync, 
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { diskUsage, removeTree as removeGcTree } from "../../src/gc/disk.ts";
-import { applyLayers } from "../../src/images/layer/apply.ts";
+import { applyLayers } from "../../src/provisioner/copy.ts";
 import { WriterPool } from "../../src/images/layer/file-writer.ts";
 import { LayerError, unpackLayer, type UnpackResult } from "../../src/images/layer/pipeline.ts";
 import { removeTree } from "../../src/util/tree.ts";
@@ -248,7 +248,7 @@ describe("names are bytes", () => {
       mkdirSync(src);
       const dirName = Buffer.from([0x64, 0x80, 0x81]);
       mkdirSync(Buffer.concat([Buffer.from(`${src}/`), dirName]));
-      names.forEach((name, i) => writeFileSync(Buffer.concat([Buffer.from(`${src}/`), dirName, Buffer.from("/"), name]), `file ${i}\n`));
+      for (const [i, name] of names.entries()) writeFileSync(Buffer.concat([Buffer.from(`${src}/`), dirName, Buffer.from("/"), name]), `file ${i}\n`);
       const tarFile = join(work, `names-${format}.tar`);
       const r = Bun.spawnSync(["tar", `--format=${format}`, "-C", src, "-cf", tarFile, "."], { stderr: "pipe" });
       expect(r.stderr.toString()).toBe("");
@@ -258,7 +258,7 @@ describe("names are bytes", () => {
       const dir = Buffer.concat([Buffer.from(`${root}/`), dirName]);
       const listed = (readdirSync(dir, { encoding: "buffer" }) as Buffer[]).map((b) => b.toString("hex")).sort();
       expect(listed).toEqual(names.map((b) => b.toString("hex")).sort());
-      names.forEach((name, i) => expect(readFileSync(Buffer.concat([dir, Buffer.from("/"), name]), "utf8")).toBe(`file ${i}\n`));
+      for (const [i, name] of names.entries()) expect(readFileSync(Buffer.concat([dir, Buffer.from("/"), name]), "utf8")).toBe(`file ${i}\n`);
     });
   }
 

@@ -21,7 +21,6 @@ let plain: Registry;
 let basic: Registry;
 let tiny: BuiltImage;
 let tinyDir: string;
-let foreign: BuiltImage;
 let foreignDir: string;
 /** The docker v2 manifest the plain registry serves for tiny:1, as text. */
 let tinyManifest: string;
@@ -50,7 +49,7 @@ beforeAll(async () => {
   await pushImage(tinyDir, `${plain.host}/tiny:1`, { exact: true });
   await pushImage(tinyDir, `${basic.host}/tiny:1`, { exact: true, creds: basic.creds });
   foreignDir = join(work, "foreign");
-  foreign = addImage(foreignDir, {
+  addImage(foreignDir, {
     tag: "1",
     layers: [{ tar: layer, compression: "gzip" }],
     config: BUSYBOX_CONFIG,

@@ -26,7 +26,7 @@ import {
   type BadLayerKind,
   type Corruption,
 } from "../helpers/images.ts";
-import { startProxy, type Fault, type Proxy } from "../helpers/proxy.ts";
+import { startProxy, type Fault, type ProxyServer } from "../helpers/proxy.ts";
 import { startRegistry, type Registry } from "../helpers/registry.ts";
 
 const work = tempDir("ucr-pull-");
@@ -381,7 +381,7 @@ describe("bad input fails clearly and leaves nothing behind", () => {
 });
 
 test("ucr pull killed mid-download: the store stays consistent and the next pull succeeds", async () => {
-  const proxy: Proxy = await startProxy(registry.url, [{ path: /\/blobs\/sha256:/, method: "GET", times: 100, kind: "delay", ms: 400 }]);
+  const proxy: ProxyServer = await startProxy(registry.url, [{ path: /\/blobs\/sha256:/, method: "GET", times: 100, kind: "delay", ms: 400 }]);
   cleanups.push(() => proxy.stop());
   const root = join(work, "killed");
   const ucr = Bun.spawn([`${import.meta.dir}/../../dist/ucr`, "pull", `${proxy.host}/rich:1`, `--work_dir=${root}`], { stdout: "pipe", stderr: "pipe" });

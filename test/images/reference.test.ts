@@ -2,7 +2,7 @@
 import { expect, test } from "bun:test";
 import { canonical, familiar, parseReference, remotePath, sameImage } from "../../src/images/reference.ts";
 
-const D = "sha256:" + "a".repeat(64);
+const D = `sha256:${"a".repeat(64)}`;
 
 test("normalisation: docker.io, library/, latest", () => {
   const cases: Array<[string, string]> = [
@@ -53,9 +53,9 @@ test("invalid names are refused with the reason", () => {
     ["reg.io/Alpine:1", /repository name must be lowercase/],
     ["alpine:", /tag '' is invalid/],
     ["alpine:-x", /tag '-x' is invalid/],
-    ["alpine:" + "t".repeat(129), /tag '.*' is invalid/],
+    [`alpine:${"t".repeat(129)}`, /tag '.*' is invalid/],
     ["alpine@sha256:abc", /malformed sha256/],
-    ["alpine@md5:" + "a".repeat(32), /unsupported digest algorithm 'md5'/],
+    [`alpine@md5:${"a".repeat(32)}`, /unsupported digest algorithm 'md5'/],
     ["alpine@x@y", /more than one '@'/],
     ["a//b", /empty path component/],
     ["a/-b", /path component '-b' is invalid/],
@@ -65,7 +65,7 @@ test("invalid names are refused with the reason", () => {
     ["reg.io/", /no repository name after the registry/],
     [":tag", /no repository name/],
     [" alpine", /leading or trailing spaces/],
-    ["a/" + "b".repeat(260), /at most 255/],
+    [`a/${"b".repeat(260)}`, /at most 255/],
   ];
   for (const [input, pattern] of cases) {
     expect(() => parseReference(input)).toThrow(pattern);

@@ -158,7 +158,7 @@ beforeAll(async () => {
 afterAll(async () => {
   if (agent) {
     const list = await call({ type: "GET_CONTAINERS", get_containers: { show_standalone: true } });
-    for (const c of (list.json?.get_containers as { containers: Array<{ container_id: { value: string } }> }).containers) {
+    for (const c of (list.json!.get_containers as { containers: Array<{ container_id: { value: string } }> }).containers) {
       const ref = { container_id: c.container_id };
       await call({ type: "KILL_CONTAINER", kill_container: ref });
       await call({ type: "WAIT_CONTAINER", wait_container: ref });

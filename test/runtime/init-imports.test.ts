@@ -19,7 +19,7 @@ function importGraph(entry: string): Set<string> {
       visit(imp.path.startsWith(".") ? resolve(dirname(file), imp.path) : imp.path);
     }
   };
-  visit(join(SRC, "runtime", "init.ts"));
+  visit(entry);
   return seen;
 }
 

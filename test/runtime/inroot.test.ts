@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { chownSync, lstatSync, mkdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { O_DIRECTORY, O_PATH, O_RDONLY, close, openat } from "../../src/ffi/libc.ts";
-import { PathError, chownTree, openDir, openInRoot } from "../../src/runtime/inroot.ts";
+import { type PathError, chownTree, openDir, openInRoot } from "../../src/runtime/inroot.ts";
 import { MAX_TABLE_BYTES, homeOf, readTable, resolveUser } from "../../src/runtime/user.ts";
 import { tempDir } from "../helpers/agent.ts";
 import { climbTo, snapshot } from "../helpers/hostile-images.ts";

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { CAPABILITY_NAMES, DEFAULT_CAPABILITIES, capabilitySet } from "../../src/runtime/capabilities.ts";
+import { CAPABILITY_NAMES, DEFAULT_CAPABILITIES, capabilitySet } from "../../src/mesos/capabilities.ts";
 import { AUDIT_ARCH, CompileError, compileFilter } from "../../src/runtime/seccomp/bpf.ts";
 import defaultProfile from "../../src/runtime/seccomp/default.json";
 import { RET, expandProfile, nativeArch, parseProfile, syscallTable, type Arch } from "../../src/runtime/seccomp/profile.ts";
@@ -137,7 +137,7 @@ describe("expansion for one container (Docker's rules)", () => {
 
   test("the built-in profile names only calls x86_64 or aarch64 has, and its calls exist on this kernel's table", () => {
     expect(builtin().unknownNames).toEqual([]);
-    expect(expandProfile(builtin(), "x86_64", DEFAULTS, KERNEL).maxNamed).toBe(X86_64["removexattrat"]!);
+    expect(expandProfile(builtin(), "x86_64", DEFAULTS, KERNEL).maxNamed).toBe(X86_64.removexattrat!);
   });
 });
 

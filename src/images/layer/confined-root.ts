@@ -23,12 +23,12 @@ import {
   statxat,
 } from "../../ffi/fs-at.ts";
 import { shown } from "../tar/codec.ts";
+import { UcrError } from "../../errors.ts";
 
 /** Why a path could not be resolved inside the root; `reason` completes "entry 'x' ...". */
-export class ConfinementError extends Error {
+export class ConfinementError extends UcrError {
   constructor(readonly reason: string) {
-    super(reason);
-    this.name = "ConfinementError";
+    super("invalid", reason);
   }
 }
 

@@ -21,7 +21,9 @@ import {
   futimens,
 } from "../../ffi/fs-at.ts";
 import { removeAt } from "../../util/tree.ts";
-import { isCompiled } from "../../version.ts";
+import { startWorker } from "../../threads/pool.ts";
+import type { WorkerClient } from "../../threads/rpc.ts";
+import { workerOf } from "../../threads/workers.ts";
 
 export interface FileJob {
   /** The parent directory's descriptor (see the module comment). */
@@ -42,7 +44,6 @@ export interface FileJob {
 }
 
 export interface WriteBatch {
-  id: number;
   files: FileJob[];
 }
 
@@ -81,7 +82,7 @@ export function finishFile(fd: number, job: FileJob): void {
 }
 
 /** Writes one file whose data is in `job.data`. */
-export function writeFile(job: FileJob): void {
+function writeFile(job: FileJob): void {
   try {
     const fd = createFile(job);
     let ok = false;
@@ -102,57 +103,30 @@ export function writeFileBatch(batch: WriteBatch): void {
   for (const job of batch.files) writeFile(job);
 }
 
-/** A few write workers shared by the layers an extract worker unpacks. */
+/** The write worker's operation: workers/write.ts serves it, WriterPool calls it. */
+export interface WriteOps {
+  write(batch: WriteBatch): void;
+}
+
+export const WRITE_WORKER = workerOf<WriteOps>("write");
+
+/** A few write workers shared by the layers an extract worker unpacks; each batch to the least busy. */
 export class WriterPool {
-  private readonly workers: Worker[] = [];
-  private readonly busy: number[] = [];
-  private readonly waiters = new Map<number, { resolve: () => void; reject: (e: Error) => void; worker: number }>();
-  private nextId = 1;
+  private readonly clients: Array<WorkerClient<WriteOps>> = [];
 
   constructor(readonly size: number) {}
 
-  private start(): void {
-    if (this.workers.length > 0) return;
-    const url = isCompiled() ? "/$bunfs/root/workers/write.ts" : new URL("../../workers/write.ts", import.meta.url).href;
-    for (let i = 0; i < this.size; i++) {
-      const w = new Worker(url);
-      w.onmessage = (event: MessageEvent<{ id: number; error?: string }>) => {
-        const waiter = this.waiters.get(event.data.id);
-        if (!waiter) return;
-        this.waiters.delete(event.data.id);
-        this.busy[waiter.worker]!--;
-        if (event.data.error) waiter.reject(new Error(event.data.error));
-        else waiter.resolve();
-      };
-      w.onerror = (e) => {
-        for (const [id, waiter] of this.waiters) {
-          if (waiter.worker === i) {
-            this.waiters.delete(id);
-            waiter.reject(new Error(`write worker failed: ${e.message}`));
-          }
-        }
-      };
-      w.unref();
-      this.workers.push(w);
-      this.busy.push(0);
-    }
-  }
-
   /** Sends a batch to the least busy writer; resolves when its files are on disk. */
-  write(files: FileJob[]): Promise<void> {
-    this.start();
-    let target = 0;
-    for (let i = 1; i < this.workers.length; i++) if (this.busy[i]! < this.busy[target]!) target = i;
-    const id = this.nextId++;
-    this.busy[target]!++;
-    const transfer = files.map((f) => f.data.buffer as ArrayBuffer);
-    return new Promise<void>((resolve, reject) => {
-      this.waiters.set(id, { resolve, reject, worker: target });
-      this.workers[target]!.postMessage({ id, files } satisfies WriteBatch, transfer);
-    });
-  }
-
-  get inFlight(): number {
-    return this.waiters.size;
+  async write(files: FileJob[]): Promise<void> {
+    if (this.clients.length === 0) {
+      for (let i = 0; i < this.size; i++) {
+        const client = startWorker(WRITE_WORKER);
+        client.unref();
+        this.clients.push(client);
+      }
+    }
+    const target = this.clients.reduce((a, b) => (b.busy < a.busy ? b : a));
+    // The file contents move to the writer (not copied).
+    await target.call("write", { files }, { transfer: files.map((f) => f.data.buffer as ArrayBuffer) });
   }
 }

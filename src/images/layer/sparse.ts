@@ -4,7 +4,7 @@
 import { ftruncateSync, writeSync } from "node:fs";
 
 /** A map longer than this is refused (it is read whole before any region is written). */
-export const MAX_SPARSE_MAP_BYTES = 1 << 20;
+const MAX_SPARSE_MAP_BYTES = 1 << 20;
 
 /** The sparse facts of a PAX header, or undefined if the entry is not sparse. */
 export function sparseOf(

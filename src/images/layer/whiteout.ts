@@ -6,7 +6,7 @@ import { shown } from "../tar/codec.ts";
 
 const PREFIX = ".wh.";
 const OPAQUE = ".wh..wh..opq";
-export const OPAQUE_XATTR = "trusted.overlay.opaque";
+const OPAQUE_XATTR = "trusted.overlay.opaque";
 
 export type WhiteoutKind =
   /** The directory holding the marker hides everything below it. */

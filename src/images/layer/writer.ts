@@ -32,13 +32,9 @@ import { ConfinedRoot, ConfinementError, cleanKey, type DirHandle } from "./conf
 import { createFile, finishFile, type FileJob, type WriterPool } from "./file-writer.ts";
 import { sparseOf, writeSparse } from "./sparse.ts";
 import { makeWhiteout, markOpaque, whiteoutOf } from "./whiteout.ts";
+import { errorOfKind } from "../../errors.ts";
 
-export class LayerError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "LayerError";
-  }
-}
+export class LayerError extends errorOfKind("invalid") {}
 
 /** The process umask, read once (reading it means setting it, so set it straight back). */
 const UMASK = (() => {

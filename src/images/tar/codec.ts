@@ -2,15 +2,11 @@
 // a header out. Names and link targets stay bytes (latin1 strings, one char per byte) so any
 // name survives; numbers are octal or base-256; the checksum is verified. Used by the layer
 // reader (tar/reader.ts) and by the archive index (archive.ts).
+import { errorOfKind } from "../../errors.ts";
 
-export class TarFormatError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "TarFormatError";
-  }
-}
+export class TarFormatError extends errorOfKind("invalid") {}
 
-export type TarType =
+type TarType =
   | "file"
   | "link"
   | "symlink"

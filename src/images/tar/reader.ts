@@ -7,7 +7,7 @@ import { MAX_ID, TarFormatError, decodeHeader, parsePax, paxInteger, paxTime, sh
 /** Largest PAX extended header, GNU long name or long link target read (Go's limit too). */
 export const MAX_SPECIAL_BYTES = 1 << 20;
 /** Largest total of global PAX records kept across an archive. */
-export const MAX_GLOBAL_PAX_BYTES = 1 << 20;
+const MAX_GLOBAL_PAX_BYTES = 1 << 20;
 
 /** Entry types whose size field is not followed by data in the stream. */
 const HEADER_ONLY = new Set(["link", "symlink", "character-device", "block-device", "directory", "fifo"]);

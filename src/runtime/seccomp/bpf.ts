@@ -2,6 +2,7 @@
 // system call: architecture check (x32 and foreign ABIs killed), runc's ENOSYS stub above the
 // largest named call, a binary search on the call number, then argument checks.
 import { RET, type Arch, type Condition, type Expanded, type Rule } from "./profile.ts";
+import { errorOfKind } from "../../errors.ts";
 
 // struct seccomp_data offsets (linux/seccomp.h): nr, arch, then six 64-bit args.
 const OFF_NR = 0;
@@ -36,12 +37,7 @@ type Item =
   | { kind: "jump"; code: number; k: number; jt: Label; jf: Label }
   | { kind: "ja"; to: Label };
 
-export class CompileError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "CompileError";
-  }
-}
+export class CompileError extends errorOfKind("invalid") {}
 
 class Assembler {
   readonly items: Item[] = [];

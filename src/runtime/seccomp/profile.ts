@@ -3,8 +3,9 @@
 // entries kept or dropped by architecture, capabilities (the bounding set) and kernel version.
 // Used by the agent only: the init stage receives the compiled program, never this.
 import * as v from "valibot";
-import { CAPABILITY_NAMES, type CapabilityName } from "../capabilities.ts";
+import { CAPABILITY_NAMES, type CapabilityName } from "../../mesos/capabilities.ts";
 import { AARCH64, X86_64 } from "./syscalls.ts";
+import { errorOfKind } from "../../errors.ts";
 
 export type Arch = "x86_64" | "aarch64";
 
@@ -32,8 +33,8 @@ export const RET = {
   ALLOW: 0x7fff0000,
 } as const;
 
-export const OPS = ["SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ"] as const;
-export type Op = (typeof OPS)[number];
+const OPS = ["SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ"] as const;
+type Op = (typeof OPS)[number];
 
 const ACTIONS = [
   "SCMP_ACT_KILL", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_TRAP", "SCMP_ACT_ERRNO",
@@ -42,7 +43,7 @@ const ACTIONS = [
 type ActionName = (typeof ACTIONS)[number];
 
 // seccomp(2) filter flags a profile may ask for (linux/seccomp.h).
-export const FILTER_FLAG = { TSYNC: 1, LOG: 2, SPEC_ALLOW: 4, WAIT_KILLABLE_RECV: 32 } as const;
+const FILTER_FLAG = { TSYNC: 1, LOG: 2, SPEC_ALLOW: 4, WAIT_KILLABLE_RECV: 32 } as const;
 
 // --- schema -----------------------------------------------------------------------------
 
@@ -101,7 +102,7 @@ const SyscallSchema = v.pipe(
   v.check((s) => (s.names?.length ?? 0) > 0 || !!s.name, "needs 'names' (a non-empty list of system calls)"),
 );
 
-export const SeccompProfileSchema = v.looseObject({
+const SeccompProfileSchema = v.looseObject({
   defaultAction: ActionSchema,
   defaultErrnoRet: v.nullish(ErrnoRet),
   architectures: v.nullish(v.array(v.string())),
@@ -122,7 +123,7 @@ export interface Condition {
   valueTwo: bigint;
 }
 
-export interface Entry {
+interface Entry {
   names: string[];
   /** The seccomp return value (action | data). */
   action: number;
@@ -140,12 +141,7 @@ export interface SeccompProfile {
   unknownNames: string[];
 }
 
-export class ProfileError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "ProfileError";
-  }
-}
+export class ProfileError extends errorOfKind("invalid") {}
 
 function actionValue(name: ActionName, errnoRet: number | null | undefined, where: string): number {
   switch (name) {

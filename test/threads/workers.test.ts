@@ -1,10 +1,11 @@
 // Worker threads: the compiled agent starts them when first needed; a lazy worker stops when
-// idle and starts again; and the gc worker's real operations through the RPC layer from source.
+// idle and starts again; and the disk worker's real operations through the RPC layer from source.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { linkSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { lazyWorker, startWorker } from "../../src/workers/pool.ts";
-import type { WorkerClient } from "../../src/workers/rpc.ts";
+import { lazyWorker, startWorker } from "../../src/threads/pool.ts";
+import type { WorkerClient } from "../../src/threads/rpc.ts";
+import { DISK_WORKER, type DiskOps } from "../../src/gc/disk.ts";
 import { startAgent, tempDir } from "../helpers/agent.ts";
 import { rejection } from "../helpers/async.ts";
 import { buildBusyboxImage, saveArchive } from "../helpers/images.ts";
@@ -12,7 +13,7 @@ import { buildBusyboxImage, saveArchive } from "../helpers/images.ts";
 const isRoot = process.getuid?.() === 0;
 const threadsOf = (pid: number) => readdirSync(`/proc/${pid}/task`).map((t) => readFileSync(`/proc/${pid}/task/${t}/comm`, "utf8").trim());
 
-test.skipIf(!isRoot)("the compiled agent starts its worker threads when first needed: pull and extract together, gc alone (needs root)", async () => {
+test.skipIf(!isRoot)("the compiled agent starts its worker threads when first needed: pull and extract together, disk alone (needs root)", async () => {
   const work = tempDir("ucr-workers-");
   const images = join(work, "images");
   mkdirSync(images);
@@ -37,11 +38,11 @@ test.skipIf(!isRoot)("the compiled agent starts its worker threads when first ne
       await (await agent.call({ type: "WAIT_CONTAINER", wait_container: { container_id: { value: id } } })).text();
       expect((await agent.call({ type: "REMOVE_CONTAINER", remove_container: { container_id: { value: id } } })).status).toBe(200);
     };
-    // No image: no pull; its removal needs the gc worker only.
+    // No image: no pull; its removal needs the disk worker only.
     expect((await launch("plain")).status).toBe(200);
     await waitAndRemove("plain");
     const started = () => [...agent.log().matchAll(/worker (\S+) started/g)].map((m) => m[1]!);
-    expect(started()).toEqual(["gc"]);
+    expect(started()).toEqual(["disk"]);
     // A pull starts the pull worker and, beside it, every extract worker (at least two).
     expect((await launch("pulled", "alpine")).status).toBe(200);
     await waitAndRemove("pulled");
@@ -57,27 +58,27 @@ test.skipIf(!isRoot)("the compiled agent starts its worker threads when first ne
 });
 
 test("a lazy worker stops after its idle time and starts again at the next call, on a new thread", async () => {
-  const w = lazyWorker("gc", "gc-lazy", 150);
+  const w = lazyWorker(DISK_WORKER, "disk-lazy", 150);
   try {
     expect(w.running).toBe(false);
-    const first = await w.call<{ threadId: number }>("ping");
+    const first = await w.call("ping");
     expect(w.running).toBe(true);
     for (let i = 0; i < 100 && w.running; i++) await Bun.sleep(20);
     expect(w.running).toBe(false);
-    const second = await w.call<{ threadId: number }>("ping");
+    const second = await w.call("ping");
     expect(second.threadId).toBeGreaterThan(0);
     expect(second.threadId).not.toBe(first.threadId);
   } finally {
     w.terminate();
   }
-  expect((await rejection(w.call("ping"))).message).toMatch(/worker gc-lazy was stopped/);
+  expect((await rejection(w.call("ping"))).message).toMatch(/worker disk-lazy was stopped/);
 });
 
-describe("gc worker from source", () => {
-  let gc: WorkerClient;
+describe("disk worker from source", () => {
+  let gc: WorkerClient<DiskOps>;
   const dir = tempDir("ucr-gcw-");
   beforeAll(() => {
-    gc = startWorker("gc");
+    gc = startWorker(DISK_WORKER);
   });
   afterAll(() => {
     gc.terminate();
@@ -85,8 +86,8 @@ describe("gc worker from source", () => {
   });
 
   test("ping answers from another thread", async () => {
-    const pong = await gc.call<{ worker: string; threadId: number }>("ping");
-    expect(pong.worker).toBe("gc");
+    const pong = await gc.call("ping");
+    expect(pong.worker).toBe("disk");
     expect(pong.threadId).toBeGreaterThan(0);
   });
 
@@ -97,7 +98,7 @@ describe("gc worker from source", () => {
     writeFileSync(join(tree, "a/b/two"), Buffer.alloc(70_000, 2));
     linkSync(join(tree, "a/b/two"), join(tree, "hardlink"));
     symlinkSync("/usr", join(tree, "to-usr"));
-    const usage = await gc.call<{ bytes: number; apparentBytes: number; entries: number }>("du", { path: tree });
+    const usage = await gc.call("du", { path: tree });
     const du = Bun.spawnSync(["du", "-s", "-B1", tree]);
     expect(usage.bytes).toBe(Number(du.stdout.toString().split("\t")[0]));
     const apparent = Bun.spawnSync(["du", "-s", "-b", tree]);
@@ -120,6 +121,25 @@ describe("gc worker from source", () => {
   });
 
   test("an unknown operation is an error, not a hang", async () => {
-    expect((await rejection(gc.call("explode"))).message).toMatch(/worker gc has no operation 'explode'/);
+    // Not one of the disk worker's operations: only a caller that lies about its type can ask.
+    const untyped = gc as unknown as WorkerClient<{ explode(): void }>;
+    expect((await rejection(untyped.call("explode"))).message).toMatch(/worker disk has no operation 'explode'/);
   });
 });
+
+test("a call is typed by what its worker serves: a wrong name, argument or use of the answer does not compile", () => {
+  // Checked by tsc (`bun run typecheck`, part of `bun run test`): each line marked below must
+  // be a type error, or the typecheck fails. The function is never called.
+  const misuse = (disk: WorkerClient<DiskOps>) => {
+    // @ts-expect-error: the disk worker has no operation 'explode'
+    void disk.call("explode");
+    // @ts-expect-error: du takes { path }
+    void disk.call("du", { dir: "/" });
+    // @ts-expect-error: du answers bytes, apparentBytes and entries, no size
+    void disk.call("du", { path: "/" }).then((usage) => usage.size);
+    // @ts-expect-error: remove needs the root it must stay within
+    void disk.call("remove", { path: "/tmp/x" });
+  };
+  expect(misuse.length).toBe(1);
+});
+

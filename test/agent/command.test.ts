@@ -1,8 +1,8 @@
 // Mesos' docker/runtime table (reference section 5), row by row.
 import { expect, test } from "bun:test";
-import type { CommandInfo } from "../../src/api/proto.ts";
+import type { CommandInfo } from "../../src/mesos/messages.ts";
 import type { ImageConfig } from "../../src/images/manifest.ts";
-import { CommandError, DEFAULT_PATH, resolveCommand } from "../../src/runtime/command.ts";
+import { CommandError, DEFAULT_PATH, resolveCommand } from "../../src/agent/command.ts";
 
 const ctx = { sandbox: "/mnt/mesos/sandbox", useImage: true };
 const image = (Entrypoint?: string[], Cmd?: string[], extra: Record<string, unknown> = {}): ImageConfig =>

@@ -1,7 +1,7 @@
 // valibot schemas for the Mesos protobuf messages that travel as JSON in the v1 Operator
 // API (mesos.proto, agent.proto). Field names are the proto names; enums are strings.
 import * as v from "valibot";
-import { CAPABILITY_NAMES } from "../runtime/capabilities.ts";
+import { CAPABILITY_NAMES } from "./capabilities.ts";
 
 // --- scalars as protobuf's JSON mapping carries them ------------------------------------
 
@@ -13,7 +13,7 @@ export const Int64 = v.pipe(
 );
 
 /** uint64 kept exact (protobuf JSON writes 64-bit integers as decimal strings; rlimits reach 2^64-1). */
-export const Uint64 = v.pipe(
+const Uint64 = v.pipe(
   v.union(
     [v.pipe(v.number(), v.integer("must be an integer")), v.pipe(v.string(), v.regex(/^\d+$/, "must be an integer"))],
     "must be an integer",
@@ -23,7 +23,7 @@ export const Uint64 = v.pipe(
 );
 
 /** double in protobuf JSON: a number, or the strings "Infinity"/"NaN" the mapping allows. */
-export const Double = v.pipe(
+const Double = v.pipe(
   v.union([v.number(), v.picklist(["Infinity", "-Infinity", "NaN"])], "must be a number"),
   v.transform((x) => (typeof x === "number" ? x : Number(x))),
 );
@@ -33,7 +33,7 @@ export const Double = v.pipe(
 const MAX_CONTAINER_ID = 242; // Mesos: leaves room for the path components it builds
 
 /** Why a ContainerID value is unacceptable to Mesos (src/slave/validation.cpp), or null. */
-export function containerIdProblem(value: string): string | null {
+function containerIdProblem(value: string): string | null {
   if (value.length === 0) return "must not be empty";
   if (value.length > MAX_CONTAINER_ID) return `is ${value.length} characters long; at most ${MAX_CONTAINER_ID} are allowed`;
   if (value === "." || value === "..") return `'${value}' is not allowed`;
@@ -69,11 +69,11 @@ export const ContainerIDSchema: v.GenericSchema<unknown, ContainerID> = v.looseO
 
 // --- Image ------------------------------------------------------------------------------
 
-export const LabelsSchema = v.looseObject({
+const LabelsSchema = v.looseObject({
   labels: v.optional(v.array(v.looseObject({ key: v.string(), value: v.optional(v.string()) })), []),
 });
 
-export const SecretSchema = v.looseObject({
+const SecretSchema = v.looseObject({
   type: v.optional(v.picklist(["UNKNOWN", "REFERENCE", "VALUE"])),
   reference: v.optional(v.looseObject({ name: v.string(), key: v.optional(v.string()) })),
   value: v.optional(v.looseObject({ data: v.string() })),
@@ -119,7 +119,7 @@ function pathTo(input: Record<string, unknown>, key: string): [v.ObjectPathItem]
 
 // --- CommandInfo ------------------------------------------------------------------------
 
-export const EnvironmentSchema = v.looseObject({
+const EnvironmentSchema = v.looseObject({
   variables: v.optional(
     v.array(
       v.pipe(
@@ -184,7 +184,7 @@ const SCALAR_BOUNDS: Record<string, { max: number; unit: string; why: string }> 
  * `Resources::validate`); ucr also refuses NaN, infinities (except as a limit, where
  * Infinity means unlimited, as in Mesos) and values over the bounds above.
  */
-export function scalarProblem(name: string, value: number, { infiniteMeansUnlimited = false } = {}): string | null {
+function scalarProblem(name: string, value: number, { infiniteMeansUnlimited = false } = {}): string | null {
   if (Number.isNaN(value)) return `'${name}' is NaN; it must be a number`;
   if (value < 0) return `'${name}' is ${value}; it must not be negative`;
   if (value === Infinity) return infiniteMeansUnlimited ? null : `'${name}' is Infinity; a resource must be a finite number`;
@@ -245,7 +245,7 @@ export const LimitsSchema = v.pipe(
 
 // --- ContainerInfo and volumes ----------------------------------------------------------
 
-export const VolumeSchema = v.looseObject({
+const VolumeSchema = v.looseObject({
   container_path: v.pipe(v.string(), v.minLength(1, "must not be empty")),
   host_path: v.optional(v.string()),
   mode: v.picklist(["RW", "RO"], "must be RW or RO"),
@@ -269,7 +269,7 @@ export const VolumeSchema = v.looseObject({
 export type Volume = v.InferOutput<typeof VolumeSchema>;
 
 /** NetworkInfo (mesos.proto): a CNI network to join by `name`, with port mappings. */
-export const NetworkInfoSchema = v.looseObject({
+const NetworkInfoSchema = v.looseObject({
   name: v.optional(v.string()),
   ip_addresses: v.optional(
     v.array(v.looseObject({ protocol: v.optional(v.picklist(["IPv4", "IPv6"], "must be IPv4 or IPv6")), ip_address: v.optional(v.string()) })),
@@ -288,7 +288,6 @@ export const NetworkInfoSchema = v.looseObject({
     [],
   ),
 });
-export type NetworkInfo = v.InferOutput<typeof NetworkInfoSchema>;
 
 /** CapabilityInfo: Linux capabilities by Mesos' enum names (the kernel's without CAP_). */
 export const CapabilityInfoSchema = v.looseObject({
@@ -301,9 +300,8 @@ export const CapabilityInfoSchema = v.looseObject({
     [],
   ),
 });
-export type CapabilityInfo = v.InferOutput<typeof CapabilityInfoSchema>;
 
-export const LinuxInfoSchema = v.looseObject({
+const LinuxInfoSchema = v.looseObject({
   share_cgroups: v.optional(v.boolean()),
   share_pid_namespace: v.optional(v.boolean()),
   ipc_mode: v.optional(v.picklist(["UNKNOWN", "PRIVATE", "SHARE_PARENT"], "must be PRIVATE or SHARE_PARENT")),
@@ -321,15 +319,14 @@ const WindowDimension = v.pipe(Int64, v.minValue(0, "must not be negative"), v.m
 export const TTYInfoSchema = v.looseObject({
   window_size: v.optional(v.looseObject({ rows: WindowDimension, columns: WindowDimension })),
 });
-export type TTYInfo = v.InferOutput<typeof TTYInfoSchema>;
 
-export const RLIMIT_TYPES = [
+const RLIMIT_TYPES = [
   "RLMT_AS", "RLMT_CORE", "RLMT_CPU", "RLMT_DATA", "RLMT_FSIZE", "RLMT_LOCKS", "RLMT_MEMLOCK", "RLMT_MSGQUEUE",
   "RLMT_NICE", "RLMT_NOFILE", "RLMT_NPROC", "RLMT_RSS", "RLMT_RTPRIO", "RLMT_RTTIME", "RLMT_SIGPENDING", "RLMT_STACK",
 ] as const;
 export type RlimitType = (typeof RLIMIT_TYPES)[number];
 
-export const RLimitInfoSchema = v.looseObject({
+const RLimitInfoSchema = v.looseObject({
   rlimits: v.optional(
     v.array(
       v.looseObject({
@@ -354,7 +351,6 @@ export const ContainerInfoSchema = v.looseObject({
   rlimit_info: v.optional(RLimitInfoSchema),
   tty_info: v.optional(TTYInfoSchema),
 });
-export type ContainerInfo = v.InferOutput<typeof ContainerInfoSchema>;
 
 /** --allowed_devices (Mesos' DeviceWhitelist): devices every container may use. */
 export const DeviceWhitelistSchema = v.looseObject({
@@ -374,7 +370,6 @@ export const DeviceWhitelistSchema = v.looseObject({
     [],
   ),
 });
-export type DeviceWhitelist = v.InferOutput<typeof DeviceWhitelistSchema>;
 
 // --- Durations ---------------------------------------------------------------------------
 

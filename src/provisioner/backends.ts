@@ -7,14 +7,9 @@ import { mkdirSync, readFileSync, statfsSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
 import type { Backend } from "../config/flags.ts";
 import type { RootfsSpec } from "../runtime/spec.ts";
-import { applyLayers, type LayerWhiteouts } from "./layer/apply.ts";
+import { errorOfKind } from "../errors.ts";
 
-export class BackendError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "BackendError";
-  }
-}
+export class BackendError extends errorOfKind("invalid") {}
 
 // statfs f_type values (linux/magic.h) of filesystems Mesos will not stack on.
 const FS_NAMES: Record<number, string> = {
@@ -50,7 +45,7 @@ function isRoot(): boolean {
 }
 
 /** Why `backend` cannot work for a provisioner directory on this machine, or null. */
-export function backendProblem(backend: Backend, dir: string): string | null {
+function backendProblem(backend: Backend, dir: string): string | null {
   const fs = fsName(dir);
   switch (backend) {
     case "overlay":
@@ -135,13 +130,4 @@ export async function provision(
     case "aufs":
       throw new BackendError("the aufs backend is not available on this kernel");
   }
-}
-
-/**
- * The copy backend's work: each layer in order, its whiteouts and opaque dirs applied (as
- * the store recorded them), what it replaces removed, then copied over, never through a
- * symlink a lower layer left (src/images/layer/apply.ts).
- */
-export function copyLayers(layers: string[], dest: string, records: LayerWhiteouts[]): void {
-  applyLayers(layers, dest, records);
 }

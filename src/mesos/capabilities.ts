@@ -24,7 +24,7 @@ export const DEFAULT_CAPABILITIES: readonly CapabilityName[] = [
   "SYS_CHROOT", "SETFCAP",
 ];
 
-export function capabilityNumber(name: CapabilityName): number {
+function capabilityNumber(name: CapabilityName): number {
   return CAPABILITY_NAMES.indexOf(name);
 }
 
@@ -36,11 +36,6 @@ export function capabilitySet(names: readonly CapabilityName[]): number[] {
 /** Mesos' rendering of a set (stout's stringify of std::set<Capability>): `{ CHOWN, KILL }`. */
 export function formatCapabilities(set: readonly number[]): string {
   return `{ ${set.map((n) => CAPABILITY_NAMES[n] ?? `CAP_${n}`).join(", ")} }`;
-}
-
-/** The bits of `set` as a 64-bit mask (what capset(2) and /proc/PID/status show). */
-export function capabilityMask(set: readonly number[]): bigint {
-  return set.reduce((m, n) => m | (1n << BigInt(n)), 0n);
 }
 
 /** The capability numbers in a mask such as /proc/self/status' CapBnd (hex). */

@@ -1,44 +1,77 @@
-// A small request/response protocol over worker postMessage: the server thread calls
-// `client.call(op, args)` and awaits; the worker registers one async handler per op.
-// Errors cross the boundary as {name, message, code} and are rebuilt as Errors.
+// A small request/response protocol over worker postMessage, typed end to end: a worker
+// serves an interface of operations (`serveRpc<DiskOps>`), and the caller's API is derived
+// from it (`WorkerClient<DiskOps>.call("du", {path})` knows the argument, the result and the
+// progress type), as comlink's Remote<T> derives it. Errors cross the boundary as {name,
+// message, code, kind} and come back as WorkerErrors of that name and kind, so the API
+// answers a worker's failure as it would the error itself.
 import { threadId } from "node:worker_threads";
+import { UcrError, kindOf, type ErrorKind } from "../errors.ts";
+import type { WorkerHandle } from "./workers.ts";
 
 declare const self: Worker;
 
-export interface RpcRequest {
+interface RpcRequest {
   id: number;
   op: string;
   args: unknown;
 }
 
-export type RpcReply =
+type RpcReply =
   | { id: number; progress: unknown }
   | { id: number; ok: true; value: unknown }
-  | { id: number; ok: false; error: { name: string; message: string; code?: string } };
+  | { id: number; ok: false; error: { name: string; message: string; code?: string; kind: ErrorKind } };
 
-export class WorkerError extends Error {
+export class WorkerError extends UcrError {
   constructor(
     message: string,
     readonly code?: string,
     name = "WorkerError",
+    kind: ErrorKind = "internal",
   ) {
-    super(message);
+    super(kind, message);
     this.name = name;
   }
 }
 
-/** What a handler gets besides its arguments: a way to report progress to the caller. */
-export interface RpcContext {
-  progress(data: unknown): void;
+/** What a handler gets besides its argument: a way to report progress to the caller. */
+export interface RpcContext<Progress = never> {
+  progress(data: Progress): void;
 }
 
-type Handlers = Record<string, (args: never, ctx: RpcContext) => unknown>;
+/**
+ * The shape of what a worker exposes: operations of one argument (none: `void`), sync or
+ * async, that may report progress. An interface of such methods is one (`interface DiskOps`).
+ */
+export type Operations<T> = { [K in keyof T]: (args: never, ctx: RpcContext<never>) => unknown };
 
-/** Inside a worker: answer requests with the given handlers. */
-export function serveRpc(worker: string, handlers: Handlers): void {
-  const all: Handlers = {
-    ping: () => ({ worker, threadId, at: Date.now() }),
-    ...handlers,
+/** What every worker answers besides its own operations. */
+export interface Ping {
+  ping(): { worker: string; threadId: number; at: number };
+}
+
+type Result<F> = F extends (...args: never[]) => infer R ? Awaited<R> : never;
+type ProgressOf<F> = F extends (args: never, ctx: RpcContext<infer P>) => unknown ? P : never;
+/** A call's arguments after the operation's name: its argument (none for an operation that takes none) and options. */
+type CallArgs<F> = F extends () => unknown
+  ? [args?: undefined, options?: CallOptions<ProgressOf<F>>]
+  : F extends (args: infer A, ...rest: never[]) => unknown
+    ? [args: A, options?: CallOptions<ProgressOf<F>>]
+    : never;
+
+/** How a call is made: a progress callback (typed by the operation) and buffers to move, not copy. */
+interface CallOptions<P> {
+  onProgress?: (data: P) => void;
+  transfer?: ArrayBuffer[];
+}
+
+type Handler = (args: unknown, ctx: RpcContext<unknown>) => unknown;
+
+/** Inside a worker: answer requests with `handlers`, which implement the worker's operations. */
+export function serveRpc<Ops extends Operations<Ops>>(handle: WorkerHandle<Ops>, handlers: Ops): void {
+  const worker = handle.name;
+  const all: Record<string, Handler> = {
+    ping: () => ({ worker, threadId, at: Date.now() }) satisfies ReturnType<Ping["ping"]>,
+    ...(handlers as unknown as Record<string, Handler>),
   };
   self.onmessage = async (event: MessageEvent<RpcRequest>) => {
     const { id, op, args } = event.data;
@@ -46,11 +79,11 @@ export function serveRpc(worker: string, handlers: Handlers): void {
     let reply: RpcReply;
     try {
       if (!handler) throw new WorkerError(`worker ${worker} has no operation '${op}'`);
-      const ctx: RpcContext = { progress: (data) => postMessage({ id, progress: data } satisfies RpcReply) };
-      reply = { id, ok: true, value: await (handler as (a: unknown, c: RpcContext) => unknown)(args, ctx) };
+      const ctx: RpcContext<unknown> = { progress: (data) => postMessage({ id, progress: data } satisfies RpcReply) };
+      reply = { id, ok: true, value: await handler(args, ctx) };
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
-      reply = { id, ok: false, error: { name: e.name ?? "Error", message: e.message ?? String(err), code: e.code } };
+      reply = { id, ok: false, error: { name: e.name ?? "Error", message: e.message ?? String(err), code: e.code, kind: kindOf(err) } };
     }
     postMessage(reply);
   };
@@ -62,7 +95,7 @@ export function serveRpc(worker: string, handlers: Handlers): void {
  * after that long without a call in flight, to start again at the next: an idle agent
  * keeps no worker threads (each holds a few MiB).
  */
-export class WorkerClient {
+export class WorkerClient<Ops extends Operations<Ops> = Ping> {
   private nextId = 1;
   private readonly pending = new Map<
     number,
@@ -110,7 +143,7 @@ export class WorkerClient {
       this.pending.delete(reply.id);
       if (this.pending.size === 0) this.idle();
       if (reply.ok) waiter.resolve(reply.value);
-      else waiter.reject(new WorkerError(reply.error.message, reply.error.code, reply.error.name));
+      else waiter.reject(new WorkerError(reply.error.message, reply.error.code, reply.error.name, reply.error.kind));
     };
     worker.onerror = (event: ErrorEvent) => this.fail(worker, new WorkerError(`worker ${this.name} failed: ${event.message}`));
     // Our own stop of an idle thread is not a failure: by then this.worker is another (or none).
@@ -149,7 +182,8 @@ export class WorkerClient {
     this.pending.clear();
   }
 
-  call<T>(op: string, args?: unknown, options: { onProgress?: (data: unknown) => void; transfer?: ArrayBuffer[] } = {}): Promise<T> {
+  /** Calls operation `op` of the worker (starting its thread if it is a lazy one that is not running). */
+  call<K extends keyof (Ops & Ping) & string>(op: K, ...[args, options = {}]: CallArgs<(Ops & Ping)[K]>): Promise<Result<(Ops & Ping)[K]>> {
     if (this.dead) return Promise.reject(this.dead);
     clearTimeout(this.idleTimer);
     this.start();
@@ -158,8 +192,9 @@ export class WorkerClient {
     const transfer = options.transfer ?? [];
     // A call in flight keeps the process alive, even for a worker that otherwise would not.
     if (this.weak && this.pending.size === 0) worker.ref();
-    return new Promise<T>((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, onProgress: options.onProgress });
+    return new Promise((resolve, reject) => {
+      const onProgress = options.onProgress as ((data: unknown) => void) | undefined;
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, onProgress });
       worker.postMessage({ id, op, args } satisfies RpcRequest, transfer);
     });
   }

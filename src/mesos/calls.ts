@@ -12,7 +12,8 @@ import {
   LimitsSchema,
   ResourceSchema,
   TTYInfoSchema,
-} from "./proto.ts";
+} from "./messages.ts";
+import { errorOfKind } from "../errors.ts";
 
 const Signal = v.pipe(Int64, v.minValue(1, "must be a signal number from 1 to 64"), v.maxValue(64, "must be a signal number from 1 to 64"));
 
@@ -25,31 +26,27 @@ export const LaunchContainerSchema = v.looseObject({
 });
 export type LaunchContainer = v.InferOutput<typeof LaunchContainerSchema>;
 
-export const ContainerRefSchema = v.looseObject({ container_id: ContainerIDSchema });
-export type ContainerRef = v.InferOutput<typeof ContainerRefSchema>;
+const ContainerRefSchema = v.looseObject({ container_id: ContainerIDSchema });
 
-export const KillContainerSchema = v.looseObject({
+const KillContainerSchema = v.looseObject({
   container_id: ContainerIDSchema,
   signal: v.optional(Signal),
 });
-export type KillContainer = v.InferOutput<typeof KillContainerSchema>;
 
-export const LaunchNestedContainerSchema = v.looseObject({
+const LaunchNestedContainerSchema = v.looseObject({
   container_id: ContainerIDSchema,
   command: v.optional(CommandInfoSchema),
   container: v.optional(ContainerInfoSchema),
 });
 
-export const GetContainersSchema = v.looseObject({
+const GetContainersSchema = v.looseObject({
   show_nested: v.optional(v.boolean(), false),
   show_standalone: v.optional(v.boolean(), false),
 });
-export type GetContainers = v.InferOutput<typeof GetContainersSchema>;
 
-export const PruneImagesSchema = v.looseObject({
+const PruneImagesSchema = v.looseObject({
   excluded_images: v.optional(v.array(ImageSchema), []),
 });
-export type PruneImages = v.InferOutput<typeof PruneImagesSchema>;
 
 const PathSchema = v.looseObject({ path: v.string() });
 
@@ -57,7 +54,7 @@ const PathSchema = v.looseObject({ path: v.string() });
 const Base64 = v.pipe(v.string(), v.regex(/^[A-Za-z0-9+/_-]*={0,2}$/, "must be base64"));
 
 /** agent::ProcessIO, the records of the streaming calls. Mesos' own checks are the handler's (streams.ts). */
-export const ProcessIOSchema = v.looseObject({
+const ProcessIOSchema = v.looseObject({
   type: v.optional(v.picklist(["UNKNOWN", "DATA", "CONTROL"])),
   data: v.optional(v.looseObject({ type: v.optional(v.picklist(["UNKNOWN", "STDIN", "STDOUT", "STDERR"])), data: v.optional(Base64) })),
   control: v.optional(
@@ -70,7 +67,7 @@ export const ProcessIOSchema = v.looseObject({
 });
 export type ProcessIO = v.InferOutput<typeof ProcessIOSchema>;
 
-export const AttachContainerInputSchema = v.looseObject({
+const AttachContainerInputSchema = v.looseObject({
   type: v.optional(v.picklist(["UNKNOWN", "CONTAINER_ID", "PROCESS_IO"])),
   container_id: v.optional(ContainerIDSchema),
   process_io: v.optional(ProcessIOSchema),
@@ -81,7 +78,7 @@ export type AttachContainerInput = v.InferOutput<typeof AttachContainerInputSche
  * Every Call.Type of agent.proto (Mesos 1.12), with the field that carries its payload and
  * whether Mesos requires that field. `schema: null` means the call has no payload.
  */
-export const CALL_TYPES = {
+const CALL_TYPES = {
   UNKNOWN: { field: null, schema: null, required: false },
   GET_HEALTH: { field: null, schema: null, required: false },
   GET_FLAGS: { field: null, schema: null, required: false },
@@ -131,7 +128,7 @@ export const CALL_TYPES = {
 
 export type CallType = keyof typeof CALL_TYPES;
 
-export function isCallType(x: string): x is CallType {
+function isCallType(x: string): x is CallType {
   return Object.hasOwn(CALL_TYPES, x);
 }
 
@@ -146,12 +143,7 @@ export interface Call<T extends CallType = CallType> {
   payload: Payload<T>;
 }
 
-export class CallError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "CallError";
-  }
-}
+export class CallError extends errorOfKind("invalid") {}
 
 /**
  * Mesos' JSON-to-protobuf parser takes `null` as an unset field, and a null element of an
@@ -159,7 +151,7 @@ export class CallError extends Error {
  * (`"uris":null`, `"volumes":null`). Removes them in place, so the schemas see what Mesos
  * would. Iterative: the depth of `value` never matters here.
  */
-export function dropNulls(value: unknown): void {
+function dropNulls(value: unknown): void {
   const stack: unknown[] = [value];
   while (stack.length > 0) {
     const v = stack.pop();
@@ -189,7 +181,7 @@ export function parseCall(body: unknown): Call {
     throw new CallError(`expected a JSON object with a 'type' field, got ${describe(body)}`);
   }
   const record = body as Record<string, unknown>;
-  const type = record["type"];
+  const type = record.type;
   if (type === undefined) throw new CallError("Expecting 'type' to be present");
   if (typeof type !== "string") throw new CallError(`'type' must be a string naming the call, got ${describe(type)}`);
   if (!isCallType(type)) throw new CallError(`Unknown call type '${type}'`);
@@ -206,7 +198,7 @@ export function parseCall(body: unknown): Call {
 }
 
 /** "launch_container.container_id.value: must not be empty" for the first issue (and a count). */
-export function describeIssues(root: string, issues: ReadonlyArray<v.BaseIssue<unknown>>): string {
+function describeIssues(root: string, issues: ReadonlyArray<v.BaseIssue<unknown>>): string {
   const first = issues[0]!;
   const path = [root, ...(first.path ?? []).map((p) => String(p.key))].filter((s) => s !== "").join(".");
   const more = issues.length > 1 ? ` (and ${issues.length - 1} more problem${issues.length > 2 ? "s" : ""})` : "";

@@ -1,16 +1,12 @@
 // The docker/runtime isolator's rules (reference section 5): how the image config's
 // Entrypoint, Cmd, Env and WorkingDir combine with CommandInfo into what is executed.
-import type { CommandInfo } from "../api/proto.ts";
+import type { CommandInfo } from "../mesos/messages.ts";
 import type { ImageConfig } from "../images/manifest.ts";
+import { errorOfKind } from "../errors.ts";
 
 export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-export class CommandError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "CommandError";
-  }
-}
+export class CommandError extends errorOfKind("invalid") {}
 
 export interface ResolvedCommand {
   /** What execve gets as the path (possibly relative; resolved against PATH at exec). */

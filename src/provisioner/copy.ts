@@ -17,16 +17,12 @@ import {
   fstatx,
   openat,
   statxat,
-} from "../../ffi/fs-at.ts";
-import { listAt, removeAt } from "../../util/tree.ts";
-import { decodeRecordPath } from "./whiteout.ts";
+} from "../ffi/fs-at.ts";
+import { listAt, removeAt } from "../util/tree.ts";
+import { decodeRecordPath } from "../images/layer/whiteout.ts";
+import { errorOfKind } from "../errors.ts";
 
-export class ApplyError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "ApplyError";
-  }
-}
+class ApplyError extends errorOfKind("invalid") {}
 
 export interface LayerWhiteouts {
   /** Paths as the layer record keeps them (see encodeRecordPath). */

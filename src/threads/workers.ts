@@ -1,0 +1,22 @@
+// The worker threads ucr has, in one table: the build embeds each entry in the binary, the
+// pool loads it from there, and the agent and the CLI start them by name. A WorkerHandle
+// ties a name to the operations its worker serves, so both ends of a call are typed alike.
+
+export const WORKERS = {
+  pull: { entry: "workers/pull.ts", does: "resolves images: registry manifests and configs, archive indexes" },
+  extract: { entry: "workers/extract.ts", does: "fetches, hashes, decompresses and unpacks layers and ACIs" },
+  write: { entry: "workers/write.ts", does: "creates a layer's regular files for an extract worker" },
+  disk: { entry: "workers/disk.ts", does: "measures and deletes trees, copies layers, warms cgroup locks" },
+} as const;
+
+export type WorkerName = keyof typeof WORKERS;
+
+/** A worker by name, with the operations it serves as a type (`Ops` exists for the compiler only). */
+export interface WorkerHandle<Ops> {
+  readonly name: WorkerName;
+  readonly ops?: Ops;
+}
+
+export function workerOf<Ops>(name: WorkerName): WorkerHandle<Ops> {
+  return { name };
+}
