@@ -124,5 +124,8 @@ console.log(`| step | median |
 | init stage, warmed up: masked and read-only /proc and /sys files (runc's lists, as this kernel has them) | ${fmt(median(stage2.files))} |
 | init stage, warmed up: ignored signals to SIG_DFL, none blocked (part of the rows above) | ${fmt(median(stage2.signals))} |
 
-Program: ${spec.seccomp!.program.length * 0.75 / 8} instructions; confinement adds ${specBytes} bytes to the launch spec.
-Runs on a shared machine: numbers move with its load (${(await import("node:os")).loadavg().map((l) => l.toFixed(2)).join(" ")}).`);
+Program: ${(spec.seccomp!.program.length * 0.75) / 8} instructions; confinement adds ${specBytes} bytes to the launch spec.
+Runs on a shared machine: numbers move with its load (${(await import("node:os"))
+  .loadavg()
+  .map((l) => l.toFixed(2))
+  .join(" ")}).`);

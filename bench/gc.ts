@@ -38,7 +38,12 @@ function makeArchive(): string {
     const id = sha(tar);
     mkdirSync(join(stage, id));
     writeFileSync(join(stage, id, "layer.tar"), tar);
-    const config = JSON.stringify({ architecture: "amd64", os: "linux", config: { Cmd: ["/bin/busybox", "true"] }, rootfs: { type: "layers", diff_ids: [`sha256:${sharedId}`, `sha256:${id}`] } });
+    const config = JSON.stringify({
+      architecture: "amd64",
+      os: "linux",
+      config: { Cmd: ["/bin/busybox", "true"] },
+      rootfs: { type: "layers", diff_ids: [`sha256:${sharedId}`, `sha256:${id}`] },
+    });
     const configId = sha(Buffer.from(config));
     writeFileSync(join(stage, `${configId}.json`), config);
     manifest.push({ Config: `${configId}.json`, RepoTags: [`bench/img${i}:1`], Layers: [`${sharedId}/layer.tar`, `${id}/layer.tar`] });
@@ -79,7 +84,10 @@ async function main(): Promise<void> {
   await Bun.sleep(50);
   await agent.stop();
   const log = agent.log();
-  const m = /image gc: removed (\d+) image\(s\).*?, (\d+) layer\(s\), (\d+) config\(s\); freed (\d+) bytes in (\d+)ms \(([\d.]+)ms on the agent's thread\)/.exec(log);
+  const m =
+    /image gc: removed (\d+) image\(s\).*?, (\d+) layer\(s\), (\d+) config\(s\); freed (\d+) bytes in (\d+)ms \(([\d.]+)ms on the agent's thread\)/.exec(
+      log,
+    );
   if (!m) throw new Error(`no gc line in the agent's log:\n${log}`);
   health.sort((a, b) => a - b);
   const lines = [

@@ -16,7 +16,19 @@ import { join } from "node:path";
 import { runBench, serverLaunchMs, writeResult } from "./lib.ts";
 import { BURST_KINDS, runBursts, type BurstKind, type BurstTool } from "./launch/bursts.ts";
 import { addMem, memOf, NO_MEM, processesOf, summarize, type Mem } from "./launch/memory.ts";
-import { BUILT_UCR, BURST_ROUNDS, ID_PREFIX, MEM_CONTAINERS, PAR_CLIENTS, PAR_EACH, PATH, quick, ROOT, RUNS, WARMUPS } from "./launch/options.ts";
+import {
+  BUILT_UCR,
+  BURST_ROUNDS,
+  ID_PREFIX,
+  MEM_CONTAINERS,
+  PAR_CLIENTS,
+  PAR_EACH,
+  PATH,
+  quick,
+  ROOT,
+  RUNS,
+  WARMUPS,
+} from "./launch/options.ts";
 import { hybridWithControllers, makeBundle, startHolder, ulimitArgs } from "./launch/peers.ts";
 import { perfProbe } from "./launch/perf.ts";
 import { cgroupLockMode, median, mib, ms, notes, pct, type Case } from "./launch/report.ts";
@@ -46,7 +58,12 @@ async function main(): Promise<void> {
 
   // ---- ucr
   const cases: Case[] = [];
-  const ucrCase: Case = { name: "ucr (LAUNCH + WAIT)", what: "LAUNCH_CONTAINER then WAIT_CONTAINER over HTTP (fetch, keep-alive)", isUcr: true, times: [] };
+  const ucrCase: Case = {
+    name: "ucr (LAUNCH + WAIT)",
+    what: "LAUNCH_CONTAINER then WAIT_CONTAINER over HTTP (fetch, keep-alive)",
+    isUcr: true,
+    times: [],
+  };
   const ucrLaunch: number[] = [];
   const ucrWait: number[] = [];
   const ucrIds: string[] = [];
@@ -123,21 +140,50 @@ async function main(): Promise<void> {
   // ---- podman
   /** `podman run` argv for a command, once podman is known to work (for the memory step too). */
   let podmanRun: ((cmd: string[], detach?: boolean) => string[]) | undefined;
-  const podmanCase: Case = { name: "podman run --rm", what: "`podman run --rm --network host` (container removed by podman itself)", times: [] };
+  const podmanCase: Case = {
+    name: "podman run --rm",
+    what: "`podman run --rm --network host` (container removed by podman itself)",
+    times: [],
+  };
   {
     for (const ctl of readdirSync("/sys/fs/cgroup")) {
       const d = `/sys/fs/cgroup/${ctl}/libpod_parent`;
       if (!existsSync(d) && existsSync(`/sys/fs/cgroup/${ctl}/cgroup.procs`)) podmanCgroups.push(d, `${d}/conmon`);
     }
     const p = join(dir, "p");
-    const global = ["podman", "--root", join(p, "r"), "--runroot", join(p, "rr"), "--tmpdir", join(p, "t"), "--storage-driver", "overlay", "--cgroup-manager", "cgroupfs", "--events-backend", "file"];
+    const global = [
+      "podman",
+      "--root",
+      join(p, "r"),
+      "--runroot",
+      join(p, "rr"),
+      "--tmpdir",
+      join(p, "t"),
+      "--storage-driver",
+      "overlay",
+      "--cgroup-manager",
+      "cgroupfs",
+      "--events-backend",
+      "file",
+    ];
     // podman's crun has the same hybrid-layout problem; it runs in the same namespace as crun.
     const podmanCmd = [...nsPrefix, ...global];
     state.podmanCmd = podmanCmd;
     const load = await exec([...podmanCmd, "load", "-q", "-i", archive], { stdout: true, timeoutMs: 120_000 });
     if (load.code !== 0) podmanCase.failure = `podman load: ${reason(load)}`;
     else {
-      const runArgs = (extra: string[], cmd: string[]) => [...podmanCmd, "run", "--rm", "--network", "host", "--pull", "never", ...extra, "localhost/alpine:latest", ...cmd];
+      const runArgs = (extra: string[], cmd: string[]) => [
+        ...podmanCmd,
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "--pull",
+        "never",
+        ...extra,
+        "localhost/alpine:latest",
+        ...cmd,
+      ];
       let extra: string[] = [];
       let r = await exec(runArgs(extra, ["/bin/true"]));
       if (r.code !== 0 && /setrlimit/.test(r.stderr)) {
@@ -153,12 +199,16 @@ async function main(): Promise<void> {
       if (r.code !== 0) podmanCase.failure = reason(r);
       else {
         if (nsPrefix.length) {
-          notes.push("podman: run through the same nsenter namespace as crun (its crun hits the same hybrid-layout check); `--cgroup-manager cgroupfs --events-backend file`, private `--root/--runroot/--tmpdir`, `--pull never`.");
+          notes.push(
+            "podman: run through the same nsenter namespace as crun (its crun hits the same hybrid-layout check); `--cgroup-manager cgroupfs --events-backend file`, private `--root/--runroot/--tmpdir`, `--pull never`.",
+          );
           podmanCase.name = "podman run --rm (via nsenter)";
         }
         const chosen = extra;
         podmanRun = (cmd, detach = false) =>
-          detach ? [...podmanCmd, "run", "-d", "--network", "host", "--pull", "never", ...chosen, "localhost/alpine:latest", ...cmd] : runArgs(chosen, cmd);
+          detach
+            ? [...podmanCmd, "run", "-d", "--network", "host", "--pull", "never", ...chosen, "localhost/alpine:latest", ...cmd]
+            : runArgs(chosen, cmd);
         const run = podmanRun;
         podmanCase.run = async () => {
           const res = await exec(run(["/bin/true"]));
@@ -171,22 +221,41 @@ async function main(): Promise<void> {
   cases.push(podmanCase);
 
   // ---- kernel floor and reference rows
-  const floor: Case = { name: "kernel floor: unshare -fpmiu --mount-proc chroot", what: "util-linux unshare (PID, mount, IPC, UTS ns + /proc) + chroot into the bundle's rootfs", times: [] };
+  const floor: Case = {
+    name: "kernel floor: unshare -fpmiu --mount-proc chroot",
+    what: "util-linux unshare (PID, mount, IPC, UTS ns + /proc) + chroot into the bundle's rootfs",
+    times: [],
+  };
   floor.run = async () => {
     const r = await exec(["unshare", "-fpmiu", "--mount-proc", "chroot", rootfs, "/bin/true"]);
     if (r.code !== 0) throw new Error(`unshare: ${reason(r)}`);
     return r.ms;
   };
   cases.push(floor);
-  const spawnRef: Case = { name: "reference: spawn /bin/true (no container)", what: "the harness's own process spawn + wait", reference: true, times: [] };
+  const spawnRef: Case = {
+    name: "reference: spawn /bin/true (no container)",
+    what: "the harness's own process spawn + wait",
+    reference: true,
+    times: [],
+  };
   spawnRef.run = async () => (await exec(["/bin/true"])).ms;
   cases.push(spawnRef);
   if (nsPrefix.length) {
-    const nsRef: Case = { name: "reference: nsenter --mount /bin/true", what: "the workaround's cost inside the crun and podman rows", reference: true, times: [] };
+    const nsRef: Case = {
+      name: "reference: nsenter --mount /bin/true",
+      what: "the workaround's cost inside the crun and podman rows",
+      reference: true,
+      times: [],
+    };
     nsRef.run = async () => (await exec([...nsPrefix, "/bin/true"])).ms;
     cases.push(nsRef);
   }
-  const ucrStart: Case = { name: "reference: `ucr version` (one start of the binary)", what: "process start of the ucr binary; a launch starts it once (init stage 2, forked by the long-lived launcher)", reference: true, times: [] };
+  const ucrStart: Case = {
+    name: "reference: `ucr version` (one start of the binary)",
+    what: "process start of the ucr binary; a launch starts it once (init stage 2, forked by the long-lived launcher)",
+    reference: true,
+    times: [],
+  };
   ucrStart.run = async () => (await exec([ucr, "version"])).ms;
   cases.push(ucrStart);
 
@@ -261,7 +330,9 @@ async function main(): Promise<void> {
   console.error("launch: memory idle (waiting for the launcher and the worker threads to go), then with containers running");
   const memRows: string[] = [];
   const memRow = (what: string, procs: string, m: Mem | undefined, why?: string) =>
-    memRows.push(m ? `| ${what} | ${procs} | ${mib(m.rssKiB)} | ${mib(m.pssKiB)} | ${mib(m.ussKiB)} |` : `| ${what} | failed: ${why ?? "?"} | | | |`);
+    memRows.push(
+      m ? `| ${what} | ${procs} | ${mib(m.rssKiB)} | ${mib(m.pssKiB)} | ${mib(m.ussKiB)} |` : `| ${what} | failed: ${why ?? "?"} | | | |`,
+    );
   memRow("ucr, every process: idle, just started", memIdleStart.roles, memIdleStart.mem);
   memRow(`ucr, every process: idle after the image pull (first launch, ${ms(firstLaunchMs)} ms)`, memPulled.roles, memPulled.mem);
   memRow(`ucr, every process: right after ${launchesSoFar} launches`, memAfterLaunches.roles, memAfterLaunches.mem);
@@ -275,7 +346,11 @@ async function main(): Promise<void> {
     while (performance.now() - since < 40_000 && !quiet()) await Bun.sleep(250);
     await Bun.sleep(500);
     const idle = summarize(processesOf(ucr));
-    memRow(`ucr, every process: idle again (${((performance.now() - since) / 1000).toFixed(0)} s after the last launch)`, idle.roles, idle.mem);
+    memRow(
+      `ucr, every process: idle again (${((performance.now() - since) / 1000).toFixed(0)} s after the last launch)`,
+      idle.roles,
+      idle.mem,
+    );
   }
   {
     const ids: string[] = [];
@@ -294,7 +369,11 @@ async function main(): Promise<void> {
       memRow(`ucr, ${MEM_CONTAINERS} containers running: every ucr process`, running.roles, running.mem);
       const workloads = ids.map((id) => memOf(Number(readFileSync(join(dir, "ucr", "run", "containers", id, "pid"), "utf8").trim())));
       const per = workloads.reduce(addMem, NO_MEM);
-      memRow(`**ucr, per container: the workload only** (\`sleep\`, mean of ${MEM_CONTAINERS})`, "workload", { rssKiB: per.rssKiB / MEM_CONTAINERS, pssKiB: per.pssKiB / MEM_CONTAINERS, ussKiB: per.ussKiB / MEM_CONTAINERS });
+      memRow(`**ucr, per container: the workload only** (\`sleep\`, mean of ${MEM_CONTAINERS})`, "workload", {
+        rssKiB: per.rssKiB / MEM_CONTAINERS,
+        pssKiB: per.pssKiB / MEM_CONTAINERS,
+        ussKiB: per.ussKiB / MEM_CONTAINERS,
+      });
     }
     for (const id of ids) {
       await call(a, "KILL_CONTAINER", { kill_container: { container_id: { value: id } } });
@@ -332,9 +411,17 @@ async function main(): Promise<void> {
           const t = ms.reduce(addMem, NO_MEM);
           return { rssKiB: t.rssKiB / ms.length, pssKiB: t.pssKiB / ms.length, ussKiB: t.ussKiB / ms.length };
         };
-        memRow(`podman, ${conmons.length} containers running: conmon, all together`, `${conmons.length} × conmon`, conmons.reduce(addMem, NO_MEM));
+        memRow(
+          `podman, ${conmons.length} containers running: conmon, all together`,
+          `${conmons.length} × conmon`,
+          conmons.reduce(addMem, NO_MEM),
+        );
         memRow(`podman, per container: conmon (mean of ${conmons.length})`, "conmon", mean(conmons));
-        memRow(`**podman, per container: conmon + workload** (\`sleep\`, mean)`, "conmon, workload", addMem(mean(conmons), mean(workloads)));
+        memRow(
+          `**podman, per container: conmon + workload** (\`sleep\`, mean)`,
+          "conmon, workload",
+          addMem(mean(conmons), mean(workloads)),
+        );
       }
       if (cids.length) await exec([...podmanCmd, "rm", "-f", "-t", "0", ...cids], { timeoutMs: 120_000 });
     }
@@ -350,7 +437,9 @@ async function main(): Promise<void> {
     }
     const med = median(c.times);
     const ratio = c.isUcr ? "1.00" : c.reference ? "" : ucrMed ? (med / ucrMed).toFixed(2) : "n/a";
-    table.push(`| ${c.name}${c.failure ? ` (then failed: ${c.failure.replace(/\|/g, "/")})` : ""} | ${ms(med)} | ${ms(pct(c.times, 95))} | ${ms(Math.min(...c.times))} | ${c.times.length} | ${ratio} |`);
+    table.push(
+      `| ${c.name}${c.failure ? ` (then failed: ${c.failure.replace(/\|/g, "/")})` : ""} | ${ms(med)} | ${ms(pct(c.times, 95))} | ${ms(Math.min(...c.times))} | ${c.times.length} | ${ratio} |`,
+    );
   }
   if (ucrLaunch.length) {
     table.push(
@@ -358,7 +447,9 @@ async function main(): Promise<void> {
       `| &nbsp;&nbsp;ucr: WAIT_CONTAINER alone | ${ms(median(ucrWait))} | ${ms(pct(ucrWait, 95))} | ${ms(Math.min(...ucrWait))} | ${ucrWait.length} | |`,
     );
     if (serverTimes.length) {
-      table.push(`| &nbsp;&nbsp;ucr: LAUNCH as the agent logs it (server side) | ${ms(median(serverTimes))} | ${ms(pct(serverTimes, 95))} | ${ms(Math.min(...serverTimes))} | ${serverTimes.length} | |`);
+      table.push(
+        `| &nbsp;&nbsp;ucr: LAUNCH as the agent logs it (server side) | ${ms(median(serverTimes))} | ${ms(pct(serverTimes, 95))} | ${ms(Math.min(...serverTimes))} | ${serverTimes.length} | |`,
+      );
     }
   }
 
@@ -403,7 +494,9 @@ async function main(): Promise<void> {
     });
     burstMedians.set(name, meds);
     const ratio = (k: BurstKind) => (meds[k] !== undefined && meds.spaced ? (meds[k]! / meds.spaced).toFixed(2) : "n/a");
-    burstTable.push(`| ${name}${r.failure ? ` (failed: ${r.failure.replace(/\|/g, "/").slice(0, 160)})` : ""} | ${cells.join(" | ")} | ${ratio("seq")}, ${ratio("par")} |`);
+    burstTable.push(
+      `| ${name}${r.failure ? ` (failed: ${r.failure.replace(/\|/g, "/").slice(0, 160)})` : ""} | ${cells.join(" | ")} | ${ratio("seq")}, ${ratio("par")} |`,
+    );
   }
   const u = burstMedians.get("ucr") ?? {};
   const c = crunCase.run ? burstMedians.get(crunCase.name) : undefined;

@@ -41,7 +41,13 @@ export function commandRunner(defaults: { path: string; timeoutMs: number; stdou
       });
     } catch (e) {
       // A missing binary is a failed case, not a crashed benchmark.
-      return { code: 127, ms: performance.now() - started, stdout: "", stderr: `cannot run ${cmd[0]}: ${(e as Error).message}`, timedOut: false };
+      return {
+        code: 127,
+        ms: performance.now() - started,
+        stdout: "",
+        stderr: `cannot run ${cmd[0]}: ${(e as Error).message}`,
+        timedOut: false,
+      };
     }
     live.add(proc);
     let timedOut = false;
@@ -104,7 +110,12 @@ export function writeResult(name: string, text: string, quick: boolean, started:
 }
 
 /** Runs a benchmark's main, always cleans up, and exits 1 on failure (quietly once interrupted). */
-export async function runBench(script: string, main: () => Promise<void>, cleanup: () => Promise<void>, interrupted: () => boolean): Promise<never> {
+export async function runBench(
+  script: string,
+  main: () => Promise<void>,
+  cleanup: () => Promise<void>,
+  interrupted: () => boolean,
+): Promise<never> {
   let exitCode = 0;
   try {
     await main();

@@ -136,7 +136,12 @@ function startUcrAgent(ucr: string, dir: string, images: string, cniConf: string
 }
 
 /** One Operator API call, with the benchmark's timeout. */
-function call(a: RunningAgent, type: string, body: Record<string, unknown>, timeoutMs = TIMEOUT_MS): Promise<{ status: number; text: string }> {
+function call(
+  a: RunningAgent,
+  type: string,
+  body: Record<string, unknown>,
+  timeoutMs = TIMEOUT_MS,
+): Promise<{ status: number; text: string }> {
   return operatorCall(a, type, body, timeoutMs);
 }
 

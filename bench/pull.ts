@@ -61,7 +61,6 @@ function checkStop(): void {
   if (cleaning) throw new Error("interrupted");
 }
 
-
 function unmountUnder(dir: string, includeSelf: boolean): void {
   for (const mp of mountsUnder(dir)) {
     if (mp === dir && !includeSelf) continue;
@@ -210,7 +209,10 @@ function buildBig(layout: string, stage: string): { files: number; uncompressed:
     mkdirSync(join(root, "usr", "lib", "app"), { recursive: true });
     for (let i = 0; i < 100; i++) {
       const size = 256 * 1024 + Math.floor(rand() * 768 * 1024);
-      put(join(root, "usr", "lib", "app", `lib${String(i).padStart(3, "0")}.so`), i % 3 === 2 ? randomData(rand, size) : textData(rand, size));
+      put(
+        join(root, "usr", "lib", "app", `lib${String(i).padStart(3, "0")}.so`),
+        i % 3 === 2 ? randomData(rand, size) : textData(rand, size),
+      );
     }
   });
   addImage(layout, {
@@ -308,7 +310,10 @@ function ucrPhases(r: RunResult): string[] {
   const lines = `${r.stderr}\n${r.stdout}`.split("\n").filter((l) => / done, |\(\d+\.\d+s\)$/.test(l));
   const out = lines.map((l) => l.replace(/^.*?: (\d+ layer\(s\)).*\((\d+\.\d+)s\)$/, "in-process total: $1 in $2s").trim());
   const inProcess = /\((\d+\.\d+)s\)\s*$/.exec(r.stdout.trim());
-  if (inProcess) out.push(`wall ${(r.ms / 1000).toFixed(2)}s, so ${(r.ms / 1000 - Number(inProcess[1])).toFixed(2)}s outside the pull (start, workers, exit)`);
+  if (inProcess)
+    out.push(
+      `wall ${(r.ms / 1000).toFixed(2)}s, so ${(r.ms / 1000 - Number(inProcess[1])).toFixed(2)}s outside the pull (start, workers, exit)`,
+    );
   return out;
 }
 
@@ -398,7 +403,10 @@ async function choosePodmanDriver(fs: string, base: string, keep: boolean, small
     const dir = join(base, `p-${driver}`);
     checkStop();
     mkdirSync(dir, { recursive: true });
-    const r = await exec([...podmanArgs(dir, driver), "pull", "--quiet", "--tls-verify=false", imageRef(small)], { env: envFor(dir), timeoutMs: 120_000 });
+    const r = await exec([...podmanArgs(dir, driver), "pull", "--quiet", "--tls-verify=false", imageRef(small)], {
+      env: envFor(dir),
+      timeoutMs: 120_000,
+    });
     if (!keep) removeTree(dir);
     if (r.code === 0) {
       podmanDriver.set(fs, driver);
@@ -667,7 +675,10 @@ async function main(): Promise<void> {
     `Tools: ${await versions([UCR, "version"])}; ${await versions(["skopeo", "--version"])}; ${await versions(["umoci", "--version"])}; ${await versions(["podman", "--version"])}.`,
     `Filesystems: disk = ${diskFs}; tmpfs = ${tmpfsFs}. The registry (distribution, plain http on 127.0.0.1) keeps its blobs on disk (page-cached).`,
     `Images: ${images
-      .map((i) => `${i.name}: ${i.layers} gzip layer(s), ${(i.compressedBytes / 2 ** 20).toFixed(1)} MiB compressed, ${(i.uncompressedBytes / 2 ** 20).toFixed(1)} MiB in ${i.files} files`)
+      .map(
+        (i) =>
+          `${i.name}: ${i.layers} gzip layer(s), ${(i.compressedBytes / 2 ** 20).toFixed(1)} MiB compressed, ${(i.uncompressedBytes / 2 ** 20).toFixed(1)} MiB in ${i.files} files`,
+      )
       .join("; ")}.`,
     `Method: ${RUNS} timed run(s) per case after one uncounted warm-up; wall time of the whole command(s); every store and TMPDIR fresh per run (a new directory; on tmpfs the previous run's is deleted first, on disk all are kept until the pass ends, see the notes), \`sync -f\` before each run, all outside the timed region; tool order rotated per run. skopeo+umoci is \`skopeo copy\` to an OCI layout then \`umoci unpack\`, timed together. Load: \`ucr load\` vs \`podman load -i\` of the same docker-save archive.`,
     `Load average (1 min) at start ${loadBefore[0]?.toFixed(2)}, at end ${loadavg()[0]?.toFixed(2)}: anything else running on the machine shows up as noise here.`,

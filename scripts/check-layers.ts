@@ -75,7 +75,8 @@ export function checkLayers(root = SRC): LayerReport {
   for (const file of files) {
     const text = readFileSync(join(root, file), "utf8");
     const lines = text.split("\n").length - (text.endsWith("\n") ? 1 : 0);
-    if (!file.startsWith("mesos/gen/") && lines > MAX_LINES && !/over 400 lines/i.test(topComment(text))) long.push(`${file} (${lines} lines)`);
+    if (!file.startsWith("mesos/gen/") && lines > MAX_LINES && !/over 400 lines/i.test(topComment(text)))
+      long.push(`${file} (${lines} lines)`);
     const deps: string[] = [];
     for (const m of text.matchAll(IMPORT)) {
       const spec = m[1] ?? m[2]!;

@@ -56,7 +56,10 @@ function macros(source: string): Map<string, string> {
 /** Evaluates `(A + 3)`-style expressions over other macros. */
 function evaluate(expr: string, defs: Map<string, string>, depth = 0): number {
   if (depth > 10) throw new Error(`cannot evaluate ${expr}`);
-  const terms = expr.replace(/[()]/g, "").split("+").map((t) => t.trim());
+  const terms = expr
+    .replace(/[()]/g, "")
+    .split("+")
+    .map((t) => t.trim());
   let sum = 0;
   for (const t of terms) {
     if (/^\d+$/.test(t)) sum += Number(t);

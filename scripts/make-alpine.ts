@@ -30,7 +30,26 @@ try {
   for (const d of ["bin", "etc", "tmp", "root", "mnt/mesos/sandbox", "proc", "sys", "dev"]) mkdirSync(join(root, d), { recursive: true });
   chmodSync(join(root, "tmp"), 0o1777);
   writeFileSync(join(root, "bin/busybox"), readFileSync(busybox), { mode: 0o755 });
-  for (const applet of ["sh", "ls", "cat", "echo", "true", "false", "sleep", "id", "env", "ps", "hostname", "mount", "uname", "wc", "head", "sed", "grep", "top"]) {
+  for (const applet of [
+    "sh",
+    "ls",
+    "cat",
+    "echo",
+    "true",
+    "false",
+    "sleep",
+    "id",
+    "env",
+    "ps",
+    "hostname",
+    "mount",
+    "uname",
+    "wc",
+    "head",
+    "sed",
+    "grep",
+    "top",
+  ]) {
     symlinkSync("busybox", join(root, "bin", applet));
   }
   writeFileSync(join(root, "etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n");
@@ -50,7 +69,10 @@ try {
   mkdirSync(join(stage, diffId), { recursive: true });
   writeFileSync(join(stage, `${diffId}/layer.tar`), layer);
   writeFileSync(join(stage, `${configHex}.json`), config);
-  writeFileSync(join(stage, "manifest.json"), JSON.stringify([{ Config: `${configHex}.json`, RepoTags: ["alpine:latest"], Layers: [`${diffId}/layer.tar`] }]));
+  writeFileSync(
+    join(stage, "manifest.json"),
+    JSON.stringify([{ Config: `${configHex}.json`, RepoTags: ["alpine:latest"], Layers: [`${diffId}/layer.tar`] }]),
+  );
   mkdirSync(out, { recursive: true });
   run(["tar", "--numeric-owner", "--owner=0", "--group=0", "-C", stage, "-cf", join(out, "alpine.tar"), "."]);
   console.log(`make-alpine: wrote ${join(out, "alpine.tar")} (busybox ${busybox}, layer sha256:${diffId.slice(0, 12)})`);

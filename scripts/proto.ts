@@ -65,6 +65,10 @@ if (import.meta.main) {
     rmSync(genDir, { recursive: true, force: true });
     mkdirSync(genDir, { recursive: true });
     generate(genDir);
-    console.log(`generated ${files(genDir, ".ts").map((f) => relative(root, join(genDir, f))).join(", ")}`);
+    console.log(
+      `generated ${files(genDir, ".ts")
+        .map((f) => relative(root, join(genDir, f)))
+        .join(", ")}`,
+    );
   }
 }

@@ -18,7 +18,12 @@ export const BURST_KINDS: { kind: BurstKind; label: string }[] = [
 ];
 
 export async function runBursts(tools: BurstTool[]): Promise<Map<string, { times: Record<BurstKind, number[]>; failure?: string }>> {
-  const out = new Map(tools.map((t) => [t.name, { times: { spaced: [], seq: [], par: [] } as Record<BurstKind, number[]>, failure: undefined as string | undefined }]));
+  const out = new Map(
+    tools.map((t) => [
+      t.name,
+      { times: { spaced: [], seq: [], par: [] } as Record<BurstKind, number[]>, failure: undefined as string | undefined },
+    ]),
+  );
   for (let round = 0; round < BURST_ROUNDS; round++) {
     for (const { kind } of BURST_KINDS) {
       const k = round % tools.length;

@@ -25,7 +25,15 @@ export async function startHolder(dir: string): Promise<string[]> {
   checkStop();
   const ready = join(dir, "holder-ready");
   const holder = Bun.spawn(
-    ["unshare", "--mount", "--propagation", "private", "sh", "-c", `umount -l /sys/fs/cgroup/unified && : > ${ready} && exec sleep infinity`],
+    [
+      "unshare",
+      "--mount",
+      "--propagation",
+      "private",
+      "sh",
+      "-c",
+      `umount -l /sys/fs/cgroup/unified && : > ${ready} && exec sleep infinity`,
+    ],
     // Detached like the agent: cleanup after a Ctrl-C still needs the namespace for podman rm.
     { stdin: "ignore", stdout: "ignore", stderr: "pipe", env: { PATH }, detached: true },
   );

@@ -62,12 +62,33 @@ export async function perfProbe(a: RunningAgent, ucr: string, dir: string): Prom
   const data = join(dir, "perf.data");
   const perf = Bun.spawn(
     [
-      "perf", "record", "-q", "-k", "CLOCK_MONOTONIC", "-a", "-o", data,
-      "-e", "sched:sched_process_fork", "-e", "sched:sched_process_exec", "-e", "sched:sched_process_exit",
-      "-e", "syscalls:sys_enter_unshare", "-e", "syscalls:sys_enter_pivot_root", "-e", "syscalls:sys_exit_umount",
-      "-e", "cgroup:cgroup_attach_task",
+      "perf",
+      "record",
+      "-q",
+      "-k",
+      "CLOCK_MONOTONIC",
+      "-a",
+      "-o",
+      data,
+      "-e",
+      "sched:sched_process_fork",
+      "-e",
+      "sched:sched_process_exec",
+      "-e",
+      "sched:sched_process_exit",
+      "-e",
+      "syscalls:sys_enter_unshare",
+      "-e",
+      "syscalls:sys_enter_pivot_root",
+      "-e",
+      "syscalls:sys_exit_umount",
+      "-e",
+      "cgroup:cgroup_attach_task",
       // Stage 2 is PID 1 of its namespace, so it joins a cgroup by writing the one byte "1".
-      "-e", "syscalls:sys_enter_write", "--filter", "count == 1",
+      "-e",
+      "syscalls:sys_enter_write",
+      "--filter",
+      "count == 1",
     ],
     { stdin: "ignore", stdout: "ignore", stderr: "pipe", env: { PATH } },
   );
@@ -100,10 +121,17 @@ export async function perfProbe(a: RunningAgent, ucr: string, dir: string): Prom
     await perf.exited;
     live.delete(perf);
   }
-  const script = await exec(["perf", "script", "-i", data, "-F", "comm,pid,tid,time,event,trace", "--ns"], { stdout: true, timeoutMs: 120_000 });
+  const script = await exec(["perf", "script", "-i", data, "-F", "comm,pid,tid,time,event,trace", "--ns"], {
+    stdout: true,
+    timeoutMs: 120_000,
+  });
   if (script.code !== 0) return [`(perf script failed: ${reason(script)})`];
   const events = parsePerf(script.stdout);
-  if (process.env.LAUNCH_DEBUG) writeFileSync("/tmp/launch-perf-debug.txt", `${JSON.stringify(probes.map((p) => [p.id, String(p.t0), String(p.t1), String(p.t2)]))}\n${script.stdout}`);
+  if (process.env.LAUNCH_DEBUG)
+    writeFileSync(
+      "/tmp/launch-perf-debug.txt",
+      `${JSON.stringify(probes.map((p) => [p.id, String(p.t0), String(p.t1), String(p.t2)]))}\n${script.stdout}`,
+    );
 
   const parent = new Map<number, number>(); // child pid (tid) -> forking process (tgid)
   const execs = new Map<number, { t: bigint; file: string }[]>();
@@ -158,7 +186,9 @@ export async function perfProbe(a: RunningAgent, ucr: string, dir: string): Prom
     p.t2 += offset;
   }
   const agentPid = a.proc.pid;
-  const stage1s = [...execs.entries()].filter(([pid, ex]) => parent.get(pid) === agentPid && ex.some((x) => x.file === ucr)).map(([pid]) => pid);
+  const stage1s = [...execs.entries()]
+    .filter(([pid, ex]) => parent.get(pid) === agentPid && ex.some((x) => x.file === ucr))
+    .map(([pid]) => pid);
   const rows: number[][] = PHASES.map(() => []);
   let matched = 0;
   for (const p of probes) {
@@ -205,7 +235,9 @@ export async function perfProbe(a: RunningAgent, ucr: string, dir: string): Prom
     // Per launch: stage 2's one-byte writes and its cgroup moves before the exec.
     const joins: { writes: number; moves: number }[] = [];
     for (const p of probes) {
-      const s2 = [...execs.entries()].find(([, ex]) => ex.some((x) => (x.file === "/bin/true" || x.file === "/usr/bin/true") && x.t >= p.t0 && x.t <= p.t1))?.[0];
+      const s2 = [...execs.entries()].find(([, ex]) =>
+        ex.some((x) => (x.file === "/bin/true" || x.file === "/usr/bin/true") && x.t >= p.t0 && x.t <= p.t1),
+      )?.[0];
       if (s2 === undefined || execs.get(s2)!.every((x) => x.file !== ucr)) continue;
       const wexec = execs.get(s2)!.find((x) => x.file !== ucr)!.t;
       const after = (xs: bigint[] | undefined) => xs?.find((t) => t >= p.t0 && t <= wexec);
@@ -226,16 +258,21 @@ export async function perfProbe(a: RunningAgent, ucr: string, dir: string): Prom
       joins.push({ writes: inLaunch(writes1All.get(s2)), moves: inLaunch(attaches.get(s2)) });
       matched++;
     }
-    if (matched === 0) return [`(perf probe: none of ${probes.length} launches could be matched to kernel events; ${events.length} events seen)`];
+    if (matched === 0)
+      return [`(perf probe: none of ${probes.length} launches could be matched to kernel events; ${events.length} events seen)`];
     const out = [
       `Phases of a ucr LAUNCH + WAIT from kernel events, launcher model (\`perf record -a\` of fork, exec, exit, unshare, pivot_root, umount, one-byte write and cgroup attach; ${matched} of ${probes.length} extra launches, medians; not part of the timings above):`,
       "",
       "| phase | median ms | p95 ms |",
       "|---|---:|---:|",
     ];
-    for (const [i, name] of LAUNCHER_PHASES.entries()) out.push(`| ${i + 1}. ${name} | ${ms(median(lrows[i]!))} | ${ms(pct(lrows[i]!, 95))} |`);
+    for (const [i, name] of LAUNCHER_PHASES.entries())
+      out.push(`| ${i + 1}. ${name} | ${ms(median(lrows[i]!))} | ${ms(pct(lrows[i]!, 95))} |`);
     const total = probes.map((p) => Number(p.t2 - p.t0) / 1e6);
-    out.push("", `(LAUNCH + WAIT: median ${ms(median(total))} ms. Phases 7-9 overlap: the LAUNCH response and the workload's exit are each measured from its exec. Client and kernel clocks aligned within ±${(Number(width) / 2e6).toFixed(2)} ms.)`);
+    out.push(
+      "",
+      `(LAUNCH + WAIT: median ${ms(median(total))} ms. Phases 7-9 overlap: the LAUNCH response and the workload's exit are each measured from its exec. Client and kernel clocks aligned within ±${(Number(width) / 2e6).toFixed(2)} ms.)`,
+    );
     const kinds = [...new Set(joins.map((j) => `${j.writes} one-byte write(s) and ${j.moves} cgroup move(s)`))];
     out.push(
       "",

@@ -50,5 +50,7 @@ export async function cgroupLockMode(): Promise<string> {
   if (mounted.length > 0 || logged) {
     return `per-process (favordynmods) mode since ${mounted.length > 0 ? `the mount of ${mounted.join(", ")}` : "a favordynmods mount earlier in this boot (dmesg)"}; lasts until reboot. Process moves (crun's and podman's cgroup.procs writes) take a per-process lock and never wait for RCU; fork and exit take one more lock. ucr writes 0 to v1 \`tasks\`, which takes no threadgroup lock in either mode.`;
   }
-  return r.code === 0 ? "default (global percpu rwsem) mode: no favordynmods mount since boot." : "default mode as far as /proc/mounts shows (dmesg unreadable).";
+  return r.code === 0
+    ? "default (global percpu rwsem) mode: no favordynmods mount since boot."
+    : "default mode as far as /proc/mounts shows (dmesg unreadable).";
 }

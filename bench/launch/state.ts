@@ -33,7 +33,6 @@ export function checkStop(): void {
   if (state.cleaning) throw new Error("interrupted");
 }
 
-
 /** A command run during cleanup: no checkStop, bounded, never throws. */
 function quiet(cmd: string[], timeoutMs = 20_000): Promise<number> {
   try {

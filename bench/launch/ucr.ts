@@ -27,7 +27,12 @@ export function startUcrAgent(ucr: string, dir: string, images: string): Promise
 }
 
 /** One Operator API call, with the benchmark's timeout. */
-export function call(a: RunningAgent, type: string, body: Record<string, unknown>, timeoutMs = TIMEOUT_MS): Promise<{ status: number; text: string }> {
+export function call(
+  a: RunningAgent,
+  type: string,
+  body: Record<string, unknown>,
+  timeoutMs = TIMEOUT_MS,
+): Promise<{ status: number; text: string }> {
   return operatorCall(a, type, body, timeoutMs);
 }
 

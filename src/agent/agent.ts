@@ -33,9 +33,7 @@ export class StartupError extends errorOfKind("invalid") {}
 
 export class Agent {
   /** The agent's worker threads (threads/workers.ts), each started when first needed. */
-  private workers:
-    | { pull: WorkerClient<PullOps>; extract: Array<WorkerClient<ExtractOps>>; disk: WorkerClient<DiskOps> }
-    | undefined;
+  private workers: { pull: WorkerClient<PullOps>; extract: Array<WorkerClient<ExtractOps>>; disk: WorkerClient<DiskOps> } | undefined;
   private imageService: ImageService | undefined;
   private containerTable: Containers | undefined;
   private imageCollector: ImageCollector | undefined;
@@ -99,7 +97,8 @@ export class Agent {
     }
     const { removedStaging } = this.imageService;
     for (const note of this.imageService.notes) log.warn(note);
-    if (removedStaging.length > 0) log.info(`image store: removed ${removedStaging.length} unfinished staging dir(s) left by an earlier run`);
+    if (removedStaging.length > 0)
+      log.info(`image store: removed ${removedStaging.length} unfinished staging dir(s) left by an earlier run`);
     log.info(`image store at ${f.docker_store_dir}: ${this.imageService.store.images().length} image(s)`);
     try {
       const networks = await CniNetworks.fromFlags(f);
@@ -142,7 +141,6 @@ export class Agent {
       const unowned = orphans.length ? `; removed ${orphans.length} thing(s) no container owned (${orphans.join(", ")})` : "";
       log.info(`recovered ${running} running and ${exited} exited container(s)${unreadable}${halfLaunched}${unowned}`);
     }
-
   }
 
   /**
@@ -156,10 +154,14 @@ export class Agent {
     const excluded = ImageCollector.exclusions(cfg.excluded_images);
     const ok = () => diskUsage(store) + cfg.image_disk_headroom <= 1;
     const intervalMs = Math.max(10, cfg.image_disk_watch_interval.nanoseconds / 1e6);
-    log.info(`automatic image gc: every ${intervalMs}ms, keeping ${(cfg.image_disk_headroom * 100).toFixed(0)}% of ${store}'s filesystem free`);
+    log.info(
+      `automatic image gc: every ${intervalMs}ms, keeping ${(cfg.image_disk_headroom * 100).toFixed(0)}% of ${store}'s filesystem free`,
+    );
     this.gcTimer = setInterval(() => {
       if (ok()) return;
-      log.info(`automatic image gc: ${(diskUsage(store) * 100).toFixed(1)}% used, over the ${((1 - cfg.image_disk_headroom) * 100).toFixed(0)}% threshold`);
+      log.info(
+        `automatic image gc: ${(diskUsage(store) * 100).toFixed(1)}% used, over the ${((1 - cfg.image_disk_headroom) * 100).toFixed(0)}% threshold`,
+      );
       this.collector.prune(excluded, ok).catch((err: Error) => log.error(`automatic image gc failed: ${err.message}`));
     }, intervalMs);
     this.gcTimer.unref();

@@ -8,12 +8,7 @@ import type { LinuxInfo } from "../mesos/messages.ts";
 import type { Flags } from "../config/flags.ts";
 import { seccompFiltersSupported } from "../ffi/security.ts";
 import { log } from "../log.ts";
-import {
-  DEFAULT_CAPABILITIES,
-  capabilitiesOfMask,
-  capabilitySet,
-  formatCapabilities,
-} from "../mesos/capabilities.ts";
+import { DEFAULT_CAPABILITIES, capabilitiesOfMask, capabilitySet, formatCapabilities } from "../mesos/capabilities.ts";
 import { CompileError, compileFilter } from "../runtime/seccomp/bpf.ts";
 import builtinProfile from "../runtime/seccomp/default.json" with { type: "json" };
 import { ProfileError, expandProfile, nativeArch, parseProfile, type Arch, type SeccompProfile } from "../runtime/seccomp/profile.ts";
@@ -73,7 +68,9 @@ export class Confinement {
     if (!arch) throw new ConfinementSetupError(`seccomp filters are built for x86_64 and aarch64 only; this machine is ${process.arch}`);
     this.arch = arch;
     if (!seccompFiltersSupported()) {
-      throw new ConfinementSetupError("this kernel does not take seccomp filters (CONFIG_SECCOMP_FILTER): ucr confines every container with one");
+      throw new ConfinementSetupError(
+        "this kernel does not take seccomp filters (CONFIG_SECCOMP_FILTER): ucr confines every container with one",
+      );
     }
     this.lastCap = Number(readFileSync("/proc/sys/kernel/cap_last_cap", "utf8").trim());
     this.available = ownCapabilities();
@@ -85,10 +82,15 @@ export class Confinement {
     this.capabilitiesIsolator = flags.isolation.includes("linux/capabilities");
     this.seccompIsolator = flags.isolation.includes("linux/seccomp");
     this.defaults = holdable(capabilitySet(DEFAULT_CAPABILITIES), "default capabilities");
-    this.flagEffective = flags.effective_capabilities && holdable(capabilitySet(flags.effective_capabilities.capabilities), "--effective_capabilities");
-    this.flagBounding = flags.bounding_capabilities && holdable(capabilitySet(flags.bounding_capabilities.capabilities), "--bounding_capabilities");
+    this.flagEffective =
+      flags.effective_capabilities && holdable(capabilitySet(flags.effective_capabilities.capabilities), "--effective_capabilities");
+    this.flagBounding =
+      flags.bounding_capabilities && holdable(capabilitySet(flags.bounding_capabilities.capabilities), "--bounding_capabilities");
     this.allowed = this.flagBounding ?? this.flagEffective ?? this.defaults;
-    for (const [flag, set] of [["--effective_capabilities", this.flagEffective], ["--bounding_capabilities", this.flagBounding]] as const) {
+    for (const [flag, set] of [
+      ["--effective_capabilities", this.flagEffective],
+      ["--bounding_capabilities", this.flagBounding],
+    ] as const) {
       const extra = set ? minus(set, this.defaults) : [];
       if (extra.length > 0) log.warn(`privilege: ${flag} lets containers hold ${formatCapabilities(extra)} beyond ucr's defaults`);
     }
@@ -104,7 +106,10 @@ export class Confinement {
     }
     // Compiled now for the default set, so a profile that cannot be compiled stops the agent.
     try {
-      this.filter(this.defaultProfile, (this.flagEffective ?? this.defaults).filter((c) => this.allowed.includes(c)));
+      this.filter(
+        this.defaultProfile,
+        (this.flagEffective ?? this.defaults).filter((c) => this.allowed.includes(c)),
+      );
     } catch (err) {
       throw new ConfinementSetupError(`seccomp profile ${this.defaultProfile.name}: ${(err as Error).message}`);
     }
@@ -176,10 +181,14 @@ export class Confinement {
     const requestedBounding = linux?.bounding_capabilities && capabilitySet(linux.bounding_capabilities.capabilities);
 
     if (requestedBounding && !subset(requestedBounding, this.allowed)) {
-      throw new ConfinementRefused(`Bounding capabilities '${formatCapabilities(requestedBounding)}', but only '${formatCapabilities(this.allowed)}' are allowed`);
+      throw new ConfinementRefused(
+        `Bounding capabilities '${formatCapabilities(requestedBounding)}', but only '${formatCapabilities(this.allowed)}' are allowed`,
+      );
     }
     if (requested && !subset(requested, this.allowed)) {
-      throw new ConfinementRefused(`Requested capabilities '${formatCapabilities(requested)}', but only '${formatCapabilities(this.allowed)}' are allowed`);
+      throw new ConfinementRefused(
+        `Requested capabilities '${formatCapabilities(requested)}', but only '${formatCapabilities(this.allowed)}' are allowed`,
+      );
     }
     // Mesos' order when the request names capabilities; a container that names none gets no
     // more than --effective_capabilities (or the defaults) even in its bounding set, since the
@@ -191,11 +200,15 @@ export class Confinement {
     const explicit = requested ?? this.flagEffective;
     const effective = explicit ?? this.defaults.filter((c) => bounding.includes(c));
     if (!subset(effective, bounding)) {
-      throw new ConfinementRefused(`Requested capabilities '${formatCapabilities(effective)}', but only '${formatCapabilities(bounding)}' are allowed`);
+      throw new ConfinementRefused(
+        `Requested capabilities '${formatCapabilities(effective)}', but only '${formatCapabilities(bounding)}' are allowed`,
+      );
     }
     const unheld = minus([...bounding, ...effective], this.available.permitted);
     if (unheld.length > 0) {
-      throw new ConfinementRefused(`this agent does not hold ${formatCapabilities([...new Set(unheld)])}, so it cannot give them to a container`);
+      throw new ConfinementRefused(
+        `this agent does not hold ${formatCapabilities([...new Set(unheld)])}, so it cannot give them to a container`,
+      );
     }
     const beyond = [...new Set([...minus(bounding, this.defaults), ...minus(effective, this.defaults)])].sort((a, b) => a - b);
     if (requested || requestedBounding) {
@@ -205,7 +218,9 @@ export class Confinement {
             `(effective ${formatCapabilities(effective)}, bounding ${formatCapabilities(bounding)})`,
         );
       } else {
-        log.info(`container ${key}: capabilities as requested: effective ${formatCapabilities(effective)}, bounding ${formatCapabilities(bounding)}`);
+        log.info(
+          `container ${key}: capabilities as requested: effective ${formatCapabilities(effective)}, bounding ${formatCapabilities(bounding)}`,
+        );
       }
     }
     // As Mesos: explicitly given effective capabilities are also ambient, so a non-root workload keeps them.
@@ -225,7 +240,9 @@ export class Confinement {
       }
       const unconfined = info.unconfined ?? false;
       if (unconfined && info.profile_name !== undefined) {
-        throw new ConfinementRefused("Invalid Seccomp configuration: 'profile_name' given even though 'unconfined' Seccomp setting is enabled");
+        throw new ConfinementRefused(
+          "Invalid Seccomp configuration: 'profile_name' given even though 'unconfined' Seccomp setting is enabled",
+        );
       }
       if (info.profile_name !== undefined) {
         try {
@@ -269,7 +286,9 @@ export class Confinement {
     const dir = this.flags.seccomp_config_dir!;
     const path = join(dir, name);
     if (name.startsWith("/") || name.split("/").includes("..")) {
-      throw new Error(`Failed to read Seccomp profile file '${path}': the profile name must be relative to --seccomp_config_dir, without '..'`);
+      throw new Error(
+        `Failed to read Seccomp profile file '${path}': the profile name must be relative to --seccomp_config_dir, without '..'`,
+      );
     }
     let real: string;
     let st;
@@ -290,7 +309,8 @@ export class Confinement {
     try {
       profile = parseProfile(readFileSync(real, "utf8"));
     } catch (err) {
-      if (err instanceof ProfileError || err instanceof CompileError) throw new Error(`Failed to parse Seccomp profile '${path}': ${err.message}`);
+      if (err instanceof ProfileError || err instanceof CompileError)
+        throw new Error(`Failed to parse Seccomp profile '${path}': ${err.message}`);
       throw new Error(`Failed to read Seccomp profile file '${path}': ${(err as Error).message}`);
     }
     const unknown = profile.unknownNames;

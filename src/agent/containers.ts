@@ -507,7 +507,9 @@ export class Containers {
       throw precondition(c.parent ? "Nested container has not terminated yet" : `Container '${c.key}' has not terminated yet`);
     }
     // Its nested containers ended with it (they share its PID namespace); they go with it.
-    for (const child of this.list().filter((x) => x.key.startsWith(`${c.key}.`)).reverse()) {
+    for (const child of this.list()
+      .filter((x) => x.key.startsWith(`${c.key}.`))
+      .reverse()) {
       await child.exited;
       await this.cleanup(child);
       this.table.delete(child.key);
@@ -540,6 +542,7 @@ export class Containers {
 }
 
 function shutdownError(c: Container): UcrError {
-  return unavailable(`Agent is shutting down: container '${c.key}' keeps running and the next agent recovers it; send WAIT_CONTAINER to it`,
+  return unavailable(
+    `Agent is shutting down: container '${c.key}' keeps running and the next agent recovers it; send WAIT_CONTAINER to it`,
   );
 }

@@ -44,7 +44,8 @@ export async function fetchUris(uris: CommandInfo["uris"] | undefined, sandbox: 
     signal?.throwIfAborted();
     const value = uri.value;
     const name = uri.output_file ?? basename(new URL(value, "file:///").pathname);
-    if (!name || name.startsWith("/") || name.split("/").includes("..")) throw new FetchError(value, `output file '${name}' must be a relative name inside the sandbox`);
+    if (!name || name.startsWith("/") || name.split("/").includes(".."))
+      throw new FetchError(value, `output file '${name}' must be a relative name inside the sandbox`);
     const dest = join(sandbox, name);
     try {
       if (/^https?:\/\//.test(value)) await download(value, dest, signal);
@@ -66,7 +67,10 @@ export async function fetchUris(uris: CommandInfo["uris"] | undefined, sandbox: 
     }
     const archive = ARCHIVES.find(([re]) => re.test(name));
     if (archive && uri.extract !== false) {
-      const tar = Bun.spawn(["tar", "--no-same-owner", "--no-overwrite-dir", ...archive[1], dest, "-C", sandbox], { stderr: "pipe", stdout: "ignore" });
+      const tar = Bun.spawn(["tar", "--no-same-owner", "--no-overwrite-dir", ...archive[1], dest, "-C", sandbox], {
+        stderr: "pipe",
+        stdout: "ignore",
+      });
       const err = await new Response(tar.stderr).text();
       if ((await tar.exited) !== 0) throw new FetchError(value, `extracting ${name}: ${err.trim()}`);
     }

@@ -28,7 +28,8 @@ export function checkLaunch(call: LaunchContainer, parent: Container | undefined
       throw invalid("Only a direct child of a top-level container may have its own cgroups (share_cgroups: false)");
     }
     if (hasResources && shareCgroups !== false) {
-      throw invalid("A nested container that shares its parent's cgroups cannot have its own resources or limits; set share_cgroups: false",
+      throw invalid(
+        "A nested container that shares its parent's cgroups cannot have its own resources or limits; set share_cgroups: false",
       );
     }
   } else {
@@ -37,12 +38,12 @@ export function checkLaunch(call: LaunchContainer, parent: Container | undefined
 
   const image = call.container?.mesos?.image;
   if (image?.type === "DOCKER" && !(flags.image_providers ?? []).includes("docker")) {
-    throw invalid("Docker images are not enabled: start the agent with --image_providers=docker --isolation=filesystem/linux,docker/runtime",
+    throw invalid(
+      "Docker images are not enabled: start the agent with --image_providers=docker --isolation=filesystem/linux,docker/runtime",
     );
   }
   if (image?.type === "APPC" && !(flags.image_providers ?? []).includes("appc")) {
-    throw invalid("Appc images are not enabled: start the agent with --image_providers=appc (and --isolation=filesystem/linux)",
-    );
+    throw invalid("Appc images are not enabled: start the agent with --image_providers=appc (and --isolation=filesystem/linux)");
   }
 }
 
@@ -393,7 +394,8 @@ export function ipcPlan(
     // Without an image it sees its parent's filesystem, /dev/shm included: nothing to bind.
     if (!opts.hasRootfs) return { namespace: "parent", ...(from ? { shareable: from } : {}) };
     if (from === undefined) {
-      throw invalid(`container.linux_info.ipc_mode: The shared memory of container ${opts.parent!.key} cannot be shared with any other ` +
+      throw invalid(
+        `container.linux_info.ipc_mode: The shared memory of container ${opts.parent!.key} cannot be shared with any other ` +
           "containers because it is only in the container's own mount namespace",
       );
     }
@@ -441,8 +443,7 @@ export function checkSession(call: LaunchContainer): void {
   }
   if ((call.container?.volumes ?? []).length > 0) throw invalid("Volumes not supported for DEBUG containers");
   if ((call.container?.network_infos ?? []).length > 0) {
-    throw invalid("container.network_infos: a session joins its parent's network namespace and cannot have networks of its own",
-    );
+    throw invalid("container.network_infos: a session joins its parent's network namespace and cannot have networks of its own");
   }
 }
 

@@ -405,7 +405,15 @@ export class Launch {
       ...(this.rootfs && nodes.length > 0 ? { devices: nodes } : {}),
       stdout: join(c.sandbox, "stdout"),
       stderr: join(c.sandbox, "stderr"),
-      ...(c.io ? { io: { ...(c.io === "tty" ? { tty: ttyOf(this.call)! } : {}), ...(c.session ? { waitForReader: true } : {}), runtimeDir: c.runtime } } : {}),
+      ...(c.io
+        ? {
+            io: {
+              ...(c.io === "tty" ? { tty: ttyOf(this.call)! } : {}),
+              ...(c.session ? { waitForReader: true } : {}),
+              runtimeDir: c.runtime,
+            },
+          }
+        : {}),
       ...(c.session ? { debug: true } : {}),
       statusFile: this.statusFile,
       pidFile: join(c.runtime, "pid"),

@@ -67,8 +67,7 @@ export async function volumeMounts(call: LaunchContainer, ctx: VolumeContext): P
     if (v.image) {
       if (v.image.type === "DOCKER" && !ctx.dockerEnabled)
         throw invalid(`${where}: Docker images are not enabled (--image_providers=docker)`);
-      if (v.image.type === "APPC" && !ctx.appcEnabled)
-        throw invalid(`${where}: Appc images are not enabled (--image_providers=appc)`);
+      if (v.image.type === "APPC" && !ctx.appcEnabled) throw invalid(`${where}: Appc images are not enabled (--image_providers=appc)`);
       if (!readonly) throw invalid(`${where}: an image volume must be mounted read-only (mode RO)`);
       out.push({ target, readonly: true, lowers: await ctx.pullImage(v.image) });
       continue;
@@ -78,8 +77,7 @@ export async function volumeMounts(call: LaunchContainer, ctx: VolumeContext): P
     const type = v.source?.type ?? (legacy === undefined ? undefined : legacy.startsWith("/") ? "HOST_PATH" : "SANDBOX_PATH");
     if (type === "HOST_PATH") {
       const source = v.source?.host_path?.path ?? legacy;
-      if (!source?.startsWith("/"))
-        throw invalid(`${where}: Path '${source ?? ""}' in HOST_PATH volume is not absolute`);
+      if (!source?.startsWith("/")) throw invalid(`${where}: Path '${source ?? ""}' in HOST_PATH volume is not absolute`);
       if (!existsSync(source)) throw invalid(`${where}: Path '${source}' in HOST_PATH volume does not exist`);
       const bidirectional = v.source?.host_path?.mount_propagation?.mode === "BIDIRECTIONAL";
       if (bidirectional) checkSharedMount(source, where, ctx);
@@ -88,8 +86,7 @@ export async function volumeMounts(call: LaunchContainer, ctx: VolumeContext): P
       const sp = v.source?.sandbox_path ?? { type: "SELF" as const, path: legacy! };
       const parent = sp.type === "PARENT";
       const root = parent ? ctx.parentSandbox : ctx.sandbox;
-      if (root === undefined)
-        throw invalid(`${where}: a PARENT sandbox path needs a nested container (a top-level one has no parent)`);
+      if (root === undefined) throw invalid(`${where}: a PARENT sandbox path needs a nested container (a top-level one has no parent)`);
       if (sp.path.startsWith("/") || sp.path.split("/").includes("..")) {
         throw invalid(`${where}: sandbox_path.path must be relative and stay inside the sandbox`);
       }
@@ -125,7 +122,8 @@ function checkSharedMount(source: string, where: string, ctx: VolumeContext): vo
   const holder = mountHolding(entries, real);
   if (!holder) throw invalid(`${where}: Cannot find the mount containing host path '${source}'`);
   if (holder.shared === undefined) {
-    throw invalid(`${where}: Cannot setup bidirectional mount propagation for host path '${source}' because it is not under a shared mount ` +
+    throw invalid(
+      `${where}: Cannot setup bidirectional mount propagation for host path '${source}' because it is not under a shared mount ` +
         `(${holder.target} is not shared: mount --make-shared it, or a bind of it)`,
     );
   }

@@ -120,7 +120,6 @@ export function dispatch<T extends CallType>(
   return (HANDLERS[type] as Handler<T>)(payload, agent, context);
 }
 
-
 /** A *_NESTED_CONTAINER call names a parent (Mesos' validation, word for word). */
 function nested(id: { parent?: unknown }): void {
   if (!id.parent) throw invalid("Failed to validate agent::Call: Expecting 'container_id.parent' to be present");
@@ -181,4 +180,3 @@ function containerInfo(c: Container, diskUsed?: number, networkInfos?: unknown[]
   }
   return info;
 }
-

@@ -52,8 +52,7 @@ export type ListenOptions = Pick<Flags, "ip" | "port" | "authenticate_http_readw
 
 export function startApiServer(agent: AgentServices, listen: ListenOptions): ApiServer {
   const { ip, port, authenticate_http_readwrite, http_credentials } = listen;
-  const authenticator =
-    authenticate_http_readwrite && http_credentials ? new BasicAuthenticator(http_credentials) : undefined;
+  const authenticator = authenticate_http_readwrite && http_credentials ? new BasicAuthenticator(http_credentials) : undefined;
 
   // Bun closes a connection that is idle for 10 s (its idleTimeout), which also cut every call
   // whose answer takes longer: a WAIT_CONTAINER, a LAUNCH_CONTAINER that pulls. The timeout

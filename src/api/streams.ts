@@ -96,7 +96,11 @@ async function outputStream(
   return streamResponse(stream, context.wire);
 }
 
-export async function attachContainerOutput(p: { container_id: ContainerID }, agent: AgentServices, context: CallContext): Promise<Response> {
+export async function attachContainerOutput(
+  p: { container_id: ContainerID },
+  agent: AgentServices,
+  context: CallContext,
+): Promise<Response> {
   try {
     const c = await switchboarded(agent, p.container_id);
     return await outputStream(agent, c, context);
@@ -183,8 +187,7 @@ async function* inputRecords(context: CallContext): AsyncGenerator<AttachContain
       if (err instanceof CallError) throw invalid(err.message);
       throw err;
     }
-    if (call.type !== "ATTACH_CONTAINER_INPUT")
-      throw invalid(`Expecting an ATTACH_CONTAINER_INPUT record, got ${call.type}`);
+    if (call.type !== "ATTACH_CONTAINER_INPUT") throw invalid(`Expecting an ATTACH_CONTAINER_INPUT record, got ${call.type}`);
     yield (call as Call<"ATTACH_CONTAINER_INPUT">).payload;
   }
 }

@@ -248,20 +248,23 @@ export class ProcessIOStream {
     private readonly codec: typeof Codec | undefined,
     private readonly onClientGone: () => void = () => {},
   ) {
-    this.body = new ReadableStream<Uint8Array>({
-      start: (controller) => {
-        this.controller = controller;
-        this.heartbeat();
-        this.timer = setInterval(() => this.heartbeat(), Math.max(1, Math.round(heartbeatNs / 1e6)));
+    this.body = new ReadableStream<Uint8Array>(
+      {
+        start: (controller) => {
+          this.controller = controller;
+          this.heartbeat();
+          this.timer = setInterval(() => this.heartbeat(), Math.max(1, Math.round(heartbeatNs / 1e6)));
+        },
+        pull: () => {
+          for (const resolve of this.pulled.splice(0)) resolve();
+        },
+        cancel: () => {
+          this.stop();
+          this.onClientGone();
+        },
       },
-      pull: () => {
-        for (const resolve of this.pulled.splice(0)) resolve();
-      },
-      cancel: () => {
-        this.stop();
-        this.onClientGone();
-      },
-    }, STREAM_QUEUE);
+      STREAM_QUEUE,
+    );
   }
 
   /** Does the client have more queued than it took so far? (Then wait for drained() before sending more.) */

@@ -374,7 +374,12 @@ export function runMain(args: readonly string[]): Promise<number> {
             ...(volumes.length > 0 ? { volumes } : {}),
             // Port mappings go with the first network (its portmap plugin publishes them).
             ...(o.networks.length > 0
-              ? { network_infos: o.networks.map((name, i) => ({ name, ...(i === 0 && o.ports.length > 0 ? { port_mappings: o.ports } : {}) })) }
+              ? {
+                  network_infos: o.networks.map((name, i) => ({
+                    name,
+                    ...(i === 0 && o.ports.length > 0 ? { port_mappings: o.ports } : {}),
+                  })),
+                }
               : {}),
           },
         },
@@ -523,6 +528,7 @@ async function printPorts(opts: ClientOptions, id: { value: string }): Promise<v
   type Listed = { container_id: { value: string }; container_status?: { network_infos?: Info[] } };
   const list = expectJson<{ get_containers: { containers?: Listed[] } }>(opts, "GET_CONTAINERS", r).get_containers.containers;
   for (const info of list?.find((c) => c.container_id.value === id.value)?.container_status?.network_infos ?? []) {
-    for (const m of info.port_mappings ?? []) process.stderr.write(`ucr run: ${m.host_port} -> ${m.container_port}/${m.protocol ?? "tcp"}\n`);
+    for (const m of info.port_mappings ?? [])
+      process.stderr.write(`ucr run: ${m.host_port} -> ${m.container_port}/${m.protocol ?? "tcp"}\n`);
   }
 }

@@ -52,7 +52,11 @@ class Progress {
     if (e.kind === "layer") {
       const label = `layer ${e.index + 1}/${e.total} ${short(e.id)}`;
       const text =
-        e.state === "cached" ? `${label}: already in the store` : e.state === "shared" ? `${label}: joining a download in progress` : `${label}: fetching${e.size ? ` (${humanBytes(e.size)})` : ""}`;
+        e.state === "cached"
+          ? `${label}: already in the store`
+          : e.state === "shared"
+            ? `${label}: joining a download in progress`
+            : `${label}: fetching${e.size ? ` (${humanBytes(e.size)})` : ""}`;
       this.started.set(e.index, performance.now());
       this.set(e.index, text, true);
     } else if (e.kind === "progress") {
@@ -62,7 +66,11 @@ class Progress {
       this.set(e.index, `layer ${e.index + 1} ${short(e.id)}: ${humanBytes(e.bytes)}${of} ${rate}`, false);
     } else {
       const rate = e.ms > 0 ? `${humanBytes((e.bytes / e.ms) * 1000)}/s` : "";
-      this.set(e.index, `layer ${e.index + 1} ${short(e.id)}: done, ${humanBytes(e.bytes)} in ${(e.ms / 1000).toFixed(2)}s (${rate})`, true);
+      this.set(
+        e.index,
+        `layer ${e.index + 1} ${short(e.id)}: done, ${humanBytes(e.bytes)} in ${(e.ms / 1000).toFixed(2)}s (${rate})`,
+        true,
+      );
     }
   }
 

@@ -228,7 +228,7 @@ const LegacyDockerCfg = v.record(v.string(), DockerAuthEntry);
 export const DockerConfigSchema = v.pipe(
   v.custom<Record<string, unknown>>(
     (x) => typeof x === "object" && x !== null && !Array.isArray(x),
-    "must be a docker config.json object ({\"auths\": {...}}) or a legacy .dockercfg object",
+    'must be a docker config.json object ({"auths": {...}}) or a legacy .dockercfg object',
   ),
   // config.json has "auths"; the legacy .dockercfg maps registries to entries directly.
   v.lazy((input) => ("auths" in (input as object) ? DockerConfigJson : LegacyDockerCfg)),
@@ -262,7 +262,8 @@ const ImageGcConfigSchema = v.looseObject({
 const CgroupsRoot = v.pipe(
   text,
   convert((s) => {
-    if (!/^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/.test(s) || s.split("/").includes("..")) throw new Error(`'${s}' is not a relative cgroup path`);
+    if (!/^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/.test(s) || s.split("/").includes(".."))
+      throw new Error(`'${s}' is not a relative cgroup path`);
     return s;
   }),
 );
@@ -272,13 +273,18 @@ const RelativePath = v.pipe(
   text,
   convert((s) => {
     if (s.trim() === "") throw new Error("must not be empty");
-    if (isAbsolute(s) || s.split("/").includes("..")) throw new Error(`'${s}' must be a path relative to --seccomp_config_dir, without '..'`);
+    if (isAbsolute(s) || s.split("/").includes(".."))
+      throw new Error(`'${s}' must be a path relative to --seccomp_config_dir, without '..'`);
     return s;
   }),
 );
 
 function jsonFlag<const S extends v.GenericSchema>(schema: S) {
-  return v.pipe(text, v.parseJson(undefined, (issue) => `is not valid JSON: ${issue.received}`), schema);
+  return v.pipe(
+    text,
+    v.parseJson(undefined, (issue) => `is not valid JSON: ${issue.received}`),
+    schema,
+  );
 }
 
 function splitList(s: string): string[] {
@@ -495,7 +501,8 @@ const FLAGS = {
   }),
   image_providers: flag({
     schema: v.optional(ImageProviders),
-    help: "Comma-separated image types containers may use: docker, appc.", show: showList,
+    help: "Comma-separated image types containers may use: docker, appc.",
+    show: showList,
   }),
   image_provisioner_backend: flag({
     schema: v.optional(ProvisionerBackend),
@@ -515,7 +522,9 @@ const FLAGS = {
   }),
   logging_level: flag({
     schema: LoggingLevel,
-    help: "Lowest severity to log: INFO, WARNING or ERROR.", default: "INFO", show: (l: string) => l,
+    help: "Lowest severity to log: INFO, WARNING or ERROR.",
+    default: "INFO",
+    show: (l: string) => l,
   }),
   network_cni_config_dir: flag({
     schema: v.optional(HostPath),
@@ -714,7 +723,10 @@ export function loadFlags(
       const [first, ...rest] = issue.path ?? [];
       const name = String(first?.key ?? "?");
       const where = rest.length ? ` at ${rest.map((p) => String(p.key)).join(".")}` : "";
-      const why = (issue.type === "raw_check" || issue.type === "raw_transform") || !issue.message.startsWith("Invalid ") ? issue.message : `expected ${issue.expected}, got ${issue.received}`;
+      const why =
+        issue.type === "raw_check" || issue.type === "raw_transform" || !issue.message.startsWith("Invalid ")
+          ? issue.message
+          : `expected ${issue.expected}, got ${issue.received}`;
       return `flag '--${name}'${where}: ${why}`;
     });
     throw new FlagError(lines.join("; "));
@@ -758,16 +770,17 @@ function readJsonSource(name: FlagName, value: string): string {
 function checkCombinations(f: Flags): void {
   const providers = f.image_providers ?? [];
   if (providers.length > 0 && !f.isolation.includes("filesystem/linux")) {
-    throw new FlagError(
-      `flag '--image_providers=${providers.join(",")}' needs the filesystem/linux isolator: add it to '--isolation'`,
-    );
+    throw new FlagError(`flag '--image_providers=${providers.join(",")}' needs the filesystem/linux isolator: add it to '--isolation'`);
   }
   if (providers.includes("docker") && !f.isolation.includes("docker/runtime")) {
     throw new FlagError(`flag '--image_providers' includes docker, which needs the docker/runtime isolator: add it to '--isolation'`);
   }
   if (f.network_cni_config_dir !== undefined) {
     const other = f.isolation.find((i) => i.startsWith("network/") && i !== "network/cni" && i !== "network/ports");
-    if (other) throw new FlagError(`flag '--isolation' names ${other} and '--network_cni_config_dir' asks for network/cni: only one network isolator can be used`);
+    if (other)
+      throw new FlagError(
+        `flag '--isolation' names ${other} and '--network_cni_config_dir' asks for network/cni: only one network isolator can be used`,
+      );
   }
   for (const flag of ["effective_capabilities", "bounding_capabilities"] as const) {
     if (f[flag] && !f.isolation.includes("linux/capabilities")) {

@@ -20,9 +20,7 @@ export function parseDuration(text: string): number {
   if (!m) throw new Error(`'${text}' is not a duration (expected a number and a unit, e.g. 30secs)`);
   const unit = DURATION_UNITS.find(([name]) => name === m[2]);
   if (!unit) {
-    throw new Error(
-      `'${text}' has unknown unit '${m[2]}' (use one of ${DURATION_UNITS.map(([n]) => n).join(", ")})`,
-    );
+    throw new Error(`'${text}' has unknown unit '${m[2]}' (use one of ${DURATION_UNITS.map(([n]) => n).join(", ")})`);
   }
   return Math.round(Number(m[1]) * unit[1]);
 }

@@ -254,7 +254,11 @@ export function dropCleanFilePages(file: string): number {
     if (head) {
       finish();
       const [, start, end, perms, path] = head;
-      current = { start: Number.parseInt(start!, 16), end: Number.parseInt(end!, 16), eligible: path === file && !perms!.includes("w") && perms!.endsWith("p") };
+      current = {
+        start: Number.parseInt(start!, 16),
+        end: Number.parseInt(end!, 16),
+        eligible: path === file && !perms!.includes("w") && perms!.endsWith("p"),
+      };
     } else if (current && /^Anonymous:\s+[1-9]/.test(line)) {
       current.eligible = false;
     }

@@ -63,7 +63,11 @@ export function getCapabilities(): CapabilitySets {
  * numbers. (No BigInt here: its first use costs a fresh process a few hundred microseconds,
  * and this runs on the launch's hot path.)
  */
-export function setCapabilities(sets: { effective: readonly number[]; permitted: readonly number[]; inheritable: readonly number[] }): void {
+export function setCapabilities(sets: {
+  effective: readonly number[];
+  permitted: readonly number[];
+  inheritable: readonly number[];
+}): void {
   const header = new Uint32Array([LINUX_CAPABILITY_VERSION_3, 0]);
   const data = new Uint32Array(6);
   const put = (set: readonly number[], slot: number) => {
@@ -73,7 +77,10 @@ export function setCapabilities(sets: { effective: readonly number[]; permitted:
   put(sets.permitted, 1);
   put(sets.inheritable, 2);
   if (libc.symbols.capset(header, data) === -1) {
-    fail("capset", `effective [${sets.effective.join(",")}], permitted [${sets.permitted.join(",")}], inheritable [${sets.inheritable.join(",")}]`);
+    fail(
+      "capset",
+      `effective [${sets.effective.join(",")}], permitted [${sets.permitted.join(",")}], inheritable [${sets.inheritable.join(",")}]`,
+    );
   }
 }
 
@@ -122,7 +129,8 @@ export function seccompFiltersSupported(): boolean {
  * (no TSYNC). Needs no_new_privs (or CAP_SYS_ADMIN). `flags`: SECCOMP_FILTER_FLAG_LOG etc.
  */
 export function installSeccompFilter(program: Uint8Array, flags = 0): void {
-  if (program.byteLength === 0 || program.byteLength % 8 !== 0) throw new Error(`a seccomp program is 8-byte instructions, not ${program.byteLength} bytes`);
+  if (program.byteLength === 0 || program.byteLength % 8 !== 0)
+    throw new Error(`a seccomp program is 8-byte instructions, not ${program.byteLength} bytes`);
   const fprog = new BigUint64Array(2); // struct sock_fprog {u16 len; (pad); struct sock_filter *filter}
   fprog[0] = BigInt(program.byteLength / 8);
   fprog[1] = BigInt(ptr(program));

@@ -143,7 +143,19 @@ int ucr_ns_spawn(int *pid, const char *path, const void *actions, const void *at
 }
 `;
 
-type Native = { spawn: (pid: Int32Array, path: Buffer, fa: BigUint64Array, at: BigUint64Array, argv: BigUint64Array, envp: BigUint64Array, join: number, own: number) => number; ownPidNs: number };
+type Native = {
+  spawn: (
+    pid: Int32Array,
+    path: Buffer,
+    fa: BigUint64Array,
+    at: BigUint64Array,
+    argv: BigUint64Array,
+    envp: BigUint64Array,
+    join: number,
+    own: number,
+  ) => number;
+  ownPidNs: number;
+};
 let native: Native | undefined;
 
 function fnPtr(fn: unknown, name: string): bigint {
@@ -229,7 +241,8 @@ export function spawnProcess(req: SpawnRequest): number {
   try {
     sources.forEach((fd, i) => {
       // fd i inherited as it is (not close-on-exec): nothing to do.
-      if (fd !== i && (rc = libc.symbols.posix_spawn_file_actions_adddup2(fa, fd, i)) !== 0) throw sysError("posix_spawn_file_actions_adddup2", rc, `${fd} -> ${i}`);
+      if (fd !== i && (rc = libc.symbols.posix_spawn_file_actions_adddup2(fa, fd, i)) !== 0)
+        throw sysError("posix_spawn_file_actions_adddup2", rc, `${fd} -> ${i}`);
     });
     if (closefrom) {
       if ((rc = closefrom(fa, n)) !== 0) throw sysError("posix_spawn_file_actions_addclosefrom_np", rc, String(n));
@@ -263,7 +276,9 @@ export function spawnProcess(req: SpawnRequest): number {
     void [argv.keep, envp.keep, path];
   }
   if (rc >= NS_FAILED) {
-    throw req.pidns === "new" ? sysError("unshare", rc - NS_FAILED, "CLONE_NEWPID") : sysError("setns", rc - NS_FAILED, `PID namespace of ${req.pidns}`);
+    throw req.pidns === "new"
+      ? sysError("unshare", rc - NS_FAILED, "CLONE_NEWPID")
+      : sysError("setns", rc - NS_FAILED, `PID namespace of ${req.pidns}`);
   }
   if (rc !== 0) {
     const where = req.pidns === undefined ? "" : req.pidns === "new" ? " in a new PID namespace" : ` in the PID namespace of ${req.pidns}`;
@@ -353,4 +368,3 @@ export function reap(): void {
     }
   }
 }
-

@@ -77,7 +77,6 @@ export function setWindowSize(fd: number, size: WindowSize): void {
   check(libc().ioctl(fd, TIOCSWINSZ, ws), "ioctl", `TIOCSWINSZ ${size.rows}x${size.columns} on fd ${fd}`);
 }
 
-
 /** setsid(2): a new session and process group led by this process. */
 export function newSession(): void {
   check(libc().setsid(), "setsid", "");

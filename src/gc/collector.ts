@@ -156,9 +156,7 @@ export class ImageCollector {
     try {
       const { refs, layers: leased } = this.retained(excluded);
       const records = this.store.images();
-      const victims = records
-        .filter((r) => !refs.has(r.reference))
-        .sort((a, b) => Date.parse(a.lastUsedAt) - Date.parse(b.lastUsedAt));
+      const victims = records.filter((r) => !refs.has(r.reference)).sort((a, b) => Date.parse(a.lastUsedAt) - Date.parse(b.lastUsedAt));
       let kept: ImageRecord[] = records.filter((r) => refs.has(r.reference));
       if (!enough) {
         for (const v of victims) this.store.removeImage(v.reference);

@@ -74,4 +74,3 @@ export function removeTree(path: string, within: string): { removed: boolean } {
     close(parent);
   }
 }
-

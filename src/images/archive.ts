@@ -197,7 +197,13 @@ export function readArchive(path: string, want: ImageReference, fileMatched: boo
   }
 }
 
-function pick<T>(entries: T[], tagsOf: (e: T) => string[], want: ImageReference, fileMatched: boolean, path: string): { entry: T; matched: string } {
+function pick<T>(
+  entries: T[],
+  tagsOf: (e: T) => string[],
+  want: ImageReference,
+  fileMatched: boolean,
+  path: string,
+): { entry: T; matched: string } {
   for (const e of entries) {
     const tag = tagsOf(e).find((t) => matches(t, want));
     if (tag) return { entry: e, matched: tag };

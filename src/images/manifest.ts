@@ -239,7 +239,9 @@ function parseSchema1(obj: Record<string, unknown>, mt: string, what: string): P
   if (m.history.length !== m.fsLayers.length) {
     throw new ManifestError(`${what} (schema 1) has ${m.fsLayers.length} layers but ${m.history.length} history entries`);
   }
-  const v1 = m.history.map((h, i) => check(V1CompatibilitySchema, parseJson(h.v1Compatibility, `${what} history[${i}]`), `${what} history[${i}]`));
+  const v1 = m.history.map((h, i) =>
+    check(V1CompatibilitySchema, parseJson(h.v1Compatibility, `${what} history[${i}]`), `${what} history[${i}]`),
+  );
   const seen = new Set<string>();
   const layers: Schema1Layer[] = [];
   const v1BaseFirst: unknown[] = [];
@@ -298,7 +300,15 @@ export function parseImageConfig(text: string, what = "image config"): ImageConf
 
 /** This machine as OCI names it: node's arch names differ from GOARCH. */
 export function hostPlatform(): { os: string; architecture: string; variant?: string } {
-  const arch: Record<string, string> = { x64: "amd64", arm64: "arm64", arm: "arm", ia32: "386", ppc64: "ppc64le", s390x: "s390x", riscv64: "riscv64" };
+  const arch: Record<string, string> = {
+    x64: "amd64",
+    arm64: "arm64",
+    arm: "arm",
+    ia32: "386",
+    ppc64: "ppc64le",
+    s390x: "s390x",
+    riscv64: "riscv64",
+  };
   const architecture = arch[process.arch] ?? process.arch;
   const variant = architecture === "arm64" ? "v8" : undefined;
   return { os: "linux", architecture, variant };
@@ -326,9 +336,7 @@ export function checkPlatform(
 
 /** Picks the manifest for linux on this architecture from an index, variant aware. */
 export function selectPlatform(index: ImageIndex, what: string, want = hostPlatform()): Descriptor {
-  const candidates = index.manifests.filter(
-    (m) => m.platform?.os === want.os && m.platform.architecture === want.architecture,
-  );
+  const candidates = index.manifests.filter((m) => m.platform?.os === want.os && m.platform.architecture === want.architecture);
   const byVariant =
     candidates.find((m) => m.platform?.variant === want.variant) ??
     candidates.find((m) => m.platform?.variant === undefined || m.platform.variant === "") ??

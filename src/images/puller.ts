@@ -6,7 +6,15 @@ import type { DockerConfig, Registry } from "../config/flags.ts";
 import type { WorkerClient } from "../threads/rpc.ts";
 import { lookupCredentials } from "./credentials.ts";
 import type { ExtractOps, LayerJob } from "./layer-job.ts";
-import { DOCKER_HUB, DOCKER_HUB_REGISTRY, canonical, manifestReference, parseReference, remotePath, type ImageReference } from "./reference.ts";
+import {
+  DOCKER_HUB,
+  DOCKER_HUB_REGISTRY,
+  canonical,
+  manifestReference,
+  parseReference,
+  remotePath,
+  type ImageReference,
+} from "./reference.ts";
 import { isLoopbackHost, probeBase, type RegistrySpec } from "./registry.ts";
 import type { PullOps, ResolvedImage, ResolvedLayer } from "./resolve.ts";
 import type { DockerStore, ImageRecord } from "./store.ts";
@@ -266,7 +274,8 @@ export class Puller {
   private async layer(ref: ImageReference, layer: ResolvedLayer, index: number, total: number, opts: PullOptions): Promise<string> {
     const emit = opts.onEvent ?? (() => {});
     const id = layer.diffId ?? layer.digest ?? `${layer.file?.path}:${layer.member}`;
-    const known = (layer.diffId && this.store.hasLayer(layer.diffId) && layer.diffId) || (layer.digest && this.store.diffIdFor(layer.digest));
+    const known =
+      (layer.diffId && this.store.hasLayer(layer.diffId) && layer.diffId) || (layer.digest && this.store.diffIdFor(layer.digest));
     if (known) {
       // Until the record exists nothing names this layer: hold it through the pull.
       const release = this.store.leases.hold([`layer:${known}`]);
@@ -281,7 +290,8 @@ export class Puller {
     }
     const work = this.slots.run(async (worker) => {
       // Someone may have finished it while we waited for a worker.
-      const done = (layer.diffId && this.store.hasLayer(layer.diffId) && layer.diffId) || (layer.digest && this.store.diffIdFor(layer.digest));
+      const done =
+        (layer.diffId && this.store.hasLayer(layer.diffId) && layer.diffId) || (layer.digest && this.store.diffIdFor(layer.digest));
       if (done) return done;
       emit({ kind: "layer", index, total, id, state: "start", size: layer.size });
       const started = performance.now();

@@ -104,7 +104,10 @@ export function parseReference(input: string): ImageReference {
     tag = rest.slice(lastColon + 1);
     rest = rest.slice(0, lastColon);
     if (!TAG.test(tag)) {
-      throw new ImageReferenceError(input, `tag '${tag}' is invalid (letters, digits, '_', '.', '-'; at most 128; not starting with '.' or '-')`);
+      throw new ImageReferenceError(
+        input,
+        `tag '${tag}' is invalid (letters, digits, '_', '.', '-'; at most 128; not starting with '.' or '-')`,
+      );
     }
   }
 
@@ -135,7 +138,8 @@ export function parseReference(input: string): ImageReference {
   const implicitLibrary = domain === DOCKER_HUB && !path.includes("/");
   if (implicitLibrary) path = `library/${path}`;
   const full = `${domain}/${path}`;
-  if (full.length > NAME_MAX) throw new ImageReferenceError(input, `the name is ${full.length} characters long; at most ${NAME_MAX} are allowed`);
+  if (full.length > NAME_MAX)
+    throw new ImageReferenceError(input, `the name is ${full.length} characters long; at most ${NAME_MAX} are allowed`);
   if (!tag && !digest) tag = "latest";
   return { domain, path, tag, digest, explicitDomain, implicitLibrary, original: input };
 }

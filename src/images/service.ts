@@ -33,10 +33,7 @@ export interface ImageService {
   stop(): void;
 }
 
-export function startImageService(
-  flags: Flags,
-  workers?: PullerWorkers,
-): ImageService {
+export function startImageService(flags: Flags, workers?: PullerWorkers): ImageService {
   const store = new DockerStore(flags.docker_store_dir);
   const { removedStaging, note } = store.init();
   const pool = workers ?? {

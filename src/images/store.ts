@@ -2,16 +2,7 @@
 // image), configs by digest, one record per image reference, and a staging area. Every
 // piece of metadata is written atomically (temp file, fsync, rename); a layer appears only
 // by renaming a complete staging directory into place.
-import {
-  closeSync,
-  existsSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  readdirSync,
-  renameSync,
-  rmSync,
-} from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import * as v from "valibot";
 import { digestHex, sha256 } from "./digest.ts";

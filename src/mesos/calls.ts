@@ -133,9 +133,7 @@ function isCallType(x: string): x is CallType {
 }
 
 /** The payload type of a call, as its schema produces it (undefined for payload-less calls). */
-export type Payload<T extends CallType> = (typeof CALL_TYPES)[T]["schema"] extends v.GenericSchema<unknown, infer O>
-  ? O
-  : undefined;
+export type Payload<T extends CallType> = (typeof CALL_TYPES)[T]["schema"] extends v.GenericSchema<unknown, infer O> ? O : undefined;
 
 /** A validated call: its type and its payload (defaults applied). */
 export interface Call<T extends CallType = CallType> {
@@ -208,7 +206,7 @@ function describeIssues(root: string, issues: ReadonlyArray<v.BaseIssue<unknown>
 function issueMessage(issue: v.BaseIssue<unknown>): string {
   if (issue.received === "undefined") return "is required but missing";
   // Our own checks already say what they saw; valibot's defaults read "Invalid type: ...".
-  if ((issue.type === "raw_check" || issue.type === "raw_transform")) return issue.message;
+  if (issue.type === "raw_check" || issue.type === "raw_transform") return issue.message;
   const what = issue.message.startsWith("Invalid ") ? `expected ${issue.expected ?? "another value"}` : issue.message;
   return `${what}, got ${issue.received}`;
 }

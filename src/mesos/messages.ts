@@ -272,7 +272,9 @@ export type Volume = v.InferOutput<typeof VolumeSchema>;
 const NetworkInfoSchema = v.looseObject({
   name: v.optional(v.string()),
   ip_addresses: v.optional(
-    v.array(v.looseObject({ protocol: v.optional(v.picklist(["IPv4", "IPv6"], "must be IPv4 or IPv6")), ip_address: v.optional(v.string()) })),
+    v.array(
+      v.looseObject({ protocol: v.optional(v.picklist(["IPv4", "IPv6"], "must be IPv4 or IPv6")), ip_address: v.optional(v.string()) }),
+    ),
     [],
   ),
   groups: v.optional(v.array(v.string())),
@@ -294,7 +296,9 @@ export const CapabilityInfoSchema = v.looseObject({
   capabilities: v.optional(
     v.array(
       v.picklist(CAPABILITY_NAMES, (issue) =>
-        issue.input === "UNKNOWN" ? "UNKNOWN is not a capability" : `unknown capability ${JSON.stringify(issue.input)} (names are the kernel's without CAP_, e.g. NET_ADMIN)`,
+        issue.input === "UNKNOWN"
+          ? "UNKNOWN is not a capability"
+          : `unknown capability ${JSON.stringify(issue.input)} (names are the kernel's without CAP_, e.g. NET_ADMIN)`,
       ),
     ),
     [],
@@ -321,8 +325,22 @@ export const TTYInfoSchema = v.looseObject({
 });
 
 const RLIMIT_TYPES = [
-  "RLMT_AS", "RLMT_CORE", "RLMT_CPU", "RLMT_DATA", "RLMT_FSIZE", "RLMT_LOCKS", "RLMT_MEMLOCK", "RLMT_MSGQUEUE",
-  "RLMT_NICE", "RLMT_NOFILE", "RLMT_NPROC", "RLMT_RSS", "RLMT_RTPRIO", "RLMT_RTTIME", "RLMT_SIGPENDING", "RLMT_STACK",
+  "RLMT_AS",
+  "RLMT_CORE",
+  "RLMT_CPU",
+  "RLMT_DATA",
+  "RLMT_FSIZE",
+  "RLMT_LOCKS",
+  "RLMT_MEMLOCK",
+  "RLMT_MSGQUEUE",
+  "RLMT_NICE",
+  "RLMT_NOFILE",
+  "RLMT_NPROC",
+  "RLMT_RSS",
+  "RLMT_RTPRIO",
+  "RLMT_RTTIME",
+  "RLMT_SIGPENDING",
+  "RLMT_STACK",
 ] as const;
 export type RlimitType = (typeof RLIMIT_TYPES)[number];
 

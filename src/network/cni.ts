@@ -205,7 +205,8 @@ export class CniNetworks {
     for (const [n, conf] of found) if (!this.configs.has(n)) this.configs.set(n, conf);
     const conf = found.get(name);
     if (!conf)
-      throw new NetworkError("invalid",
+      throw new NetworkError(
+        "invalid",
         `Unknown CNI network '${name}' (known: ${[...this.configs.keys()].join(", ") || "none"}, in ${o.configDir})`,
       );
     await this.checked(conf);
@@ -228,7 +229,8 @@ export class CniNetworks {
   async plan(key: string, nested: boolean, infos: readonly NetworkInfo[], hostname: string): Promise<NetworkPlan | null> {
     if (nested) {
       if (infos.length > 0) {
-        throw new NetworkError("invalid",
+        throw new NetworkError(
+          "invalid",
           "container.network_infos: a nested container joins its parent's network namespace and cannot name networks of its own",
         );
       }
@@ -238,14 +240,16 @@ export class CniNetworks {
     if (named.length === 0) {
       const withPorts = infos.findIndex((info) => (info.port_mappings ?? []).length > 0);
       if (withPorts >= 0)
-        throw new NetworkError("invalid",
+        throw new NetworkError(
+          "invalid",
           `container.network_infos[${withPorts}].port_mappings: port mappings need a named CNI network ` +
             "(the host network has no ports to map)",
         );
       return null;
     }
     if (!this.options) {
-      throw new NetworkError("invalid",
+      throw new NetworkError(
+        "invalid",
         `container.network_infos[${named[0]!.i}].name: '${named[0]!.info.name}' is a CNI network, but this agent has none: ` +
           "start it with --network_cni_config_dir (and --isolation=...,network/cni)",
       );
@@ -267,13 +271,15 @@ export class CniNetworks {
           if (m.container_port < 1 || m.container_port > 65535)
             throw new NetworkError("invalid", `${where}.port_mappings[${j}].container_port: ${m.container_port} is not a port (1-65535)`);
           if (m.host_port < 0 || m.host_port > 65535)
-            throw new NetworkError("invalid",
+            throw new NetworkError(
+              "invalid",
               `${where}.port_mappings[${j}].host_port: ${m.host_port} is not a port (1-65535, or 0 for one from the agent's range)`,
             );
           return { hostPort: m.host_port, containerPort: m.container_port, protocol };
         });
         if (mappings.length > 0 && !conf.plugins.some((p) => p.capabilities?.portMappings === true || p.type === "mesos-cni-port-mapper")) {
-          throw new NetworkError("invalid",
+          throw new NetworkError(
+            "invalid",
             `${where}.port_mappings: CNI network '${name}' (${conf.file}) has no plugin with the portMappings capability ` +
               `(add {"type":"portmap","capabilities":{"portMappings":true}})`,
           );
@@ -417,7 +423,8 @@ export class CniNetworks {
     const given = result!.ips.map((ip) => addressOf(ip.address));
     const missed = wanted.filter((ip) => !given.includes(ip));
     if (missed.length > 0) {
-      throw new NetworkError("invalid",
+      throw new NetworkError(
+        "invalid",
         `CNI network '${a.network}' did not assign the requested address ${missed.join(", ")} (it gave ${given.join(", ") || "none"}): ` +
           "its plugins must honour the 'ips' capability or Mesos' network_info",
       );

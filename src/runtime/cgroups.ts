@@ -176,9 +176,7 @@ export class ContainerCgroup {
 
   private file(kind: "memory" | "cpu" | "cpuacct", name: string): string | undefined {
     const dir =
-      this.layout.kind === "v2"
-        ? this.dirs[0]
-        : this.dirs.find((d) => d.startsWith(this.layout.kind === "v1" ? this.layout[kind] : ""));
+      this.layout.kind === "v2" ? this.dirs[0] : this.dirs.find((d) => d.startsWith(this.layout.kind === "v1" ? this.layout[kind] : ""));
     if (!dir) return undefined;
     try {
       return readFileSync(join(dir, name), "utf8");

@@ -100,7 +100,10 @@ export function ignoredSignals(): number[] | undefined {
   if (hex === undefined) return undefined;
   const out: number[] = [];
   // Two 32-bit halves: no BigInt on the launch's path (its first use costs a fresh process).
-  for (const [half, base] of [[hex.slice(8), 0], [hex.slice(0, 8), 32]] as const) {
+  for (const [half, base] of [
+    [hex.slice(8), 0],
+    [hex.slice(0, 8), 32],
+  ] as const) {
     const bits = Number.parseInt(half, 16);
     for (let i = 0; i < 32; i++) if ((bits >>> i) & 1) out.push(base + i + 1);
   }

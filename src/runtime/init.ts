@@ -85,7 +85,9 @@ export async function initMain(args: readonly string[]): Promise<number> {
   if (args[0] === "--pid1") return stage2(args[1]);
   if (args[0] === "--warm" && args.length === 1 && fdOpen(REPORT_FD)) return stage2(undefined);
   if (args.length !== 1 || !existsSync(args[0]!) || !fdOpen(REPORT_FD)) {
-    process.stderr.write("ucr __init: the container init stage is started by the agent when it launches a container; it is not for direct use\n");
+    process.stderr.write(
+      "ucr __init: the container init stage is started by the agent when it launches a container; it is not for direct use\n",
+    );
     return 2;
   }
   return stage1(args[0]!);
@@ -112,7 +114,12 @@ async function stage1(specPath: string): Promise<number> {
     // Outlive the agent: a container keeps running, and stage 1 writes its status, when the
     // agent dies. No parent-death signal may be inherited from whoever started us.
     setParentDeathSignal(0);
-    pid = spawnProcess({ argv: selfCommand("__init", "--pid1", specPath), env: {}, fds: [0, 1, 2, REPORT_FD], pidns: pidNamespaceOf(spec) });
+    pid = spawnProcess({
+      argv: selfCommand("__init", "--pid1", specPath),
+      env: {},
+      fds: [0, 1, 2, REPORT_FD],
+      pidns: pidNamespaceOf(spec),
+    });
   } catch (err) {
     report(`container init failed: ${(err as Error).message}`);
     return 1;
@@ -473,4 +480,3 @@ function findExecutable(name: string, path: string, cwd: string): string {
   }
   throw new Error(`executable '${name}' not found in PATH (${path})`);
 }
-

@@ -202,18 +202,7 @@ function mountCgroups(rootFd: number, m: CgroupMounts): void {
  * CPU's timers, /proc/kcore its memory): masked by /dev/null (files) or an empty read-only
  * tmpfs (directories). Mesos also masks /proc/key-users.
  */
-const MASKED_PROC = [
-  "acpi",
-  "asound",
-  "kcore",
-  "keys",
-  "key-users",
-  "latency_stats",
-  "timer_list",
-  "timer_stats",
-  "sched_debug",
-  "scsi",
-];
+const MASKED_PROC = ["acpi", "asound", "kcore", "keys", "key-users", "latency_stats", "timer_list", "timer_stats", "sched_debug", "scsi"];
 const MASKED_SYS = ["firmware"];
 /** And what stays readable but must not be written: the host kernel's sysctls, sysrq, IRQ affinity. */
 const READONLY_PROC = ["bus", "fs", "irq", "sys", "sysrq-trigger"];
@@ -663,7 +652,11 @@ export function bindHostShm(source: string): void {
  * Mesos does); a file the host does not have is not created on the host for it.
  */
 export function mountEtcOverHost(spec: LaunchSpec): void {
-  for (const [source, target] of [[spec.etc.hosts, "/etc/hosts"], [spec.etc.hostname, "/etc/hostname"], [spec.etc.resolv, "/etc/resolv.conf"]] as const) {
+  for (const [source, target] of [
+    [spec.etc.hosts, "/etc/hosts"],
+    [spec.etc.hostname, "/etc/hostname"],
+    [spec.etc.resolv, "/etc/resolv.conf"],
+  ] as const) {
     if (source === undefined || source === target || !existsSync(target)) continue;
     mount(source, target, null, MS_BIND);
     mount(null, target, null, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV);

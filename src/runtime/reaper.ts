@@ -93,7 +93,11 @@ export async function reaperMain(socketPath: string): Promise<number> {
   const [fromLauncher, toReaper] = pipe();
   const devnull = openSync("/dev/null", "r+");
   try {
-    launcherPid = spawnProcess({ argv: selfCommand("__launcher", "--serve", socketPath, "--reaper-fd=3"), env: {}, fds: [devnull, devnull, 2, toReaper] });
+    launcherPid = spawnProcess({
+      argv: selfCommand("__launcher", "--serve", socketPath, "--reaper-fd=3"),
+      env: {},
+      fds: [devnull, devnull, 2, toReaper],
+    });
   } finally {
     closeSync(toReaper);
     closeSync(devnull);

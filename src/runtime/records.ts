@@ -80,7 +80,9 @@ export class Records {
     } catch (err) {
       if (first) {
         const gone = !existsSync(dirname(file));
-        this.report(`container ${key}: cannot write ${file}: ${(err as Error).message}${gone ? " (its directory is gone)" : "; will try again"}`);
+        this.report(
+          `container ${key}: cannot write ${file}: ${(err as Error).message}${gone ? " (its directory is gone)" : "; will try again"}`,
+        );
       }
       return false;
     }

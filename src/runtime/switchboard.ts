@@ -295,7 +295,7 @@ export class Switchboard {
 
 function appendAll(fd: number, data: Uint8Array): void {
   try {
-    for (let at = 0; at < data.byteLength;) at += writeSync(fd, data, at);
+    for (let at = 0; at < data.byteLength; ) at += writeSync(fd, data, at);
   } catch {
     // a full disk loses the sandbox copy, not what readers get
   }

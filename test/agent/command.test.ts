@@ -17,7 +17,9 @@ test("shell=true with a value: /bin/sh -c value; Entrypoint and Cmd ignored", ()
 });
 
 test("shell=true without a value: Mesos' error", () => {
-  expect(() => resolveCommand(cmd({ shell: true }), image(E, C), ctx)).toThrow(new CommandError("Shell specified but no command value provided"));
+  expect(() => resolveCommand(cmd({ shell: true }), image(E, C), ctx)).toThrow(
+    new CommandError("Shell specified but no command value provided"),
+  );
   expect(() => resolveCommand(undefined, image(E, C), ctx)).toThrow(/Shell specified but no command value provided/);
 });
 
@@ -27,14 +29,23 @@ test("shell=false with a value: that executable, arguments verbatim (argv[0] inc
 });
 
 test("shell=false, no value, no arguments: Entrypoint + Cmd, else Cmd, else an error", () => {
-  expect(resolveCommand(cmd({ shell: false }), image(E, C), ctx)).toMatchObject({ executable: "/entry", argv: ["/entry", "e1", "/cmd", "c1"] });
+  expect(resolveCommand(cmd({ shell: false }), image(E, C), ctx)).toMatchObject({
+    executable: "/entry",
+    argv: ["/entry", "e1", "/cmd", "c1"],
+  });
   expect(resolveCommand(cmd({ shell: false }), image(undefined, C), ctx)).toMatchObject({ executable: "/cmd", argv: ["/cmd", "c1"] });
   expect(() => resolveCommand(cmd({ shell: false }), image(), ctx)).toThrow(/No executable is found/);
 });
 
 test("shell=false, no value, arguments: Entrypoint + arguments (Cmd dropped), else Cmd[0] + arguments", () => {
-  expect(resolveCommand(cmd({ shell: false, arguments: ["a1", "a2"] }), image(E, C), ctx)).toMatchObject({ executable: "/entry", argv: ["/entry", "e1", "a1", "a2"] });
-  expect(resolveCommand(cmd({ shell: false, arguments: ["a1"] }), image(undefined, C), ctx)).toMatchObject({ executable: "/cmd", argv: ["/cmd", "a1"] });
+  expect(resolveCommand(cmd({ shell: false, arguments: ["a1", "a2"] }), image(E, C), ctx)).toMatchObject({
+    executable: "/entry",
+    argv: ["/entry", "e1", "a1", "a2"],
+  });
+  expect(resolveCommand(cmd({ shell: false, arguments: ["a1"] }), image(undefined, C), ctx)).toMatchObject({
+    executable: "/cmd",
+    argv: ["/cmd", "a1"],
+  });
   expect(() => resolveCommand(cmd({ shell: false, arguments: ["a1"] }), image(), ctx)).toThrow(/No executable is found/);
 });
 
@@ -51,8 +62,13 @@ test("environment: MESOS_SANDBOX, then the image's Env, then the command's; PATH
 
 test("working dir: the image's WorkingDir, else the sandbox; --docker_ignore_runtime ignores the image", () => {
   expect(resolveCommand(cmd({ value: "true" }), image(undefined, undefined, { WorkingDir: "/work" }), ctx).workingDir).toBe("/work");
-  expect(resolveCommand(cmd({ value: "true" }), image(undefined, undefined, { WorkingDir: "" }), ctx).workingDir).toBe("/mnt/mesos/sandbox");
-  const ignored = resolveCommand(cmd({ shell: false, value: "/bin/true" }), image(E, C, { WorkingDir: "/work", Env: ["X=1"] }), { ...ctx, useImage: false });
+  expect(resolveCommand(cmd({ value: "true" }), image(undefined, undefined, { WorkingDir: "" }), ctx).workingDir).toBe(
+    "/mnt/mesos/sandbox",
+  );
+  const ignored = resolveCommand(cmd({ shell: false, value: "/bin/true" }), image(E, C, { WorkingDir: "/work", Env: ["X=1"] }), {
+    ...ctx,
+    useImage: false,
+  });
   expect(ignored.workingDir).toBe("/mnt/mesos/sandbox");
   expect(ignored.env.X).toBeUndefined();
   expect(() => resolveCommand(cmd({ shell: false }), image(E, C), { ...ctx, useImage: false })).toThrow(/No executable is found/);

@@ -24,7 +24,11 @@ describe("capabilities: Mesos' rules over ucr's defaults", () => {
 
   test("--effective_capabilities: what a container that asks for nothing gets, ambient too (as Mesos)", () => {
     const c = confinement(flag("effective_capabilities", "NET_BIND_SERVICE", "KILL")).forLaunch(undefined, "a");
-    expect(c).toMatchObject({ bounding: set("KILL", "NET_BIND_SERVICE"), effective: set("KILL", "NET_BIND_SERVICE"), ambient: set("KILL", "NET_BIND_SERVICE") });
+    expect(c).toMatchObject({
+      bounding: set("KILL", "NET_BIND_SERVICE"),
+      effective: set("KILL", "NET_BIND_SERVICE"),
+      ambient: set("KILL", "NET_BIND_SERVICE"),
+    });
   });
 
   test("--bounding_capabilities limits requests; a container that asks for nothing stays within the defaults", () => {
@@ -36,7 +40,11 @@ describe("capabilities: Mesos' rules over ucr's defaults", () => {
       effective: set("SYS_ADMIN"),
       ambient: set("SYS_ADMIN"),
     });
-    expect(conf.forLaunch({ bounding_capabilities: caps("SYS_ADMIN") }, "c")).toMatchObject({ bounding: set("SYS_ADMIN"), effective: [], ambient: [] });
+    expect(conf.forLaunch({ bounding_capabilities: caps("SYS_ADMIN") }, "c")).toMatchObject({
+      bounding: set("SYS_ADMIN"),
+      effective: [],
+      ambient: [],
+    });
     expect(() => conf.forLaunch({ bounding_capabilities: caps("NET_ADMIN") }, "d")).toThrow(
       "Bounding capabilities '{ NET_ADMIN }', but only '{ CHOWN, KILL, SYS_ADMIN }' are allowed",
     );
@@ -51,7 +59,11 @@ describe("capabilities: Mesos' rules over ucr's defaults", () => {
   test("no flags: nothing beyond the defaults can be asked for (unlike Mesos, where absent means all)", () => {
     const conf = confinement();
     expect(() => conf.forLaunch({ effective_capabilities: caps("SYS_ADMIN") }, "a")).toThrow(ConfinementRefused);
-    expect(conf.forLaunch({ effective_capabilities: caps("CHOWN") }, "b")).toMatchObject({ bounding: set("CHOWN"), effective: set("CHOWN"), ambient: set("CHOWN") });
+    expect(conf.forLaunch({ effective_capabilities: caps("CHOWN") }, "b")).toMatchObject({
+      bounding: set("CHOWN"),
+      effective: set("CHOWN"),
+      ambient: set("CHOWN"),
+    });
   });
 
   test("capability_info is the deprecated spelling of effective_capabilities; not both", () => {
@@ -64,7 +76,9 @@ describe("capabilities: Mesos' rules over ucr's defaults", () => {
 
   test("without linux/capabilities the fields are refused", () => {
     const conf = new Confinement(loadFlags([], {}).values);
-    expect(() => conf.forLaunch({ bounding_capabilities: caps("KILL") }, "a")).toThrow(/linux_info\.bounding_capabilities needs the linux\/capabilities isolator/);
+    expect(() => conf.forLaunch({ bounding_capabilities: caps("KILL") }, "a")).toThrow(
+      /linux_info\.bounding_capabilities needs the linux\/capabilities isolator/,
+    );
   });
 });
 

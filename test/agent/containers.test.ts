@@ -101,7 +101,10 @@ describe.skipIf(!isRoot)("standalone containers (need root: namespaces and mount
       },
     });
     expect({ status: launch.status, body: launch.text }).toEqual({ status: 200, body: "" });
-    const again = await call({ type: "LAUNCH_CONTAINER", launch_container: { container_id: { value: "my-standalone-container-id" }, command: { value: "true" } } });
+    const again = await call({
+      type: "LAUNCH_CONTAINER",
+      launch_container: { container_id: { value: "my-standalone-container-id" }, command: { value: "true" } },
+    });
     expect({ status: again.status, body: again.text }).toEqual({ status: 202, body: "" });
 
     const list = await call({ type: "GET_CONTAINERS", get_containers: { show_standalone: true } });
@@ -110,7 +113,10 @@ describe.skipIf(!isRoot)("standalone containers (need root: namespaces and mount
     expect(mine.container_status.executor_pid).toBeGreaterThan(1);
     expect((await call({ type: "GET_CONTAINERS" })).json).toEqual({ type: "GET_CONTAINERS", get_containers: { containers: [] } });
 
-    const removeRunning = await call({ type: "REMOVE_CONTAINER", remove_container: { container_id: { value: "my-standalone-container-id" } } });
+    const removeRunning = await call({
+      type: "REMOVE_CONTAINER",
+      remove_container: { container_id: { value: "my-standalone-container-id" } },
+    });
     expect(removeRunning.status).toBe(500);
     expect(removeRunning.text).toMatch(/has not terminated yet/);
 
@@ -119,14 +125,20 @@ describe.skipIf(!isRoot)("standalone containers (need root: namespaces and mount
     const wait = await call({ type: "WAIT_CONTAINER", wait_container: { container_id: { value: "my-standalone-container-id" } } });
     expect(wait.json).toEqual({ type: "WAIT_CONTAINER", wait_container: { exit_status: 9 } });
     // Kept until removed: a second WAIT answers at once.
-    expect((await call({ type: "WAIT_CONTAINER", wait_container: { container_id: { value: "my-standalone-container-id" } } })).json).toEqual(wait.json);
-    expect((await call({ type: "KILL_CONTAINER", kill_container: { container_id: { value: "my-standalone-container-id" } } })).status).toBe(404);
+    expect(
+      (await call({ type: "WAIT_CONTAINER", wait_container: { container_id: { value: "my-standalone-container-id" } } })).json,
+    ).toEqual(wait.json);
+    expect((await call({ type: "KILL_CONTAINER", kill_container: { container_id: { value: "my-standalone-container-id" } } })).status).toBe(
+      404,
+    );
 
     const remove = await call({ type: "REMOVE_CONTAINER", remove_container: { container_id: { value: "my-standalone-container-id" } } });
     expect(remove.status).toBe(200);
     expect(existsSync(join(agent.workDir, "containers", "my-standalone-container-id"))).toBe(false);
     expect(readdirSync(join(agent.workDir, "provisioner", "containers"))).not.toContain("my-standalone-container-id");
-    expect((await call({ type: "WAIT_CONTAINER", wait_container: { container_id: { value: "my-standalone-container-id" } } })).status).toBe(404);
+    expect((await call({ type: "WAIT_CONTAINER", wait_container: { container_id: { value: "my-standalone-container-id" } } })).status).toBe(
+      404,
+    );
   });
 
   test("exit statuses are raw wait(2) statuses", async () => {
@@ -148,7 +160,9 @@ describe.skipIf(!isRoot)("standalone containers (need root: namespaces and mount
   });
 
   test("inside: the workload is PID 1, /proc shows only its processes, its own hostname, the image's root", async () => {
-    const r = await run("echo pid=$$; ls /proc | grep -E '^[0-9]+$' | wc -l; hostname; ls /; cat /proc/1/cmdline | tr '\\0' ' '; echo; echo sandbox=$MESOS_SANDBOX; pwd; ls /bin/busybox");
+    const r = await run(
+      "echo pid=$$; ls /proc | grep -E '^[0-9]+$' | wc -l; hostname; ls /; cat /proc/1/cmdline | tr '\\0' ' '; echo; echo sandbox=$MESOS_SANDBOX; pwd; ls /bin/busybox",
+    );
     expect(r.exit).toBe(0);
     const lines = r.stdout.trim().split("\n");
     expect(lines[0]).toBe("pid=1");
@@ -163,7 +177,9 @@ describe.skipIf(!isRoot)("standalone containers (need root: namespaces and mount
 
   test("the sandbox is shared with the host; other writes stay in the container; host mounts are not visible", async () => {
     const marker = join(work, "host-only-marker");
-    const r = await run(`echo from-inside > $MESOS_SANDBOX/out.txt; echo secret > /root/inside.txt; ls ${work} 2>&1; cat /proc/self/mountinfo | wc -l`);
+    const r = await run(
+      `echo from-inside > $MESOS_SANDBOX/out.txt; echo secret > /root/inside.txt; ls ${work} 2>&1; cat /proc/self/mountinfo | wc -l`,
+    );
     expect(r.exit).toBe(0);
     expect(readFileSync(join(r.sandbox, "out.txt"), "utf8")).toBe("from-inside\n");
     expect(existsSync("/root/inside.txt")).toBe(false);
@@ -197,8 +213,14 @@ describe.skipIf(!isRoot)("standalone containers (need root: namespaces and mount
     const cases: Array<[Record<string, unknown>, RegExp]> = [
       [{ command: { shell: true } }, /Shell specified but no command value provided/],
       [{ command: { value: "true" }, container: { type: "DOCKER" } }, /The provided ContainerInfo is not supported/],
-      [{ command: { value: "true" }, container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "nothere" } } } } }, /Failed to find archive for image 'nothere'/],
-      [{ command: { value: "true" }, container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "Bad/Name" } } } } }, /invalid image reference 'Bad\/Name'/],
+      [
+        { command: { value: "true" }, container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "nothere" } } } } },
+        /Failed to find archive for image 'nothere'/,
+      ],
+      [
+        { command: { value: "true" }, container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "Bad/Name" } } } } },
+        /invalid image reference 'Bad\/Name'/,
+      ],
       [{ command: { value: "true" }, resources: [{ name: "cpus", type: "SCALAR", scalar: { value: 1 }, role: "web" }] }, /reserved/],
     ];
     for (const [extra, pattern] of cases) {
@@ -229,7 +251,9 @@ describe.skipIf(!isRoot)("standalone containers (need root: namespaces and mount
     const stdout = join(agent.workDir, "containers", id, "stdout");
     for (let i = 0; i < 100 && !readFileSync(stdout, "utf8").includes("memory"); i++) await Bun.sleep(20);
     const list = await call({ type: "GET_CONTAINERS", get_containers: { show_standalone: true } });
-    const mine = (list.json!.get_containers as { containers: Array<Record<string, any>> }).containers.find((c) => c.container_id.value === id)!;
+    const mine = (list.json!.get_containers as { containers: Array<Record<string, any>> }).containers.find(
+      (c) => c.container_id.value === id,
+    )!;
     expect(mine.resource_statistics.mem_limit_bytes).toBe(96 * 1048576);
     expect(mine.resource_statistics.cpus_limit).toBe(0.5);
     expect(typeof mine.resource_statistics.mem_total_bytes).toBe("number");
@@ -241,7 +265,10 @@ describe.skipIf(!isRoot)("standalone containers (need root: namespaces and mount
     const memPath = /^\d+:memory:(.+)$/m.exec(cgroups)?.[1] ?? /^0::(.+)$/m.exec(cgroups)?.[1];
     expect(memPath).toBe(`/${agent.cgroupsRoot}/${id}`);
     const v2 = existsSync("/sys/fs/cgroup/cgroup.controllers");
-    const limit = readFileSync(v2 ? `/sys/fs/cgroup${memPath}/memory.max` : `/sys/fs/cgroup/memory${memPath}/memory.limit_in_bytes`, "utf8").trim();
+    const limit = readFileSync(
+      v2 ? `/sys/fs/cgroup${memPath}/memory.max` : `/sys/fs/cgroup/memory${memPath}/memory.limit_in_bytes`,
+      "utf8",
+    ).trim();
     expect(Number(limit)).toBe(96 * 1048576);
     if (!v2) expect(readFileSync(`/sys/fs/cgroup/cpu${memPath}/cpu.shares`, "utf8").trim()).toBe("512");
     await call({ type: "KILL_CONTAINER", kill_container: { container_id: { value: id } } });
@@ -270,10 +297,18 @@ describe.skipIf(!isRoot)("standalone containers (need root: namespaces and mount
 
   test("without an image: the host's filesystem, but its own PID namespace", async () => {
     const id = `host${n++}`;
-    const r = await call({ type: "LAUNCH_CONTAINER", launch_container: { container_id: { value: id }, command: { value: "echo $$; ls /proc | grep -cE '^[0-9]+$'; pwd; test -d /usr/lib && echo host-fs" } } });
+    const r = await call({
+      type: "LAUNCH_CONTAINER",
+      launch_container: {
+        container_id: { value: id },
+        command: { value: "echo $$; ls /proc | grep -cE '^[0-9]+$'; pwd; test -d /usr/lib && echo host-fs" },
+      },
+    });
     expect(r.status).toBe(200);
     await call({ type: "WAIT_CONTAINER", wait_container: { container_id: { value: id } } });
-    const out = readFileSync(join(agent.workDir, "containers", id, "stdout"), "utf8").trim().split("\n");
+    const out = readFileSync(join(agent.workDir, "containers", id, "stdout"), "utf8")
+      .trim()
+      .split("\n");
     expect(out[0]).toBe("1");
     expect(Number(out[1])).toBeLessThanOrEqual(3); // sh, ls and grep
     expect(out[2]).toBe(join(agent.workDir, "containers", id));
@@ -290,7 +325,9 @@ describe.skipIf(!isRoot)("concurrency (needs root)", () => {
     const proxy = await startProxy(registry.url);
     const layout = join(work, "busybox");
     await pushImage(layout, `${registry.host}/busybox:1`, { exact: true });
-    const second = await startAgent({ args: [`--docker_registry=${proxy.url}`, "--image_providers=docker", "--isolation=filesystem/linux,docker/runtime"] });
+    const second = await startAgent({
+      args: [`--docker_registry=${proxy.url}`, "--image_providers=docker", "--isolation=filesystem/linux,docker/runtime"],
+    });
     try {
       const launches = await Promise.all(
         Array.from({ length: 50 }, (_, i) =>
@@ -351,7 +388,14 @@ describe.skipIf(!isRoot)("volumes (need root)", () => {
       },
     });
     expect(r.stderr).toMatch(/^(sh: can't create \/ro\/x: Read-only file system\n)?$/); // the shell's own word
-    expect(r.stdout.trim().split("\n")).toEqual(["hello from the host", "ro-refused", "scratch-ok", "image-ok", "whiteout-ok", "image-refused"]);
+    expect(r.stdout.trim().split("\n")).toEqual([
+      "hello from the host",
+      "ro-refused",
+      "scratch-ok",
+      "image-ok",
+      "whiteout-ok",
+      "image-refused",
+    ]);
     expect(r.exit).toBe(0);
     expect(readFileSync(join(hostDir, "from-container.txt"), "utf8")).toBe("written\n");
     expect(readFileSync(join(r.sandbox, "work/scratch/file"), "utf8")).toBe("scratch\n");
@@ -370,7 +414,10 @@ describe.skipIf(!isRoot)("volumes (need root)", () => {
         { container_path: "/x", mode: "RO", source: { type: "SANDBOX_PATH", sandbox_path: { type: "SELF", path: "../out" } } },
         /must be relative and stay inside the sandbox/,
       ],
-      [{ container_path: "/x", mode: "RW", image: { type: "DOCKER", docker: { name: "rich" } } }, /an image volume must be mounted read-only/],
+      [
+        { container_path: "/x", mode: "RW", image: { type: "DOCKER", docker: { name: "rich" } } },
+        /an image volume must be mounted read-only/,
+      ],
     ];
     for (const [volume, pattern] of cases) {
       const id = `vol${n++}`;
@@ -393,10 +440,19 @@ describe.skipIf(!isRoot)("nested containers (need root)", () => {
 
   test("a child without an image shares its parent's filesystem, processes and hostname; its sandbox is under the parent's", async () => {
     const parent = { value: `parent${n++}` };
-    expect((await launchIn(parent, { command: { value: "echo from-parent > /tmp/marker; exec sleep 60" }, container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "alpine" } } } } })).status).toBe(200);
+    expect(
+      (
+        await launchIn(parent, {
+          command: { value: "echo from-parent > /tmp/marker; exec sleep 60" },
+          container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "alpine" } } } },
+        })
+      ).status,
+    ).toBe(200);
     await Bun.sleep(200);
     const child = { value: "child", parent };
-    const launched = await launchIn(child, { command: { value: "cat /tmp/marker; hostname; echo $MESOS_SANDBOX; cat /proc/1/cmdline | tr '\\0' ' '" } });
+    const launched = await launchIn(child, {
+      command: { value: "cat /tmp/marker; hostname; echo $MESOS_SANDBOX; cat /proc/1/cmdline | tr '\\0' ' '" },
+    });
     expect({ status: launched.status, text: launched.text }).toEqual({ status: 200, text: "" });
     const wait = await call({ type: "WAIT_CONTAINER", wait_container: { container_id: child } });
     expect(wait.json).toEqual({ type: "WAIT_CONTAINER", wait_container: { exit_status: 0 } });
@@ -412,19 +468,41 @@ describe.skipIf(!isRoot)("nested containers (need root)", () => {
     const grandchild = { value: "grand", parent: child };
     expect((await launchIn(grandchild, { command: { value: "true" } })).text).toMatch(/Parent container .*child is not running/);
     const imaged = { value: "imaged", parent };
-    expect((await launchIn(imaged, { command: { value: "ls /bin/busybox; sleep 60" }, container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "alpine" } } } } })).status).toBe(200);
+    expect(
+      (
+        await launchIn(imaged, {
+          command: { value: "ls /bin/busybox; sleep 60" },
+          container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "alpine" } } } },
+        })
+      ).status,
+    ).toBe(200);
     const deeper = { value: "deeper", parent: imaged };
-    expect((await launchIn(deeper, { command: { value: "true" }, resources: [{ name: "cpus", type: "SCALAR", scalar: { value: 0.1 } }] })).text).toMatch(
-      /Resources and limits can only be set on top-level containers and their direct children/,
+    expect(
+      (await launchIn(deeper, { command: { value: "true" }, resources: [{ name: "cpus", type: "SCALAR", scalar: { value: 0.1 } }] })).text,
+    ).toMatch(/Resources and limits can only be set on top-level containers and their direct children/);
+    expect(
+      (
+        await launchIn(
+          { value: "withres", parent },
+          { command: { value: "true" }, resources: [{ name: "mem", type: "SCALAR", scalar: { value: 32 } }] },
+        )
+      ).text,
+    ).toMatch(/set share_cgroups: false/);
+    expect(
+      (await launchIn({ value: "top" }, { command: { value: "true" }, container: { type: "MESOS", linux_info: { share_cgroups: true } } }))
+        .text,
+    ).toMatch(/A top-level container cannot share cgroups/);
+    expect((await launchIn({ value: "orphan", parent: { value: "nobody" } }, { command: { value: "true" } })).text).toBe(
+      "Parent container nobody does not exist",
     );
-    expect((await launchIn({ value: "withres", parent }, { command: { value: "true" }, resources: [{ name: "mem", type: "SCALAR", scalar: { value: 32 } }] })).text).toMatch(
-      /set share_cgroups: false/,
-    );
-    expect((await launchIn({ value: "top" }, { command: { value: "true" }, container: { type: "MESOS", linux_info: { share_cgroups: true } } })).text).toMatch(
-      /A top-level container cannot share cgroups/,
-    );
-    expect((await launchIn({ value: "orphan", parent: { value: "nobody" } }, { command: { value: "true" } })).text).toBe("Parent container nobody does not exist");
-    expect((await call({ type: "LAUNCH_NESTED_CONTAINER", launch_nested_container: { container_id: { value: "x" }, command: { value: "true" } } })).status).toBe(400);
+    expect(
+      (
+        await call({
+          type: "LAUNCH_NESTED_CONTAINER",
+          launch_nested_container: { container_id: { value: "x" }, command: { value: "true" } },
+        })
+      ).status,
+    ).toBe(400);
 
     // Listing: nested ones only with show_nested; container_id is the value alone, the chain is in the status.
     const list = await call({ type: "GET_CONTAINERS", get_containers: { show_nested: true } });
@@ -448,7 +526,14 @@ describe.skipIf(!isRoot)("nested containers (need root)", () => {
 
   test("a nested container inherits its parent's user", async () => {
     const parent = { value: `uparent${n++}` };
-    expect((await launchIn(parent, { command: { value: "exec sleep 60", user: "nobody" }, container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "alpine" } } } } })).status).toBe(200);
+    expect(
+      (
+        await launchIn(parent, {
+          command: { value: "exec sleep 60", user: "nobody" },
+          container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "alpine" } } } },
+        })
+      ).status,
+    ).toBe(200);
     const child = { value: "c", parent };
     expect((await launchIn(child, { command: { value: "id -u" } })).status).toBe(200);
     await call({ type: "WAIT_CONTAINER", wait_container: { container_id: child } });
@@ -496,7 +581,10 @@ describe.skipIf(!isRoot)("URIs (need root)", () => {
           container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "alpine" } } } },
         },
       });
-      expect({ status: bad.status, text: bad.text }).toEqual({ status: 400, text: expect.stringMatching(/^Failed to fetch 'http:\/\/127\.0\.0\.1:\d+\/missing': HTTP 404/) });
+      expect({ status: bad.status, text: bad.text }).toEqual({
+        status: 400,
+        text: expect.stringMatching(/^Failed to fetch 'http:\/\/127\.0\.0\.1:\d+\/missing': HTTP 404/),
+      });
     } finally {
       server.stop(true);
     }

@@ -141,7 +141,9 @@ describe.skipIf(!isRoot)("fault injection (needs root)", () => {
       const running = listed.filter((c) => c.running);
       tally(agent.log());
       const perRound = (launchedAt / ROUNDS).toFixed(0);
-      console.log(`fault injection: ${listed.length} container(s) at the end, ${running.length} running; ${perRound}ms of activity per round`);
+      console.log(
+        `fault injection: ${listed.length} container(s) at the end, ${running.length} running; ${perRound}ms of activity per round`,
+      );
       console.log(
         `fault injection: restarts found ${Object.entries(seen)
           .map(([k, v]) => `${v} ${k}`)

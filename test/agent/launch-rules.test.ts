@@ -42,7 +42,11 @@ function call(body: Record<string, unknown>): LaunchContainer {
 }
 
 /** The error checkLaunch throws for `body` (top-level unless `nested`), or undefined. */
-function refusal(body: Record<string, unknown>, flags: FieldFlags = FLAGS, nested = false): { status: number; message: string } | undefined {
+function refusal(
+  body: Record<string, unknown>,
+  flags: FieldFlags = FLAGS,
+  nested = false,
+): { status: number; message: string } | undefined {
   const c = call(nested ? { ...body, container_id: { value: "k", parent: { value: "p" } } } : body);
   const parent = nested ? ({ key: "p", state: "RUNNING" } as never) : undefined;
   try {

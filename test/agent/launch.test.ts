@@ -95,10 +95,13 @@ test("top level: no shared cgroups, no reserved, persistent or revocable resourc
 });
 
 test("image types must be enabled by --image_providers", () => {
-  const withImage = (image: Record<string, unknown>) => launch({ container_id: { value: "t" }, container: { type: "MESOS", mesos: { image } } });
+  const withImage = (image: Record<string, unknown>) =>
+    launch({ container_id: { value: "t" }, container: { type: "MESOS", mesos: { image } } });
   const docker = withImage({ type: "DOCKER", docker: { name: "alpine" } });
   const appc = withImage({ type: "APPC", appc: { name: "x/y" } });
-  expect(refusal(docker, undefined, { ...DOCKER, image_providers: undefined })).toMatch(/^invalid: Docker images are not enabled: start the agent with --image_providers=docker/);
+  expect(refusal(docker, undefined, { ...DOCKER, image_providers: undefined })).toMatch(
+    /^invalid: Docker images are not enabled: start the agent with --image_providers=docker/,
+  );
   expect(refusal(appc, undefined, DOCKER)).toMatch(/^invalid: Appc images are not enabled: start the agent with --image_providers=appc/);
   expect(refusal(docker)).toBe("ok");
 });

@@ -23,7 +23,13 @@ function alpineArchive(): Promise<void> {
   return imagesReady;
 }
 
-const agentArgs = (wd: string) => [`--work_dir=${wd}`, `--runtime_dir=${join(wd, "run")}`, `--docker_registry=${images}`, "--image_providers=docker", "--isolation=filesystem/linux,docker/runtime"];
+const agentArgs = (wd: string) => [
+  `--work_dir=${wd}`,
+  `--runtime_dir=${join(wd, "run")}`,
+  `--docker_registry=${images}`,
+  "--image_providers=docker",
+  "--isolation=filesystem/linux,docker/runtime",
+];
 const launch = (id: string, script: string) => ({
   type: "LAUNCH_CONTAINER",
   launch_container: {
@@ -76,47 +82,54 @@ test.skipIf(!isRoot)("agent SIGKILL and restart: running and exited containers a
   }
 });
 
-test.skipIf(!isRoot)("a checkpoint from another boot, or whose pid now names a later process, is a container that ended (needs root)", async () => {
-  await alpineArchive();
-  const wd = join(work, "wd-reboot");
-  const args = agentArgs(wd);
-  const first = await startAgent({ args, keepWorkDir: true });
-  for (const id of ["rebooted", "reused"]) expect((await first.call(launch(id, "sleep 300"))).status).toBe(200);
-  expect(await first.stop("SIGKILL")).toBe(137);
+test.skipIf(!isRoot)(
+  "a checkpoint from another boot, or whose pid now names a later process, is a container that ended (needs root)",
+  async () => {
+    await alpineArchive();
+    const wd = join(work, "wd-reboot");
+    const args = agentArgs(wd);
+    const first = await startAgent({ args, keepWorkDir: true });
+    for (const id of ["rebooted", "reused"]) expect((await first.call(launch(id, "sleep 300"))).status).toBe(200);
+    expect(await first.stop("SIGKILL")).toBe(137);
 
-  // What a host crash leaves on a disk runtime dir: checkpoints without status files, naming
-  // pids that, after the boot, may belong to anything. A live process stands in for that.
-  const stranger = Bun.spawn(["sleep", "60"]);
-  try {
-    for (const id of ["rebooted", "reused"]) {
-      const dir = join(wd, "run/containers", id);
-      const checkpoint = JSON.parse(readFileSync(join(dir, "container.json"), "utf8")) as { pid: number; pidStart?: number; bootId?: string };
-      expect(checkpoint.bootId).toBe(readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim());
-      expect(checkpoint.pidStart).toBeGreaterThan(0);
-      process.kill(checkpoint.pid, "SIGKILL");
-      const status = join(dir, "status");
-      for (let i = 0; i < 200 && !existsSync(status); i++) await Bun.sleep(10);
-      rmSync(status, { force: true });
-      checkpoint.pid = stranger.pid;
-      if (id === "rebooted") checkpoint.bootId = "00000000-0000-4000-8000-000000000000";
-      writeFileSync(join(dir, "container.json"), JSON.stringify(checkpoint));
-    }
-
-    const second = await startAgent({ args, keepWorkDir: true });
+    // What a host crash leaves on a disk runtime dir: checkpoints without status files, naming
+    // pids that, after the boot, may belong to anything. A live process stands in for that.
+    const stranger = Bun.spawn(["sleep", "60"]);
     try {
-      expect(second.log()).toMatch(/recovered 0 running and 2 exited container\(s\)/);
-      expect(await (await second.call(wait("rebooted"))).json()).toEqual({
-        type: "WAIT_CONTAINER",
-        wait_container: { exit_status: 9, message: "The host restarted while the container was running" },
-      });
-      expect(await (await second.call(wait("reused"))).json()).toEqual({ type: "WAIT_CONTAINER", wait_container: { exit_status: 9 } });
-      // Nothing was sent to the process that now has the pid.
-      expect(stranger.exitCode).toBeNull();
-      for (const id of ["rebooted", "reused"]) expect((await second.call(remove(id))).status).toBe(200);
+      for (const id of ["rebooted", "reused"]) {
+        const dir = join(wd, "run/containers", id);
+        const checkpoint = JSON.parse(readFileSync(join(dir, "container.json"), "utf8")) as {
+          pid: number;
+          pidStart?: number;
+          bootId?: string;
+        };
+        expect(checkpoint.bootId).toBe(readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim());
+        expect(checkpoint.pidStart).toBeGreaterThan(0);
+        process.kill(checkpoint.pid, "SIGKILL");
+        const status = join(dir, "status");
+        for (let i = 0; i < 200 && !existsSync(status); i++) await Bun.sleep(10);
+        rmSync(status, { force: true });
+        checkpoint.pid = stranger.pid;
+        if (id === "rebooted") checkpoint.bootId = "00000000-0000-4000-8000-000000000000";
+        writeFileSync(join(dir, "container.json"), JSON.stringify(checkpoint));
+      }
+
+      const second = await startAgent({ args, keepWorkDir: true });
+      try {
+        expect(second.log()).toMatch(/recovered 0 running and 2 exited container\(s\)/);
+        expect(await (await second.call(wait("rebooted"))).json()).toEqual({
+          type: "WAIT_CONTAINER",
+          wait_container: { exit_status: 9, message: "The host restarted while the container was running" },
+        });
+        expect(await (await second.call(wait("reused"))).json()).toEqual({ type: "WAIT_CONTAINER", wait_container: { exit_status: 9 } });
+        // Nothing was sent to the process that now has the pid.
+        expect(stranger.exitCode).toBeNull();
+        for (const id of ["rebooted", "reused"]) expect((await second.call(remove(id))).status).toBe(200);
+      } finally {
+        expect(await second.stop()).toBe(0);
+      }
     } finally {
-      expect(await second.stop()).toBe(0);
+      stranger.kill("SIGKILL");
     }
-  } finally {
-    stranger.kill("SIGKILL");
-  }
-});
+  },
+);

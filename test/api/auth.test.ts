@@ -11,7 +11,15 @@ const basic = (user: string, pass: string) => `Basic ${Buffer.from(`${user}:${pa
 
 beforeAll(async () => {
   const file = join(tempDir("ucr-auth-"), "creds.json");
-  writeFileSync(file, JSON.stringify({ credentials: [{ principal: "ops", secret: "s3cret" }, { principal: "ci", secret: "other" }] }));
+  writeFileSync(
+    file,
+    JSON.stringify({
+      credentials: [
+        { principal: "ops", secret: "s3cret" },
+        { principal: "ci", secret: "other" },
+      ],
+    }),
+  );
   agent = await startAgent({ args: ["--authenticate_http_readwrite", `--http_credentials=file://${file}`] });
 });
 afterAll(async () => {
@@ -28,14 +36,24 @@ for (const encoding of ENCODINGS) {
   });
 
   test(`${encoding}: wrong secret, unknown principal, another's secret, malformed header: 401`, async () => {
-    for (const auth of [basic("ops", "wrong"), basic("eve", "s3cret"), basic("ci", "s3cret"), "Basic !!!", "Bearer abc", basic("ops", "")]) {
+    for (const auth of [
+      basic("ops", "wrong"),
+      basic("eve", "s3cret"),
+      basic("ci", "s3cret"),
+      "Basic !!!",
+      "Bearer abc",
+      basic("ops", ""),
+    ]) {
       const res = await call({ type: "GET_HEALTH" }, { Authorization: auth });
       expect({ auth, status: res.status }).toEqual({ auth, status: 401 });
     }
   });
 
   test(`${encoding}: the right principal and secret: the call goes through`, async () => {
-    for (const [user, pass] of [["ops", "s3cret"], ["ci", "other"]] as const) {
+    for (const [user, pass] of [
+      ["ops", "s3cret"],
+      ["ci", "other"],
+    ] as const) {
       const res = await call({ type: "GET_HEALTH" }, { Authorization: basic(user, pass) });
       expect(res.status).toBe(200);
       expect(await res.json()).toEqual({ type: "GET_HEALTH", get_health: { healthy: true } });

@@ -214,8 +214,14 @@ for (const encoding of ENCODINGS) {
             { type: "LAUNCH_CONTAINER", launch_container: { container_id: {} } },
             /launch_container\.container_id\.value: is required but missing/,
           ],
-          [{ type: "WAIT_CONTAINER", wait_container: { container_id: { value: "a/b" } } }, /wait_container\.container_id\.value: 'a\/b' contains '\/'/],
-          [{ type: "WAIT_CONTAINER", wait_container: { container_id: { value: ".." } } }, /wait_container\.container_id\.value: '\.\.' is not allowed/],
+          [
+            { type: "WAIT_CONTAINER", wait_container: { container_id: { value: "a/b" } } },
+            /wait_container\.container_id\.value: 'a\/b' contains '\/'/,
+          ],
+          [
+            { type: "WAIT_CONTAINER", wait_container: { container_id: { value: ".." } } },
+            /wait_container\.container_id\.value: '\.\.' is not allowed/,
+          ],
           [{ type: "WAIT_CONTAINER", wait_container: { container_id: { value: "x".repeat(243) } } }, /is 243 characters long; at most 242/],
           [{ type: "WAIT_CONTAINER", wait_container: { container_id: { value: "a b" } } }, /contains ' '/],
           [{ type: "WAIT_CONTAINER", wait_container: { container_id: { value: "a\u0001b" } } }, /control character \(0x01\)/],
@@ -224,13 +230,22 @@ for (const encoding of ENCODINGS) {
             { type: "KILL_CONTAINER", kill_container: { container_id: { value: "ok", parent: { value: "p.q" } }, signal: 9 } },
             /kill_container\.container_id\.parent\.value: 'p\.q' contains '\.'/,
           ],
-          [{ type: "KILL_CONTAINER", kill_container: { container_id: { value: "c" }, signal: 99 } }, /kill_container\.signal: must be a signal number from 1 to 64/],
           [
-            { type: "LAUNCH_CONTAINER", launch_container: { container_id: { value: "c" }, container: { type: "MESOS", mesos: { image: { type: "DOCKER" } } } } },
+            { type: "KILL_CONTAINER", kill_container: { container_id: { value: "c" }, signal: 99 } },
+            /kill_container\.signal: must be a signal number from 1 to 64/,
+          ],
+          [
+            {
+              type: "LAUNCH_CONTAINER",
+              launch_container: { container_id: { value: "c" }, container: { type: "MESOS", mesos: { image: { type: "DOCKER" } } } },
+            },
             /launch_container\.container\.mesos\.image\.docker: an image of type DOCKER needs 'docker' set/,
           ],
           [
-            { type: "LAUNCH_CONTAINER", launch_container: { container_id: { value: "c" }, command: { environment: { variables: [{ name: "K" }] } } } },
+            {
+              type: "LAUNCH_CONTAINER",
+              launch_container: { container_id: { value: "c" }, command: { environment: { variables: [{ name: "K" }] } } },
+            },
             /environment variable 'K' of type VALUE must have a value set/,
           ],
           [
@@ -267,7 +282,11 @@ for (const encoding of ENCODINGS) {
         await expectText(await call({ type: "WAIT_CONTAINER", wait_container: id }), 404, /Container 'nobody-here' cannot be found/);
         await expectText(await call({ type: "KILL_CONTAINER", kill_container: id }), 404, /cannot be found \(or is already killed\)/);
         await expectText(await call({ type: "REMOVE_CONTAINER", remove_container: id }), 404, /cannot be found/);
-        await expectText(await call({ type: "LAUNCH_CONTAINER", launch_container: id }), 400, /Shell specified but no command value provided/);
+        await expectText(
+          await call({ type: "LAUNCH_CONTAINER", launch_container: id }),
+          400,
+          /Shell specified but no command value provided/,
+        );
         const nested = { container_id: { value: "n", parent: { value: "nobody-here" } } };
         await expectText(await call({ type: "WAIT_NESTED_CONTAINER", wait_nested_container: nested }), 404, /cannot be found/);
         const list = await call({ type: "GET_CONTAINERS", get_containers: { show_standalone: true } });
@@ -281,11 +300,23 @@ for (const encoding of ENCODINGS) {
         await expectText(await call({ type: "GET_METRICS" }), 501, /not implemented/);
         const session = { type: "LAUNCH_NESTED_CONTAINER_SESSION", launch_nested_container_session: { ...id, command: { value: "true" } } };
         await expectText(await call(session), 400, /^Parent container p does not exist$/);
-        await expectText(await call({ type: "ATTACH_CONTAINER_OUTPUT", attach_container_output: id }), 404, /^Container p\.c1 cannot be found$/);
+        await expectText(
+          await call({ type: "ATTACH_CONTAINER_OUTPUT", attach_container_output: id }),
+          404,
+          /^Container p\.c1 cannot be found$/,
+        );
         // PRUNE_IMAGES on an empty store is a bare 200; nested launches answer Mesos' 400 for a missing parent.
         const prune = await call({ type: "PRUNE_IMAGES" });
-        expect({ status: prune.status, body: await prune.text(), type: prune.headers.get("content-type") }).toEqual({ status: 200, body: "", type: null });
-        await expectText(await call({ type: "LAUNCH_CONTAINER", launch_container: { ...id, command: { value: "true" } } }), 400, /^Parent container p does not exist$/);
+        expect({ status: prune.status, body: await prune.text(), type: prune.headers.get("content-type") }).toEqual({
+          status: 200,
+          body: "",
+          type: null,
+        });
+        await expectText(
+          await call({ type: "LAUNCH_CONTAINER", launch_container: { ...id, command: { value: "true" } } }),
+          400,
+          /^Parent container p does not exist$/,
+        );
       });
 
       test("a body over 1 MiB is 413", async () => {

@@ -95,7 +95,9 @@ test("a failed call is logged once with its call type, container ID and reason",
     expect(await agent.stop()).toBe(0);
   }
   const log = agent.log();
-  expect(log).toMatch(/POST \/api\/v1 KILL_CONTAINER nobody-here 404 [\d.]+ms: Container 'nobody-here' cannot be found \(or is already killed\)\n/);
+  expect(log).toMatch(
+    /POST \/api\/v1 KILL_CONTAINER nobody-here 404 [\d.]+ms: Container 'nobody-here' cannot be found \(or is already killed\)\n/,
+  );
   expect(log).toMatch(
     /POST \/api\/v1 REMOVE_NESTED_CONTAINER top 400 [\d.]+ms: Failed to validate agent::Call: Expecting 'container_id.parent' to be present\n/,
   );

@@ -16,7 +16,9 @@ beforeAll(async () => {
   mkdirSync(images);
   buildBusyboxImage(join(work, "bb"), { tag: "1" });
   await saveArchive(join(work, "bb"), join(images, "alpine.tar"), "alpine:latest", { srcTag: "1" });
-  agent = await startAgent({ args: [`--docker_registry=${images}`, "--image_providers=docker", "--isolation=filesystem/linux,docker/runtime"] });
+  agent = await startAgent({
+    args: [`--docker_registry=${images}`, "--image_providers=docker", "--isolation=filesystem/linux,docker/runtime"],
+  });
   at = `--agent=127.0.0.1:${agent.port}`;
 });
 afterAll(async () => {
@@ -38,7 +40,10 @@ test.skipIf(!isRoot)("ucr run streams the container's output and exits with its 
 });
 
 test.skipIf(!isRoot)("ucr ps, kill and rm (needs root)", async () => {
-  const run = Bun.spawn([UCR, "run", at, "--name", "sleeper", "--keep", "--mem", "64", "alpine", "--", "sleep", "60"], { stdout: "pipe", stderr: "pipe" });
+  const run = Bun.spawn([UCR, "run", at, "--name", "sleeper", "--keep", "--mem", "64", "alpine", "--", "sleep", "60"], {
+    stdout: "pipe",
+    stderr: "pipe",
+  });
   let listed = "";
   for (let i = 0; i < 100 && !/sleeper +running/.test(listed); i++) {
     await Bun.sleep(50);

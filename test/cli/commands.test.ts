@@ -18,7 +18,13 @@ test("ucr help lists the commands; ucr help agent lists every flag", async () =>
   expect(r.stdout).not.toContain("__init"); // hidden
   const a = await runUcr(["help", "agent"]);
   expect(a.code).toBe(0);
-  for (const flag of ["--work_dir", "--docker_registry", "--image_provisioner_backend", "--provisioner_image_backend", "--http_credentials"]) {
+  for (const flag of [
+    "--work_dir",
+    "--docker_registry",
+    "--image_provisioner_backend",
+    "--provisioner_image_backend",
+    "--http_credentials",
+  ]) {
     expect(a.stdout).toContain(flag);
   }
   const b = await runUcr(["agent", "--help"]);

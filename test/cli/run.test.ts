@@ -187,7 +187,7 @@ describe("output and signals", () => {
   });
 
   test.skipIf(!isRoot)(root("a reader that goes away (| head -1) neither crashes ucr run nor leaves the container"), async () => {
-    const lines = 'i=0; while [ $i -lt 30000 ]; do echo line$i; i=$((i+1)); done; echo end >&2';
+    const lines = "i=0; while [ $i -lt 30000 ]; do echo line$i; i=$((i+1)); done; echo end >&2";
     const pipeline = `${UCR} run ${at} --name piped alpine sh -c '${lines}' | head -1; echo "status=\${PIPESTATUS[0]}"`;
     const r = await runCommand(["bash", "-c", pipeline], { timeoutMs: 60_000 });
     expect(r).toEqual({ code: 0, stdout: "line0\nstatus=0\n", stderr: "end\n" });

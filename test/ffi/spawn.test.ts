@@ -55,8 +55,10 @@ test("a plain child: raw wait statuses, only the descriptors it is given, defaul
   expect(caught & (1n << 12n)).toBe(0n);
 });
 
-test.skipIf(!isRoot)("a new PID namespace: the child is PID 1, and the caller's namespace for children is its own again (needs root)", async () => {
-  const r = await child(`
+test.skipIf(!isRoot)(
+  "a new PID namespace: the child is PID 1, and the caller's namespace for children is its own again (needs root)",
+  async () => {
+    const r = await child(`
     import { onChildExit, pipe, spawnProcess } from "@spawn";
     import { closeSync, readlinkSync } from "node:fs";
     const wait = (pid) => new Promise((resolve) => onChildExit(pid, resolve));
@@ -80,17 +82,18 @@ test.skipIf(!isRoot)("a new PID namespace: the child is PID 1, and the caller's 
     await Bun.sleep(100);
     console.log(JSON.stringify({ own, after, firstOut, joinedOut, statuses: [await wait(joined), await firstExit] }));
   `);
-  expect(r.stderr).toBe("");
-  const out = JSON.parse(r.stdout) as { own: string; after: string; firstOut: string; joinedOut: string; statuses: number[] };
-  expect(out.after).toBe(out.own);
-  const [pid1, ns1] = out.firstOut.trim().split("\n");
-  const [pid2, ns2] = out.joinedOut.trim().split("\n");
-  expect(pid1).toBe("1");
-  expect(ns1).not.toBe(out.own);
-  expect(Number(pid2)).toBeGreaterThan(1);
-  expect(ns2).toBe(ns1!);
-  expect(out.statuses).toEqual([0, 0]);
-});
+    expect(r.stderr).toBe("");
+    const out = JSON.parse(r.stdout) as { own: string; after: string; firstOut: string; joinedOut: string; statuses: number[] };
+    expect(out.after).toBe(out.own);
+    const [pid1, ns1] = out.firstOut.trim().split("\n");
+    const [pid2, ns2] = out.joinedOut.trim().split("\n");
+    expect(pid1).toBe("1");
+    expect(ns1).not.toBe(out.own);
+    expect(Number(pid2)).toBeGreaterThan(1);
+    expect(ns2).toBe(ns1!);
+    expect(out.statuses).toEqual([0, 0]);
+  },
+);
 
 test.skipIf(!isRoot)("a namespace that cannot be opened is an error naming it; nothing is started (needs root)", async () => {
   const r = await child(`

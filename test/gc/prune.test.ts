@@ -23,7 +23,10 @@ async function makeImage(name: string, opts: { alone?: boolean; bytes?: number }
   const layout = join(work, `layout-${name}`);
   addImage(layout, {
     tag: "1",
-    layers: [...(opts.alone ? [] : [{ tar: busyboxLayerTar(), compression: "gzip" as const }]), { tar: tarDir(src), compression: "gzip" as const }],
+    layers: [
+      ...(opts.alone ? [] : [{ tar: busyboxLayerTar(), compression: "gzip" as const }]),
+      { tar: tarDir(src), compression: "gzip" as const },
+    ],
     config: BUSYBOX_CONFIG,
   });
   await saveArchive(layout, join(images, `${name}.tar`), `${name}:latest`, { srcTag: "1" });
@@ -38,7 +41,13 @@ async function call(agent: RunningAgent, body: unknown): Promise<{ status: numbe
   return { status: res.status, text: await res.text() };
 }
 
-const launch = (agent: RunningAgent, id: Record<string, unknown>, image: string | undefined, script: string, extra: Record<string, unknown> = {}) =>
+const launch = (
+  agent: RunningAgent,
+  id: Record<string, unknown>,
+  image: string | undefined,
+  script: string,
+  extra: Record<string, unknown> = {},
+) =>
   call(agent, {
     type: "LAUNCH_CONTAINER",
     launch_container: {
@@ -71,37 +80,53 @@ function expectConsistent(workDir: string, orphansAllowed = false): void {
 
 beforeAll(async () => {
   mkdirSync(images, { recursive: true });
-  for (const name of ["alpine", "rich", "xtra", "nest", "vol", "keep", "unused"]) await makeImage(name, { alone: name === "vol" || name === "keep" });
+  for (const name of ["alpine", "rich", "xtra", "nest", "vol", "keep", "unused"])
+    await makeImage(name, { alone: name === "vol" || name === "keep" });
 });
 
 describe.skipIf(!isRoot)("PRUNE_IMAGES (needs root)", () => {
   test("what containers use and what is excluded stays; the rest goes, shared layers stay", async () => {
     const wd = join(work, "wd-prune");
-    for (const name of ["keep", "unused"]) expect((await runUcr(["pull", name, `--docker_registry=${images}`, `--work_dir=${wd}`])).code).toBe(0);
+    for (const name of ["keep", "unused"])
+      expect((await runUcr(["pull", name, `--docker_registry=${images}`, `--work_dir=${wd}`])).code).toBe(0);
     const agent = await startAgent({ args: [`--work_dir=${wd}`, ...agentArgs()], keepWorkDir: true });
     try {
       expect((await launch(agent, { value: "running" }, "rich", "sleep 60")).status).toBe(200);
       expect((await launch(agent, { value: "exited" }, "xtra", "true")).status).toBe(200);
       await call(agent, { type: "WAIT_CONTAINER", wait_container: { container_id: { value: "exited" } } });
-      expect((await launch(agent, { value: "parent" }, "alpine", "sleep 60", { volumes: [{ container_path: "/opt/vol", mode: "RO", image: { type: "DOCKER", docker: { name: "vol" } } }] })).status).toBe(200);
+      expect(
+        (
+          await launch(agent, { value: "parent" }, "alpine", "sleep 60", {
+            volumes: [{ container_path: "/opt/vol", mode: "RO", image: { type: "DOCKER", docker: { name: "vol" } } }],
+          })
+        ).status,
+      ).toBe(200);
       expect((await launch(agent, { value: "child", parent: { value: "parent" } }, "nest", "sleep 60")).status).toBe(200);
       const before = storeImages(wd);
       expect(before).toHaveLength(7);
 
-      const bad = await call(agent, { type: "PRUNE_IMAGES", prune_images: { excluded_images: [{ type: "DOCKER", docker: { name: "Not/Valid" } }] } });
+      const bad = await call(agent, {
+        type: "PRUNE_IMAGES",
+        prune_images: { excluded_images: [{ type: "DOCKER", docker: { name: "Not/Valid" } }] },
+      });
       expect(bad).toEqual({ status: 400, text: expect.stringMatching(/^Failed to prune images: invalid image reference 'Not\/Valid'/) });
       expect(storeImages(wd)).toEqual(before); // nothing happened
 
       // "keep" excluded by its short name although the store spells it out in full.
-      const pruned = await call(agent, { type: "PRUNE_IMAGES", prune_images: { excluded_images: [{ type: "DOCKER", docker: { name: "keep" } }] } });
+      const pruned = await call(agent, {
+        type: "PRUNE_IMAGES",
+        prune_images: { excluded_images: [{ type: "DOCKER", docker: { name: "keep" } }] },
+      });
       expect(pruned).toEqual({ status: 200, text: "" });
-      expect(storeImages(wd)).toEqual(
-        ["alpine", "keep", "nest", "rich", "vol", "xtra"].map((n) => `docker.io/library/${n}:latest`),
+      expect(storeImages(wd)).toEqual(["alpine", "keep", "nest", "rich", "vol", "xtra"].map((n) => `docker.io/library/${n}:latest`));
+      expect(agent.log()).toMatch(
+        /image gc: removed 1 image\(s\) \(docker\.io\/library\/unused:latest\), 1 layer\(s\), 1 config\(s\); freed \d+ bytes/,
       );
-      expect(agent.log()).toMatch(/image gc: removed 1 image\(s\) \(docker\.io\/library\/unused:latest\), 1 layer\(s\), 1 config\(s\); freed \d+ bytes/);
       expectConsistent(wd);
       // The running containers still see their images.
-      const list = (await (await agent.call({ type: "GET_CONTAINERS", get_containers: { show_standalone: true, show_nested: true } })).json()) as {
+      const list = (await (
+        await agent.call({ type: "GET_CONTAINERS", get_containers: { show_standalone: true, show_nested: true } })
+      ).json()) as {
         get_containers: { containers: Array<{ container_id: { value: string }; container_status: { executor_pid?: number } }> };
       };
       for (const c of list.get_containers.containers.filter((x) => x.container_status.executor_pid)) {
@@ -274,11 +299,16 @@ describe.skipIf(!isRoot)("automatic GC (needs root: a tmpfs mount)", () => {
       };
       expect(usage()).toBeGreaterThan(0.6);
       const config = JSON.stringify({ image_disk_headroom: 0.5, image_disk_watch_interval: { nanoseconds: 100_000_000 } });
-      const agent = await startAgent({ args: [`--work_dir=${wd}`, `--docker_store_dir=${mnt}`, `--image_gc_config=${config}`, ...agentArgs()], keepWorkDir: true });
+      const agent = await startAgent({
+        args: [`--work_dir=${wd}`, `--docker_store_dir=${mnt}`, `--image_gc_config=${config}`, ...agentArgs()],
+        keepWorkDir: true,
+      });
       try {
         for (let i = 0; i < 100 && usage() > 0.5; i++) await Bun.sleep(50);
         expect(usage()).toBeLessThanOrEqual(0.5);
-        const left = readdirSync(join(mnt, "images")).map((f) => JSON.parse(readFileSync(join(mnt, "images", f), "utf8")).reference as string);
+        const left = readdirSync(join(mnt, "images")).map(
+          (f) => JSON.parse(readFileSync(join(mnt, "images", f), "utf8")).reference as string,
+        );
         // The oldest went first, and only as many as needed.
         expect(left.length).toBeGreaterThan(0);
         expect(left.length).toBeLessThan(5);

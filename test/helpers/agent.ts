@@ -133,11 +133,7 @@ export async function startAgent(options: StartOptions = {}): Promise<RunningAge
 }
 
 /** Run `dist/ucr ARGS` to completion and collect its output. */
-export async function runUcr(
-  args: string[],
-  env: Record<string, string> = {},
-  timeoutMs = 15_000,
-): Promise<CommandResult> {
+export async function runUcr(args: string[], env: Record<string, string> = {}, timeoutMs = 15_000): Promise<CommandResult> {
   return runCommand([requireBinary(), ...args], { env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...env }, timeoutMs });
 }
 

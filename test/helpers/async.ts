@@ -18,7 +18,12 @@ export async function rejection(p: Promise<unknown>): Promise<Error> {
  * The port a starting server prints: polls `output()` for `pattern` (its first group is the
  * port) until the process exits or 15 s pass; 0 if it never appeared.
  */
-export async function waitForPort(output: () => string, pattern: RegExp, proc: { exitCode: number | null }, deadline = Date.now() + 15_000): Promise<number> {
+export async function waitForPort(
+  output: () => string,
+  pattern: RegExp,
+  proc: { exitCode: number | null },
+  deadline = Date.now() + 15_000,
+): Promise<number> {
   while (Date.now() < deadline) {
     const m = pattern.exec(output());
     if (m) return Number(m[1]);

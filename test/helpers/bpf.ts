@@ -93,7 +93,9 @@ export function modelAction(x: Expanded, nr: number, args: bigint[], only32: Rec
   const value = (name: string, i: number, v: bigint) => ((only32[name] ?? []).includes(i) ? v & 0xffffffffn : v);
   for (const r of rules) {
     if (r.conditions.length === 0) continue;
-    if (r.conditions.every((c) => holds(c.op, word(r.name, c.index), value(r.name, c.index, c.value), value(r.name, c.index, c.valueTwo)))) {
+    if (
+      r.conditions.every((c) => holds(c.op, word(r.name, c.index), value(r.name, c.index, c.value), value(r.name, c.index, c.valueTwo)))
+    ) {
       return r.action >>> 0;
     }
   }

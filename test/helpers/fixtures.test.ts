@@ -72,7 +72,15 @@ function skopeo(args: string[]): Promise<CommandResult> {
 
 /** skopeo copy of busybox:1 from `host` with `creds` to an OCI layout `dest` in the work dir. */
 function skopeoPull(host: string, creds: string, dest: string): Promise<CommandResult> {
-  return skopeo(["copy", "--quiet", "--src-tls-verify=false", "--src-creds", creds, `docker://${host}/busybox:1`, `oci:${join(work, dest)}:x`]);
+  return skopeo([
+    "copy",
+    "--quiet",
+    "--src-tls-verify=false",
+    "--src-creds",
+    creds,
+    `docker://${host}/busybox:1`,
+    `oci:${join(work, dest)}:x`,
+  ]);
 }
 
 function creds(r: Registry): string[] {
@@ -155,28 +163,33 @@ describe("image layouts", () => {
     expect(names).toContain(`.${RICH.longName}`);
     expect(names).toContain(`.${RICH.deepFile}`);
     expect(entries.find((e) => e.name === "./links/hard2")?.type).toBe("link");
-    if (isRoot) expect(entries.find((e) => e.name === `.${RICH.charDev}`)).toMatchObject({ type: "character-device", devmajor: 1, devminor: 3 });
+    if (isRoot)
+      expect(entries.find((e) => e.name === `.${RICH.charDev}`)).toMatchObject({ type: "character-device", devmajor: 1, devminor: 3 });
     const wh = await rawEntries(decompress(readBlob(rich.dir, rich.layers[2]!.digest), rich.layers[2]!.compression));
     expect(wh.map((e) => e.name)).toEqual(expect.arrayContaining(["etc/rich/.wh.old.txt", "opt/opq/.wh..wh..opq"]));
   });
 
-  test.each(["traversal", "absolute", "symlink-escape", "symlink-escape-relative", "hardlink-escape", "hardlink-absolute"] as BadLayerKind[])(
-    "bad layer %s holds the hostile entry verbatim",
-    async (kind) => {
-      const img = await buildBadLayerImage(join(work, `bad-${kind}`), kind);
-      const top = img.layers[1]!;
-      const entries = await rawEntries(decompress(readBlob(img.dir, top.digest), "gzip"));
-      const want = {
-        traversal: { name: "../evil" },
-        absolute: { name: "/etc/evil" },
-        "symlink-escape": { name: "esc", type: "symlink", linkname: "/tmp" },
-        "symlink-escape-relative": { name: "esc", type: "symlink" },
-        "hardlink-escape": { name: "hl", type: "link", linkname: "../../etc/passwd" },
-        "hardlink-absolute": { name: "hl", type: "link", linkname: "/etc/passwd" },
-      }[kind];
-      expect(entries).toContainEqual(expect.objectContaining(want));
-    },
-  );
+  test.each([
+    "traversal",
+    "absolute",
+    "symlink-escape",
+    "symlink-escape-relative",
+    "hardlink-escape",
+    "hardlink-absolute",
+  ] as BadLayerKind[])("bad layer %s holds the hostile entry verbatim", async (kind) => {
+    const img = await buildBadLayerImage(join(work, `bad-${kind}`), kind);
+    const top = img.layers[1]!;
+    const entries = await rawEntries(decompress(readBlob(img.dir, top.digest), "gzip"));
+    const want = {
+      traversal: { name: "../evil" },
+      absolute: { name: "/etc/evil" },
+      "symlink-escape": { name: "esc", type: "symlink", linkname: "/tmp" },
+      "symlink-escape-relative": { name: "esc", type: "symlink" },
+      "hardlink-escape": { name: "hl", type: "link", linkname: "../../etc/passwd" },
+      "hardlink-absolute": { name: "hl", type: "link", linkname: "/etc/passwd" },
+    }[kind];
+    expect(entries).toContainEqual(expect.objectContaining(want));
+  });
 
   test("corruptions change exactly what they say", () => {
     const fresh = (name: string) => buildBusyboxImage(join(work, `corrupt-${name}`));
@@ -298,7 +311,8 @@ describe("token server", () => {
 
   test("answers in the configured field(s), with expires_in and an access claim", async () => {
     const before = reg.tokenRequests();
-    const shape = async () => (await (await fetch(tokenUrl("repository:busybox:pull"), { headers: basic() })).json()) as Record<string, unknown>;
+    const shape = async () =>
+      (await (await fetch(tokenUrl("repository:busybox:pull"), { headers: basic() })).json()) as Record<string, unknown>;
     const onlyToken = await shape();
     expect(typeof onlyToken.token).toBe("string");
     expect(onlyToken.access_token).toBeUndefined();
@@ -317,7 +331,12 @@ describe("token server", () => {
       .slice(0, 2)
       .map((p) => JSON.parse(Buffer.from(p, "base64url").toString()));
     expect(h).toMatchObject({ alg: "ES256", typ: "JWT" });
-    expect(c).toMatchObject({ iss: reg.issuer, aud: reg.service, sub: reg.user, access: [{ type: "repository", name: "busybox", actions: ["pull"] }] });
+    expect(c).toMatchObject({
+      iss: reg.issuer,
+      aud: reg.service,
+      sub: reg.user,
+      access: [{ type: "repository", name: "busybox", actions: ["pull"] }],
+    });
   });
 
   test("a token from the access_token field works with the registry", async () => {

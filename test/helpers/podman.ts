@@ -51,11 +51,22 @@ export async function startPodman(dir: string, archive: string): Promise<Podman 
     .filter((d) => !existsSync(d) && existsSync(join(d, "..", "cgroup.procs")));
   if (hybrid()) {
     const ready = join(dir, "holder-ready");
-    holder = Bun.spawn(["unshare", "--mount", "--propagation", "private", "sh", "-c", `umount -l /sys/fs/cgroup/unified && : > ${ready} && exec sleep infinity`], {
-      stdin: "ignore",
-      stdout: "ignore",
-      stderr: "pipe",
-    });
+    holder = Bun.spawn(
+      [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        `umount -l /sys/fs/cgroup/unified && : > ${ready} && exec sleep infinity`,
+      ],
+      {
+        stdin: "ignore",
+        stdout: "ignore",
+        stderr: "pipe",
+      },
+    );
     for (let i = 0; i < 200 && !existsSync(ready) && holder.exitCode === null; i++) await Bun.sleep(10);
     if (!existsSync(ready)) {
       holder.kill("SIGKILL");
@@ -66,8 +77,19 @@ export async function startPodman(dir: string, archive: string): Promise<Podman 
   }
   const podman = [
     ...prefix,
-    "podman", "--root", join(dir, "r"), "--runroot", join(dir, "rr"), "--tmpdir", join(dir, "t"),
-    "--storage-driver", "overlay", "--cgroup-manager", "cgroupfs", "--events-backend", "file",
+    "podman",
+    "--root",
+    join(dir, "r"),
+    "--runroot",
+    join(dir, "rr"),
+    "--tmpdir",
+    join(dir, "t"),
+    "--storage-driver",
+    "overlay",
+    "--cgroup-manager",
+    "cgroupfs",
+    "--events-backend",
+    "file",
   ];
   const close = async () => {
     await runCommand([...podman, "rm", "-f", "-a", "-t", "0"], { timeoutMs: 60_000 });
@@ -98,11 +120,15 @@ export async function startPodman(dir: string, archive: string): Promise<Podman 
     return `podman load failed: ${load.stderr.trim()}`;
   }
   const limits = ulimits();
-  notes.push(`podman run --rm --network none ${limits.join(" ")} (podman's own 1048576 rlimits need CAP_SYS_RESOURCE, which this machine withholds)`);
+  notes.push(
+    `podman run --rm --network none ${limits.join(" ")} (podman's own 1048576 rlimits need CAP_SYS_RESOURCE, which this machine withholds)`,
+  );
   return {
     notes,
     run: (image, args, extra = []) =>
-      runCommand([...podman, "run", "--rm", "--network", "none", "--pull", "never", ...limits, ...extra, image, ...args], { timeoutMs: 120_000 }),
+      runCommand([...podman, "run", "--rm", "--network", "none", "--pull", "never", ...limits, ...extra, image, ...args], {
+        timeoutMs: 120_000,
+      }),
     close,
   };
 }

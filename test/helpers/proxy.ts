@@ -243,9 +243,7 @@ export async function startProxy(target: string, faults: Fault[] = [], opts: Pro
         res.end();
         return;
       }
-      const up = blob && opts.blobRoot && (method === "GET" || method === "HEAD")
-        ? fromBlobRoot(req, blob[1] ?? "")
-        : await forward(req);
+      const up = blob && opts.blobRoot && (method === "GET" || method === "HEAD") ? fromBlobRoot(req, blob[1] ?? "") : await forward(req);
       writeHead(up.status, up.headers);
       if (!up.body) {
         res.end();

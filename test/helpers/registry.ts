@@ -129,7 +129,10 @@ function parseScope(scope: string): AccessEntry | null {
   return {
     type: scope.slice(0, first),
     name: scope.slice(first + 1, last),
-    actions: scope.slice(last + 1).split(",").filter(Boolean),
+    actions: scope
+      .slice(last + 1)
+      .split(",")
+      .filter(Boolean),
   };
 }
 

@@ -71,7 +71,10 @@ test.skipIf(!isRoot)("an Appc image and its dependency, by simple discovery over
         launch_container: {
           container_id: { value: id },
           command: { value: "cat /opt/app.txt; ls /bin/busybox" },
-          container: { type: "MESOS", mesos: { image: { type: "APPC", appc: { name, labels: { labels: [{ key: "version", value: version }] } } } } },
+          container: {
+            type: "MESOS",
+            mesos: { image: { type: "APPC", appc: { name, labels: { labels: [{ key: "version", value: version }] } } } },
+          },
         },
       });
     const r = await launch("a1", "example.com/app", "2.0.0");
@@ -90,11 +93,17 @@ test.skipIf(!isRoot)("an Appc image and its dependency, by simple discovery over
     const missing = await launch("a3", "example.com/app", "9.9.9");
     expect({ status: missing.status, text: await missing.text() }).toEqual({
       status: 400,
-      text: expect.stringMatching(new RegExp(`fetching http://127\\.0\\.0\\.1:\\d+/example\\.com/app-9\\.9\\.9-linux-${arch}\\.aci: HTTP 404`)),
+      text: expect.stringMatching(
+        new RegExp(`fetching http://127\\.0\\.0\\.1:\\d+/example\\.com/app-9\\.9\\.9-linux-${arch}\\.aci: HTTP 404`),
+      ),
     });
     const docker = await agent.call({
       type: "LAUNCH_CONTAINER",
-      launch_container: { container_id: { value: "d" }, command: { value: "true" }, container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "alpine" } } } } },
+      launch_container: {
+        container_id: { value: "d" },
+        command: { value: "true" },
+        container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "alpine" } } } },
+      },
     });
     expect(await docker.text()).toMatch(/Docker images are not enabled/);
     for (const id of ["a1", "a2"]) {

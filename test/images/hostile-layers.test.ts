@@ -248,7 +248,8 @@ describe("names are bytes", () => {
       mkdirSync(src);
       const dirName = Buffer.from([0x64, 0x80, 0x81]);
       mkdirSync(Buffer.concat([Buffer.from(`${src}/`), dirName]));
-      for (const [i, name] of names.entries()) writeFileSync(Buffer.concat([Buffer.from(`${src}/`), dirName, Buffer.from("/"), name]), `file ${i}\n`);
+      for (const [i, name] of names.entries())
+        writeFileSync(Buffer.concat([Buffer.from(`${src}/`), dirName, Buffer.from("/"), name]), `file ${i}\n`);
       const tarFile = join(work, `names-${format}.tar`);
       const r = Bun.spawnSync(["tar", `--format=${format}`, "-C", src, "-cf", tarFile, "."], { stderr: "pipe" });
       expect(r.stderr.toString()).toBe("");
@@ -258,7 +259,8 @@ describe("names are bytes", () => {
       const dir = Buffer.concat([Buffer.from(`${root}/`), dirName]);
       const listed = (readdirSync(dir, { encoding: "buffer" }) as Buffer[]).map((b) => b.toString("hex")).sort();
       expect(listed).toEqual(names.map((b) => b.toString("hex")).sort());
-      for (const [i, name] of names.entries()) expect(readFileSync(Buffer.concat([dir, Buffer.from("/"), name]), "utf8")).toBe(`file ${i}\n`);
+      for (const [i, name] of names.entries())
+        expect(readFileSync(Buffer.concat([dir, Buffer.from("/"), name]), "utf8")).toBe(`file ${i}\n`);
     });
   }
 

@@ -139,7 +139,14 @@ describe("from a registry", () => {
   for (const kind of ["oci", "docker"] as const) {
     test(`through ${kind === "oci" ? "an OCI index" : "a Docker manifest list"}: this machine's platform is chosen`, async () => {
       const s = service();
-      const pushed = await pushIndex({ registry: registry.host, name: `multi-${kind}`, tag: "1", layoutDir: busyboxDir, srcTag: "1", kind });
+      const pushed = await pushIndex({
+        registry: registry.host,
+        name: `multi-${kind}`,
+        tag: "1",
+        layoutDir: busyboxDir,
+        srcTag: "1",
+        kind,
+      });
       const record = await s.puller.pull(`${registry.host}/multi-${kind}:1`);
       expect(record.manifestDigest).toBe(pushed.hostDigest);
       expect(s.store.hasLayer(record.layers[0]!)).toBe(true);
@@ -234,7 +241,9 @@ describe("authentication", () => {
     expect((await rejection(none.puller.pull(`${reg.host}/busybox:1`))).message).toMatch(
       new RegExp(`${reg.host.replace(/\./g, "\\.")} requires a user name and password; add them for .* to --docker_config`),
     );
-    const wrong = service([`--docker_config=${JSON.stringify({ auths: { [reg.host]: { auth: Buffer.from("ucr:nope").toString("base64") } } })}`]);
+    const wrong = service([
+      `--docker_config=${JSON.stringify({ auths: { [reg.host]: { auth: Buffer.from("ucr:nope").toString("base64") } } })}`,
+    ]);
     expect((await rejection(wrong.puller.pull(`${reg.host}/busybox:1`))).message).toMatch(/denied access \(HTTP 401/);
   });
 
@@ -244,7 +253,9 @@ describe("authentication", () => {
       cleanups.push(() => reg.stop());
       await pushImage(busyboxDir, `${reg.host}/busybox:1`, { exact: true, creds: reg.creds });
       reg.setTokenField(field);
-      const s = service([`--docker_config=${JSON.stringify({ auths: { [reg.host]: { auth: Buffer.from(reg.creds!).toString("base64") } } })}`]);
+      const s = service([
+        `--docker_config=${JSON.stringify({ auths: { [reg.host]: { auth: Buffer.from(reg.creds!).toString("base64") } } })}`,
+      ]);
       const before = reg.tokenRequests();
       expect((await s.puller.pull(`${reg.host}/busybox:1`)).layers).toHaveLength(1);
       expect(reg.tokenRequests()).toBeGreaterThan(before);
@@ -252,7 +263,9 @@ describe("authentication", () => {
       expect(last.user).toBe(reg.user ?? null);
       expect(last.scopes).toContain("repository:busybox:pull");
       const anonymous = service();
-      expect((await rejection(anonymous.puller.pull(`${reg.host}/busybox:1`))).message).toMatch(/token service .* refused anonymous access/);
+      expect((await rejection(anonymous.puller.pull(`${reg.host}/busybox:1`))).message).toMatch(
+        /token service .* refused anonymous access/,
+      );
     });
   }
 });
@@ -278,7 +291,9 @@ describe("from a directory of docker save archives", () => {
       expectSameAsUmoci(s, record);
     }
     expectConsistent(s);
-    expect((await rejection(s.puller.pull("missing:1"))).message).toMatch(/Failed to find archive for image 'missing:1' \(tried .*missing:1\.tar/);
+    expect((await rejection(s.puller.pull("missing:1"))).message).toMatch(
+      /Failed to find archive for image 'missing:1' \(tried .*missing:1\.tar/,
+    );
   });
 
   test("a tag the archive does not hold is refused unless the file name matched", async () => {
@@ -289,7 +304,9 @@ describe("from a directory of docker save archives", () => {
     // bundle.tar matched the name "bundle", so its single image serves whatever its tag.
     expect((await s.puller.pull("bundle")).layers).toHaveLength(1);
     // `ucr load` of the same file by a name it does not carry is refused.
-    expect((await rejection(s.puller.load(join(images, "bundle.tar"), "other:2"))).message).toMatch(/holds no image tagged other:2 \(it has: busybox:1\)/);
+    expect((await rejection(s.puller.load(join(images, "bundle.tar"), "other:2"))).message).toMatch(
+      /holds no image tagged other:2 \(it has: busybox:1\)/,
+    );
     expect((await s.puller.load(join(images, "bundle.tar"), "docker.io/library/busybox:1")).reference).toBe("docker.io/library/busybox:1");
   });
 });
@@ -297,10 +314,38 @@ describe("from a directory of docker save archives", () => {
 describe("bad input fails clearly and leaves nothing behind", () => {
   // What a registry refuses to store is served broken by the proxy instead.
   const served: Array<[string, (layer: string) => Fault, RegExp]> = [
-    ["a layer whose bytes do not match its digest", (layer) => ({ path: new RegExp(`/blobs/${layer}$`), method: "GET", times: 10, kind: "corrupt", offset: 5 }), /digest mismatch: expected sha256:[0-9a-f]{64}, got sha256:[0-9a-f]{64}/],
-    ["a truncated blob, every time", (layer) => ({ path: new RegExp(`/blobs/${layer}$`), method: "GET", times: 100, kind: "truncate", afterBytes: 5000 }), /download stopped at \d+ of \d+ bytes|download failed after/],
-    ["a manifest that is not JSON", () => ({ path: /\/manifests\//, times: 10, kind: "body", body: "<html>oops</html>", headers: { "content-type": "application/vnd.oci.image.manifest.v1+json" } }), /manifest is not JSON/],
-    ["a manifest of an unknown media type", () => ({ path: /\/manifests\//, times: 10, kind: "body", body: '{"schemaVersion":2}', headers: { "content-type": "application/vnd.example.unknown.v1+json" } }), /unsupported media type 'application\/vnd\.example\.unknown\.v1\+json'/],
+    [
+      "a layer whose bytes do not match its digest",
+      (layer) => ({ path: new RegExp(`/blobs/${layer}$`), method: "GET", times: 10, kind: "corrupt", offset: 5 }),
+      /digest mismatch: expected sha256:[0-9a-f]{64}, got sha256:[0-9a-f]{64}/,
+    ],
+    [
+      "a truncated blob, every time",
+      (layer) => ({ path: new RegExp(`/blobs/${layer}$`), method: "GET", times: 100, kind: "truncate", afterBytes: 5000 }),
+      /download stopped at \d+ of \d+ bytes|download failed after/,
+    ],
+    [
+      "a manifest that is not JSON",
+      () => ({
+        path: /\/manifests\//,
+        times: 10,
+        kind: "body",
+        body: "<html>oops</html>",
+        headers: { "content-type": "application/vnd.oci.image.manifest.v1+json" },
+      }),
+      /manifest is not JSON/,
+    ],
+    [
+      "a manifest of an unknown media type",
+      () => ({
+        path: /\/manifests\//,
+        times: 10,
+        kind: "body",
+        body: '{"schemaVersion":2}',
+        headers: { "content-type": "application/vnd.example.unknown.v1+json" },
+      }),
+      /unsupported media type 'application\/vnd\.example\.unknown\.v1\+json'/,
+    ],
   ];
   for (const [what, fault, pattern] of served) {
     test(`registry: ${what}`, async () => {
@@ -375,16 +420,25 @@ describe("bad input fails clearly and leaves nothing behind", () => {
 
   test("registry: an unknown image and an invalid name", async () => {
     const s = service();
-    expect((await rejection(s.puller.pull(`${registry.host}/nothing:1`))).message).toMatch(/pull .*nothing:1: manifest .* not found on .* \(MANIFEST_UNKNOWN/);
-    expect((await rejection(s.puller.pull("reg.io/UPPER"))).message).toMatch(/pull reg\.io\/UPPER: invalid image reference 'reg\.io\/UPPER': repository name must be lowercase/);
+    expect((await rejection(s.puller.pull(`${registry.host}/nothing:1`))).message).toMatch(
+      /pull .*nothing:1: manifest .* not found on .* \(MANIFEST_UNKNOWN/,
+    );
+    expect((await rejection(s.puller.pull("reg.io/UPPER"))).message).toMatch(
+      /pull reg\.io\/UPPER: invalid image reference 'reg\.io\/UPPER': repository name must be lowercase/,
+    );
   });
 });
 
 test("ucr pull killed mid-download: the store stays consistent and the next pull succeeds", async () => {
-  const proxy: ProxyServer = await startProxy(registry.url, [{ path: /\/blobs\/sha256:/, method: "GET", times: 100, kind: "delay", ms: 400 }]);
+  const proxy: ProxyServer = await startProxy(registry.url, [
+    { path: /\/blobs\/sha256:/, method: "GET", times: 100, kind: "delay", ms: 400 },
+  ]);
   cleanups.push(() => proxy.stop());
   const root = join(work, "killed");
-  const ucr = Bun.spawn([`${import.meta.dir}/../../dist/ucr`, "pull", `${proxy.host}/rich:1`, `--work_dir=${root}`], { stdout: "pipe", stderr: "pipe" });
+  const ucr = Bun.spawn([`${import.meta.dir}/../../dist/ucr`, "pull", `${proxy.host}/rich:1`, `--work_dir=${root}`], {
+    stdout: "pipe",
+    stderr: "pipe",
+  });
   // Wait until a layer download is under way, then SIGKILL.
   const deadline = Date.now() + 20_000;
   while (Date.now() < deadline && !proxy.requests().some((r) => /\/blobs\/sha256:/.test(r.path) && r.method === "GET")) await Bun.sleep(20);

@@ -69,6 +69,8 @@ test("invalid names are refused with the reason", () => {
   ];
   for (const [input, pattern] of cases) {
     expect(() => parseReference(input)).toThrow(pattern);
-    expect(() => parseReference(input)).toThrow(new RegExp(`invalid image reference '${input.slice(0, 10).replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`));
+    expect(() => parseReference(input)).toThrow(
+      new RegExp(`invalid image reference '${input.slice(0, 10).replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`),
+    );
   }
 });

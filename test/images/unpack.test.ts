@@ -73,12 +73,18 @@ describe("hostile entries are refused, naming the entry", () => {
   test("writing through a symlink that leads out", async () => {
     const target = fresh("victim");
     await refused(
-      [{ name: "esc", type: "symlink", linkname: target }, { name: "esc/evil", body: "x" }],
+      [
+        { name: "esc", type: "symlink", linkname: target },
+        { name: "esc/evil", body: "x" },
+      ],
       /entry 'esc\/evil' would be written through symlink 'esc' -> '.*victim.*', which leads outside the layer/,
     );
     expect(readdirSync(target)).toEqual([]);
     await refused(
-      [{ name: "d/up", type: "symlink", linkname: "../../.." }, { name: "d/up/evil", body: "x" }],
+      [
+        { name: "d/up", type: "symlink", linkname: "../../.." },
+        { name: "d/up/evil", body: "x" },
+      ],
       /entry 'd\/up\/evil' would be written through symlink 'd\/up' -> '\.\.\/\.\.\/\.\.'/,
     );
   });
@@ -90,7 +96,10 @@ describe("hostile entries are refused, naming the entry", () => {
     const target = fresh("victim2");
     writeFileSync(join(target, "secret"), "s");
     await refused(
-      [{ name: "esc", type: "symlink", linkname: target }, { name: "h", type: "link", linkname: "esc/secret" }],
+      [
+        { name: "esc", type: "symlink", linkname: target },
+        { name: "h", type: "link", linkname: "esc/secret" },
+      ],
       /entry 'h' would be written through symlink 'esc'/,
     );
   });
@@ -105,7 +114,9 @@ describe("hostile entries are refused, naming the entry", () => {
 
   test("a truncated gzip stream and a corrupt tar", async () => {
     const gz = gzipSync(await makeTar([{ name: "f", body: "x".repeat(50_000) }]));
-    await expect(unpackLayer(from(gz.subarray(0, gz.length - 200)), fresh("trunc"), opts)).rejects.toThrow(/gzip stream is corrupt or truncated|not a valid tar/);
+    await expect(unpackLayer(from(gz.subarray(0, gz.length - 200)), fresh("trunc"), opts)).rejects.toThrow(
+      /gzip stream is corrupt or truncated|not a valid tar/,
+    );
     const garbage = Buffer.alloc(2048, 7);
     await expect(unpackLayer(from(garbage), fresh("garbage"), opts)).rejects.toThrow(/not a valid tar archive/);
   });
@@ -149,55 +160,62 @@ describe("what a layer means is kept", () => {
     await expect(unpackLayer(from(gz), fresh("dg"), { ...opts, expectDigest: wrong })).rejects.toThrow(
       new RegExp(`digest mismatch: expected ${wrong}, got sha256:[0-9a-f]{64}`),
     );
-    await expect(unpackLayer(from(gz), fresh("dg"), { ...opts, expectDiffId: wrong })).rejects.toThrow(/\(uncompressed, diff_id\): digest mismatch/);
+    await expect(unpackLayer(from(gz), fresh("dg"), { ...opts, expectDiffId: wrong })).rejects.toThrow(
+      /\(uncompressed, diff_id\): digest mismatch/,
+    );
   });
 
-  for (const threads of [0, 2]) test(`a GNU tar layer unpacks to the same tree as tar -x, owners, modes, links, xattrs included (${threads} write threads)`, async () => {
-    const src = fresh("src");
-    mkdirSync(join(src, "bin"));
-    writeFileSync(join(src, "bin/tool"), "#!/bin/sh\necho hi\n", { mode: 0o755 });
-    Bun.spawnSync(["chmod", "4755", join(src, "bin/tool")]);
-    writeFileSync(join(src, "owned"), "o");
-    Bun.spawnSync(["chown", "1000:1000", join(src, "owned")]);
-    Bun.spawnSync(["ln", join(src, "owned"), join(src, "hard")]);
-    Bun.spawnSync(["ln", "-s", "bin/tool", join(src, "rel-link")]);
-    Bun.spawnSync(["ln", "-s", "/usr/bin/env", join(src, "abs-link")]);
-    Bun.spawnSync(["mkfifo", join(src, "fifo")]);
-    Bun.spawnSync(["mknod", join(src, "null"), "c", "1", "3"]);
-    const long = join(src, "l".repeat(60), "o".repeat(60), "n".repeat(60));
-    mkdirSync(long, { recursive: true });
-    writeFileSync(join(long, "g".repeat(120)), "long");
-    writeFileSync(join(src, "cap"), "c", { mode: 0o755 });
-    const caps = Bun.spawnSync(["setcap", "cap_net_raw+ep", join(src, "cap")]);
-    lsetxattr(join(src, "owned"), "user.bin", Buffer.from([0, 1, 2, 250, 255]));
-    const tarFile = join(dir, "gnu.tar.gz");
-    expect(Bun.spawnSync(["tar", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-C", src, "-czf", tarFile, "."]).exitCode).toBe(0);
+  for (const threads of [0, 2])
+    test(`a GNU tar layer unpacks to the same tree as tar -x, owners, modes, links, xattrs included (${threads} write threads)`, async () => {
+      const src = fresh("src");
+      mkdirSync(join(src, "bin"));
+      writeFileSync(join(src, "bin/tool"), "#!/bin/sh\necho hi\n", { mode: 0o755 });
+      Bun.spawnSync(["chmod", "4755", join(src, "bin/tool")]);
+      writeFileSync(join(src, "owned"), "o");
+      Bun.spawnSync(["chown", "1000:1000", join(src, "owned")]);
+      Bun.spawnSync(["ln", join(src, "owned"), join(src, "hard")]);
+      Bun.spawnSync(["ln", "-s", "bin/tool", join(src, "rel-link")]);
+      Bun.spawnSync(["ln", "-s", "/usr/bin/env", join(src, "abs-link")]);
+      Bun.spawnSync(["mkfifo", join(src, "fifo")]);
+      Bun.spawnSync(["mknod", join(src, "null"), "c", "1", "3"]);
+      const long = join(src, "l".repeat(60), "o".repeat(60), "n".repeat(60));
+      mkdirSync(long, { recursive: true });
+      writeFileSync(join(long, "g".repeat(120)), "long");
+      writeFileSync(join(src, "cap"), "c", { mode: 0o755 });
+      const caps = Bun.spawnSync(["setcap", "cap_net_raw+ep", join(src, "cap")]);
+      lsetxattr(join(src, "owned"), "user.bin", Buffer.from([0, 1, 2, 250, 255]));
+      const tarFile = join(dir, "gnu.tar.gz");
+      expect(Bun.spawnSync(["tar", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-C", src, "-czf", tarFile, "."]).exitCode).toBe(0);
 
-    const ours = fresh("ours");
-    const writers = threads > 0 ? new WriterPool(threads) : undefined;
-    const result = await unpackLayer(Bun.file(tarFile).stream() as unknown as AsyncIterable<Uint8Array>, ours, { ...opts, writers });
-    const theirs = fresh("theirs");
-    expect(Bun.spawnSync(["tar", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-C", theirs, "-xzf", tarFile]).exitCode).toBe(0);
+      const ours = fresh("ours");
+      const writers = threads > 0 ? new WriterPool(threads) : undefined;
+      const result = await unpackLayer(Bun.file(tarFile).stream() as unknown as AsyncIterable<Uint8Array>, ours, { ...opts, writers });
+      const theirs = fresh("theirs");
+      expect(Bun.spawnSync(["tar", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-C", theirs, "-xzf", tarFile]).exitCode).toBe(0);
 
-    const listing = (root: string) =>
-      Bun.spawnSync(["find", ".", "-printf", "%p %y %m %U:%G %s %l\\n"], { cwd: root }).stdout.toString().split("\n").filter((l) => !/^\. /.test(l)).sort();
-    expect(listing(ours)).toEqual(listing(theirs));
-    for (const f of ["bin/tool", "owned", `${long.slice(src.length + 1)}/${"g".repeat(120)}`]) {
-      expect(readFileSync(join(ours, f))).toEqual(readFileSync(join(theirs, f)));
-    }
-    expect(statSync(join(ours, "owned")).ino).toBe(statSync(join(ours, "hard")).ino);
-    // PAX keeps nanoseconds; we set times from a double, good to a couple of microseconds.
-    const us = (p: string) => statSync(p).mtimeMs * 1000;
-    expect(Math.abs(us(join(ours, "bin/tool")) - us(join(theirs, "bin/tool")))).toBeLessThanOrEqual(2);
-    expect(Math.abs(us(join(ours, "bin")) - us(join(theirs, "bin")))).toBeLessThanOrEqual(2);
-    expect(lstatSync(join(ours, "null")).rdev).toBe(lstatSync(join(theirs, "null")).rdev);
-    expect(Buffer.from(lgetxattr(join(ours, "owned"), "user.bin")!)).toEqual(Buffer.from([0, 1, 2, 250, 255]));
-    if (caps.exitCode === 0) {
-      expect(lgetxattr(join(ours, "cap"), "security.capability")).toEqual(lgetxattr(join(theirs, "cap"), "security.capability"));
-      expect(Bun.spawnSync(["getcap", join(ours, "cap")]).stdout.toString()).toContain("cap_net_raw=ep");
-    }
-    expect(result.entries).toBeGreaterThan(10);
-  });
+      const listing = (root: string) =>
+        Bun.spawnSync(["find", ".", "-printf", "%p %y %m %U:%G %s %l\\n"], { cwd: root })
+          .stdout.toString()
+          .split("\n")
+          .filter((l) => !/^\. /.test(l))
+          .sort();
+      expect(listing(ours)).toEqual(listing(theirs));
+      for (const f of ["bin/tool", "owned", `${long.slice(src.length + 1)}/${"g".repeat(120)}`]) {
+        expect(readFileSync(join(ours, f))).toEqual(readFileSync(join(theirs, f)));
+      }
+      expect(statSync(join(ours, "owned")).ino).toBe(statSync(join(ours, "hard")).ino);
+      // PAX keeps nanoseconds; we set times from a double, good to a couple of microseconds.
+      const us = (p: string) => statSync(p).mtimeMs * 1000;
+      expect(Math.abs(us(join(ours, "bin/tool")) - us(join(theirs, "bin/tool")))).toBeLessThanOrEqual(2);
+      expect(Math.abs(us(join(ours, "bin")) - us(join(theirs, "bin")))).toBeLessThanOrEqual(2);
+      expect(lstatSync(join(ours, "null")).rdev).toBe(lstatSync(join(theirs, "null")).rdev);
+      expect(Buffer.from(lgetxattr(join(ours, "owned"), "user.bin")!)).toEqual(Buffer.from([0, 1, 2, 250, 255]));
+      if (caps.exitCode === 0) {
+        expect(lgetxattr(join(ours, "cap"), "security.capability")).toEqual(lgetxattr(join(theirs, "cap"), "security.capability"));
+        expect(Bun.spawnSync(["getcap", join(ours, "cap")]).stdout.toString()).toContain("cap_net_raw=ep");
+      }
+      expect(result.entries).toBeGreaterThan(10);
+    });
 });
 
 test("a failed job removes its staging directory", async () => {
@@ -206,7 +224,10 @@ test("a failed job removes its staging directory", async () => {
   writeFileSync(bad, gzipSync(await makeTar([{ name: "../x" }])));
   const ctx = { progress: () => {} };
   await expect(
-    runLayerJob({ source: { kind: "file", path: bad, offset: 0, length: statSync(bad).size }, staging, maxBytes: 1 << 20, what: "layer bad" }, ctx),
+    runLayerJob(
+      { source: { kind: "file", path: bad, offset: 0, length: statSync(bad).size }, staging, maxBytes: 1 << 20, what: "layer bad" },
+      ctx,
+    ),
   ).rejects.toThrow(/has a path with '\.\.'/);
   expect(existsSync(staging)).toBe(false);
 });
@@ -215,7 +236,11 @@ test("GNU sparse files (PAX 1.0) keep their holes; older sparse formats are refu
   const src = fresh("sparse-src");
   const file = join(src, "disk.img");
   expect(Bun.spawnSync(["truncate", "-s", "8M", file]).exitCode).toBe(0);
-  for (const [offset, text] of [[4096, "start"], [5_000_000, "middle"], [8 * 1024 * 1024 - 3, "end"]] as const) {
+  for (const [offset, text] of [
+    [4096, "start"],
+    [5_000_000, "middle"],
+    [8 * 1024 * 1024 - 3, "end"],
+  ] as const) {
     expect(Bun.spawnSync(["sh", "-c", `printf '${text}' | dd of='${file}' bs=1 seek=${offset} conv=notrunc status=none`]).exitCode).toBe(0);
   }
   const v1 = join(dir, "sparse-1.0.tar");
@@ -229,7 +254,9 @@ test("GNU sparse files (PAX 1.0) keep their holes; older sparse formats are refu
 
   const v01 = join(dir, "sparse-0.1.tar");
   expect(Bun.spawnSync(["tar", "--sparse", "--sparse-version=0.1", "--format=posix", "-C", src, "-cf", v01, "disk.img"]).exitCode).toBe(0);
-  const err = await unpackLayer(Bun.file(v01).stream() as unknown as AsyncIterable<Uint8Array>, fresh("sparse-old"), opts).catch((e: Error) => e);
+  const err = await unpackLayer(Bun.file(v01).stream() as unknown as AsyncIterable<Uint8Array>, fresh("sparse-old"), opts).catch(
+    (e: Error) => e,
+  );
   expect((err as Error).message).toMatch(/entry '.*disk\.img' is a GNU sparse file in a format before 1\.0/);
 });
 

@@ -18,7 +18,7 @@ describe("encodeRecord", () => {
 
 describe("RecordDecoder", () => {
   // Records with newlines and digits inside, an empty one, and binary bytes.
-  const messages = ["{\"type\":\"DATA\"}", "", "12\n34\n", "\x00\xff\n", "x".repeat(300)].map(bytes);
+  const messages = ['{"type":"DATA"}', "", "12\n34\n", "\x00\xff\n", "x".repeat(300)].map(bytes);
   const stream = new Uint8Array(Buffer.concat(messages.map((m) => encodeRecord(m))));
 
   test("a stream in one piece gives every record, in order", () => {

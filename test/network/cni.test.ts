@@ -715,7 +715,7 @@ describe.skipIf(unavailable !== undefined)("CNI networks (real plugins and names
       launchBody("midadd", "sleep 300", on(net.name, { port_mappings: [{ host_port: 0, container_port: 80 }] })),
     ).catch((e: Error) => e);
     let plugin: number | undefined;
-    for (const deadline = Date.now() + 10_000; plugin === undefined && Date.now() < deadline;) {
+    for (const deadline = Date.now() + 10_000; plugin === undefined && Date.now() < deadline; ) {
       plugin = pluginOf("midadd");
       if (plugin === undefined) await Bun.sleep(1);
     }

@@ -17,9 +17,9 @@ const RUNTIME = /^\.\/(proc|sys|dev|mnt\/mesos\/sandbox|etc\/hosts|etc\/resolv\.
 const LIST =
   "cd / && /bin/busybox find . -xdev | /bin/busybox sort | while read p; do " +
   "t=$(/bin/busybox stat -c '%F' \"$p\"); " +
-  "if [ \"$t\" = 'regular file' ]; then s=\"$(/bin/busybox stat -c '%s' \"$p\") $(/bin/busybox md5sum < \"$p\")\"; else s=; fi; " +
-  "if [ \"$t\" = 'symbolic link' ]; then l=$(/bin/busybox readlink \"$p\"); else l=; fi; " +
-  "echo \"$p|$t|$(/bin/busybox stat -c '%a %u %g' \"$p\")|$s|$l\"; done";
+  'if [ "$t" = \'regular file\' ]; then s="$(/bin/busybox stat -c \'%s\' "$p") $(/bin/busybox md5sum < "$p")"; else s=; fi; ' +
+  'if [ "$t" = \'symbolic link\' ]; then l=$(/bin/busybox readlink "$p"); else l=; fi; ' +
+  'echo "$p|$t|$(/bin/busybox stat -c \'%a %u %g\' "$p")|$s|$l"; done';
 
 function listing(text: string): string[] {
   return text
@@ -44,7 +44,12 @@ afterAll(() => rmSync(work, { recursive: true, force: true }));
 
 async function inContainer(backend: string, image: string): Promise<string[]> {
   const agent = await startAgent({
-    args: [`--docker_registry=${images}`, "--image_providers=docker", "--isolation=filesystem/linux,docker/runtime", `--image_provisioner_backend=${backend}`],
+    args: [
+      `--docker_registry=${images}`,
+      "--image_providers=docker",
+      "--isolation=filesystem/linux,docker/runtime",
+      `--image_provisioner_backend=${backend}`,
+    ],
   });
   try {
     const id = `${backend}-tree`;
@@ -92,14 +97,26 @@ describe.skipIf(!isRoot)("provisioner backends (need root)", () => {
 
   test("bind refuses a multi-layer image with a clear 400", async () => {
     const agent = await startAgent({
-      args: [`--docker_registry=${images}`, "--image_providers=docker", "--isolation=filesystem/linux,docker/runtime", "--image_provisioner_backend=bind"],
+      args: [
+        `--docker_registry=${images}`,
+        "--image_providers=docker",
+        "--isolation=filesystem/linux,docker/runtime",
+        "--image_provisioner_backend=bind",
+      ],
     });
     try {
       const r = await agent.call({
         type: "LAUNCH_CONTAINER",
-        launch_container: { container_id: { value: "multi" }, command: { value: "true" }, container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "rich" } } } } },
+        launch_container: {
+          container_id: { value: "multi" },
+          command: { value: "true" },
+          container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "rich" } } } },
+        },
       });
-      expect({ status: r.status, text: await r.text() }).toEqual({ status: 400, text: "Multiple layers are not supported by the bind backend" });
+      expect({ status: r.status, text: await r.text() }).toEqual({
+        status: 400,
+        text: "Multiple layers are not supported by the bind backend",
+      });
     } finally {
       expect(await agent.stop()).toBe(0);
     }

@@ -28,7 +28,11 @@ test("ucr __init loads neither valibot, image code nor the seccomp compiler", ()
   expect(graph).toContain(join(SRC, "runtime", "confine.ts"));
   expect(graph).toContain(join(SRC, "ffi", "security.ts"));
   const forbidden = graph.filter(
-    (m) => m === "valibot" || m.startsWith(join(SRC, "images")) || m.startsWith(join(SRC, "runtime", "seccomp")) || m.startsWith(join(SRC, "agent")),
+    (m) =>
+      m === "valibot" ||
+      m.startsWith(join(SRC, "images")) ||
+      m.startsWith(join(SRC, "runtime", "seccomp")) ||
+      m.startsWith(join(SRC, "agent")),
   );
   expect(forbidden).toEqual([]);
 });

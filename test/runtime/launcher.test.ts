@@ -57,11 +57,17 @@ async function until(what: string, ok: () => boolean, ms = 15_000): Promise<void
 function gated(id: string, end: string) {
   return {
     type: "LAUNCH_CONTAINER",
-    launch_container: { container_id: { value: id }, command: { value: `while [ ! -e "$MESOS_SANDBOX/go" ]; do sleep 0.02; done; ${end}` } },
+    launch_container: {
+      container_id: { value: id },
+      command: { value: `while [ ! -e "$MESOS_SANDBOX/go" ]; do sleep 0.02; done; ${end}` },
+    },
   };
 }
 
-async function api(agent: RunningAgent, body: unknown): Promise<{ status: number; json: Record<string, unknown> | undefined; text: string }> {
+async function api(
+  agent: RunningAgent,
+  body: unknown,
+): Promise<{ status: number; json: Record<string, unknown> | undefined; text: string }> {
   const res = await agent.call(body);
   const text = await res.text();
   let json;
@@ -98,7 +104,11 @@ describe.skipIf(!isRoot)("the launcher survives (needs root)", () => {
     const ids: string[] = [];
     try {
       const socket = join(run, "launcher.sock");
-      for (const [id, end] of [["full", "exit 5"], ["ro", "exit 7"], ["ro2", "sleep 100"]] as const) {
+      for (const [id, end] of [
+        ["full", "exit 5"],
+        ["ro", "exit 7"],
+        ["ro2", "sleep 100"],
+      ] as const) {
         expect((await api(agent, gated(id, end))).status).toBe(200);
         ids.push(id);
       }
@@ -134,7 +144,10 @@ describe.skipIf(!isRoot)("the launcher survives (needs root)", () => {
         expect((await runCommand(["umount", d])).code).toBe(0);
         mounted.splice(mounted.indexOf(d), 1);
       }
-      await until("the status files once writable", () => existsSync(join(run, "containers", "ro", "status")) && existsSync(join(run, "containers", "ro2", "status")));
+      await until(
+        "the status files once writable",
+        () => existsSync(join(run, "containers", "ro", "status")) && existsSync(join(run, "containers", "ro2", "status")),
+      );
       expect(readFileSync(join(run, "containers", "ro", "status"), "utf8")).toBe("1792\n");
       expect(readFileSync(join(run, "containers", "ro2", "status"), "utf8")).toBe("9\n");
 
@@ -318,7 +331,9 @@ async function ownLauncher(dir: string, limit?: number): Promise<{ conn: Launche
   const log = join(dir, "launcher.log");
   // prlimit: the reaper, and the launcher it starts, inherit the limit.
   const prefix = limit ? `prlimit --nofile=${limit}:${limit} ` : "";
-  const starter = Bun.spawn(["sh", "-c", `exec ${prefix}${UCR} __launcher ${socket} 2>>${log}`], { stdio: ["ignore", "ignore", "inherit"] });
+  const starter = Bun.spawn(["sh", "-c", `exec ${prefix}${UCR} __launcher ${socket} 2>>${log}`], {
+    stdio: ["ignore", "ignore", "inherit"],
+  });
   await until("the launcher's socket", () => existsSync(socket));
   const conn = await LauncherConn.open(socket);
   const { launcher } = await findLauncher(socket);
@@ -366,11 +381,18 @@ describe.skipIf(!isRoot)("what a workload inherits (needs root)", () => {
     try {
       const spec = writeSpec(dir, "sig", "grep -E '^Sig(Ign|Blk)' /proc/self/status; ls /proc/self/fd; echo pid $$");
       expect(await conn.run(spec, "sig")).toBe(0);
-      const out = readFileSync(join(dir, "c", "sig", "stdout"), "utf8").trim().split("\n");
+      const out = readFileSync(join(dir, "c", "sig", "stdout"), "utf8")
+        .trim()
+        .split("\n");
       expect(out).toContain("SigIgn:\t0000000000000000");
       expect(out).toContain("SigBlk:\t0000000000000000");
       // 0-2 and the directory ls reads.
-      expect(out.filter((l) => /^\d+$/.test(l)).map(Number).every((fd) => fd <= 3)).toBe(true);
+      expect(
+        out
+          .filter((l) => /^\d+$/.test(l))
+          .map(Number)
+          .every((fd) => fd <= 3),
+      ).toBe(true);
       expect(out).toContain("pid 1");
     } finally {
       stop();

@@ -40,7 +40,14 @@ describe("profiles: today's Docker format and the older one Mesos' parser requir
     archMap: [{ architecture: "SCMP_ARCH_X86_64", subArchitectures: ["SCMP_ARCH_X86", "SCMP_ARCH_X32"] }],
     syscalls: [
       { names: ["read", "write"], action: "SCMP_ACT_ALLOW", args: [], comment: "", includes: {}, excludes: {} },
-      { names: ["socket"], action: "SCMP_ACT_ALLOW", args: [{ index: 0, value: 1, valueTwo: 0, op: "SCMP_CMP_EQ" }], comment: "", includes: {}, excludes: {} },
+      {
+        names: ["socket"],
+        action: "SCMP_ACT_ALLOW",
+        args: [{ index: 0, value: 1, valueTwo: 0, op: "SCMP_CMP_EQ" }],
+        comment: "",
+        includes: {},
+        excludes: {},
+      },
       { names: ["mount"], action: "SCMP_ACT_ALLOW", args: null, comment: "", includes: { caps: ["CAP_SYS_ADMIN"] }, excludes: {} },
       { names: ["kill"], action: "SCMP_ACT_ERRNO", args: null, comment: "", includes: {}, excludes: {} },
     ],
@@ -56,7 +63,12 @@ describe("profiles: today's Docker format and the older one Mesos' parser requir
     // Same rules otherwise: conditions and capability includes survive both spellings.
     const rules = (p: typeof m) => expandProfile(p, "x86_64", [], KERNEL).rules.map((r) => [r.name, r.conditions.length]);
     expect(rules(m)).toEqual(rules(o));
-    expect(rules(o)).toEqual([["read", 0], ["write", 0], ["socket", 1], ["kill", 0]]);
+    expect(rules(o)).toEqual([
+      ["read", 0],
+      ["write", 0],
+      ["socket", 1],
+      ["kill", 0],
+    ]);
     expect(expandProfile(o, "x86_64", capabilitySet(["SYS_ADMIN"]), KERNEL).rules.map((r) => r.name)).toContain("mount");
   });
 
@@ -70,12 +82,36 @@ describe("profiles: today's Docker format and the older one Mesos' parser requir
     [{ defaultAction: "SCMP_ACT_NOPE" }, /defaultAction: unknown action "SCMP_ACT_NOPE"/],
     [{ defaultAction: "SCMP_ACT_NOTIFY" }, /SCMP_ACT_NOTIFY needs a seccomp agent/],
     [{ defaultAction: "SCMP_ACT_ALLOW", syscalls: [{ names: [], action: "SCMP_ACT_ALLOW" }] }, /syscalls\[0\]: needs 'names'/],
-    [{ defaultAction: "SCMP_ACT_ALLOW", syscalls: [{ names: ["x"], action: "SCMP_ACT_ERRNO", args: [{ index: 6, value: 1, op: "SCMP_CMP_EQ" }] }] }, /syscalls\[0\]\.args\[0\]\.index: must be an argument index/],
-    [{ defaultAction: "SCMP_ACT_ALLOW", syscalls: [{ names: ["x"], action: "SCMP_ACT_ERRNO", args: [{ index: 0, value: 1, op: "SCMP_CMP_SORTA" }] }] }, /unknown operator "SCMP_CMP_SORTA"/],
-    [{ defaultAction: "SCMP_ACT_ALLOW", syscalls: [{ names: ["x"], action: "SCMP_ACT_ERRNO", args: [{ index: 0, value: -1, op: "SCMP_CMP_EQ" }] }] }, /args\[0\]\.value: must not be negative/],
-    [{ defaultAction: "SCMP_ACT_ALLOW", syscalls: [{ names: ["x"], action: "SCMP_ACT_ERRNO", includes: { caps: ["CAP_FLY"] } }] }, /unknown capability "CAP_FLY"/],
+    [
+      {
+        defaultAction: "SCMP_ACT_ALLOW",
+        syscalls: [{ names: ["x"], action: "SCMP_ACT_ERRNO", args: [{ index: 6, value: 1, op: "SCMP_CMP_EQ" }] }],
+      },
+      /syscalls\[0\]\.args\[0\]\.index: must be an argument index/,
+    ],
+    [
+      {
+        defaultAction: "SCMP_ACT_ALLOW",
+        syscalls: [{ names: ["x"], action: "SCMP_ACT_ERRNO", args: [{ index: 0, value: 1, op: "SCMP_CMP_SORTA" }] }],
+      },
+      /unknown operator "SCMP_CMP_SORTA"/,
+    ],
+    [
+      {
+        defaultAction: "SCMP_ACT_ALLOW",
+        syscalls: [{ names: ["x"], action: "SCMP_ACT_ERRNO", args: [{ index: 0, value: -1, op: "SCMP_CMP_EQ" }] }],
+      },
+      /args\[0\]\.value: must not be negative/,
+    ],
+    [
+      { defaultAction: "SCMP_ACT_ALLOW", syscalls: [{ names: ["x"], action: "SCMP_ACT_ERRNO", includes: { caps: ["CAP_FLY"] } }] },
+      /unknown capability "CAP_FLY"/,
+    ],
     [{ defaultAction: "SCMP_ACT_ERRNO", defaultErrnoRet: 5000 }, /defaultErrnoRet: must be an errno/],
-    [{ defaultAction: "SCMP_ACT_ALLOW", architectures: ["SCMP_ARCH_X86_64"], archMap: [{ architecture: "SCMP_ARCH_X86_64" }] }, /'architectures' and 'archMap' are exclusive/],
+    [
+      { defaultAction: "SCMP_ACT_ALLOW", architectures: ["SCMP_ARCH_X86_64"], archMap: [{ architecture: "SCMP_ARCH_X86_64" }] },
+      /'architectures' and 'archMap' are exclusive/,
+    ],
     [{ defaultAction: "SCMP_ACT_ALLOW", flags: ["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"] }, /is not supported/],
     [{ defaultAction: "SCMP_ACT_ALLOW", listenerPath: "/run/agent.sock" }, /'listenerPath' needs a seccomp agent/],
   ])("refused: %j", (json, message) => {
@@ -90,7 +126,9 @@ describe("profiles: today's Docker format and the older one Mesos' parser requir
 
   test("not JSON, and names no architecture has, are reported", () => {
     expect(() => parseProfile("{")).toThrow(/not valid JSON/);
-    const p = parseProfile(JSON.stringify({ defaultAction: "SCMP_ACT_ERRNO", syscalls: [{ names: ["read", "chown32", "madeup"], action: "SCMP_ACT_ALLOW" }] }));
+    const p = parseProfile(
+      JSON.stringify({ defaultAction: "SCMP_ACT_ERRNO", syscalls: [{ names: ["read", "chown32", "madeup"], action: "SCMP_ACT_ALLOW" }] }),
+    );
     expect(p.unknownNames).toEqual(["chown32", "madeup"]);
   });
 });
@@ -106,8 +144,22 @@ describe("expansion for one container (Docker's rules)", () => {
         { names: ["getpid"], action: "SCMP_ACT_ALLOW", excludes: { arches: ["arm64"] } },
         { names: ["ptrace"], action: "SCMP_ACT_ALLOW", includes: { minKernel: "4.8" } },
         { names: ["kcmp"], action: "SCMP_ACT_ALLOW", excludes: { minKernel: "5.0" } },
-        { names: ["personality"], action: "SCMP_ACT_ALLOW", args: [{ index: 0, value: 0, op: "SCMP_CMP_EQ" }, { index: 0, value: 8, op: "SCMP_CMP_EQ" }] },
-        { names: ["socket"], action: "SCMP_ACT_ALLOW", args: [{ index: 0, value: 2, op: "SCMP_CMP_EQ" }, { index: 1, value: 1, op: "SCMP_CMP_EQ" }] },
+        {
+          names: ["personality"],
+          action: "SCMP_ACT_ALLOW",
+          args: [
+            { index: 0, value: 0, op: "SCMP_CMP_EQ" },
+            { index: 0, value: 8, op: "SCMP_CMP_EQ" },
+          ],
+        },
+        {
+          names: ["socket"],
+          action: "SCMP_ACT_ALLOW",
+          args: [
+            { index: 0, value: 2, op: "SCMP_CMP_EQ" },
+            { index: 1, value: 1, op: "SCMP_CMP_EQ" },
+          ],
+        },
       ],
     }),
   );
@@ -149,18 +201,41 @@ function checkAgainstModel(x: ReturnType<typeof expandProfile>, program: Uint8Ar
       const args = [a, a ^ 1n, a, 0n, a, a];
       const got = runFilter(program, { nr, arch: AUDIT_ARCH[x.arch], args });
       const want = modelAction(x, nr, args, ONLY_32);
-      if (got !== want) throw new Error(`${x.arch} nr ${nr} args ${a.toString(16)}: compiled 0x${got.toString(16)}, profile says 0x${want.toString(16)}`);
+      if (got !== want)
+        throw new Error(`${x.arch} nr ${nr} args ${a.toString(16)}: compiled 0x${got.toString(16)}, profile says 0x${want.toString(16)}`);
       checked++;
     }
   }
   return checked;
 }
 
-const SAMPLES = [0n, 1n, 2n, 7n, 8n, 38n, 39n, 40n, 41n, 0x20000n, 0x20008n, 0x7e020000n, 0x10000000n, 0xffffffffn, 0x100000026n, 0x100000002n, (1n << 64n) - 1n];
+const SAMPLES = [
+  0n,
+  1n,
+  2n,
+  7n,
+  8n,
+  38n,
+  39n,
+  40n,
+  41n,
+  0x20000n,
+  0x20008n,
+  0x7e020000n,
+  0x10000000n,
+  0xffffffffn,
+  0x100000026n,
+  0x100000002n,
+  (1n << 64n) - 1n,
+];
 
 describe("compiled programs do what the profile says (BPF interpreter, every call number)", () => {
   for (const arch of ["x86_64", "aarch64"] as const) {
-    for (const [label, caps] of [["no capabilities", []], ["ucr's defaults", DEFAULTS], ["every capability", ALL_CAPS]] as const) {
+    for (const [label, caps] of [
+      ["no capabilities", []],
+      ["ucr's defaults", DEFAULTS],
+      ["every capability", ALL_CAPS],
+    ] as const) {
       test(`built-in profile, ${arch}, ${label}`, () => {
         const x = expandProfile(builtin(), arch, caps, KERNEL);
         const program = compileFilter(x);
@@ -191,7 +266,21 @@ describe("compiled programs do what the profile says (BPF interpreter, every cal
       const x = expandProfile(p, arch, [], KERNEL);
       const program = compileFilter(x);
       const nr = syscallTable(arch).getppid!;
-      const pool = [0n, 1n, 3n, 5n, 7n, 8n, 0xffffffffn, 0x100000000n, 0x100000005n, 0x200000000n, 0x120000000034n, 0xff12000000ff34n, (1n << 64n) - 1n];
+      const pool = [
+        0n,
+        1n,
+        3n,
+        5n,
+        7n,
+        8n,
+        0xffffffffn,
+        0x100000000n,
+        0x100000005n,
+        0x200000000n,
+        0x120000000034n,
+        0xff12000000ff34n,
+        (1n << 64n) - 1n,
+      ];
       let n = 0;
       for (let i = 0; i < 3000; i++) {
         const args = Array.from({ length: 6 }, (_, j) => pool[(i * 7 + j * 13 + ((i * j) % 5)) % pool.length]!);
@@ -207,9 +296,14 @@ describe("compiled programs do what the profile says (BPF interpreter, every cal
       names: ["getppid"],
       action: "SCMP_ACT_ERRNO",
       errnoRet: 100 + i,
-      args: [{ index: 0, value: 1000 + i, op: "SCMP_CMP_EQ" }, { index: 1, value: i, op: "SCMP_CMP_GE" }],
+      args: [
+        { index: 0, value: 1000 + i, op: "SCMP_CMP_EQ" },
+        { index: 1, value: i, op: "SCMP_CMP_GE" },
+      ],
     }));
-    const p = parseProfile(JSON.stringify({ defaultAction: "SCMP_ACT_ERRNO", syscalls: [{ names: ["getpid", "read"], action: "SCMP_ACT_ALLOW" }, ...syscalls] }));
+    const p = parseProfile(
+      JSON.stringify({ defaultAction: "SCMP_ACT_ERRNO", syscalls: [{ names: ["getpid", "read"], action: "SCMP_ACT_ALLOW" }, ...syscalls] }),
+    );
     const x = expandProfile(p, "x86_64", [], KERNEL);
     const program = compileFilter(x);
     expect(program.byteLength / 8).toBeGreaterThan(600);
@@ -217,17 +311,32 @@ describe("compiled programs do what the profile says (BPF interpreter, every cal
     for (let i = 0; i < 120; i++) {
       const args = [BigInt(1000 + i), BigInt(i), 0n, 0n, 0n, 0n];
       expect(runFilter(program, { nr, arch: AUDIT_ARCH.x86_64, args })).toBe(RET.ERRNO | (100 + i));
-      expect(runFilter(program, { nr, arch: AUDIT_ARCH.x86_64, args: [BigInt(1000 + i), 0n, 0n, 0n, 0n, 0n] })).toBe(i === 0 ? RET.ERRNO | 100 : RET.ERRNO | 1);
+      expect(runFilter(program, { nr, arch: AUDIT_ARCH.x86_64, args: [BigInt(1000 + i), 0n, 0n, 0n, 0n, 0n] })).toBe(
+        i === 0 ? RET.ERRNO | 100 : RET.ERRNO | 1,
+      );
     }
     expect(checkAgainstModel(x, program, [0n, 1000n, 1119n], 400)).toBe(1200);
   });
 
   test("refused: two unconditional rules with different actions for one call; more than 4096 instructions", () => {
     const p = parseProfile(
-      JSON.stringify({ defaultAction: "SCMP_ACT_ERRNO", syscalls: [{ names: ["read"], action: "SCMP_ACT_ALLOW" }, { names: ["read"], action: "SCMP_ACT_KILL" }] }),
+      JSON.stringify({
+        defaultAction: "SCMP_ACT_ERRNO",
+        syscalls: [
+          { names: ["read"], action: "SCMP_ACT_ALLOW" },
+          { names: ["read"], action: "SCMP_ACT_KILL" },
+        ],
+      }),
     );
     expect(() => compileFilter(expandProfile(p, "x86_64", [], KERNEL))).toThrow(CompileError);
-    const huge = Array.from({ length: 700 }, (_, i) => ({ names: ["getppid"], action: "SCMP_ACT_ALLOW", args: [{ index: 0, value: 2 ** 40 + i, op: "SCMP_CMP_LT" }, { index: 2, value: i, op: "SCMP_CMP_GT" }] }));
+    const huge = Array.from({ length: 700 }, (_, i) => ({
+      names: ["getppid"],
+      action: "SCMP_ACT_ALLOW",
+      args: [
+        { index: 0, value: 2 ** 40 + i, op: "SCMP_CMP_LT" },
+        { index: 2, value: i, op: "SCMP_CMP_GT" },
+      ],
+    }));
     const q = parseProfile(JSON.stringify({ defaultAction: "SCMP_ACT_ERRNO", syscalls: huge }));
     expect(() => compileFilter(expandProfile(q, "x86_64", [], KERNEL))).toThrow(/at most 4096/);
   });
@@ -241,11 +350,38 @@ function opsProfile(call: string) {
     syscalls: [
       { names: ["write", "exit", "exit_group"], action: "SCMP_ACT_ALLOW" },
       { names: [call], action: "SCMP_ACT_ALLOW", args: [{ index: 0, value: 0x100000005, op: "SCMP_CMP_EQ" }] },
-      { names: [call], action: "SCMP_ACT_ERRNO", errnoRet: 201, args: [{ index: 1, value: 0xffffffff, op: "SCMP_CMP_GT" }, { index: 2, value: 7, op: "SCMP_CMP_LE" }] },
-      { names: [call], action: "SCMP_ACT_ERRNO", errnoRet: 202, args: [{ index: 3, value: 0xff00000000ff, valueTwo: 0x120000000034, op: "SCMP_CMP_MASKED_EQ" }] },
-      { names: [call], action: "SCMP_ACT_KILL_PROCESS", args: [{ index: 4, value: 0, op: "SCMP_CMP_NE" }, { index: 5, value: 0x200000000, op: "SCMP_CMP_GE" }] },
+      {
+        names: [call],
+        action: "SCMP_ACT_ERRNO",
+        errnoRet: 201,
+        args: [
+          { index: 1, value: 0xffffffff, op: "SCMP_CMP_GT" },
+          { index: 2, value: 7, op: "SCMP_CMP_LE" },
+        ],
+      },
+      {
+        names: [call],
+        action: "SCMP_ACT_ERRNO",
+        errnoRet: 202,
+        args: [{ index: 3, value: 0xff00000000ff, valueTwo: 0x120000000034, op: "SCMP_CMP_MASKED_EQ" }],
+      },
+      {
+        names: [call],
+        action: "SCMP_ACT_KILL_PROCESS",
+        args: [
+          { index: 4, value: 0, op: "SCMP_CMP_NE" },
+          { index: 5, value: 0x200000000, op: "SCMP_CMP_GE" },
+        ],
+      },
       { names: [call], action: "SCMP_ACT_ERRNO", errnoRet: 203, args: [{ index: 0, value: 3, op: "SCMP_CMP_LT" }] },
-      { names: [call], action: "SCMP_ACT_ALLOW", args: [{ index: 5, value: 8, op: "SCMP_CMP_EQ" }, { index: 5, value: 0xffffffff, op: "SCMP_CMP_EQ" }] },
+      {
+        names: [call],
+        action: "SCMP_ACT_ALLOW",
+        args: [
+          { index: 5, value: 8, op: "SCMP_CMP_EQ" },
+          { index: 5, value: 0xffffffff, op: "SCMP_CMP_EQ" },
+        ],
+      },
       { names: ["getpid"], action: "SCMP_ACT_ALLOW" },
       { names: ["getuid"], action: "SCMP_ACT_TRAP" },
       { names: ["getgid"], action: "SCMP_ACT_TRACE" },
@@ -316,7 +452,9 @@ describe.skipIf(skipKernel !== null)(`the kernel runs compiled filters as predic
     const seen = new Set([...cases.values()].map((a) => (a & 0xffff0000) >>> 0));
     expect(seen).toEqual(new Set([RET.ALLOW, RET.ERRNO, RET.KILL_PROCESS, RET.TRAP, RET.TRACE]));
     const got = await kernelRun(program, [...cases.keys()]);
-    const mismatches = [...cases].filter(([c, action]) => !observed(action).test(got.get(c) ?? "")).map(([c, a]) => `${c}: got ${got.get(c)}, want ${observed(a)}`);
+    const mismatches = [...cases]
+      .filter(([c, action]) => !observed(action).test(got.get(c) ?? ""))
+      .map(([c, a]) => `${c}: got ${got.get(c)}, want ${observed(a)}`);
     expect(mismatches).toEqual([]);
   });
 
@@ -365,16 +503,32 @@ describe.skipIf(skipKernel !== null)(`the kernel runs compiled filters as predic
           ] as Array<[string, RegExp]>)
         : []),
     ];
-    const got = await kernelRun(program, expectations.map(([c]) => c));
-    const mismatches = expectations.filter(([c, want]) => !want.test(got.get(c) ?? "")).map(([c, want]) => `${c}: got ${got.get(c)}, want ${want}`);
+    const got = await kernelRun(
+      program,
+      expectations.map(([c]) => c),
+    );
+    const mismatches = expectations
+      .filter(([c, want]) => !want.test(got.get(c) ?? ""))
+      .map(([c, want]) => `${c}: got ${got.get(c)}, want ${want}`);
     expect(mismatches).toEqual([]);
   });
 
   test("with CAP_SYS_ADMIN in the bounding set the administrative calls reach the kernel", async () => {
-    const x = expandProfile(marked(), arch!, [...DEFAULTS, ...capabilitySet(["SYS_ADMIN", "SYS_BOOT", "SYS_TIME"])].sort((a, b) => a - b), KERNEL);
+    const x = expandProfile(
+      marked(),
+      arch!,
+      [...DEFAULTS, ...capabilitySet(["SYS_ADMIN", "SYS_BOOT", "SYS_TIME"])].sort((a, b) => a - b),
+      KERNEL,
+    );
     const program = compileFilter(x);
     const t = syscallTable(arch!);
-    const cases = [`${t.mount},0,0,0,0,0`, `${t.reboot},0,0,0,0`, `${t.clone3},0,0`, `${t.unshare},0x10000000`, `${t.keyctl},0,0xffffffffffffffff`];
+    const cases = [
+      `${t.mount},0,0,0,0,0`,
+      `${t.reboot},0,0,0,0`,
+      `${t.clone3},0,0`,
+      `${t.unshare},0x10000000`,
+      `${t.keyctl},0,0xffffffffffffffff`,
+    ];
     const got = await kernelRun(program, cases);
     expect(got.get(cases[0]!)).toMatch(/errno=(14|2)$/); // EFAULT/ENOENT: the kernel looked at it
     expect(got.get(cases[1]!)).toMatch(/errno=22$/); // bad magic

@@ -13,49 +13,54 @@ import { buildBusyboxImage, saveArchive } from "../helpers/images.ts";
 const isRoot = process.getuid?.() === 0;
 const threadsOf = (pid: number) => readdirSync(`/proc/${pid}/task`).map((t) => readFileSync(`/proc/${pid}/task/${t}/comm`, "utf8").trim());
 
-test.skipIf(!isRoot)("the compiled agent starts its worker threads when first needed: pull and extract together, disk alone (needs root)", async () => {
-  const work = tempDir("ucr-workers-");
-  const images = join(work, "images");
-  mkdirSync(images);
-  buildBusyboxImage(join(work, "busybox"), { tag: "1" });
-  await saveArchive(join(work, "busybox"), join(images, "alpine.tar"), "alpine:latest", { srcTag: "1" });
-  const agent = await startAgent({ args: [`--docker_registry=${images}`, "--image_providers=docker", "--isolation=filesystem/linux,docker/runtime"] });
-  try {
-    // Listening, and not one worker thread (Bun names them "Worker").
-    expect(agent.log()).not.toMatch(/worker \S+ started/);
-    expect(threadsOf(agent.proc.pid)).not.toContain("Worker");
+test.skipIf(!isRoot)(
+  "the compiled agent starts its worker threads when first needed: pull and extract together, disk alone (needs root)",
+  async () => {
+    const work = tempDir("ucr-workers-");
+    const images = join(work, "images");
+    mkdirSync(images);
+    buildBusyboxImage(join(work, "busybox"), { tag: "1" });
+    await saveArchive(join(work, "busybox"), join(images, "alpine.tar"), "alpine:latest", { srcTag: "1" });
+    const agent = await startAgent({
+      args: [`--docker_registry=${images}`, "--image_providers=docker", "--isolation=filesystem/linux,docker/runtime"],
+    });
+    try {
+      // Listening, and not one worker thread (Bun names them "Worker").
+      expect(agent.log()).not.toMatch(/worker \S+ started/);
+      expect(threadsOf(agent.proc.pid)).not.toContain("Worker");
 
-    const launch = (id: string, image?: string) =>
-      agent.call({
-        type: "LAUNCH_CONTAINER",
-        launch_container: {
-          container_id: { value: id },
-          command: { value: "true" },
-          ...(image ? { container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: image } } } } } : {}),
-        },
-      });
-    const waitAndRemove = async (id: string) => {
-      await (await agent.call({ type: "WAIT_CONTAINER", wait_container: { container_id: { value: id } } })).text();
-      expect((await agent.call({ type: "REMOVE_CONTAINER", remove_container: { container_id: { value: id } } })).status).toBe(200);
-    };
-    // No image: no pull; its removal needs the disk worker only.
-    expect((await launch("plain")).status).toBe(200);
-    await waitAndRemove("plain");
-    const started = () => [...agent.log().matchAll(/worker (\S+) started/g)].map((m) => m[1]!);
-    expect(started()).toEqual(["disk"]);
-    // A pull starts the pull worker and, beside it, every extract worker (at least two).
-    expect((await launch("pulled", "alpine")).status).toBe(200);
-    await waitAndRemove("pulled");
-    const names = started();
-    expect(names).toContain("pull");
-    expect(names.filter((n) => n.startsWith("extract")).length).toBeGreaterThanOrEqual(2);
-    expect(new Set(names).size).toBe(names.length);
-    expect(threadsOf(agent.proc.pid).filter((t) => t === "Worker").length).toBeGreaterThanOrEqual(names.length - 1);
-  } finally {
-    expect(await agent.stop()).toBe(0);
-    rmSync(work, { recursive: true, force: true });
-  }
-});
+      const launch = (id: string, image?: string) =>
+        agent.call({
+          type: "LAUNCH_CONTAINER",
+          launch_container: {
+            container_id: { value: id },
+            command: { value: "true" },
+            ...(image ? { container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: image } } } } } : {}),
+          },
+        });
+      const waitAndRemove = async (id: string) => {
+        await (await agent.call({ type: "WAIT_CONTAINER", wait_container: { container_id: { value: id } } })).text();
+        expect((await agent.call({ type: "REMOVE_CONTAINER", remove_container: { container_id: { value: id } } })).status).toBe(200);
+      };
+      // No image: no pull; its removal needs the disk worker only.
+      expect((await launch("plain")).status).toBe(200);
+      await waitAndRemove("plain");
+      const started = () => [...agent.log().matchAll(/worker (\S+) started/g)].map((m) => m[1]!);
+      expect(started()).toEqual(["disk"]);
+      // A pull starts the pull worker and, beside it, every extract worker (at least two).
+      expect((await launch("pulled", "alpine")).status).toBe(200);
+      await waitAndRemove("pulled");
+      const names = started();
+      expect(names).toContain("pull");
+      expect(names.filter((n) => n.startsWith("extract")).length).toBeGreaterThanOrEqual(2);
+      expect(new Set(names).size).toBe(names.length);
+      expect(threadsOf(agent.proc.pid).filter((t) => t === "Worker").length).toBeGreaterThanOrEqual(names.length - 1);
+    } finally {
+      expect(await agent.stop()).toBe(0);
+      rmSync(work, { recursive: true, force: true });
+    }
+  },
+);
 
 test("a lazy worker stops after its idle time and starts again at the next call, on a new thread", async () => {
   const w = lazyWorker(DISK_WORKER, "disk-lazy", 150);
@@ -142,4 +147,3 @@ test("a call is typed by what its worker serves: a wrong name, argument or use o
   };
   expect(misuse.length).toBe(1);
 });
-

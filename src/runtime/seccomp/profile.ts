@@ -37,8 +37,15 @@ const OPS = ["SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_C
 type Op = (typeof OPS)[number];
 
 const ACTIONS = [
-  "SCMP_ACT_KILL", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_TRAP", "SCMP_ACT_ERRNO",
-  "SCMP_ACT_TRACE", "SCMP_ACT_ALLOW", "SCMP_ACT_LOG", "SCMP_ACT_NOTIFY",
+  "SCMP_ACT_KILL",
+  "SCMP_ACT_KILL_THREAD",
+  "SCMP_ACT_KILL_PROCESS",
+  "SCMP_ACT_TRAP",
+  "SCMP_ACT_ERRNO",
+  "SCMP_ACT_TRACE",
+  "SCMP_ACT_ALLOW",
+  "SCMP_ACT_LOG",
+  "SCMP_ACT_NOTIFY",
 ] as const;
 type ActionName = (typeof ACTIONS)[number];
 
@@ -68,7 +75,10 @@ const ActionSchema = v.picklist(ACTIONS, (issue) => `unknown action ${JSON.strin
 const CapsSchema = v.array(
   v.pipe(
     v.string(),
-    v.check((c) => c.startsWith("CAP_") && (CAPABILITY_NAMES as readonly string[]).includes(c.slice(4)), (issue) => `unknown capability ${JSON.stringify(issue.input)}`),
+    v.check(
+      (c) => c.startsWith("CAP_") && (CAPABILITY_NAMES as readonly string[]).includes(c.slice(4)),
+      (issue) => `unknown capability ${JSON.stringify(issue.input)}`,
+    ),
   ),
 );
 
@@ -76,7 +86,7 @@ const FilterSchema = v.nullish(
   v.looseObject({
     caps: v.nullish(CapsSchema),
     arches: v.nullish(v.array(v.string())),
-    minKernel: v.nullish(v.pipe(v.string(), v.regex(/^\d+\.\d+(\.\d+)?$/, "must be a kernel version such as \"5.8\""))),
+    minKernel: v.nullish(v.pipe(v.string(), v.regex(/^\d+\.\d+(\.\d+)?$/, 'must be a kernel version such as "5.8"'))),
   }),
 );
 
@@ -185,7 +195,12 @@ function describe(issues: ReadonlyArray<v.BaseIssue<unknown>>): string {
   const first = issues[0]!;
   let path = "";
   for (const p of first.path ?? []) path += typeof p.key === "number" ? `[${p.key}]` : `${path ? "." : ""}${String(p.key)}`;
-  const msg = first.received === "undefined" ? "is required but missing" : first.message.startsWith("Invalid ") ? `expected ${first.expected}, got ${first.received}` : first.message;
+  const msg =
+    first.received === "undefined"
+      ? "is required but missing"
+      : first.message.startsWith("Invalid ")
+        ? `expected ${first.expected}, got ${first.received}`
+        : first.message;
   return `${path || "the profile"}: ${msg}`;
 }
 
@@ -195,7 +210,10 @@ export function parseProfile(text: string): SeccompProfile {
   // Argument values are 64-bit; a JSON number past 2^53 would silently round, so those are
   // read from their source text (JSON.parse source access) as bigints.
   const exact = (key: string, value: unknown, context?: { source?: string }) =>
-    (key === "value" || key === "valueTwo") && typeof value === "number" && !Number.isSafeInteger(value) && /^\d+$/.test(context?.source ?? "")
+    (key === "value" || key === "valueTwo") &&
+    typeof value === "number" &&
+    !Number.isSafeInteger(value) &&
+    /^\d+$/.test(context?.source ?? "")
       ? BigInt(context!.source!)
       : value;
   try {
@@ -218,7 +236,10 @@ function normalize(raw: RawProfile): SeccompProfile {
     // The filter goes on the thread that calls execve, which ends every other thread: syncing
     // it to all threads would change nothing.
     else if (f === "SECCOMP_FILTER_FLAG_TSYNC") continue;
-    else throw new ProfileError(`flags: ${JSON.stringify(f)} is not supported (ucr loads filters with SECCOMP_FILTER_FLAG_LOG and SPEC_ALLOW only)`);
+    else
+      throw new ProfileError(
+        `flags: ${JSON.stringify(f)} is not supported (ucr loads filters with SECCOMP_FILTER_FLAG_LOG and SPEC_ALLOW only)`,
+      );
   }
   const known = new Set([...Object.keys(X86_64), ...Object.keys(AARCH64)]);
   const unknown = new Set<string>();

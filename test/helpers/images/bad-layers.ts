@@ -74,11 +74,7 @@ function badLayerEntries(kind: BadLayerKind): TarEntry[] {
     case "symlink-escape":
       return [ok, { name: "esc", type: "symlink", linkname: "/tmp" }, { name: "esc/evil", content: "evil\n" }];
     case "symlink-escape-relative":
-      return [
-        ok,
-        { name: "esc", type: "symlink", linkname: "../../../../../../.." },
-        { name: "esc/tmp/evil", content: "evil\n" },
-      ];
+      return [ok, { name: "esc", type: "symlink", linkname: "../../../../../../.." }, { name: "esc/tmp/evil", content: "evil\n" }];
     case "hardlink-escape":
       return [ok, { name: "hl", type: "link", linkname: "../../etc/passwd" }];
     case "hardlink-absolute":
@@ -87,11 +83,7 @@ function badLayerEntries(kind: BadLayerKind): TarEntry[] {
 }
 
 /** busybox plus one malicious gzip layer of `kind`. */
-export async function buildBadLayerImage(
-  dir: string,
-  kind: BadLayerKind,
-  opts: { tag?: string } = {},
-): Promise<BuiltImage> {
+export async function buildBadLayerImage(dir: string, kind: BadLayerKind, opts: { tag?: string } = {}): Promise<BuiltImage> {
   const bad = await packTar(badLayerEntries(kind));
   return addImage(dir, {
     tag: opts.tag ?? "latest",

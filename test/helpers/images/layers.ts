@@ -16,15 +16,7 @@ export interface TarOptions {
 
 export function tarDir(dir: string, opts: TarOptions = {}): Uint8Array {
   const format = opts.format ?? (opts.xattrs ? "posix" : "gnu");
-  const args = [
-    "tar",
-    "--numeric-owner",
-    "--sort=name",
-    `--mtime=@${EPOCH}`,
-    `--format=${format}`,
-    "-C",
-    dir,
-  ];
+  const args = ["tar", "--numeric-owner", "--sort=name", `--mtime=@${EPOCH}`, `--format=${format}`, "-C", dir];
   if (opts.xattrs) args.push("--xattrs", "--xattrs-include=*");
   if (format === "posix") {
     // Without these, pax headers carry atime/ctime and the process id, and no two runs agree.

@@ -3,7 +3,19 @@
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { type BuiltImage, type Compression, type ContainerConfig, CREATED, type Descriptor, haveZstd, hostArch, type ImageConfig, type LayerInfo, MT, run } from "./basics.ts";
+import {
+  type BuiltImage,
+  type Compression,
+  type ContainerConfig,
+  CREATED,
+  type Descriptor,
+  haveZstd,
+  hostArch,
+  type ImageConfig,
+  type LayerInfo,
+  MT,
+  run,
+} from "./basics.ts";
 
 export function sha256(data: Uint8Array | string): string {
   return `sha256:${createHash("sha256").update(data).digest("hex")}`;

@@ -120,10 +120,7 @@ class RegistryClient {
 }
 
 /** One request with credentials, for tests that need a single call (see RegistryClient). */
-export async function registryFetch(
-  url: string,
-  init: RequestInit & { creds?: string; scope?: string } = {},
-): Promise<Response> {
+export async function registryFetch(url: string, init: RequestInit & { creds?: string; scope?: string } = {}): Promise<Response> {
   const { creds, scope, ...rest } = init;
   return new RegistryClient(new URL(url).origin, creds, scope).fetch(url, rest);
 }
