@@ -29,7 +29,8 @@ import {
   RUNS,
   WARMUPS,
 } from "./launch/options.ts";
-import { hybridWithControllers, makeBundle, startHolder, ulimitArgs } from "./launch/peers.ts";
+import { hybridCgroup2, podmanGlobalArgs, podmanUlimits } from "../test/helpers/podman.ts";
+import { makeBundle, startHolder } from "./launch/peers.ts";
 import { perfProbe } from "./launch/perf.ts";
 import { cgroupLockMode, median, mib, ms, notes, pct, type Case } from "./launch/report.ts";
 import { cleanup, exec, mustRun, podmanCgroups, reason, state, ucrLive } from "./launch/state.ts";
@@ -110,7 +111,7 @@ async function main(): Promise<void> {
       if (r.code === 0) extra = ["--cgroup-manager=disabled"];
       else {
         tried.push(`\`crun --cgroup-manager=disabled run\`: ${reason(r)} (crun checks the layout before it looks at the manager)`);
-        if (hybridWithControllers()) {
+        if (hybridCgroup2()) {
           nsPrefix = await startHolder(dir);
           prefix = nsPrefix;
           r = await tryCrun(prefix, extra);
@@ -150,22 +151,7 @@ async function main(): Promise<void> {
       const d = `/sys/fs/cgroup/${ctl}/libpod_parent`;
       if (!existsSync(d) && existsSync(`/sys/fs/cgroup/${ctl}/cgroup.procs`)) podmanCgroups.push(d, `${d}/conmon`);
     }
-    const p = join(dir, "p");
-    const global = [
-      "podman",
-      "--root",
-      join(p, "r"),
-      "--runroot",
-      join(p, "rr"),
-      "--tmpdir",
-      join(p, "t"),
-      "--storage-driver",
-      "overlay",
-      "--cgroup-manager",
-      "cgroupfs",
-      "--events-backend",
-      "file",
-    ];
+    const global = podmanGlobalArgs(join(dir, "p"));
     // podman's crun has the same hybrid-layout problem; it runs in the same namespace as crun.
     const podmanCmd = [...nsPrefix, ...global];
     state.podmanCmd = podmanCmd;
@@ -188,7 +174,7 @@ async function main(): Promise<void> {
       let r = await exec(runArgs(extra, ["/bin/true"]));
       if (r.code !== 0 && /setrlimit/.test(r.stderr)) {
         const first = reason(r);
-        extra = ulimitArgs();
+        extra = podmanUlimits();
         r = await exec(runArgs(extra, ["/bin/true"]));
         if (r.code === 0) {
           notes.push(

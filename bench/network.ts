@@ -8,11 +8,12 @@
 // over each tool's host-network start) and writes it to bench/results/network-<date>.md.
 // Everything it makes goes away at the end: containers, the bridge, the IPAM dir, portmap's
 // shared chains and ip_forward if this run brought them, podman's state.
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, cpus, loadavg, release } from "node:os";
 import { dirname, join } from "node:path";
 import { bridgeName, freeSubnet, hostportChainsExist, ipForward, removeHostportChains, setIpForward } from "../test/helpers/cni.ts";
 import { startAgent, type RunningAgent } from "../test/helpers/agent.ts";
+import { hybridCgroup2, podmanGlobalArgs, podmanUlimits, startCgroup2FreeNamespace } from "../test/helpers/podman.ts";
 import { commandRunner, mountsUnder, operatorCall, runBench, writeResult } from "./lib.ts";
 
 const argv = process.argv.slice(2);
@@ -178,60 +179,6 @@ async function ucrOnce(a: RunningAgent, network: string | undefined): Promise<{ 
 }
 
 // ---------------------------------------------------------------------------------------------
-// podman's workaround for this hybrid cgroup host (as bench/launch.ts): a mount namespace
-// without /sys/fs/cgroup/unified, entered with nsenter.
-
-async function startHolder(dir: string): Promise<string[]> {
-  const ready = join(dir, "holder-ready");
-  holder = Bun.spawn(
-    [
-      "unshare",
-      "--mount",
-      "--propagation",
-      "private",
-      "sh",
-      "-c",
-      `umount -l /sys/fs/cgroup/unified && : > ${ready} && exec sleep infinity`,
-    ],
-    {
-      stdin: "ignore",
-      stdout: "ignore",
-      stderr: "pipe",
-      env: { PATH },
-      detached: true,
-    },
-  );
-  for (let i = 0; i < 100 && !existsSync(ready); i++) {
-    if (holder.exitCode !== null) break;
-    await Bun.sleep(20);
-  }
-  if (!existsSync(ready))
-    throw new Error(
-      `could not make a mount namespace without cgroup2: ${holder.exitCode !== null ? await new Response(holder.stderr as ReadableStream).text() : "timed out"}`,
-    );
-  return ["nsenter", `--mount=/proc/${holder.pid}/ns/mnt`];
-}
-
-function hybridWithControllers(): boolean {
-  try {
-    return readFileSync("/sys/fs/cgroup/unified/cgroup.controllers", "utf8").trim() !== "";
-  } catch {
-    return false;
-  }
-}
-
-function ulimitArgs(): string[] {
-  const limits = readFileSync("/proc/self/limits", "utf8");
-  const hard = (label: string) => {
-    const v = new RegExp(`^${label}\\s+\\S+\\s+(\\S+)`, "m").exec(limits)?.[1];
-    return v === undefined || v === "unlimited" ? undefined : Number(v);
-  };
-  const nofile = hard("Max open files");
-  const nproc = Math.min(hard("Max processes") ?? 32768, 32768);
-  return [...(nofile ? ["--ulimit", `nofile=${nofile}:${nofile}`] : []), "--ulimit", `nproc=${nproc}:${nproc}`];
-}
-
-// ---------------------------------------------------------------------------------------------
 // The plugins alone: what any runtime pays for this network (a netns, ADD of the chain, DEL).
 
 async function pluginsOnce(
@@ -359,26 +306,14 @@ async function main(): Promise<void> {
   cases.push(ucrHost, ucrNet);
 
   // podman through the nsenter workaround where this host needs it.
-  const nsPrefix = hybridWithControllers() ? await startHolder(dir) : [];
-  const p = join(dir, "p");
-  podmanCmd = [
-    ...nsPrefix,
-    "podman",
-    "--root",
-    join(p, "r"),
-    "--runroot",
-    join(p, "rr"),
-    "--tmpdir",
-    join(p, "t"),
-    "--storage-driver",
-    "overlay",
-    "--cgroup-manager",
-    "cgroupfs",
-    "--events-backend",
-    "file",
-    "--network-config-dir",
-    cniConf,
-  ];
+  let nsPrefix: string[] = [];
+  if (hybridCgroup2()) {
+    const ns = await startCgroup2FreeNamespace(dir, { env: { PATH }, detached: true });
+    holder = ns.holder;
+    if (!ns.prefix) throw new Error(ns.error);
+    nsPrefix = ns.prefix;
+  }
+  podmanCmd = [...nsPrefix, ...podmanGlobalArgs(join(dir, "p")), "--network-config-dir", cniConf];
   const podHost: Case = { name: "podman run --rm, host network", what: "`podman run --rm --network host` of /bin/true", times: [] };
   const podNet: Case = {
     name: "podman run --rm, bridge network",
@@ -403,7 +338,7 @@ async function main(): Promise<void> {
     ];
     let r = await exec(runArgs("host"));
     if (r.code !== 0 && /setrlimit/.test(r.stderr)) {
-      extra = ulimitArgs();
+      extra = podmanUlimits();
       r = await exec(runArgs("host"));
     }
     if (r.code !== 0) podHost.failure = podNet.failure = reason(r);
@@ -500,7 +435,7 @@ async function main(): Promise<void> {
     "",
     `Machine: ${availableParallelism()} cores (${cpus()[0]?.model ?? "?"}), Linux ${release()}. Tools: ${await versions([ucr, "version"])}; ${await versions(["podman", "--version"])} (network backend: CNI, \`--network-config-dir\`); containernetworking-plugins in ${PLUGINS}.`,
     `Network: one conflist for both (cniVersion ${conf.cniVersion}): bridge \`${bridge}\` (isGateway, ipMasq, hairpinMode) with host-local IPAM on ${subnet.subnet}, then portmap; no port mappings asked, so portmap only passes the result on.`,
-    `Method: ${WARMUPS} untimed warm-up(s) per case, then ${RUNS} rounds running every case once in an order rotated per round. ucr: wall time from the LAUNCH request to the WAIT response; podman: \`podman run --rm\` from spawn to exit${hybridWithControllers() ? " (through nsenter into a mount namespace without /sys/fs/cgroup/unified: its crun refuses this hybrid cgroup layout; see bench/launch.ts)" : ""}.`,
+    `Method: ${WARMUPS} untimed warm-up(s) per case, then ${RUNS} rounds running every case once in an order rotated per round. ucr: wall time from the LAUNCH request to the WAIT response; podman: \`podman run --rm\` from spawn to exit${hybridCgroup2() ? " (through nsenter into a mount namespace without /sys/fs/cgroup/unified: its crun refuses this hybrid cgroup layout; see bench/launch.ts)" : ""}.`,
     `Load average (1 min) at start ${loadBefore[0]?.toFixed(2)}, at end ${loadAfter[0]?.toFixed(2)}.`,
     "",
     ...table,

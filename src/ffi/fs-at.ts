@@ -1,21 +1,15 @@
 // The *at file calls (openat, mkdirat, mknodat, symlinkat, linkat, ...) through bun:ffi, with
 // names as raw bytes: what unpacking a layer needs to work inside a directory handle, never a path.
 // Calls return the result or -errno (no exceptions on the hot path); `fail` makes the SysError.
-import { dlopen, read } from "bun:ffi";
+import { dlopen } from "bun:ffi";
 import { constants } from "node:fs";
-import { SysError } from "./errno.ts";
+import type { SysError } from "./errno.ts";
+import { errno, libcCalls, makedev, sysError } from "./libc.ts";
 
-const libc = dlopen("libc.so.6", {
-  __errno_location: { args: [], returns: "ptr" },
-  strerror: { args: ["i32"], returns: "cstring" },
-  openat: { args: ["i32", "ptr", "i32", "u32"], returns: "i32" },
-  mkdirat: { args: ["i32", "ptr", "u32"], returns: "i32" },
-  mknodat: { args: ["i32", "ptr", "u32", "u64"], returns: "i32" },
-  symlinkat: { args: ["ptr", "i32", "ptr"], returns: "i32" },
+// Only the calls src/ffi/libc.ts does not open (it holds openat, mkdirat, ... and errno): one
+// table per symbol, and the init stage, which loads only libc.ts, does not pay for these.
+const extra = dlopen("libc.so.6", {
   linkat: { args: ["i32", "ptr", "i32", "ptr", "i32"], returns: "i32" },
-  unlinkat: { args: ["i32", "ptr", "i32"], returns: "i32" },
-  readlinkat: { args: ["i32", "ptr", "ptr", "u64"], returns: "i64" },
-  fchownat: { args: ["i32", "ptr", "u32", "u32", "i32"], returns: "i32" },
   fchmodat: { args: ["i32", "ptr", "u32", "i32"], returns: "i32" },
   fchmod: { args: ["i32", "u32"], returns: "i32" },
   fchown: { args: ["i32", "u32", "u32"], returns: "i32" },
@@ -23,10 +17,8 @@ const libc = dlopen("libc.so.6", {
   futimens: { args: ["i32", "ptr"], returns: "i32" },
   statx: { args: ["i32", "ptr", "i32", "u32", "ptr"], returns: "i32" },
   fsetxattr: { args: ["i32", "ptr", "ptr", "u64", "i32"], returns: "i32" },
-  lsetxattr: { args: ["ptr", "ptr", "ptr", "u64", "i32"], returns: "i32" },
-  close: { args: ["i32"], returns: "i32" },
 });
-const sym = libc.symbols;
+const sym = { ...libcCalls, ...extra.symbols };
 
 export const O_RDONLY = constants.O_RDONLY;
 export const O_WRONLY = constants.O_WRONLY;
@@ -55,10 +47,6 @@ export const ENOTDIR = 20;
 export const EISDIR = 21;
 export const ELOOP = 40;
 
-function errno(): number {
-  return read.i32(sym.__errno_location()!);
-}
-
 /** rc, or -errno when the call returned -1 (read before anything else can touch errno). */
 function rc(value: number | bigint): number {
   const n = Number(value);
@@ -66,10 +54,7 @@ function rc(value: number | bigint): number {
 }
 
 /** The SysError for a call that returned -errno. */
-export function fail(call: string, negErrno: number, what: string): SysError {
-  const e = -negErrno;
-  return new SysError(call, e, sym.strerror(e)?.toString() ?? "unknown error", what);
-}
+export const fail: (call: string, negErrno: number, what: string) => SysError = sysError;
 
 /**
  * A name as a NUL-terminated C string. Names travel as latin1 strings (one char per byte,
@@ -94,13 +79,6 @@ export function openat(dirfd: number, name: string, flags: number, mode = 0): nu
 
 export function mkdirat(dirfd: number, name: string, mode: number): number {
   return rc(sym.mkdirat(dirfd, cname(name), mode));
-}
-
-/** glibc's makedev: the 64-bit dev_t layout Linux uses. */
-function makedev(major: number, minor: number): bigint {
-  const ma = BigInt(major >>> 0);
-  const mi = BigInt(minor >>> 0);
-  return ((ma & 0xfffff000n) << 32n) | ((ma & 0xfffn) << 8n) | ((mi & 0xffffff00n) << 12n) | (mi & 0xffn);
 }
 
 export function mknodat(dirfd: number, name: string, mode: number, major = 0, minor = 0): number {

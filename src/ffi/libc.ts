@@ -87,7 +87,11 @@ function cstr(s: string): Uint8Array {
   return utf8.encode(`${s}\0`);
 }
 
-function errno(): number {
+/** libc's calls, for src/ffi/fs-at.ts: one dlopen of what both use (the init stage pays for each symbol). */
+export const libcCalls = libc.symbols;
+
+/** The calling thread's errno; read right after the failed call. */
+export function errno(): number {
   return read.i32(libc.symbols.__errno_location()!);
 }
 
@@ -153,9 +157,9 @@ export const S_IFCHR = 0o020000;
 export const S_IFBLK = 0o060000;
 
 /** glibc's makedev: the 64-bit dev_t layout Linux uses. */
-function makedev(major: number, minor: number): bigint {
-  const ma = BigInt(major);
-  const mi = BigInt(minor);
+export function makedev(major: number, minor: number): bigint {
+  const ma = BigInt(major >>> 0);
+  const mi = BigInt(minor >>> 0);
   return ((ma & 0xfffff000n) << 32n) | ((ma & 0xfffn) << 8n) | ((mi & 0xffffff00n) << 12n) | (mi & 0xffn);
 }
 

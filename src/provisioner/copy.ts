@@ -4,21 +4,8 @@
 // the layer is copied over with `cp -a`, which meets only directories to merge into. Every
 // path in the tree is walked without following a symlink: what a lower layer put there (a
 // symlink to /etc, say) can never redirect an upper layer's deletes or writes to the host.
-import {
-  AT_FDCWD,
-  ENOENT,
-  O_DIRECTORY,
-  O_NOFOLLOW,
-  O_RDONLY,
-  S_IFDIR,
-  S_IFMT,
-  close,
-  fail,
-  fstatx,
-  openat,
-  statxat,
-} from "../ffi/fs-at.ts";
-import { listAt, removeAt } from "../util/tree.ts";
+import { AT_FDCWD, ENOENT, O_DIRECTORY, O_NOFOLLOW, O_RDONLY, S_IFDIR, S_IFMT, close, fail, openat, statxat } from "../ffi/fs-at.ts";
+import { inode, listAt, openDir, removeAt } from "../util/tree.ts";
 import { decodeRecordPath } from "../images/layer/whiteout.ts";
 import { errorOfKind } from "../errors.ts";
 
@@ -28,12 +15,6 @@ export interface LayerWhiteouts {
   /** Paths as the layer record keeps them (see encodeRecordPath). */
   whiteouts: string[];
   opaques: string[];
-}
-
-function openDir(dirfd: number, name: string, what: string): number {
-  const fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
-  if (fd < 0) throw fail("openat", fd, what);
-  return fd;
 }
 
 function isDir(dirfd: number, name: string): boolean | undefined {
@@ -101,12 +82,6 @@ interface Frame {
   layerIno: bigint;
   destIno: bigint;
   name: string;
-}
-
-function inode(fd: number, what: string): bigint {
-  const st = fstatx(fd);
-  if (typeof st === "number") throw fail("statx", st, what);
-  return st.ino;
 }
 
 /**

@@ -29,13 +29,15 @@ export function listAt(fd: number): string[] {
   return (readdirSync(`/proc/self/fd/${fd}`, { encoding: "buffer" }) as Buffer[]).map((b) => b.toString("latin1", 0, b.length));
 }
 
-function openDir(dirfd: number, name: string, what: string): number {
+/** A directory under `dirfd`, opened without following a final symlink; throws naming `what`. */
+export function openDir(dirfd: number, name: string, what: string): number {
   const fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
   if (fd < 0) throw fail("openat", fd, what);
   return fd;
 }
 
-function inode(fd: number, what: string): bigint {
+/** The inode number of an open file (to tell a directory moved under a walk). */
+export function inode(fd: number, what: string): bigint {
   const st = fstatx(fd);
   if (typeof st === "number") throw fail("statx", st, what);
   return st.ino;

@@ -2,6 +2,7 @@
 // agent flags for it, JSON calls, and an inventory of what a container can leave on the
 // host (cgroup dirs under the agent's cgroups root, sandboxes, rootfs dirs, runtime dirs,
 // mounts, processes) to compare with what the agent reports.
+import { expect } from "bun:test";
 import { existsSync, mkdirSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { RunningAgent } from "../helpers/agent.ts";
@@ -40,6 +41,17 @@ export async function call(agent: RunningAgent, body: unknown): Promise<Answer> 
     json = undefined;
   }
   return { status: res.status, text, json };
+}
+
+/** For a test's afterAll: kills, waits for and removes every container the agent knows (each REMOVE must answer 200). */
+export async function removeAllContainers(agent: RunningAgent): Promise<void> {
+  const list = await call(agent, { type: "GET_CONTAINERS", get_containers: { show_standalone: true } });
+  for (const c of (list.json!.get_containers as { containers: Array<{ container_id: { value: string } }> }).containers) {
+    const ref = { container_id: c.container_id };
+    await call(agent, { type: "KILL_CONTAINER", kill_container: ref });
+    await call(agent, { type: "WAIT_CONTAINER", wait_container: ref });
+    expect((await call(agent, { type: "REMOVE_CONTAINER", remove_container: ref })).status).toBe(200);
+  }
 }
 
 export type Id = { value: string; parent?: Id };

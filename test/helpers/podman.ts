@@ -1,6 +1,6 @@
 // podman as an anchor for side-by-side tests: private storage under a temp dir, and on a hybrid
 // cgroup host (cgroup2 with controllers at /sys/fs/cgroup/unified) run inside a mount namespace
-// without that mount, which crun otherwise refuses (the same workaround as bench/launch.ts).
+// without that mount, which crun otherwise refuses (startCgroup2FreeNamespace; bench/ uses it too).
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync } from "node:fs";
 import { join } from "node:path";
 import { type CommandResult, runCommand } from "./command.ts";
@@ -14,7 +14,8 @@ export interface Podman {
   notes: string[];
 }
 
-function hybrid(): boolean {
+/** Is there a cgroup2 hierarchy with controllers at /sys/fs/cgroup/unified (crun refuses that)? */
+export function hybridCgroup2(): boolean {
   try {
     return readFileSync("/sys/fs/cgroup/unified/cgroup.controllers", "utf8").trim() !== "";
   } catch {
@@ -23,16 +24,66 @@ function hybrid(): boolean {
 }
 
 /** Hard limits this process may pass on (podman's default 1048576 needs CAP_SYS_RESOURCE). */
-function ulimits(): string[] {
+export function podmanUlimits(): string[] {
   const limits = readFileSync("/proc/self/limits", "utf8");
   const hard = (label: string) => {
     const v = new RegExp(`^${label}\\s+\\S+\\s+(\\S+)`, "m").exec(limits)?.[1];
     return v === undefined || v === "unlimited" ? undefined : Number(v);
   };
   const nofile = hard("Max open files");
-  // podman lowers its own RLIMIT_NPROC to 32768 as it starts; crun cannot set more than that.
+  // podman lowers its own RLIMIT_NPROC to 32768 as it starts (strace shows the setrlimit), and
+  // crun inherits that: a larger hard limit is refused, even one this shell has.
   const nproc = Math.min(hard("Max processes") ?? 32768, 32768);
   return [...(nofile ? ["--ulimit", `nofile=${nofile}:${nofile}`] : []), "--ulimit", `nproc=${nproc}:${nproc}`];
+}
+
+/** podman's global options for private state under `dir` (cgroupfs and file events: no systemd here). */
+export function podmanGlobalArgs(dir: string): string[] {
+  return [
+    "podman",
+    "--root",
+    join(dir, "r"),
+    "--runroot",
+    join(dir, "rr"),
+    "--tmpdir",
+    join(dir, "t"),
+    "--storage-driver",
+    "overlay",
+    "--cgroup-manager",
+    "cgroupfs",
+    "--events-backend",
+    "file",
+  ];
+}
+
+/**
+ * crun 1.x refuses the hybrid layout when cgroup2 has controllers, whatever --cgroup-manager
+ * says. It decides "hybrid" by statfs of /sys/fs/cgroup/unified, so a private mount namespace
+ * without that mount makes it plain v1, without touching the host's cgroups. Starts one
+ * long-lived process holding such a namespace; `prefix` (nsenter into it) is set once it is
+ * ready, else `error` says why. The caller kills `holder` in either case.
+ */
+export async function startCgroup2FreeNamespace(
+  dir: string,
+  options: { env?: Record<string, string>; detached?: boolean } = {},
+): Promise<{ holder: Bun.Subprocess; prefix?: string[]; error?: string }> {
+  const ready = join(dir, "holder-ready");
+  const holder = Bun.spawn(
+    [
+      "unshare",
+      "--mount",
+      "--propagation",
+      "private",
+      "sh",
+      "-c",
+      `umount -l /sys/fs/cgroup/unified && : > ${ready} && exec sleep infinity`,
+    ],
+    { stdin: "ignore", stdout: "ignore", stderr: "pipe", ...options },
+  );
+  for (let i = 0; i < 100 && !existsSync(ready) && holder.exitCode === null; i++) await Bun.sleep(20);
+  if (existsSync(ready)) return { holder, prefix: ["nsenter", `--mount=/proc/${holder.pid}/ns/mnt`] };
+  const error = holder.exitCode !== null ? await new Response(holder.stderr as ReadableStream).text() : "timed out";
+  return { holder, error: `cannot make a mount namespace without cgroup2: ${error.trim()}` };
 }
 
 /**
@@ -49,48 +100,17 @@ export async function startPodman(dir: string, archive: string): Promise<Podman 
   const made = readdirSync("/sys/fs/cgroup")
     .map((ctl) => `/sys/fs/cgroup/${ctl}/libpod_parent`)
     .filter((d) => !existsSync(d) && existsSync(join(d, "..", "cgroup.procs")));
-  if (hybrid()) {
-    const ready = join(dir, "holder-ready");
-    holder = Bun.spawn(
-      [
-        "unshare",
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        `umount -l /sys/fs/cgroup/unified && : > ${ready} && exec sleep infinity`,
-      ],
-      {
-        stdin: "ignore",
-        stdout: "ignore",
-        stderr: "pipe",
-      },
-    );
-    for (let i = 0; i < 200 && !existsSync(ready) && holder.exitCode === null; i++) await Bun.sleep(10);
-    if (!existsSync(ready)) {
+  if (hybridCgroup2()) {
+    const ns = await startCgroup2FreeNamespace(dir);
+    holder = ns.holder;
+    if (!ns.prefix) {
       holder.kill("SIGKILL");
-      return `cannot make a mount namespace without cgroup2 for podman: ${await new Response(holder.stderr as ReadableStream).text()}`;
+      return ns.error ?? "cannot make a mount namespace without cgroup2";
     }
-    prefix = ["nsenter", `--mount=/proc/${holder.pid}/ns/mnt`];
+    prefix = ns.prefix;
     notes.push("run through nsenter into a mount namespace without /sys/fs/cgroup/unified (crun refuses hybrid cgroups)");
   }
-  const podman = [
-    ...prefix,
-    "podman",
-    "--root",
-    join(dir, "r"),
-    "--runroot",
-    join(dir, "rr"),
-    "--tmpdir",
-    join(dir, "t"),
-    "--storage-driver",
-    "overlay",
-    "--cgroup-manager",
-    "cgroupfs",
-    "--events-backend",
-    "file",
-  ];
+  const podman = [...prefix, ...podmanGlobalArgs(dir)];
   const close = async () => {
     await runCommand([...podman, "rm", "-f", "-a", "-t", "0"], { timeoutMs: 60_000 });
     // Not `system reset`: that also removes networks, which live outside --root.
@@ -119,7 +139,7 @@ export async function startPodman(dir: string, archive: string): Promise<Podman 
     await close();
     return `podman load failed: ${load.stderr.trim()}`;
   }
-  const limits = ulimits();
+  const limits = podmanUlimits();
   notes.push(
     `podman run --rm --network none ${limits.join(" ")} (podman's own 1048576 rlimits need CAP_SYS_RESOURCE, which this machine withholds)`,
   );

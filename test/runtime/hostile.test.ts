@@ -21,6 +21,7 @@ import { join } from "node:path";
 import { type RunningAgent, startAgent, tempDir } from "../helpers/agent.ts";
 import { climbTo, getentEntries, rootBlockDevice, saveHostileImage, snapshot } from "../helpers/hostile-images.ts";
 import type { TarEntry } from "../helpers/images.ts";
+import { call as callAgent, removeAllContainers } from "../agent/support.ts";
 
 const isRoot = process.getuid?.() === 0;
 const work = tempDir("ucr-hostile-");
@@ -157,29 +158,14 @@ beforeAll(async () => {
 
 afterAll(async () => {
   if (agent) {
-    const list = await call({ type: "GET_CONTAINERS", get_containers: { show_standalone: true } });
-    for (const c of (list.json!.get_containers as { containers: Array<{ container_id: { value: string } }> }).containers) {
-      const ref = { container_id: c.container_id };
-      await call({ type: "KILL_CONTAINER", kill_container: ref });
-      await call({ type: "WAIT_CONTAINER", wait_container: ref });
-      expect((await call({ type: "REMOVE_CONTAINER", remove_container: ref })).status).toBe(200);
-    }
+    await removeAllContainers(agent);
     expect(await agent.stop()).toBe(0);
   }
   rmSync(work, { recursive: true, force: true });
 });
 
-async function call(body: unknown): Promise<{ status: number; text: string; json?: Record<string, unknown> }> {
-  const res = await agent.call(body);
-  const text = await res.text();
-  let json;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
-  return { status: res.status, text, json };
-}
+/** One JSON call to this file's agent. */
+const call = (body: unknown) => callAgent(agent, body);
 
 let n = 0;
 function launch(id: string, image: string, script: string, extra: Record<string, unknown> = {}) {

@@ -10,6 +10,7 @@ import { runCommand } from "../helpers/command.ts";
 import { UCR, requireBinary } from "../helpers/agent.ts";
 import { Confinement } from "../../src/agent/confinement.ts";
 import { loadFlags } from "../../src/config/flags.ts";
+import { call as api } from "../agent/support.ts";
 
 const DEFAULT_CONFINE = new Confinement(loadFlags(["--work_dir=/tmp"], {}).values).forLaunch(undefined, "launcher-test");
 
@@ -62,21 +63,6 @@ function gated(id: string, end: string) {
       command: { value: `while [ ! -e "$MESOS_SANDBOX/go" ]; do sleep 0.02; done; ${end}` },
     },
   };
-}
-
-async function api(
-  agent: RunningAgent,
-  body: unknown,
-): Promise<{ status: number; json: Record<string, unknown> | undefined; text: string }> {
-  const res = await agent.call(body);
-  const text = await res.text();
-  let json;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
-  return { status: res.status, json, text };
 }
 
 async function waitStatus(agent: RunningAgent, id: string): Promise<number | undefined> {
