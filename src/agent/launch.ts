@@ -347,7 +347,11 @@ export class Launch {
 
   async fetchUris(): Promise<void> {
     try {
-      await fetchUris(this.call.command?.uris, this.c.sandbox, this.c.abort?.signal);
+      const c = this.c;
+      // A nested container's sandbox lies in its parent's, which its parent's workload writes.
+      const place = { sandbox: c.sandbox, top: this.top.sandbox, staging: join(this.f.work_dir, "provisioner", "fetch", c.key) };
+      const limits = { stallMs: this.f.fetcher_stall_timeout / 1e6, totalMs: this.f.image_fetch_timeout / 1e6 };
+      await fetchUris(this.call.command?.uris, place, limits, c.abort?.signal);
     } catch (err) {
       this.check("fetching");
       throw err;

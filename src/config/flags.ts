@@ -472,7 +472,7 @@ const FLAGS = {
   }),
   fetcher_stall_timeout: flag({
     schema: Duration,
-    help: "Abort a download (registry token, manifest, blob, ACI) that stays slower than 1 byte/s for this long, as Mesos' fetcher does.",
+    help: "Abort a download (registry token, manifest, blob, ACI, CommandInfo.uris) that stays slower than 1 byte/s for this long, as Mesos' fetcher does.",
     default: "1mins",
     show: formatDuration,
   }),
@@ -490,7 +490,9 @@ const FLAGS = {
   }),
   image_fetch_timeout: flag({
     schema: Duration,
-    help: "Abort one image download (a token, manifest, config, layer blob or ACI, retries included) that takes longer than this.",
+    help:
+      "Abort one download (an image's token, manifest, config, layer blob or ACI, retries included; a CommandInfo.uris fetch) " +
+      "that takes longer than this.",
     default: "1hrs",
     show: formatDuration,
   }),
