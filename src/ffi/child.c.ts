@@ -180,7 +180,8 @@ static void serve(void) {
     } else if (op == OP_EXEC) {
       /* a: the request's length; returns only if it is malformed */
       if (a < BIG_BYTES) { ((char *)big)[a] = 0; do_exec((const char *)big, a); }
-      rc = -22;
+      /* Only a malformed request comes back: the launch fails, saying so. */
+      at = 0; put("container setup failed: the launcher's exec request was malformed"); say(REPORT); f_exit(1);
     } else if (op == OP_EXIT) {
       /* b: 1 = the launch failed (the message to fd 3 too, status 1); else the workload's failure, status a */
       at = 0; put(p);
@@ -227,13 +228,15 @@ struct exec_req {
    * the program (padded to 8), then strings: executable, PATH, the working dir (for messages), rlimit names, argv, env */
 };
 
-static char *argv_[4096], *envp_[4096];
+#define MAX_STRINGS 65536
+static char *argv_[MAX_STRINGS], *envp_[MAX_STRINGS];
 static char path_buf[4096];
 
 /* execve of name as execvp would: with a slash as it is, else each PATH entry; status 127/126 if none runs. */
 static void exec_path(const char *name, const char *path, char **argv, char **envp) {
   u64 i, j, n = len(name);
   int slash = 0, seen_eacces = 0, last = 2;
+  if (n + 2 >= sizeof(path_buf)) { at = 0; put("executable name too long"); workload_failed(127); }
   for (i = 0; i < n; i++) if (name[i] == '/') slash = 1;
   if (slash) {
     f_execve(name, argv, envp);
@@ -281,7 +284,7 @@ static void do_exec(const char *p, i64 n) {
   q += ((r->ncgroups * 4 + 7) / 8) * 8;
   const char *prog = q;
   q += ((r->prog_bytes + 7) / 8) * 8;
-  if (q > end || r->argc >= 4095 || r->envc >= 4095) return;
+  if (q > end || r->argc >= MAX_STRINGS || r->envc >= MAX_STRINGS) return;
   const char *exe = next_str(&q), *path = next_str(&q);
   const char *rlname[64];
   u32 i;

@@ -60,6 +60,10 @@ export function startForked(spec: LaunchSpec, stdio: readonly [number, number, n
   return child.pid;
 }
 
+/** Bounds of the native side (MAX_STRINGS and BIG_BYTES in src/ffi/child.c.ts); execve's own (ARG_MAX) are lower. */
+const MAX_STRINGS = 65536;
+const MAX_EXEC_BYTES = 4 << 20;
+
 /** The last steps' request (struct exec_req in src/ffi/child.c.ts). */
 function execRequest(spec: LaunchSpec, user: User | undefined, cgroups: number[]): Buffer {
   const c = spec.confine;
@@ -131,5 +135,13 @@ function execRequest(spec: LaunchSpec, user: User | undefined, cgroups: number[]
   for (const s of strings) {
     if (s.includes("\0")) throw new Error(`the command or environment holds a NUL byte: ${JSON.stringify(s.slice(0, 64))}`);
   }
-  return Buffer.concat([head, g, rl, cg, prog, Buffer.from(strings.map((s) => `${s}\0`).join(""))]);
+  if (spec.argv.length >= MAX_STRINGS || Object.keys(spec.env).length >= MAX_STRINGS) {
+    throw new Error(
+      `the command has ${spec.argv.length} arguments and ${Object.keys(spec.env).length} environment variables: at most ${MAX_STRINGS - 1} each`,
+    );
+  }
+  const request = Buffer.concat([head, g, rl, cg, prog, Buffer.from(strings.map((s) => `${s}\0`).join(""))]);
+  if (request.length >= MAX_EXEC_BYTES)
+    throw new Error(`the command, environment and seccomp filter take ${request.length} bytes: at most ${MAX_EXEC_BYTES - 1}`);
+  return request;
 }

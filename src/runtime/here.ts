@@ -23,6 +23,8 @@ import {
   umount2,
   unshare,
 } from "../ffi/libc.ts";
+import { realpathSync } from "node:fs";
+import { basename, dirname } from "node:path";
 import type { Child } from "../ffi/child.ts";
 import { Op } from "../ffi/child.c.ts";
 import { SysError } from "../ffi/errno.ts";
@@ -98,7 +100,17 @@ export class InChild implements Here {
     return name === undefined ? p : `${p}/${name}`;
   }
   host(path: string): string {
-    return `/proc/${this.child.pid}/root${path}`;
+    // Through its root: a link on the way would be resolved against ours, in our namespace, so
+    // the directory is resolved first (the same links in both: its namespace is a copy of ours);
+    // the last name is left as it is, for the caller's O_NOFOLLOW.
+    let dir = dirname(path);
+    try {
+      dir = realpathSync(dir);
+    } catch {
+      // missing: the open that follows says so
+    }
+    const name = basename(path);
+    return `/proc/${this.child.pid}/root${dir === "/" ? "" : dir}${name === "" ? "/" : `/${name}`}`;
   }
   mountOrErrno(source: string | null, target: string, fstype: string | null, flags: number, data: string | null = null): number {
     const present = (source !== null ? 1 : 0) | (fstype !== null ? 2 : 0) | (data !== null ? 4 : 0);
