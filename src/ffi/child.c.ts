@@ -43,16 +43,15 @@ static int (*f_setns)(int, int);
 static int (*f_sethostname)(const char *, u64);
 static int (*f_chdir)(const char *);
 static int (*f_prctl)(int, u64, u64, u64, u64);
-static int (*f_setgroups)(u64, const u32 *);
-static int (*f_setresgid)(u32, u32, u32);
-static int (*f_setresuid)(u32, u32, u32);
 static int (*f_sigmask)(int, const void *, void *);
 static int (*f_execve)(const char *, char *const *, char *const *);
 static void (*f_exit)(int);
 static int *(*f_errno)(void);
 static int (*f_getpid)(void);
+static int (*f_openat)(int, const char *, int, int);
+static int (*f_fchdir)(int);
 /* Syscall numbers that differ by architecture, and the errno texts ("EPERM (Operation not permitted)"). */
-static i64 nr_clone, nr_pivot_root, nr_capset, nr_seccomp, nr_rt_sigaction, nr_prlimit;
+static i64 nr_clone, nr_pivot_root, nr_capset, nr_seccomp, nr_rt_sigaction, nr_prlimit, nr_setgroups, nr_setresgid, nr_setresuid;
 static const char *err_text;
 static const u32 *err_off;
 static int err_count;
@@ -67,11 +66,10 @@ static int err_count;
 void ucr_child_init(void **f, i64 *nr, const char *texts, const u32 *offsets, int count) {
   f_syscall = f[0]; f_read = f[1]; f_write = f[2]; f_close = f[3]; f_dup2 = f[4]; f_fcntl = f[5];
   f_open = f[6]; f_mount = f[7]; f_umount2 = f[8]; f_unshare = f[9]; f_setns = f[10];
-  f_sethostname = f[11]; f_chdir = f[12]; f_prctl = f[13]; f_setgroups = f[14]; f_setresgid = f[15];
-  f_setresuid = f[16]; f_sigmask = f[17]; f_execve = f[18]; f_exit = f[19]; f_errno = f[20];
-  f_getpid = f[21];
+  f_sethostname = f[11]; f_chdir = f[12]; f_prctl = f[13]; f_sigmask = f[14]; f_execve = f[15];
+  f_exit = f[16]; f_errno = f[17]; f_getpid = f[18]; f_openat = f[19]; f_fchdir = f[20];
   nr_clone = nr[0]; nr_pivot_root = nr[1]; nr_capset = nr[2]; nr_seccomp = nr[3];
-  nr_rt_sigaction = nr[4]; nr_prlimit = nr[5];
+  nr_rt_sigaction = nr[4]; nr_prlimit = nr[5]; nr_setgroups = nr[6]; nr_setresgid = nr[7]; nr_setresuid = nr[8];
   err_text = texts; err_off = offsets; err_count = count;
 }
 
@@ -168,7 +166,14 @@ static void serve(void) {
       else if (f_umount2(".", 2 /* MNT_DETACH */) != 0) rc = -2000 - *f_errno();
       else if (f_chdir("/") != 0) rc = -3000 - *f_errno();
     } else if (op == OP_CHDIR) {
-      rc = f_chdir(p) == 0 ? 0 : fail_errno();
+      /* a: the descriptor p is relative to (the host's /proc, held: after pivot_root the
+       * container may have no /proc of its own to reach it by), or -1 for none */
+      if ((int)a < 0) rc = f_chdir(p) == 0 ? 0 : fail_errno();
+      else {
+        int fd = f_openat((int)a, p, 0x200000 | 0x10000 | 0x80000 /* O_PATH, O_DIRECTORY, O_CLOEXEC */, 0);
+        if (fd < 0) rc = fail_errno();
+        else { rc = f_fchdir(fd) == 0 ? 0 : fail_errno(); f_close(fd); }
+      }
     } else if (op == OP_OPEN) {
       rc = f_open(p, (int)a | 0x80000, 0);
       if (rc < 0) rc = fail_errno();
@@ -317,7 +322,10 @@ static void do_exec(const char *p, i64 n) {
   }
   if (r->flags & 1) {
     /* A failed switch is the workload's failure (as a shell's), not the launch's. */
-    if (f_setgroups(r->ngroups, groups) != 0 || f_setresgid(r->gid, r->gid, r->gid) != 0 || f_setresuid(r->uid, r->uid, r->uid) != 0) {
+    /* Raw system calls: glibc's wrappers would signal every thread the launcher had (its setxid
+     * broadcast, under a lock another thread may have held at the fork). */
+    if (f_syscall(nr_setgroups, (i64)r->ngroups, groups) != 0 || f_syscall(nr_setresgid, (i64)r->gid, (i64)r->gid, (i64)r->gid) != 0 ||
+        f_syscall(nr_setresuid, (i64)r->uid, (i64)r->uid, (i64)r->uid) != 0) {
       int e = *f_errno(); at = 0; put("cannot switch to uid "); putnum(r->uid); put(": "); puterr(e); workload_failed(127);
     }
   }

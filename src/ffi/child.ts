@@ -23,22 +23,21 @@ const libc = dlopen("libc.so.6", {
   sethostname: { args: [], returns: "i32" },
   chdir: { args: [], returns: "i32" },
   prctl: { args: [], returns: "i32" },
-  setgroups: { args: [], returns: "i32" },
-  setresgid: { args: [], returns: "i32" },
-  setresuid: { args: [], returns: "i32" },
   pthread_sigmask: { args: [], returns: "i32" },
   execve: { args: [], returns: "i32" },
   _exit: { args: [], returns: "void" },
   __errno_location: { args: [], returns: "ptr" },
   getpid: { args: [], returns: "i32" },
+  openat: { args: [], returns: "i32" },
+  fchdir: { args: [], returns: "i32" },
   strerror: { args: ["i32"], returns: "cstring" },
   socketpair: { args: ["i32", "i32", "i32", "ptr"], returns: "i32" },
   memfd_create: { args: ["ptr", "u32"], returns: "i32" },
 });
 
 const arm64 = process.arch === "arm64";
-// clone, pivot_root, capset, seccomp, rt_sigaction, prlimit64.
-const NUMBERS = arm64 ? [220, 41, 91, 277, 134, 261] : [56, 155, 126, 317, 13, 302];
+// clone, pivot_root, capset, seccomp, rt_sigaction, prlimit64, setgroups, setresgid, setresuid.
+const NUMBERS = arm64 ? [220, 41, 91, 277, 134, 261, 159, 149, 147] : [56, 155, 126, 317, 13, 302, 116, 119, 117];
 
 type Native = {
   fork: (fds: Int32Array, flags: number) => number;
@@ -107,14 +106,13 @@ function load(): Native {
         ["sethostname", s.sethostname],
         ["chdir", s.chdir],
         ["prctl", s.prctl],
-        ["setgroups", s.setgroups],
-        ["setresgid", s.setresgid],
-        ["setresuid", s.setresuid],
         ["pthread_sigmask", s.pthread_sigmask],
         ["execve", s.execve],
         ["_exit", s._exit],
         ["__errno_location", s.__errno_location],
         ["getpid", s.getpid],
+        ["openat", s.openat],
+        ["fchdir", s.fchdir],
       ] as const
     ).map(([name, fn]) => fnPtr(fn, name)),
   );

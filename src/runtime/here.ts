@@ -153,7 +153,7 @@ export class InChild implements Here {
     throw this.error(call!, errno as number, "the container's root");
   }
   chdirTo(fd: number): void {
-    this.child.must(Op.CHDIR, 0, 0, "chdir", "the working directory", this.fd(fd));
+    this.child.must(Op.CHDIR, this.hostProc, 0, "chdir", "the working directory", `${this.self}/fd/${fd}`);
   }
   /** Our paths of the form /proc/self/fd/H/<pid>/fd/N, shown as the descriptor they name. */
   private shown(target: string): string {
