@@ -50,6 +50,9 @@ static int *(*f_errno)(void);
 static int (*f_getpid)(void);
 static int (*f_openat)(int, const char *, int, int);
 static int (*f_fchdir)(int);
+static int (*f_pthread_create)(u64 *, const void *, void *(*)(void *), void *);
+static int (*f_clone)(int (*)(void *), void *, int, void *, ...);
+static int (*f_pipe2)(int *, int);
 /* Syscall numbers that differ by architecture, and the errno texts ("EPERM (Operation not permitted)"). */
 static i64 nr_clone, nr_pivot_root, nr_capset, nr_seccomp, nr_rt_sigaction, nr_prlimit, nr_setgroups, nr_setresgid, nr_setresuid;
 static const char *err_text;
@@ -68,6 +71,7 @@ void ucr_child_init(void **f, i64 *nr, const char *texts, const u32 *offsets, in
   f_open = f[6]; f_mount = f[7]; f_umount2 = f[8]; f_unshare = f[9]; f_setns = f[10];
   f_sethostname = f[11]; f_chdir = f[12]; f_prctl = f[13]; f_sigmask = f[14]; f_execve = f[15];
   f_exit = f[16]; f_errno = f[17]; f_getpid = f[18]; f_openat = f[19]; f_fchdir = f[20];
+  f_pthread_create = f[21]; f_clone = f[22]; f_pipe2 = f[23];
   nr_clone = nr[0]; nr_pivot_root = nr[1]; nr_capset = nr[2]; nr_seccomp = nr[3];
   nr_rt_sigaction = nr[4]; nr_prlimit = nr[5]; nr_setgroups = nr[6]; nr_setresgid = nr[7]; nr_setresuid = nr[8];
   err_text = texts; err_off = offsets; err_count = count;
@@ -199,27 +203,73 @@ static void serve(void) {
   }
 }
 
-/* Forks the container's process: pid (> 0) to the caller, -errno if it could not. fds: what
- * becomes its stdin, stdout, stderr, fd 3 (the report) and fd 4 (the request socket). */
-int ucr_child_fork(const int *fds, u64 flags) {
-  u64 all[16], old[16];
-  int i;
-  for (i = 0; i < 16; i++) all[i] = ~0UL;
-  f_sigmask(0 /* SIG_BLOCK */, all, old);
-  i64 pid = f_syscall(nr_clone, flags | 17 /* SIGCHLD */, 0, 0, 0, 0);
-  if (pid != 0) {
-    int e = pid < 0 ? *f_errno() : 0;
-    f_sigmask(2 /* SIG_SETMASK */, old, 0);
-    return pid < 0 ? -e : (int)pid;
-  }
-  /* The child, every signal blocked until its exec. Its five descriptors go to 0..4 (through
-   * copies above them, as they may be among 0..4), every other one the launcher had is closed. */
-  int high[5];
-  for (i = 0; i < 5; i++) high[i] = f_fcntl(fds[i], 1030 /* F_DUPFD_CLOEXEC */, 64);
+/* ---- the fork ----
+ * A native thread of the launcher clones the container's process sharing its memory and
+ * suspended until that process execs or exits (CLONE_VM | CLONE_VFORK, as posix_spawn does),
+ * so no page of the launcher is copied or write-protected. The process runs on a stack of its
+ * own and touches no memory the launcher uses: its buffers here, and errno in the suspended
+ * thread's TLS. The launcher's JavaScript thread goes on, and asks it for calls. */
+struct fork_req { int fds[5]; int pad; u64 flags; int tid; int pad2; };
+static struct fork_req freq;
+static int ctl_r, ctl_w;
+static volatile int hello_sent;
+#define STACK_BYTES (256 << 10)
+static u64 child_stack[STACK_BYTES / 8];
+
+static int child_main(void *arg) {
+  /* The five descriptors to 0..4 (through copies above them, as they may be among 0..4), then
+   * every other one the launcher had is closed; the launcher hears our pid once that is done. */
+  int high[5], i;
+  for (i = 0; i < 5; i++) high[i] = f_fcntl(freq.fds[i], 1030 /* F_DUPFD_CLOEXEC */, 64);
   for (i = 0; i < 5; i++) if (high[i] < 0 || f_dup2(high[i], i) != i) f_exit(1);
   if (f_syscall(NR_CLOSE_RANGE, 5, ~0U, 0) != 0) for (i = 5; i < 65536; i++) f_close(i);
+  i64 hello = freq.tid;
+  hello_sent = 1;
+  f_write(SOCK, &hello, sizeof(hello));
   serve();
   return 0;
+}
+
+static void *forker(void *arg) {
+  u64 all[16];
+  int i;
+  for (i = 0; i < 16; i++) all[i] = ~0UL;
+  f_sigmask(0 /* SIG_BLOCK */, all, 0); /* the child starts with every signal blocked until its exec */
+  for (;;) {
+    char c;
+    if (f_read(ctl_r, &c, 1) != 1) return 0;
+    int sock = freq.fds[4];
+    freq.tid = 0;
+    hello_sent = 0;
+    int rc = f_clone(child_main, (char *)child_stack + STACK_BYTES,
+                     (int)(freq.flags | 0x100 | 0x4000 | 0x100000 | 17), /* VM, VFORK, PARENT_SETTID, SIGCHLD */
+                     0, &freq.tid);
+    /* Back when it has exec'd or ended. A failed clone, or a child that ended before its hello, is
+     * said where the launcher waits for that hello (its end is still open then, and only then). */
+    if (rc < 0 || !hello_sent) {
+      i64 e = rc < 0 ? -(i64)*f_errno() : -10 /* ECHILD */;
+      f_write(sock, &e, sizeof(e));
+    }
+  }
+}
+
+/* Starts the forking thread; 0, or -errno. */
+int ucr_child_start(void) {
+  int p[2];
+  u64 th;
+  if (f_pipe2(p, 0x80000 /* O_CLOEXEC */) != 0) return -*f_errno();
+  ctl_r = p[0]; ctl_w = p[1];
+  int rc = f_pthread_create(&th, 0, forker, 0);
+  return rc == 0 ? 0 : -rc;
+}
+
+/* Asks the forking thread for a container's process; its pid (or -errno) comes on fds[4]'s peer. */
+int ucr_child_fork(const int *fds, u64 flags) {
+  int i;
+  for (i = 0; i < 5; i++) freq.fds[i] = fds[i];
+  freq.flags = flags;
+  char c = 1;
+  return f_write(ctl_w, &c, 1) == 1 ? 0 : -*f_errno();
 }
 
 /* ---- the last steps, then exec ---- */

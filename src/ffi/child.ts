@@ -30,6 +30,9 @@ const libc = dlopen("libc.so.6", {
   getpid: { args: [], returns: "i32" },
   openat: { args: [], returns: "i32" },
   fchdir: { args: [], returns: "i32" },
+  pthread_create: { args: [], returns: "i32" },
+  clone: { args: [], returns: "i32" },
+  pipe2: { args: [], returns: "i32" },
   strerror: { args: ["i32"], returns: "cstring" },
   socketpair: { args: ["i32", "i32", "i32", "ptr"], returns: "i32" },
   memfd_create: { args: ["ptr", "u32"], returns: "i32" },
@@ -81,6 +84,7 @@ function load(): Native {
       symbols: {
         ucr_child_init: { args: ["ptr", "ptr", "ptr", "ptr", "i32"], returns: "void" },
         ucr_child_fork: { args: ["ptr", "u64"], returns: "i32" },
+        ucr_child_start: { args: [], returns: "i32" },
       },
     });
   } catch (err) {
@@ -113,6 +117,9 @@ function load(): Native {
         ["getpid", s.getpid],
         ["openat", s.openat],
         ["fchdir", s.fchdir],
+        ["pthread_create", s.pthread_create],
+        ["clone", s.clone],
+        ["pipe2", s.pipe2],
       ] as const
     ).map(([name, fn]) => fnPtr(fn, name)),
   );
@@ -120,6 +127,8 @@ function load(): Native {
   const { texts, offsets } = errnoTexts();
   kept.push(fns, numbers, texts, offsets, lib);
   lib.symbols.ucr_child_init(fns, numbers, texts, offsets, offsets.length);
+  const started = lib.symbols.ucr_child_start() as number;
+  if (started < 0) throw new Error(`cannot start the thread that forks containers' processes: errno ${-started}`);
   native = { fork: lib.symbols.ucr_child_fork as unknown as Native["fork"] };
   return native;
 }
@@ -155,13 +164,27 @@ export class Child {
     const [mine, theirs] = [pair[0]!, pair[1]!];
     let pid: number;
     try {
-      pid = n.fork(new Int32Array([stdio[0], stdio[1], stdio[2], report, theirs]), cloneFlags);
+      const asked = n.fork(new Int32Array([stdio[0], stdio[1], stdio[2], report, theirs]), cloneFlags);
+      if (asked < 0) throw new SysError("write", -asked, "", "a fork request to the forking thread");
+      // Its pid, once it has taken its descriptors (or the clone's -errno): then ours may close.
+      const hello = Buffer.alloc(8);
+      if (readSync(mine, hello, 0, 8, null) !== 8) throw new Error("the container's process ended before it started");
+      pid = Number(hello.readBigInt64LE(0));
+    } catch (err) {
+      closeSync(mine);
+      throw err;
     } finally {
       closeSync(theirs);
     }
     if (pid < 0) {
       closeSync(mine);
-      throw new SysError("clone", -pid, "", `the container's process, flags 0x${cloneFlags.toString(16)}`);
+      if (pid === -10) throw new Error("the container's process ended before it started");
+      throw new SysError(
+        "clone",
+        -pid,
+        libc.symbols.strerror(-pid)?.toString() ?? "",
+        `the container's process, flags 0x${cloneFlags.toString(16)}`,
+      );
     }
     return new Child(pid, mine);
   }

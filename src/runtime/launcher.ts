@@ -89,13 +89,15 @@ function say(message: string): void {
 class Outbox {
   private queued = "";
   constructor(private readonly socket: Bun.Socket<unknown>) {}
-  send(line: string): void {
+  /** What the kernel took at once (-1: the connection is dead and took nothing; 0 also when queued behind earlier lines). */
+  send(line: string): number {
     if (this.queued !== "") {
       this.queued += line;
-      return;
+      return 0;
     }
     const n = this.socket.write(line);
     if (n < Buffer.byteLength(line)) this.queued = Buffer.from(line).subarray(Math.max(0, n)).toString();
+    return n;
   }
   drain(): void {
     if (this.queued === "") return;
@@ -742,6 +744,17 @@ export class LauncherClient {
     return this.connecting;
   }
 
+  /** Forgets a dead connection now (its close comes later): what waits on it has gone away. */
+  private dropConnection(socket: Bun.Socket<undefined>): void {
+    if (this.socket !== socket) return;
+    this.socket = undefined;
+    this.out = undefined;
+    clearTimeout(this.idleTimer);
+    for (const [id, done] of this.waiting) done({ id, error: "the launcher went away" });
+    this.waiting.clear();
+    socket.terminate();
+  }
+
   /** Closes the connection once the launcher has run nothing for a while: it may then exit. */
   private checkIdle(): void {
     clearTimeout(this.idleTimer);
@@ -753,13 +766,20 @@ export class LauncherClient {
     this.idleTimer.unref();
   }
 
-  async launch(specPath: string): Promise<LaunchReply> {
+  async launch(specPath: string, again = false): Promise<LaunchReply> {
     const socket = await this.connect();
     clearTimeout(this.idleTimer);
     const id = this.nextId++;
     const reply = new Promise<LaunchReply>((resolve) => this.waiting.set(id, resolve));
     socket.ref();
-    this.out!.send(`${JSON.stringify({ id, spec: specPath } satisfies LaunchRequest)}\n`);
+    if (this.out!.send(`${JSON.stringify({ id, spec: specPath } satisfies LaunchRequest)}\n`) < 0 && !again) {
+      // The launcher died before this request reached it (the connection's end not heard yet):
+      // nothing of it was started, so a new launcher gets it. Those sent earlier are another
+      // matter: whether they started is unknown, and they fail as the connection's end says.
+      this.waiting.delete(id);
+      this.dropConnection(socket);
+      return this.launch(specPath, true);
+    }
     try {
       return await reply;
     } finally {
