@@ -587,8 +587,8 @@ export class LauncherClient {
   /** Containers the launcher said it runs (from its greeting, launches and its "running" reports). */
   private launcherRunning = 0;
   private idleTimer: ReturnType<typeof setTimeout> | undefined;
-  /** Exit statuses heard, by container key (bounded). */
-  private readonly exits = new Map<string, number>();
+  /** Exits heard, by container key (bounded). */
+  private readonly exits = new Map<string, ExitEvent>();
 
   constructor(
     readonly socketPath: string,
@@ -621,7 +621,13 @@ export class LauncherClient {
 
   /** The exit status the launcher reported for `container`, if this client heard it. */
   exitStatus(container: string): number | undefined {
-    return this.exits.get(container);
+    return this.exits.get(container)?.status;
+  }
+
+  /** The exit status the launcher reported for `container` running as `pid` (not an earlier one of that name). */
+  exitStatusOf(container: string, pid: number): number | undefined {
+    const e = this.exits.get(container);
+    return e?.pid === pid ? e.status : undefined;
   }
 
   /** Resolves once the launcher has greeted us; rejects if the connection ends first. */
@@ -691,7 +697,7 @@ export class LauncherClient {
 
   private remember(e: ExitEvent): void {
     this.exits.delete(e.container);
-    this.exits.set(e.container, e.status);
+    this.exits.set(e.container, e);
     if (this.exits.size > REMEMBERED_EXITS) this.exits.delete(this.exits.keys().next().value!);
   }
 
