@@ -4,7 +4,8 @@
 // everything, asks it for the calls that must be made from inside those namespaces (mount,
 // pivot_root, setns...) one request at a time on a seqpacket socket, and last for the exec with
 // the confinement to apply first. No allocation, no lock, no JavaScript: only system calls, as
-// a child forked from a threaded process must.
+// a child forked from a threaded process must. (Over 400 lines: one C translation unit, the
+// request loop, the fork and the exec's last steps share its buffers and message helpers.)
 /** The requests it takes (the enum in the source). */
 export const Op = {
   MOUNT: 1,
