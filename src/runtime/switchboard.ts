@@ -10,6 +10,8 @@ import { Frame, FrameReader, FrameSender, IO_SOCKET, dataFrames, frame, parseWin
 
 /** Output held for one slow reader before reading from the container pauses (the container then waits). */
 const HIGH_WATER = 1 << 20;
+/** How long a reader may take for what is queued for it once the output is over. */
+const DRAIN_MS = 60_000;
 
 /** The launcher's ends of a container's I/O. */
 export interface SwitchboardIo {
@@ -264,14 +266,11 @@ export class Switchboard {
     closeQuiet(stdin.fd);
   }
 
-  /** The output is over: readers get END, the socket goes, input is closed. */
+  /** The output is over: readers get what is queued for them and END, the socket goes, input is closed. */
   private end(): void {
     if (this.ended) return;
     this.ended = true;
-    for (const s of this.outputs) {
-      s.data.sender!.send(frame(Frame.END));
-      s.end();
-    }
+    const flushed = [...this.outputs].map((s) => this.finishOutput(s));
     if (this.input) {
       this.input.data.sender!.send(frame(Frame.END));
       this.input.end();
@@ -289,7 +288,20 @@ export class Switchboard {
     void this.closeStdin();
     closeQuiet(this.io.master);
     for (const fd of Object.values(this.opts.files)) closeQuiet(fd);
-    this.opts.onEnd();
+    void Promise.all(flushed).then(() => this.opts.onEnd());
+  }
+
+  /**
+   * Ends a reader's connection once what is queued for it went out: ending it at once lost a
+   * slow reader's tail (up to HIGH_WATER). One that stopped reading is cut after DRAIN_MS.
+   */
+  private async finishOutput(s: Bun.Socket<Peer>): Promise<void> {
+    const sender = s.data.sender!;
+    sender.send(frame(Frame.END));
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([sender.drained(), new Promise<void>((resolve) => (timer = setTimeout(resolve, DRAIN_MS)))]);
+    clearTimeout(timer);
+    s.end();
   }
 }
 

@@ -108,3 +108,44 @@ test("output to the sandbox files and a reader; its runtime dir held while bound
     closeSync(inR);
   }
 });
+
+test("a reader that is not reading when the output ends still gets all of it, then the end", async () => {
+  const runtime = join(work, "runtime-slow");
+  mkdirSync(runtime);
+  const [inR, inW] = pipe();
+  const [outR, outW] = pipe();
+  let ended!: () => void;
+  const over = new Promise<void>((resolve) => (ended = resolve));
+  Switchboard.open(
+    { stdin: inW, stdout: outR },
+    { id: "slow", runtimeDir: runtime, waitForReader: true, files: {}, say: () => {}, onEnd: ended },
+  );
+  try {
+    const chunks: Uint8Array[] = [];
+    let done!: () => void;
+    const eof = new Promise<void>((resolve) => (done = resolve));
+    const reader = await attachOutput(runtime, (e) => {
+      if (e.kind === "end") done();
+      else chunks.push(e.data);
+    });
+    reader.pause();
+    // Less than the switchboard holds for one reader, more than the socket does: when the output
+    // ends, most of it still waits in the switchboard's queue for this reader.
+    const producer = Bun.spawn(["seq", "1", "100000"], { stdout: outW });
+    closeSync(outW);
+    expect(await producer.exited).toBe(0);
+    // The switchboard saw the end (it unlinks its socket then), with the reader still paused.
+    const deadline = Date.now() + 10_000;
+    while (existsSync(join(runtime, "io.sock")) && Date.now() < deadline) await Bun.sleep(10);
+    expect(existsSync(join(runtime, "io.sock"))).toBe(false);
+    await Bun.sleep(100);
+    reader.resume();
+    await eof;
+    await over;
+    const text = Buffer.concat(chunks).toString();
+    expect(text.length).toBe(Bun.spawnSync(["seq", "1", "100000"]).stdout.length);
+    expect(text.endsWith("\n99999\n100000\n")).toBe(true);
+  } finally {
+    closeSync(inR);
+  }
+});
