@@ -2,13 +2,15 @@
 // command inside a running standalone container (Mesos' DEBUG semantics) and streams its output;
 // its output ending or its client going away ends it; ATTACH_CONTAINER_OUTPUT and _INPUT reach a
 // container launched with tty_info (its own /dev/pts, window sizes) or a session; one writer at
-// a time; heartbeats at --http_heartbeat_interval; Mesos' status codes for everything else.
+// a time; heartbeats at --http_heartbeat_interval; Mesos' status codes for everything else. A slow
+// reader (fetch, or a plain TCP client that leaves the answer in the kernel's buffers) holds the
+// output back, and gets every byte of it, the last written right before the exit too, before the end.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { readFileSync, readdirSync, readlinkSync, rmSync } from "node:fs";
+import { readFileSync, readdirSync, readlinkSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { type RunningAgent, startAgent, tempDir } from "../helpers/agent.ts";
 import { ENCODINGS, MEDIA, caller, int64, type Encoding } from "../helpers/protobuf.ts";
-import { InputStream, Records, streamCall, type Id } from "../helpers/streams.ts";
+import { InputStream, Records, slowStreamCall, streamCall, type Id } from "../helpers/streams.ts";
 import { RecordDecoder } from "../../src/mesos/recordio.ts";
 import { alpineArchive, dockerArgs, eventually, isRoot } from "../agent/support.ts";
 
@@ -194,6 +196,26 @@ describe.skipIf(!isRoot)("streaming calls (need root for containers)", () => {
         await agent.call({ type: "REMOVE_CONTAINER", remove_container: { container_id: id } });
       });
 
+      test("a slow client gets all of the output its session wrote right before its exit, then the end, then its status", async () => {
+        const parent = { value: `sl-${encoding}` };
+        await launch(encoding, parent, "exec sleep 600");
+        const id = { value: "burst", parent };
+        // ~7 MB and ~0.6 MB, more than the agent's answer and the kernel's buffers hold for a client
+        // that reads nothing: the client lets them fill (the sandbox files stop growing), then reads
+        // slower than they are refilled. At the exit, the switchboard and the agent still hold the
+        // last of the output for it.
+        const sandbox = join(agent.workDir, "containers", parent.value, "containers", id.value);
+        const want = { stdout: seq(1000000), stderr: seq(100000) };
+        const call = session(id, "seq 1 1000000; seq 1 100000 >&2; exit 3");
+        const hold = () => settled([join(sandbox, "stdout"), join(sandbox, "stderr")], want.stdout.length + want.stderr.length);
+        const answer = await (await slowStreamCall(agent, encoding, call, { bytesPerSecond: 6 << 20, hold })).answer;
+        expect(answer.status).toBe(200);
+        expectText(answer.stdout, want.stdout);
+        expectText(answer.stderr, want.stderr);
+        expect(await waitFor(encoding, id)).toEqual({ exit_status: 3 << 8 });
+        await kill(parent);
+      });
+
       test("a TTY session: the parent's /dev/pts, a window size, and Ctrl-D (EOT) ends its shell", async () => {
         const parent = { value: `tp-${encoding}` };
         await launch(encoding, parent, "exec sleep 600");
@@ -269,6 +291,29 @@ describe.skipIf(!isRoot)("streaming calls (need root for containers)", () => {
     expect(lines.every((l, i) => l === String(i + 1))).toBe(true);
     expect(await waitFor("json", id)).toEqual({ exit_status: 0 });
     await kill(parent);
+  });
+
+  test("ATTACH_CONTAINER_OUTPUT: a slow reader and a fast one of a terminal both get all of a large output, then the end", async () => {
+    const id = { value: "big-tty" };
+    // Waits for a line, so that both readers are there before the output starts.
+    await launch("protobuf", id, "read go; seq 1 500000; exit 4", { ...image, tty_info: {} });
+    const attach = { type: "ATTACH_CONTAINER_OUTPUT", attach_container_output: { container_id: id } };
+    // The terminal echoes the line, and ends each line with CR LF.
+    const want = `go\r\n${seq(500000).replaceAll("\n", "\r\n")}`;
+    const hold = () => settled([join(agent.workDir, "containers", id.value, "stdout")], want.length);
+    // Each answer begins once the agent attached it to the switchboard: both are there before the line goes.
+    const slow = await slowStreamCall(agent, "protobuf", attach, { bytesPerSecond: 6 << 20, hold });
+    const fast = new Records(await streamCall(agent, "protobuf", attach), "protobuf");
+    const input = new InputStream(agent, "protobuf", id);
+    input.stdin("go\n");
+    const answer = await slow.answer;
+    await fast.finished(60_000);
+    input.close();
+    expect(answer.status).toBe(200);
+    expectText(answer.stdout, want);
+    expectText(Buffer.from(fast.stdout), want);
+    expect(await waitFor("protobuf", id)).toEqual({ exit_status: 4 << 8 });
+    await agent.call({ type: "REMOVE_CONTAINER", remove_container: { container_id: id } });
   });
 
   test("heartbeats every --http_heartbeat_interval while nothing else comes, each saying the interval", async () => {
@@ -386,6 +431,47 @@ describe.skipIf(!isRoot)("streaming calls (need root for containers)", () => {
     expect(await eventually(() => !readdirSafe(join(agent.workDir, "run", "containers")).includes("tidy"))).toBe(true);
   });
 });
+
+/** The lines 1 to n, as seq prints them. */
+function seq(n: number): string {
+  return `${Array.from({ length: n }, (_, i) => i + 1).join("\n")}\n`;
+}
+
+/** `got` is `want`; if not, where they part and what each has there (not megabytes of both). */
+function expectText(got: Buffer, want: string): void {
+  const text = got.toString();
+  if (text === want) return;
+  let at = 0;
+  while (at < text.length && text[at] === want[at]) at++;
+  expect({ length: text.length, from: at, got: text.slice(at, at + 40) }).toEqual({
+    length: want.length,
+    from: at,
+    got: want.slice(at, at + 40),
+  });
+}
+
+/**
+ * Resolves once the files hold `size` bytes together, or stop growing (three looks 100 ms apart
+ * see one size): what a reader that reads nothing holds back has filled every buffer before it.
+ */
+async function settled(paths: string[], size: number): Promise<void> {
+  const sizeOf = (p: string) => {
+    try {
+      return statSync(p).size;
+    } catch {
+      return 0;
+    }
+  };
+  let last = -1;
+  let same = 0;
+  for (const deadline = Date.now() + 30_000; Date.now() < deadline; await Bun.sleep(100)) {
+    const now = paths.reduce((n, p) => n + sizeOf(p), 0);
+    if (now >= size) return;
+    same = now === last ? same + 1 : 0;
+    if (same >= 3) return;
+    last = now;
+  }
+}
 
 function readdirSafe(dir: string): string[] {
   try {
