@@ -95,10 +95,12 @@ export class Agent {
     } catch (err) {
       throw new StartupError(`flag '--docker_store_dir': cannot open the image store at ${f.docker_store_dir}: ${(err as Error).message}`);
     }
-    const { removedStaging } = this.imageService;
+    const { removedStaging, removedAppcStaging } = this.imageService;
     for (const note of this.imageService.notes) log.warn(note);
     if (removedStaging.length > 0)
       log.info(`image store: removed ${removedStaging.length} unfinished staging dir(s) left by an earlier run`);
+    if (removedAppcStaging.length > 0)
+      log.info(`appc store: removed ${removedAppcStaging.length} unfinished staging dir(s) left by an earlier run`);
     log.info(`image store at ${f.docker_store_dir}: ${this.imageService.store.images().length} image(s)`);
     try {
       const networks = await CniNetworks.fromFlags(f);

@@ -106,7 +106,7 @@ export async function attachOutput(runtimeDir: string, onEvent: (e: OutputEvent)
     resume: () => link.socket.resume(),
     close: () => {
       ended = true;
-      link.socket.end();
+      link.sender.end();
     },
   };
 }
@@ -148,7 +148,7 @@ export async function attachInput(runtimeDir: string): Promise<InputAttachment |
   );
   const got = await answer;
   if (got !== "accepted") {
-    link.socket.end();
+    link.sender.end();
     if (got === "closed") throw new SwitchboardGone("it closed the connection");
     return "conflict";
   }
@@ -159,7 +159,8 @@ export async function attachInput(runtimeDir: string): Promise<InputAttachment |
     },
     eof: () => link.sender.send(frame(Frame.STDIN_EOF)),
     resize: (rows, columns) => link.sender.send(windowFrame(rows, columns)),
-    close: () => link.socket.end(),
+    // After what was sent (an EOF the container has not read yet, above all), not instead of it.
+    close: () => link.sender.end(),
     ended,
   };
 }

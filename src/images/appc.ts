@@ -12,6 +12,7 @@ import * as v from "valibot";
 import type { RpcContext } from "../threads/rpc.ts";
 import { ensurePrivateDir } from "../util/private-dir.ts";
 import { removeTree } from "../util/tree.ts";
+import { newStagingDir, removeDeadStaging } from "../util/staging.ts";
 import { unpackLayer } from "./layer/pipeline.ts";
 import { hostPlatform } from "./manifest.ts";
 import { DEFAULT_LIMITS, Transfer, discard, type FetchLimits } from "./transfer.ts";
@@ -167,6 +168,19 @@ export class AppcStore {
     return join(this.opts.storeDir, "images");
   }
 
+  get stagingDir() {
+    return join(this.opts.storeDir, "staging");
+  }
+
+  /**
+   * Removes staging left by processes that are gone (an agent killed mid-fetch); a live
+   * process's (a `ucr` command or another agent on the same store) stays. Creates nothing:
+   * an agent that never fetches an Appc image leaves --appc_store_dir alone.
+   */
+  init(): string[] {
+    return removeDeadStaging(this.stagingDir);
+  }
+
   /** Fetches (or finds) an image and its dependencies. */
   async get(name: string, labelList: Array<{ key: string; value?: string }>, id?: string, depth = 0): Promise<AppcImage> {
     if (depth > 16) throw new AppcError(`image ${name}: dependencies nest too deep (a cycle?)`);
@@ -219,8 +233,7 @@ export class AppcStore {
 
   private async download(name: string, labels: Record<string, string>, wantId: string | undefined): Promise<string> {
     const url = discoveryUrl(this.opts.prefix, name, labels);
-    const staging = join(this.opts.storeDir, "staging", `${process.pid}.${Math.random().toString(36).slice(2)}`);
-    mkdirSync(staging, { recursive: true });
+    const staging = newStagingDir(this.stagingDir);
     try {
       let id: string;
       try {

@@ -28,6 +28,8 @@ export interface ImageService {
   appc: AppcStore;
   workers: Array<WorkerClient<PullOps> | WorkerClient<ExtractOps>>;
   removedStaging: string[];
+  /** The same for --appc_store_dir. */
+  removedAppcStaging: string[];
   /** What start-up changed that the log should say (a store directory's mode tightened). */
   notes: string[];
   stop(): void;
@@ -59,6 +61,14 @@ export function startImageService(flags: Flags, workers?: PullerWorkers): ImageS
     limits: fetchLimits(flags),
     run: (job) => puller.extractAci(job),
   });
+  const notes = note ? [note] : [];
+  let removedAppcStaging: string[] = [];
+  try {
+    removedAppcStaging = appc.init();
+  } catch (err) {
+    // Not fatal: what is left only takes space, and the next start tries again.
+    notes.push(`appc_store_dir: cannot remove the staging left by earlier runs in ${appc.stagingDir}: ${(err as Error).message}`);
+  }
   const all = [pool.pull, ...pool.extract];
   return {
     store,
@@ -66,7 +76,8 @@ export function startImageService(flags: Flags, workers?: PullerWorkers): ImageS
     appc,
     workers: all,
     removedStaging,
-    notes: note ? [note] : [],
+    removedAppcStaging,
+    notes,
     stop: () => {
       for (const w of all) w.terminate();
     },

@@ -8,9 +8,9 @@ import * as v from "valibot";
 import { digestHex, sha256 } from "./digest.ts";
 import { parseImageConfig, type ImageConfig } from "./manifest.ts";
 import { LOCK_EX, LOCK_NB, LOCK_SH, flock } from "../ffi/libc.ts";
-import { alive } from "../util/process.ts";
 import { describePrivateDir, ensurePrivateDir } from "../util/private-dir.ts";
 import { removeTree } from "../util/tree.ts";
+import { newStagingDir, removeDeadStaging } from "../util/staging.ts";
 import { syncDir, writeFileAtomic } from "../util/atomic-file.ts";
 
 const LayerRecordSchema = v.looseObject({
@@ -113,14 +113,7 @@ export class DockerStore {
     const root = ensurePrivateDir(this.root, 0o700);
     const note = describePrivateDir("docker_store_dir", this.root, root, 0o700);
     for (const d of ["layers", "configs", "images", "digests", "staging", "gc"]) mkdirSync(join(this.root, d), { recursive: true });
-    const removedStaging: string[] = [];
-    for (const name of readdirSync(this.stagingDir)) {
-      const pid = Number(name.split(".")[0]);
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) continue; // another live pull
-      if (pid === process.pid) continue;
-      removeTree(join(this.stagingDir, name));
-      removedStaging.push(name);
-    }
+    const removedStaging = removeDeadStaging(this.stagingDir);
     for (const d of ["configs", "images", "digests"]) {
       for (const name of readdirSync(join(this.root, d))) {
         if (name.includes(".tmp-")) rmSync(join(this.root, d, name), { force: true });
@@ -131,9 +124,7 @@ export class DockerStore {
 
   /** A fresh staging directory owned by this process. */
   newStaging(): string {
-    const dir = join(this.stagingDir, `${process.pid}.${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`);
-    mkdirSync(dir, { recursive: true });
-    return dir;
+    return newStagingDir(this.stagingDir);
   }
 
   layerDir(diffId: string): string {

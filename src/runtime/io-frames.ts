@@ -91,25 +91,30 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
   return out;
 }
 
-/** What FrameSender writes to: a Bun socket (write returns the bytes the kernel took). */
+/** What FrameSender writes to: a Bun socket (write returns the bytes the kernel took; Bun keeps none of the rest). */
 interface Writable {
   write(bytes: Uint8Array): number;
+  end(): void;
 }
 
 /**
  * Writes whole frames on a socket in order, keeping what the kernel did not take until the
- * socket drains (call drain() from its drain handler). `queued` is what waits.
+ * socket drains (call drain() from its drain handler). `queued` is what waits. The socket is
+ * ended through end(), never directly: what waits here would be lost with it.
  */
 export class FrameSender {
   private queue: Uint8Array[] = [];
   private waiting: Array<() => void> = [];
   queued = 0;
   closed = false;
+  /** end() was called: nothing more is taken, the socket ends once the queue is written. */
+  ending = false;
+  private socketEnded = false;
 
   constructor(private readonly socket: Writable) {}
 
   send(bytes: Uint8Array): void {
-    if (this.closed) return;
+    if (this.closed || this.ending) return;
     if (this.queue.length === 0) {
       const n = this.socket.write(bytes);
       if (n >= bytes.byteLength) return;
@@ -119,7 +124,7 @@ export class FrameSender {
     this.queued += bytes.byteLength;
   }
 
-  /** Writes what waits; true once nothing does (those waiting in drained() are told). */
+  /** Writes what waits; true once nothing does (those waiting in drained() are told, an ending socket is ended). */
   drain(): boolean {
     while (this.queue.length > 0) {
       const head = this.queue[0]!;
@@ -133,6 +138,7 @@ export class FrameSender {
       this.queue.shift();
     }
     for (const resolve of this.waiting.splice(0)) resolve();
+    if (this.ending) this.endSocket();
     return true;
   }
 
@@ -140,6 +146,20 @@ export class FrameSender {
   drained(): Promise<void> {
     if (this.queue.length === 0 || this.closed) return Promise.resolve();
     return new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  /** Sends `last` (if any) after all that waits, then ends the socket: at once if nothing waits, else once it drained. */
+  end(last?: Uint8Array): void {
+    if (this.closed || this.ending) return;
+    if (last) this.send(last);
+    this.ending = true;
+    if (this.queue.length === 0) this.endSocket();
+  }
+
+  private endSocket(): void {
+    if (this.closed || this.socketEnded) return;
+    this.socketEnded = true;
+    this.socket.end();
   }
 
   /** The socket closed: nothing more is sent, and nobody waits. */

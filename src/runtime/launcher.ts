@@ -183,7 +183,7 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
   const unwrittenStatus = new Map<string, ExitEvent>();
 
   let children = 0;
-  /** Switchboards still serving a container's I/O (one may outlive its workload a moment). */
+  /** Switchboards still serving a container's I/O (one outlives its workload until its readers have all of its output). */
   let switchboards = 0;
   let idleTimer: ReturnType<typeof setTimeout> | undefined;
   let listener: Bun.UnixSocketListener<{ buffer: string; out: Outbox }> | undefined;

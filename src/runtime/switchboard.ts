@@ -3,7 +3,8 @@
 // them all): the container's terminal, or its stdin/stdout/stderr pipes, served on a unix
 // socket in the container's runtime dir (io-frames.ts says what travels on it). Output goes
 // to the sandbox's stdout/stderr files, as Mesos' logger writes them, and to every attached
-// reader; input comes from one writer at a time. It ends when the container's output does.
+// reader; input comes from one writer at a time. It ends when the container's output does,
+// and is over once every reader has had all of it (a slow one holds it that long).
 import { closeSync, openSync, rmSync, writeSync } from "node:fs";
 import { setWindowSize } from "../ffi/tty.ts";
 import { Frame, FrameReader, FrameSender, IO_SOCKET, dataFrames, frame, parseWindow } from "./io-frames.ts";
@@ -39,7 +40,8 @@ export interface SwitchboardOptions {
 interface Peer {
   role?: "output" | "input";
   reader: FrameReader;
-  sender?: FrameSender;
+  /** Everything sent on the connection goes through it, and it ends it (see FrameSender). */
+  sender: FrameSender;
 }
 
 export class Switchboard {
@@ -50,7 +52,10 @@ export class Switchboard {
   private input: Bun.Socket<Peer> | undefined;
   private stdin: { fd: number; sink: ReturnType<ReturnType<typeof Bun.file>["writer"]> } | undefined;
   private started = false;
+  /** The output is over: no more is read, readers get END after what they are still owed. */
   private ended = false;
+  /** Every connection of it closed after the end: onEnd was called. */
+  private over = false;
   private sources = 0;
   /** Output loops waiting for readers to drain. */
   private waiters: Array<() => void> = [];
@@ -84,15 +89,12 @@ export class Switchboard {
         unix: path,
         socket: {
           open: (s) => {
-            s.data = { reader: new FrameReader() };
-            if (this.ended) {
-              s.write(frame(Frame.END));
-              s.end();
-            }
+            s.data = { reader: new FrameReader(), sender: new FrameSender(s) };
+            if (this.ended) s.data.sender.end(frame(Frame.END));
           },
           data: (s, chunk) => this.received(s, chunk),
           drain: (s) => {
-            if (s.data.sender?.drain()) this.wake();
+            if (s.data.sender.drain()) this.wake();
           },
           close: (s) => this.gone(s),
           error: () => {},
@@ -111,10 +113,12 @@ export class Switchboard {
       frames = s.data.reader.push(chunk);
     } catch (err) {
       this.opts.say(`container ${this.opts.id}: dropping a switchboard connection: ${(err as Error).message}`);
-      s.end();
+      s.data.sender.end();
       return;
     }
     for (const f of frames) {
+      // Answered and being closed (a refused frame, a conflict): what follows is not applied.
+      if (s.data.sender.ending) return;
       if (s.data.role === undefined) {
         this.hello(s, f.kind);
         continue;
@@ -124,8 +128,12 @@ export class Switchboard {
   }
 
   private hello(s: Bun.Socket<Peer>, kind: number): void {
-    const sender = new FrameSender(s);
-    s.data.sender = sender;
+    const sender = s.data.sender;
+    // Connected before the end, heard after it: there is nothing more to read or write.
+    if (this.ended) {
+      sender.end(frame(Frame.END));
+      return;
+    }
     if (kind === Frame.OUTPUT) {
       s.data.role = "output";
       this.outputs.add(s);
@@ -134,22 +142,18 @@ export class Switchboard {
     } else if (kind === Frame.INPUT) {
       s.data.role = "input";
       if (this.input) {
-        sender.send(frame(Frame.CONFLICT));
-        s.end();
+        sender.end(frame(Frame.CONFLICT));
         return;
       }
       this.input = s;
       sender.send(frame(Frame.ACCEPTED));
     } else {
-      s.end();
+      sender.end();
     }
   }
 
   private inputFrame(s: Bun.Socket<Peer>, kind: number, payload: Uint8Array): void {
-    const fail = (k: number, why: string) => {
-      s.data.sender!.send(frame(k, Buffer.from(why)));
-      s.end();
-    };
+    const fail = (k: number, why: string) => s.data.sender.end(frame(k, Buffer.from(why)));
     switch (kind) {
       case Frame.STDIN: {
         if (!this.stdin) {
@@ -203,10 +207,11 @@ export class Switchboard {
   }
 
   private gone(s: Bun.Socket<Peer>): void {
-    s.data.sender?.close();
+    s.data.sender.close();
     this.outputs.delete(s);
     if (this.input === s) this.input = undefined;
     this.wake();
+    this.finish();
   }
 
   private wake(): void {
@@ -226,7 +231,7 @@ export class Switchboard {
   private async mayRead(): Promise<void> {
     for (;;) {
       let full = false;
-      for (const s of this.outputs) if ((s.data.sender?.queued ?? 0) > HIGH_WATER) full = true;
+      for (const s of this.outputs) if (s.data.sender.queued > HIGH_WATER) full = true;
       if (!full) return;
       await new Promise<void>((resolve) => this.waiters.push(resolve));
     }
@@ -241,7 +246,7 @@ export class Switchboard {
         if (done) break;
         if (file !== undefined) appendAll(file, value);
         const frames = dataFrames(kind, value);
-        for (const s of this.outputs) for (const f of frames) s.data.sender!.send(f);
+        for (const s of this.outputs) for (const f of frames) s.data.sender.send(f);
       }
     } catch (err) {
       this.opts.say(`container ${this.opts.id}: reading its output failed: ${(err as Error).message}`);
@@ -264,18 +269,17 @@ export class Switchboard {
     closeQuiet(stdin.fd);
   }
 
-  /** The output is over: readers get END, the socket goes, input is closed. */
+  /**
+   * The output is over: the socket goes and input is closed at once; each reader gets END
+   * after all the output it is still owed (a slow one may hold much of it), and the
+   * switchboard is over (onEnd) once every connection closed. Ending a reader's connection
+   * here directly would drop what its sender still holds.
+   */
   private end(): void {
     if (this.ended) return;
     this.ended = true;
-    for (const s of this.outputs) {
-      s.data.sender!.send(frame(Frame.END));
-      s.end();
-    }
-    if (this.input) {
-      this.input.data.sender!.send(frame(Frame.END));
-      this.input.end();
-    }
+    for (const s of this.outputs) s.data.sender.end(frame(Frame.END));
+    this.input?.data.sender.end(frame(Frame.END));
     // Stopping unlinks the socket (through the directory's descriptor, still open: see listen).
     this.listener?.stop(false);
     if (this.dir !== undefined) {
@@ -289,6 +293,13 @@ export class Switchboard {
     void this.closeStdin();
     closeQuiet(this.io.master);
     for (const fd of Object.values(this.opts.files)) closeQuiet(fd);
+    this.finish();
+  }
+
+  /** Over once the output is and every reader and the writer have closed (their peers go, or their data went out). */
+  private finish(): void {
+    if (!this.ended || this.over || this.outputs.size > 0 || this.input) return;
+    this.over = true;
     this.opts.onEnd();
   }
 }

@@ -2,25 +2,29 @@
 // command inside a running standalone container (Mesos' DEBUG semantics) and streams its output;
 // its output ending or its client going away ends it; ATTACH_CONTAINER_OUTPUT and _INPUT reach a
 // container launched with tty_info (its own /dev/pts, window sizes) or a session; one writer at
-// a time; heartbeats at --http_heartbeat_interval; Mesos' status codes for everything else.
+// a time; heartbeats at --http_heartbeat_interval; Mesos' status codes for everything else. A slow
+// reader (fetch, or a plain TCP client that leaves the answer in the kernel's buffers) holds the
+// output back, and gets every byte of it, the last written right before the exit too, before the end.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { readFileSync, readdirSync, readlinkSync, rmSync } from "node:fs";
+import { readFileSync, readdirSync, readlinkSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { type RunningAgent, startAgent, tempDir } from "../helpers/agent.ts";
 import { ENCODINGS, MEDIA, caller, int64, type Encoding } from "../helpers/protobuf.ts";
-import { InputStream, Records, streamCall, type Id } from "../helpers/streams.ts";
+import { InputStream, Records, slowStreamCall, streamCall, type Id } from "../helpers/streams.ts";
 import { RecordDecoder } from "../../src/mesos/recordio.ts";
 import { alpineArchive, dockerArgs, eventually, isRoot } from "../agent/support.ts";
 
 const work = tempDir("ucr-streams-");
 let agent: RunningAgent;
-const HEARTBEAT_NS = 300_000_000;
+const HEARTBEAT_NS = 200_000_000;
+/** How long heartbeats are counted for (about 15 intervals). */
+const HEARTBEAT_WINDOW_MS = 3000;
 const image = { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "alpine" } } } };
 
 beforeAll(async () => {
   if (!isRoot) return;
   const images = await alpineArchive(join(work, "images"));
-  agent = await startAgent({ args: [...dockerArgs(images), "--http_heartbeat_interval=300ms"] });
+  agent = await startAgent({ args: [...dockerArgs(images), "--http_heartbeat_interval=200ms"] });
 });
 afterAll(async () => {
   if (agent) expect(await agent.stop()).toBe(0);
@@ -192,6 +196,26 @@ describe.skipIf(!isRoot)("streaming calls (need root for containers)", () => {
         await agent.call({ type: "REMOVE_CONTAINER", remove_container: { container_id: id } });
       });
 
+      test("a slow client gets all of the output its session wrote right before its exit, then the end, then its status", async () => {
+        const parent = { value: `sl-${encoding}` };
+        await launch(encoding, parent, "exec sleep 600");
+        const id = { value: "burst", parent };
+        // ~7 MB and ~0.6 MB, more than the agent's answer and the kernel's buffers hold for a client
+        // that reads nothing: the client lets them fill (the sandbox files stop growing), then reads
+        // slower than they are refilled. At the exit, the switchboard and the agent still hold the
+        // last of the output for it.
+        const sandbox = join(agent.workDir, "containers", parent.value, "containers", id.value);
+        const want = { stdout: seq(1000000), stderr: seq(100000) };
+        const call = session(id, "seq 1 1000000; seq 1 100000 >&2; exit 3");
+        const hold = () => settled([join(sandbox, "stdout"), join(sandbox, "stderr")], want.stdout.length + want.stderr.length);
+        const answer = await (await slowStreamCall(agent, encoding, call, { bytesPerSecond: 6 << 20, hold })).answer;
+        expect(answer.status).toBe(200);
+        expectText(answer.stdout, want.stdout);
+        expectText(answer.stderr, want.stderr);
+        expect(await waitFor(encoding, id)).toEqual({ exit_status: 3 << 8 });
+        await kill(parent);
+      });
+
       test("a TTY session: the parent's /dev/pts, a window size, and Ctrl-D (EOT) ends its shell", async () => {
         const parent = { value: `tp-${encoding}` };
         await launch(encoding, parent, "exec sleep 600");
@@ -269,17 +293,58 @@ describe.skipIf(!isRoot)("streaming calls (need root for containers)", () => {
     await kill(parent);
   });
 
+  test("ATTACH_CONTAINER_OUTPUT: a slow reader and a fast one of a terminal both get all of a large output, then the end", async () => {
+    const id = { value: "big-tty" };
+    // Waits for a line, so that both readers are there before the output starts.
+    await launch("protobuf", id, "read go; seq 1 500000; exit 4", { ...image, tty_info: {} });
+    const attach = { type: "ATTACH_CONTAINER_OUTPUT", attach_container_output: { container_id: id } };
+    // The terminal echoes the line, and ends each line with CR LF.
+    const want = `go\r\n${seq(500000).replaceAll("\n", "\r\n")}`;
+    const hold = () => settled([join(agent.workDir, "containers", id.value, "stdout")], want.length);
+    // Each answer begins once the agent attached it to the switchboard: both are there before the line goes.
+    const slow = await slowStreamCall(agent, "protobuf", attach, { bytesPerSecond: 6 << 20, hold });
+    const fast = new Records(await streamCall(agent, "protobuf", attach), "protobuf");
+    const input = new InputStream(agent, "protobuf", id);
+    input.stdin("go\n");
+    const answer = await slow.answer;
+    await fast.finished(60_000);
+    input.close();
+    expect(answer.status).toBe(200);
+    expectText(answer.stdout, want);
+    expectText(Buffer.from(fast.stdout), want);
+    expect(await waitFor("protobuf", id)).toEqual({ exit_status: 4 << 8 });
+    await agent.call({ type: "REMOVE_CONTAINER", remove_container: { container_id: id } });
+  });
+
   test("heartbeats every --http_heartbeat_interval while nothing else comes, each saying the interval", async () => {
     const id = { value: "quiet" };
     await launch("json", id, "exec sleep 600", { ...image, tty_info: {} });
-    const r = new Records(
-      await streamCall(agent, "json", { type: "ATTACH_CONTAINER_OUTPUT", attach_container_output: { container_id: id } }),
-      "json",
+    // One attachment per encoding, side by side: each stream has its own heartbeats.
+    const streams = await Promise.all(
+      ENCODINGS.map(
+        async (encoding) =>
+          new Records(
+            await streamCall(agent, encoding, { type: "ATTACH_CONTAINER_OUTPUT", attach_container_output: { container_id: id } }),
+            encoding,
+          ),
+      ),
     );
-    await r.until(() => r.heartbeats().length >= 4, 20_000, "four heartbeats");
-    await r.cancel();
-    expect(r.messages.every((m) => m.type === "CONTROL")).toBe(true);
-    for (const h of r.heartbeats()) expect(int64(h.control.heartbeat.interval.nanoseconds)).toBe(HEARTBEAT_NS);
+    for (const r of streams) await r.until(() => r.heartbeats().length >= 1, 20_000, `a first heartbeat (${r.encoding})`);
+    // How many come over a window: about one per interval. The range is wide (half to one and
+    // a half times the window over the interval) so a busy machine does not fail it, and still
+    // tells the configured interval from the 30 s default or from a timer in seconds.
+    const before = streams.map((r) => r.heartbeats().length);
+    const start = performance.now();
+    await Bun.sleep(HEARTBEAT_WINDOW_MS);
+    const counted = streams.map((r, i) => r.heartbeats().length - before[i]!);
+    const expected = (performance.now() - start) / (HEARTBEAT_NS / 1e6);
+    for (const r of streams) await r.cancel();
+    for (const [i, r] of streams.entries()) {
+      expect(counted[i]).toBeGreaterThanOrEqual(expected * 0.5);
+      expect(counted[i]).toBeLessThanOrEqual(expected * 1.5);
+      expect(r.messages.every((m) => m.type === "CONTROL")).toBe(true);
+      for (const h of r.heartbeats()) expect(int64(h.control.heartbeat.interval.nanoseconds)).toBe(HEARTBEAT_NS);
+    }
     await kill(id);
   });
 
@@ -366,6 +431,47 @@ describe.skipIf(!isRoot)("streaming calls (need root for containers)", () => {
     expect(await eventually(() => !readdirSafe(join(agent.workDir, "run", "containers")).includes("tidy"))).toBe(true);
   });
 });
+
+/** The lines 1 to n, as seq prints them. */
+function seq(n: number): string {
+  return `${Array.from({ length: n }, (_, i) => i + 1).join("\n")}\n`;
+}
+
+/** `got` is `want`; if not, where they part and what each has there (not megabytes of both). */
+function expectText(got: Buffer, want: string): void {
+  const text = got.toString();
+  if (text === want) return;
+  let at = 0;
+  while (at < text.length && text[at] === want[at]) at++;
+  expect({ length: text.length, from: at, got: text.slice(at, at + 40) }).toEqual({
+    length: want.length,
+    from: at,
+    got: want.slice(at, at + 40),
+  });
+}
+
+/**
+ * Resolves once the files hold `size` bytes together, or stop growing (three looks 100 ms apart
+ * see one size): what a reader that reads nothing holds back has filled every buffer before it.
+ */
+async function settled(paths: string[], size: number): Promise<void> {
+  const sizeOf = (p: string) => {
+    try {
+      return statSync(p).size;
+    } catch {
+      return 0;
+    }
+  };
+  let last = -1;
+  let same = 0;
+  for (const deadline = Date.now() + 30_000; Date.now() < deadline; await Bun.sleep(100)) {
+    const now = paths.reduce((n, p) => n + sizeOf(p), 0);
+    if (now >= size) return;
+    same = now === last ? same + 1 : 0;
+    if (same >= 3) return;
+    last = now;
+  }
+}
 
 function readdirSafe(dir: string): string[] {
   try {

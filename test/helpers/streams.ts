@@ -146,3 +146,133 @@ export class InputStream {
     }
   }
 }
+
+/** What slowStreamCall got: the answer's status and headers, and its records as Records gathers them (a 200's). */
+export interface SlowAnswer {
+  status: number;
+  headers: Record<string, string>;
+  /** The body of an answer other than 200. */
+  text: string;
+  messages: Message[];
+  stdout: Buffer;
+  stderr: Buffer;
+}
+
+/**
+ * A streaming call on a plain TCP connection whose reader is slow: once the answer has begun
+ * it reads nothing until `hold()` (if given) resolves, then after each chunk nothing until its
+ * average is down to `bytesPerSecond`. fetch() would take all the agent sends into memory as
+ * it comes; this reader leaves it in the kernel's buffers, so the agent's answer waits, and
+ * with it the switchboard and the container. HTTP/1.1 with `Connection: close`; the answer
+ * (chunked) is taken apart once the agent has closed the connection. Resolves once the answer
+ * has begun (the agent attached to the output before it answered).
+ */
+export async function slowStreamCall(
+  agent: RunningAgent,
+  encoding: Encoding,
+  call: Record<string, unknown>,
+  { bytesPerSecond = 4 << 20, hold }: { bytesPerSecond?: number; hold?: () => Promise<void> } = {},
+): Promise<{ answer: Promise<SlowAnswer> }> {
+  const body = Buffer.from(encoding === "json" ? JSON.stringify(call) : encodeCall(call));
+  const chunks: Buffer[] = [];
+  let closed!: () => void;
+  const over = new Promise<void>((resolve) => (closed = resolve));
+  let begun!: () => void;
+  const answering = new Promise<void>((resolve) => (begun = resolve));
+  let received = 0;
+  /** When the paced reading began (after the hold). */
+  let start: number | undefined;
+  let holding = false;
+  const socket = await Bun.connect({
+    hostname: "127.0.0.1",
+    port: agent.port,
+    socket: {
+      data: (s, chunk) => {
+        chunks.push(Buffer.from(chunk));
+        if (start === undefined && !holding) {
+          begun();
+          if (hold) {
+            holding = true;
+            s.pause();
+            const go = () => {
+              holding = false;
+              start = performance.now();
+              s.resume();
+            };
+            void hold().then(go, go);
+            return;
+          }
+          start = performance.now();
+        }
+        if (start === undefined) return;
+        received += chunk.byteLength;
+        const ahead = start + (received / bytesPerSecond) * 1000 - performance.now();
+        if (ahead <= 0) return;
+        s.pause();
+        setTimeout(() => s.resume(), ahead);
+      },
+      close: () => {
+        begun();
+        closed();
+      },
+      error: () => {},
+    },
+  });
+  const head =
+    "POST /api/v1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n" +
+    `Content-Type: ${MEDIA[encoding]}\r\nAccept: application/recordio\r\nMessage-Accept: ${MEDIA[encoding]}\r\n` +
+    `Content-Length: ${body.byteLength}\r\n\r\n`;
+  const request = Buffer.concat([Buffer.from(head), body]);
+  for (let at = 0; at < request.byteLength; ) {
+    const n = socket.write(request.subarray(at));
+    if (n < 0) throw new Error("the agent closed the connection before the request was sent");
+    at += n;
+    if (at < request.byteLength) await Bun.sleep(1);
+  }
+  await answering;
+  return { answer: over.then(() => parseAnswer(Buffer.concat(chunks), encoding)) };
+}
+
+/** An HTTP/1.1 answer read to its end: status, headers, and the ProcessIO records of its (chunked) body. */
+function parseAnswer(raw: Buffer, encoding: Encoding): SlowAnswer {
+  const split = raw.indexOf("\r\n\r\n");
+  if (split < 0) throw new Error(`no HTTP answer: ${JSON.stringify(raw.subarray(0, 200).toString())}`);
+  const [statusLine, ...lines] = raw.subarray(0, split).toString().split("\r\n");
+  const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(statusLine!)?.[1]);
+  const headers: Record<string, string> = {};
+  for (const line of lines) {
+    const colon = line.indexOf(":");
+    headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
+  }
+  let body = raw.subarray(split + 4);
+  if (headers["transfer-encoding"] === "chunked") {
+    const parts: Buffer[] = [];
+    let at = 0;
+    for (;;) {
+      const eol = body.indexOf("\r\n", at);
+      if (eol < 0) throw new Error(`the chunked body was cut at byte ${at}`);
+      const size = parseInt(body.subarray(at, eol).toString(), 16);
+      if (size === 0) break;
+      if (eol + 2 + size > body.byteLength) throw new Error(`the chunked body was cut in a chunk of ${size} bytes`);
+      parts.push(body.subarray(eol + 2, eol + 2 + size));
+      at = eol + 2 + size + 2;
+    }
+    body = Buffer.concat(parts);
+  }
+  const answer: SlowAnswer = { status, headers, text: "", messages: [], stdout: Buffer.alloc(0), stderr: Buffer.alloc(0) };
+  if (status !== 200) {
+    answer.text = body.toString();
+    return answer;
+  }
+  const out: { STDOUT: Buffer[]; STDERR: Buffer[] } = { STDOUT: [], STDERR: [] };
+  for (const r of new RecordDecoder(16 << 20).decode(body)) {
+    const m = encoding === "json" ? (JSON.parse(new TextDecoder().decode(r)) as Message) : decodeProcessIO(r);
+    answer.messages.push(m);
+    if (m.type === "DATA" && (m.data.type === "STDOUT" || m.data.type === "STDERR")) {
+      out[m.data.type as "STDOUT" | "STDERR"].push(Buffer.from(m.data.data ?? "", "base64"));
+    }
+  }
+  answer.stdout = Buffer.concat(out.STDOUT);
+  answer.stderr = Buffer.concat(out.STDERR);
+  return answer;
+}

@@ -1,7 +1,11 @@
 // The switchboard's framing between the agent and the launcher: frames read back whole however
 // the byte stream is cut, data split at the frame limit, an oversized length refused from its
-// header, and a sender that keeps what a socket did not take, in order, until it drains.
-import { expect, test } from "bun:test";
+// header, and a sender that keeps what a socket did not take, in order, until it drains, and
+// ends its socket only after all of it went out.
+import { afterAll, expect, test } from "bun:test";
+import { rmSync } from "node:fs";
+import { join } from "node:path";
+import { tempDir } from "../helpers/agent.ts";
 import { Frame, FrameReader, FrameSender, MAX_FRAME, dataFrames, frame, parseWindow, windowFrame } from "../../src/runtime/io-frames.ts";
 
 test("frames come back whole and in order however the stream is cut", () => {
@@ -35,6 +39,7 @@ test("a sender keeps what the socket did not take and writes it, in order, when 
       room -= n;
       return n;
     },
+    end() {},
   };
   const sender = new FrameSender(socket);
   sender.send(new Uint8Array([1, 2, 3, 4, 5]));
@@ -49,4 +54,57 @@ test("a sender keeps what the socket did not take and writes it, in order, when 
   expect(sender.drain()).toBe(true);
   await Bun.sleep(0);
   expect({ written, queued: sender.queued, drained }).toEqual({ written: [1, 2, 3, 4, 5, 6, 7], queued: 0, drained: true });
+});
+
+const work = tempDir("ucr-io-frames-");
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+test("a sender ended while its peer reads nothing ends the socket after all it holds, on a real socket", async () => {
+  const path = join(work, "end.sock");
+  const data = new Uint8Array(4 << 20).map((_, i) => i * 7);
+  let closed!: () => void;
+  const serverClosed = new Promise<void>((resolve) => (closed = resolve));
+  let held = 0;
+  const listener = Bun.listen<{ sender: FrameSender }>({
+    unix: path,
+    socket: {
+      open: (s) => {
+        s.data = { sender: new FrameSender(s) };
+        for (const f of dataFrames(Frame.STDOUT, data)) s.data.sender.send(f);
+        held = s.data.sender.queued;
+        s.data.sender.end(frame(Frame.END));
+      },
+      drain: (s) => void s.data.sender.drain(),
+      close: (s) => {
+        s.data.sender.close();
+        closed();
+      },
+      data: () => {},
+    },
+  });
+  try {
+    const reader = new FrameReader();
+    const got: Uint8Array[] = [];
+    let sawEnd = false;
+    let gone!: () => void;
+    const clientClosed = new Promise<void>((resolve) => (gone = resolve));
+    await Bun.connect({
+      unix: path,
+      socket: {
+        data: (_s, chunk) => {
+          for (const f of reader.push(chunk)) {
+            if (f.kind === Frame.STDOUT) got.push(f.payload);
+            if (f.kind === Frame.END) sawEnd = true;
+          }
+        },
+        close: () => gone(),
+      },
+    });
+    await Promise.all([clientClosed, serverClosed]);
+    // Much more than the kernel took was held when the socket was asked to end.
+    expect(held).toBeGreaterThan(1 << 20);
+    expect({ bytes: Buffer.concat(got).equals(Buffer.from(data)), sawEnd }).toEqual({ bytes: true, sawEnd: true });
+  } finally {
+    listener.stop(true);
+  }
 });

@@ -22,6 +22,7 @@ import { attachOutput, type OutputEvent } from "../../src/agent/switchboard-clie
 import { pipe } from "../../src/ffi/spawn.ts";
 import { Switchboard } from "../../src/runtime/switchboard.ts";
 import { tempDir } from "../helpers/agent.ts";
+import { eventually } from "../agent/support.ts";
 
 const work = tempDir("ucr-switchboard-unit-");
 afterAll(() => rmSync(work, { recursive: true, force: true }));
@@ -108,3 +109,71 @@ test("output to the sandbox files and a reader; its runtime dir held while bound
     closeSync(inR);
   }
 });
+
+test("output written right before the workload's exit reaches a reader that was paused until the output was over", async () => {
+  const runtime = join(work, "runtime-paused");
+  mkdirSync(runtime);
+  const [inR, inW] = pipe();
+  const [outR, outW] = pipe();
+  const [errR, errW] = pipe();
+  const files = { stdout: openSync(join(work, "paused-stdout"), "a"), stderr: openSync(join(work, "paused-stderr"), "a") };
+  let ended = false;
+  const over = new Promise<void>((resolve) => {
+    Switchboard.open(
+      { stdin: inW, stdout: outR, stderr: errR },
+      {
+        id: "paused",
+        runtimeDir: runtime,
+        waitForReader: true,
+        files,
+        say: () => {},
+        onEnd: () => {
+          ended = true;
+          resolve();
+        },
+      },
+    );
+  });
+  try {
+    // Two readers: one that reads as it comes, one that reads nothing until the output is over.
+    const reader = () => {
+      const got = { stdout: [] as Uint8Array[], stderr: [] as Uint8Array[] };
+      let done!: () => void;
+      const eof = new Promise<void>((resolve) => (done = resolve));
+      const text = (kind: "stdout" | "stderr") => Buffer.concat(got[kind]).toString();
+      const onEvent = (e: OutputEvent) => {
+        if (e.kind === "end") done();
+        else got[e.kind].push(e.data);
+      };
+      return { onEvent, eof, text };
+    };
+    const eager = reader();
+    const slow = reader();
+    await attachOutput(runtime, eager.onEvent);
+    const held = await attachOutput(runtime, slow.onEvent);
+    held.pause();
+    // ~0.6 MB and ~0.3 MB, less than the switchboard holds for a reader: it reads the pipes to EOF
+    // while the slow reader reads nothing, and then has all of it queued for that reader.
+    const child = Bun.spawn(["sh", "-c", "seq 1 100000; seq 1 50000 >&2"], { stdin: "ignore", stdout: outW, stderr: errW });
+    closeSync(outW);
+    closeSync(errW);
+    expect(await child.exited).toBe(0);
+    // The output is over (the socket is unlinked then, late readers are told it has shut down),
+    // but the switchboard is not: the slow reader has not had it yet.
+    expect(await eventually(() => !existsSync(join(runtime, "io.sock")))).toBe(true);
+    expect(ended).toBe(false);
+    held.resume();
+    await Promise.all([eager.eof, slow.eof, over]);
+    const want = { stdout: seq(100000), stderr: seq(50000) };
+    expect({ stdout: eager.text("stdout"), stderr: eager.text("stderr") }).toEqual(want);
+    expect({ stdout: slow.text("stdout"), stderr: slow.text("stderr") }).toEqual(want);
+    expect(readFileSync(join(work, "paused-stdout"), "utf8")).toBe(want.stdout);
+    expect(readFileSync(join(work, "paused-stderr"), "utf8")).toBe(want.stderr);
+  } finally {
+    closeSync(inR);
+  }
+});
+
+function seq(n: number): string {
+  return `${Array.from({ length: n }, (_, i) => i + 1).join("\n")}\n`;
+}
