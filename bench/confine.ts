@@ -14,12 +14,16 @@ import { join } from "node:path";
 const argv = process.argv.slice(2);
 
 if (argv[0] === "--stage2") {
-  // One child: the init stage's steps, timed from the first to the last, then exit. "warm":
-  // after warmUp(), as a stage 2 started ahead does while it waits; "cold": as a nested
+  // One child: the init stage's steps, timed from the first to the last, then exit, as a
+  // nested container's stage 2, started for its launch (top-level containers are forked by the
+  // launcher and make these calls natively, see src/ffi/child.c.ts; "warm" repeats them once first).
   // container's stage 2, started for its launch.
-  const { applyCapabilities, confineBeforeUserSwitch, lockDown, seccompProgram, warmUp } = await import("../src/runtime/confine.ts");
+  const { applyCapabilities, confineBeforeUserSwitch, seccompProgram, lockDown } = await import("../src/runtime/confine.ts");
   const spec = JSON.parse(readFileSync(argv[1]!, "utf8"));
-  if (argv[2] === "warm") warmUp();
+  if (argv[2] === "warm") {
+    confineBeforeUserSwitch(spec, 0);
+    applyCapabilities(spec, 0);
+  }
   const t0 = performance.now();
   const program = seccompProgram(spec);
   confineBeforeUserSwitch(spec, 0);
@@ -34,12 +38,10 @@ if (argv[0] === "--kernel-files") {
   // One child, in a mount namespace of its own: a fresh /proc and /sys (as stage 2 mounts them
   // in a rootfs), then the masks and read-only binds over them, timed; and the signal reset.
   const libc = await import("../src/ffi/libc.ts");
-  const { kernelFilesHere, protectKernelFiles, warmUpProtect } = await import("../src/runtime/mounts.ts");
-  const { ignoredSignals, warmUp } = await import("../src/runtime/confine.ts");
+  const { kernelFilesHere, protectKernelFiles } = await import("../src/runtime/mounts.ts");
+  const { ignoredSignals } = await import("../src/runtime/confine.ts");
   const dir = argv[1]!;
-  // As a warm stage 2 does while it waits; the agent's lookup of which files this kernel has.
-  warmUp();
-  warmUpProtect();
+  // The agent's lookup of which files this kernel has.
   const files = kernelFilesHere();
   libc.unshare(libc.CLONE_NEWNS);
   libc.mount(null, "/", null, libc.MS_REC | libc.MS_SLAVE);

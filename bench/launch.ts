@@ -238,7 +238,7 @@ async function main(): Promise<void> {
   }
   const ucrStart: Case = {
     name: "reference: `ucr version` (one start of the binary)",
-    what: "process start of the ucr binary; a launch starts it once (init stage 2, forked by the long-lived launcher)",
+    what: "process start of the ucr binary; a top-level launch starts it no more (the launcher forks the container's process), a nested container's still does (init stage 2)",
     reference: true,
     times: [],
   };
@@ -323,7 +323,7 @@ async function main(): Promise<void> {
   memRow(`ucr, every process: idle after the image pull (first launch, ${ms(firstLaunchMs)} ms)`, memPulled.roles, memPulled.mem);
   memRow(`ucr, every process: right after ${launchesSoFar} launches`, memAfterLaunches.roles, memAfterLaunches.mem);
   {
-    // The launcher (and its reaper and warm stages) exit once the agent has closed its idle
+    // The launcher (and its reaper) exit once the agent has closed its idle
     // connection (10 s) and 2 s more; the worker threads stop 10 s after their last call, and
     // the agent then gives memory back (it logs "idle: ...").
     const since = performance.now();
@@ -457,7 +457,7 @@ async function main(): Promise<void> {
     `peer/ucr = case median / ucr median: > 1 means ucr is faster.`,
   ];
   const memTable = [
-    "Memory (from /proc/<pid>/smaps_rollup, summed over every process running the ucr binary: agent, launcher, its reaper, warm init stages; PSS splits shared pages among the processes mapping them, so a sum of PSS counts each page once; USS = Private_Clean + Private_Dirty, what a process frees when it exits):",
+    "Memory (from /proc/<pid>/smaps_rollup, summed over every process running the ucr binary: agent, launcher, its reaper (and any init stage 2 of a nested container); PSS splits shared pages among the processes mapping them, so a sum of PSS counts each page once; USS = Private_Clean + Private_Dirty, what a process frees when it exits):",
     "",
     "| what | processes | RSS MiB | PSS MiB | USS MiB |",
     "|---|---|---:|---:|---:|",

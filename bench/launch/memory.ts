@@ -25,7 +25,6 @@ function ucrRole(cmd: string): string {
   if (/ agent( |$)/.test(cmd)) return "agent";
   if (cmd.includes("__launcher --serve")) return "launcher";
   if (cmd.includes("__launcher")) return "launcher's reaper";
-  if (cmd.includes("__init --warm")) return "warm init stage";
   if (cmd.includes("__init")) return "init stage";
   return "other";
 }

@@ -44,14 +44,15 @@ const PHASES = [
   "stage-1 exit to WAIT response (reap, status, HTTP)",
 ] as const;
 
-/** The same launch through the long-lived launcher and its warm stage 2 (started ahead). */
+/** The same launch through the long-lived launcher, which forks the container's process (src/runtime/forked.ts). */
 const LAUNCHER_PHASES = [
-  "agent + launcher: request to the warm stage 2's unshare(UTS, IPC) (HTTP, rootfs, cgroups, spec, hand-off, spec read, stdio)",
-  "stage 2 new namespaces and mounts (overlay, proc, sys, dev, /etc files, sandbox) to pivot_root",
-  "stage 2 pivot_root + umount2(old root, MNT_DETACH) returns",
-  "stage 2 user, chdir, PATH lookup (JS) to its first cgroup join write",
+  "agent + launcher: request to the fork of the container's process (HTTP, rootfs dirs, cgroups, spec, hand-off, spec read, stdio)",
+  "fork to its unshare(UTS, IPC) (the launcher opens cgroup files and the host's /proc through it)",
+  "new namespaces and mounts (overlay, proc, sys, dev, /etc files, sandbox: the launcher decides, the process mounts) to pivot_root",
+  "pivot_root + umount2(old root, MNT_DETACH) returns",
+  "user, HOME, working dir (the launcher), exec request, bounding set, rlimits, capabilities to the first cgroup join write",
   "that write until the kernel has moved it",
-  "stage 2 remaining cgroup joins to exec of /bin/true",
+  "remaining cgroup joins, signals, no_new_privs, seccomp to exec of /bin/true",
   "exec of /bin/true to LAUNCH response (fd 3 EOF, pid file, reply, checkpoint, HTTP)",
   "/bin/true runs and exits",
   "workload exit to WAIT response (launcher reaps, status file, exit event, HTTP)",
@@ -109,9 +110,7 @@ export async function perfProbe(a: RunningAgent, ucr: string, dir: string): Prom
       await p.exited;
     }
     for (let i = 0; i < PROBES; i++) {
-      // Spaced as the timed runs are (the other cases run between two ucr launches there):
-      // the launcher starts its next warm init stage only after a launch's workload exits,
-      // and back-to-back probes would time the wait for it instead.
+      // Spaced as the timed runs are (the other cases run between two ucr launches there).
       await Bun.sleep(PROBE_GAP_MS);
       probes.push(await ucrOnce(a));
     }
@@ -134,6 +133,7 @@ export async function perfProbe(a: RunningAgent, ucr: string, dir: string): Prom
     );
 
   const parent = new Map<number, number>(); // child pid (tid) -> forking process (tgid)
+  const forks = new Map<number, bigint>(); // child pid -> when it was forked
   const execs = new Map<number, { t: bigint; file: string }[]>();
   const unshares = new Map<number, bigint[]>();
   const pivots = new Map<number, bigint>();
@@ -146,6 +146,7 @@ export async function perfProbe(a: RunningAgent, ucr: string, dir: string): Prom
     if (e.event === "sched:sched_process_fork") {
       const child = Number(/child_pid=(\d+)/.exec(e.trace)?.[1]);
       parent.set(child, e.pid);
+      forks.set(child, e.t);
     } else if (e.event === "sched:sched_process_exec") {
       const file = /filename=(\S+)/.exec(e.trace)?.[1] ?? "";
       execs.set(e.pid, [...(execs.get(e.pid) ?? []), { t: e.t, file }]);
@@ -229,8 +230,8 @@ export async function perfProbe(a: RunningAgent, ucr: string, dir: string): Prom
     matched++;
   }
   if (matched === 0) {
-    // The launcher model: the workload's stage 2 is a child of the launcher, started before
-    // the request; it is the process that execs /bin/true between request and response.
+    // The launcher model: the container's process is forked by the launcher during the request;
+    // it is the process that execs /bin/true between request and response.
     const lrows: number[][] = LAUNCHER_PHASES.map(() => []);
     // Per launch: stage 2's one-byte writes and its cgroup moves before the exec.
     const joins: { writes: number; moves: number }[] = [];
@@ -238,21 +239,22 @@ export async function perfProbe(a: RunningAgent, ucr: string, dir: string): Prom
       const s2 = [...execs.entries()].find(([, ex]) =>
         ex.some((x) => (x.file === "/bin/true" || x.file === "/usr/bin/true") && x.t >= p.t0 && x.t <= p.t1),
       )?.[0];
-      if (s2 === undefined || execs.get(s2)!.every((x) => x.file !== ucr)) continue;
+      if (s2 === undefined) continue;
       const wexec = execs.get(s2)!.find((x) => x.file !== ucr)!.t;
+      const forked = forks.get(s2);
       const after = (xs: bigint[] | undefined) => xs?.find((t) => t >= p.t0 && t <= wexec);
       const s2unshare = after(unshares.get(s2));
       const pivot = pivots.get(s2);
       const umounted = umounts.get(s2);
-      // The first one-byte write of this launch (a warm stage also wrote one when it was ready).
+      // The first one-byte write of this launch (its first cgroup join).
       const written = after(writes1All.get(s2));
       const attached = after(attaches.get(s2));
       const wexit = exits.get(s2);
-      const marks = [p.t0, s2unshare, pivot, umounted, written, attached, wexec];
+      const marks = [p.t0, forked, s2unshare, pivot, umounted, written, attached, wexec];
       if (marks.some((m) => m === undefined) || wexit === undefined) continue;
       const ts = marks as bigint[];
       const d = (x: bigint, y: bigint) => Number(y - x) / 1e6;
-      const vals = [...[0, 1, 2, 3, 4, 5].map((i) => d(ts[i]!, ts[i + 1]!)), d(wexec, p.t1), d(wexec, wexit), d(wexit, p.t2)];
+      const vals = [...[0, 1, 2, 3, 4, 5, 6].map((i) => d(ts[i]!, ts[i + 1]!)), d(wexec, p.t1), d(wexec, wexit), d(wexit, p.t2)];
       for (const [i, v] of vals.entries()) lrows[i]!.push(v);
       const inLaunch = (xs: bigint[] | undefined) => (xs ?? []).filter((t) => t >= p.t0 && t <= wexec).length;
       joins.push({ writes: inLaunch(writes1All.get(s2)), moves: inLaunch(attaches.get(s2)) });
@@ -271,12 +273,12 @@ export async function perfProbe(a: RunningAgent, ucr: string, dir: string): Prom
     const total = probes.map((p) => Number(p.t2 - p.t0) / 1e6);
     out.push(
       "",
-      `(LAUNCH + WAIT: median ${ms(median(total))} ms. Phases 7-9 overlap: the LAUNCH response and the workload's exit are each measured from its exec. Client and kernel clocks aligned within ±${(Number(width) / 2e6).toFixed(2)} ms.)`,
+      `(LAUNCH + WAIT: median ${ms(median(total))} ms. Phases 8-10 overlap: the LAUNCH response and the workload's exit are each measured from its exec. Client and kernel clocks aligned within ±${(Number(width) / 2e6).toFixed(2)} ms.)`,
     );
     const kinds = [...new Set(joins.map((j) => `${j.writes} one-byte write(s) and ${j.moves} cgroup move(s)`))];
     out.push(
       "",
-      `Cgroup joins seen per launch (stage 2, before its exec): ${kinds.join("; or ")}. A one-byte write to a v1 \`tasks\` file is \`0\`: it moves the writing thread only, which the kernel does without its threadgroup lock in either lock mode (kernel/cgroup/cgroup.c, cgroup_procs_write_start); a pid written to cgroup.procs (several bytes) would take it.`,
+      `Cgroup joins seen per launch (the container's process, before its exec): ${kinds.join("; or ")}. A one-byte write to a v1 \`tasks\` file is \`0\`: it moves the writing thread only, which the kernel does without its threadgroup lock in either lock mode (kernel/cgroup/cgroup.c, cgroup_procs_write_start); a pid written to cgroup.procs (several bytes) would take it.`,
     );
     return out;
   }

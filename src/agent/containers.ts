@@ -436,6 +436,15 @@ export class Containers {
       this.exited(c, settle, status);
       stop();
     });
+    // It may have ended already (a short workload, a busy agent): the launcher's report came
+    // before this watch, or the status file is written; not found only by the poll, 250 ms on.
+    const heard = c.pid !== undefined ? this.launcher.exitStatusOf(c.key, c.pid) : undefined;
+    if (heard !== undefined) {
+      this.exited(c, settle, heard);
+      stop();
+    } else {
+      check();
+    }
   }
 
   /**

@@ -46,6 +46,7 @@ export const CLONE_FS = 0x00000200;
 export const CLONE_NEWNS = 0x00020000;
 export const CLONE_NEWUTS = 0x04000000;
 export const CLONE_NEWIPC = 0x08000000;
+export const CLONE_NEWPID = 0x20000000;
 export const CLONE_NEWNET = 0x40000000;
 
 // mount(2) flags (linux/mount.h).
@@ -501,14 +502,6 @@ export function resetSignals(signals?: readonly number[]): void {
 
 /** Every signal whose disposition can be changed (all but SIGKILL and SIGSTOP). */
 const ALL_SIGNALS = Array.from({ length: 64 }, (_, i) => i + 1).filter((s) => s !== 9 && s !== 19);
-
-/** A call of each kind resetSignals makes, changing nothing (signal 0 is no signal): a warm-up. */
-export function warmUpSignals(): void {
-  const none = new BigUint64Array(4);
-  sys(SYS_RT_SIGACTION, 0, 0, ptr(none), KERNEL_SIGSET_BYTES);
-  sys(SYS_RT_SIGPROCMASK, SIG_SETMASK, 0, ptr(none), KERNEL_SIGSET_BYTES);
-  void none;
-}
 
 /** setrlimit(2) for this process (prlimit64 on pid 0), with exact 64-bit values (2^64-1 is unlimited). */
 export function setRlimit(resource: number, soft: bigint, hard: bigint): void {

@@ -8,7 +8,7 @@ const libc = dlopen("libc.so.6", {
   __errno_location: { args: [], returns: "ptr" },
   strerror: { args: ["i32"], returns: "cstring" },
   prctl: { args: ["i32", "u64", "u64", "u64", "u64"], returns: "i32" },
-  capget: { args: ["ptr", "ptr"], returns: "i32" },
+
   capset: { args: ["ptr", "ptr"], returns: "i32" },
   syscall: { args: ["i64", "u64", "u64", "ptr"], returns: "i64" },
 });
@@ -16,10 +16,8 @@ const libc = dlopen("libc.so.6", {
 // prctl(2) options (linux/prctl.h).
 const PR_SET_KEEPCAPS = 8;
 const PR_SET_SECCOMP = 22;
-const PR_CAPBSET_READ = 23;
 const PR_CAPBSET_DROP = 24;
 const PR_SET_NO_NEW_PRIVS = 38;
-const PR_GET_NO_NEW_PRIVS = 39;
 const PR_CAP_AMBIENT = 47;
 const PR_CAP_AMBIENT_RAISE = 2;
 const PR_CAP_AMBIENT_CLEAR_ALL = 4;
@@ -41,21 +39,6 @@ function prctl(option: number, arg: number | bigint, what: string): number {
   const rc = libc.symbols.prctl(option, arg, 0, 0, 0);
   if (rc === -1) fail("prctl", what);
   return rc;
-}
-
-export interface CapabilitySets {
-  effective: bigint;
-  permitted: bigint;
-  inheritable: bigint;
-}
-
-/** The calling thread's effective, permitted and inheritable sets (64-bit masks). */
-export function getCapabilities(): CapabilitySets {
-  const header = new Uint32Array([LINUX_CAPABILITY_VERSION_3, 0]);
-  const data = new Uint32Array(6); // two struct __user_cap_data_struct {effective, permitted, inheritable}
-  if (libc.symbols.capget(header, data) === -1) fail("capget", "self");
-  const join = (lo: number, hi: number) => (BigInt(hi) << 32n) | BigInt(lo);
-  return { effective: join(data[0]!, data[3]!), permitted: join(data[1]!, data[4]!), inheritable: join(data[2]!, data[5]!) };
 }
 
 /**
@@ -89,10 +72,6 @@ export function dropBoundingCapability(cap: number): void {
   prctl(PR_CAPBSET_DROP, cap, `PR_CAPBSET_DROP ${cap}`);
 }
 
-export function boundingHas(cap: number): boolean {
-  return prctl(PR_CAPBSET_READ, cap, `PR_CAPBSET_READ ${cap}`) === 1;
-}
-
 /** Keep the permitted set across a switch from uid 0 to another uid (cleared by execve). */
 export function setKeepCapabilities(keep: boolean): void {
   prctl(PR_SET_KEEPCAPS, keep ? 1 : 0, "PR_SET_KEEPCAPS");
@@ -112,10 +91,6 @@ export function raiseAmbientCapability(cap: number): void {
 /** After this, execve never grants privileges (setuid bits and file capabilities do nothing). */
 export function setNoNewPrivileges(): void {
   prctl(PR_SET_NO_NEW_PRIVS, 1, "PR_SET_NO_NEW_PRIVS");
-}
-
-export function noNewPrivileges(): boolean {
-  return prctl(PR_GET_NO_NEW_PRIVS, 0, "PR_GET_NO_NEW_PRIVS") === 1;
 }
 
 /** Whether the kernel takes filters: PR_SET_SECCOMP with a NULL program fails EFAULT if so (Mesos' check). */

@@ -2,18 +2,15 @@
 // the bounding set before the user switch, the capability sets after it, then no_new_privs
 // and the seccomp filter last, on the thread that calls execve, just before it does.
 import {
-  boundingHas,
   clearAmbientCapabilities,
-  getCapabilities,
   dropBoundingCapability,
   installSeccompFilter,
   raiseAmbientCapability,
   setCapabilities,
   setKeepCapabilities,
   setNoNewPrivileges,
-  noNewPrivileges,
 } from "../ffi/security.ts";
-import { resetSignals, setRlimit, warmUpSignals } from "../ffi/libc.ts";
+import { resetSignals, setRlimit } from "../ffi/libc.ts";
 import { readFileSync } from "node:fs";
 import type { ConfineSpec, RlimitSpec } from "./spec.ts";
 import { errorOfKind } from "../errors.ts";
@@ -26,27 +23,6 @@ function step<T>(what: string, fn: () => T): T {
     return fn();
   } catch (err) {
     throw new ConfineError(`${what}: ${(err as Error).message}`);
-  }
-}
-
-/**
- * Runs each kind of call the steps below make once, changing nothing (the capability sets set
- * to what they are), so a stage 2 started ahead of its container pays the first-call costs of
- * a fresh process (~0.2 ms each) while it waits, not during the launch.
- */
-export function warmUp(): void {
-  try {
-    (Uint8Array as unknown as { fromBase64(s: string): Uint8Array }).fromBase64("AAAAAAAAAAA=");
-    boundingHas(0);
-    noNewPrivileges();
-    const now = getCapabilities();
-    const numbers = (m: bigint) => [...Array(64).keys()].filter((i) => (m >> BigInt(i)) & 1n);
-    setCapabilities({ effective: numbers(now.effective), permitted: numbers(now.permitted), inheritable: numbers(now.inheritable) });
-    warmUpSignals();
-    ignoredSignals();
-    applyRlimits([]);
-  } catch {
-    // only an optimisation: the launch makes the same calls and reports what fails
   }
 }
 

@@ -10,7 +10,7 @@
 // Setup errors go to fd 3, which the agent reads; exec closes fd 3 (close-on-exec), and
 // that EOF is how the agent knows the workload runs. (Over 400 lines: both stages and the warm
 // start share the spec and the report on fd 3; mounts, confinement and users are apart.)
-import { closeSync, existsSync, openSync, readFileSync, readSync, readdirSync, statSync, writeSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, readdirSync, statSync, writeSync } from "node:fs";
 import { relative } from "node:path";
 import {
   AT_FDCWD,
@@ -21,40 +21,25 @@ import {
   CLONE_NEWUTS,
   MS_REC,
   MS_SLAVE,
-  O_APPEND,
   O_CLOEXEC,
-  O_CREAT,
   O_DIRECTORY,
   O_NOFOLLOW,
   O_PATH,
   O_RDONLY,
-  O_WRONLY,
   cloexecFrom,
   close,
-  dup2,
   execve,
-  fchdir,
-  mount,
   openat,
   setCloexec,
   setParentDeathSignal,
-  sethostname,
   setns,
   unshare,
 } from "../ffi/libc.ts";
-import { ConfineError, applyCapabilities, applyRlimits, confineBeforeUserSwitch, lockDown, seccompProgram, warmUp } from "./confine.ts";
+import { ConfineError, applyCapabilities, applyRlimits, confineBeforeUserSwitch, lockDown, seccompProgram } from "./confine.ts";
 import { chownTree, kindOf, openDir, openInRoot } from "./inroot.ts";
-import {
-  bindHostShm,
-  cloneSharedVolumes,
-  enterParentRoot,
-  enterRootfs,
-  mountEtcOverHost,
-  mountHostProc,
-  mountVolumes,
-  warmUpProtect,
-} from "./mounts.ts";
-import { WARM_READY, pidNamespaceOf, selfCommand, type LaunchSpec } from "./spec.ts";
+import { bindHostShm, cloneSharedVolumes, enterParentRoot, enterRootfs, mountEtcOverHost, mountHostProc, mountVolumes } from "./mounts.ts";
+import { here } from "./here.ts";
+import { pidNamespaceOf, selfCommand, type LaunchSpec } from "./spec.ts";
 import { makeTerminal, useTerminal, type Terminal } from "./terminal.ts";
 import { newSession } from "../ffi/tty.ts";
 import { dropPrivileges, homeOf, resolveUser, type User } from "./user.ts";
@@ -83,7 +68,6 @@ function report(message: string): void {
 
 export async function initMain(args: readonly string[]): Promise<number> {
   if (args[0] === "--pid1") return stage2(args[1]);
-  if (args[0] === "--warm" && args.length === 1 && fdOpen(REPORT_FD)) return stage2(undefined);
   if (args.length !== 1 || !existsSync(args[0]!) || !fdOpen(REPORT_FD)) {
     process.stderr.write(
       "ucr __init: the container init stage is started by the agent when it launches a container; it is not for direct use\n",
@@ -144,30 +128,7 @@ async function stage1(specPath: string): Promise<number> {
   return 0;
 }
 
-/** A warm stage 2's spec path: one line on stdin; null at EOF (the launcher went away). */
-function readSpecPath(): string | null {
-  const buf = Buffer.alloc(4096);
-  let line = "";
-  for (;;) {
-    const n = readSync(0, buf);
-    if (n === 0) return null;
-    line += buf.toString("utf8", 0, n);
-    const nl = line.indexOf("\n");
-    if (nl >= 0) return line.slice(0, nl);
-  }
-}
-
-/** The workload's stdio, as a cold stage 2 gets it from its spawn: sandbox files (never through a link), no stdin. */
-function redirectStdio(spec: LaunchSpec): void {
-  const append = O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC;
-  const fds = [openSync("/dev/null", "r"), openSync(spec.stdout!, append, 0o640), openSync(spec.stderr!, append, 0o640)];
-  fds.forEach((fd, i) => {
-    dup2(fd, i);
-    closeSync(fd);
-  });
-}
-
-/** Stage 2; `specPath` undefined: a warm one, told its spec on stdin. */
+/** Stage 2 (a nested container, a session, a container with a switchboard, or without the launcher). */
 function stage2(specPath: string | undefined): number {
   let spec: LaunchSpec;
   let cgroupFds: number[] = [];
@@ -175,21 +136,7 @@ function stage2(specPath: string | undefined): number {
   /** The host's /proc, held for a terminal's device to be opened through (see makeTerminal). */
   let hostProc: number | undefined;
   try {
-    if (specPath === undefined) {
-      // While no container waits for us: first calls are slow in this runtime.
-      warmUp();
-      warmUpInRoot();
-      warmUpProtect();
-      // Loaded and waiting: the launcher counts this stage as ready from this byte on.
-      writeSync(REPORT_FD, WARM_READY);
-      const path = readSpecPath();
-      if (path === null) return 0;
-      spec = readSpec(path);
-      if (spec.parentPid !== undefined) throw new Error("a warm init stage is for top-level containers only");
-      redirectStdio(spec);
-    } else {
-      spec = readSpec(specPath);
-    }
+    spec = readSpec(specPath);
     setCloexec(REPORT_FD);
     // The container's cgroups are joined at the last moment before exec (through descriptors
     // opened now, as /sys/fs/cgroup is not inside the container): everything this runtime
@@ -215,8 +162,11 @@ function stage2(specPath: string | undefined): number {
   return finish(spec, sandboxFd, cgroupFds, hostProc);
 }
 
-/** Namespaces, mounts and the root of a container (not a session); the sandbox's descriptor. */
-function enterContainer(spec: LaunchSpec): number {
+/**
+ * Namespaces, mounts and the root of a container (not a session); the sandbox's descriptor.
+ * Made `here`: by this process (stage 2), or by the launcher for the process it forked.
+ */
+export function enterContainer(spec: LaunchSpec): number {
   // The network namespace the agent made and attached (a nested container's: its root's).
   if (spec.netns !== undefined) joinNetns(spec.netns);
   // Hostname: a nested container shares its parent's, a top-level one has its own. IPC: as
@@ -225,26 +175,19 @@ function enterContainer(spec: LaunchSpec): number {
   const joins: Array<["uts" | "ipc", number]> = [];
   if (spec.parentPid !== undefined) joins.push(["uts", CLONE_NEWUTS]);
   if (ipc === "parent") joins.push(["ipc", CLONE_NEWIPC]);
-  for (const [ns, flag] of joins) {
-    const fd = openSync(`/proc/${spec.parentPid}/ns/${ns}`, "r");
-    try {
-      setns(fd, flag);
-    } finally {
-      closeSync(fd);
-    }
-  }
+  for (const [ns, flag] of joins) here.setns(`/proc/${spec.parentPid}/ns/${ns}`, flag);
   const fresh = (spec.parentPid === undefined ? CLONE_NEWUTS : 0) | (ipc === "own" ? CLONE_NEWIPC : 0);
-  if (fresh !== 0) unshare(fresh);
-  unshare(CLONE_NEWNS);
+  if (fresh !== 0) here.unshare(fresh);
+  here.unshare(CLONE_NEWNS);
   // BIDIRECTIONAL volumes stay peers of the host's mounts; then everything else becomes a
   // slave: mounts from the host still reach the container, none of the container's reach the host.
   const trees = cloneSharedVolumes(spec);
-  mount(null, "/", null, MS_REC | MS_SLAVE);
+  here.mount(null, "/", null, MS_REC | MS_SLAVE);
   // The sandbox, held from here on: mounted from this descriptor (opened in this mount
   // namespace: a bind's source must be in it) and given to the user through it, so no later
   // lookup of its path can be steered elsewhere.
   const sandboxFd = openSandbox(spec.sandbox);
-  if (spec.parentPid === undefined) sethostname(spec.hostname);
+  if (spec.parentPid === undefined) here.sethostname(spec.hostname);
   if (spec.rootfs) enterRootfs(spec, sandboxFd, trees);
   else if (spec.parentPid !== undefined) {
     enterParentRoot(spec.parentPid);
@@ -252,7 +195,7 @@ function enterContainer(spec: LaunchSpec): number {
     mountHostProc(spec.kernelFiles);
     if (spec.netns !== undefined) mountEtcOverHost(spec);
     if (spec.ipc?.shm && "bind" in spec.ipc.shm) bindHostShm(spec.ipc.shm.bind);
-    const root = openDir("/");
+    const root = openDir(here.host("/"));
     try {
       mountVolumes(spec, root, trees);
     } finally {
@@ -298,12 +241,7 @@ function finish(spec: LaunchSpec, sandboxFd: number, cgroupFds: number[], hostPr
     const root = openDir("/");
     let user: User | undefined;
     try {
-      user = spec.user ? resolveUser(root, spec.user) : undefined;
-      // Mesos gives the sandbox to the container's user.
-      if (user && (user.uid !== 0 || user.gid !== 0)) giveSandbox(sandboxFd, user);
-      // HOME from the user's passwd entry, root's included; "/" without one (Mesos, runc).
-      if (spec.env.HOME === undefined) spec.env.HOME = (user ? user.home : homeOf(root, 0)) ?? "/";
-      enterWorkingDir(root, spec.workingDir);
+      user = settle(spec, sandboxFd, root);
       if (spec.io) {
         // Setup errors of the terminal fail the launch (reported), unlike those of the command.
         let terminal: Terminal | undefined;
@@ -372,52 +310,18 @@ function finish(spec: LaunchSpec, sandboxFd: number, cgroupFds: number[], hostPr
 }
 
 function joinNetns(path: string): void {
-  const fd = openSync(path, "r");
   try {
-    setns(fd, CLONE_NEWNET);
+    here.setns(path, CLONE_NEWNET);
   } catch (err) {
     throw new Error(`cannot join the network namespace ${path}: ${(err as Error).message}`);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-/**
- * First calls are slow in this runtime (JSC readies a function's bytecode on its first call,
- * and the first exception thrown in a process costs ~0.5 ms): without this, stage 2 spent
- * ~0.8 ms more CPU per launch (A/B, 200 launches each). A warm stage 2 makes those first
- * calls while it waits for its container, on the host's root and only reading (no flag that
- * creates, nothing mounted, errors ignored).
- */
-function warmUpInRoot(): void {
-  try {
-    const root = openDir("/");
-    try {
-      // A link (/proc/self), "..", a directory and a missing name: every branch of the walk.
-      for (const path of ["/proc/self/../self/fd", "/etc/passwd", "/nonexistent-ucr-warm-up"]) {
-        try {
-          const { fd, st } = openInRoot(root, path, { flags: O_PATH | O_DIRECTORY });
-          kindOf(st);
-          close(fd);
-        } catch {
-          // expected for some
-        }
-      }
-      homeOf(root, 0);
-      resolveUser(root, "0:0");
-    } finally {
-      close(root);
-    }
-  } catch {
-    // only a warm-up
   }
 }
 
 /** The sandbox's directory, through no link below the top-level sandbox for a nested container. */
 function openSandbox(sandbox: LaunchSpec["sandbox"]): number {
   try {
-    if (sandbox.within === undefined) return openat(AT_FDCWD, sandbox.host, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    const top = openDir(sandbox.within);
+    if (sandbox.within === undefined) return openat(AT_FDCWD, here.host(sandbox.host), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    const top = openDir(here.host(sandbox.within));
     try {
       return openInRoot(top, relative(sandbox.within, sandbox.host), { noLinks: true, flags: O_RDONLY | O_DIRECTORY }).fd;
     } finally {
@@ -442,6 +346,20 @@ function giveSandbox(sandboxFd: number, user: User): void {
   }
 }
 
+/**
+ * Inside the container's root (`root`, its "/"): the user, resolved in the image; the sandbox
+ * given to it; HOME; the working directory, entered (`here`).
+ */
+export function settle(spec: LaunchSpec, sandboxFd: number, root: number): User | undefined {
+  const user = spec.user ? resolveUser(root, spec.user) : undefined;
+  // Mesos gives the sandbox to the container's user.
+  if (user && (user.uid !== 0 || user.gid !== 0)) giveSandbox(sandboxFd, user);
+  // HOME from the user's passwd entry, root's included; "/" without one (Mesos, runc).
+  if (spec.env.HOME === undefined) spec.env.HOME = (user ? user.home : homeOf(root, 0)) ?? "/";
+  enterWorkingDir(root, spec.workingDir);
+  return user;
+}
+
 /** chdir into the working directory as the container sees it, made if missing (as docker does). */
 function enterWorkingDir(root: number, dir: string): void {
   let opened;
@@ -452,7 +370,7 @@ function enterWorkingDir(root: number, dir: string): void {
   }
   try {
     if (!opened.st.isDirectory()) throw new Error(`the working directory ${dir} is ${kindOf(opened.st)}`);
-    fchdir(opened.fd);
+    here.chdirTo(opened.fd);
   } finally {
     close(opened.fd);
   }

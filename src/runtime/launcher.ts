@@ -35,22 +35,18 @@ import {
   setCloexec,
   setParentDeathSignal,
 } from "../ffi/libc.ts";
+import { prepareChild } from "../ffi/child.ts";
+import { startForked } from "./forked.ts";
 import { openDir, openInRoot } from "./inroot.ts";
 import { Records } from "./records.ts";
 import { reaperMain, type ReaperMessage } from "./reaper.ts";
-import { WARM_READY, pidNamespaceOf, selfCommand, type LaunchSpec } from "./spec.ts";
+import { pidNamespaceOf, selfCommand, type LaunchSpec } from "./spec.ts";
 import type { SwitchboardIo } from "./switchboard.ts";
 
 /** The launcher exits this long after its last container and agent connection are gone. */
 const IDLE_EXIT_MS = 2_000;
 /** An agent closes its connection after this long with no container of its own running. */
 const CLIENT_IDLE_MS = 10_000;
-/** When the next warm stage 2 starts: after the workload's exit is reported, or its exec. */
-const WARM_AFTER_EXIT_MS = 2;
-const WARM_AFTER_EXEC_MS = 25;
-/** At most this many warm stages (each ~3 MiB of its own), and back to one after this long without pressure. */
-const MAX_WARM = 8;
-const WARM_DECAY_MS = 5_000;
 /** fd 3 of the launcher: where it tells the reaper about its children. */
 const REAPER_FD = 3;
 
@@ -93,13 +89,15 @@ function say(message: string): void {
 class Outbox {
   private queued = "";
   constructor(private readonly socket: Bun.Socket<unknown>) {}
-  send(line: string): void {
+  /** What the kernel took at once (-1: the connection is dead and took nothing; 0 also when queued behind earlier lines). */
+  send(line: string): number {
     if (this.queued !== "") {
       this.queued += line;
-      return;
+      return 0;
     }
     const n = this.socket.write(line);
     if (n < Buffer.byteLength(line)) this.queued = Buffer.from(line).subarray(Math.max(0, n)).toString();
+    return n;
   }
   drain(): void {
     if (this.queued === "") return;
@@ -109,15 +107,11 @@ class Outbox {
   }
 }
 
-/** An init stage 2 process, started ahead (warm) or for one launch. */
+/** A container's process being started: forked and set up from here, or an init stage 2 started for it. */
 interface Stage {
   pid: number;
-  /** A warm stage's stdin, where its spec path goes. */
-  stdin?: number;
   /** What it writes on its fd 3 until EOF (exec closes it): setup errors, if any. */
   report: Promise<string>;
-  /** A warm stage: loaded and waiting for its spec. */
-  ready?: boolean;
   /** Its raw wait status once it ended. */
   status?: number;
   onExit?: (status: number) => void;
@@ -212,89 +206,26 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
     process.exit(0);
   };
 
-  // ---- init stages started ahead (warm): a launch then skips the start of the binary.
-  // How many follows demand: one while launches come one at a time; more while they come
-  // faster than a stage starts (a launch found none ready, or others were in flight at
-  // once), back to one after WARM_DECAY_MS without that. Extra stages start at once under
-  // pressure; the one of a lone launch only after its hot path (see launch()).
-  const warm: Stage[] = [];
-  let warmTarget = 1;
-  let inFlight = 0;
-  let warmTimer: ReturnType<typeof setTimeout> | undefined;
-  let decayTimer: ReturnType<typeof setTimeout> | undefined;
-  const startWarm = () => {
-    let stdinR: number | undefined, stdinW: number | undefined, reportR: number | undefined, reportW: number | undefined;
+  /** A top-level container: its process forked, set up from here (forked.ts). */
+  const startFork = (spec: LaunchSpec): Stage => {
+    let out: number | undefined, err: number | undefined, reportR: number | undefined, reportW: number | undefined;
     try {
-      [stdinR, stdinW] = pipe();
+      out = openSandboxFile(spec.sandbox, spec.stdout!);
+      err = openSandboxFile(spec.sandbox, spec.stderr!);
       [reportR, reportW] = pipe();
-      const pid = spawnProcess({ argv: selfCommand("__init", "--warm"), env: {}, fds: [stdinR, devnull, 2, reportW], pidns: "new" });
-      const stage: Stage = { pid, stdin: stdinW, report: readReport(reportR, () => (stage.ready = true)), ready: false };
+      const pid = startForked(spec, [devnull, out, err], reportW);
+      const stage: Stage = { pid, report: readReport(reportR) };
+      reportR = undefined;
       onChildExit(pid, (status) => {
         stage.status = status;
-        if (stage.onExit) return stage.onExit(status);
-        // Died while waiting (or told to go): drop it.
-        const i = warm.indexOf(stage);
-        if (i >= 0) warm.splice(i, 1);
-        closeQuietly(stage.stdin);
-        stage.stdin = undefined;
+        stage.onExit?.(status);
       });
-      warm.push(stage);
-      stdinW = reportR = undefined;
-    } catch (err) {
-      say(`cannot start a warm init stage: ${(err as Error).message}`);
-      closeQuietly(stdinW);
-      closeQuietly(reportR);
+      return stage;
     } finally {
-      closeQuietly(stdinR);
+      closeQuietly(out);
+      closeQuietly(err);
       closeQuietly(reportW);
-    }
-  };
-  const prepare = () => {
-    clearTimeout(warmTimer);
-    warmTimer = undefined;
-    while (warm.length < warmTarget) {
-      const before = warm.length;
-      startWarm();
-      if (warm.length === before) break;
-    }
-  };
-  const prepareIn = (ms: number) => {
-    clearTimeout(warmTimer);
-    warmTimer = setTimeout(prepare, ms);
-  };
-  const pressure = () => {
-    warmTarget = Math.min(MAX_WARM, Math.max(warmTarget + 1, inFlight + 1));
-    clearTimeout(decayTimer);
-    decayTimer = setTimeout(() => {
-      warmTarget = 1;
-      // The surplus goes (EOF on its stdin ends a waiting stage 2); the oldest stay.
-      for (const stage of warm.splice(warmTarget)) {
-        closeQuietly(stage.stdin);
-        stage.stdin = undefined;
-      }
-    }, WARM_DECAY_MS);
-  };
-
-  /** A live warm stage (a ready one first), told `specPath`; undefined: start one cold. */
-  let served = 0;
-  const takeWarm = (specPath: string): Stage | undefined => {
-    const anyReady = warm.some((w) => w.ready && w.status === undefined);
-    // (The first launch of a new launcher finds its first stage still starting: no pressure.)
-    if ((!anyReady && served > 0) || inFlight > 1) pressure();
-    served++;
-    for (;;) {
-      const i = anyReady ? warm.findIndex((w) => w.ready && w.status === undefined) : warm.findIndex((w) => w.status === undefined);
-      if (i < 0) return undefined;
-      const [stage] = warm.splice(i, 1);
-      try {
-        writeSync(stage!.stdin!, `${specPath}\n`);
-        return stage;
-      } catch {
-        // died under us: try the next, or go cold
-      } finally {
-        closeQuietly(stage!.stdin);
-        stage!.stdin = undefined;
-      }
+      closeQuietly(reportR);
     }
   };
 
@@ -457,7 +388,6 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
   async function launch(req: LaunchRequest, reply: (r: LaunchReply) => void): Promise<void> {
     let spec: LaunchSpec;
     let stage: Stage;
-    let counted = false;
     try {
       // A small local file: read at once, not through Bun's thread pool.
       spec = JSON.parse(readFileSync(req.spec, "utf8")) as LaunchSpec;
@@ -465,27 +395,18 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
         // Loaded with the first container that needs it: an ordinary launch never does.
         await loadSwitchboard();
         stage = startSwitched(spec, req.spec);
-      } else if (spec.parentPid === undefined && spec.pidNamespace !== "agent") {
-        // Warm stages wait in a new PID namespace: for top-level containers that want one.
-        inFlight++;
-        counted = true;
-        const taken = takeWarm(req.spec);
-        // With no ready stage left, the pool refills now, beside this launch (the next one
-        // may come any moment); otherwise after this launch's hot path, as a lone one's.
-        if (warmTarget > 1 && !warm.some((w) => w.ready && w.status === undefined)) prepare();
-        stage = taken ?? startCold(spec, req.spec);
+      } else if (spec.parentPid === undefined && !spec.debug) {
+        stage = startFork(spec);
       } else {
         stage = startCold(spec, req.spec);
       }
     } catch (e) {
-      if (counted) inFlight--;
       return reply({ id: req.id, error: `container init failed: ${(e as Error).message}` });
     }
     const { pid } = stage;
     children++;
     if (idleTimer) clearTimeout(idleTimer);
     tellReaper({ pid, key: spec.id, statusFile: spec.statusFile });
-    let warmSoon: ReturnType<typeof setTimeout> | undefined;
     let outcome: "pending" | "running" | "failed" = "pending";
     let held: ExitEvent | undefined;
     const ended = new Promise<void>((resolve) => {
@@ -493,10 +414,6 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
         const event = exited(spec, pid, status);
         if (outcome === "running") reportExit(event);
         else if (outcome === "pending") held = event;
-        if (spec.parentPid === undefined) {
-          clearTimeout(warmSoon);
-          prepareIn(WARM_AFTER_EXIT_MS);
-        }
         resolve();
       };
       if (stage.status !== undefined) onExit(stage.status);
@@ -506,14 +423,6 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
     records.write(spec.id, spec.pidFile, `${pid}\n`);
     // Stage 2 reports setup errors on fd 3; exec closes it (close-on-exec): EOF means running.
     const report = (await stage.report).trim();
-    if (counted) inFlight--;
-    // The next warm stage 2 starts once this launch's hot path is over: just after its
-    // workload's exit has been reported, or WARM_AFTER_EXEC_MS after the exec if it runs on.
-    // Started at once, the binary's start (~10 ms of CPU, and fresh memory the hypervisor
-    // faults in, which stalls the vCPU whatever the guest's scheduler says: SCHED_IDLE for it
-    // measured no better) delayed the exit report of a short workload: WAIT_CONTAINER after
-    // a `/bin/true` took 1.3-2.0 ms median and ~6 ms p90, against 0.7-1.0 and 1.5 ms.
-    if (spec.parentPid === undefined && stage.status === undefined) warmSoon = setTimeout(() => prepareIn(0), WARM_AFTER_EXEC_MS);
     if (report === "" && stage.io) {
       try {
         openSwitchboard(spec, stage);
@@ -589,7 +498,14 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
   });
   boundIno = statSync(socketPath).ino;
   idle();
-  prepare();
+  // The forked containers' native code, compiled now rather than in the first launch.
+  setTimeout(() => {
+    try {
+      prepareChild();
+    } catch (err) {
+      say(`cannot prepare the container process's native code: ${(err as Error).message}`);
+    }
+  }, 0);
   await new Promise<never>(() => {});
   return 0;
 }
@@ -609,22 +525,11 @@ async function loadSwitchboard(): Promise<void> {
   Switchboard = sb.Switchboard;
 }
 
-/**
- * Everything an init stage writes on its fd 3 until EOF, then the fd closed. A leading
- * WARM_READY is not part of it: it calls `onReady`.
- */
-async function readReport(fd: number, onReady?: () => void): Promise<string> {
+/** Everything a container's process (or init stage) writes on its fd 3 until EOF, then the fd closed. */
+async function readReport(fd: number): Promise<string> {
   let text = "";
-  let ready = onReady === undefined;
   try {
-    for await (const chunk of Bun.file(fd).stream()) {
-      text += Buffer.from(chunk).toString();
-      if (!ready && text.startsWith(WARM_READY)) {
-        ready = true;
-        text = text.slice(WARM_READY.length);
-        onReady!();
-      }
-    }
+    for await (const chunk of Bun.file(fd).stream()) text += Buffer.from(chunk).toString();
   } catch (err) {
     text += `container init failed: cannot read the init stage's report: ${(err as Error).message}`;
   } finally {
@@ -682,8 +587,8 @@ export class LauncherClient {
   /** Containers the launcher said it runs (from its greeting, launches and its "running" reports). */
   private launcherRunning = 0;
   private idleTimer: ReturnType<typeof setTimeout> | undefined;
-  /** Exit statuses heard, by container key (bounded). */
-  private readonly exits = new Map<string, number>();
+  /** Exits heard, by container key (bounded). */
+  private readonly exits = new Map<string, ExitEvent>();
 
   constructor(
     readonly socketPath: string,
@@ -716,7 +621,13 @@ export class LauncherClient {
 
   /** The exit status the launcher reported for `container`, if this client heard it. */
   exitStatus(container: string): number | undefined {
-    return this.exits.get(container);
+    return this.exits.get(container)?.status;
+  }
+
+  /** The exit status the launcher reported for `container` running as `pid` (not an earlier one of that name). */
+  exitStatusOf(container: string, pid: number): number | undefined {
+    const e = this.exits.get(container);
+    return e?.pid === pid ? e.status : undefined;
   }
 
   /** Resolves once the launcher has greeted us; rejects if the connection ends first. */
@@ -786,7 +697,7 @@ export class LauncherClient {
 
   private remember(e: ExitEvent): void {
     this.exits.delete(e.container);
-    this.exits.set(e.container, e.status);
+    this.exits.set(e.container, e);
     if (this.exits.size > REMEMBERED_EXITS) this.exits.delete(this.exits.keys().next().value!);
   }
 
@@ -839,6 +750,17 @@ export class LauncherClient {
     return this.connecting;
   }
 
+  /** Forgets a dead connection now (its close comes later): what waits on it has gone away. */
+  private dropConnection(socket: Bun.Socket<undefined>): void {
+    if (this.socket !== socket) return;
+    this.socket = undefined;
+    this.out = undefined;
+    clearTimeout(this.idleTimer);
+    for (const [id, done] of this.waiting) done({ id, error: "the launcher went away" });
+    this.waiting.clear();
+    socket.terminate();
+  }
+
   /** Closes the connection once the launcher has run nothing for a while: it may then exit. */
   private checkIdle(): void {
     clearTimeout(this.idleTimer);
@@ -850,13 +772,20 @@ export class LauncherClient {
     this.idleTimer.unref();
   }
 
-  async launch(specPath: string): Promise<LaunchReply> {
+  async launch(specPath: string, again = false): Promise<LaunchReply> {
     const socket = await this.connect();
     clearTimeout(this.idleTimer);
     const id = this.nextId++;
     const reply = new Promise<LaunchReply>((resolve) => this.waiting.set(id, resolve));
     socket.ref();
-    this.out!.send(`${JSON.stringify({ id, spec: specPath } satisfies LaunchRequest)}\n`);
+    if (this.out!.send(`${JSON.stringify({ id, spec: specPath } satisfies LaunchRequest)}\n`) < 0 && !again) {
+      // The launcher died before this request reached it (the connection's end not heard yet):
+      // nothing of it was started, so a new launcher gets it. Those sent earlier are another
+      // matter: whether they started is unknown, and they fail as the connection's end says.
+      this.waiting.delete(id);
+      this.dropConnection(socket);
+      return this.launch(specPath, true);
+    }
     try {
       return await reply;
     } finally {

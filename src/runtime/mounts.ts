@@ -23,7 +23,6 @@
 import { existsSync, fstatSync, statSync } from "node:fs";
 import {
   AT_FDCWD,
-  MNT_DETACH,
   MOUNT_ATTR_NODEV,
   MOUNT_ATTR_NOEXEC,
   MOUNT_ATTR_NOSUID,
@@ -47,7 +46,6 @@ import {
   chdir,
   chroot,
   close,
-  fchdir,
   EEXIST,
   ELOOP,
   ENOENT,
@@ -56,21 +54,15 @@ import {
   mkdirat,
   mkdiratOrErrno,
   mknodat,
-  mount,
-  mountOrErrno,
-  mountSetattrRecursive,
-  moveMount,
-  openTreeClone,
   openat,
   openatOrErrno,
-  pivotRoot,
   readlinkat,
   symlinkat,
   sysError,
   umask,
-  umount2,
   unlinkat,
 } from "../ffi/libc.ts";
+import { here } from "./here.ts";
 import { PathError, kindOf, openDir, openInRoot } from "./inroot.ts";
 import type { CgroupMounts, KernelFiles, LaunchSpec } from "./spec.ts";
 
@@ -88,7 +80,7 @@ function mountOn(
   name?: string,
 ): void {
   try {
-    mount(source, name === undefined ? `/proc/self/fd/${fd}` : `/proc/self/fd/${fd}/${name}`, fstype, flags, data);
+    here.mount(source, here.fd(fd, name), fstype, flags, data);
   } catch (err) {
     throw new Error(`cannot mount ${fstype ?? source ?? "none"} on ${where} in the container: ${(err as Error).message}`);
   }
@@ -169,10 +161,10 @@ function remountHere(dirFd: number, name: string, where: string): void {
  */
 function mountCgroups(rootFd: number, m: CgroupMounts): void {
   const at = "/sys/fs/cgroup";
-  const under = `/proc/self/fd/${rootFd}/sys/fs/cgroup`;
+  const under = here.fd(rootFd, "sys/fs/cgroup");
   try {
-    if (m.kind === "v2") mount(m.binds[0]!.source, under, null, MS_BIND | MS_REC);
-    else mount("tmpfs", under, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755,size=64k");
+    if (m.kind === "v2") here.mount(m.binds[0]!.source, under, null, MS_BIND | MS_REC);
+    else here.mount("tmpfs", under, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755,size=64k");
   } catch (err) {
     throw new Error(`cannot mount the container's cgroups on ${at}: ${(err as Error).message}`);
   }
@@ -187,7 +179,7 @@ function mountCgroups(rootFd: number, m: CgroupMounts): void {
     }
     // Read-only, the binds below included: one call where the kernel has it, else one remount each.
     const ro = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
-    if (!mountSetattrRecursive(dir, ro, at)) {
+    if (!here.setattr(dir, ro, at)) {
       for (const b of m.kind === "v1" ? m.binds : []) remountHere(dir, b.name, `${at}/${b.name}`);
       mountOn(dir, at, null, null, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
     }
@@ -233,37 +225,22 @@ export function protectKernelFiles(procFd: number, sysFd: number | undefined, nu
   const masks: Array<[number, string, string]> = files.maskedProc.map((n) => [procFd, n, `/proc/${n}`]);
   if (sysFd !== undefined) for (const n of files.maskedSys) masks.push([sysFd, n, `/sys/${n}`]);
   for (const [dir, name, where] of masks) {
-    const target = `/proc/self/fd/${dir}/${name}`;
-    const asDir = () => mountOrErrno("tmpfs", target, "tmpfs", MS_RDONLY | ro, "mode=555");
-    const asFile = () => mountOrErrno(`/proc/self/fd/${nullFd}`, target, null, MS_BIND);
+    const target = here.fd(dir, name);
+    const asDir = () => here.mountOrErrno("tmpfs", target, "tmpfs", MS_RDONLY | ro, "mode=555");
+    const asFile = () => here.mountOrErrno(here.fd(nullFd), target, null, MS_BIND);
     let rc = MASKED_DIRS.has(name) ? asDir() : asFile();
     if (rc === -ENOTDIR) rc = MASKED_DIRS.has(name) ? asFile() : asDir();
     if (rc !== 0 && rc !== -ENOENT) throw new Error(`cannot mask ${where} in the container: ${sysError("mount", rc, where).message}`);
   }
   for (const name of files.readonlyProc) {
-    const target = `/proc/self/fd/${procFd}/${name}`;
+    const target = here.fd(procFd, name);
     const where = `/proc/${name}`;
-    const rc = mountOrErrno(target, target, null, MS_BIND | MS_REC);
+    const rc = here.mountOrErrno(target, target, null, MS_BIND | MS_REC);
     if (rc === -ENOENT) continue;
     if (rc !== 0) throw new Error(`cannot bind ${where} read-only in the container: ${sysError("mount", rc, where).message}`);
     // The path now leads to the bind just made: made read-only (runc's remount, keeping nosuid, nodev, noexec).
-    const re = mountOrErrno(null, target, null, MS_BIND | MS_REMOUNT | MS_RDONLY | ro);
+    const re = here.mountOrErrno(null, target, null, MS_BIND | MS_REMOUNT | MS_RDONLY | ro);
     if (re !== 0) throw new Error(`cannot make ${where} read-only in the container: ${sysError("mount", re, where).message}`);
-  }
-}
-
-/**
- * This module's launch-time functions called once on what names nothing (descriptor -1:
- * every open and mount fails ENOENT, no volume), so a warm stage readies their bytecode while
- * it waits (a function's first call costs tens of µs in this runtime).
- */
-export function warmUpProtect(): void {
-  try {
-    protectRootfsKernelFiles(-1);
-    protectKernelFiles(-1, -1, -1);
-    cloneSharedVolumes({ volumes: [] } as unknown as LaunchSpec);
-  } catch {
-    // only a warm-up
   }
 }
 
@@ -329,9 +306,9 @@ function mountDev(rootFd: number, nodes: LaunchSpec["devices"] = [], shmSpec: Sh
     try {
       if ("bind" in shmSpec) {
         // A /dev/shm shared with the host or a parent (or a PRIVATE one the agent mounted): the agent's path.
-        const source = openat(AT_FDCWD, shmSpec.bind, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        const source = openat(AT_FDCWD, here.host(shmSpec.bind), O_PATH | O_DIRECTORY | O_CLOEXEC);
         try {
-          mountOn(shm, "/dev/shm", `/proc/self/fd/${source}`, null, MS_BIND);
+          mountOn(shm, "/dev/shm", here.fd(source), null, MS_BIND);
         } finally {
           close(source);
         }
@@ -357,7 +334,7 @@ function protectRootfsKernelFiles(rootFd: number, files?: KernelFiles): void {
   if (procFd < 0) return; // a read-only rootfs without /proc: the container goes without
   const sysFd = openatOrErrno(rootFd, "sys", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   // The host's (the rootfs may have no /dev): a device node, the same in every /dev.
-  const nullFd = openat(AT_FDCWD, "/dev/null", O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  const nullFd = openat(AT_FDCWD, here.host("/dev/null"), O_PATH | O_NOFOLLOW | O_CLOEXEC);
   try {
     protectKernelFiles(procFd, sysFd >= 0 ? sysFd : undefined, nullFd, files);
   } finally {
@@ -435,13 +412,13 @@ export function cloneSharedVolumes(spec: LaunchSpec): Map<number, number> {
     for (const [i, v] of (spec.volumes ?? []).entries()) {
       if (v.propagation !== "bidirectional") continue;
       try {
-        trees.set(i, openTreeClone(v.source!));
+        trees.set(i, here.openTreeClone(v.source!));
       } catch (err) {
         throw new Error(`cannot take the host path ${v.source} for BIDIRECTIONAL propagation: ${(err as Error).message}`);
       }
     }
   } catch (err) {
-    for (const fd of trees.values()) close(fd);
+    for (const fd of trees.values()) here.closeTree(fd);
     throw err;
   }
   return trees;
@@ -458,18 +435,18 @@ export function mountVolumes(spec: LaunchSpec, rootFd: number, trees: ReadonlyMa
     const tree = trees.get(i);
     if (tree !== undefined) {
       const what = `volume ${v.source} (BIDIRECTIONAL)`;
-      const fd = mountPoint(rootFd, v.target, statSync(v.source!).isDirectory(), what);
+      const fd = mountPoint(rootFd, v.target, statSync(here.host(v.source!)).isDirectory(), what);
       try {
-        moveMount(tree, fd, `${v.source} onto ${v.target}`);
+        here.moveMount(tree, fd, `${v.source} onto ${v.target}`);
       } finally {
         close(fd);
-        close(tree);
+        here.closeTree(tree);
       }
       if (v.readonly) {
         const { fd: attached } = openInRoot(rootFd, v.target);
         try {
           const ro = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
-          if (!mountSetattrRecursive(attached, ro, v.target)) {
+          if (!here.setattr(attached, ro, v.target)) {
             mountOn(attached, v.target, null, null, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV);
           }
         } finally {
@@ -498,7 +475,7 @@ export function mountVolumes(spec: LaunchSpec, rootFd: number, trees: ReadonlyMa
     let source = v.source!;
     let held: number | undefined;
     if (within !== undefined && source.startsWith(`${within}/`)) {
-      const top = openDir(within);
+      const top = openDir(here.host(within));
       try {
         held = openInRoot(top, source.slice(within.length + 1), { noLinks: true, flags: O_PATH | O_DIRECTORY }).fd;
       } catch (err) {
@@ -506,10 +483,10 @@ export function mountVolumes(spec: LaunchSpec, rootFd: number, trees: ReadonlyMa
       } finally {
         close(top);
       }
-      source = `/proc/self/fd/${held}`;
+      source = here.fd(held);
     }
     try {
-      const fd = mountPoint(rootFd, v.target, held !== undefined || statSync(source).isDirectory(), what);
+      const fd = mountPoint(rootFd, v.target, held !== undefined || statSync(here.host(source)).isDirectory(), what);
       try {
         mountOn(fd, v.target, source, null, MS_BIND | MS_REC);
       } finally {
@@ -529,14 +506,14 @@ export function mountVolumes(spec: LaunchSpec, rootFd: number, trees: ReadonlyMa
  * the host through /sys/power/state, for one).
  */
 export function mountHostProc(files?: KernelFiles): void {
-  mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC);
-  const proc = openDir("/proc");
-  const sys = openat(AT_FDCWD, "/sys", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  const nul = openat(AT_FDCWD, "/dev/null", O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  here.mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC);
+  const proc = openDir(here.host("/proc"));
+  const sys = openat(AT_FDCWD, here.host("/sys"), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  const nul = openat(AT_FDCWD, here.host("/dev/null"), O_PATH | O_NOFOLLOW | O_CLOEXEC);
   try {
     const ro = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
-    if (!mountSetattrRecursive(sys, ro, "/sys")) {
-      mount(null, "/sys", null, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+    if (!here.setattr(sys, ro, "/sys")) {
+      here.mount(null, "/sys", null, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
     }
     protectKernelFiles(proc, sys, nul, files);
   } finally {
@@ -556,12 +533,12 @@ export function enterRootfs(spec: LaunchSpec, sandboxFd: number, trees: Readonly
   const writable = r.backend !== "bind" && !r.readonly;
   if (r.backend === "overlay") {
     const lower = [...r.lowers!].reverse().join(":"); // overlay lists the top layer first
-    mount("overlay", r.target, "overlay", MS_NODEV, `lowerdir=${lower},upperdir=${r.upper},workdir=${r.work}`);
+    here.mount("overlay", r.target, "overlay", MS_NODEV, `lowerdir=${lower},upperdir=${r.upper},workdir=${r.work}`);
   } else {
-    mount(r.source!, r.target, null, MS_BIND | MS_REC);
-    mount(null, r.target, null, MS_BIND | MS_REMOUNT | MS_NODEV | (r.readonly ? MS_RDONLY : 0));
+    here.mount(r.source!, r.target, null, MS_BIND | MS_REC);
+    here.mount(null, r.target, null, MS_BIND | MS_REMOUNT | MS_NODEV | (r.readonly ? MS_RDONLY : 0));
   }
-  const root = openDir(r.target); // the rootfs just mounted (the agent's own directory)
+  const root = openDir(here.host(r.target)); // the rootfs just mounted (the agent's own directory)
   try {
     const proc = systemDir(root, "proc", "proc");
     if (proc !== undefined) {
@@ -611,19 +588,15 @@ export function enterRootfs(spec: LaunchSpec, sandboxFd: number, trees: Readonly
       throw err;
     }
     try {
-      mountOn(sandbox, spec.sandbox.container, `/proc/self/fd/${sandboxFd}`, null, MS_BIND | MS_REC);
+      mountOn(sandbox, spec.sandbox.container, here.fd(sandboxFd), null, MS_BIND | MS_REC);
     } finally {
       close(sandbox);
     }
     mountVolumes(spec, root, trees);
-
-    fchdir(root);
+    here.pivot(root);
   } finally {
     close(root);
   }
-  pivotRoot(".", ".");
-  umount2(".", MNT_DETACH);
-  chdir("/");
 }
 
 /**
@@ -643,7 +616,7 @@ export function enterParentRoot(parentPid: number): void {
  */
 export function bindHostShm(source: string): void {
   if (source === "/dev/shm") return;
-  mount(source, "/dev/shm", null, MS_BIND);
+  here.mount(source, "/dev/shm", null, MS_BIND);
 }
 
 /**
@@ -657,8 +630,8 @@ export function mountEtcOverHost(spec: LaunchSpec): void {
     [spec.etc.hostname, "/etc/hostname"],
     [spec.etc.resolv, "/etc/resolv.conf"],
   ] as const) {
-    if (source === undefined || source === target || !existsSync(target)) continue;
-    mount(source, target, null, MS_BIND);
-    mount(null, target, null, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV);
+    if (source === undefined || source === target || !existsSync(here.host(target))) continue;
+    here.mount(source, target, null, MS_BIND);
+    here.mount(null, target, null, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV);
   }
 }

@@ -138,9 +138,12 @@ export async function reaperMain(socketPath: string): Promise<number> {
   launcherGone = true;
   reap();
   // A container the launcher reaped but died before saying so is not ours to wait for: its
-  // status file is written or not, but nothing here knows the status.
+  // status file is written or not, but nothing here knows the status. (One that we reaped
+  // ourselves, adopted and ended while the launcher's end was still being read, is no longer
+  // our child either, but its status is in `adopted`.)
+  const ours = new Set(adopted.map((a) => a.pid));
   for (const [pid, k] of known) {
-    if (k.status === undefined && !isChildOfMine(pid)) {
+    if (k.status === undefined && !ours.has(pid) && !isChildOfMine(pid)) {
       say(`container ${k.key} (pid ${pid}) ended before its launcher, which left no word of its status`);
       known.delete(pid);
     }

@@ -166,9 +166,6 @@ export interface LaunchSpec {
   pidFile: string;
 }
 
-/** What a warm init stage 2 writes on its fd 3 once it waits for its spec (before any report). */
-export const WARM_READY = "R";
-
 /**
  * Where a stage 2 for `spec` is started (src/ffi/spawn.ts' pidns): the launcher's own PID
  * namespace ("agent"), a new one ("own", and a top-level container by default), or its

@@ -119,11 +119,15 @@ export function resolveUser(rootFd: number, spec: string): User {
   return { name, uid, gid, groups: [...groups], ...(home ? { home } : {}) };
 }
 
-export function dropPrivileges(user: User): void {
-  // Checked again at the edge: a wrapped id is root.
+/** Checked again at the edge, before any set*id call: a wrapped id is root. */
+export function checkIds(user: User): void {
   for (const id of [user.uid, user.gid, ...user.groups]) {
     if (!Number.isInteger(id) || id < 0 || id > MAX_ID) throw new Error(`id ${id} is out of range (0..${MAX_ID})`);
   }
+}
+
+export function dropPrivileges(user: User): void {
+  checkIds(user);
   setgroups(user.groups);
   setresgid(user.gid);
   setresuid(user.uid);

@@ -2,10 +2,10 @@
 // busybox-static and saved with skopeo into an archive directory, real namespaces and
 // overlay mounts (CI runs as root). The seeds' requests are sent as written.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import { type RunningAgent, startAgent, tempDir } from "../helpers/agent.ts";
+import { type RunningAgent, requireBinary, startAgent, tempDir } from "../helpers/agent.ts";
 import { buildBusyboxImage, buildRichImage, saveArchive } from "../helpers/images.ts";
 import { call as callAgent, removeAllContainers } from "./support.ts";
 
@@ -577,7 +577,7 @@ describe.skipIf(!isRoot)("URIs (need root)", () => {
   });
 });
 
-describe.skipIf(!isRoot)("the launcher and its warm init stage (need root)", () => {
+describe.skipIf(!isRoot)("the launcher and the containers it forks (need root)", () => {
   const childrenOf = (ppid: number) =>
     readdirSync("/proc")
       .filter((e) => /^\d+$/.test(e))
@@ -590,8 +590,19 @@ describe.skipIf(!isRoot)("the launcher and its warm init stage (need root)", () 
         }
       });
   const cmdline = (pid: number) => readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ").trim();
+  const launcherOf = (socket: string) =>
+    readdirSync("/proc")
+      .filter((e) => /^\d+$/.test(e))
+      .map(Number)
+      .find((pid) => {
+        try {
+          return cmdline(pid).includes(`__launcher --serve ${socket}`);
+        } catch {
+          return false;
+        }
+      });
 
-  test("one launcher parents every workload; a stage 2 started ahead waits in its own PID namespace", async () => {
+  test("one launcher parents every workload, each PID 1 of a namespace of its own; no process waits ahead of launches", async () => {
     const ids = [`w${n++}`, `w${n++}`];
     for (const id of ids) expect((await start(id, "exec sleep 30")).status).toBe(200);
     const pids = ids.map((id) => Number(readFileSync(join(agent.workDir, "run", "containers", id, "pid"), "utf8")));
@@ -601,14 +612,9 @@ describe.skipIf(!isRoot)("the launcher and its warm init stage (need root)", () 
     // Each workload is PID 1 of a PID namespace of its own, not the launcher's.
     const ns = (pid: number) => readlinkSync(`/proc/${pid}/ns/pid`);
     expect(new Set([ns(parents[0]!), ...pids.map(ns)]).size).toBe(3);
-    // The warm stage 2 for the next launch: started after the last launch, idle, alone in its namespace.
-    let warm: number | undefined;
-    for (let i = 0; i < 100 && warm === undefined; i++) {
-      warm = childrenOf(parents[0]!).find((pid) => cmdline(pid).includes("__init --warm"));
-      if (warm === undefined) await Bun.sleep(20);
-    }
-    expect(warm).toBeDefined();
-    expect(new Set([ns(parents[0]!), ns(warm!), ...pids.map(ns)]).size).toBe(4);
+    // The launcher's children are the workloads, nothing else (no init stage started ahead).
+    await Bun.sleep(100);
+    expect(childrenOf(parents[0]!).sort()).toEqual([...pids].sort());
     for (const id of ids) {
       await call({ type: "KILL_CONTAINER", kill_container: { container_id: { value: id } } });
       const wait = await call({ type: "WAIT_CONTAINER", wait_container: { container_id: { value: id } } });
@@ -617,30 +623,47 @@ describe.skipIf(!isRoot)("the launcher and its warm init stage (need root)", () 
     }
   });
 
-  test("the warm stage 2 goes with its launcher; the next launch starts a new launcher", async () => {
-    await run("true");
-    const socket = join(agent.workDir, "run", "launcher.sock");
-    const launcher = readdirSync("/proc")
-      .filter((e) => /^\d+$/.test(e))
-      .map(Number)
-      .find((pid) => {
-        try {
-          return cmdline(pid).includes(`__launcher --serve ${socket}`);
-        } catch {
-          return false;
-        }
-      })!;
-    expect(launcher).toBeGreaterThan(0);
-    let warm: number | undefined;
-    for (let i = 0; i < 100 && warm === undefined; i++) {
-      warm = childrenOf(launcher).find((pid) => cmdline(pid).includes("__init --warm"));
-      if (warm === undefined) await Bun.sleep(20);
+  test("a launch starts no binary: with the agent's binary deleted from disk, containers still launch", async () => {
+    // A private copy of the binary for an agent of its own, then removed: a fork needs no file,
+    // a start of `ucr __init` would fail ("(deleted)").
+    const dir = tempDir();
+    const binary = join(dir, "ucr-copy");
+    copyFileSync(requireBinary(), binary);
+    chmodSync(binary, 0o755);
+    const own = await startAgent({ binary });
+    try {
+      const launch = (id: string) =>
+        callAgent(own, {
+          type: "LAUNCH_CONTAINER",
+          launch_container: {
+            container_id: { value: id },
+            command: { shell: true, value: "echo forked; exit 3" },
+            resources: [],
+          },
+        });
+      const wait = (id: string) => callAgent(own, { type: "WAIT_CONTAINER", wait_container: { container_id: { value: id } } });
+      expect((await launch("first")).status).toBe(200); // starts the launcher from the file
+      expect((await wait("first")).json).toEqual({ type: "WAIT_CONTAINER", wait_container: { exit_status: 3 << 8 } });
+      rmSync(binary);
+      for (const id of ["second", "third"]) {
+        expect((await launch(id)).status).toBe(200);
+        expect((await wait(id)).json).toEqual({ type: "WAIT_CONTAINER", wait_container: { exit_status: 3 << 8 } });
+        expect(readFileSync(join(own.workDir, "containers", id, "stdout"), "utf8")).toBe("forked\n");
+      }
+    } finally {
+      await own.stop();
+      rmSync(dir, { recursive: true, force: true });
     }
-    expect(warm).toBeDefined();
-    process.kill(launcher, "SIGKILL");
+  });
+
+  test("a killed launcher: the next launch starts a new launcher", async () => {
+    await run("true");
+    const launcher = launcherOf(join(agent.workDir, "run", "launcher.sock"));
+    expect(launcher).toBeGreaterThan(0);
+    process.kill(launcher!, "SIGKILL");
     let gone = false;
     for (let i = 0; i < 100 && !gone; i++) {
-      gone = !existsSync(`/proc/${warm}`) || readFileSync(`/proc/${warm}/stat`, "utf8").includes(") Z ");
+      gone = !existsSync(`/proc/${launcher}`) || readFileSync(`/proc/${launcher}/stat`, "utf8").includes(") Z ");
       if (!gone) await Bun.sleep(20);
     }
     expect(gone).toBe(true);
@@ -648,8 +671,8 @@ describe.skipIf(!isRoot)("the launcher and its warm init stage (need root)", () 
     expect(r).toMatchObject({ exit: 0, stdout: "again\n" });
   });
 
-  test("a warm stage 2 gives the workload the sandbox's stdout and stderr and no stdin", async () => {
-    // Several in a row: each launch after the first takes a warm stage 2.
+  test("a forked container gets the sandbox's stdout and stderr and no stdin", async () => {
+    // Several in a row: the first may start the launcher, the next ones are forked by it.
     for (let i = 0; i < 3; i++) {
       const r = await run(`echo out${i}; echo err${i} >&2; readlink /proc/self/fd/0; cat; echo pid $$`);
       expect(r.exit).toBe(0);

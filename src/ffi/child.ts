@@ -1,0 +1,260 @@
+// A container's process forked from the launcher (no binary started per launch): the native
+// side is src/ffi/child.c.ts; here its compilation, the fork, and the requests the launcher
+// makes of it. Each request is one seqpacket datagram answered by a 64-bit result (>= 0, or
+// -errno), made synchronously: the launcher's JavaScript decides, the child only makes calls
+// that must come from inside the container's namespaces.
+import { cc, dlopen } from "bun:ffi";
+import { closeSync, readSync, writeSync } from "node:fs";
+import { CHILD_SOURCE, Op } from "./child.c.ts";
+import { errnoName, SysError } from "./errno.ts";
+
+const libc = dlopen("libc.so.6", {
+  syscall: { args: [], returns: "i64" },
+  read: { args: [], returns: "i64" },
+  write: { args: [], returns: "i64" },
+  close: { args: [], returns: "i32" },
+  dup2: { args: [], returns: "i32" },
+  fcntl: { args: [], returns: "i32" },
+  open: { args: [], returns: "i32" },
+  mount: { args: [], returns: "i32" },
+  umount2: { args: [], returns: "i32" },
+  unshare: { args: [], returns: "i32" },
+  setns: { args: [], returns: "i32" },
+  sethostname: { args: [], returns: "i32" },
+  chdir: { args: [], returns: "i32" },
+  prctl: { args: [], returns: "i32" },
+  pthread_sigmask: { args: [], returns: "i32" },
+  execve: { args: [], returns: "i32" },
+  _exit: { args: [], returns: "void" },
+  __errno_location: { args: [], returns: "ptr" },
+  getpid: { args: [], returns: "i32" },
+  openat: { args: [], returns: "i32" },
+  fchdir: { args: [], returns: "i32" },
+  pthread_create: { args: [], returns: "i32" },
+  clone: { args: [], returns: "i32" },
+  pipe2: { args: [], returns: "i32" },
+  strerror: { args: ["i32"], returns: "cstring" },
+  socketpair: { args: ["i32", "i32", "i32", "ptr"], returns: "i32" },
+  memfd_create: { args: ["ptr", "u32"], returns: "i32" },
+});
+
+const arm64 = process.arch === "arm64";
+// clone, pivot_root, capset, seccomp, rt_sigaction, prlimit64, setgroups, setresgid, setresuid.
+const NUMBERS = arm64 ? [220, 41, 91, 277, 134, 261, 159, 149, 147] : [56, 155, 126, 317, 13, 302, 116, 119, 117];
+
+type Native = {
+  fork: (fds: Int32Array, flags: number) => number;
+};
+let native: Native | undefined;
+
+function fnPtr(fn: unknown, name: string): bigint {
+  const p = (fn as { ptr?: number | bigint }).ptr;
+  if (p === undefined || p === 0 || p === 0n) throw new Error(`no address for libc's ${name}`);
+  return BigInt(p);
+}
+
+/** "EPERM (Operation not permitted)" for each errno, packed for the child (it cannot call strerror after the fork). */
+function errnoTexts(): { texts: Buffer; offsets: Uint32Array } {
+  const count = 134;
+  const offsets = new Uint32Array(count);
+  const parts: Buffer[] = [];
+  let at = 0;
+  for (let e = 0; e < count; e++) {
+    const b = Buffer.from(`${errnoName(e)} (${libc.symbols.strerror(e)?.toString() ?? "unknown error"})\0`);
+    offsets[e] = at;
+    at += b.length;
+    parts.push(b);
+  }
+  return { texts: Buffer.concat(parts), offsets };
+}
+
+/** Kept alive for as long as the compiled code may read them. */
+const kept: unknown[] = [];
+
+function load(): Native {
+  if (native) return native;
+  const fd = libc.symbols.memfd_create(Buffer.from("ucr-child\0"), 1 /* MFD_CLOEXEC */);
+  if (fd < 0) throw new Error("memfd_create failed");
+  let lib;
+  try {
+    writeSync(fd, CHILD_SOURCE);
+    lib = cc({
+      source: `/proc/self/fd/${fd}`,
+      flags: ["-nostdlib"],
+      symbols: {
+        ucr_child_init: { args: ["ptr", "ptr", "ptr", "ptr", "i32"], returns: "void" },
+        ucr_child_fork: { args: ["ptr", "u64"], returns: "i32" },
+        ucr_child_start: { args: [], returns: "i32" },
+      },
+    });
+  } catch (err) {
+    throw new Error(`cannot compile the container process's native code (bun:ffi cc): ${(err as Error).message}`);
+  } finally {
+    closeSync(fd);
+  }
+  const s = libc.symbols;
+  const fns = new BigUint64Array(
+    (
+      [
+        ["syscall", s.syscall],
+        ["read", s.read],
+        ["write", s.write],
+        ["close", s.close],
+        ["dup2", s.dup2],
+        ["fcntl", s.fcntl],
+        ["open", s.open],
+        ["mount", s.mount],
+        ["umount2", s.umount2],
+        ["unshare", s.unshare],
+        ["setns", s.setns],
+        ["sethostname", s.sethostname],
+        ["chdir", s.chdir],
+        ["prctl", s.prctl],
+        ["pthread_sigmask", s.pthread_sigmask],
+        ["execve", s.execve],
+        ["_exit", s._exit],
+        ["__errno_location", s.__errno_location],
+        ["getpid", s.getpid],
+        ["openat", s.openat],
+        ["fchdir", s.fchdir],
+        ["pthread_create", s.pthread_create],
+        ["clone", s.clone],
+        ["pipe2", s.pipe2],
+      ] as const
+    ).map(([name, fn]) => fnPtr(fn, name)),
+  );
+  const numbers = new BigInt64Array(NUMBERS.map(BigInt));
+  const { texts, offsets } = errnoTexts();
+  kept.push(fns, numbers, texts, offsets, lib);
+  lib.symbols.ucr_child_init(fns, numbers, texts, offsets, offsets.length);
+  const started = lib.symbols.ucr_child_start() as number;
+  if (started < 0) throw new Error(`cannot start the thread that forks containers' processes: errno ${-started}`);
+  native = { fork: lib.symbols.ucr_child_fork as unknown as Native["fork"] };
+  return native;
+}
+
+/** Compiles the native code ahead of the first fork. */
+export function prepareChild(): void {
+  load();
+}
+
+const AF_UNIX = 1;
+const SOCK_SEQPACKET = 5;
+const SOCK_CLOEXEC = 0o2000000;
+
+/** A forked container process waiting for requests; its exit is collected by spawn.ts' reaper (onChildExit). */
+export class Child {
+  private closed = false;
+  private readonly reply = Buffer.alloc(8);
+  private constructor(
+    readonly pid: number,
+    private readonly sock: number,
+  ) {}
+
+  /**
+   * Forks it, in new namespaces (clone flags: CLONE_NEWPID and friends), with `stdio` as its
+   * 0, 1, 2 and `report` as its 3. Every other descriptor of ours is closed in it.
+   */
+  static fork(stdio: readonly [number, number, number], report: number, cloneFlags: number): Child {
+    const n = load();
+    const pair = new Int32Array(2);
+    if (libc.symbols.socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) !== 0) {
+      throw new Error("socketpair failed for the container process's requests");
+    }
+    const [mine, theirs] = [pair[0]!, pair[1]!];
+    let pid: number;
+    try {
+      const asked = n.fork(new Int32Array([stdio[0], stdio[1], stdio[2], report, theirs]), cloneFlags);
+      if (asked < 0) throw new SysError("write", -asked, "", "a fork request to the forking thread");
+      // Its pid, once it has taken its descriptors (or the clone's -errno): then ours may close.
+      const hello = Buffer.alloc(8);
+      if (readSync(mine, hello, 0, 8, null) !== 8) throw new Error("the container's process ended before it started");
+      pid = Number(hello.readBigInt64LE(0));
+    } catch (err) {
+      closeSync(mine);
+      throw err;
+    } finally {
+      closeSync(theirs);
+    }
+    if (pid < 0) {
+      closeSync(mine);
+      if (pid === -10) throw new Error("the container's process ended before it started");
+      throw new SysError(
+        "clone",
+        -pid,
+        libc.symbols.strerror(-pid)?.toString() ?? "",
+        `the container's process, flags 0x${cloneFlags.toString(16)}`,
+      );
+    }
+    return new Child(pid, mine);
+  }
+
+  /** One request: op, a 32-bit and a 64-bit argument, strings; the result (>= 0) or -errno. */
+  call(op: number, a: number, b: number | bigint, ...strings: Array<string | Uint8Array>): number {
+    if (this.closed) throw new Error("the container's process was let go");
+    const parts: Buffer[] = [];
+    const head = Buffer.alloc(16);
+    head.writeUInt32LE(op, 0);
+    head.writeUInt32LE(a >>> 0, 4);
+    head.writeBigUInt64LE(BigInt(b), 8);
+    parts.push(head);
+    for (const s of strings) parts.push(typeof s === "string" ? Buffer.from(`${s}\0`) : Buffer.from(s));
+    const msg = Buffer.concat(parts);
+    if (msg.length > 65535) throw new Error(`a request to the container's process is ${msg.length} bytes, more than 64 KiB`);
+    writeSync(this.sock, msg);
+    const got = readSync(this.sock, this.reply, 0, 8, null);
+    if (got !== 8) throw new Error("the container's process ended while setting it up");
+    return Number(this.reply.readBigInt64LE(0));
+  }
+
+  /** As call(), throwing SysError(call, what) on failure. */
+  must(op: number, a: number, b: number | bigint, call: string, what: string, ...strings: Array<string | Uint8Array>): number {
+    const rc = this.call(op, a, b, ...strings);
+    if (rc < 0) throw new SysError(call, -rc, this.strerror(-rc), what);
+    return rc;
+  }
+
+  /** The exec request (see struct exec_req in child.c.ts), sent in parts; returns once it was sent. */
+  exec(request: Buffer): void {
+    const CHUNK = 60 * 1024;
+    for (let at = 0; at < request.length; at += CHUNK) {
+      this.must(Op.DATA, at, 0, "exec request", `${request.length} bytes`, request.subarray(at, at + CHUNK));
+    }
+    const head = Buffer.alloc(16);
+    head.writeUInt32LE(Op.EXEC, 0);
+    head.writeUInt32LE(request.length, 4);
+    writeSync(this.sock, head);
+    this.release();
+  }
+
+  strerror(errno: number): string {
+    return libc.symbols.strerror(errno)?.toString() ?? "unknown error";
+  }
+
+  /**
+   * Tells it to end with `status` and `message` (to fd 3 as well if `launchFails`); false if
+   * it could not be told (it is gone).
+   */
+  exit(status: number, launchFails: boolean, message: string): boolean {
+    if (this.closed) return false;
+    const head = Buffer.alloc(16);
+    head.writeUInt32LE(Op.EXIT, 0);
+    head.writeUInt32LE(status, 4);
+    head.writeBigUInt64LE(launchFails ? 1n : 0n, 8);
+    try {
+      writeSync(this.sock, Buffer.concat([head, Buffer.from(`${message.slice(0, 4000)}\0`)]));
+      return true;
+    } catch {
+      return false;
+    } finally {
+      this.release();
+    }
+  }
+
+  /** Lets it go: with no more requests coming it exits (status 1) unless it was told to exec. */
+  release(): void {
+    if (this.closed) return;
+    this.closed = true;
+    closeSync(this.sock);
+  }
+}
