@@ -2,7 +2,8 @@
 // container's process until its exec) over N back-to-back launches of `/bin/true`, from
 // /proc/<pid>/stat and the children's accounting. Shows where a burst's CPU goes.
 //
-//   [UCR_BINARY=path] [PARALLEL=clients] bun bench/cpu-per-launch.ts [--runs N]    (as root; prints a table)
+//   [UCR_BINARY=path] [PARALLEL=clients] [SPACE_MS=ms] bun bench/cpu-per-launch.ts [--runs N]
+//   (as root; prints a table; "wall time / launches" includes the pauses)
 import { copyFileSync, chmodSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { startUcrAgent, call, launchBody } from "./launch/ucr.ts";
@@ -13,6 +14,8 @@ const at = (f: string) => (argv.includes(f) ? argv[argv.indexOf(f) + 1] : undefi
 const RUNS = Number(at("--runs") ?? 100);
 /** Clients launching at once (each RUNS / PARALLEL back to back). */
 const PARALLEL = Number(process.env.PARALLEL ?? 1);
+/** A pause before each launch (spaced launches; 0: back to back). */
+const SPACE_MS = Number(process.env.SPACE_MS ?? 0);
 const BINARY = process.env.UCR_BINARY ?? join(import.meta.dir, "..", "dist", "ucr");
 const TICK_MS = 1000 / 100; // USER_HZ
 
@@ -63,6 +66,7 @@ try {
   await Promise.all(
     Array.from({ length: PARALLEL }, async () => {
       for (let i = 0; i < RUNS / PARALLEL; i++) {
+        if (SPACE_MS > 0) await Bun.sleep(SPACE_MS);
         const s = performance.now();
         ids.push(await once());
         each.push(performance.now() - s);

@@ -23,7 +23,24 @@ export const Op = {
   DATA: 13,
   EXEC: 14,
   EXIT: 15,
+  MOUNTS: 16,
+  OPENS: 17,
 } as const;
+
+/** How an entry of a MOUNTS request is run (its opts, beside which of source, fstype and data it has: 1, 2, 4). */
+export const MountOpt = {
+  /** ENOENT is no failure: the entry is skipped. */
+  OK_MISSING: 0x100,
+  /** ...and so is the next one. */
+  SKIP_NEXT_IF_MISSING: 0x200,
+  /** Run only if the entry before failed with ENOTDIR (its other kind); else skipped. */
+  ALT: 0x400,
+  /** ENOTDIR is no failure: the next entry (ALT) is tried instead. */
+  HAS_ALT: 0x800,
+} as const;
+
+/** The descriptor of the host's /proc in the container's process (opened before its hello). */
+export const HOST_PROC_FD = 5;
 
 export const CHILD_SOURCE = `
 typedef unsigned long u64;
@@ -115,7 +132,7 @@ static void workload_failed(int status) { f_close(REPORT); say(2); f_exit(status
 
 /* ---- the request loop ---- */
 enum { OP_MOUNT = 1, OP_UMOUNT, OP_UNSHARE, OP_SETNS, OP_SETHOSTNAME, OP_OPEN_TREE, OP_MOVE_MOUNT,
-       OP_SETATTR, OP_CLOSE, OP_PIVOT, OP_CHDIR, OP_OPEN, OP_DATA, OP_EXEC, OP_EXIT };
+       OP_SETATTR, OP_CLOSE, OP_PIVOT, OP_CHDIR, OP_OPEN, OP_DATA, OP_EXEC, OP_EXIT, OP_MOUNTS, OP_OPENS };
 
 static u64 req[8192]; /* 64 KiB, 8-aligned */
 /* The exec request, sent in parts (OP_DATA): the command, environment and filter may be large. */
@@ -126,6 +143,31 @@ static u64 big[BIG_BYTES / 8];
 static const char *next_str(const char **p) { const char *s = *p; *p = s + len(s) + 1; return s; }
 
 static i64 fail_errno(void) { return -(i64)*f_errno(); }
+
+static u64 rd64(const char *p) { u64 v = 0; int i; for (i = 7; i >= 0; i--) v = (v << 8) | (unsigned char)p[i]; return v; }
+static u32 rd32(const char *p) { u32 v = 0; int i; for (i = 3; i >= 0; i--) v = (v << 8) | (unsigned char)p[i]; return v; }
+
+/* a mount entries, each u64 flags, u32 opts, then source, target, fstype, data: run in order
+ * by the rules of MountOpt; 0, or -((index + 1) << 16 | errno) for the one that failed. */
+static i64 mounts(u32 a, const char *p, const char *end) {
+  u32 k;
+  int prev = 0, skip_next = 0;
+  for (k = 0; k < a; k++) {
+    if (p + 12 > end) return -((i64)(k + 1) << 16 | 22);
+    u64 flags = rd64(p);
+    u32 opts = rd32(p + 8);
+    p += 12;
+    const char *src = next_str(&p), *target = next_str(&p), *type = next_str(&p), *data = next_str(&p);
+    if (p > end + 1) return -((i64)(k + 1) << 16 | 22);
+    if (skip_next || ((opts & 0x400) && prev != 20)) { skip_next = 0; prev = 0; continue; }
+    int r = f_mount(opts & 1 ? src : 0, target, opts & 2 ? type : 0, flags, opts & 4 ? data : 0) == 0 ? 0 : *f_errno();
+    prev = r;
+    if (r == 0 || (r == 20 && (opts & 0x800))) continue;
+    if (r == 2 && (opts & 0x100)) { if (opts & 0x200) skip_next = 1; prev = 0; continue; }
+    return -((i64)(k + 1) << 16 | r);
+  }
+  return 0;
+}
 
 static void do_exec(const char *p, i64 n);
 
@@ -179,6 +221,21 @@ static void serve(void) {
         if (fd < 0) rc = fail_errno();
         else { rc = f_fchdir(fd) == 0 ? 0 : fail_errno(); f_close(fd); }
       }
+    } else if (op == OP_MOUNTS) {
+      rc = mounts(a, p, (const char *)req + n);
+    } else if (op == OP_OPENS) {
+      /* a paths, each opened with flags b: the reply is the count, then each descriptor or -errno (i32) */
+      int out[258];
+      u32 k;
+      out[0] = out[1] = 0;
+      for (k = 0; k < a && k < 256; k++) {
+        const char *path = next_str(&p);
+        int fd = f_open(path, (int)b | 0x80000, 0);
+        out[2 + k] = fd < 0 ? -*f_errno() : fd;
+      }
+      out[0] = (int)k;
+      f_write(SOCK, out, 8 + 4 * k);
+      continue;
     } else if (op == OP_OPEN) {
       rc = f_open(p, (int)a | 0x80000, 0);
       if (rc < 0) rc = fail_errno();
@@ -224,6 +281,9 @@ static int child_main(void *arg) {
   for (i = 0; i < 5; i++) high[i] = f_fcntl(freq.fds[i], 1030 /* F_DUPFD_CLOEXEC */, 64);
   for (i = 0; i < 5; i++) if (high[i] < 0 || f_dup2(high[i], i) != i) f_exit(1);
   if (f_syscall(NR_CLOSE_RANGE, 5, ~0U, 0) != 0) for (i = 5; i < 65536; i++) f_close(i);
+  /* The host's /proc at fd 5 (HOST_PROC): the launcher's descriptors are reached through it, also
+   * after pivot_root, when the container may have no /proc of its own. */
+  if (f_open("/proc", 0x200000 | 0x10000 | 0x80000 /* O_PATH, O_DIRECTORY, O_CLOEXEC */, 0) != 5) f_exit(1);
   i64 hello = freq.tid;
   hello_sent = 1;
   f_write(SOCK, &hello, sizeof(hello));

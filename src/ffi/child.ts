@@ -133,6 +133,17 @@ function load(): Native {
   return native;
 }
 
+/** One mount of a MOUNTS request. */
+export interface MountRequest {
+  source: string | null;
+  target: string;
+  fstype: string | null;
+  flags: number;
+  data: string | null;
+  /** MountOpt bits. */
+  opts: number;
+}
+
 /** Compiles the native code ahead of the first fork. */
 export function prepareChild(): void {
   load();
@@ -212,6 +223,39 @@ export class Child {
     const rc = this.call(op, a, b, ...strings);
     if (rc < 0) throw new SysError(call, -rc, this.strerror(-rc), what);
     return rc;
+  }
+
+  /** Opens each of `paths` (flags | O_CLOEXEC) in one request: its descriptors, or -errno for those that failed. */
+  opens(paths: readonly string[], flags: number): number[] {
+    if (paths.length === 0) return [];
+    if (paths.length > 256) throw new Error(`${paths.length} files to open at once, more than 256`);
+    const head = Buffer.alloc(16);
+    head.writeUInt32LE(Op.OPENS, 0);
+    head.writeUInt32LE(paths.length, 4);
+    head.writeBigUInt64LE(BigInt(flags), 8);
+    writeSync(this.sock, Buffer.concat([head, Buffer.from(paths.map((p) => `${p}\0`).join(""))]));
+    const reply = Buffer.alloc(8 + 4 * paths.length);
+    if (readSync(this.sock, reply, 0, reply.length, null) !== reply.length)
+      throw new Error("the container's process ended while setting it up");
+    return paths.map((_, i) => reply.readInt32LE(8 + 4 * i));
+  }
+
+  /**
+   * Mounts in one request (see mounts() in child.c.ts and MountOpt): 0, or which entry failed
+   * and its errno.
+   */
+  mounts(entries: readonly MountRequest[]): { index: number; errno: number } | undefined {
+    const parts: Buffer[] = [];
+    for (const e of entries) {
+      const head = Buffer.alloc(12);
+      head.writeBigUInt64LE(BigInt(e.flags), 0);
+      head.writeUInt32LE((e.source !== null ? 1 : 0) | (e.fstype !== null ? 2 : 0) | (e.data !== null ? 4 : 0) | e.opts, 8);
+      parts.push(head, Buffer.from(`${e.source ?? ""}\0${e.target}\0${e.fstype ?? ""}\0${e.data ?? ""}\0`));
+    }
+    const rc = this.call(Op.MOUNTS, entries.length, 0, Buffer.concat(parts));
+    if (rc === 0) return undefined;
+    const code = -rc;
+    return { index: Math.floor(code / 65536) - 1, errno: code % 65536 };
   }
 
   /** The exec request (see struct exec_req in child.c.ts), sent in parts; returns once it was sent. */

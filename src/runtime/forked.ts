@@ -6,8 +6,8 @@
 // starts of init stages (issue #15).
 import { writeSync } from "node:fs";
 import { Child } from "../ffi/child.ts";
-import { Op } from "../ffi/child.c.ts";
-import { CLONE_NEWPID, O_WRONLY, close } from "../ffi/libc.ts";
+import { SysError } from "../ffi/errno.ts";
+import { CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWUTS, O_WRONLY, close } from "../ffi/libc.ts";
 import { ConfineError } from "./confine.ts";
 import { InChild, within } from "./here.ts";
 import { enterContainer, settle } from "./init.ts";
@@ -23,11 +23,21 @@ import { checkIds, type User } from "./user.ts";
 export function startForked(spec: LaunchSpec, stdio: readonly [number, number, number], report: number): number {
   const pidns = pidNamespaceOf(spec);
   if (pidns !== "new" && pidns !== undefined) throw new Error("a forked container gets a new PID namespace or the launcher's");
-  const child = Child.fork(stdio, report, pidns === "new" ? CLONE_NEWPID : 0);
+  // Its own UTS and (unless it shares the host's) IPC namespaces come with the clone: a
+  // top-level container joins none of another's (a network namespace, if any, is joined after).
+  // Not its mount namespace: the cgroup files are opened first, in ours (opened for writing in
+  // its namespace, they would keep its /sys from being made read-only: EBUSY).
+  const ipcOwn = (spec.ipc?.namespace ?? "own") === "own";
+  const fresh = CLONE_NEWUTS | (ipcOwn ? CLONE_NEWIPC : 0);
+  const child = Child.fork(stdio, report, fresh | (pidns === "new" ? CLONE_NEWPID : 0));
   let stage: "setup" | "command" = "setup";
   try {
-    const request = within(new InChild(child), () => {
-      const cgroups = (spec.cgroupJoin?.files ?? []).map((p) => child.must(Op.OPEN, O_WRONLY, 0, "open", p, p));
+    const request = within(new InChild(child, fresh), () => {
+      const files = spec.cgroupJoin?.files ?? [];
+      const cgroups = child.opens(files, O_WRONLY);
+      for (const [i, fd] of cgroups.entries()) {
+        if (fd < 0) throw new SysError("open", -fd, child.strerror(-fd), files[i]);
+      }
       const sandboxFd = enterContainer(spec);
       stage = "command";
       let user: User | undefined;

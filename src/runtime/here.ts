@@ -6,8 +6,6 @@
 import {
   AT_FDCWD,
   O_CLOEXEC,
-  O_DIRECTORY,
-  O_PATH,
   chdir,
   close,
   fchdir,
@@ -25,9 +23,40 @@ import {
 } from "../ffi/libc.ts";
 import { realpathSync } from "node:fs";
 import { basename, dirname } from "node:path";
-import type { Child } from "../ffi/child.ts";
-import { Op } from "../ffi/child.c.ts";
+import type { Child, MountRequest } from "../ffi/child.ts";
+import { HOST_PROC_FD, MountOpt, Op } from "../ffi/child.c.ts";
 import { SysError } from "../ffi/errno.ts";
+
+/** A mount of a batch (Here.mounts), with the error its failure is. */
+export interface MountEntry extends MountRequest {
+  fail: (errno: number) => Error;
+}
+
+const ENOENT = 2;
+const ENOTDIR = 20;
+
+/** Runs `entries` by the rules of MountOpt with `mount` (0 or -errno): the failing index and errno, if any. */
+function runMounts(entries: readonly MountRequest[], mount: (e: MountRequest) => number): { index: number; errno: number } | undefined {
+  let prev = 0;
+  let skipNext = false;
+  for (const [index, e] of entries.entries()) {
+    if (skipNext || (e.opts & MountOpt.ALT && prev !== ENOTDIR)) {
+      skipNext = false;
+      prev = 0;
+      continue;
+    }
+    const errno = -mount(e);
+    prev = errno;
+    if (errno === 0 || (errno === ENOTDIR && e.opts & MountOpt.HAS_ALT)) continue;
+    if (errno === ENOENT && e.opts & MountOpt.OK_MISSING) {
+      skipNext = (e.opts & MountOpt.SKIP_NEXT_IF_MISSING) !== 0;
+      prev = 0;
+      continue;
+    }
+    return { index, errno };
+  }
+  return undefined;
+}
 
 export interface Here {
   /** A path by which the container's process reaches our descriptor `fd` (and `name` below it). */
@@ -37,6 +66,8 @@ export interface Here {
   mount(source: string | null, target: string, fstype: string | null, flags: number, data?: string | null): void;
   /** As mount, 0 or -errno instead of throwing. */
   mountOrErrno(source: string | null, target: string, fstype: string | null, flags: number, data?: string | null): number;
+  /** Several mounts at once, in order, by the rules of MountOpt; the first that fails throws its `fail`. */
+  mounts(entries: readonly MountEntry[]): void;
   /** mount_setattr(2) of the tree at our `fd`, recursively; false where the kernel lacks it. */
   setattr(fd: number, attrs: number, what: string): boolean;
   /** A detached copy of the host's mount tree at `path` (a handle for moveMount and closeTree). */
@@ -59,6 +90,10 @@ const inProcess: Here = {
   host: (path) => path,
   mount: (source, target, fstype, flags, data = null) => mount(source, target, fstype, flags, data),
   mountOrErrno: (source, target, fstype, flags, data = null) => mountOrErrno(source, target, fstype, flags, data),
+  mounts: (entries) => {
+    const failed = runMounts(entries, (e) => mountOrErrno(e.source, e.target, e.fstype, e.flags, e.data));
+    if (failed) throw entries[failed.index]!.fail(failed.errno);
+  },
   setattr: (fd, attrs, what) => mountSetattrRecursive(fd, attrs, what),
   openTreeClone: (path) => openTreeClone(path),
   moveMount: (tree, targetFd, what) => moveMount(tree, targetFd, what),
@@ -88,13 +123,16 @@ const inProcess: Here = {
  * descriptor) so that they stay reachable after its pivot_root.
  */
 export class InChild implements Here {
-  private readonly hostProc: number;
+  private readonly hostProc = HOST_PROC_FD;
+  /**
+   * `cloned`: the namespaces it was cloned into (CLONE_NEW* flags): an unshare of those is
+   * already done.
+   */
   constructor(
     readonly child: Child,
+    private readonly cloned = 0,
     private readonly self = process.pid,
-  ) {
-    this.hostProc = child.must(Op.OPEN, O_PATH | O_DIRECTORY, 0, "open", "/proc (the host's)", "/proc");
-  }
+  ) {}
   fd(fd: number, name?: string): string {
     const p = `/proc/self/fd/${this.hostProc}/${this.self}/fd/${fd}`;
     return name === undefined ? p : `${p}/${name}`;
@@ -120,6 +158,10 @@ export class InChild implements Here {
     const rc = this.mountOrErrno(source, target, fstype, flags, data);
     if (rc < 0) throw this.error("mount", -rc, `${source ?? "none"}, ${this.shown(target)}, ${fstype ?? "none"}, ${flags}`);
   }
+  mounts(entries: readonly MountEntry[]): void {
+    const failed = this.child.mounts(entries);
+    if (failed) throw entries[failed.index]!.fail(failed.errno);
+  }
   setattr(fd: number, attrs: number, what: string): boolean {
     const rc = this.child.call(Op.SETATTR, 0, attrs, this.fd(fd));
     if (rc === -38 /* ENOSYS */) return false;
@@ -136,7 +178,8 @@ export class InChild implements Here {
     this.child.call(Op.CLOSE, tree, 0);
   }
   unshare(flags: number): void {
-    this.child.must(Op.UNSHARE, flags, 0, "unshare", `0x${flags.toString(16)}`);
+    const left = flags & ~this.cloned;
+    if (left !== 0) this.child.must(Op.UNSHARE, left, 0, "unshare", `0x${left.toString(16)}`);
   }
   setns(path: string, nstype: number): void {
     this.child.must(Op.SETNS, nstype, 0, "setns", path, path);

@@ -62,7 +62,8 @@ import {
   umask,
   unlinkat,
 } from "../ffi/libc.ts";
-import { here } from "./here.ts";
+import { MountOpt } from "../ffi/child.c.ts";
+import { here, type MountEntry } from "./here.ts";
 import { PathError, kindOf, openDir, openInRoot } from "./inroot.ts";
 import type { CgroupMounts, KernelFiles, LaunchSpec } from "./spec.ts";
 
@@ -171,10 +172,19 @@ function mountCgroups(rootFd: number, m: CgroupMounts): void {
   const dir = openat(rootFd, "sys/fs/cgroup", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC); // the new mount
   try {
     if (m.kind === "v1") {
-      for (const b of m.binds) {
-        mkdirat(dir, b.name, 0o755);
-        mountOn(dir, `${at}/${b.name}`, b.source, null, MS_BIND, null, b.name);
-      }
+      for (const b of m.binds) mkdirat(dir, b.name, 0o755);
+      here.mounts(
+        m.binds.map((b) => ({
+          source: b.source,
+          target: here.fd(dir, b.name),
+          fstype: null,
+          flags: MS_BIND,
+          data: null,
+          opts: 0,
+          fail: (errno: number) =>
+            new Error(`cannot mount ${b.source} on ${at}/${b.name} in the container: ${sysError("mount", -errno, b.source).message}`),
+        })),
+      );
       for (const l of m.links ?? []) symlinkat(l.target, dir, l.name);
     }
     // Read-only, the binds below included: one call where the kernel has it, else one remount each.
@@ -224,24 +234,44 @@ export function protectKernelFiles(procFd: number, sysFd: number | undefined, nu
   const ro = MS_NOSUID | MS_NODEV | MS_NOEXEC;
   const masks: Array<[number, string, string]> = files.maskedProc.map((n) => [procFd, n, `/proc/${n}`]);
   if (sysFd !== undefined) for (const n of files.maskedSys) masks.push([sysFd, n, `/sys/${n}`]);
+  // One batch (here.mounts): a mask as the kind this name usually is, else the other kind
+  // (ENOTDIR), a name this kernel lacks skipped; a read-only bind, then its remount (the path
+  // now leads to the bind), both skipped for a missing name.
+  const entries: MountEntry[] = [];
   for (const [dir, name, where] of masks) {
     const target = here.fd(dir, name);
-    const asDir = () => here.mountOrErrno("tmpfs", target, "tmpfs", MS_RDONLY | ro, "mode=555");
-    const asFile = () => here.mountOrErrno(here.fd(nullFd), target, null, MS_BIND);
-    let rc = MASKED_DIRS.has(name) ? asDir() : asFile();
-    if (rc === -ENOTDIR) rc = MASKED_DIRS.has(name) ? asFile() : asDir();
-    if (rc !== 0 && rc !== -ENOENT) throw new Error(`cannot mask ${where} in the container: ${sysError("mount", rc, where).message}`);
+    const fail = (errno: number) => new Error(`cannot mask ${where} in the container: ${sysError("mount", -errno, where).message}`);
+    const asDir = { source: "tmpfs", target, fstype: "tmpfs", flags: MS_RDONLY | ro, data: "mode=555", fail };
+    const asFile = { source: here.fd(nullFd), target, fstype: null, flags: MS_BIND, data: null, fail };
+    const [first, second] = MASKED_DIRS.has(name) ? [asDir, asFile] : [asFile, asDir];
+    entries.push({ ...first, opts: MountOpt.OK_MISSING | MountOpt.HAS_ALT }, { ...second, opts: MountOpt.ALT | MountOpt.OK_MISSING });
   }
   for (const name of files.readonlyProc) {
     const target = here.fd(procFd, name);
     const where = `/proc/${name}`;
-    const rc = here.mountOrErrno(target, target, null, MS_BIND | MS_REC);
-    if (rc === -ENOENT) continue;
-    if (rc !== 0) throw new Error(`cannot bind ${where} read-only in the container: ${sysError("mount", rc, where).message}`);
-    // The path now leads to the bind just made: made read-only (runc's remount, keeping nosuid, nodev, noexec).
-    const re = here.mountOrErrno(null, target, null, MS_BIND | MS_REMOUNT | MS_RDONLY | ro);
-    if (re !== 0) throw new Error(`cannot make ${where} read-only in the container: ${sysError("mount", re, where).message}`);
+    entries.push(
+      {
+        source: target,
+        target,
+        fstype: null,
+        flags: MS_BIND | MS_REC,
+        data: null,
+        opts: MountOpt.OK_MISSING | MountOpt.SKIP_NEXT_IF_MISSING,
+        fail: (errno) => new Error(`cannot bind ${where} read-only in the container: ${sysError("mount", -errno, where).message}`),
+      },
+      {
+        // runc's remount, keeping nosuid, nodev, noexec.
+        source: null,
+        target,
+        fstype: null,
+        flags: MS_BIND | MS_REMOUNT | MS_RDONLY | ro,
+        data: null,
+        opts: 0,
+        fail: (errno) => new Error(`cannot make ${where} read-only in the container: ${sysError("mount", -errno, where).message}`),
+      },
+    );
   }
+  here.mounts(entries);
 }
 
 const DEVICES: Array<[string, number, number]> = [
