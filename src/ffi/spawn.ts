@@ -34,6 +34,7 @@ const libc = dlopen("libc.so.6", {
   unshare: { args: ["i32"], returns: "i32" },
   setns: { args: ["i32", "i32"], returns: "i32" },
   wait4: { args: ["i32", "ptr", "i32", "ptr"], returns: "i32" },
+  waitid: { args: ["i32", "u32", "ptr", "i32"], returns: "i32" },
   pipe2: { args: ["ptr", "i32"], returns: "i32" },
   fcntl: { args: ["i32", "i32", "i32"], returns: "i32" },
   open: { args: ["ptr", "i32", "i32"], returns: "i32" },
@@ -338,33 +339,62 @@ function startReaping(): void {
   queueMicrotask(reap);
 }
 
-/** Collects every child that has ended (signals coalesce: one SIGCHLD may stand for many). */
+// waitid(2): P_ALL, WEXITED, WNOWAIT; siginfo_t's si_code (CLD_*), si_pid and si_status (as ints).
+const P_ALL = 0;
+const WEXITED = 4;
+const WNOWAIT = 0x01000000;
+const CLD_EXITED = 1;
+const CLD_DUMPED = 3;
+const SI_CODE = 2;
+const SI_PID = 4;
+const SI_STATUS = 6;
+const siginfo = new Int32Array(32);
+
+/**
+ * Collects every child that has ended (signals coalesce: one SIGCHLD may stand for many).
+ * Each is looked at first and reaped only once its handler has returned: what the handler does
+ * with the status (the launcher writes it down, or tells its reaper) is done before the
+ * process is gone, so a launcher killed in between leaves the zombie to its reaper, which
+ * reaps it and has the status, instead of losing it.
+ */
 export function reap(): void {
   for (;;) {
-    const pid = libc.symbols.wait4(-1, statusBuf, WNOHANG, null);
-    if (pid === 0) return;
-    if (pid < 0) {
+    siginfo.fill(0);
+    const rc = libc.symbols.waitid(P_ALL, 0, siginfo, WEXITED | WNOHANG | WNOWAIT);
+    if (rc < 0) {
       const e = readErrno();
       if (e === EINTR) continue;
-      if (e !== ECHILD) process.stderr.write(`ucr: wait4 failed: ${sysError("wait4", e).message}\n`);
+      if (e !== ECHILD) process.stderr.write(`ucr: waitid failed: ${sysError("waitid", e).message}\n`);
       return;
     }
-    const status = statusBuf[0]!;
-    const handler = handlers.get(pid);
-    handlers.delete(pid);
-    if (handlers.size === 0 && keepAlive) {
-      clearInterval(keepAlive);
-      keepAlive = undefined;
+    const pid = siginfo[SI_PID]!;
+    if (pid === 0) return;
+    // As wait(2) would say it: exit N is N << 8, a signal S is S (with 0x80 if it dumped core).
+    const code = siginfo[SI_CODE]!;
+    const value = siginfo[SI_STATUS]!;
+    const status = code === CLD_EXITED ? (value & 0xff) << 8 : (value & 0x7f) | (code === CLD_DUMPED ? 0x80 : 0);
+    settleExit(pid, status);
+    // Now reaped. Anything but this pid back means it was not ours to reap: stop, not spin.
+    if (libc.symbols.wait4(pid, statusBuf, WNOHANG, null) !== pid) return;
+  }
+}
+
+/** Hands a child's end to whoever waits for it (its handler, the unclaimed handler, or kept for a late onChildExit). */
+function settleExit(pid: number, status: number): void {
+  const handler = handlers.get(pid);
+  handlers.delete(pid);
+  if (handlers.size === 0 && keepAlive) {
+    clearInterval(keepAlive);
+    keepAlive = undefined;
+  }
+  try {
+    if (handler) handler(status);
+    else if (unclaimed) unclaimed(pid, status);
+    else {
+      early.set(pid, status);
+      if (early.size > EARLY_KEPT) early.delete(early.keys().next().value!);
     }
-    try {
-      if (handler) handler(status);
-      else if (unclaimed) unclaimed(pid, status);
-      else {
-        early.set(pid, status);
-        if (early.size > EARLY_KEPT) early.delete(early.keys().next().value!);
-      }
-    } catch (err) {
-      process.stderr.write(`ucr: handling the exit of pid ${pid} failed: ${(err as Error).stack ?? err}\n`);
-    }
+  } catch (err) {
+    process.stderr.write(`ucr: handling the exit of pid ${pid} failed: ${(err as Error).stack ?? err}\n`);
   }
 }

@@ -321,7 +321,16 @@ async function ownLauncher(dir: string, limit?: number): Promise<{ conn: Launche
     stdio: ["ignore", "ignore", "inherit"],
   });
   await until("the launcher's socket", () => existsSync(socket));
-  const conn = await LauncherConn.open(socket);
+  // The file is there once bound, a moment before it listens.
+  let conn: LauncherConn | undefined;
+  for (let i = 0; conn === undefined; i++) {
+    try {
+      conn = await LauncherConn.open(socket);
+    } catch (err) {
+      if (i >= 100) throw err;
+      await Bun.sleep(20);
+    }
+  }
   const { launcher } = await findLauncher(socket);
   return {
     conn,
@@ -360,6 +369,36 @@ describe.skipIf(!isRoot)("concurrent launches (needs root)", () => {
       stop();
     }
   }, 60_000);
+});
+
+describe.skipIf(!isRoot)("a launcher killed while it sets containers up (needs root)", () => {
+  test("20 rounds of SIGKILL at a random moment of a burst: no process half set up is left, no mount, and every workload the reaper knew of is recorded", async () => {
+    for (let round = 0; round < 20; round++) {
+      const dir = join(work, `midsetup-${round}`);
+      const { conn, launcher, stop } = await ownLauncher(dir);
+      const socket = join(dir, "launcher.sock");
+      const reaper = ppid(launcher);
+      try {
+        const keys = Array.from({ length: 6 }, (_, i) => `m${i}`);
+        for (const [i, key] of keys.entries()) void conn.run(writeSpec(dir, key, `exit ${10 + i}`), key).catch(() => {});
+        await Bun.sleep(Math.random() * 20);
+        process.kill(launcher, "SIGKILL");
+        // The reaper exits once the launcher is gone and every container it knew of is recorded.
+        await until("the reaper's exit", () => !alive(reaper));
+        // A process being set up shares the launcher's memory and command line: none is left.
+        expect(pids().filter((p) => cmdline(p).includes(`__launcher --serve ${socket}`))).toEqual([]);
+        // Its mounts were in its own mount namespace: none on the host.
+        expect(readFileSync("/proc/self/mountinfo", "utf8").includes(dir)).toBe(false);
+        // A workload whose pid was recorded has its status too (from the launcher or the reaper).
+        for (const [i, key] of keys.entries()) {
+          const c = join(dir, "c", key);
+          if (existsSync(join(c, "pid"))) expect(readFileSync(join(c, "status"), "utf8")).toBe(`${(10 + i) << 8}\n`);
+        }
+      } finally {
+        stop();
+      }
+    }
+  }, 120_000);
 });
 
 describe.skipIf(!isRoot)("what a workload inherits (needs root)", () => {
