@@ -117,12 +117,18 @@ export function launcherStatus(dir: string): number | undefined {
   }
 }
 
-/** Is `pid` a ucr init stage (`ucr __init ...`) that has not exec'd its workload yet? */
+/**
+ * Is `pid` a container's process that has not exec'd its workload yet: a ucr init stage
+ * (`ucr __init ...`), or a process the launcher forked and is setting up (it shares the
+ * launcher's memory, so its command line reads `ucr __launcher --serve ...`; a pid file never
+ * names the launcher itself)?
+ */
 export function isInitStage(pid: number): boolean {
   if (!alive(pid)) return false;
   try {
     const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
-    return argv[1] === "__init" || (argv[2] === "__init" && (argv[1] ?? "").endsWith("main.ts"));
+    const setup = (a: string | undefined) => a === "__init" || a === "__launcher";
+    return setup(argv[1]) || (setup(argv[2]) && (argv[1] ?? "").endsWith("main.ts"));
   } catch {
     return false;
   }
