@@ -663,12 +663,7 @@ export class LauncherClient {
           drain: () => this.out?.drain(),
           close: (s) => {
             if (!greeted) reject(new Error("the launcher closed the connection before greeting"));
-            if (this.socket !== s) return;
-            this.socket = undefined;
-            this.out = undefined;
-            clearTimeout(this.idleTimer);
-            for (const [id, done] of this.waiting) done({ id, error: "the launcher went away" });
-            this.waiting.clear();
+            this.forget(s);
           },
           error: () => {},
         },
@@ -750,15 +745,20 @@ export class LauncherClient {
     return this.connecting;
   }
 
-  /** Forgets a dead connection now (its close comes later): what waits on it has gone away. */
-  private dropConnection(socket: Bun.Socket<undefined>): void {
-    if (this.socket !== socket) return;
+  /** The connection `socket` is over (if it is the current one): what waits on it has gone away. */
+  private forget(socket: Bun.Socket<undefined>): boolean {
+    if (this.socket !== socket) return false;
     this.socket = undefined;
     this.out = undefined;
     clearTimeout(this.idleTimer);
     for (const [id, done] of this.waiting) done({ id, error: "the launcher went away" });
     this.waiting.clear();
-    socket.terminate();
+    return true;
+  }
+
+  /** Forgets a dead connection now, before its close is heard. */
+  private dropConnection(socket: Bun.Socket<undefined>): void {
+    if (this.forget(socket)) socket.terminate();
   }
 
   /** Closes the connection once the launcher has run nothing for a while: it may then exit. */
