@@ -3,9 +3,10 @@
 // makes of it. Each request is one seqpacket datagram answered by a 64-bit result (>= 0, or
 // -errno), made synchronously: the launcher's JavaScript decides, the child only makes calls
 // that must come from inside the container's namespaces.
-import { cc, dlopen } from "bun:ffi";
+import { dlopen } from "bun:ffi";
 import { closeSync, readSync, writeSync } from "node:fs";
 import { CHILD_SOURCE, Op } from "./child.c.ts";
+import { addressesOf, compileC } from "./tcc.ts";
 import { errnoName, SysError } from "./errno.ts";
 
 const libc = dlopen("libc.so.6", {
@@ -35,7 +36,6 @@ const libc = dlopen("libc.so.6", {
   pipe2: { args: [], returns: "i32" },
   strerror: { args: ["i32"], returns: "cstring" },
   socketpair: { args: ["i32", "i32", "i32", "ptr"], returns: "i32" },
-  memfd_create: { args: ["ptr", "u32"], returns: "i32" },
 });
 
 const arm64 = process.arch === "arm64";
@@ -46,12 +46,6 @@ type Native = {
   fork: (fds: Int32Array, flags: number) => number;
 };
 let native: Native | undefined;
-
-function fnPtr(fn: unknown, name: string): bigint {
-  const p = (fn as { ptr?: number | bigint }).ptr;
-  if (p === undefined || p === 0 || p === 0n) throw new Error(`no address for libc's ${name}`);
-  return BigInt(p);
-}
 
 /** "EPERM (Operation not permitted)" for each errno, packed for the child (it cannot call strerror after the fork). */
 function errnoTexts(): { texts: Buffer; offsets: Uint32Array } {
@@ -73,56 +67,38 @@ const kept: unknown[] = [];
 
 function load(): Native {
   if (native) return native;
-  const fd = libc.symbols.memfd_create(Buffer.from("ucr-child\0"), 1 /* MFD_CLOEXEC */);
-  if (fd < 0) throw new Error("memfd_create failed");
-  let lib;
-  try {
-    writeSync(fd, CHILD_SOURCE);
-    lib = cc({
-      source: `/proc/self/fd/${fd}`,
-      flags: ["-nostdlib"],
-      symbols: {
-        ucr_child_init: { args: ["ptr", "ptr", "ptr", "ptr", "i32"], returns: "void" },
-        ucr_child_fork: { args: ["ptr", "u64"], returns: "i32" },
-        ucr_child_start: { args: [], returns: "i32" },
-      },
-    });
-  } catch (err) {
-    throw new Error(`cannot compile the container process's native code (bun:ffi cc): ${(err as Error).message}`);
-  } finally {
-    closeSync(fd);
-  }
+  const lib = compileC("the container process's native code", CHILD_SOURCE, {
+    ucr_child_init: { args: ["ptr", "ptr", "ptr", "ptr", "i32"], returns: "void" },
+    ucr_child_fork: { args: ["ptr", "u64"], returns: "i32" },
+    ucr_child_start: { args: [], returns: "i32" },
+  });
   const s = libc.symbols;
-  const fns = new BigUint64Array(
-    (
-      [
-        ["syscall", s.syscall],
-        ["read", s.read],
-        ["write", s.write],
-        ["close", s.close],
-        ["dup2", s.dup2],
-        ["fcntl", s.fcntl],
-        ["open", s.open],
-        ["mount", s.mount],
-        ["umount2", s.umount2],
-        ["unshare", s.unshare],
-        ["setns", s.setns],
-        ["sethostname", s.sethostname],
-        ["chdir", s.chdir],
-        ["prctl", s.prctl],
-        ["pthread_sigmask", s.pthread_sigmask],
-        ["execve", s.execve],
-        ["_exit", s._exit],
-        ["__errno_location", s.__errno_location],
-        ["getpid", s.getpid],
-        ["openat", s.openat],
-        ["fchdir", s.fchdir],
-        ["pthread_create", s.pthread_create],
-        ["clone", s.clone],
-        ["pipe2", s.pipe2],
-      ] as const
-    ).map(([name, fn]) => fnPtr(fn, name)),
-  );
+  const fns = addressesOf([
+    ["syscall", s.syscall],
+    ["read", s.read],
+    ["write", s.write],
+    ["close", s.close],
+    ["dup2", s.dup2],
+    ["fcntl", s.fcntl],
+    ["open", s.open],
+    ["mount", s.mount],
+    ["umount2", s.umount2],
+    ["unshare", s.unshare],
+    ["setns", s.setns],
+    ["sethostname", s.sethostname],
+    ["chdir", s.chdir],
+    ["prctl", s.prctl],
+    ["pthread_sigmask", s.pthread_sigmask],
+    ["execve", s.execve],
+    ["_exit", s._exit],
+    ["__errno_location", s.__errno_location],
+    ["getpid", s.getpid],
+    ["openat", s.openat],
+    ["fchdir", s.fchdir],
+    ["pthread_create", s.pthread_create],
+    ["clone", s.clone],
+    ["pipe2", s.pipe2],
+  ] as const);
   const numbers = new BigInt64Array(NUMBERS.map(BigInt));
   const { texts, offsets } = errnoTexts();
   kept.push(fns, numbers, texts, offsets, lib);

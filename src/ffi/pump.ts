@@ -5,8 +5,8 @@
 // which then fails with EAGAIN: both measured). So the launcher talks to pipes, which Bun
 // handles without blocking, and a pump thread per direction moves the bytes to and from the
 // master. Compiled once per process by Bun's embedded TinyCC, as spawn.ts's native sequence.
-import { cc, dlopen } from "bun:ffi";
-import { closeSync, writeSync } from "node:fs";
+import { dlopen } from "bun:ffi";
+import { addressesOf, compileC } from "./tcc.ts";
 
 const SOURCE = `
 static long (*f_read)(int, void *, unsigned long);
@@ -62,12 +62,6 @@ int ucr_pump_start(int from, int to) {
 
 let start: ((from: number, to: number) => number) | undefined;
 
-function fnPtr(fn: unknown, name: string): bigint {
-  const p = (fn as { ptr?: number | bigint }).ptr;
-  if (p === undefined || p === 0 || p === 0n) throw new Error(`no address for libc's ${name}`);
-  return BigInt(p);
-}
-
 function load(): (from: number, to: number) => number {
   if (start) return start;
   const libc = dlopen("libc.so.6", {
@@ -78,36 +72,21 @@ function load(): (from: number, to: number) => number {
     pthread_detach: { args: ["u64"], returns: "i32" },
     pthread_sigmask: { args: ["i32", "ptr", "ptr"], returns: "i32" },
     __errno_location: { args: [], returns: "ptr" },
-    memfd_create: { args: ["ptr", "u32"], returns: "i32" },
   });
   const s = libc.symbols;
-  const fd = s.memfd_create(Buffer.from("ucr-pump\0"), 1 /* MFD_CLOEXEC */);
-  if (fd < 0) throw new Error("cannot compile the pump threads: memfd_create failed");
-  let native;
-  try {
-    writeSync(fd, SOURCE);
-    native = cc({
-      source: `/proc/self/fd/${fd}`,
-      flags: ["-nostdlib"],
-      symbols: {
-        ucr_pump_init: { args: ["ptr"], returns: "void" },
-        ucr_pump_start: { args: ["i32", "i32"], returns: "i32" },
-      },
-    });
-  } catch (err) {
-    throw new Error(`cannot compile the pump threads (bun:ffi cc): ${(err as Error).message}`);
-  } finally {
-    closeSync(fd);
-  }
+  const native = compileC("the pump threads", SOURCE, {
+    ucr_pump_init: { args: ["ptr"], returns: "void" },
+    ucr_pump_start: { args: ["i32", "i32"], returns: "i32" },
+  });
   native.symbols.ucr_pump_init(
-    new BigUint64Array([
-      fnPtr(s.read, "read"),
-      fnPtr(s.write, "write"),
-      fnPtr(s.close, "close"),
-      fnPtr(s.pthread_create, "pthread_create"),
-      fnPtr(s.pthread_detach, "pthread_detach"),
-      fnPtr(s.pthread_sigmask, "pthread_sigmask"),
-      fnPtr(s.__errno_location, "__errno_location"),
+    addressesOf([
+      ["read", s.read],
+      ["write", s.write],
+      ["close", s.close],
+      ["pthread_create", s.pthread_create],
+      ["pthread_detach", s.pthread_detach],
+      ["pthread_sigmask", s.pthread_sigmask],
+      ["__errno_location", s.__errno_location],
     ]),
   );
   start = native.symbols.ucr_pump_start as (from: number, to: number) => number;

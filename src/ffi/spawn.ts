@@ -13,9 +13,10 @@
 // (libc's functions are handed in as pointers). No JavaScript runs, and no thread can be
 // started by this thread, while it is in the other namespace. (TinyCC is no new dependency:
 // bun:ffi's dlopen compiles its call trampolines with it too.)
-import { cc, dlopen, ptr, read } from "bun:ffi";
-import { closeSync, readdirSync, writeSync } from "node:fs";
+import { dlopen, ptr, read } from "bun:ffi";
+import { closeSync, readdirSync } from "node:fs";
 import { SysError } from "./errno.ts";
+import { addressesOf, compileC } from "./tcc.ts";
 
 const libc = dlopen("libc.so.6", {
   __errno_location: { args: [], returns: "ptr" },
@@ -38,7 +39,6 @@ const libc = dlopen("libc.so.6", {
   pipe2: { args: ["ptr", "i32"], returns: "i32" },
   fcntl: { args: ["i32", "i32", "i32"], returns: "i32" },
   open: { args: ["ptr", "i32", "i32"], returns: "i32" },
-  memfd_create: { args: ["ptr", "u32"], returns: "i32" },
 });
 
 // glibc 2.34+: closes every descriptor from N up in the child. Looked up apart, as it may be missing.
@@ -159,41 +159,21 @@ type Native = {
 };
 let native: Native | undefined;
 
-function fnPtr(fn: unknown, name: string): bigint {
-  const p = (fn as { ptr?: number | bigint }).ptr;
-  if (p === undefined || p === 0 || p === 0n) throw new Error(`no address for libc's ${name}`);
-  return BigInt(p);
-}
-
-/** Compiles the namespace sequence once (TinyCC reads its source from a memfd: no file on disk). */
+/** Compiles the namespace sequence once (tcc.ts). */
 function loadNative(): Native {
   if (native) return native;
-  const fd = libc.symbols.memfd_create(cstr("ucr-spawn"), 1 /* MFD_CLOEXEC */);
-  if (fd < 0) throw sysError("memfd_create", readErrno(), "ucr-spawn");
-  let lib;
-  try {
-    writeSync(fd, NATIVE_SOURCE);
-    lib = cc({
-      source: `/proc/self/fd/${fd}`,
-      flags: ["-nostdlib"],
-      symbols: {
-        ucr_ns_init: { args: ["ptr"], returns: "void" },
-        ucr_ns_spawn: { args: ["ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "i32", "i32"], returns: "i32" },
-      },
-    });
-  } catch (err) {
-    throw new Error(`cannot compile the native spawn sequence (bun:ffi cc): ${(err as Error).message}`);
-  } finally {
-    closeSync(fd);
-  }
+  const lib = compileC("the native spawn sequence", NATIVE_SOURCE, {
+    ucr_ns_init: { args: ["ptr"], returns: "void" },
+    ucr_ns_spawn: { args: ["ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "i32", "i32"], returns: "i32" },
+  });
   const s = libc.symbols;
   lib.symbols.ucr_ns_init(
-    new BigUint64Array([
-      fnPtr(s.unshare, "unshare"),
-      fnPtr(s.setns, "setns"),
-      fnPtr(s.posix_spawn, "posix_spawn"),
-      fnPtr(s.pthread_sigmask, "pthread_sigmask"),
-      fnPtr(s.__errno_location, "__errno_location"),
+    addressesOf([
+      ["unshare", s.unshare],
+      ["setns", s.setns],
+      ["posix_spawn", s.posix_spawn],
+      ["pthread_sigmask", s.pthread_sigmask],
+      ["__errno_location", s.__errno_location],
     ]),
   );
   const own = openPidNs("/proc/self/ns/pid");

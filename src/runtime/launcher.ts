@@ -13,11 +13,13 @@
 // records.ts.)
 //
 // Protocol: newline-delimited JSON over a unix socket. The launcher greets each connection
-// with {hello: pid, running, exits} (how many containers it runs; the exit reports it could
-// not write to disk yet); an agent sends nothing before that, so nothing is lost to a
-// launcher on its way out. Request {id, spec} (a LaunchSpec file path); reply {id, pid} once
-// the workload runs, or {id, error} if setup failed; to every connection {container,
-// status, pid} when a workload ends, and {running: 0} when the last one has.
+// with {hello: pid, running, exits, acks} (how many containers it runs; the exit reports it
+// could not write to disk yet); an agent sends nothing before that, so nothing is lost to a
+// launcher on its way out. Request {id, spec} (a LaunchSpec file path); {id, accepted} as soon
+// as it is read (acks: a request the launcher died without accepting was not started, and the
+// agent gives it to a new launcher); reply {id, pid} once the workload runs, or {id, error} if
+// setup failed; to every connection {container, status, pid} when a workload ends, and
+// {running: 0} when the last one has.
 import { closeSync, existsSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeSync } from "node:fs";
 import { basename, dirname, relative } from "node:path";
 import { onChildExit, pipe, spawnProcess } from "../ffi/spawn.ts";
@@ -68,7 +70,12 @@ export interface ExitEvent {
 }
 
 /** What the launcher sends: its greeting (with how many containers it runs), replies, exit reports, and "running: 0" when its last container has ended. */
-type Message = { hello: number; running?: number; exits?: ExitEvent[] } | LaunchReply | ExitEvent | { running: number };
+type Message =
+  | { hello: number; running?: number; exits?: ExitEvent[]; acks?: boolean }
+  | { id: number; accepted: true }
+  | LaunchReply
+  | ExitEvent
+  | { running: number };
 
 export async function launcherMain(args: readonly string[]): Promise<number> {
   if (args[0] === "--serve" && args[1] && args.length <= 3) return serve(args[1], args[2] === `--reaper-fd=${REAPER_FD}`);
@@ -458,7 +465,7 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
         connections.set(s, s.data.out);
         if (idleTimer) clearTimeout(idleTimer);
         // With the exit reports not written to disk yet: they are known to the agent once it is greeted.
-        const hello: Message = { hello: process.pid, running: children, exits: [...unwrittenStatus.values()] };
+        const hello: Message = { hello: process.pid, running: children, exits: [...unwrittenStatus.values()], acks: true };
         s.data.out.send(`${JSON.stringify(hello)}\n`);
       },
       data(s, chunk) {
@@ -475,6 +482,7 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
             say(`ignoring a malformed request (${(err as Error).message}): ${line.slice(0, 200)}`);
             continue;
           }
+          s.data.out.send(`${JSON.stringify({ id: req.id, accepted: true } satisfies Message)}\n`);
           let replied = false;
           const reply = (r: LaunchReply) => {
             if (replied) return;
@@ -547,6 +555,9 @@ function closeQuietly(fd: number | undefined): void {
   }
 }
 
+/** What a request waits for when its launcher went away before reading it: it is sent again. */
+const AGAIN = Symbol("again");
+
 /** How many exit reports an agent's client remembers (for exitStatus), newest kept. */
 const REMEMBERED_EXITS = 10_000;
 
@@ -583,7 +594,9 @@ export class LauncherClient {
   private connectingStarts = false;
   private out: Outbox | undefined;
   private nextId = 1;
-  private readonly waiting = new Map<number, (reply: LaunchReply) => void>();
+  private readonly waiting = new Map<number, { done: (reply: LaunchReply | typeof AGAIN) => void; accepted: boolean }>();
+  /** Whether the current connection's launcher acknowledges each request it reads. */
+  private acks = false;
   /** Containers the launcher said it runs (from its greeting, launches and its "running" reports). */
   private launcherRunning = 0;
   private idleTimer: ReturnType<typeof setTimeout> | undefined;
@@ -663,12 +676,7 @@ export class LauncherClient {
           drain: () => this.out?.drain(),
           close: (s) => {
             if (!greeted) reject(new Error("the launcher closed the connection before greeting"));
-            if (this.socket !== s) return;
-            this.socket = undefined;
-            this.out = undefined;
-            clearTimeout(this.idleTimer);
-            for (const [id, done] of this.waiting) done({ id, error: "the launcher went away" });
-            this.waiting.clear();
+            this.forget(s);
           },
           error: () => {},
         },
@@ -679,6 +687,7 @@ export class LauncherClient {
   private handle(s: Bun.Socket<undefined>, message: Message, greeted: () => void): void {
     if ("hello" in message) {
       this.launcherRunning = message.running ?? 0;
+      this.acks = message.acks === true;
       for (const e of message.exits ?? []) this.remember(e);
       greeted();
       for (const e of message.exits ?? []) this.onExit(e.container, e.status);
@@ -688,9 +697,12 @@ export class LauncherClient {
     } else if ("running" in message) {
       this.launcherRunning = message.running;
       if (this.socket === s) this.checkIdle();
+    } else if ("accepted" in message) {
+      const w = this.waiting.get(message.id);
+      if (w) w.accepted = true;
     } else {
       if ("pid" in message) this.launcherRunning = Math.max(1, this.launcherRunning);
-      this.waiting.get(message.id)?.(message);
+      this.waiting.get(message.id)?.done(message);
       this.waiting.delete(message.id);
     }
   }
@@ -750,15 +762,22 @@ export class LauncherClient {
     return this.connecting;
   }
 
-  /** Forgets a dead connection now (its close comes later): what waits on it has gone away. */
-  private dropConnection(socket: Bun.Socket<undefined>): void {
-    if (this.socket !== socket) return;
+  /** The connection `socket` is over (if it is the current one): what waits on it has gone away. */
+  private forget(socket: Bun.Socket<undefined>): boolean {
+    if (this.socket !== socket) return false;
     this.socket = undefined;
     this.out = undefined;
     clearTimeout(this.idleTimer);
-    for (const [id, done] of this.waiting) done({ id, error: "the launcher went away" });
+    // Those it accepted may have started: how they ended is for recovery and the exit reports.
+    // Those it never read were not: they go to the next launcher.
+    for (const [id, w] of this.waiting) w.done(this.acks && !w.accepted ? AGAIN : { id, error: "the launcher went away" });
     this.waiting.clear();
-    socket.terminate();
+    return true;
+  }
+
+  /** Forgets a dead connection now, before its close is heard. */
+  private dropConnection(socket: Bun.Socket<undefined>): void {
+    if (this.forget(socket)) socket.terminate();
   }
 
   /** Closes the connection once the launcher has run nothing for a while: it may then exit. */
@@ -776,21 +795,25 @@ export class LauncherClient {
     const socket = await this.connect();
     clearTimeout(this.idleTimer);
     const id = this.nextId++;
-    const reply = new Promise<LaunchReply>((resolve) => this.waiting.set(id, resolve));
+    const reply = new Promise<LaunchReply | typeof AGAIN>((done) => this.waiting.set(id, { done, accepted: false }));
     socket.ref();
-    if (this.out!.send(`${JSON.stringify({ id, spec: specPath } satisfies LaunchRequest)}\n`) < 0 && !again) {
+    if (this.out!.send(`${JSON.stringify({ id, spec: specPath } satisfies LaunchRequest)}\n`) < 0) {
       // The launcher died before this request reached it (the connection's end not heard yet):
-      // nothing of it was started, so a new launcher gets it. Those sent earlier are another
-      // matter: whether they started is unknown, and they fail as the connection's end says.
+      // nothing of it was started, so a new launcher gets it.
       this.waiting.delete(id);
       this.dropConnection(socket);
-      return this.launch(specPath, true);
+      if (!again) return this.launch(specPath, true);
+      return { id, error: "the launcher went away" };
     }
+    let r: LaunchReply | typeof AGAIN;
     try {
-      return await reply;
+      r = await reply;
     } finally {
       if (this.waiting.size === 0) socket.unref();
       this.checkIdle();
     }
+    if (r !== AGAIN) return r;
+    // The launcher went away without having read it: nothing of it was started.
+    return again ? { id, error: "the launcher went away" } : this.launch(specPath, true);
   }
 }

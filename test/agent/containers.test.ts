@@ -671,6 +671,35 @@ describe.skipIf(!isRoot)("the launcher and the containers it forks (need root)",
     expect(r).toMatchObject({ exit: 0, stdout: "again\n" });
   });
 
+  test("a launch the launcher never read (stopped, then killed) goes to a new launcher, not a 400", async () => {
+    await run("true"); // the launcher runs
+    const socket = join(agent.workDir, "run", "launcher.sock");
+    const launcher = launcherOf(socket)!;
+    process.kill(launcher, "SIGSTOP");
+    const id = `w${n++}`;
+    try {
+      const launching = start(id, "echo late");
+      // Its request goes out right after the LAUNCHING checkpoint, to a launcher that reads nothing.
+      const checkpoint = join(agent.workDir, "run", "containers", id, "container.json");
+      for (let i = 0; i < 500 && !(existsSync(checkpoint) && readFileSync(checkpoint, "utf8").includes('"LAUNCHING"')); i++)
+        await Bun.sleep(10);
+      await Bun.sleep(100);
+      process.kill(launcher, "SIGKILL");
+      const launched = await launching;
+      expect({ status: launched.status, text: launched.text }).toEqual({ status: 200, text: "" });
+    } finally {
+      try {
+        process.kill(launcher, "SIGKILL");
+      } catch {
+        // gone
+      }
+    }
+    const wait = await call({ type: "WAIT_CONTAINER", wait_container: { container_id: { value: id } } });
+    expect((wait.json!.wait_container as { exit_status: number }).exit_status).toBe(0);
+    expect(readFileSync(join(agent.workDir, "containers", id, "stdout"), "utf8")).toBe("late\n");
+    expect(launcherOf(socket)).not.toBe(launcher);
+  });
+
   test("a forked container gets the sandbox's stdout and stderr and no stdin", async () => {
     // Several in a row: the first may start the launcher, the next ones are forked by it.
     for (let i = 0; i < 3; i++) {

@@ -239,6 +239,8 @@ class LauncherConn {
   private buffer = "";
   private readonly replies = new Map<number, (m: { pid?: number; error?: string }) => void>();
   private readonly exits = new Map<string, (status: number) => void>();
+  /** Requests the launcher said it read. */
+  readonly accepted = new Set<number>();
   private nextId = 1;
   greeted!: Promise<void>;
   socket!: Bun.Socket<undefined>;
@@ -258,6 +260,7 @@ class LauncherConn {
             c.buffer = c.buffer.slice(nl + 1);
             if ("hello" in m) hello();
             else if ("container" in m) c.exits.get(m.container)?.(m.status);
+            else if ("accepted" in m) c.accepted.add(m.id);
             else c.replies.get(m.id)?.(m);
           }
         },
