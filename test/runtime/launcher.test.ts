@@ -29,7 +29,14 @@ const cmdline = (pid: number) => {
     return "";
   }
 };
-const ppid = (pid: number) => Number(/^PPid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]);
+/** Its parent's pid; 0 once it is gone (processes end while a listing is read). */
+const ppid = (pid: number) => {
+  try {
+    return Number(/^PPid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]);
+  } catch {
+    return 0;
+  }
+};
 const alive = (pid: number) => existsSync(`/proc/${pid}`) && !readFileSync(`/proc/${pid}/stat`, "utf8").includes(") Z ");
 const pids = () =>
   readdirSync("/proc")
