@@ -37,7 +37,13 @@ const ppid = (pid: number) => {
     return 0;
   }
 };
-const alive = (pid: number) => existsSync(`/proc/${pid}`) && !readFileSync(`/proc/${pid}/stat`, "utf8").includes(") Z ");
+const alive = (pid: number) => {
+  try {
+    return !readFileSync(`/proc/${pid}/stat`, "utf8").includes(") Z ");
+  } catch {
+    return false; // gone
+  }
+};
 const pids = () =>
   readdirSync("/proc")
     .filter((e) => /^\d+$/.test(e))
