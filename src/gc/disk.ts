@@ -1,5 +1,5 @@
 // Tree measurement and deletion for image GC and accounting. Run in the disk worker
-// (src/workers/disk.ts): both walk whole trees and must stay off the server thread.
+// (src/workers/gc.ts): both walk whole trees and must stay off the server thread.
 import { basename, dirname, relative, resolve, sep } from "node:path";
 import { O_DIRECTORY, O_PATH, close } from "../ffi/libc.ts";
 import { PathError, openDir, openInRoot } from "../runtime/inroot.ts";
@@ -15,14 +15,14 @@ export interface DiskUsage {
   entries: number;
 }
 
-/** The disk worker's operations: workers/disk.ts serves them; the agent and image GC call them. */
+/** The disk worker's operations: workers/gc.ts serves them; the agent and image GC call them. */
 export interface DiskOps {
   du(args: { path: string }): DiskUsage;
   /** Deletes `path` if it lies strictly inside `within`. */
   remove(args: { path: string; within: string }): { removed: boolean };
   /** The copy backend's rootfs: `layers` (base first) applied onto `dest`. */
   copyLayers(args: { layers: string[]; dest: string; records: LayerWhiteouts[] }): { ok: true };
-  /** Takes the kernel's cgroup threadgroup lock once (see workers/disk.ts). */
+  /** Takes the kernel's cgroup threadgroup lock once (see workers/gc.ts). */
   warmCgroups(args: { procs: string; pid: number }): { ok: boolean; error?: string };
 }
 

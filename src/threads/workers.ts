@@ -6,7 +6,8 @@ export const WORKERS = {
   pull: { entry: "workers/pull.ts", does: "resolves images: registry manifests and configs, archive indexes" },
   extract: { entry: "workers/extract.ts", does: "fetches, hashes, decompresses and unpacks layers and ACIs" },
   write: { entry: "workers/write.ts", does: "creates a layer's regular files for an extract worker" },
-  disk: { entry: "workers/disk.ts", does: "measures and deletes trees, copies layers, warms cgroup locks" },
+  // Its entry is workers/gc.ts (the design card's gc worker): image GC's deletions and measures are most of its work.
+  disk: { entry: "workers/gc.ts", does: "measures and deletes trees (image GC), copies layers, warms cgroup locks" },
 } as const;
 
 export type WorkerName = keyof typeof WORKERS;

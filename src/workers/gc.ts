@@ -1,6 +1,7 @@
-// Disk worker: the agent's heavy disk work, off the server thread: `du` measures a tree as
-// du(1) does, `remove` deletes one (strictly inside the root the caller names), `copyLayers`
-// makes a copy-backend rootfs, `warmCgroups` pays the kernel's cgroup-lock wait.
+// The gc worker (the worker table calls it "disk"): image GC's and the agent's heavy disk work,
+// off the server thread: `du` measures a tree as du(1) does, `remove` deletes one (strictly
+// inside the root the caller names), `copyLayers` makes a copy-backend rootfs, `warmCgroups`
+// pays the kernel's cgroup-lock wait.
 import { writeFileSync } from "node:fs";
 import { DISK_WORKER, diskUsage, removeTree } from "../gc/disk.ts";
 import { applyLayers } from "../provisioner/copy.ts";
