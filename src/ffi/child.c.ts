@@ -9,7 +9,6 @@
 /** The requests it takes (the enum in the source). */
 export const Op = {
   MOUNT: 1,
-  UMOUNT: 2,
   UNSHARE: 3,
   SETNS: 4,
   SETHOSTNAME: 5,
@@ -19,7 +18,6 @@ export const Op = {
   CLOSE: 9,
   PIVOT: 10,
   CHDIR: 11,
-  OPEN: 12,
   DATA: 13,
   EXEC: 14,
   EXIT: 15,
@@ -72,7 +70,7 @@ static int (*f_pthread_create)(u64 *, const void *, void *(*)(void *), void *);
 static int (*f_clone)(int (*)(void *), void *, int, void *, ...);
 static int (*f_pipe2)(int *, int);
 /* Syscall numbers that differ by architecture, and the errno texts ("EPERM (Operation not permitted)"). */
-static i64 nr_clone, nr_pivot_root, nr_capset, nr_seccomp, nr_rt_sigaction, nr_prlimit, nr_setgroups, nr_setresgid, nr_setresuid;
+static i64 nr_pivot_root, nr_capset, nr_seccomp, nr_rt_sigaction, nr_prlimit, nr_setgroups, nr_setresgid, nr_setresuid;
 static const char *err_text;
 static const u32 *err_off;
 static int err_count;
@@ -90,8 +88,8 @@ void ucr_child_init(void **f, i64 *nr, const char *texts, const u32 *offsets, in
   f_sethostname = f[11]; f_chdir = f[12]; f_prctl = f[13]; f_sigmask = f[14]; f_execve = f[15];
   f_exit = f[16]; f_errno = f[17]; f_getpid = f[18]; f_openat = f[19]; f_fchdir = f[20];
   f_pthread_create = f[21]; f_clone = f[22]; f_pipe2 = f[23];
-  nr_clone = nr[0]; nr_pivot_root = nr[1]; nr_capset = nr[2]; nr_seccomp = nr[3];
-  nr_rt_sigaction = nr[4]; nr_prlimit = nr[5]; nr_setgroups = nr[6]; nr_setresgid = nr[7]; nr_setresuid = nr[8];
+  nr_pivot_root = nr[0]; nr_capset = nr[1]; nr_seccomp = nr[2];
+  nr_rt_sigaction = nr[3]; nr_prlimit = nr[4]; nr_setgroups = nr[5]; nr_setresgid = nr[6]; nr_setresuid = nr[7];
   err_text = texts; err_off = offsets; err_count = count;
 }
 
@@ -122,17 +120,21 @@ static void say(int fd) {
   writeall(2, msg, at);
   at = 0;
 }
-/* A setup step failed: the launch fails with this (fd 3) and the process ends (status 1). */
-static void setup_failed(const char *step, const char *call, const char *what, int e) {
-  at = 0; put("container setup failed: "); put(step); put(": "); put(call); put("("); put(what); put(") failed: ");
-  puterr(e); say(REPORT); f_exit(1);
+/* A setup step failed: the launch fails with this (fd 3) and the process ends (status 1):
+ * "container setup failed: <step><step_arg>: <call>(<what>[<num>]<what_end>) failed: <errno>". */
+static void step_failed(const char *step, const char *step_arg, const char *call, const char *what, i64 num,
+                        const char *what_end, int e) {
+  at = 0; put("container setup failed: "); put(step); put(step_arg); put(": "); put(call); put("("); put(what);
+  if (num >= 0) putnum(num);
+  put(what_end); put(") failed: "); puterr(e); say(REPORT); f_exit(1);
 }
+static void setup_failed(const char *step, const char *call, const char *what, int e) { step_failed(step, "", call, what, -1, "", e); }
 /* The workload's own failure after the launch counted as done (fd 3 closed): stderr, then this status. */
 static void workload_failed(int status) { f_close(REPORT); say(2); f_exit(status); }
 
 /* ---- the request loop ---- */
-enum { OP_MOUNT = 1, OP_UMOUNT, OP_UNSHARE, OP_SETNS, OP_SETHOSTNAME, OP_OPEN_TREE, OP_MOVE_MOUNT,
-       OP_SETATTR, OP_CLOSE, OP_PIVOT, OP_CHDIR, OP_OPEN, OP_DATA, OP_EXEC, OP_EXIT, OP_MOUNTS, OP_OPENS };
+enum { OP_MOUNT = 1, OP_UNSHARE = 3, OP_SETNS, OP_SETHOSTNAME, OP_OPEN_TREE, OP_MOVE_MOUNT, OP_SETATTR, OP_CLOSE,
+       OP_PIVOT, OP_CHDIR, OP_DATA = 13, OP_EXEC, OP_EXIT, OP_MOUNTS, OP_OPENS };
 
 static u64 req[8192]; /* 64 KiB, 8-aligned */
 /* The exec request, sent in parts (OP_DATA): the command, environment and filter may be large. */
@@ -185,8 +187,6 @@ static void serve(void) {
       /* a: which of source, fstype, data are present (bits 0, 1, 2); b: flags */
       const char *src = next_str(&p), *target = next_str(&p), *type = next_str(&p), *data = next_str(&p);
       rc = f_mount(a & 1 ? src : 0, target, a & 2 ? type : 0, b, a & 4 ? data : 0) == 0 ? 0 : fail_errno();
-    } else if (op == OP_UMOUNT) {
-      rc = f_umount2(p, (int)a) == 0 ? 0 : fail_errno();
     } else if (op == OP_UNSHARE) {
       rc = f_unshare((int)a) == 0 ? 0 : fail_errno();
     } else if (op == OP_SETNS) {
@@ -236,9 +236,6 @@ static void serve(void) {
       out[0] = (int)k;
       f_write(SOCK, out, 8 + 4 * k);
       continue;
-    } else if (op == OP_OPEN) {
-      rc = f_open(p, (int)a | 0x80000, 0);
-      if (rc < 0) rc = fail_errno();
     } else if (op == OP_DATA) {
       /* a: where in the exec request these bytes go */
       i64 k, m = n - 16;
@@ -412,24 +409,17 @@ static void do_exec(const char *p, i64 n) {
   envp_[r->envc] = 0;
   if (q > end + 1) return;
 
-  char what[64];
   /* The bounding set first (needs CAP_SETPCAP, which a non-root user no longer has). */
   for (i = 0; i <= r->last_cap; i++) {
     if (i < 64 && (r->bounding >> i) & 1) continue;
-    if (f_prctl(24 /* PR_CAPBSET_DROP */, i, 0, 0, 0) != 0) {
-      at = 0; put("PR_CAPBSET_DROP "); putnum(i); msg[at] = 0;
-      u64 k; for (k = 0; k <= at; k++) what[k] = msg[k];
-      setup_failed("dropping capabilities from the bounding set", "prctl", what, *f_errno());
-    }
+    if (f_prctl(24 /* PR_CAPBSET_DROP */, i, 0, 0, 0) != 0)
+      step_failed("dropping capabilities from the bounding set", "", "prctl", "PR_CAPBSET_DROP ", i, "", *f_errno());
   }
   if (r->flags & 2 && f_prctl(8 /* PR_SET_KEEPCAPS */, 1, 0, 0, 0) != 0)
     setup_failed("keeping capabilities across the user switch", "prctl", "PR_SET_KEEPCAPS", *f_errno());
   for (i = 0; i < r->nrlimits; i++) {
-    if (f_syscall(nr_prlimit, 0, rl[i * 3], &rl[i * 3 + 1], 0) != 0) {
-      at = 0; put("setting rlimit "); put(rlname[i]); msg[at] = 0;
-      char step[96]; u64 k; for (k = 0; k <= at && k < 95; k++) step[k] = msg[k]; step[95] = 0;
-      setup_failed(step, "setrlimit", rlname[i], *f_errno());
-    }
+    if (f_syscall(nr_prlimit, 0, rl[i * 3], &rl[i * 3 + 1], 0) != 0)
+      step_failed("setting rlimit ", rlname[i], "setrlimit", rlname[i], -1, "", *f_errno());
   }
   if (r->flags & 1) {
     /* A failed switch is the workload's failure (as a shell's), not the launch's. */
@@ -473,11 +463,8 @@ static void do_exec(const char *p, i64 n) {
   u64 dfl[4]; dfl[0] = dfl[1] = dfl[2] = dfl[3] = 0;
   for (i = 1; i <= 64; i++) {
     if (i == 9 || i == 19) continue;
-    if (f_syscall(nr_rt_sigaction, i, dfl, 0, 8) != 0) {
-      at = 0; put("signal "); putnum(i); put(" to SIG_DFL"); msg[at] = 0;
-      char w2[64]; u64 k; for (k = 0; k <= at && k < 63; k++) w2[k] = msg[k]; w2[63] = 0;
-      setup_failed("resetting signal dispositions and the signal mask", "rt_sigaction", w2, *f_errno());
-    }
+    if (f_syscall(nr_rt_sigaction, i, dfl, 0, 8) != 0)
+      step_failed("resetting signal dispositions and the signal mask", "", "rt_sigaction", "signal ", i, " to SIG_DFL", *f_errno());
   }
   u64 none[16]; for (i = 0; i < 16; i++) none[i] = 0;
   f_sigmask(2, none, 0);

@@ -39,8 +39,8 @@ const libc = dlopen("libc.so.6", {
 });
 
 const arm64 = process.arch === "arm64";
-// clone, pivot_root, capset, seccomp, rt_sigaction, prlimit64, setgroups, setresgid, setresuid.
-const NUMBERS = arm64 ? [220, 41, 91, 277, 134, 261, 159, 149, 147] : [56, 155, 126, 317, 13, 302, 116, 119, 117];
+// pivot_root, capset, seccomp, rt_sigaction, prlimit64, setgroups, setresgid, setresuid.
+const NUMBERS = arm64 ? [41, 91, 277, 134, 261, 159, 149, 147] : [155, 126, 317, 13, 302, 116, 119, 117];
 
 type Native = {
   fork: (fds: Int32Array, flags: number) => number;
@@ -176,22 +176,29 @@ export class Child {
     return new Child(pid, mine);
   }
 
-  /** One request: op, a 32-bit and a 64-bit argument, strings; the result (>= 0) or -errno. */
-  call(op: number, a: number, b: number | bigint, ...strings: Array<string | Uint8Array>): number {
+  /** Sends one request: op, a 32-bit and a 64-bit argument, then strings (NUL-terminated) or bytes. */
+  private send(op: number, a: number, b: number | bigint, ...strings: Array<string | Uint8Array>): void {
     if (this.closed) throw new Error("the container's process was let go");
-    const parts: Buffer[] = [];
     const head = Buffer.alloc(16);
     head.writeUInt32LE(op, 0);
     head.writeUInt32LE(a >>> 0, 4);
     head.writeBigUInt64LE(BigInt(b), 8);
-    parts.push(head);
-    for (const s of strings) parts.push(typeof s === "string" ? Buffer.from(`${s}\0`) : Buffer.from(s));
-    const msg = Buffer.concat(parts);
+    const msg = Buffer.concat([head, ...strings.map((s) => (typeof s === "string" ? Buffer.from(`${s}\0`) : Buffer.from(s)))]);
     if (msg.length > 65535) throw new Error(`a request to the container's process is ${msg.length} bytes, more than 64 KiB`);
     writeSync(this.sock, msg);
-    const got = readSync(this.sock, this.reply, 0, 8, null);
-    if (got !== 8) throw new Error("the container's process ended while setting it up");
-    return Number(this.reply.readBigInt64LE(0));
+  }
+
+  /** Reads a reply of exactly `into`'s size. */
+  private receive(into: Buffer): Buffer {
+    if (readSync(this.sock, into, 0, into.length, null) !== into.length)
+      throw new Error("the container's process ended while setting it up");
+    return into;
+  }
+
+  /** One request (see send); the result (>= 0) or -errno. */
+  call(op: number, a: number, b: number | bigint, ...strings: Array<string | Uint8Array>): number {
+    this.send(op, a, b, ...strings);
+    return Number(this.receive(this.reply).readBigInt64LE(0));
   }
 
   /** As call(), throwing SysError(call, what) on failure. */
@@ -205,14 +212,8 @@ export class Child {
   opens(paths: readonly string[], flags: number): number[] {
     if (paths.length === 0) return [];
     if (paths.length > 256) throw new Error(`${paths.length} files to open at once, more than 256`);
-    const head = Buffer.alloc(16);
-    head.writeUInt32LE(Op.OPENS, 0);
-    head.writeUInt32LE(paths.length, 4);
-    head.writeBigUInt64LE(BigInt(flags), 8);
-    writeSync(this.sock, Buffer.concat([head, Buffer.from(paths.map((p) => `${p}\0`).join(""))]));
-    const reply = Buffer.alloc(8 + 4 * paths.length);
-    if (readSync(this.sock, reply, 0, reply.length, null) !== reply.length)
-      throw new Error("the container's process ended while setting it up");
+    this.send(Op.OPENS, paths.length, flags, ...paths);
+    const reply = this.receive(Buffer.alloc(8 + 4 * paths.length));
     return paths.map((_, i) => reply.readInt32LE(8 + 4 * i));
   }
 
@@ -240,10 +241,7 @@ export class Child {
     for (let at = 0; at < request.length; at += CHUNK) {
       this.must(Op.DATA, at, 0, "exec request", `${request.length} bytes`, request.subarray(at, at + CHUNK));
     }
-    const head = Buffer.alloc(16);
-    head.writeUInt32LE(Op.EXEC, 0);
-    head.writeUInt32LE(request.length, 4);
-    writeSync(this.sock, head);
+    this.send(Op.EXEC, request.length, 0);
     this.release();
   }
 
@@ -257,12 +255,8 @@ export class Child {
    */
   exit(status: number, launchFails: boolean, message: string): boolean {
     if (this.closed) return false;
-    const head = Buffer.alloc(16);
-    head.writeUInt32LE(Op.EXIT, 0);
-    head.writeUInt32LE(status, 4);
-    head.writeBigUInt64LE(launchFails ? 1n : 0n, 8);
     try {
-      writeSync(this.sock, Buffer.concat([head, Buffer.from(`${message.slice(0, 4000)}\0`)]));
+      this.send(Op.EXIT, status, launchFails ? 1 : 0, message.slice(0, 4000));
       return true;
     } catch {
       return false;
