@@ -213,20 +213,28 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
     process.exit(0);
   };
 
-  /** A top-level container: its process forked, set up from here (forked.ts). */
-  const startFork = (spec: LaunchSpec): Stage => {
+  /** A Stage for the process `pid`, whose fd 3 is read from `reportR`; its exit is recorded on it. */
+  const track = (pid: number, reportR: number, io?: Stage["io"]): Stage => {
+    const stage: Stage = { pid, report: readReport(reportR), ...(io ? { io } : {}) };
+    onChildExit(pid, (status) => {
+      stage.status = status;
+      stage.onExit?.(status);
+    });
+    return stage;
+  };
+
+  /**
+   * A container's process with the sandbox's stdout and stderr and no stdin, started by
+   * `start` (given its stdio and the write end of its fd 3).
+   */
+  const startWithSandboxIo = (spec: LaunchSpec, start: (stdio: [number, number, number], reportW: number) => number): Stage => {
     let out: number | undefined, err: number | undefined, reportR: number | undefined, reportW: number | undefined;
     try {
       out = openSandboxFile(spec.sandbox, spec.stdout!);
       err = openSandboxFile(spec.sandbox, spec.stderr!);
       [reportR, reportW] = pipe();
-      const pid = startForked(spec, [devnull, out, err], reportW);
-      const stage: Stage = { pid, report: readReport(reportR) };
+      const stage = track(start([devnull, out, err], reportW), reportR);
       reportR = undefined;
-      onChildExit(pid, (status) => {
-        stage.status = status;
-        stage.onExit?.(status);
-      });
       return stage;
     } finally {
       closeQuietly(out);
@@ -236,32 +244,14 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
     }
   };
 
-  const startCold = (spec: LaunchSpec, specPath: string): Stage => {
-    let out: number | undefined, err: number | undefined, reportR: number | undefined, reportW: number | undefined;
-    try {
-      out = openSandboxFile(spec.sandbox, spec.stdout!);
-      err = openSandboxFile(spec.sandbox, spec.stderr!);
-      [reportR, reportW] = pipe();
-      const pid = spawnProcess({
-        argv: selfCommand("__init", "--pid1", specPath),
-        env: {},
-        fds: [devnull, out, err, reportW],
-        pidns: pidNamespaceOf(spec),
-      });
-      const stage: Stage = { pid, report: readReport(reportR) };
-      reportR = undefined;
-      onChildExit(pid, (status) => {
-        stage.status = status;
-        stage.onExit?.(status);
-      });
-      return stage;
-    } finally {
-      closeQuietly(out);
-      closeQuietly(err);
-      closeQuietly(reportW);
-      closeQuietly(reportR);
-    }
-  };
+  /** A top-level container: its process forked, set up from here (forked.ts). */
+  const startFork = (spec: LaunchSpec): Stage => startWithSandboxIo(spec, (stdio, reportW) => startForked(spec, stdio, reportW));
+
+  /** An init stage 2 started for this launch (a nested container). */
+  const startCold = (spec: LaunchSpec, specPath: string): Stage =>
+    startWithSandboxIo(spec, (stdio, reportW) =>
+      spawnProcess({ argv: selfCommand("__init", "--pid1", specPath), env: {}, fds: [...stdio, reportW], pidns: pidNamespaceOf(spec) }),
+    );
 
   /**
    * A stage 2 whose stdio the launcher keeps (tty_info, a session): pipes for stdin, stdout and
@@ -298,12 +288,7 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
       }
       const pid = spawnProcess({ argv: selfCommand("__init", "--pid1", specPath), env: {}, fds, pidns: pidNamespaceOf(spec) });
       ours.length = 0;
-      const stage: Stage = { pid, report: readReport(reportR), io };
-      onChildExit(pid, (status) => {
-        stage.status = status;
-        stage.onExit?.(status);
-      });
-      return stage;
+      return track(pid, reportR, io);
     } finally {
       for (const fd of [...child, ...ours]) closeQuietly(fd);
     }
