@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { type RunningAgent, runUcr, startAgent, tempDir } from "../helpers/agent.ts";
 import { buildFixture, noCompiler } from "../helpers/cc.ts";
 import { runCommand } from "../helpers/command.ts";
+import { DEFAULT_SET, removeContainersAndStop } from "../helpers/confinement.ts";
 import { BUSYBOX_CONFIG, addImage, busyboxLayerTar, saveArchive, tarDir } from "../helpers/images.ts";
 import { type Podman, startPodman } from "../helpers/podman.ts";
 
@@ -27,19 +28,6 @@ function blockDevice(): string {
 }
 const DEVICE = blockDevice();
 
-const DEFAULT_SET = [
-  "CHOWN",
-  "DAC_OVERRIDE",
-  "FOWNER",
-  "FSETID",
-  "KILL",
-  "SETGID",
-  "SETUID",
-  "SETPCAP",
-  "NET_BIND_SERVICE",
-  "SYS_CHROOT",
-  "SETFCAP",
-];
 const PRIVILEGED_BOUNDING = [...DEFAULT_SET, "SYS_ADMIN", "NET_ADMIN", "MKNOD"];
 /** The privileged agent's pids limit (the default agent has the default, 2048). */
 const PIDS_LIMIT = 100;
@@ -109,19 +97,7 @@ function writeProfiles(): void {
 }
 
 afterAll(async () => {
-  for (const a of [agent, privileged]) {
-    if (!a) continue;
-    const list = (await (await a.call({ type: "GET_CONTAINERS", get_containers: { show_standalone: true } })).json()) as {
-      get_containers: { containers: Array<{ container_id: { value: string; parent?: unknown } }> };
-    };
-    for (const c of list.get_containers.containers.filter((x) => !x.container_id.parent)) {
-      const ref = { container_id: c.container_id };
-      await a.call({ type: "KILL_CONTAINER", kill_container: ref });
-      await a.call({ type: "WAIT_CONTAINER", wait_container: ref });
-      await a.call({ type: "REMOVE_CONTAINER", remove_container: ref });
-    }
-    expect(await a.stop()).toBe(0);
-  }
+  await removeContainersAndStop([agent, privileged]);
   if (typeof podman !== "string") await podman.close();
   rmSync(work, { recursive: true, force: true });
 });

@@ -12,6 +12,7 @@ import { loadFlags } from "../../src/config/flags.ts";
 import { ISOLATORS } from "../../src/config/isolators.ts";
 import { type RunningAgent, runUcr, startAgent, tempDir } from "../helpers/agent.ts";
 import { runCommand } from "../helpers/command.ts";
+import { DEFAULT_SET, removeContainersAndStop } from "../helpers/confinement.ts";
 import { buildBusyboxImage, pushImage, saveArchive } from "../helpers/images.ts";
 import { type Registry, startRegistry } from "../helpers/registry.ts";
 
@@ -34,19 +35,6 @@ const ALL = [
   "cgroups/devices",
   "cgroups/pids",
   "linux/capabilities",
-];
-const DEFAULT_SET = [
-  "CHOWN",
-  "DAC_OVERRIDE",
-  "FOWNER",
-  "FSETID",
-  "KILL",
-  "SETGID",
-  "SETUID",
-  "SETPCAP",
-  "NET_BIND_SERVICE",
-  "SYS_CHROOT",
-  "SETFCAP",
 ];
 
 async function sh(cmd: string): Promise<void> {
@@ -80,19 +68,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const a of [plain, full]) {
-    if (!a) continue;
-    const list = (await (await a.call({ type: "GET_CONTAINERS", get_containers: { show_standalone: true } })).json()) as {
-      get_containers: { containers: Array<{ container_id: { value: string; parent?: unknown } }> };
-    };
-    for (const c of list.get_containers.containers.filter((x) => !x.container_id.parent)) {
-      const ref = { container_id: c.container_id };
-      await a.call({ type: "KILL_CONTAINER", kill_container: ref });
-      await a.call({ type: "WAIT_CONTAINER", wait_container: ref });
-      await a.call({ type: "REMOVE_CONTAINER", remove_container: ref });
-    }
-    expect(await a.stop()).toBe(0);
-  }
+  await removeContainersAndStop([plain, full]);
   await registry?.stop();
   for (const m of mounts.reverse()) await runCommand(["umount", "-l", m]);
   rmSync(work, { recursive: true, force: true });
