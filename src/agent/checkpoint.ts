@@ -3,15 +3,16 @@
 // layers. The one place that maps the in-memory record to the file and back.
 //
 // Written before any side effect of a launch (state PROVISIONING, with every path the
-// launch will create), again once the image's layers are known, before the launcher is
-// asked to start the workload (LAUNCHING), once it runs (RUNNING, pid and start time),
-// and when it ends (EXITED, with how). Replaced atomically (runtime/state.ts).
+// launch will create), before the launcher is asked to start the workload (LAUNCHING, with
+// the image's layers), once it runs (RUNNING, pid and start time), and when it ends
+// (EXITED, with how). Replaced atomically (runtime/state.ts). A container found in
+// PROVISIONING after a restart is destroyed, so that state's record needs no layers.
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import * as v from "valibot";
 import type { ContainerID, Resource } from "../mesos/messages.ts";
 import { ContainerCgroup, type CgroupLayout } from "../runtime/cgroups.ts";
-import { writeStateFile } from "../runtime/state.ts";
+import { rewriteStateFile } from "../runtime/state.ts";
 import { bootId } from "../util/process.ts";
 import { idKey, type Container } from "./container.ts";
 import { UcrError } from "../errors.ts";
@@ -119,7 +120,7 @@ export function checkpointOf(c: Container, state: CheckpointState): Checkpoint {
 
 /** Writes `c`'s checkpoint (in its runtime dir, which must exist). */
 export function writeCheckpoint(c: Container, state: CheckpointState): void {
-  writeStateFile(join(c.runtime, CHECKPOINT_FILE), JSON.stringify(checkpointOf(c, state)));
+  rewriteStateFile(join(c.runtime, CHECKPOINT_FILE), JSON.stringify(checkpointOf(c, state)));
 }
 
 /**

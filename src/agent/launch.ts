@@ -221,10 +221,12 @@ export class Launch {
     const image = this.call.container?.mesos?.image;
     if (!image) return;
     const layers = await this.until(this.deps.provisioner.layers(image, this.pullOptions(image)), "provisioning");
+    // Recorded from the LAUNCHING checkpoint on: a container restarted in PROVISIONING is
+    // destroyed, so no checkpoint of that state needs its layers (the running agent keeps
+    // them by its table).
     if (layers.docker) {
       c.imageRef = layers.docker.reference;
       c.layers = [...layers.docker.layerIds];
-      writeCheckpoint(c, "PROVISIONING");
     }
     this.image = layers;
     this.check("provisioning");
@@ -256,7 +258,6 @@ export class Launch {
         if (layers.docker) {
           c.volumeImages = [...(c.volumeImages ?? []), layers.docker.reference];
           c.layers = [...new Set([...(c.layers ?? []), ...layers.docker.layerIds])];
-          writeCheckpoint(c, "PROVISIONING");
         }
         return layers.trees;
       },

@@ -39,6 +39,7 @@ const libc = dlopen("libc.so.6", {
   fchdir: { args: ["i32"], returns: "i32" },
   umask: { args: ["u32"], returns: "u32" },
   fstatfs: { args: ["i32", "ptr"], returns: "i32" },
+  renameat2: { args: ["i32", "ptr", "i32", "ptr", "u32"], returns: "i32" },
 });
 
 // Namespace flags (linux/sched.h).
@@ -384,6 +385,16 @@ export function unlinkat(dirfd: number, path: string, flags = 0): void {
 }
 
 /** fchownat(2): with AT_EMPTY_PATH and "" the descriptor itself; with AT_SYMLINK_NOFOLLOW a link is not followed. */
+/**
+ * renameat2(RENAME_EXCHANGE): swaps the two names atomically (both must exist). 0, or -errno
+ * (ENOENT if either is missing; EINVAL where the filesystem cannot exchange).
+ */
+export function exchangeOrErrno(a: string, b: string): number {
+  const AT_FDCWD = -100,
+    RENAME_EXCHANGE = 2;
+  return libc.symbols.renameat2(AT_FDCWD, cstr(a), AT_FDCWD, cstr(b), RENAME_EXCHANGE) === 0 ? 0 : -errno();
+}
+
 export function fchownat(dirfd: number, path: string, uid: number, gid: number, flags: number): void {
   check(libc.symbols.fchownat(dirfd, cstr(path), uid, gid, flags), "fchownat", `${path || `fd ${dirfd}`} to ${uid}:${gid}`);
 }
