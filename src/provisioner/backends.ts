@@ -5,6 +5,7 @@
 // namespace (src/runtime/mounts.ts); here we prepare directories and describe the mount.
 import { mkdirSync, readFileSync, statfsSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
+import { mkdir } from "node:fs/promises";
 import type { Backend } from "../config/flags.ts";
 import type { RootfsSpec } from "../runtime/spec.ts";
 import { errorOfKind } from "../errors.ts";
@@ -108,12 +109,14 @@ export async function provision(
 ): Promise<Provisioned> {
   const id = crypto.randomUUID();
   const target = join(dir, "rootfses", id);
-  mkdirSync(target, { recursive: true, mode: 0o755 });
+  // In Bun's thread pool, not on the agent's thread: ext4 takes ~0.1 ms a directory here
+  // (nine per launch), and that thread serves every launch at once.
+  await mkdir(target, { recursive: true, mode: 0o755 });
   switch (backend) {
     case "overlay": {
       const scratch = join(dir, "scratch", id);
-      mkdirSync(join(scratch, "upperdir"), { recursive: true, mode: 0o755 });
-      mkdirSync(join(scratch, "workdir"), { recursive: true, mode: 0o755 });
+      await mkdir(join(scratch, "upperdir"), { recursive: true, mode: 0o755 });
+      await mkdir(join(scratch, "workdir"), { mode: 0o755 });
       return {
         dir,
         rootfs: { backend, target, lowers: shortLowers(layers, scratch), upper: join(scratch, "upperdir"), work: join(scratch, "workdir") },
