@@ -39,6 +39,9 @@ import {
 } from "../ffi/libc.ts";
 import { prepareChild } from "../ffi/child.ts";
 import { startForked } from "./forked.ts";
+import { SETUP_WORKER } from "./setup-lane.ts";
+import { lazyWorker } from "../threads/pool.ts";
+import { WorkerError } from "../threads/rpc.ts";
 import { openDir, openInRoot } from "./inroot.ts";
 import { Records } from "./records.ts";
 import { reaperMain, type ReaperMessage } from "./reaper.ts";
@@ -47,6 +50,8 @@ import type { SwitchboardIo } from "./switchboard.ts";
 
 /** The launcher exits this long after its last container and agent connection are gone. */
 const IDLE_EXIT_MS = 2_000;
+/** The setup lane's thread stops after this long without a setup (setup-lane.ts). */
+const LANE_IDLE_MS = 10_000;
 /** An agent closes its connection after this long with no container of its own running. */
 const CLIENT_IDLE_MS = 10_000;
 /** fd 3 of the launcher: where it tells the reaper about its children. */
@@ -227,13 +232,16 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
    * A container's process with the sandbox's stdout and stderr and no stdin, started by
    * `start` (given its stdio and the write end of its fd 3).
    */
-  const startWithSandboxIo = (spec: LaunchSpec, start: (stdio: [number, number, number], reportW: number) => number): Stage => {
+  const startWithSandboxIo = async (
+    spec: LaunchSpec,
+    start: (stdio: [number, number, number], reportW: number) => number | Promise<number>,
+  ): Promise<Stage> => {
     let out: number | undefined, err: number | undefined, reportR: number | undefined, reportW: number | undefined;
     try {
       out = openSandboxFile(spec.sandbox, spec.stdout!);
       err = openSandboxFile(spec.sandbox, spec.stderr!);
       [reportR, reportW] = pipe();
-      const stage = track(start([devnull, out, err], reportW), reportR);
+      const stage = track(await start([devnull, out, err], reportW), reportR);
       reportR = undefined;
       return stage;
     } finally {
@@ -244,11 +252,57 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
     }
   };
 
-  /** A top-level container: its process forked, set up from here (forked.ts). */
-  const startFork = (spec: LaunchSpec): Stage => startWithSandboxIo(spec, (stdio, reportW) => startForked(spec, stdio, reportW));
+  /**
+   * The second setup lane (setup-lane.ts): off, starting (its thread compiles the native code),
+   * ready, or busy with a setup. Started by the first launch that finds another queued behind it.
+   */
+  const lane = lazyWorker(SETUP_WORKER, "setup", LANE_IDLE_MS);
+  lane.unref();
+  let laneState: "off" | "starting" | "ready" | "busy" = "off";
+  lane.onIdleStop = () => {
+    laneState = "off";
+  };
+  /** Is the lane ready for a setup now? Starts it if it is off (ready for a later one). */
+  const laneFree = (): boolean => {
+    if (laneState === "off") {
+      laneState = "starting";
+      lane.call("prepare").then(
+        () => {
+          if (laneState === "starting") laneState = "ready";
+        },
+        (err: Error) => {
+          laneState = "off";
+          say(`the second setup lane did not start (${err.message}); setting up one container at a time`);
+        },
+      );
+    }
+    return laneState === "ready";
+  };
+  const forkInLane = async (spec: LaunchSpec, stdio: [number, number, number], report: number): Promise<number> => {
+    laneState = "busy";
+    try {
+      return (await lane.call("fork", { spec, stdio, report })).pid;
+    } catch (err) {
+      // The lane's thread itself failed (not the setup, whose errors keep their own names):
+      // a process it was setting up ends with its socket; this launch is set up here instead.
+      if (!(err instanceof WorkerError && err.name === "WorkerError")) throw err;
+      say(`the second setup lane failed (${err.message}); setting up ${spec.id} on the launcher's thread`);
+      return startForked(spec, stdio, report);
+    } finally {
+      // A worker that died (and was restarted) starts "off" again: it is to answer "prepare" first.
+      laneState = lane.running && laneState === "busy" ? "ready" : "off";
+    }
+  };
+
+  /**
+   * A top-level container: its process forked, set up from here (forked.ts), or in the setup
+   * lane when `inLane`.
+   */
+  const startFork = (spec: LaunchSpec, inLane: boolean): Promise<Stage> =>
+    startWithSandboxIo(spec, (stdio, reportW) => (inLane ? forkInLane(spec, stdio, reportW) : startForked(spec, stdio, reportW)));
 
   /** An init stage 2 started for this launch (a nested container). */
-  const startCold = (spec: LaunchSpec, specPath: string): Stage =>
+  const startCold = (spec: LaunchSpec, specPath: string): Promise<Stage> =>
     startWithSandboxIo(spec, (stdio, reportW) =>
       spawnProcess({ argv: selfCommand("__init", "--pid1", specPath), env: {}, fds: [...stdio, reportW], pidns: pidNamespaceOf(spec) }),
     );
@@ -377,7 +431,8 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
   };
 
   /** One launch; `reply` is called once, and a workload's exit is reported only after it. */
-  async function launch(req: LaunchRequest, reply: (r: LaunchReply) => void): Promise<void> {
+  /** `queued`: another request is already waiting behind this one (then the setup lane may take this one). */
+  async function launch(req: LaunchRequest, reply: (r: LaunchReply) => void, queued: boolean): Promise<void> {
     let spec: LaunchSpec;
     let stage: Stage;
     try {
@@ -388,9 +443,9 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
         await loadSwitchboard();
         stage = startSwitched(spec, req.spec);
       } else if (spec.parentPid === undefined && !spec.debug) {
-        stage = startFork(spec);
+        stage = await startFork(spec, queued && laneFree());
       } else {
-        stage = startCold(spec, req.spec);
+        stage = await startCold(spec, req.spec);
       }
     } catch (e) {
       return reply({ id: req.id, error: `container init failed: ${(e as Error).message}` });
@@ -474,7 +529,9 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
             replied = true;
             s.data.out.send(`${JSON.stringify(r)}\n`);
           };
-          launch(req, reply).catch((e: Error) => reply({ id: req.id, error: `container init failed: ${e.message}` }));
+          launch(req, reply, s.data.buffer.includes("\n")).catch((e: Error) =>
+            reply({ id: req.id, error: `container init failed: ${e.message}` }),
+          );
         }
       },
       drain(s) {

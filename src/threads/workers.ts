@@ -8,6 +8,10 @@ export const WORKERS = {
   write: { entry: "workers/write.ts", does: "creates a layer's regular files for an extract worker" },
   // Its entry is workers/gc.ts (the design card's gc worker): image GC's deletions and measures are most of its work.
   disk: { entry: "workers/gc.ts", does: "measures and deletes trees (image GC), copies layers, warms cgroup locks" },
+  setup: {
+    entry: "workers/setup.ts",
+    does: "the launcher's second setup lane: sets up a forked container while the launcher sets up another",
+  },
 } as const;
 
 export type WorkerName = keyof typeof WORKERS;
