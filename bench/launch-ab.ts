@@ -4,12 +4,16 @@
 // launch path costs.
 //
 //   bun bench/launch-ab.ts /path/to/ucr-A [/path/to/ucr-B (default dist/ucr)] [more...] [--runs N] [--quick]
+//                          [--parallel C]
+//
+// --parallel C: each round is a burst per binary instead of one launch: C clients at once,
+// each launching 5 times back to back (every launch one sample; REMOVEs after the burst).
 //
 // Each binary gets its own agent (own work, runtime and cgroups dirs, the same busybox archive,
 // --isolation=filesystem/linux,docker/runtime); a few untimed launches first. Prints medians,
 // p25, p90 and the differences to A; writes nothing. On a shared machine, run it under
 // `nice -n -20` (the agents inherit it) and compare the lower percentiles too.
-import { mkdirSync, mkdtempSync, rmSync, rmdirSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, rmdirSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { startAgent, type RunningAgent } from "../test/helpers/agent.ts";
@@ -18,8 +22,11 @@ import { buildBusyboxImage, saveArchive } from "../test/helpers/images.ts";
 const argv = process.argv.slice(2);
 const quick = argv.includes("--quick");
 const runsAt = argv.indexOf("--runs");
-const RUNS = runsAt >= 0 ? Number(argv[runsAt + 1]) : quick ? 40 : 150;
-const bins = argv.filter((a, i) => !a.startsWith("--") && argv[i - 1] !== "--runs");
+const parallelAt = argv.indexOf("--parallel");
+const PARALLEL = parallelAt >= 0 ? Number(argv[parallelAt + 1]) : 0;
+const PER_CLIENT = 5;
+const RUNS = runsAt >= 0 ? Number(argv[runsAt + 1]) : PARALLEL > 0 ? (quick ? 4 : 12) : quick ? 40 : 150;
+const bins = argv.filter((a, i) => !a.startsWith("--") && argv[i - 1] !== "--runs" && argv[i - 1] !== "--parallel");
 if (bins.length < 1 || !Number.isInteger(RUNS) || RUNS < 1) {
   console.error("usage: bun bench/launch-ab.ts UCR_A [UCR_B] [--runs N] [--quick]");
   process.exit(2);
@@ -69,6 +76,48 @@ class Agent {
 
   /** LAUNCH + WAIT of /bin/true, timed; REMOVE after, not timed. */
   async once(): Promise<number> {
+    const { ms, id } = await this.launchWait();
+    await this.remove(id);
+    return ms;
+  }
+
+  /** CPU (ms) of the agent's main thread and of the whole agent over the timed launches, and their count. */
+  readonly cpu = { main: 0, all: 0, launches: 0 };
+
+  private cpuNow(): { main: number; all: number } {
+    const pid = this.agent.proc.pid;
+    const ticks = (path: string) => {
+      const f = readFileSync(path, "utf8");
+      const rest = f.slice(f.lastIndexOf(")") + 2).split(" ");
+      return (Number(rest[11]) + Number(rest[12])) * 10; // utime + stime, USER_HZ 100
+    };
+    return { main: ticks(`/proc/${pid}/task/${pid}/stat`), all: ticks(`/proc/${pid}/stat`) };
+  }
+
+  /** A burst: `clients` at once, each PER_CLIENT LAUNCH + WAITs back to back (timed); REMOVEs after. */
+  async burst(clients: number): Promise<number[]> {
+    const before = this.cpuNow();
+    const runs = await Promise.all(
+      Array.from({ length: clients }, async () => {
+        const mine: Array<{ ms: number; id: { value: string } }> = [];
+        for (let i = 0; i < PER_CLIENT; i++) mine.push(await this.launchWait());
+        return mine;
+      }),
+    );
+    const after = this.cpuNow();
+    this.cpu.main += after.main - before.main;
+    this.cpu.all += after.all - before.all;
+    this.cpu.launches += clients * PER_CLIENT;
+    for (const r of runs.flat()) await this.remove(r.id);
+    return runs.flat().map((r) => r.ms);
+  }
+
+  private async remove(id: { value: string }): Promise<void> {
+    const r = await this.call({ type: "REMOVE_CONTAINER", remove_container: { container_id: id } });
+    if (r.status !== 200) throw new Error(`${this.name}: REMOVE ${r.status} ${r.text}`);
+  }
+
+  private async launchWait(): Promise<{ ms: number; id: { value: string } }> {
     const id = { value: `ab-${this.seq++}` };
     const t0 = performance.now();
     const l = await this.call({
@@ -86,9 +135,7 @@ class Agent {
     this.parts.launch.push(t1 - t0);
     this.parts.wait.push(ms - (t1 - t0));
     if (w.status !== 200) throw new Error(`${this.name}: WAIT ${w.status} ${w.text}`);
-    const r = await this.call({ type: "REMOVE_CONTAINER", remove_container: { container_id: id } });
-    if (r.status !== 200) throw new Error(`${this.name}: REMOVE ${r.status} ${r.text}`);
-    return ms;
+    return { ms, id };
   }
 
   async stop(): Promise<void> {
@@ -124,7 +171,10 @@ try {
     // Each round starts with another binary and alternates direction: none is always first.
     const order = [...agents.slice(i % agents.length), ...agents.slice(0, i % agents.length)];
     if (i % 2 === 1) order.reverse();
-    for (const x of order) times.get(x.name)!.push(await x.once());
+    for (const x of order) {
+      if (PARALLEL > 0) times.get(x.name)!.push(...(await x.burst(PARALLEL)));
+      else times.get(x.name)!.push(await x.once());
+    }
   }
   const row = (name: string, bin: string) => {
     const t = times.get(name)!;
@@ -133,11 +183,16 @@ try {
   const load = loadavg()
     .map((l) => l.toFixed(2))
     .join(" ");
-  console.log(`LAUNCH+WAIT of /bin/true, ${RUNS} interleaved runs each (load ${load})\n`);
+  const what = PARALLEL > 0 ? `${RUNS} interleaved bursts of ${PARALLEL} clients x ${PER_CLIENT}` : `${RUNS} interleaved runs`;
+  console.log(`LAUNCH+WAIT of /bin/true, ${what} each (load ${load})\n`);
   console.log("| | binary | median ms | p25 ms | p90 ms | min ms |\n|---|---|---:|---:|---:|---:|");
   for (const [i, bin] of bins.entries()) console.log(row(names[i]!, bin));
   for (const x of agents) {
     console.log(`${x.name}: LAUNCH median ${median(x.parts.launch).toFixed(2)} ms, WAIT median ${median(x.parts.wait).toFixed(2)} ms`);
+    if (x.cpu.launches > 0) {
+      const per = (ms: number) => (ms / x.cpu.launches).toFixed(2);
+      console.log(`${x.name}: agent CPU per launch in the bursts: main thread ${per(x.cpu.main)} ms, all threads ${per(x.cpu.all)} ms`);
+    }
   }
   const a = times.get("A")!;
   for (const n of names.slice(1)) {
