@@ -14,7 +14,7 @@ const SRC = join(import.meta.dir, "..", "src");
  */
 const RANKS: Array<[RegExp, number, string]> = [
   [/^main\.ts$/, 9, "entry"],
-  [/^workers\/(pull|extract|gc|disk|write)\.ts$/, 9, "worker entry"],
+  [/^workers\/(pull|extract|gc|disk|write|setup)\.ts$/, 9, "worker entry"],
   [/^cli\//, 8, "cli"],
   [/^api\//, 7, "api"],
   [/^compose\.ts$|^agent\/main\.ts$/, 8, "composition"],
