@@ -326,27 +326,53 @@ function mountDev(rootFd: number, nodes: LaunchSpec["devices"] = [], shmSpec: Sh
     } finally {
       umask(mask);
     }
-    const pts = openat(dev, "pts", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    // /dev/pts and /dev/shm in one request to the container's process.
+    const held: number[] = [];
     try {
-      mountOn(pts, "/dev/pts", "devpts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620");
-    } finally {
-      close(pts);
-    }
-    const shm = openat(dev, "shm", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    try {
+      const pts = openat(dev, "pts", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      held.push(pts);
+      const shm = openat(dev, "shm", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      held.push(shm);
+      const failing = (what: string, where: string) => (errno: number) =>
+        new Error(`cannot mount ${what} on ${where} in the container: ${sysError("mount", -errno, what).message}`);
+      const batch: MountEntry[] = [
+        {
+          source: "devpts",
+          target: here.fd(pts),
+          fstype: "devpts",
+          flags: MS_NOSUID | MS_NOEXEC,
+          data: "newinstance,ptmxmode=0666,mode=0620",
+          opts: 0,
+          fail: failing("devpts", "/dev/pts"),
+        },
+      ];
       if ("bind" in shmSpec) {
         // A /dev/shm shared with the host or a parent (or a PRIVATE one the agent mounted): the agent's path.
         const source = openat(AT_FDCWD, here.host(shmSpec.bind), O_PATH | O_DIRECTORY | O_CLOEXEC);
-        try {
-          mountOn(shm, "/dev/shm", here.fd(source), null, MS_BIND);
-        } finally {
-          close(source);
-        }
+        held.push(source);
+        batch.push({
+          source: here.fd(source),
+          target: here.fd(shm),
+          fstype: null,
+          flags: MS_BIND,
+          data: null,
+          opts: 0,
+          fail: failing(shmSpec.bind, "/dev/shm"),
+        });
       } else {
-        mountOn(shm, "/dev/shm", "shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, `mode=1777,size=${shmSpec.sizeBytes}`);
+        batch.push({
+          source: "shm",
+          target: here.fd(shm),
+          fstype: "tmpfs",
+          flags: MS_NOSUID | MS_NODEV | MS_NOEXEC,
+          data: `mode=1777,size=${shmSpec.sizeBytes}`,
+          opts: 0,
+          fail: failing("tmpfs", "/dev/shm"),
+        });
       }
+      here.mounts(batch);
     } finally {
-      close(shm);
+      for (const fd of held) close(fd);
     }
     symlinkat("pts/ptmx", dev, "ptmx");
     symlinkat("/proc/self/fd", dev, "fd");
@@ -372,8 +398,13 @@ function protectRootfsKernelFiles(rootFd: number, files?: KernelFiles): void {
   }
 }
 
-/** /etc/hosts, /etc/hostname or /etc/resolv.conf: the agent's file over the image's (see the top). */
-function bindEtcFile(etc: number, name: string, source: string, writable: boolean): void {
+/**
+ * /etc/hosts, /etc/hostname or /etc/resolv.conf: the agent's file over the image's (see the
+ * top). The mounts that do it (bind, then read-only), for the caller's batch; `held` gets the
+ * descriptor they use, which the caller closes after the batch. None when the file is missing
+ * on a read-only rootfs.
+ */
+function etcFileMounts(etc: number, name: string, source: string, writable: boolean, held: number[]): MountEntry[] {
   const where = `/etc/${name}`;
   let fd = openHere(etc, name);
   if (fd !== undefined) {
@@ -389,23 +420,30 @@ function bindEtcFile(etc: number, name: string, source: string, writable: boolea
     }
   }
   if (fd === undefined) {
-    if (!writable) return; // missing on a read-only rootfs: the container goes without, as before
+    if (!writable) return []; // missing on a read-only rootfs: the container goes without, as before
     const made = openatOrErrno(etc, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644);
     if (made < 0) throw new Error(`cannot create ${where} in the container: ${sysError("openat", made, name).message}`);
     close(made);
     fd = openat(etc, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
   }
-  try {
-    mountOn(fd, where, source, null, MS_BIND);
-  } finally {
-    close(fd);
-  }
-  const mounted = openat(etc, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-  try {
-    mountOn(mounted, where, null, null, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
-  } finally {
-    close(mounted);
-  }
+  held.push(fd);
+  const fail = (errno: number) =>
+    new Error(`cannot mount ${source} on ${where} in the container: ${sysError("mount", -errno, source).message}`);
+  return [
+    { source, target: here.fd(fd), fstype: null, flags: MS_BIND, data: null, opts: 0, fail },
+    // By name under /etc, after the bind: the name now leads to the new mount, which is made
+    // read-only. (The file was checked a regular file just now; nothing but us acts in the
+    // container's mount namespace or its rootfs before its exec.)
+    {
+      source: null,
+      target: here.fd(etc, name),
+      fstype: null,
+      flags: MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+      data: null,
+      opts: 0,
+      fail,
+    },
+  ];
 }
 
 /** A mount point for the operator's path `path` inside the root: made if missing, of the kind asked for. */
@@ -570,23 +608,38 @@ export function enterRootfs(spec: LaunchSpec, sandboxFd: number, trees: Readonly
   }
   const root = openDir(here.host(r.target)); // the rootfs just mounted (the agent's own directory)
   try {
+    // /proc and /sys in one request to the container's process.
     const proc = systemDir(root, "proc", "proc");
-    if (proc !== undefined) {
-      try {
-        mountOn(proc, "/proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC);
-      } finally {
-        close(proc);
-      }
+    let sys: number | undefined;
+    try {
+      sys = systemDir(root, "sys", "sysfs");
+      const kernel = (fd: number | undefined, name: string, flags: number): MountEntry[] =>
+        fd === undefined
+          ? []
+          : [
+              {
+                source: name,
+                target: here.fd(fd),
+                fstype: name,
+                flags,
+                data: null,
+                opts: 0,
+                fail: (errno) =>
+                  new Error(
+                    `cannot mount ${name} on /${name === "proc" ? "proc" : "sys"} in the container: ${sysError("mount", -errno, name).message}`,
+                  ),
+              },
+            ];
+      const batch = [
+        ...kernel(proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC),
+        ...kernel(sys, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC),
+      ];
+      if (batch.length > 0) here.mounts(batch);
+    } finally {
+      if (proc !== undefined) close(proc);
+      if (sys !== undefined) close(sys);
     }
-    const sys = systemDir(root, "sys", "sysfs");
-    if (sys !== undefined) {
-      try {
-        mountOn(sys, "/sys", "sysfs", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
-      } finally {
-        close(sys);
-      }
-      if (spec.cgroupMounts) mountCgroups(root, spec.cgroupMounts);
-    }
+    if (sys !== undefined && spec.cgroupMounts) mountCgroups(root, spec.cgroupMounts);
     mountDev(root, spec.devices, spec.ipc?.shm);
     protectRootfsKernelFiles(root, spec.kernelFiles);
     let etc: number | undefined;
@@ -598,29 +651,40 @@ export function enterRootfs(spec: LaunchSpec, sandboxFd: number, trees: Readonly
         throw new Error(`the image's /etc: ${(err as Error).message}`);
       }
     }
-    if (etc !== undefined) {
+    // The /etc files and the sandbox in one request to the container's process (seven mounts).
+    const held: number[] = [];
+    try {
+      const batch: MountEntry[] = [];
+      if (etc !== undefined) {
+        if (spec.etc.hosts) batch.push(...etcFileMounts(etc, "hosts", spec.etc.hosts, writable, held));
+        if (spec.etc.resolv) batch.push(...etcFileMounts(etc, "resolv.conf", spec.etc.resolv, writable, held));
+        batch.push(...etcFileMounts(etc, "hostname", spec.etc.hostname, writable, held));
+      }
+      let sandbox;
       try {
-        if (spec.etc.hosts) bindEtcFile(etc, "hosts", spec.etc.hosts, writable);
-        if (spec.etc.resolv) bindEtcFile(etc, "resolv.conf", spec.etc.resolv, writable);
-        bindEtcFile(etc, "hostname", spec.etc.hostname, writable);
-      } finally {
-        close(etc);
+        sandbox = mountPoint(root, spec.sandbox.container, true, "the sandbox");
+      } catch (err) {
+        if (err instanceof PathError && err.code === "EROFS") {
+          const need = "--sandbox_directory must exist in the image for the bind backend";
+          throw new Error(`the image has no ${spec.sandbox.container} and its rootfs is read-only (${need})`);
+        }
+        throw err;
       }
-    }
-    let sandbox;
-    try {
-      sandbox = mountPoint(root, spec.sandbox.container, true, "the sandbox");
-    } catch (err) {
-      if (err instanceof PathError && err.code === "EROFS") {
-        const need = "--sandbox_directory must exist in the image for the bind backend";
-        throw new Error(`the image has no ${spec.sandbox.container} and its rootfs is read-only (${need})`);
-      }
-      throw err;
-    }
-    try {
-      mountOn(sandbox, spec.sandbox.container, here.fd(sandboxFd), null, MS_BIND | MS_REC);
+      held.push(sandbox);
+      const at = spec.sandbox.container;
+      batch.push({
+        source: here.fd(sandboxFd),
+        target: here.fd(sandbox),
+        fstype: null,
+        flags: MS_BIND | MS_REC,
+        data: null,
+        opts: 0,
+        fail: (errno) => new Error(`cannot mount the sandbox on ${at} in the container: ${sysError("mount", -errno, at).message}`),
+      });
+      here.mounts(batch);
     } finally {
-      close(sandbox);
+      for (const fd of held) close(fd);
+      if (etc !== undefined) close(etc);
     }
     mountVolumes(spec, root, trees);
     here.pivot(root);
