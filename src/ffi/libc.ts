@@ -327,6 +327,7 @@ export const AT_EMPTY_PATH = 0x1000;
 export const ENOENT = 2;
 export const EEXIST = 17;
 export const ENOTDIR = 20;
+export const EINVAL = 22;
 export const EROFS = 30;
 export const ELOOP = 40;
 

@@ -2,11 +2,9 @@
 // the new content, never a part. Used by the image store (durable: fsync'd) and for runtime state.
 import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
-import { exchangeOrErrno, sysError } from "../ffi/libc.ts";
+import { EINVAL, ENOENT, exchangeOrErrno, sysError } from "../ffi/libc.ts";
 
-const ENOENT = 2,
-  EINVAL = 22,
-  ENOSYS = 38;
+const ENOSYS = 38;
 
 /**
  * Writes `data` to a temporary file beside `path` and renames it over `path`. `sync: false`

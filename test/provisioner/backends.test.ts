@@ -90,6 +90,35 @@ describe.skipIf(!isRoot)("provisioner backends (need root)", () => {
     });
   }
 
+  test("overlay: the root is a volatile overlay (not synced: the container's writes die with it), and reads back what it wrote", async () => {
+    const agent = await startAgent({
+      args: [`--docker_registry=${images}`, "--image_providers=docker", "--isolation=filesystem/linux,docker/runtime"],
+    });
+    try {
+      const id = "volatile";
+      const launch = await agent.call({
+        type: "LAUNCH_CONTAINER",
+        launch_container: {
+          container_id: { value: id },
+          command: { value: "echo written > /etc/mine && sync && cat /etc/mine && grep ' / / ' /proc/self/mountinfo" },
+          container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "alpine" } } } },
+        },
+      });
+      expect(launch.status).toBe(200);
+      const wait = await agent.call({ type: "WAIT_CONTAINER", wait_container: { container_id: { value: id } } });
+      expect(await wait.json()).toEqual({ type: "WAIT_CONTAINER", wait_container: { exit_status: 0 } });
+      const [written, root] = readFileSync(join(agent.workDir, "containers", id, "stdout"), "utf8")
+        .trim()
+        .split("\n");
+      expect(written).toBe("written");
+      // "<id> <parent> <dev> / / <opts> ... - overlay overlay <super options>"
+      expect(root).toMatch(/ - overlay overlay .*\bupperdir=.*\bvolatile\b/);
+      expect((await agent.call({ type: "REMOVE_CONTAINER", remove_container: { container_id: { value: id } } })).status).toBe(200);
+    } finally {
+      expect(await agent.stop()).toBe(0);
+    }
+  });
+
   test("bind: a single-layer image, read-only", async () => {
     const ours = await inContainer("bind", "alpine");
     expect(ours).toEqual(onHost(umoci.busybox));
