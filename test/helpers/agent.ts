@@ -137,7 +137,11 @@ export async function runUcr(args: string[], env: Record<string, string> = {}, t
   return runCommand([requireBinary(), ...args], { env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...env }, timeoutMs });
 }
 
-/** Removes a test's (empty) cgroups root from every hierarchy; what still holds a process stays. */
+/**
+ * Removes a test's cgroups root from every hierarchy, with the cgroups of the containers the
+ * test left to the agent (an agent that stops keeps its containers, as Mesos' does, so their
+ * cgroups stay), deepest first; rmdir refuses a cgroup that still holds a process, which stays.
+ */
 function removeCgroupRoot(root: string): void {
   const base = "/sys/fs/cgroup";
   let hierarchies: string[] = [];
@@ -148,11 +152,15 @@ function removeCgroupRoot(root: string): void {
   }
   for (const h of hierarchies) {
     const dir = join(h, root);
-    if (!existsSync(dir)) continue;
-    try {
-      rmdirSync(dir);
-    } catch {
-      // not empty: a container the test left behind (its own test fails on that)
-    }
+    if (existsSync(dir)) removeCgroupTree(dir);
+  }
+}
+
+function removeCgroupTree(dir: string): void {
+  try {
+    for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) removeCgroupTree(join(dir, e.name));
+    rmdirSync(dir);
+  } catch {
+    // a process still in it (its own test fails on that), or gone already
   }
 }
