@@ -49,6 +49,8 @@ const tools: Record<string, () => Promise<void>> = {
   },
 };
 const ids: string[] = [];
+/** One line per burst: the first rounds show the agent's and launcher's JIT still warming up. */
+const rounds: string[] = [];
 const sums: Record<string, { cpuMs: number; wallMs: number; n: number; harnessMs: number; agentMs: number }> = {
   ucr: { cpuMs: 0, wallMs: 0, n: 0, harnessMs: 0, agentMs: 0 },
   crun: { cpuMs: 0, wallMs: 0, n: 0, harnessMs: 0, agentMs: 0 },
@@ -89,9 +91,14 @@ try {
       sums[name]!.cpuMs += (b.busy - a.busy) * 10;
       sums[name]!.wallMs += performance.now() - t0;
       sums[name]!.n += CLIENTS * EACH;
+      const cpu = ((b.busy - a.busy) * 10) / (CLIENTS * EACH);
+      rounds.push(`| ${round} | ${name} | ${cpu.toFixed(2)} | ${((performance.now() - t0) / (CLIENTS * EACH)).toFixed(2)} |`);
       for (const id of ids.splice(0)) await call(agent, "REMOVE_CONTAINER", { remove_container: { container_id: { value: id } } });
     }
   }
+  console.log("| round | tool | machine CPU per start, ms | wall per start, ms |\n|---:|---|---:|---:|");
+  for (const line of rounds) console.log(line);
+  console.log("");
   console.log(
     `| ${CLIENTS} clients x ${EACH}, ${ROUNDS} rounds | machine CPU per start, ms | of it: this harness | of it: ucr's agent | wall per start, ms |`,
   );
