@@ -93,7 +93,10 @@ test.skipIf(!isRoot)(
     expect(await first.stop("SIGKILL")).toBe(137);
 
     // What a host crash leaves on a disk runtime dir: checkpoints without status files, naming
-    // pids that, after the boot, may belong to anything. A live process stands in for that.
+    // pids that, after the boot, may belong to anything. A live process stands in for that,
+    // started a few clock ticks after the containers: a process is known by its pid and its
+    // start time in ticks (10 ms), and one that started in the same tick is the same to anyone.
+    await Bun.sleep(50);
     const stranger = Bun.spawn(["sleep", "60"]);
     try {
       for (const id of ["rebooted", "reused"]) {

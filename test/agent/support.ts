@@ -126,7 +126,7 @@ function names(dir: string): string[] {
 export function cgroupDirsOf(root: string): string[] {
   const base = "/sys/fs/cgroup";
   if (existsSync(join(base, "cgroup.controllers"))) return [join(base, root)];
-  return ["cpu", "cpuacct", "memory"].map((h) => join(base, h, root));
+  return ["cpu", "cpuacct", "memory", "pids"].map((h) => join(base, h, root));
 }
 
 export function leftovers(workDir: string, cgroupsRoot: string, runtimeDir = join(workDir, "run")): Leftovers {

@@ -53,16 +53,19 @@ export interface StartOptions {
 
 export async function startAgent(options: StartOptions = {}): Promise<RunningAgent> {
   const ucr = options.binary ?? requireBinary();
-  const workDir = tempDir();
   const args = options.args ?? [];
+  // A dir of ours (removed at stop) for the work dir and the runtime dir the test does not
+  // name; none when it names both (its dirs are its own to remove).
+  const given = args.find((a) => a.startsWith("--work_dir="))?.slice("--work_dir=".length);
+  const namesRuntime = args.some((a) => a.startsWith("--runtime_dir"));
+  const ownDir = given === undefined || !namesRuntime ? tempDir() : undefined;
+  const workDir = given ?? ownDir!;
   const hasWorkDir = args.some((a) => a.startsWith("--work_dir"));
   const hasPort = args.some((a) => a.startsWith("--port"));
-  const hasRuntime = args.some((a) => a.startsWith("--runtime_dir"));
   // Each agent its own cgroups root, so test runs side by side never share a container's cgroup.
   const hasCgroupsRoot = args.some((a) => a.startsWith("--cgroups_root"));
   // Named after the work dir, so an agent restarted on the same work dir gets the same root.
-  const effectiveWorkDir = args.find((a) => a.startsWith("--work_dir="))?.slice("--work_dir=".length) ?? workDir;
-  const wdPath = effectiveWorkDir.replace(/\/+$/, "");
+  const wdPath = workDir.replace(/\/+$/, "");
   const cgroupsRoot = `ucr-test/${wdPath.split("/").pop()}-${Bun.hash(wdPath).toString(16).slice(0, 8)}`;
   const proc = Bun.spawn(
     [
@@ -70,7 +73,7 @@ export async function startAgent(options: StartOptions = {}): Promise<RunningAge
       "agent",
       ...(hasPort ? [] : ["--port=0"]),
       ...(hasWorkDir ? [] : [`--work_dir=${workDir}`]),
-      ...(hasRuntime ? [] : [`--runtime_dir=${join(workDir, "run")}`]),
+      ...(namesRuntime ? [] : [`--runtime_dir=${join(ownDir!, "run")}`]),
       ...(hasCgroupsRoot ? [] : [`--cgroups_root=${cgroupsRoot}`]),
       ...args,
     ],
@@ -124,7 +127,9 @@ export async function startAgent(options: StartOptions = {}): Promise<RunningAge
       }
       const code = await proc.exited;
       await pump;
-      if (!options.keepWorkDir) rmSync(workDir, { recursive: true, force: true });
+      // Kept only when it is the work dir the test asked to keep (with the test's own work
+      // dir it holds just this start's runtime dir, which no later start reuses).
+      if (ownDir !== undefined && !(options.keepWorkDir && given === undefined)) rmSync(ownDir, { recursive: true, force: true });
       // Empty dirs only: a restarted agent on a kept work dir makes it again if it needs it.
       if (!hasCgroupsRoot) removeCgroupRoot(cgroupsRoot);
       return code;
