@@ -1,16 +1,17 @@
 // --authenticate_http_readwrite with --http_credentials: every /api/v1 call needs HTTP
 // Basic with a known principal and its secret; /health stays open, as on a Mesos agent.
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { writeFileSync } from "node:fs";
+import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type RunningAgent, startAgent, tempDir } from "../helpers/agent.ts";
 import { caller, ENCODINGS } from "../helpers/protobuf.ts";
 
 let agent: RunningAgent;
+const credsDir = tempDir("ucr-auth-");
 const basic = (user: string, pass: string) => `Basic ${Buffer.from(`${user}:${pass}`).toString("base64")}`;
 
 beforeAll(async () => {
-  const file = join(tempDir("ucr-auth-"), "creds.json");
+  const file = join(credsDir, "creds.json");
   writeFileSync(
     file,
     JSON.stringify({
@@ -24,6 +25,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   expect(await agent.stop()).toBe(0);
+  rmSync(credsDir, { recursive: true, force: true });
 });
 
 for (const encoding of ENCODINGS) {
