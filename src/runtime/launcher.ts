@@ -50,8 +50,6 @@ import type { SwitchboardIo } from "./switchboard.ts";
 
 /** The launcher exits this long after its last container and agent connection are gone. */
 const IDLE_EXIT_MS = 2_000;
-/** The setup lane's thread stops after this long without a setup (setup-lane.ts). */
-const LANE_IDLE_MS = 10_000;
 /** An agent closes its connection after this long with no container of its own running. */
 const CLIENT_IDLE_MS = 10_000;
 /** fd 3 of the launcher: where it tells the reaper about its children. */
@@ -256,12 +254,12 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
    * The second setup lane (setup-lane.ts): off, starting (its thread compiles the native code),
    * ready, or busy with a setup. Started by the first launch that finds another queued behind it.
    */
-  const lane = lazyWorker(SETUP_WORKER, "setup", LANE_IDLE_MS);
+  // Not stopped when idle: its forking thread (native code the worker compiled) cannot be
+  // ended from outside and would be left behind, blocked, with its pipe. It ends with the
+  // launcher, which exits when nothing runs.
+  const lane = lazyWorker(SETUP_WORKER, "setup", 0);
   lane.unref();
   let laneState: "off" | "starting" | "ready" | "busy" = "off";
-  lane.onIdleStop = () => {
-    laneState = "off";
-  };
   /** Is the lane ready for a setup now? Starts it if it is off (ready for a later one). */
   const laneFree = (): boolean => {
     if (laneState === "off") {

@@ -4,8 +4,9 @@
 // time. Under a burst the launcher was the serial step (its thread ~100 % busy or waiting),
 // with a core idle. A worker thread of the launcher, with its own forking thread, sets up a
 // second container while the launcher's thread sets up another; it runs the same code
-// (forked.ts). It starts with the first burst and stops when idle; a launch that comes alone
-// is set up on the launcher's thread as before, with no hand-off.
+// (forked.ts). It starts with the first burst and lives as long as the launcher (which exits
+// when nothing runs); a launch that comes alone is set up on the launcher's thread as before,
+// with no hand-off.
 import type { LaunchSpec } from "./spec.ts";
 import { workerOf } from "../threads/workers.ts";
 

@@ -500,6 +500,17 @@ describe.skipIf(!isRoot)("the launcher's descriptors (needs root)", () => {
       expect(forkers.size).toBe(2);
       for (const pid of pids) process.kill(pid, "SIGKILL");
       expect(await exits).toEqual([9, 9, 9, 9]);
+      // Later bursts, after a pause, reuse the lane: no thread (or descriptor) per burst.
+      const threads = () => readdirSync(`/proc/${launcher}/task`).length;
+      const before = { threads: threads(), fds: fdCount(launcher) };
+      for (let round = 100; round < 105; round++) {
+        await Bun.sleep(300);
+        const { exits: later } = await conn.runTogether(batch(round, () => "exit 0"));
+        expect(await later).toEqual([0, 0, 0, 0]);
+      }
+      expect(threads()).toBe(before.threads);
+      // The report pipes of the last launches are closed as their ends are read: settled, the count is back.
+      await until("the launcher's descriptors to settle", () => fdCount(launcher) === before.fds, 5_000);
     } finally {
       stop();
     }
