@@ -140,6 +140,8 @@ static u64 req[8192]; /* 64 KiB, 8-aligned */
 /* The exec request, sent in parts (OP_DATA): the command, environment and filter may be large. */
 #define BIG_BYTES (4 << 20)
 static u64 big[BIG_BYTES / 8];
+/* A part of the exec request that did not fit: its exec is refused (parts get no answer).*/
+static int data_failed;
 
 /* NUL-terminated strings one after another from p; an empty one with flag bit unset means NULL. */
 static const char *next_str(const char **p) { const char *s = *p; *p = s + len(s) + 1; return s; }
@@ -239,11 +241,15 @@ static void serve(void) {
     } else if (op == OP_DATA) {
       /* a: where in the exec request these bytes go */
       i64 k, m = n - 16;
-      if ((u64)a + (u64)m > BIG_BYTES - 1) rc = -7; /* E2BIG */
+      if ((u64)a + (u64)m > BIG_BYTES - 1) data_failed = 1; /* E2BIG: the exec is refused */
       else for (k = 0; k < m; k++) ((char *)big)[a + k] = p[k];
+      /* No answer: the launcher sends the parts and the exec at once and closes its end, and
+       * an answer left unread there would make that close reset the connection (ECONNRESET)
+       * before the exec request is read. */
+      continue;
     } else if (op == OP_EXEC) {
       /* a: the request's length; returns only if it is malformed */
-      if (a < BIG_BYTES) { ((char *)big)[a] = 0; do_exec((const char *)big, a); }
+      if (a < BIG_BYTES && !data_failed) { ((char *)big)[a] = 0; do_exec((const char *)big, a); }
       /* Only a malformed request comes back: the launch fails, saying so. */
       at = 0; put("container setup failed: the launcher's exec request was malformed"); say(REPORT); f_exit(1);
     } else if (op == OP_EXIT) {
@@ -282,6 +288,7 @@ static int child_main(void *arg) {
    * after pivot_root, when the container may have no /proc of its own. */
   if (f_open("/proc", 0x200000 | 0x10000 | 0x80000 /* O_PATH, O_DIRECTORY, O_CLOEXEC */, 0) != 5) f_exit(1);
   i64 hello = freq.tid;
+  data_failed = 0;
   hello_sent = 1;
   f_write(SOCK, &hello, sizeof(hello));
   serve();

@@ -471,6 +471,31 @@ describe.skipIf(!isRoot)("what a workload inherits (needs root)", () => {
 });
 
 describe.skipIf(!isRoot)("the launcher's descriptors (needs root)", () => {
+  test("an exec request of many parts (a 300 KB environment) reaches the workload whole; one over 4 MiB is refused", async () => {
+    const dir = join(work, "bigenv");
+    const { conn, stop } = await ownLauncher(dir);
+    try {
+      // Three variables of 100,000 bytes (execve takes at most 128 KiB in one string).
+      const withEnv = (key: string, parts: string[]) => {
+        const spec = writeSpec(dir, key, 'printf %s "$BIG0$BIG1$BIG2" | md5sum');
+        const json = JSON.parse(readFileSync(spec, "utf8")) as { env: Record<string, string> };
+        parts.forEach((p, i) => {
+          json.env[`BIG${i}`] = p;
+        });
+        writeFileSync(spec, JSON.stringify(json));
+        return spec;
+      };
+      const parts = [0, 1, 2].map((k) => Array.from({ length: 100_000 }, (_, i) => String.fromCharCode(97 + ((i + k) % 26))).join(""));
+      expect(await conn.run(withEnv("big", parts), "big")).toBe(0);
+      const md5 = new Bun.CryptoHasher("md5").update(parts.join("")).digest("hex");
+      expect(readFileSync(join(dir, "c", "big", "stdout"), "utf8").trim()).toBe(`${md5}  -`);
+      const huge = Array.from({ length: 48 }, () => "h".repeat(100_000));
+      await expect(conn.run(withEnv("huge", huge), "huge")).rejects.toThrow(/exec request|at most|bytes/);
+    } finally {
+      stop();
+    }
+  }, 120_000);
+
   test("launches that arrive together are set up two at a time (the setup lane), each as it would be alone", async () => {
     const dir = join(work, "lane");
     const { conn, launcher, stop } = await ownLauncher(dir);
