@@ -252,11 +252,11 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
 
   /**
    * The second setup lane (setup-lane.ts): off, starting (its thread compiles the native code),
-   * ready, or busy with a setup. Started by the first launch that finds another queued behind it.
+   * ready, or busy with a setup. Started by the first launch that finds another queued behind
+   * it. Not stopped when idle: its forking thread (native code the worker compiled) cannot be
+   * ended from outside and would be left behind, blocked, with its pipe. It ends with the
+   * launcher, which exits when nothing runs.
    */
-  // Not stopped when idle: its forking thread (native code the worker compiled) cannot be
-  // ended from outside and would be left behind, blocked, with its pipe. It ends with the
-  // launcher, which exits when nothing runs.
   const lane = lazyWorker(SETUP_WORKER, "setup", 0);
   lane.unref();
   let laneState: "off" | "starting" | "ready" | "busy" = "off";
@@ -281,8 +281,10 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
     try {
       return (await lane.call("fork", { spec, stdio, report })).pid;
     } catch (err) {
-      // The lane's thread itself failed (not the setup, whose errors keep their own names):
-      // a process it was setting up ends with its socket; this launch is set up here instead.
+      // The lane's thread itself failed (not the setup, whose errors keep their own names; a
+      // thread that never idles fails only by a fault of the runtime): this launch is set up
+      // here instead. A process the lane was setting up keeps waiting on its socket, which is
+      // the launcher's, and ends (status 1) when the launcher does.
       if (!(err instanceof WorkerError && err.name === "WorkerError")) throw err;
       say(`the second setup lane failed (${err.message}); setting up ${spec.id} on the launcher's thread`);
       return startForked(spec, stdio, report);
@@ -428,8 +430,10 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
     if (children === 0) broadcast({ running: 0 });
   };
 
-  /** One launch; `reply` is called once, and a workload's exit is reported only after it. */
-  /** `queued`: another request is already waiting behind this one (then the setup lane may take this one). */
+  /**
+   * One launch; `reply` is called once, and a workload's exit is reported only after it.
+   * `queued`: another request is already waiting behind this one (then the setup lane may take this one).
+   */
   async function launch(req: LaunchRequest, reply: (r: LaunchReply) => void, queued: boolean): Promise<void> {
     let spec: LaunchSpec;
     let stage: Stage;
