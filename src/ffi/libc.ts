@@ -328,6 +328,7 @@ export const ENOENT = 2;
 export const EEXIST = 17;
 export const ENOTDIR = 20;
 export const EINVAL = 22;
+export const ENOSYS = 38;
 export const EROFS = 30;
 export const ELOOP = 40;
 
@@ -385,17 +386,16 @@ export function unlinkat(dirfd: number, path: string, flags = 0): void {
   check(libc.symbols.unlinkat(dirfd, cstr(path), flags), "unlinkat", path);
 }
 
-/** fchownat(2): with AT_EMPTY_PATH and "" the descriptor itself; with AT_SYMLINK_NOFOLLOW a link is not followed. */
 /**
  * renameat2(RENAME_EXCHANGE): swaps the two names atomically (both must exist). 0, or -errno
  * (ENOENT if either is missing; EINVAL where the filesystem cannot exchange).
  */
 export function exchangeOrErrno(a: string, b: string): number {
-  const AT_FDCWD = -100,
-    RENAME_EXCHANGE = 2;
+  const RENAME_EXCHANGE = 2;
   return libc.symbols.renameat2(AT_FDCWD, cstr(a), AT_FDCWD, cstr(b), RENAME_EXCHANGE) === 0 ? 0 : -errno();
 }
 
+/** fchownat(2): with AT_EMPTY_PATH and "" the descriptor itself; with AT_SYMLINK_NOFOLLOW a link is not followed. */
 export function fchownat(dirfd: number, path: string, uid: number, gid: number, flags: number): void {
   check(libc.symbols.fchownat(dirfd, cstr(path), uid, gid, flags), "fchownat", `${path || `fd ${dirfd}`} to ${uid}:${gid}`);
 }

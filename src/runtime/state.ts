@@ -1,10 +1,11 @@
 // Files of a container's runtime state (`<runtime_dir>/containers/<id>/`): the launch spec,
 // the checkpoint, the pid and the wait status.
 //
-// They are replaced atomically (a new file renamed over the old), so an agent, launcher or
-// init stage killed at any moment leaves either the old or the new content, never a torn
-// one. They are not fsync'd: that would only protect them from a crash of the whole host,
-// and such a crash also ends every process they describe. Mesos keeps this state in
+// They are replaced atomically (a new file put in place of the old; a checkpoint, once it
+// exists, rewritten in place as one page by one write()), so an agent, launcher or init
+// stage killed at any moment leaves either the old or the new content, never a torn one.
+// They are not fsync'd: that would only protect them from a crash of the whole host, and such
+// a crash also ends every process they describe. Mesos keeps this state in
 // /var/run (tmpfs, gone at boot) for that reason; where the runtime dir is on a disk, each
 // checkpoint records the boot ID, so a restarted agent knows those containers died with the
 // host, and a file the crash left empty is an unreadable checkpoint, reported and cleaned up.
@@ -39,22 +40,20 @@ export function rewriteStateFile(path: string, data: string): void {
   const page = Buffer.alloc(STATE_PAGE, 0x20);
   bytes.copy(page);
   page[STATE_PAGE - 1] = 0x0a;
-  let fd: number;
+  let fd: number | undefined;
   try {
     fd = openSync(path, constants.O_WRONLY | constants.O_NOFOLLOW);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-    writeFileAtomic(path, page, { sync: false });
-    return;
   }
   try {
-    if (fstatSync(fd).size !== STATE_PAGE) {
-      writeFileAtomic(path, page, { sync: false });
+    if (fd !== undefined && fstatSync(fd).size === STATE_PAGE) {
+      const n = writeSync(fd, page, 0, STATE_PAGE, 0);
+      if (n !== STATE_PAGE) throw new Error(`${path}: wrote ${n} of ${STATE_PAGE} bytes`);
       return;
     }
-    const n = writeSync(fd, page, 0, STATE_PAGE, 0);
-    if (n !== STATE_PAGE) throw new Error(`${path}: wrote ${n} of ${STATE_PAGE} bytes`);
   } finally {
-    closeSync(fd);
+    if (fd !== undefined) closeSync(fd);
   }
+  writeFileAtomic(path, page, { sync: false });
 }

@@ -2,9 +2,7 @@
 // the new content, never a part. Used by the image store (durable: fsync'd) and for runtime state.
 import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
-import { EINVAL, ENOENT, exchangeOrErrno, sysError } from "../ffi/libc.ts";
-
-const ENOSYS = 38;
+import { EINVAL, ENOENT, ENOSYS, exchangeOrErrno, sysError } from "../ffi/libc.ts";
 
 /**
  * Writes `data` to a temporary file beside `path` and renames it over `path`. `sync: false`
