@@ -422,6 +422,14 @@ describe.skipIf(!isRoot)("a launcher killed while it sets containers up (needs r
       const socket = join(dir, "launcher.sock");
       const reaper = ppid(launcher);
       try {
+        // The setup lane started and ready first (a batch starts it; its thread and its forking
+        // thread are named Worker), so the kill also finds processes the lane is setting up.
+        const warm = await conn.runTogether(["w0", "w1"].map((key) => ({ key, spec: writeSpec(dir, key, "exit 0") })));
+        await warm.exits;
+        const laneThreads = () =>
+          readdirSync(`/proc/${launcher}/task`).filter((t) => readFileSync(`/proc/${launcher}/task/${t}/comm`, "utf8").trim() === "Worker")
+            .length;
+        await until("the setup lane's threads", () => laneThreads() >= 2);
         const keys = Array.from({ length: 6 }, (_, i) => `m${i}`);
         for (const [i, key] of keys.entries()) void conn.run(writeSpec(dir, key, `exit ${10 + i}`), key).catch(() => {});
         await Bun.sleep(Math.random() * 20);
