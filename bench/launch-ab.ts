@@ -4,10 +4,12 @@
 // launch path costs.
 //
 //   bun bench/launch-ab.ts /path/to/ucr-A [/path/to/ucr-B (default dist/ucr)] [more...] [--runs N] [--quick]
-//                          [--parallel C]
+//                          [--parallel C] [--pause MS]
 //
 // --parallel C: each round is a burst per binary instead of one launch: C clients at once,
 // each launching 5 times back to back (every launch one sample; REMOVEs after the burst).
+// --pause MS: each agent waits MS before its turn (as an orchestrator's bursts have gaps; what
+// an agent does when idle, such as making spare directories, then happens between them).
 //
 // Each binary gets its own agent (own work, runtime and cgroups dirs, the same busybox archive,
 // --isolation=filesystem/linux,docker/runtime); a few untimed launches first. Prints medians,
@@ -24,9 +26,11 @@ const quick = argv.includes("--quick");
 const runsAt = argv.indexOf("--runs");
 const parallelAt = argv.indexOf("--parallel");
 const PARALLEL = parallelAt >= 0 ? Number(argv[parallelAt + 1]) : 0;
+const pauseAt = argv.indexOf("--pause");
+const PAUSE_MS = pauseAt >= 0 ? Number(argv[pauseAt + 1]) : 0;
 const PER_CLIENT = 5;
 const RUNS = runsAt >= 0 ? Number(argv[runsAt + 1]) : PARALLEL > 0 ? (quick ? 4 : 12) : quick ? 40 : 150;
-const bins = argv.filter((a, i) => !a.startsWith("--") && argv[i - 1] !== "--runs" && argv[i - 1] !== "--parallel");
+const bins = argv.filter((a, i) => !a.startsWith("--") && !["--runs", "--parallel", "--pause"].includes(argv[i - 1] ?? ""));
 if (bins.length < 1 || !Number.isInteger(RUNS) || RUNS < 1) {
   console.error("usage: bun bench/launch-ab.ts UCR_A [UCR_B] [--runs N] [--quick]");
   process.exit(2);
@@ -172,6 +176,7 @@ try {
     const order = [...agents.slice(i % agents.length), ...agents.slice(0, i % agents.length)];
     if (i % 2 === 1) order.reverse();
     for (const x of order) {
+      if (PAUSE_MS > 0) await Bun.sleep(PAUSE_MS);
       if (PARALLEL > 0) times.get(x.name)!.push(...(await x.burst(PARALLEL)));
       else times.get(x.name)!.push(await x.once());
     }
@@ -183,7 +188,9 @@ try {
   const load = loadavg()
     .map((l) => l.toFixed(2))
     .join(" ");
-  const what = PARALLEL > 0 ? `${RUNS} interleaved bursts of ${PARALLEL} clients x ${PER_CLIENT}` : `${RUNS} interleaved runs`;
+  const what =
+    (PARALLEL > 0 ? `${RUNS} interleaved bursts of ${PARALLEL} clients x ${PER_CLIENT}` : `${RUNS} interleaved runs`) +
+    (PAUSE_MS > 0 ? `, ${PAUSE_MS} ms pause before each` : "");
   console.log(`LAUNCH+WAIT of /bin/true, ${what} each (load ${load})\n`);
   console.log("| | binary | median ms | p25 ms | p90 ms | min ms |\n|---|---|---:|---:|---:|---:|");
   for (const [i, bin] of bins.entries()) console.log(row(names[i]!, bin));

@@ -17,6 +17,7 @@ import type { ContainerID } from "../mesos/messages.ts";
 import type { CniNetworks } from "../network/cni.ts";
 import type { LayerWhiteouts } from "../provisioner/copy.ts";
 import { Provisioner } from "../provisioner/provisioner.ts";
+import { SparePool } from "../provisioner/spares.ts";
 import { ContainerCgroup, confineDevices, detectCgroups, ownProcsFile, type CgroupLayout, type SharedCgroups } from "../runtime/cgroups.ts";
 import { DEFAULT_DEVICE_RULES, DeviceSetupError, allowedDevices, ruleText, type DeviceNode } from "../runtime/devices.ts";
 import { kernelFilesHere } from "../runtime/mounts.ts";
@@ -63,6 +64,8 @@ export class Containers {
   private readonly waiters = new Map<(err: Error) => void, Container>();
   private shuttingDown = false;
   private deps: LaunchDeps | undefined;
+  /** Sandboxes and rootfs skeletons made ahead of launches, in the disk worker. */
+  readonly spares: SparePool;
 
   constructor(
     private readonly flags: LoadedFlags,
@@ -77,6 +80,12 @@ export class Containers {
       await this.gc.call("copyLayers", { layers, dest, records });
     };
     this.provisioner = new Provisioner(images, join(f.work_dir, "provisioner"), f.image_provisioner_backend, copy);
+    this.spares = new SparePool(join(f.work_dir, "spares"), this.provisioner.backend, {
+      make: (args) => this.gc.call("makeSpares", args),
+      remove: async (path) => {
+        await this.gc.call("remove", { path, within: f.work_dir });
+      },
+    });
     this.cgroups = detectCgroups();
     this.ownProcs = ownProcsFile(this.cgroups);
     const allowed = allowedDevices(f.allowed_devices);
@@ -217,6 +226,7 @@ export class Containers {
       keeper: (c) => this.keeper(c),
       devices: { shared: this.shared, nodes: this.deviceNodes, extra: this.extraDevices },
       kernelFiles: this.kernelFiles,
+      spares: this.spares,
       warmCgroups: () => {
         if (this.ownProcs) void this.gc.call("warmCgroups", { procs: this.ownProcs, pid: process.pid }).catch(() => {});
       },
@@ -544,6 +554,7 @@ export class Containers {
    */
   shutdown(): void {
     this.shuttingDown = true;
+    this.spares.stop();
     for (const [interrupt, c] of [...this.waiters]) interrupt(shutdownError(c));
     this.waiters.clear();
     this.oom.stopAll();

@@ -12,6 +12,7 @@ import { log } from "../log.ts";
 import type { LaunchContainer } from "../mesos/calls.ts";
 import type { CniNetworks, Joined, NetworkPlan } from "../network/cni.ts";
 import type { ImageLayers, ProvisionOptions, Provisioner } from "../provisioner/provisioner.ts";
+import type { SparePool } from "../provisioner/spares.ts";
 import type { Image } from "../mesos/messages.ts";
 import { ContainerCgroup, type CgroupLayout, type SharedCgroups } from "../runtime/cgroups.ts";
 import type { DeviceNode } from "../runtime/devices.ts";
@@ -56,6 +57,8 @@ export interface LaunchDeps {
   devices: { shared: SharedCgroups; nodes: DeviceNode[]; extra: string };
   /** Which of the kernel files masked or made read-only this kernel has (looked up once). */
   kernelFiles: KernelFiles;
+  /** Sandboxes and rootfs skeletons made ahead of launches (provisioner/spares.ts). */
+  spares?: SparePool;
 }
 
 /**
@@ -190,7 +193,7 @@ export class Launch {
     // made there through no link, and not over a directory the workload made.
     try {
       if (c.parent) makeDirBelow(this.top.sandbox, relative(this.top.sandbox, c.sandbox), 0o750);
-      else mkdirSync(c.sandbox, { recursive: true, mode: 0o750 });
+      else if (this.deps.spares?.take("sandbox", c.sandbox) === undefined) mkdirSync(c.sandbox, { recursive: true, mode: 0o750 });
     } catch (err) {
       throw internal(`cannot create the sandbox ${c.sandbox}: ${messageOf(err)}`, err);
     }
@@ -230,7 +233,9 @@ export class Launch {
     }
     this.image = layers;
     this.check("provisioning");
-    this.rootfs = await this.deps.provisioner.rootfs(layers, c.provisionerDir!);
+    // A top-level container's skeleton may be made already (a spare); a nested one's sits in its parent's.
+    const made = c.parent ? undefined : this.deps.spares?.take("rootfs", c.provisionerDir!);
+    this.rootfs = await this.deps.provisioner.rootfs(layers, c.provisionerDir!, made);
   }
 
   async mountVolumes(): Promise<void> {

@@ -395,6 +395,12 @@ export function exchangeOrErrno(a: string, b: string): number {
   return libc.symbols.renameat2(AT_FDCWD, cstr(a), AT_FDCWD, cstr(b), RENAME_EXCHANGE) === 0 ? 0 : -errno();
 }
 
+/** renameat2(RENAME_NOREPLACE): `from` becomes `to` unless `to` exists (EEXIST). 0, or -errno. */
+export function renameNoReplaceOrErrno(from: string, to: string): number {
+  const RENAME_NOREPLACE = 1;
+  return libc.symbols.renameat2(AT_FDCWD, cstr(from), AT_FDCWD, cstr(to), RENAME_NOREPLACE) === 0 ? 0 : -errno();
+}
+
 /** fchownat(2): with AT_EMPTY_PATH and "" the descriptor itself; with AT_SYMLINK_NOFOLLOW a link is not followed. */
 export function fchownat(dirfd: number, path: string, uid: number, gid: number, flags: number): void {
   check(libc.symbols.fchownat(dirfd, cstr(path), uid, gid, flags), "fchownat", `${path || `fd ${dirfd}`} to ${uid}:${gid}`);

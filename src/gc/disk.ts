@@ -5,6 +5,8 @@ import { O_DIRECTORY, O_PATH, close } from "../ffi/libc.ts";
 import { PathError, openDir, openInRoot } from "../runtime/inroot.ts";
 import { removeAt, walkTree } from "../util/tree.ts";
 import type { LayerWhiteouts } from "../provisioner/copy.ts";
+import type { SpareKind } from "../provisioner/spares.ts";
+import type { Backend } from "../config/flags.ts";
 import { workerOf } from "../threads/workers.ts";
 
 export interface DiskUsage {
@@ -22,6 +24,8 @@ export interface DiskOps {
   remove(args: { path: string; within: string }): { removed: boolean };
   /** The copy backend's rootfs: `layers` (base first) applied onto `dest`. */
   copyLayers(args: { layers: string[]; dest: string; records: LayerWhiteouts[] }): { ok: true };
+  /** Spare container directories made ahead of launches (provisioner/spares.ts). */
+  makeSpares(args: { dir: string; kind: SpareKind; backend: Backend; count: number }): { ids: string[] };
   /** Takes the kernel's cgroup threadgroup lock once (see workers/gc.ts). */
   warmCgroups(args: { procs: string; pid: number }): { ok: boolean; error?: string };
 }

@@ -106,17 +106,24 @@ export async function provision(
   layers: string[],
   dir: string,
   copyTree: (layers: string[], dest: string) => Promise<void>,
+  /** The id of the skeleton already made in `dir` (a spare, provisioner/spares.ts), if one was. */
+  made?: string,
 ): Promise<Provisioned> {
-  const id = crypto.randomUUID();
+  const id = made ?? crypto.randomUUID();
   const target = join(dir, "rootfses", id);
-  // In Bun's thread pool, not on the agent's thread: ext4 takes ~0.1 ms a directory here
-  // (nine per launch), and that thread serves every launch at once.
-  await mkdir(target, { recursive: true, mode: 0o755 });
-  switch (backend) {
-    case "overlay": {
+  if (made === undefined) {
+    // In Bun's thread pool, not on the agent's thread: ext4 takes ~0.1 ms a directory here
+    // (nine per launch), and that thread serves every launch at once.
+    await mkdir(target, { recursive: true, mode: 0o755 });
+    if (backend === "overlay") {
       const scratch = join(dir, "scratch", id);
       await mkdir(join(scratch, "upperdir"), { recursive: true, mode: 0o755 });
       await mkdir(join(scratch, "workdir"), { mode: 0o755 });
+    }
+  }
+  switch (backend) {
+    case "overlay": {
+      const scratch = join(dir, "scratch", id);
       return {
         dir,
         rootfs: { backend, target, lowers: shortLowers(layers, scratch), upper: join(scratch, "upperdir"), work: join(scratch, "workdir") },

@@ -76,10 +76,13 @@ export class Provisioner {
     };
   }
 
-  /** A rootfs of `layers` in `containerDir` (the container's provisioner dir), for this backend. */
-  async rootfs(layers: ImageLayers, containerDir: string): Promise<RootfsSpec> {
+  /**
+   * A rootfs of `layers` in `containerDir` (the container's provisioner dir), for this backend;
+   * `made`: the id of the skeleton a spare put there (provisioner/spares.ts), if one did.
+   */
+  async rootfs(layers: ImageLayers, containerDir: string, made?: string): Promise<RootfsSpec> {
     const dir = join(containerDir, "backends", this.backend);
-    const provisioned = await provision(this.backend, layers.trees, dir, (trees, dest) => this.copy(trees, dest, layers.whiteouts));
+    const provisioned = await provision(this.backend, layers.trees, dir, (trees, dest) => this.copy(trees, dest, layers.whiteouts), made);
     return provisioned.rootfs;
   }
 }

@@ -1,15 +1,18 @@
 // The gc worker (the worker table calls it "disk"): image GC's and the agent's heavy disk work,
 // off the server thread: `du` measures a tree as du(1) does, `remove` deletes one (strictly
-// inside the root the caller names), `copyLayers` makes a copy-backend rootfs, `warmCgroups`
-// pays the kernel's cgroup-lock wait.
+// inside the root the caller names), `makeSpares` makes container directories ahead of
+// launches, `copyLayers` makes a copy-backend rootfs, `warmCgroups` pays the kernel's
+// cgroup-lock wait.
 import { writeFileSync } from "node:fs";
 import { DISK_WORKER, diskUsage, removeTree } from "../gc/disk.ts";
 import { applyLayers } from "../provisioner/copy.ts";
+import { makeSpares } from "../provisioner/spares.ts";
 import { serveRpc } from "../threads/rpc.ts";
 
 serveRpc(DISK_WORKER, {
   du: ({ path }) => diskUsage(path),
   remove: ({ path, within }) => removeTree(path, within),
+  makeSpares: (args) => makeSpares(args),
   copyLayers: ({ layers, dest, records }) => {
     applyLayers(layers, dest, records);
     return { ok: true };

@@ -1,0 +1,273 @@
+// Spare container directories (src/provisioner/spares.ts): the pool on a real directory (made
+// as the disk worker makes them, renamed as a launch takes them), and an agent whose launches
+// take them, for each backend: the container runs in them, its output lands in them, REMOVE
+// removes them, and a restarted agent removes what the last one left.
+import { afterAll, describe, expect, test } from "bun:test";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { makeSpares, SparePool, skeletonDirs, type SpareKind } from "../../src/provisioner/spares.ts";
+import { removeTree } from "../../src/gc/disk.ts";
+import type { Backend } from "../../src/config/flags.ts";
+import { startAgent, tempDir } from "../helpers/agent.ts";
+import { buildBusyboxImage, saveArchive } from "../helpers/images.ts";
+
+const isRoot = process.getuid?.() === 0;
+const work = tempDir("ucr-spares-");
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+const umask = process.umask();
+
+/** A pool over `root` whose maker runs in this thread (as the disk worker would), counting its calls. */
+function pool(root: string, backend: Backend = "overlay") {
+  const calls = { make: 0, remove: [] as string[] };
+  const p = new SparePool(root, backend, {
+    make: async (args) => {
+      calls.make++;
+      return makeSpares(args);
+    },
+    remove: async (path) => {
+      calls.remove.push(path);
+      removeTree(path, root);
+    },
+  });
+  return { p, calls };
+}
+
+/** Until `kind` has `n` spares ready (the pool refills once takes pause for 25 ms). */
+async function ready(p: SparePool, kind: SpareKind, n: number): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (p.count(kind) < n) {
+    if (Date.now() > deadline) throw new Error(`${p.count(kind)} ${kind} spares ready after 10 s, not ${n}`);
+    await Bun.sleep(10);
+  }
+}
+
+const mode = (path: string) => statSync(path).mode & 0o7777;
+
+describe("the spare pool", () => {
+  test("a launch before any spare makes its own; after a pause it gets one, renamed where it asked, made as it would make it", async () => {
+    const root = join(work, "p1");
+    const dest = join(work, "p1-dest");
+    mkdirSync(dest);
+    const { p } = pool(root);
+    expect(p.take("sandbox", join(dest, "first"))).toBeUndefined();
+    expect(existsSync(join(dest, "first"))).toBe(false);
+    await ready(p, "sandbox", 8);
+    const id = p.take("sandbox", join(dest, "a"));
+    expect(id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(mode(join(dest, "a"))).toBe(0o750 & ~umask);
+    expect(readdirSync(join(dest, "a")).sort()).toEqual(["stderr", "stdout"]);
+    for (const f of ["stdout", "stderr"]) {
+      expect(statSync(join(dest, "a", f)).size).toBe(0);
+      expect(mode(join(dest, "a", f))).toBe(0o640 & ~umask);
+    }
+    expect(p.count("sandbox")).toBe(7);
+    p.stop();
+  });
+
+  for (const backend of ["overlay", "copy", "bind"] as const) {
+    test(`a rootfs skeleton for ${backend} has the provisioner's directories, named by the id take() returns`, async () => {
+      const root = join(work, `p-${backend}`);
+      const dest = join(work, `p-${backend}-dest`);
+      mkdirSync(dest);
+      const { p } = pool(root, backend);
+      p.take("rootfs", join(dest, "x"));
+      await ready(p, "rootfs", 8);
+      const id = p.take("rootfs", join(dest, "c1"))!;
+      expect(id).toBeDefined();
+      const dirs = skeletonDirs(backend, id);
+      expect(dirs[0]).toBe(join("backends", backend, "rootfses", id));
+      if (backend === "overlay")
+        expect(dirs.slice(1)).toEqual([`backends/overlay/scratch/${id}/upperdir`, `backends/overlay/scratch/${id}/workdir`]);
+      for (const d of dirs) {
+        expect(statSync(join(dest, "c1", d)).isDirectory()).toBe(true);
+        expect(readdirSync(join(dest, "c1", d))).toEqual([]);
+        expect(mode(join(dest, "c1", d))).toBe(0o755 & ~umask);
+      }
+      p.stop();
+    });
+  }
+
+  test("a destination that exists, or whose parent does not, is left to the launch; the spare stays for the next", async () => {
+    const root = join(work, "p2");
+    const dest = join(work, "p2-dest");
+    mkdirSync(join(dest, "taken"), { recursive: true });
+    writeFileSync(join(dest, "taken", "mine"), "x");
+    const { p } = pool(root);
+    p.take("sandbox", join(dest, "warm"));
+    await ready(p, "sandbox", 8);
+    expect(p.take("sandbox", join(dest, "taken"))).toBeUndefined();
+    expect(readdirSync(join(dest, "taken"))).toEqual(["mine"]);
+    expect(p.take("sandbox", join(dest, "no-such-dir", "c"))).toBeUndefined();
+    expect(p.count("sandbox")).toBe(8);
+    expect(p.take("sandbox", join(dest, "ok"))).toBeDefined();
+    expect(p.count("sandbox")).toBe(7);
+    p.stop();
+  });
+
+  test("a spare removed by hand is skipped: the next one is taken", async () => {
+    const root = join(work, "p3");
+    const dest = join(work, "p3-dest");
+    mkdirSync(dest);
+    const { p } = pool(root);
+    p.take("sandbox", join(dest, "warm"));
+    await ready(p, "sandbox", 8);
+    // The oldest spares are taken first: remove every spare but the newest chunk's.
+    const run = join(root, readdirSync(root)[0]!);
+    const chunks = readdirSync(run).sort((a, b) => Number(a) - Number(b));
+    for (const c of chunks.slice(0, -1)) rmSync(join(run, c), { recursive: true });
+    const id = p.take("sandbox", join(dest, "c"));
+    expect(id).toBeDefined();
+    expect(readdirSync(join(run, chunks.at(-1)!))).not.toContain(`${id}.sandbox`);
+    expect(p.count("sandbox")).toBe(3);
+    p.stop();
+  });
+
+  test("how many are kept follows the largest burst that found none (plus 4), 64 at most; none are made while takes go on", async () => {
+    const root = join(work, "p4");
+    const dest = join(work, "p4-dest");
+    mkdirSync(dest);
+    const { p, calls } = pool(root);
+    // A burst of 20 takes 5 ms apart: nothing is made during it.
+    for (let i = 0; i < 20; i++) {
+      p.take("sandbox", join(dest, `a${i}`));
+      await Bun.sleep(5);
+    }
+    expect(calls.make).toBe(0);
+    await ready(p, "sandbox", 24);
+    await Bun.sleep(100);
+    expect(p.count("sandbox")).toBe(24);
+    // A burst of 100 with no pause: 24 from the pool, then none; the pool grows to 64, no more.
+    let got = 0;
+    for (let i = 0; i < 100; i++) if (p.take("sandbox", join(dest, `b${i}`)) !== undefined) got++;
+    expect(got).toBe(24);
+    await ready(p, "sandbox", 64);
+    await Bun.sleep(100);
+    expect(p.count("sandbox")).toBe(64);
+    p.stop();
+  });
+
+  test("the runs an earlier agent left are removed at the first take; stop() ends the refills", async () => {
+    const root = join(work, "p5");
+    const old = join(root, "123-456", "1", "x.sandbox");
+    mkdirSync(old, { recursive: true });
+    writeFileSync(join(old, "stdout"), "old");
+    const { p, calls } = pool(root);
+    p.take("sandbox", join(work, "p5-none", "c"));
+    await ready(p, "sandbox", 8);
+    expect(calls.remove).toEqual([join(root, "123-456")]);
+    expect(existsSync(join(root, "123-456"))).toBe(false);
+    p.stop();
+    const made = calls.make;
+    mkdirSync(join(work, "p5-dest"));
+    for (let i = 0; i < 8; i++) p.take("sandbox", join(work, "p5-dest", `c${i}`));
+    await Bun.sleep(100);
+    expect(calls.make).toBe(made);
+    expect(p.take("sandbox", join(work, "p5-dest", "late"))).toBeUndefined();
+  });
+
+  test("the worker side refuses more than 64 at once", () => {
+    expect(() => makeSpares({ dir: join(work, "p6"), kind: "sandbox", backend: "overlay", count: 65 })).toThrow(/at most 64/);
+  });
+});
+
+describe.skipIf(!isRoot)("launches take spares (needs root: containers)", () => {
+  const images = join(work, "images");
+
+  async function launchWait(agent: Awaited<ReturnType<typeof startAgent>>, id: string, command: string, user?: string) {
+    const l = await agent.call({
+      type: "LAUNCH_CONTAINER",
+      launch_container: {
+        container_id: { value: id },
+        command: { value: command, ...(user ? { user } : {}) },
+        container: { type: "MESOS", mesos: { image: { type: "DOCKER", docker: { name: "alpine" } } } },
+      },
+    });
+    expect(l.status).toBe(200);
+    const w = await agent.call({ type: "WAIT_CONTAINER", wait_container: { container_id: { value: id } } });
+    expect(w.status).toBe(200);
+    return ((await w.json()) as { wait_container: { exit_status: number } }).wait_container.exit_status;
+  }
+
+  /** The spares ready in the agent's run dir now: ids by kind, and each sandbox spare's inode. */
+  function listSpares(workDir: string): { rootfs: string[]; sandboxInodes: number[]; runs: string[] } {
+    const root = join(workDir, "spares");
+    const out = { rootfs: [] as string[], sandboxInodes: [] as number[], runs: existsSync(root) ? readdirSync(root) : [] };
+    for (const run of out.runs)
+      for (const chunk of readdirSync(join(root, run)))
+        for (const name of readdirSync(join(root, run, chunk))) {
+          if (name.endsWith(".rootfs")) out.rootfs.push(name.slice(0, -".rootfs".length));
+          if (name.endsWith(".sandbox")) out.sandboxInodes.push(statSync(join(root, run, chunk, name)).ino);
+        }
+    return out;
+  }
+
+  for (const backend of ["overlay", "copy", "bind"] as const) {
+    test(`${backend}: a launch after a pause runs in a spare sandbox and rootfs skeleton; REMOVE removes them; a restarted agent removes the last one's spares`, async () => {
+      if (!existsSync(join(images, "alpine.tar"))) {
+        mkdirSync(images, { recursive: true });
+        buildBusyboxImage(join(work, "bb"), { tag: "1" });
+        await saveArchive(join(work, "bb"), join(images, "alpine.tar"), "alpine:latest", { srcTag: "1" });
+      }
+      const workDir = join(work, `agent-${backend}`);
+      const args = [
+        `--work_dir=${workDir}`,
+        `--docker_registry=${images}`,
+        "--image_providers=docker",
+        "--isolation=filesystem/linux,docker/runtime",
+        `--image_provisioner_backend=${backend}`,
+      ];
+      let agent = await startAgent({ args, keepWorkDir: true });
+      try {
+        expect(await launchWait(agent, "first", "true")).toBe(0);
+        const deadline = Date.now() + 15_000;
+        let spares = listSpares(workDir);
+        while (spares.rootfs.length < 8 || spares.sandboxInodes.length < 8) {
+          if (Date.now() > deadline) throw new Error(`spares not made: ${JSON.stringify(spares)}`);
+          await Bun.sleep(20);
+          spares = listSpares(workDir);
+        }
+        // The bind backend mounts the image read-only: no write there, and no /etc files the image lacks.
+        const write = backend === "bind" ? "true" : "echo made > /made && test -f /etc/hostname";
+        expect(await launchWait(agent, "c1", `echo out-$HOSTNAME; echo err >&2; ${write}`)).toBe(0);
+        const sandbox = join(workDir, "containers", "c1");
+        expect(spares.sandboxInodes).toContain(statSync(sandbox).ino);
+        expect(readFileSync(join(sandbox, "stdout"), "utf8")).toContain("out-c1");
+        expect(readFileSync(join(sandbox, "stderr"), "utf8")).toContain("err");
+        const rootfses = readdirSync(join(workDir, "provisioner", "containers", "c1", "backends", backend, "rootfses"));
+        expect(rootfses).toHaveLength(1);
+        expect(spares.rootfs).toContain(rootfses[0]!);
+        if (backend !== "bind") {
+          const upperOrCopy =
+            backend === "overlay"
+              ? join(workDir, "provisioner", "containers", "c1", "backends", "overlay", "scratch", rootfses[0]!, "upperdir", "made")
+              : join(workDir, "provisioner", "containers", "c1", "backends", "copy", "rootfses", rootfses[0]!, "made");
+          expect(readFileSync(upperOrCopy, "utf8")).toBe("made\n");
+        }
+        // A workload of another user writes its sandbox (chowned to it, as before).
+        expect(await launchWait(agent, "c2", "echo mine > $MESOS_SANDBOX/file", "nobody")).toBe(0);
+        expect(statSync(join(workDir, "containers", "c2", "file")).uid).not.toBe(0);
+        for (const id of ["first", "c1", "c2"]) {
+          const r = await agent.call({ type: "REMOVE_CONTAINER", remove_container: { container_id: { value: id } } });
+          expect(r.status).toBe(200);
+        }
+        expect(existsSync(sandbox)).toBe(false);
+        expect(existsSync(join(workDir, "provisioner", "containers", "c1"))).toBe(false);
+        expect(listSpares(workDir).rootfs).not.toContain(rootfses[0]!);
+        const before = listSpares(workDir).runs;
+        expect(before).toHaveLength(1);
+        await agent.stop();
+        agent = await startAgent({ args, keepWorkDir: true });
+        expect(await launchWait(agent, "after", "true")).toBe(0);
+        const deadline2 = Date.now() + 15_000;
+        while (listSpares(workDir).runs.includes(before[0]!)) {
+          if (Date.now() > deadline2) throw new Error("the last agent's spares were not removed");
+          await Bun.sleep(20);
+        }
+        const r = await agent.call({ type: "REMOVE_CONTAINER", remove_container: { container_id: { value: "after" } } });
+        expect(r.status).toBe(200);
+      } finally {
+        await agent.stop();
+      }
+    }, 60_000);
+  }
+});
