@@ -80,10 +80,11 @@ export class Containers {
       await this.gc.call("copyLayers", { layers, dest, records });
     };
     this.provisioner = new Provisioner(images, join(f.work_dir, "provisioner"), f.image_provisioner_backend, copy);
-    this.spares = new SparePool(join(f.work_dir, "spares"), this.provisioner.backend, {
+    const spares = join(f.work_dir, "spares");
+    this.spares = new SparePool({ sandbox: spares, rootfs: spares, runtime: join(f.runtime_dir, "spares") }, this.provisioner.backend, {
       make: (args) => this.gc.call("makeSpares", args),
-      remove: async (path) => {
-        await this.gc.call("remove", { path, within: f.work_dir });
+      remove: async (path, within) => {
+        await this.gc.call("remove", { path, within });
       },
     });
     this.cgroups = detectCgroups();

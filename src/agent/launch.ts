@@ -187,7 +187,8 @@ export class Launch {
 
   makeDirs(): void {
     const c = this.c;
-    mkdirSync(c.runtime, { recursive: true, mode: 0o700 });
+    // A top-level container's runtime dir and sandbox may be made already (spares); a nested one's sit in its parent's.
+    if (c.parent || this.deps.spares?.take("runtime", c.runtime) === undefined) mkdirSync(c.runtime, { recursive: true, mode: 0o700 });
     writeCheckpoint(c, "PROVISIONING");
     // A nested container's sandbox sits in its parent's, which the parent's workload writes:
     // made there through no link, and not over a directory the workload made.

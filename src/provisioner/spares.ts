@@ -1,12 +1,12 @@
-// Spare container directories: a top-level container's sandbox and its rootfs skeleton (the
+// Spare container directories: a top-level container's sandbox, its rootfs skeleton (the
 // provisioner's backends/<backend>/rootfses/<id>, and for overlay scratch/<id>/{upperdir,
-// workdir}), made ahead of time by the disk worker and renamed into place by a launch: one
-// rename instead of a dozen new inodes on the launch's path (issue #15). On ext4 without a
+// workdir}) and its runtime dir, made ahead of time by the disk worker and renamed into place
+// by a launch: three renames instead of fifteen new inodes on the launch's path (issue #15). On ext4 without a
 // journal a new inode costs 0.1-0.5 ms after many deletions (recently_deleted() walks the
 // inode table), which made the directories alone the largest step of a launch.
 //
-// The spares are the agent's own: made under <work_dir>/spares/<run>/<chunk>/, one run dir per
-// agent start, the runs of earlier agents removed (their spares may be half made). They are
+// The spares are the agent's own: made under <work_dir>/spares/<run>/<chunk>/ (runtime dirs
+// under <runtime_dir>/spares/, often another filesystem), one run dir per agent start, the runs of earlier agents removed (their spares may be half made). They are
 // made only once launches pause (25 ms without one): never competing with a burst. How many
 // follows demand: 8 at first, then enough for the largest burst that found none left (and 4
 // more), 64 at most. Nothing of a spare is shared: each is handed to one launch and is then
@@ -16,8 +16,11 @@ import { dirname, join } from "node:path";
 import type { Backend } from "../config/flags.ts";
 import { renameNoReplaceOrErrno, ENOENT, EEXIST } from "../ffi/libc.ts";
 
-/** The kinds of spare: a sandbox (with its empty stdout and stderr), a rootfs skeleton. */
-export type SpareKind = "sandbox" | "rootfs";
+/**
+ * The kinds of spare: a sandbox (with its empty stdout and stderr), a rootfs skeleton, a
+ * runtime dir (with its empty hostname and hosts, the files the agent writes there first).
+ */
+export type SpareKind = "sandbox" | "rootfs" | "runtime";
 
 /** The rootfs skeleton's directories under a container's provisioner dir, for `id`. */
 export function skeletonDirs(backend: Backend, id: string): string[] {
@@ -32,7 +35,7 @@ export function skeletonDirs(backend: Backend, id: string): string[] {
  * Disk worker side: makes `count` spares of `kind` in `dir` (made if missing, as are its
  * parents), each complete before its name is returned. A sandbox is made as a launch makes one
  * (0750, its stdout and stderr 0640 as the launcher creates them); a rootfs skeleton with 0755
- * directories, as provision() makes them.
+ * directories, as provision() makes them; a runtime dir 0700, its files as writeFileSync makes them.
  */
 export function makeSpares(args: { dir: string; kind: SpareKind; backend: Backend; count: number }): { ids: string[] } {
   mkdirSync(args.dir, { recursive: true, mode: 0o700 });
@@ -44,6 +47,9 @@ export function makeSpares(args: { dir: string; kind: SpareKind; backend: Backen
     if (args.kind === "sandbox") {
       mkdirSync(top, { mode: 0o750 });
       for (const name of ["stdout", "stderr"]) closeSync(openSync(join(top, name), "wx", 0o640));
+    } else if (args.kind === "runtime") {
+      mkdirSync(top, { mode: 0o700 });
+      for (const name of ["hostname", "hosts"]) closeSync(openSync(join(top, name), "wx", 0o666));
     } else {
       for (const d of skeletonDirs(args.backend, id)) mkdirSync(join(top, d), { recursive: true, mode: 0o755 });
     }
@@ -55,9 +61,11 @@ export function makeSpares(args: { dir: string; kind: SpareKind; backend: Backen
 /** What the pool needs of the disk worker. */
 export interface SpareMaker {
   make(args: { dir: string; kind: SpareKind; backend: Backend; count: number }): Promise<{ ids: string[] }>;
-  remove(path: string): Promise<void>;
+  /** Removes `path`, which lies inside `within`. */
+  remove(path: string, within: string): Promise<void>;
 }
 
+const KINDS: readonly SpareKind[] = ["sandbox", "rootfs", "runtime"];
 const FIRST_TARGET = 8;
 const MAX_TARGET = 64;
 /** Made per worker call, so a burst that starts meanwhile waits for at most this many. */
@@ -65,28 +73,38 @@ const CHUNK = 4;
 /** Spares are made only once no launch took one for this long: never while a burst runs. */
 const IDLE_MS = 25;
 
+const perKind = <T>(v: () => T): Record<SpareKind, T> => ({ sandbox: v(), rootfs: v(), runtime: v() });
+
 /** The agent side: spares ready to take, refilled in the disk worker when launches pause. */
 export class SparePool {
   /** Ready spares: their ids and the chunk dir each is in. */
-  private readonly ready: Record<SpareKind, Array<{ id: string; dir: string }>> = { sandbox: [], rootfs: [] };
+  private readonly ready = perKind((): Array<{ id: string; dir: string }> => []);
   private chunks = 0;
-  private readonly target: Record<SpareKind, number> = { sandbox: FIRST_TARGET, rootfs: FIRST_TARGET };
+  private readonly target = perKind(() => FIRST_TARGET);
   /** Launches since the last pause (a burst's size so far). */
-  private readonly burst: Record<SpareKind, number> = { sandbox: 0, rootfs: 0 };
-  private readonly refilling: Record<SpareKind, boolean> = { sandbox: false, rootfs: false };
+  private readonly burst = perKind(() => 0);
+  private readonly refilling = perKind(() => false);
+  /** A kind whose spares cannot be renamed into place here (EXDEV, EINVAL): none made any more. */
+  private readonly unusable = perKind(() => false);
   private readonly timer: Partial<Record<SpareKind, ReturnType<typeof setTimeout>>> = {};
   private lastTake = 0;
   private started = false;
   private stopped = false;
-  /** This agent's run dir under <work_dir>/spares. */
-  private readonly dir: string;
+  /** This agent's run dir of each kind (under its root's spares/). */
+  private readonly dirs: Record<SpareKind, string>;
 
   constructor(
-    private readonly root: string,
+    /**
+     * Where each kind's spares are made: on the filesystem of where a launch puts them
+     * (<work_dir>/spares for sandboxes and rootfs skeletons, <runtime_dir>/spares for runtime dirs).
+     */
+    private readonly roots: Record<SpareKind, string>,
     private readonly backend: Backend,
     private readonly maker: SpareMaker,
   ) {
-    this.dir = join(root, `${process.pid}-${Date.now()}`);
+    const run = `${process.pid}-${Date.now()}`;
+    this.dirs = perKind(() => "");
+    for (const k of KINDS) this.dirs[k] = join(roots[k], run);
   }
 
   /**
@@ -100,7 +118,7 @@ export class SparePool {
     this.burst[kind]++;
     const ready = this.ready[kind];
     let taken: string | undefined;
-    while (ready.length > 0 && taken === undefined && !this.stopped) {
+    while (ready.length > 0 && taken === undefined && !this.stopped && !this.unusable[kind]) {
       const spare = ready.shift()!;
       const rc = renameNoReplaceOrErrno(join(spare.dir, `${spare.id}.${kind}`), dest);
       if (rc === 0) {
@@ -110,9 +128,9 @@ export class SparePool {
       } else {
         ready.unshift(spare);
         // EEXIST (dest is there) or ENOENT (its parent is not, yet): this launch makes its own.
-        // Anything else (EXDEV: --work_dir's parts on two filesystems; EINVAL: no
-        // RENAME_NOREPLACE there) holds for every launch: no more spares.
-        if (rc !== -EEXIST && rc !== -ENOENT) this.stopped = true;
+        // Anything else (EXDEV: the spares' dir and dest on two filesystems; EINVAL: no
+        // RENAME_NOREPLACE there) holds for every launch: no more of this kind.
+        if (rc !== -EEXIST && rc !== -ENOENT) this.unusable[kind] = true;
         break;
       }
     }
@@ -137,18 +155,20 @@ export class SparePool {
   private start(): void {
     if (this.started) return;
     this.started = true;
-    let old: string[] = [];
-    try {
-      old = readdirSync(this.root);
-    } catch {
-      // none yet
+    for (const root of new Set(Object.values(this.roots))) {
+      let old: string[] = [];
+      try {
+        old = readdirSync(root);
+      } catch {
+        // none yet
+      }
+      for (const name of old) void this.maker.remove(join(root, name), root).catch(() => {});
     }
-    for (const name of old) void this.maker.remove(join(this.root, name)).catch(() => {});
   }
 
   /** Refills once launches pause. */
   private schedule(kind: SpareKind): void {
-    if (this.timer[kind] !== undefined || this.refilling[kind] || this.stopped) return;
+    if (this.timer[kind] !== undefined || this.refilling[kind] || this.stopped || this.unusable[kind]) return;
     const t = setTimeout(() => {
       delete this.timer[kind];
       const quiet = performance.now() - this.lastTake;
@@ -164,13 +184,13 @@ export class SparePool {
   }
 
   private refill(kind: SpareKind): void {
-    if (this.refilling[kind] || this.stopped) return;
+    if (this.refilling[kind] || this.stopped || this.unusable[kind]) return;
     const missing = this.target[kind] - this.ready[kind].length;
     if (missing <= 0) return;
     this.refilling[kind] = true;
     // Each chunk in a dir of its own: a launch renaming a spare out of an older chunk does not
     // wait for the directory lock the worker holds while it makes the next.
-    const dir = join(this.dir, String(++this.chunks));
+    const dir = join(this.dirs[kind], String(++this.chunks));
     this.maker.make({ dir, kind, backend: this.backend, count: Math.min(CHUNK, missing) }).then(
       ({ ids }) => {
         this.ready[kind].push(...ids.map((id) => ({ id, dir })));

@@ -15,18 +15,19 @@ const isRoot = process.getuid?.() === 0;
 const work = tempDir("ucr-spares-");
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 const umask = process.umask();
+const shmElsewhere = existsSync("/dev/shm") && statSync("/dev/shm").dev !== statSync(work).dev;
 
 /** A pool over `root` whose maker runs in this thread (as the disk worker would), counting its calls. */
 function pool(root: string, backend: Backend = "overlay") {
   const calls = { make: 0, remove: [] as string[] };
-  const p = new SparePool(root, backend, {
+  const p = new SparePool({ sandbox: root, rootfs: root, runtime: root }, backend, {
     make: async (args) => {
       calls.make++;
       return makeSpares(args);
     },
-    remove: async (path) => {
+    remove: async (path, within) => {
       calls.remove.push(path);
-      removeTree(path, root);
+      removeTree(path, within);
     },
   });
   return { p, calls };
@@ -61,6 +62,24 @@ describe("the spare pool", () => {
       expect(mode(join(dest, "a", f))).toBe(0o640 & ~umask);
     }
     expect(p.count("sandbox")).toBe(7);
+    p.stop();
+  });
+
+  test("a runtime dir spare: 0700, with the empty hostname and hosts the agent writes first, as writeFileSync makes them", async () => {
+    const root = join(work, "p-runtime");
+    const dest = join(work, "p-runtime-dest");
+    mkdirSync(dest);
+    const { p } = pool(root);
+    p.take("runtime", join(dest, "x"));
+    await ready(p, "runtime", 8);
+    expect(p.take("runtime", join(dest, "c1"))).toBeDefined();
+    expect(mode(join(dest, "c1"))).toBe(0o700 & ~umask);
+    expect(readdirSync(join(dest, "c1")).sort()).toEqual(["hostname", "hosts"]);
+    writeFileSync(join(dest, "made-here"), "");
+    for (const f of ["hostname", "hosts"]) {
+      expect(statSync(join(dest, "c1", f)).size).toBe(0);
+      expect(mode(join(dest, "c1", f))).toBe(mode(join(dest, "made-here")));
+    }
     p.stop();
   });
 
@@ -165,6 +184,43 @@ describe("the spare pool", () => {
     expect(p.take("sandbox", join(work, "p5-dest", "late"))).toBeUndefined();
   });
 
+  test.skipIf(!shmElsewhere)(
+    "spares on another filesystem than where they go (EXDEV): that kind is made no more, the others are (needs /dev/shm on another filesystem than the temp dir)",
+    async () => {
+      const shm = join("/dev/shm", `ucr-spares-${process.pid}`);
+      try {
+        const root = join(work, "p7");
+        const dest = join(work, "p7-dest");
+        mkdirSync(dest);
+        const calls = { make: 0 };
+        const p = new SparePool({ sandbox: shm, rootfs: root, runtime: root }, "overlay", {
+          make: async (args) => {
+            calls.make++;
+            return makeSpares(args);
+          },
+          remove: async (path, within) => {
+            removeTree(path, within);
+          },
+        });
+        p.take("sandbox", join(dest, "s0"));
+        p.take("rootfs", join(dest, "r0"));
+        await ready(p, "sandbox", 8);
+        await ready(p, "rootfs", 8);
+        expect(p.take("sandbox", join(dest, "s1"))).toBeUndefined();
+        expect(existsSync(join(dest, "s1"))).toBe(false);
+        expect(p.take("rootfs", join(dest, "r1"))).toBeDefined();
+        const made = calls.make;
+        await Bun.sleep(150);
+        // Only the rootfs spare taken is made again; no sandbox spare any more.
+        expect(calls.make).toBe(made + 1);
+        expect(p.take("sandbox", join(dest, "s2"))).toBeUndefined();
+        p.stop();
+      } finally {
+        rmSync(shm, { recursive: true, force: true });
+      }
+    },
+  );
+
   test("the worker side refuses more than 64 at once", () => {
     expect(() => makeSpares({ dir: join(work, "p6"), kind: "sandbox", backend: "overlay", count: 65 })).toThrow(/at most 64/);
   });
@@ -189,14 +245,20 @@ describe.skipIf(!isRoot)("launches take spares (needs root: containers)", () => 
   }
 
   /** The spares ready in the agent's run dir now: ids by kind, and each sandbox spare's inode. */
-  function listSpares(workDir: string): { rootfs: string[]; sandboxInodes: number[]; runs: string[] } {
-    const root = join(workDir, "spares");
-    const out = { rootfs: [] as string[], sandboxInodes: [] as number[], runs: existsSync(root) ? readdirSync(root) : [] };
+  function listSpares(workDir: string): { rootfs: string[]; sandboxInodes: number[]; runtimeInodes: number[]; runs: string[] } {
+    const roots = [join(workDir, "spares"), join(workDir, "run", "spares")];
+    const out = {
+      rootfs: [] as string[],
+      sandboxInodes: [] as number[],
+      runtimeInodes: [] as number[],
+      runs: roots.flatMap((root) => (existsSync(root) ? readdirSync(root).map((run) => join(root, run)) : [])),
+    };
     for (const run of out.runs)
-      for (const chunk of readdirSync(join(root, run)))
-        for (const name of readdirSync(join(root, run, chunk))) {
+      for (const chunk of readdirSync(run))
+        for (const name of readdirSync(join(run, chunk))) {
           if (name.endsWith(".rootfs")) out.rootfs.push(name.slice(0, -".rootfs".length));
-          if (name.endsWith(".sandbox")) out.sandboxInodes.push(statSync(join(root, run, chunk, name)).ino);
+          if (name.endsWith(".sandbox")) out.sandboxInodes.push(statSync(join(run, chunk, name)).ino);
+          if (name.endsWith(".runtime")) out.runtimeInodes.push(statSync(join(run, chunk, name)).ino);
         }
     return out;
   }
@@ -211,6 +273,7 @@ describe.skipIf(!isRoot)("launches take spares (needs root: containers)", () => 
       const workDir = join(work, `agent-${backend}`);
       const args = [
         `--work_dir=${workDir}`,
+        `--runtime_dir=${join(workDir, "run")}`,
         `--docker_registry=${images}`,
         "--image_providers=docker",
         "--isolation=filesystem/linux,docker/runtime",
@@ -221,7 +284,7 @@ describe.skipIf(!isRoot)("launches take spares (needs root: containers)", () => 
         expect(await launchWait(agent, "first", "true")).toBe(0);
         const deadline = Date.now() + 15_000;
         let spares = listSpares(workDir);
-        while (spares.rootfs.length < 8 || spares.sandboxInodes.length < 8) {
+        while (spares.rootfs.length < 8 || spares.sandboxInodes.length < 8 || spares.runtimeInodes.length < 8) {
           if (Date.now() > deadline) throw new Error(`spares not made: ${JSON.stringify(spares)}`);
           await Bun.sleep(20);
           spares = listSpares(workDir);
@@ -231,6 +294,10 @@ describe.skipIf(!isRoot)("launches take spares (needs root: containers)", () => 
         expect(await launchWait(agent, "c1", `echo out-$HOSTNAME; echo err >&2; ${write}`)).toBe(0);
         const sandbox = join(workDir, "containers", "c1");
         expect(spares.sandboxInodes).toContain(statSync(sandbox).ino);
+        const runtime = join(workDir, "run", "containers", "c1");
+        expect(spares.runtimeInodes).toContain(statSync(runtime).ino);
+        expect(readFileSync(join(runtime, "hostname"), "utf8")).toBe("c1\n");
+        expect(readFileSync(join(runtime, "hosts"), "utf8")).toContain("c1");
         expect(readFileSync(join(sandbox, "stdout"), "utf8")).toContain("out-c1");
         expect(readFileSync(join(sandbox, "stderr"), "utf8")).toContain("err");
         const rootfses = readdirSync(join(workDir, "provisioner", "containers", "c1", "backends", backend, "rootfses"));
@@ -254,12 +321,12 @@ describe.skipIf(!isRoot)("launches take spares (needs root: containers)", () => 
         expect(existsSync(join(workDir, "provisioner", "containers", "c1"))).toBe(false);
         expect(listSpares(workDir).rootfs).not.toContain(rootfses[0]!);
         const before = listSpares(workDir).runs;
-        expect(before).toHaveLength(1);
+        expect(before).toHaveLength(2); // <work_dir>/spares/<run> and <runtime_dir>/spares/<run>
         await agent.stop();
         agent = await startAgent({ args, keepWorkDir: true });
         expect(await launchWait(agent, "after", "true")).toBe(0);
         const deadline2 = Date.now() + 15_000;
-        while (listSpares(workDir).runs.includes(before[0]!)) {
+        while (listSpares(workDir).runs.some((run) => before.includes(run))) {
           if (Date.now() > deadline2) throw new Error("the last agent's spares were not removed");
           await Bun.sleep(20);
         }
