@@ -12,7 +12,7 @@ import { join } from "node:path";
 import * as v from "valibot";
 import type { ContainerID, Resource } from "../mesos/messages.ts";
 import { ContainerCgroup, type CgroupLayout } from "../runtime/cgroups.ts";
-import { rewriteStateFile } from "../runtime/state.ts";
+import { isBlankPage, rewriteStateFile } from "../runtime/state.ts";
 import { bootId } from "../util/process.ts";
 import { idKey, type Container } from "./container.ts";
 import { UcrError } from "../errors.ts";
@@ -137,6 +137,8 @@ export function readCheckpoint(dir: string): Checkpoint | undefined {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw new CheckpointError(path, (err as Error).message);
   }
+  // A spare runtime dir's page, not written yet: the agent stopped as the launch began.
+  if (isBlankPage(text)) return undefined;
   return parseCheckpoint(text, path, () => layersFromSpec(dir));
 }
 

@@ -1,7 +1,7 @@
 // Spare container directories: a top-level container's sandbox, its rootfs skeleton (the
 // provisioner's backends/<backend>/rootfses/<id>, and for overlay scratch/<id>/{upperdir,
 // workdir}) and its runtime dir, made ahead of time by the disk worker and renamed into place
-// by a launch: three renames instead of fifteen new inodes on the launch's path (issue #15). On ext4 without a
+// by a launch: three renames instead of seventeen new inodes on the launch's path (issue #15). On ext4 without a
 // journal a new inode costs 0.1-0.5 ms after many deletions (recently_deleted() walks the
 // inode table), which made the directories alone the largest step of a launch.
 //
@@ -11,14 +11,16 @@
 // follows demand: 8 at first, then enough for the largest burst that found none left (and 4
 // more), 64 at most. Nothing of a spare is shared: each is handed to one launch and is then
 // that container's, removed with it.
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Backend } from "../config/flags.ts";
 import { renameNoReplaceOrErrno, ENOENT, EEXIST } from "../ffi/libc.ts";
+import { blankPage } from "../runtime/state.ts";
 
 /**
  * The kinds of spare: a sandbox (with its empty stdout and stderr), a rootfs skeleton, a
- * runtime dir (with its empty hostname and hosts, the files the agent writes there first).
+ * runtime dir (with its hostname, hosts, launch spec and checkpoint made, the files the agent
+ * writes there first: filled in place, no new inode on the launch's path).
  */
 export type SpareKind = "sandbox" | "rootfs" | "runtime";
 
@@ -35,7 +37,7 @@ export function skeletonDirs(backend: Backend, id: string): string[] {
  * Disk worker side: makes `count` spares of `kind` in `dir` (made if missing, as are its
  * parents), each complete before its name is returned. A sandbox is made as a launch makes one
  * (0750, its stdout and stderr 0640 as the launcher creates them); a rootfs skeleton with 0755
- * directories, as provision() makes them; a runtime dir 0700, its files as writeFileSync makes them.
+ * directories, as provision() makes them; a runtime dir 0700, its files as the agent would make them.
  */
 export function makeSpares(args: { dir: string; kind: SpareKind; backend: Backend; count: number }): { ids: string[] } {
   mkdirSync(args.dir, { recursive: true, mode: 0o700 });
@@ -50,6 +52,10 @@ export function makeSpares(args: { dir: string; kind: SpareKind; backend: Backen
     } else if (args.kind === "runtime") {
       mkdirSync(top, { mode: 0o700 });
       for (const name of ["hostname", "hosts"]) closeSync(openSync(join(top, name), "wx", 0o666));
+      // The state files the agent writes first, as writeFileAtomic would make them: the launch
+      // spec empty (filled in place), the checkpoint a blank page (rewritten in place).
+      closeSync(openSync(join(top, "launch.json"), "wx", 0o644));
+      writeFileSync(join(top, "container.json"), blankPage(), { flag: "wx", mode: 0o644 });
     } else {
       for (const d of skeletonDirs(args.backend, id)) mkdirSync(join(top, d), { recursive: true, mode: 0o755 });
     }
@@ -130,7 +136,10 @@ export class SparePool {
         // EEXIST (dest is there) or ENOENT (its parent is not, yet): this launch makes its own.
         // Anything else (EXDEV: the spares' dir and dest on two filesystems; EINVAL: no
         // RENAME_NOREPLACE there) holds for every launch: no more of this kind.
-        if (rc !== -EEXIST && rc !== -ENOENT) this.unusable[kind] = true;
+        if (rc !== -EEXIST && rc !== -ENOENT) {
+          this.unusable[kind] = true;
+          ready.length = 0; // left on disk for the next agent to remove
+        }
         break;
       }
     }

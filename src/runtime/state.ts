@@ -13,13 +13,51 @@
 import { closeSync, constants, fstatSync, openSync, writeSync } from "node:fs";
 import { writeFileAtomic } from "../util/atomic-file.ts";
 
-/** Writes `data` to `path` atomically; on failure (ENOSPC, EROFS, ...) no temporary file is left behind. */
-export function writeStateFile(path: string, data: string): void {
-  writeFileAtomic(path, data, { sync: false });
-}
-
 /** The size of a rewritable state file: one page, which one write() replaces whole. */
 export const STATE_PAGE = 4096;
+
+/**
+ * Writes `data` to `path` atomically; on failure (ENOSPC, EROFS, ...) no temporary file is left
+ * behind. An existing empty file (made ahead by a spare runtime dir, provisioner/spares.ts) is
+ * filled in place when `data` fits one page: one write() a killed writer does not leave
+ * half-done, readers see nothing or all of it, and no new inode is made.
+ */
+export function writeStateFile(path: string, data: string): void {
+  const bytes = Buffer.from(data);
+  if (bytes.length <= STATE_PAGE && fillEmpty(path, bytes)) return;
+  writeFileAtomic(path, bytes, { sync: false });
+}
+
+/** Writes `bytes` into `path` if it is an empty regular file (not a link); false if it is not. */
+function fillEmpty(path: string, bytes: Buffer): boolean {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_WRONLY | constants.O_NOFOLLOW);
+  } catch {
+    return false;
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile() || st.size !== 0) return false;
+    const n = writeSync(fd, bytes, 0, bytes.length, 0);
+    if (n !== bytes.length) throw new Error(`${path}: wrote ${n} of ${bytes.length} bytes`);
+    return true;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** A checkpoint page made ahead (a spare runtime dir): blanks and a newline, no checkpoint yet. */
+export function blankPage(): Buffer {
+  const page = Buffer.alloc(STATE_PAGE, 0x20);
+  page[STATE_PAGE - 1] = 0x0a;
+  return page;
+}
+
+/** Whether `text` is a blank page as blankPage() makes it (a checkpoint not yet written). */
+export function isBlankPage(text: string): boolean {
+  return text.length === STATE_PAGE && text.trim() === "";
+}
 
 /**
  * Writes `data` (JSON, or any text that ignores trailing blanks) to `path` as one page padded
@@ -37,9 +75,8 @@ export function rewriteStateFile(path: string, data: string): void {
     writeStateFile(path, data);
     return;
   }
-  const page = Buffer.alloc(STATE_PAGE, 0x20);
+  const page = blankPage();
   bytes.copy(page);
-  page[STATE_PAGE - 1] = 0x0a;
   let fd: number | undefined;
   try {
     fd = openSync(path, constants.O_WRONLY | constants.O_NOFOLLOW);

@@ -5,6 +5,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import { join } from "node:path";
 import { startAgent, tempDir } from "../helpers/agent.ts";
 import { buildBusyboxImage, saveArchive } from "../helpers/images.ts";
+import { blankPage } from "../../src/runtime/state.ts";
 
 const isRoot = process.getuid?.() === 0;
 const work = tempDir("ucr-recovery-");
@@ -56,10 +57,17 @@ test.skipIf(!isRoot)("agent SIGKILL and restart: running and exited containers a
   await Bun.sleep(1800);
   mkdirSync(join(wd, "run/containers/garbled"), { recursive: true });
   writeFileSync(join(wd, "run/containers/garbled/container.json"), "{not json");
+  // ...and what an agent killed right after it took a spare runtime dir leaves: a blank page.
+  mkdirSync(join(wd, "run/containers/blank"), { recursive: true });
+  writeFileSync(join(wd, "run/containers/blank/container.json"), blankPage());
+  mkdirSync(join(wd, "containers/blank"), { recursive: true });
 
   const second = await startAgent({ args, keepWorkDir: true });
   try {
     expect(second.log()).toMatch(/recovered 1 running and 1 exited container\(s\); removed 1 with unreadable checkpoints \(garbled\)/);
+    expect(second.log()).toContain("container blank: a runtime dir without a checkpoint");
+    expect(existsSync(join(wd, "run/containers/blank"))).toBe(false);
+    expect(existsSync(join(wd, "containers/blank"))).toBe(false);
     const list = (await (await second.call({ type: "GET_CONTAINERS", get_containers: { show_standalone: true } })).json()) as {
       get_containers: { containers: Array<{ container_id: { value: string }; container_status: { executor_pid?: number } }> };
     };

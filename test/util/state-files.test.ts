@@ -2,10 +2,21 @@
 // also when the writer is SIGKILLed at a random moment, and nothing half-written left after a
 // failure. Real files on this machine's filesystem and a tiny tmpfs for a full disk.
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { STATE_PAGE, rewriteStateFile, writeStateFile } from "../../src/runtime/state.ts";
+import { STATE_PAGE, blankPage, isBlankPage, rewriteStateFile, writeStateFile } from "../../src/runtime/state.ts";
 import { writeFileAtomic } from "../../src/util/atomic-file.ts";
 
 const root = mkdtempSync(join(tmpdir(), "ucr-state-files-"));
@@ -28,6 +39,52 @@ describe("state files", () => {
     expect(readFileSync(path, "utf8")).toBe('{"v":2}');
     expect(statSync(path).ino).not.toBe(first);
     expect(readdirSync(dir)).toEqual(["f.json"]);
+  });
+
+  test("writeStateFile: an empty file made ahead is filled in place (same inode) with a page or less; else replaced", () => {
+    const dir = join(root, "fill");
+    mkdirSync(dir);
+    const path = join(dir, "launch.json");
+    writeFileSync(path, "");
+    const ino = statSync(path).ino;
+    writeStateFile(path, '{"spec":1}');
+    expect(readFileSync(path, "utf8")).toBe('{"spec":1}');
+    expect(statSync(path).ino).toBe(ino);
+    // Not empty any more: the next write replaces it.
+    writeStateFile(path, '{"spec":2}');
+    expect(readFileSync(path, "utf8")).toBe('{"spec":2}');
+    expect(statSync(path).ino).not.toBe(ino);
+    // More than a page (which a killed writer could leave half-done in place): replaced.
+    const big = join(dir, "big.json");
+    writeFileSync(big, "");
+    const bigIno = statSync(big).ino;
+    const text = JSON.stringify({ big: "b".repeat(STATE_PAGE) });
+    writeStateFile(big, text);
+    expect(readFileSync(big, "utf8")).toBe(text);
+    expect(statSync(big).ino).not.toBe(bigIno);
+    // A link, even to an empty file, is replaced, never written through.
+    const target = join(dir, "target");
+    writeFileSync(target, "");
+    symlinkSync(target, join(dir, "link.json"));
+    writeStateFile(join(dir, "link.json"), '{"v":3}');
+    expect(readFileSync(target, "utf8")).toBe("");
+    expect(lstatSync(join(dir, "link.json")).isFile()).toBe(true);
+    expect(readdirSync(dir).sort()).toEqual(["big.json", "launch.json", "link.json", "target"]);
+  });
+
+  test("rewriteStateFile: a blank page made ahead is rewritten in place; isBlankPage knows it, and nothing else", () => {
+    const dir = join(root, "blank");
+    mkdirSync(dir);
+    const path = join(dir, "container.json");
+    writeFileSync(path, blankPage());
+    expect(isBlankPage(readFileSync(path, "utf8"))).toBe(true);
+    const ino = statSync(path).ino;
+    rewriteStateFile(path, JSON.stringify({ state: "PROVISIONING" }));
+    expect(statSync(path).ino).toBe(ino);
+    expect(JSON.parse(readFileSync(path, "utf8"))).toEqual({ state: "PROVISIONING" });
+    expect(isBlankPage(readFileSync(path, "utf8"))).toBe(false);
+    expect(isBlankPage("")).toBe(false);
+    expect(isBlankPage(" ".repeat(100))).toBe(false);
   });
 
   test("rewriteStateFile: one page, rewritten in place (same inode), parsed as the text", () => {
