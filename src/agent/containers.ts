@@ -64,7 +64,7 @@ export class Containers {
   private readonly waiters = new Map<(err: Error) => void, Container>();
   private shuttingDown = false;
   private deps: LaunchDeps | undefined;
-  /** Sandboxes and rootfs skeletons made ahead of launches, in the disk worker. */
+  /** Sandboxes, rootfs skeletons and runtime dirs made ahead of launches, in the disk worker. */
   readonly spares: SparePool;
 
   constructor(

@@ -57,7 +57,7 @@ export interface LaunchDeps {
   devices: { shared: SharedCgroups; nodes: DeviceNode[]; extra: string };
   /** Which of the kernel files masked or made read-only this kernel has (looked up once). */
   kernelFiles: KernelFiles;
-  /** Sandboxes and rootfs skeletons made ahead of launches (provisioner/spares.ts). */
+  /** Sandboxes, rootfs skeletons and runtime dirs made ahead of launches (provisioner/spares.ts). */
   spares?: SparePool;
 }
 

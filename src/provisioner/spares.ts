@@ -1,16 +1,18 @@
 // Spare container directories: a top-level container's sandbox, its rootfs skeleton (the
 // provisioner's backends/<backend>/rootfses/<id>, and for overlay scratch/<id>/{upperdir,
 // workdir}) and its runtime dir, made ahead of time by the disk worker and renamed into place
-// by a launch: three renames instead of seventeen new inodes on the launch's path (issue #15). On ext4 without a
-// journal a new inode costs 0.1-0.5 ms after many deletions (recently_deleted() walks the
-// inode table), which made the directories alone the largest step of a launch.
+// by a launch: three renames instead of seventeen new inodes on the launch's path (issue #15).
+// On ext4 without a journal a new inode costs 0.1-0.5 ms after many deletions
+// (recently_deleted() walks the inode table), which made the directories alone the largest
+// step of a launch.
 //
 // The spares are the agent's own: made under <work_dir>/spares/<run>/<chunk>/ (runtime dirs
-// under <runtime_dir>/spares/, often another filesystem), one run dir per agent start, the runs of earlier agents removed (their spares may be half made). They are
-// made only once launches pause (25 ms without one): never competing with a burst. How many
-// follows demand: 8 at first, then enough for the largest burst that found none left (and 4
-// more), 64 at most. Nothing of a spare is shared: each is handed to one launch and is then
-// that container's, removed with it.
+// under <runtime_dir>/spares/, often another filesystem), one run dir per agent start, the runs
+// of earlier agents removed (their spares may be half made). They are made only once launches
+// pause (25 ms without one): never competing with a burst. How many follows demand: 8 at
+// first, then enough for the largest burst that found none left (and 4 more), 64 at most.
+// Nothing of a spare is shared: each is handed to one launch and is then that container's,
+// removed with it.
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Backend } from "../config/flags.ts";
@@ -71,7 +73,6 @@ export interface SpareMaker {
   remove(path: string, within: string): Promise<void>;
 }
 
-const KINDS: readonly SpareKind[] = ["sandbox", "rootfs", "runtime"];
 const FIRST_TARGET = 8;
 const MAX_TARGET = 64;
 /** Made per worker call, so a burst that starts meanwhile waits for at most this many. */
@@ -79,7 +80,11 @@ const CHUNK = 4;
 /** Spares are made only once no launch took one for this long: never while a burst runs. */
 const IDLE_MS = 25;
 
-const perKind = <T>(v: () => T): Record<SpareKind, T> => ({ sandbox: v(), rootfs: v(), runtime: v() });
+const perKind = <T>(v: (kind: SpareKind) => T): Record<SpareKind, T> => ({
+  sandbox: v("sandbox"),
+  rootfs: v("rootfs"),
+  runtime: v("runtime"),
+});
 
 /** The agent side: spares ready to take, refilled in the disk worker when launches pause. */
 export class SparePool {
@@ -109,8 +114,7 @@ export class SparePool {
     private readonly maker: SpareMaker,
   ) {
     const run = `${process.pid}-${Date.now()}`;
-    this.dirs = perKind(() => "");
-    for (const k of KINDS) this.dirs[k] = join(roots[k], run);
+    this.dirs = perKind((kind) => join(roots[kind], run));
   }
 
   /**

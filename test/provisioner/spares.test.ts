@@ -225,6 +225,45 @@ describe("the spare pool", () => {
     },
   );
 
+  test.skipIf(!isRoot)(
+    "a full disk: spares are not made, launches make their own, and after space is freed spares come back (needs root: a tmpfs)",
+    async () => {
+      const root = join(work, "p8-full");
+      mkdirSync(root);
+      Bun.spawnSync(["mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=64", "tmpfs", root]);
+      try {
+        const spares = join(root, "spares");
+        const dest = join(root, "dest");
+        mkdirSync(dest);
+        // Fill the inodes: nothing more can be made there.
+        for (let i = 0; ; i++) {
+          try {
+            writeFileSync(join(root, `fill${i}`), "");
+          } catch {
+            break;
+          }
+        }
+        const { p, calls } = pool(spares);
+        expect(p.take("sandbox", join(dest, "a"))).toBeUndefined();
+        const deadline = Date.now() + 5000;
+        while (calls.make === 0 && Date.now() < deadline) await Bun.sleep(10);
+        await Bun.sleep(100);
+        expect(calls.make).toBeGreaterThan(0);
+        expect(p.count("sandbox")).toBe(0);
+        expect(p.take("sandbox", join(dest, "b"))).toBeUndefined();
+        // Space again: the pause after the next launch makes spares.
+        for (const name of readdirSync(root)) if (name.startsWith("fill")) rmSync(join(root, name));
+        p.take("sandbox", join(dest, "b2"));
+        await ready(p, "sandbox", 1);
+        expect(p.take("sandbox", join(dest, "c"))).toBeDefined();
+        expect(readdirSync(join(dest, "c")).sort()).toEqual(["stderr", "stdout"]);
+        p.stop();
+      } finally {
+        Bun.spawnSync(["umount", "-l", root]);
+      }
+    },
+  );
+
   test("the worker side refuses more than 64 at once", () => {
     expect(() => makeSpares({ dir: join(work, "p6"), kind: "sandbox", backend: "overlay", count: 65 })).toThrow(/at most 64/);
   });
