@@ -3,7 +3,7 @@
 // itself: src/compose.ts starts the API server over it once it is up.
 import { readFileSync, realpathSync } from "node:fs";
 import { join } from "node:path";
-import { dropCleanFilePages } from "../ffi/libc.ts";
+import { dropCleanFilePages, spreadSubdirs } from "../ffi/libc.ts";
 import type { LoadedFlags } from "../config/flags.ts";
 import { isolatorLines } from "../config/isolators.ts";
 import { log, setLevel } from "../log.ts";
@@ -74,6 +74,7 @@ export class Agent {
       ["work_dir", f.work_dir, 0o711],
       ["work_dir", join(f.work_dir, "containers"), 0o711],
       ["work_dir", join(f.work_dir, "provisioner"), 0o700],
+      ["work_dir", join(f.work_dir, "provisioner", "containers"), 0o700],
       ["runtime_dir", f.runtime_dir, 0o700],
       ["runtime_dir", join(f.runtime_dir, "containers"), 0o700],
       ["docker_store_dir", f.docker_store_dir, 0o700],
@@ -86,6 +87,11 @@ export class Agent {
         const why = code ? `cannot create ${dir}: ${code}` : `cannot use ${dir}: ${(err as Error).message}`;
         throw new StartupError(`flag '--${flag}': ${why}`);
       }
+    }
+    // Each container's directories in a block group of their own, where the filesystem can (ext4:
+    // see spreadSubdirs and src/provisioner/spares.ts): a no-op elsewhere.
+    for (const dir of [join(f.work_dir, "containers"), join(f.work_dir, "provisioner", "containers"), join(f.runtime_dir, "containers")]) {
+      spreadSubdirs(dir);
     }
     if (f.docker_registry.kind === "directory") log.info(`docker images come from archives in ${f.docker_registry.path}`);
 

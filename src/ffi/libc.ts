@@ -40,6 +40,7 @@ const libc = dlopen("libc.so.6", {
   umask: { args: ["u32"], returns: "u32" },
   fstatfs: { args: ["i32", "ptr"], returns: "i32" },
   renameat2: { args: ["i32", "ptr", "i32", "ptr", "u32"], returns: "i32" },
+  ioctl: { args: ["i32", "u64", "ptr"], returns: "i32" },
 });
 
 // Namespace flags (linux/sched.h).
@@ -399,6 +400,32 @@ export function exchangeOrErrno(a: string, b: string): number {
 export function renameNoReplaceOrErrno(from: string, to: string): number {
   const RENAME_NOREPLACE = 1;
   return libc.symbols.renameat2(AT_FDCWD, cstr(from), AT_FDCWD, cstr(to), RENAME_NOREPLACE) === 0 ? 0 : -errno();
+}
+
+// Inode flags (linux/fs.h): FS_IOC_GETFLAGS and FS_IOC_SETFLAGS take an int's address.
+const FS_IOC_GETFLAGS = 0x80086601;
+const FS_IOC_SETFLAGS = 0x40086602;
+const FS_TOPDIR_FL = 0x00020000;
+
+/**
+ * Marks directory `path` a top of unrelated trees (`chattr +T`): ext4 then places each
+ * directory made directly in it in a block group of its own choosing (the Orlov allocator's
+ * spreading, as for directories in a filesystem's root) rather than beside `path`. False if
+ * the filesystem has no such flag (tmpfs, xfs, btrfs...) or it could not be set; nothing else
+ * changes then.
+ */
+export function spreadSubdirs(path: string): boolean {
+  const fd = libc.symbols.openat(AT_FDCWD, cstr(path), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
+  if (fd < 0) return false;
+  try {
+    const flags = new Int32Array(2);
+    if (libc.symbols.ioctl(fd, FS_IOC_GETFLAGS, ptr(flags)) !== 0) return false;
+    if ((flags[0]! & FS_TOPDIR_FL) !== 0) return true;
+    flags[0] = flags[0]! | FS_TOPDIR_FL;
+    return libc.symbols.ioctl(fd, FS_IOC_SETFLAGS, ptr(flags)) === 0;
+  } finally {
+    libc.symbols.close(fd);
+  }
 }
 
 /** fchownat(2): with AT_EMPTY_PATH and "" the descriptor itself; with AT_SYMLINK_NOFOLLOW a link is not followed. */

@@ -1,12 +1,13 @@
 // libc through bun:ffi, for real: namespaces and mounts in a child process (so the test
 // runner's own namespaces are never touched), and errno turned into named errors.
-import { afterAll, expect, test } from "bun:test";
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { afterAll, describe, expect, test } from "bun:test";
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statfsSync, statSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { SysError } from "../../src/ffi/errno.ts";
-import { MNT_DETACH, mount, umount2, unshare } from "../../src/ffi/libc.ts";
+import { MNT_DETACH, mount, spreadSubdirs, umount2, unshare } from "../../src/ffi/libc.ts";
 import { ROOT, tempDir } from "../helpers/agent.ts";
+import { ext4Geometry, hasTopdirFlag } from "../helpers/fs.ts";
 
 const isRoot = process.getuid?.() === 0;
 const dir = tempDir("ucr-ffi-");
@@ -94,3 +95,57 @@ test("dropCleanFilePages gives back the binary's clean pages, and the process ru
   expect(out.after).toBeLessThan(out.before);
   expect(out).toMatchObject({ sum: 12, again: true });
 });
+
+describe("spreadSubdirs (chattr +T)", () => {
+  const geometry = ext4Geometry(dir);
+  test.skipIf(!geometry)(
+    `on ext4 it sets the flag, and the directories made in it go to block groups of their own${geometry ? "" : " (skipped: the temp dir is not on ext4 whose /proc/fs/ext4/<dev>/mb_groups is readable)"}`,
+    () => {
+      const plain = join(dir, "plain");
+      const spread = join(dir, "spread");
+      mkdirSync(plain);
+      mkdirSync(spread);
+      expect(hasTopdirFlag(spread)).toBe(false);
+      expect(spreadSubdirs(spread)).toBe(true);
+      expect(hasTopdirFlag(spread)).toBe(true);
+      expect(hasTopdirFlag(plain)).toBe(false);
+      // Set again: already set, still true, nothing else changed.
+      expect(spreadSubdirs(spread)).toBe(true);
+      const groups = (parent: string) => {
+        for (let i = 0; i < 8; i++) mkdirSync(join(parent, `d${i}`));
+        return new Set(readdirSync(parent).map((n) => Math.floor((statSync(join(parent, n)).ino - 1) / geometry!.inodesPerGroup)));
+      };
+      // Beside their parent without the flag (its group, the next one if that fills), spread with it
+      // (on this machine 8 groups for 8 directories, every time).
+      expect(groups(plain).size).toBeLessThanOrEqual(2);
+      expect(groups(spread).size).toBeGreaterThanOrEqual(4);
+    },
+  );
+
+  test("where the filesystem has no such flag, or the path is no directory, it answers false and changes nothing", () => {
+    const shm = existsSync("/dev/shm") && statfsSync("/dev/shm").type === 0x01021994 /* TMPFS_MAGIC */ ? tempDirIn("/dev/shm") : undefined;
+    if (shm) {
+      try {
+        expect(spreadSubdirs(shm)).toBe(false);
+        mkdirSync(join(shm, "x"));
+        expect(readdirSync(shm)).toEqual(["x"]);
+      } finally {
+        rmSync(shm, { recursive: true, force: true });
+      }
+    }
+    expect(spreadSubdirs(join(dir, "missing"))).toBe(false);
+    const file = join(dir, "a-file");
+    writeFileSync(file, "x");
+    expect(spreadSubdirs(file)).toBe(false);
+    expect(readFileSync(file, "utf8")).toBe("x");
+    const link = join(dir, "a-link");
+    Bun.spawnSync(["ln", "-s", dir, link]);
+    expect(spreadSubdirs(link)).toBe(false); // a symlink is not followed
+  });
+});
+
+function tempDirIn(parent: string): string {
+  const path = join(parent, `ucr-ffi-${process.pid}-${Math.random().toString(36).slice(2)}`);
+  mkdirSync(path);
+  return path;
+}

@@ -3,19 +3,21 @@
 // take them, for each backend: the container runs in them, its output lands in them, REMOVE
 // removes them, and a restarted agent removes what the last one left.
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { makeSpares, SparePool, skeletonDirs, type SpareKind } from "../../src/provisioner/spares.ts";
 import { removeTree } from "../../src/gc/disk.ts";
 import { isBlankPage } from "../../src/runtime/state.ts";
 import type { Backend } from "../../src/config/flags.ts";
 import { startAgent, tempDir } from "../helpers/agent.ts";
+import { hasTopdirFlag } from "../helpers/fs.ts";
 import { buildBusyboxImage, saveArchive } from "../helpers/images.ts";
 
 const isRoot = process.getuid?.() === 0;
 const work = tempDir("ucr-spares-");
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 const umask = process.umask();
+const onExt4 = statfsSync(work).type === 0xef53;
 const shmElsewhere = existsSync("/dev/shm") && statSync("/dev/shm").dev !== statSync(work).dev;
 
 /** A pool over `root` whose maker runs in this thread (as the disk worker would), counting its calls. */
@@ -348,6 +350,14 @@ describe.skipIf(!isRoot)("launches take spares (needs root: containers)", () => 
           if (Date.now() > deadline) throw new Error(`spares not made: ${JSON.stringify(spares)}`);
           await Bun.sleep(20);
           spares = listSpares(workDir);
+        }
+        // On ext4 the parents of each container's directories, and the spares' chunk dirs, spread
+        // what is made in them over block groups (spreadSubdirs; its own test in test/ffi).
+        if (onExt4) {
+          const parents = [join(workDir, "containers"), join(workDir, "provisioner", "containers"), join(workDir, "run", "containers")];
+          const chunks = spares.runs.flatMap((run) => readdirSync(run).map((chunk) => join(run, chunk)));
+          expect(chunks.length).toBeGreaterThanOrEqual(2);
+          for (const dir of [...parents, ...chunks]) expect({ dir, topdir: hasTopdirFlag(dir) }).toEqual({ dir, topdir: true });
         }
         // The bind backend mounts the image read-only: no write there, and no /etc files the image lacks.
         const write = backend === "bind" ? "true" : "echo made > /made && test -f /etc/hostname";
