@@ -2,6 +2,7 @@
 // whose download fills it, so any process opening the store can remove the ones left by the dead.
 import { mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
+import { spreadSubdirs } from "../ffi/libc.ts";
 import { alive, startTime } from "./process.ts";
 import { removeTree } from "./tree.ts";
 
@@ -16,13 +17,18 @@ function ourStart(): number | undefined {
 /**
  * A fresh directory under `parent` owned by this process: "<pid>.<start time>.<random>". The
  * start time tells a dead process's directory from a live one's when the pid was reused (an
- * agent that is pid 1 of its container is pid 1 at every restart).
+ * agent that is pid 1 of its container is pid 1 at every restart). `parent` is made if missing
+ * and marked to spread its subdirectories (spreadSubdirs).
  */
 export function newStagingDir(parent: string): string {
   const start = ourStart();
   const random = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`;
   const dir = join(parent, `${process.pid}.${start === undefined ? "" : `${start}.`}${random}`);
-  mkdirSync(dir, { recursive: true });
+  mkdirSync(parent, { recursive: true });
+  // Each download's tree in a block group of its own on ext4 (spreadSubdirs), not among the
+  // inodes the last GC freed: unpacking 20,000 small files took 9.1 s there, 1.4 s here.
+  spreadSubdirs(parent);
+  mkdirSync(dir);
   return dir;
 }
 

@@ -1,11 +1,12 @@
 // The staging rule both image stores share: a directory is named after its process and start
 // time, and opening a store removes those of processes that are gone, never a live one's.
 import { afterAll, expect, test } from "bun:test";
-import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, rmSync, statfsSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { alive, startTime } from "../../src/util/process.ts";
 import { newStagingDir, removeDeadStaging, stagingOwnerAlive } from "../../src/util/staging.ts";
 import { tempDir } from "../helpers/agent.ts";
+import { hasTopdirFlag } from "../helpers/fs.ts";
 
 const work = tempDir("ucr-staging-");
 const sleeper = Bun.spawn(["sleep", "600"]);
@@ -30,6 +31,8 @@ test("a new staging directory is named by this process and its start time", () =
   expect(basename(dir)).toMatch(new RegExp(`^${process.pid}\\.${startTime(process.pid)}\\.[0-9a-z]+$`));
   expect(newStagingDir(parent)).not.toBe(dir);
   expect(stagingOwnerAlive(basename(dir))).toBe(true);
+  // On ext4 the parent spreads each download's tree over block groups (spreadSubdirs).
+  if (statfsSync(work).type === 0xef53) expect(hasTopdirFlag(parent)).toBe(true);
 });
 
 test("staging of a dead process is removed, a live process's stays", async () => {
