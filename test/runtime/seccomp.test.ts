@@ -423,6 +423,26 @@ async function kernelRun(program: Uint8Array | undefined, cases: string[]): Prom
   return out;
 }
 
+/**
+ * Whether `int 0x80` reaches the kernel's system call entry here, without a filter. Where it
+ * does not (a kernel without IA32 emulation, booted with ia32_emulation=0, or a VM whose IDT
+ * has no 0x80 gate: seen on a PVM guest, where it is a general protection fault and SIGSEGV),
+ * no seccomp filter is ever asked about i386 calls, so the kernel check of the filter's i386
+ * branch cannot run; the BPF interpreter tests above still check that branch.
+ */
+let int80: boolean | undefined;
+async function int80Reaches(): Promise<boolean> {
+  if (int80 === undefined) {
+    const got = (await kernelRun(undefined, ["i386:20"])).get("i386:20") ?? "";
+    if (/^ret=\d+ errno=0$/.test(got)) int80 = true;
+    else if (got === "signal=11") {
+      int80 = false;
+      console.warn("seccomp: int 0x80 faults on this kernel (SIGSEGV without a filter): the i386 case is not run");
+    } else throw new Error(`int 0x80 without a filter: ${got}`);
+  }
+  return int80;
+}
+
 /** What a seccomp return value looks like from the calling process. */
 function observed(action: number): RegExp {
   const kind = action & 0xffff0000;
@@ -499,7 +519,8 @@ describe.skipIf(skipKernel !== null)(`the kernel runs compiled filters as predic
             // filters, as it does uretprobe; measured here, ENXIO under a filter refusing it.)
             [`${nr("vserver")}`, /errno=200$/], // unnamed (never implemented), below the largest named: refused
             [`x32:${nr("getpid")}`, /^signal=31$/],
-            ["i386:20", /^signal=31$/], // getpid through int 0x80
+            // getpid through int 0x80, where this kernel takes it (see int80Reaches)
+            ...((await int80Reaches()) ? [["i386:20", /^signal=31$/]] : []),
           ] as Array<[string, RegExp]>)
         : []),
     ];
