@@ -69,6 +69,7 @@ static int (*f_fchdir)(int);
 static int (*f_pthread_create)(u64 *, const void *, void *(*)(void *), void *);
 static int (*f_clone)(int (*)(void *), void *, int, void *, ...);
 static int (*f_pipe2)(int *, int);
+static void *(*f_mmap)(void *, u64, int, int, int, i64);
 /* Syscall numbers that differ by architecture, and the errno texts ("EPERM (Operation not permitted)"). */
 static i64 nr_pivot_root, nr_capset, nr_seccomp, nr_rt_sigaction, nr_prlimit, nr_setgroups, nr_setresgid, nr_setresuid;
 static const char *err_text;
@@ -87,7 +88,7 @@ void ucr_child_init(void **f, i64 *nr, const char *texts, const u32 *offsets, in
   f_open = f[6]; f_mount = f[7]; f_umount2 = f[8]; f_unshare = f[9]; f_setns = f[10];
   f_sethostname = f[11]; f_chdir = f[12]; f_prctl = f[13]; f_sigmask = f[14]; f_execve = f[15];
   f_exit = f[16]; f_errno = f[17]; f_getpid = f[18]; f_openat = f[19]; f_fchdir = f[20];
-  f_pthread_create = f[21]; f_clone = f[22]; f_pipe2 = f[23];
+  f_pthread_create = f[21]; f_clone = f[22]; f_pipe2 = f[23]; f_mmap = f[24];
   nr_pivot_root = nr[0]; nr_capset = nr[1]; nr_seccomp = nr[2];
   nr_rt_sigaction = nr[3]; nr_prlimit = nr[4]; nr_setgroups = nr[5]; nr_setresgid = nr[6]; nr_setresuid = nr[7];
   err_text = texts; err_off = offsets; err_count = count;
@@ -139,7 +140,7 @@ enum { OP_MOUNT = 1, OP_UNSHARE = 3, OP_SETNS, OP_SETHOSTNAME, OP_OPEN_TREE, OP_
 static u64 req[8192]; /* 64 KiB, 8-aligned */
 /* The exec request, sent in parts (OP_DATA): the command, environment and filter may be large. */
 #define BIG_BYTES (4 << 20)
-static u64 big[BIG_BYTES / 8];
+static u64 *big; /* mapped by ucr_child_start */
 /* A part of the exec request that did not fit: its exec is refused (parts get no answer).*/
 static int data_failed;
 
@@ -275,7 +276,7 @@ static struct fork_req freq;
 static int ctl_r, ctl_w;
 static volatile int hello_sent;
 #define STACK_BYTES (256 << 10)
-static u64 child_stack[STACK_BYTES / 8];
+static u64 *child_stack; /* mapped by ucr_child_start */
 
 static int child_main(void *arg) {
   /* The five descriptors to 0..4 (through copies above them, as they may be among 0..4), then
@@ -322,6 +323,13 @@ static void *forker(void *arg) {
 int ucr_child_start(void) {
   int p[2];
   u64 th;
+  /* The exec request's buffer and the process's stack are mapped, not static: TinyCC zeroes a
+   * static array as it compiles, touching every page (4 MiB: ~15 ms per launcher start, and
+   * kept resident); a mapping takes pages only as a request or the stack reaches them. */
+  big = f_mmap(0, BIG_BYTES, 3 /* PROT_READ|PROT_WRITE */, 0x4022 /* MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE */, -1, 0);
+  if (big == (void *)-1) return -*f_errno();
+  child_stack = f_mmap(0, STACK_BYTES, 3, 0x24022 /* ...|MAP_STACK */, -1, 0);
+  if (child_stack == (void *)-1) return -*f_errno();
   if (f_pipe2(p, 0x80000 /* O_CLOEXEC */) != 0) return -*f_errno();
   ctl_r = p[0]; ctl_w = p[1];
   int rc = f_pthread_create(&th, 0, forker, 0);

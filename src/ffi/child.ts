@@ -34,6 +34,7 @@ const libc = dlopen("libc.so.6", {
   pthread_create: { args: [], returns: "i32" },
   clone: { args: [], returns: "i32" },
   pipe2: { args: [], returns: "i32" },
+  mmap: { args: [], returns: "ptr" },
   strerror: { args: ["i32"], returns: "cstring" },
   socketpair: { args: ["i32", "i32", "i32", "ptr"], returns: "i32" },
 });
@@ -98,6 +99,7 @@ function load(): Native {
     ["pthread_create", s.pthread_create],
     ["clone", s.clone],
     ["pipe2", s.pipe2],
+    ["mmap", s.mmap],
   ] as const);
   const numbers = new BigInt64Array(NUMBERS.map(BigInt));
   const { texts, offsets } = errnoTexts();
