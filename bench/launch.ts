@@ -314,7 +314,10 @@ async function main(): Promise<void> {
 
   // ---- memory: idle again, then with containers running
   let coldLaunchMs: number | undefined;
-  console.error("launch: memory idle (waiting for the launcher and the worker threads to go), then with containers running");
+  let quietLaunchMs: number | undefined;
+  console.error(
+    "launch: memory quiet (launcher kept), then idle (waiting for the launcher and the worker threads to go, ~1 min), then with containers running",
+  );
   const memRows: string[] = [];
   const memRow = (what: string, procs: string, m: Mem | undefined, why?: string) =>
     memRows.push(
@@ -324,20 +327,39 @@ async function main(): Promise<void> {
   memRow(`ucr, every process: idle after the image pull (first launch, ${ms(firstLaunchMs)} ms)`, memPulled.roles, memPulled.mem);
   memRow(`ucr, every process: right after ${launchesSoFar} launches`, memAfterLaunches.roles, memAfterLaunches.mem);
   {
-    // The launcher (and its reaper) exit once the agent has closed its idle
-    // connection (10 s) and 2 s more; the worker threads stop 10 s after their last call, and
-    // the agent then gives memory back (it logs "idle: ...").
+    // The launcher goes quiet 10 s after its last container ended (its setup lane stopped; it
+    // and its reaper give memory back, and it logs "idle: nothing runs"); the agent's worker
+    // threads stop 10 s after their last call, and the agent then gives memory back (it logs
+    // "idle: ..."). The launcher and its reaper exit once the agent has closed its connection
+    // (60 s without a container) and 2 s more.
     const since = performance.now();
+    const after = () => ((performance.now() - since) / 1000).toFixed(0);
     const logged = a.log().length;
-    const quiet = () => processesOf(ucr).length === 1 && / idle: /.test(a.log().slice(logged));
-    while (performance.now() - since < 40_000 && !quiet()) await Bun.sleep(250);
+    const launcherLog = join(dir, "ucr", "run", "launcher.sock.log");
+    const launcherLogged = existsSync(launcherLog) ? readFileSync(launcherLog, "utf8").length : 0;
+    const launcherQuiet = () =>
+      existsSync(launcherLog) && readFileSync(launcherLog, "utf8").slice(launcherLogged).includes("idle: nothing runs");
+    const agentQuiet = () => / idle: /.test(a.log().slice(logged));
+    while (performance.now() - since < 30_000 && !(agentQuiet() && launcherQuiet())) await Bun.sleep(250);
+    await Bun.sleep(500);
+    const quiet = summarize(processesOf(ucr));
+    memRow(`ucr, every process: quiet (${after()} s after the last launch; the launcher kept, warm)`, quiet.roles, quiet.mem);
+    {
+      // One launch now, to the quiet launcher (its pages given back come again as it runs).
+      const id = nextId("quiet");
+      ucrLive.add(id);
+      const t0 = performance.now();
+      const l = await call(a, "LAUNCH_CONTAINER", launchBody(id, ["/bin/true"]));
+      if (l.status === 200) quietLaunchMs = performance.now() - t0;
+      await call(a, "WAIT_CONTAINER", { wait_container: { container_id: { value: id } } });
+      await ucrRemove(a, id).catch(() => {});
+    }
+    const sinceQuiet = performance.now();
+    const afterQuiet = () => ((performance.now() - sinceQuiet) / 1000).toFixed(0);
+    while (performance.now() - sinceQuiet < 90_000 && !(processesOf(ucr).length === 1 && agentQuiet())) await Bun.sleep(250);
     await Bun.sleep(500);
     const idle = summarize(processesOf(ucr));
-    memRow(
-      `ucr, every process: idle again (${((performance.now() - since) / 1000).toFixed(0)} s after the last launch)`,
-      idle.roles,
-      idle.mem,
-    );
+    memRow(`ucr, every process: idle again (${afterQuiet()} s after the last launch; the launcher gone)`, idle.roles, idle.mem);
   }
   {
     const ids: string[] = [];
@@ -441,6 +463,11 @@ async function main(): Promise<void> {
         `| &nbsp;&nbsp;ucr: LAUNCH as the agent logs it (server side) | ${ms(median(serverTimes))} | ${ms(pct(serverTimes, 95))} | ${ms(Math.min(...serverTimes))} | ${serverTimes.length} | |`,
       );
     }
+    if (quietLaunchMs !== undefined) {
+      table.push(
+        `| &nbsp;&nbsp;ucr: LAUNCH_CONTAINER with the launcher quiet (nothing ran for ~10 s; one run) | ${ms(quietLaunchMs)} | | | 1 | |`,
+      );
+    }
     if (coldLaunchMs !== undefined) {
       // One sample: the agent idle (its launcher exited), so this LAUNCH starts the launcher and its reaper.
       table.push(
@@ -505,7 +532,7 @@ async function main(): Promise<void> {
   burstTable.push("", `Goals (issue #15): ${goal("seq")}; ${goal("par")}.`);
   notes.push(
     "What each timed command includes differs: `crun run` starts from a ready bundle (no image, no overlay; rootfs read-only), `podman run --rm` also resolves the image, mounts an overlay, starts conmon and removes the container before it exits; ucr resolves the image, mounts an overlay, makes cgroups and answers over HTTP, and removes the container in the untimed REMOVE.",
-    "crun with `--detach` or without a monitor keeps no process per container; ucr keeps none either: one long-lived launcher (a Bun process, with a small reaper process as its parent; both shared by all containers of the agent, both gone when the agent is idle) waits for every container and reports its exit status; podman keeps conmon per container.",
+    "crun with `--detach` or without a monitor keeps no process per container; ucr keeps none either: one long-lived launcher (a Bun process, with a small reaper process as its parent; both shared by all containers of the agent; quiet, their memory given back, 10 s after the last container ends, and gone after a minute without one) waits for every container and reports its exit status; podman keeps conmon per container.",
     `Bursts: ucr launches back to back leave their containers until the series ends (REMOVE afterwards, untimed), so \`next LAUNCH as soon as WAIT answers\`; crun and podman remove theirs as part of the timed command. Parallel clients: ${PAR_CLIENTS} concurrent clients, each launching ${PAR_EACH} times back to back; every launch is one sample. ${BURST_ROUNDS} round(s), tools in rotated order.`,
   );
   const out = [

@@ -1,9 +1,9 @@
 // The agent: flags, directories, worker threads, the image store, the containers table (with
 // recovery) and image GC, started in that order and stopped in reverse. It serves nothing
 // itself: src/compose.ts starts the API server over it once it is up.
-import { readFileSync, realpathSync } from "node:fs";
 import { join } from "node:path";
-import { dropCleanFilePages, spreadSubdirs } from "../ffi/libc.ts";
+import { spreadSubdirs } from "../ffi/libc.ts";
+import { giveBackMemory } from "../util/idle-memory.ts";
 import type { LoadedFlags } from "../config/flags.ts";
 import { isolatorLines } from "../config/isolators.ts";
 import { log, setLevel } from "../log.ts";
@@ -196,11 +196,8 @@ export class Agent {
     const all = [pull, ...extract, disk];
     const quiet = () => {
       if (all.some((w) => w.running)) return;
-      Bun.gc(true);
       try {
-        const before = residentKiB();
-        dropCleanFilePages(realpathSync(process.execPath));
-        log.info(`idle: ${((before - residentKiB()) / 1024).toFixed(1)} MiB of memory given back`);
+        log.info(`idle: ${giveBackMemory().toFixed(1)} MiB of memory given back`);
       } catch (err) {
         log.warn(`idle: could not give back the binary's pages: ${(err as Error).message}`);
       }
@@ -230,9 +227,4 @@ export class Agent {
     this.containerTable?.networks.shutdown();
     log.info("agent stopped");
   }
-}
-
-/** This process's resident memory (KiB). */
-function residentKiB(): number {
-  return Number(/^Rss:\s+(\d+)/m.exec(readFileSync("/proc/self/smaps_rollup", "utf8"))?.[1] ?? 0);
 }

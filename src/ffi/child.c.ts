@@ -70,6 +70,8 @@ static int (*f_pthread_create)(u64 *, const void *, void *(*)(void *), void *);
 static int (*f_clone)(int (*)(void *), void *, int, void *, ...);
 static int (*f_pipe2)(int *, int);
 static void *(*f_mmap)(void *, u64, int, int, int, i64);
+static int (*f_munmap)(void *, u64);
+static int (*f_pthread_join)(u64, void **);
 /* Syscall numbers that differ by architecture, and the errno texts ("EPERM (Operation not permitted)"). */
 static i64 nr_pivot_root, nr_capset, nr_seccomp, nr_rt_sigaction, nr_prlimit, nr_setgroups, nr_setresgid, nr_setresuid;
 static const char *err_text;
@@ -89,6 +91,7 @@ void ucr_child_init(void **f, i64 *nr, const char *texts, const u32 *offsets, in
   f_sethostname = f[11]; f_chdir = f[12]; f_prctl = f[13]; f_sigmask = f[14]; f_execve = f[15];
   f_exit = f[16]; f_errno = f[17]; f_getpid = f[18]; f_openat = f[19]; f_fchdir = f[20];
   f_pthread_create = f[21]; f_clone = f[22]; f_pipe2 = f[23]; f_mmap = f[24];
+  f_munmap = f[25]; f_pthread_join = f[26];
   nr_pivot_root = nr[0]; nr_capset = nr[1]; nr_seccomp = nr[2];
   nr_rt_sigaction = nr[3]; nr_prlimit = nr[4]; nr_setgroups = nr[5]; nr_setresgid = nr[6]; nr_setresuid = nr[7];
   err_text = texts; err_off = offsets; err_count = count;
@@ -274,6 +277,7 @@ static void serve(void) {
 struct fork_req { int fds[5]; int pad; u64 flags; int tid; int pad2; };
 static struct fork_req freq;
 static int ctl_r, ctl_w;
+static u64 forker_thread;
 static volatile int hello_sent;
 #define STACK_BYTES (256 << 10)
 static u64 *child_stack; /* mapped by ucr_child_start */
@@ -322,7 +326,6 @@ static void *forker(void *arg) {
 /* Starts the forking thread; 0, or -errno. */
 int ucr_child_start(void) {
   int p[2];
-  u64 th;
   /* The exec request's buffer and the process's stack are mapped, not static: TinyCC zeroes a
    * static array as it compiles, touching every page (4 MiB: ~15 ms per launcher start, and
    * kept resident); a mapping takes pages only as a request or the stack reaches them. */
@@ -332,7 +335,19 @@ int ucr_child_start(void) {
   if (child_stack == (void *)-1) return -*f_errno();
   if (f_pipe2(p, 0x80000 /* O_CLOEXEC */) != 0) return -*f_errno();
   ctl_r = p[0]; ctl_w = p[1];
-  int rc = f_pthread_create(&th, 0, forker, 0);
+  int rc = f_pthread_create(&forker_thread, 0, forker, 0);
+  return rc == 0 ? 0 : -rc;
+}
+
+/* Ends the forking thread (EOF on its pipe: it is between forks, as no launch may be in
+ * flight when this is called) and waits for it, then unmaps the buffers; after this nothing
+ * runs this code, and it can be freed. 0, or -errno of the join. */
+int ucr_child_stop(void) {
+  f_close(ctl_w);
+  int rc = f_pthread_join(forker_thread, 0);
+  f_close(ctl_r);
+  f_munmap(big, BIG_BYTES);
+  f_munmap(child_stack, STACK_BYTES);
   return rc == 0 ? 0 : -rc;
 }
 

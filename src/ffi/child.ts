@@ -35,6 +35,8 @@ const libc = dlopen("libc.so.6", {
   clone: { args: [], returns: "i32" },
   pipe2: { args: [], returns: "i32" },
   mmap: { args: [], returns: "ptr" },
+  munmap: { args: [], returns: "i32" },
+  pthread_join: { args: [], returns: "i32" },
   strerror: { args: ["i32"], returns: "cstring" },
   socketpair: { args: ["i32", "i32", "i32", "ptr"], returns: "i32" },
 });
@@ -45,6 +47,8 @@ const NUMBERS = arm64 ? [41, 91, 277, 134, 261, 159, 149, 147] : [155, 126, 317,
 
 type Native = {
   fork: (fds: Int32Array, flags: number) => number;
+  /** Ends the forking thread, unmaps the buffers and frees the compiled code. */
+  stop: () => void;
 };
 let native: Native | undefined;
 
@@ -72,6 +76,7 @@ function load(): Native {
     ucr_child_init: { args: ["ptr", "ptr", "ptr", "ptr", "i32"], returns: "void" },
     ucr_child_fork: { args: ["ptr", "u64"], returns: "i32" },
     ucr_child_start: { args: [], returns: "i32" },
+    ucr_child_stop: { args: [], returns: "i32" },
   });
   const s = libc.symbols;
   const fns = addressesOf([
@@ -100,6 +105,8 @@ function load(): Native {
     ["clone", s.clone],
     ["pipe2", s.pipe2],
     ["mmap", s.mmap],
+    ["munmap", s.munmap],
+    ["pthread_join", s.pthread_join],
   ] as const);
   const numbers = new BigInt64Array(NUMBERS.map(BigInt));
   const { texts, offsets } = errnoTexts();
@@ -107,8 +114,29 @@ function load(): Native {
   lib.symbols.ucr_child_init(fns, numbers, texts, offsets, offsets.length);
   const started = lib.symbols.ucr_child_start() as number;
   if (started < 0) throw new Error(`cannot start the thread that forks containers' processes: errno ${-started}`);
-  native = { fork: lib.symbols.ucr_child_fork as unknown as Native["fork"] };
+  native = {
+    fork: lib.symbols.ucr_child_fork as unknown as Native["fork"],
+    stop: () => {
+      const rc = lib.symbols.ucr_child_stop() as number;
+      // A join that failed leaves the thread in this code: it is not freed then.
+      if (rc < 0) throw new Error(`cannot stop the thread that forks containers' processes: errno ${-rc}`);
+      lib.close();
+      kept.length = 0;
+    },
+  };
   return native;
+}
+
+/**
+ * Undoes prepareChild(): the forking thread ends, its buffers and the compiled code are freed
+ * (a worker that set containers up calls this before it is stopped: its thread would
+ * otherwise stay behind, blocked, and its memory with it). Only with no fork in flight.
+ */
+export function stopChild(): void {
+  const n = native;
+  if (!n) return;
+  native = undefined;
+  n.stop();
 }
 
 /** One mount of a MOUNTS request. */

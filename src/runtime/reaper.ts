@@ -10,6 +10,7 @@
 // agent starts one when this one's socket stops answering) comes with a reaper of its own.
 import { closeSync, openSync, readFileSync } from "node:fs";
 import { setChildSubreaper, setParentDeathSignal } from "../ffi/libc.ts";
+import { giveBackMemory } from "../util/idle-memory.ts";
 import { onUnclaimedExit, pipe, reap, spawnProcess } from "../ffi/spawn.ts";
 import { Records } from "./records.ts";
 import { selfCommand } from "./spec.ts";
@@ -21,7 +22,9 @@ export type ReaperMessage =
   /** It ended with `status`, and the launcher could not write that down yet. */
   | { exited: number; status: number }
   /** Its status file is written: forget it. */
-  | { done: number };
+  | { done: number }
+  /** Nothing runs: give memory back. */
+  | { quiet: true };
 
 interface Known {
   key: string;
@@ -124,6 +127,13 @@ export async function reaperMain(socketPath: string): Promise<number> {
           const k = known.get(m.exited);
           if (k) k.status = m.status;
         } else if ("done" in m) known.delete(m.done);
+        else if ("quiet" in m) {
+          try {
+            giveBackMemory();
+          } catch (err) {
+            say(`idle: could not give back the binary's pages: ${(err as Error).message}`);
+          }
+        }
       }
     }
   } catch (err) {

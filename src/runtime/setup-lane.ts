@@ -15,6 +15,8 @@ export interface SetupOps {
   fork(args: { spec: LaunchSpec; stdio: [number, number, number]; report: number }): { pid: number };
   /** Compiles the native code of the container's process now, not in the first setup. */
   prepare(): { ok: true };
+  /** Ends its forking thread and frees the native code, ahead of the worker's stop (nothing in flight). */
+  stop(): { ok: true };
 }
 
 export const SETUP_WORKER = workerOf<SetupOps>("setup");

@@ -164,13 +164,23 @@ export class WorkerClient<Ops extends Operations<Ops> = Ping> {
     clearTimeout(this.idleTimer);
     if (!this.factory || this.idleStopMs <= 0) return;
     this.idleTimer = setTimeout(() => {
-      if (this.pending.size > 0 || !this.worker) return;
-      const w = this.worker;
-      this.worker = undefined;
-      w.terminate();
-      this.onIdleStop?.();
+      if (this.stop()) this.onIdleStop?.();
     }, this.idleStopMs);
     this.idleTimer.unref();
+  }
+
+  /**
+   * Stops a lazy worker's thread now if no call is in flight (it starts again at the next
+   * call): a promise settled once the thread has ended, or undefined if it was not stopped.
+   */
+  stop(): Promise<void> | undefined {
+    if (!this.factory || this.pending.size > 0 || !this.worker) return undefined;
+    clearTimeout(this.idleTimer);
+    const w = this.worker;
+    this.worker = undefined;
+    const ended = new Promise<void>((resolve) => w.addEventListener("close", () => resolve()));
+    w.terminate();
+    return ended;
   }
 
   private fail(worker: Worker, err: Error): void {

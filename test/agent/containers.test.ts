@@ -656,6 +656,36 @@ describe.skipIf(!isRoot)("the launcher and the containers it forks (need root)",
     }
   });
 
+  test("an agent with nothing running keeps its launcher, quiet (it says so), past the 12 s after which it used to exit: the next launch goes to it", async () => {
+    const own = await startAgent();
+    try {
+      const launchWait = async (id: string) => {
+        const launched = await callAgent(own, {
+          type: "LAUNCH_CONTAINER",
+          launch_container: { container_id: { value: id }, command: { shell: true, value: `echo ${id}` } },
+        });
+        expect(launched.status).toBe(200);
+        const wait = await callAgent(own, { type: "WAIT_CONTAINER", wait_container: { container_id: { value: id } } });
+        expect(wait.json).toEqual({ type: "WAIT_CONTAINER", wait_container: { exit_status: 0 } });
+        expect(readFileSync(join(own.workDir, "containers", id, "stdout"), "utf8")).toBe(`${id}\n`);
+      };
+      const socket = join(own.workDir, "run", "launcher.sock");
+      await launchWait("first");
+      const launched = Date.now();
+      const launcher = launcherOf(socket);
+      expect(launcher).toBeGreaterThan(0);
+      const quiet = () => readFileSync(`${socket}.log`, "utf8").includes("idle: nothing runs");
+      for (let i = 0; i < 400 && !quiet(); i++) await Bun.sleep(50);
+      expect(quiet()).toBe(true);
+      await Bun.sleep(Math.max(0, 13_000 - (Date.now() - launched)));
+      expect(launcherOf(socket)).toBe(launcher);
+      await launchWait("second");
+      expect(launcherOf(socket)).toBe(launcher);
+    } finally {
+      await own.stop();
+    }
+  }, 40_000);
+
   test("a killed launcher: the next launch starts a new launcher", async () => {
     await run("true");
     const launcher = launcherOf(join(agent.workDir, "run", "launcher.sock"));

@@ -549,6 +549,46 @@ describe.skipIf(!isRoot)("the launcher's descriptors (needs root)", () => {
     }
   }, 120_000);
 
+  test("quiet (nothing runs for 10 s, an agent connected): the lane and its forking thread end, memory goes back, the launcher stays; the next burst starts the lane again, and no spell leaves anything", async () => {
+    const dir = join(work, "quiet");
+    const { conn, launcher, stop } = await ownLauncher(dir);
+    const reaper = ppid(launcher);
+    const log = join(dir, "launcher.log");
+    const quietLines = () => (existsSync(log) ? readFileSync(log, "utf8").split("idle: nothing runs").length - 1 : 0);
+    const tasks = () => readdirSync(`/proc/${launcher}/task`);
+    const named = (name: string) => tasks().filter((t) => readFileSync(`/proc/${launcher}/task/${t}/comm`, "utf8").trim() === name).length;
+    // The lane's worker thread and the forking thread it starts are both named Worker; the
+    // launcher's main thread and its own forking thread, ucr. (The runtime's helper threads
+    // come and go on their own.)
+    const laneThreads = () => named("Worker");
+    const rssKiB = () => Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${launcher}/status`, "utf8"))![1]);
+    try {
+      const spells: Array<{ ucrThreads: number; fds: number }> = [];
+      for (let round = 0; round < 3; round++) {
+        const before = quietLines();
+        const runs = Array.from({ length: 4 }, (_, i) => ({
+          key: `q${round}-${i}`,
+          spec: writeSpec(dir, `q${round}-${i}`, `echo ${round}-${i}; exit ${i}`),
+        }));
+        const { exits } = await conn.runTogether(runs);
+        expect(await exits).toEqual([0, 1, 2, 3].map((code) => code << 8));
+        for (const [i, r] of runs.entries()) expect(readFileSync(join(dir, "c", r.key, "stdout"), "utf8")).toBe(`${round}-${i}\n`);
+        await until("the setup lane's threads", () => laneThreads() >= 2);
+        const busyRss = rssKiB();
+        await until("the launcher quiet", () => quietLines() > before && laneThreads() === 0, 30_000);
+        expect(alive(launcher) && alive(reaper)).toBe(true);
+        expect(rssKiB()).toBeLessThan(busyRss);
+        spells.push({ ucrThreads: named("ucr"), fds: fdCount(launcher) });
+      }
+      // Each spell ends where the first did: no forking thread or pipe left per lane.
+      expect(spells[0]!.ucrThreads).toBe(2);
+      expect(spells[1]).toEqual(spells[0]);
+      expect(spells[2]).toEqual(spells[0]);
+    } finally {
+      stop();
+    }
+  }, 120_000);
+
   test("5,000 launches under a 256-file limit: every one works and the launcher's fd count stays flat", async () => {
     const dir = join(work, "fds");
     const { conn, launcher, stop } = await ownLauncher(dir, 256);
