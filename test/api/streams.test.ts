@@ -261,7 +261,10 @@ describe.skipIf(!isRoot)("streaming calls (need root for containers)", () => {
     await r.until(() => r.stdout === "here\n");
     abort.abort();
     expect(await waitFor("json", gone)).toEqual({ exit_status: 9 });
-    expect(agent.log()).toContain(`session ends.gone: its client went away; ending it`);
+    // The agent's output is read from its pipe as it comes: the line may trail WAIT's answer.
+    const said = `session ends.gone: its client went away; ending it`;
+    for (let i = 0; i < 100 && !agent.log().includes(said); i++) await Bun.sleep(20);
+    expect(agent.log()).toContain(said);
     await kill(parent);
   });
 
