@@ -66,7 +66,7 @@ const CLIENT_IDLE_MS = 60_000;
  * code), and the launcher and its reaper give memory back (giveBackMemory; the code pages
  * they drop come back as the next launch runs, ~15 ms more for it here). Every ucr process
  * together, measured here 30 s after the last launch: 57.5 MiB PSS after launches one at a
- * time, 61-65 after a burst of ten clients; 47.5 for the agent alone once the launcher has
+ * time, 60-64 after a burst of ten clients; 47.5 for the agent alone once the launcher has
  * gone.
  */
 const QUIET_MS = 10_000;
