@@ -20,7 +20,7 @@
 // agent gives it to a new launcher); reply {id, pid} once the workload runs, or {id, error} if
 // setup failed; to every connection {container, status, pid} when a workload ends, and
 // {running: 0} when the last one has.
-import { closeSync, existsSync, openSync, readFileSync, readdirSync, realpathSync, rmSync, statSync, writeSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeSync } from "node:fs";
 import { basename, dirname, relative } from "node:path";
 import { onChildExit, pipe, spawnProcess } from "../ffi/spawn.ts";
 import {
@@ -33,7 +33,6 @@ import {
   O_PATH,
   O_WRONLY,
   close,
-  dropCleanFilePages,
   openat,
   setCloexec,
   setParentDeathSignal,
@@ -45,7 +44,7 @@ import { lazyWorker } from "../threads/pool.ts";
 import { WorkerError } from "../threads/rpc.ts";
 import { openDir, openInRoot } from "./inroot.ts";
 import { Records } from "./records.ts";
-import { giveBackMemory } from "../util/idle-memory.ts";
+import { dropBinaryPages, giveBackMemory } from "../util/idle-memory.ts";
 import { reaperMain, type ReaperMessage } from "./reaper.ts";
 import { pidNamespaceOf, selfCommand, type LaunchSpec } from "./spec.ts";
 import type { SwitchboardIo } from "./switchboard.ts";
@@ -216,17 +215,19 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
   let idleTimer: ReturnType<typeof setTimeout> | undefined;
   let listener: Bun.UnixSocketListener<{ buffer: string; out: Outbox }> | undefined;
   let boundIno: number | undefined;
+  /** Something runs, or a status is not written yet (connections aside). */
+  const busy = () => children !== 0 || switchboards !== 0 || records.size !== 0;
   const idle = () => {
     if (idleTimer) clearTimeout(idleTimer);
     idleTimer = undefined;
-    if (children !== 0 || switchboards !== 0 || records.size !== 0) return;
+    if (busy()) return;
     idleTimer = connections.size === 0 ? setTimeout(quit, IDLE_EXIT_MS) : setTimeout(quiet, QUIET_MS);
   };
   const quiet = async () => {
-    if (children !== 0 || switchboards !== 0 || records.size !== 0) return;
+    if (busy()) return;
     // The lane first: its thread's last steps run code whose pages would come back.
     await stopLane();
-    if (children !== 0 || switchboards !== 0 || records.size !== 0) return;
+    if (busy()) return;
     try {
       say(`idle: nothing runs; ${giveBackMemory().toFixed(1)} MiB of memory given back`);
     } catch (err) {
@@ -237,9 +238,9 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
     // seconds): they are dropped again every QUIET_MS until something runs.
     clearInterval(quietTimer);
     quietTimer = setInterval(() => {
-      if (children !== 0 || switchboards !== 0 || records.size !== 0) return clearInterval(quietTimer);
+      if (busy()) return clearInterval(quietTimer);
       try {
-        dropCleanFilePages(realpathSync(process.execPath));
+        dropBinaryPages();
       } catch {
         clearInterval(quietTimer); // said at the first pass
       }
@@ -249,7 +250,7 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
   let quietTimer: ReturnType<typeof setInterval> | undefined;
   // Not while a status is not written yet: an agent that comes later is to hear it from us.
   const quit = () => {
-    if (children !== 0 || switchboards !== 0 || connections.size !== 0 || records.size !== 0) return;
+    if (busy() || connections.size !== 0) return;
     // Only our own socket file: a later launcher may have bound the path since.
     try {
       if (boundIno !== undefined && statSync(socketPath).ino === boundIno) rmSync(socketPath, { force: true });
@@ -307,17 +308,16 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
   const stopLane = async (): Promise<void> => {
     if (laneState !== "ready") return;
     laneState = "stopping";
-    await lane.call("stop").then(
-      async () => {
-        await lane.stop();
-        laneState = "off";
-      },
-      (err: Error) => {
-        // Its thread may still be in the native code: the worker stays (it recompiles at its next setup).
-        laneState = lane.running ? "ready" : "off";
-        say(`the second setup lane did not stop (${err.message}); it stays`);
-      },
-    );
+    try {
+      await lane.call("stop");
+    } catch (err) {
+      // Its thread may still be in the native code: the worker stays (it recompiles at its next setup).
+      laneState = lane.running ? "ready" : "off";
+      say(`the second setup lane did not stop (${(err as Error).message}); it stays`);
+      return;
+    }
+    await lane.stop();
+    laneState = "off";
   };
   /** Is the lane ready for a setup now? Starts it if it is off (ready for a later one). */
   const laneFree = (): boolean => {

@@ -8,15 +8,25 @@ function residentKiB(): number {
   return Number(/^Rss:\s+(\d+)/m.exec(readFileSync("/proc/self/smaps_rollup", "utf8"))?.[1] ?? 0);
 }
 
+let binary: string | undefined;
+
 /**
- * A full collection of the JavaScript heap, then the binary's code pages this process has run
- * unmapped (after some use most of an idle process's footprint; they stay in the page cache
- * and come back, a minor fault each, when next run). Returns the MiB of resident memory given
- * back; throws if the binary's mappings could not be read.
+ * The binary's code pages this process has run, unmapped (after some use most of an idle
+ * process's footprint; they stay in the page cache and come back, a minor fault each, when
+ * next run). Throws if the binary's mappings could not be read.
+ */
+export function dropBinaryPages(): void {
+  binary ??= realpathSync(process.execPath);
+  dropCleanFilePages(binary);
+}
+
+/**
+ * A full collection of the JavaScript heap, then dropBinaryPages(). Returns the MiB of
+ * resident memory given back.
  */
 export function giveBackMemory(): number {
   Bun.gc(true);
   const before = residentKiB();
-  dropCleanFilePages(realpathSync(process.execPath));
+  dropBinaryPages();
   return (before - residentKiB()) / 1024;
 }
