@@ -294,6 +294,8 @@ async function main(): Promise<void> {
   }
   if (crunCase.run && !crunCase.failure) burstTools.push({ name: crunCase.name, once: crunCase.run });
   if (podmanCase.run && !podmanCase.failure) burstTools.push({ name: podmanCase.name, once: podmanCase.run });
+  // The bare kernel work of a container start, with no runtime: how far bursts can go on this machine.
+  if (floor.run && !floor.failure) burstTools.push({ name: floor.name, once: floor.run });
   console.error(`launch: bursts (${burstTools.map((t) => t.name).join(", ")}), ${BURST_ROUNDS} round(s)`);
   const bursts = await runBursts(burstTools);
 
@@ -530,6 +532,16 @@ async function main(): Promise<void> {
     return `${k === "seq" ? "sequential burst" : "parallel clients"} ${ms(u[k]!)} ms: ${within ? "within" : "not within"} 10 % of ucr's spaced ${ms(u.spaced)} ms (${((u[k]! / u.spaced - 1) * 100).toFixed(0)} %)${vsCrun}`;
   };
   burstTable.push("", `Goals (issue #15): ${goal("seq")}; ${goal("par")}.`);
+  const f = burstMedians.get(floor.name);
+  if (f?.par !== undefined && u.spaced) {
+    // Ten launches in flight: each waits for the others' CPU. Even no runtime at all (the
+    // kernel floor: namespaces, /proc, chroot, exec) cannot take ten at once within 10 % of
+    // ucr's spaced figure when its own ten-client median is above that line.
+    burstTable.push(
+      "",
+      `Ten clients against the kernel floor (no runtime: unshare + chroot + exec): its ten-client median is ${ms(f.par)} ms, ${(f.par / u.spaced).toFixed(2)}× ucr's spaced ${ms(u.spaced)} ms (${f.par <= u.spaced * 1.1 ? "within" : "not within"} 10 %); ucr's ten-client median is ${u.par !== undefined ? `${(u.par / f.par).toFixed(2)}× the floor's` : "not measured"}.`,
+    );
+  }
   notes.push(
     "What each timed command includes differs: `crun run` starts from a ready bundle (no image, no overlay; rootfs read-only), `podman run --rm` also resolves the image, mounts an overlay, starts conmon and removes the container before it exits; ucr resolves the image, mounts an overlay, makes cgroups and answers over HTTP, and removes the container in the untimed REMOVE.",
     "crun with `--detach` or without a monitor keeps no process per container; ucr keeps none either: one long-lived launcher (a Bun process, with a small reaper process as its parent; both shared by all containers of the agent; quiet, their memory given back, 10 s after the last container ends, and gone after a minute without one) waits for every container and reports its exit status; podman keeps conmon per container.",

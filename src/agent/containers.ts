@@ -22,7 +22,6 @@ import { ContainerCgroup, confineDevices, detectCgroups, ownProcsFile, type Cgro
 import { DEFAULT_DEVICE_RULES, DeviceSetupError, allowedDevices, ruleText, type DeviceNode } from "../runtime/devices.ts";
 import { kernelFilesHere } from "../runtime/mounts.ts";
 import { LauncherClient, launcherAlive } from "../runtime/launcher.ts";
-import { selfCommand } from "../runtime/spec.ts";
 import type { WorkerClient } from "../threads/rpc.ts";
 import type { DiskOps } from "../gc/disk.ts";
 import { stillRunning } from "../util/process.ts";
@@ -106,7 +105,7 @@ export class Containers {
     }
     const socket = join(f.runtime_dir, "launcher.sock");
     // The launcher tells us at once when a workload ends; the status file watch is the fallback.
-    this.launcher = new LauncherClient(socket, selfCommand("__launcher", socket), (key, status) => this.settle.get(key)?.(status));
+    this.launcher = new LauncherClient(socket, (key, status) => this.settle.get(key)?.(status));
     this.confinement = new Confinement(f);
   }
 

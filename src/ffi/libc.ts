@@ -275,16 +275,10 @@ export function dropCleanFilePages(file: string): number {
 }
 
 const PR_SET_PDEATHSIG = 1;
-const PR_SET_CHILD_SUBREAPER = 36;
 
 /** Ask for `signal` when the parent dies. */
 export function setParentDeathSignal(signal: number): void {
   check(libc.symbols.prctl(PR_SET_PDEATHSIG, signal, 0, 0, 0), "prctl", "PR_SET_PDEATHSIG");
-}
-
-/** Become the reaper of orphaned descendants. */
-export function setChildSubreaper(): void {
-  check(libc.symbols.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl", "PR_SET_CHILD_SUBREAPER");
 }
 
 export const LOCK_SH = 1;

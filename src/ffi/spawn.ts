@@ -281,9 +281,7 @@ export function pipe(): [number, number] {
 
 type ExitHandler = (status: number) => void;
 const handlers = new Map<number, ExitHandler>();
-/** Where children nobody asked about go (orphans given to a subreaper), if anyone takes them. */
-let unclaimed: ((pid: number, status: number) => void) | undefined;
-/** Otherwise kept here, for an onChildExit that comes late (a few, the newest). */
+/** Children nobody asked about yet, kept for an onChildExit that comes late (a few, the newest). */
 const early = new Map<number, number>();
 const EARLY_KEPT = 1000;
 let reaping = false;
@@ -302,12 +300,6 @@ export function onChildExit(pid: number, handler: ExitHandler): void {
   }
   handlers.set(pid, handler);
   keepAlive ??= setInterval(() => {}, 1 << 30);
-  startReaping();
-}
-
-/** Where the exits of children nobody registered go (a subreaper's adopted orphans). */
-export function onUnclaimedExit(handler: (pid: number, status: number) => void): void {
-  unclaimed = handler;
   startReaping();
 }
 
@@ -337,7 +329,7 @@ const siginfo = new Int32Array(32);
  * process is gone, so a launcher killed in between leaves the zombie to its reaper, which
  * reaps it and has the status, instead of losing it.
  */
-export function reap(): void {
+function reap(): void {
   for (;;) {
     siginfo.fill(0);
     const rc = libc.symbols.waitid(P_ALL, 0, siginfo, WEXITED | WNOHANG | WNOWAIT);
@@ -359,7 +351,7 @@ export function reap(): void {
   }
 }
 
-/** Hands a child's end to whoever waits for it (its handler, the unclaimed handler, or kept for a late onChildExit). */
+/** Hands a child's end to whoever waits for it (its handler, or kept for a late onChildExit). */
 function settleExit(pid: number, status: number): void {
   const handler = handlers.get(pid);
   handlers.delete(pid);
@@ -369,7 +361,6 @@ function settleExit(pid: number, status: number): void {
   }
   try {
     if (handler) handler(status);
-    else if (unclaimed) unclaimed(pid, status);
     else {
       early.set(pid, status);
       if (early.size > EARLY_KEPT) early.delete(early.keys().next().value!);

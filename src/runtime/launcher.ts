@@ -2,8 +2,9 @@
 // container of an agent, so a launch starts the binary once (init stage 2) and no process
 // is kept per container. The agent starts it detached (containers outlive an agent that
 // dies or restarts; a new agent reconnects to the same socket):
-//   the reaper (`__launcher SOCKET`, reaper.ts): a child subreaper that only starts the
-//     launcher and, should the launcher die, adopts its containers and writes their statuses;
+//   the reaper (reaper.ts; titled `__launcher SOCKET`): a child subreaper, native code forked
+//     from the agent, that only starts the launcher and, should the launcher die, adopts its
+//     containers and writes their statuses;
 //   the launcher (`__launcher --serve SOCKET`, here): the socket, the launches, a few init
 //     stages started ahead, the exit reports. It tells the reaper which pid is which
 //     container (fd 3), so nothing is lost if it is killed.
@@ -45,7 +46,7 @@ import { WorkerError } from "../threads/rpc.ts";
 import { openDir, openInRoot } from "./inroot.ts";
 import { Records } from "./records.ts";
 import { dropBinaryPages, giveBackMemory } from "../util/idle-memory.ts";
-import { reaperMain, type ReaperMessage } from "./reaper.ts";
+import { ReaperRecord, reaperAlive, reaperRecord, startReaper } from "./reaper.ts";
 import { pidNamespaceOf, selfCommand, type LaunchSpec } from "./spec.ts";
 import type { SwitchboardIo } from "./switchboard.ts";
 
@@ -99,7 +100,11 @@ type Message =
 
 export async function launcherMain(args: readonly string[]): Promise<number> {
   if (args[0] === "--serve" && args[1] && args.length <= 3) return serve(args[1], args[2] === `--reaper-fd=${REAPER_FD}`);
-  if (args.length === 1 && args[0] && !args[0].startsWith("-")) return reaperMain(args[0]);
+  if (args.length === 1 && args[0] && !args[0].startsWith("-")) {
+    // Forks the reaper (which starts the launcher) and is done: the reaper outlives this process.
+    startReaper(reaperStart(args[0], 2));
+    return 0;
+  }
   process.stderr.write("ucr __launcher: started by the agent; it is not for direct use\n");
   return 2;
 }
@@ -188,10 +193,17 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
   } else {
     say("no reaper: containers' statuses are lost if this process is killed");
   }
-  const tellReaper = (m: ReaperMessage) => {
+  const tellReaper = (make: () => Buffer) => {
     if (reaper === undefined) return;
+    let record: Buffer;
     try {
-      writeSync(reaper, `${JSON.stringify(m)}\n`);
+      record = make();
+    } catch (err) {
+      say(`not told to the reaper: ${(err as Error).message}`);
+      return;
+    }
+    try {
+      writeSync(reaper, record);
     } catch (err) {
       say(`the reaper is gone (${(err as Error).message}); going on without it`);
       closeSync(reaper);
@@ -233,7 +245,6 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
     } catch (err) {
       say(`idle: could not give back the binary's pages: ${(err as Error).message}`);
     }
-    tellReaper({ quiet: true });
     // Pages come back while quiet (the runtime's own timers run code: measured 4-8 MiB within
     // seconds): they are dropped again every QUIET_MS until something runs.
     clearInterval(quietTimer);
@@ -473,12 +484,12 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
     const event: ExitEvent = { container: spec.id, status, pid };
     const written = records.write(spec.id, spec.statusFile, `${status}\n`, () => {
       if (unwrittenStatus.get(spec.id) === event) unwrittenStatus.delete(spec.id);
-      tellReaper({ done: pid });
+      tellReaper(() => reaperRecord(ReaperRecord.DONE, pid));
       idle();
     });
     if (!written) {
       unwrittenStatus.set(spec.id, event);
-      tellReaper({ exited: pid, status });
+      tellReaper(() => reaperRecord(ReaperRecord.EXITED, pid, status));
     }
     idle();
     return event;
@@ -514,7 +525,7 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
     const { pid } = stage;
     children++;
     if (idleTimer) clearTimeout(idleTimer);
-    tellReaper({ pid, key: spec.id, statusFile: spec.statusFile });
+    tellReaper(() => reaperRecord(ReaperRecord.STARTED, pid, 0, spec.statusFile, spec.id));
     let outcome: "pending" | "running" | "failed" = "pending";
     let held: ExitEvent | undefined;
     const ended = new Promise<void>((resolve) => {
@@ -665,24 +676,16 @@ const AGAIN = Symbol("again");
 const REMEMBERED_EXITS = 10_000;
 
 /**
- * The agent's side: one connection to the launcher, started if none answers. It connects
- * at once to a launcher that is already there (one that outlived an agent restart), so
- * exit reports of recovered containers, and those the launcher could not write down, reach
- * this agent too; and it closes the connection once the launcher has had no container
- * running for a while (CLIENT_IDLE_MS), so an idle launcher can exit.
- */
-/**
  * Is the launcher of `socketPath`, or its reaper, alive? Then a workload that has ended still
  * gets its status file written by one of them, however slow a loaded machine makes it.
  */
 export function launcherAlive(socketPath: string): boolean {
+  if (reaperAlive(`${socketPath}.lock`)) return true;
   const serving = `__launcher\0--serve\0${socketPath}\0`;
-  const reaping = `__launcher\0${socketPath}\0`;
   for (const name of readdirSync("/proc")) {
     if (name.charCodeAt(0) > 57) continue; // not a pid
     try {
-      const cmdline = readFileSync(`/proc/${name}/cmdline`, "latin1");
-      if (cmdline.includes(serving) || cmdline.includes(reaping)) return true;
+      if (readFileSync(`/proc/${name}/cmdline`, "latin1").includes(serving)) return true;
     } catch {
       // gone meanwhile
     }
@@ -690,6 +693,27 @@ export function launcherAlive(socketPath: string): boolean {
   return false;
 }
 
+/**
+ * How the launcher of `socketPath` and its reaper are started: the reaper titled as it was
+ * when it was a start of the binary of its own (`ucr __launcher SOCKET`), holding
+ * `SOCKET.lock`, and writing to `logFd` as the launcher does.
+ */
+export function reaperStart(socketPath: string, logFd: number) {
+  return {
+    launcher: selfCommand("__launcher", "--serve", socketPath, `--reaper-fd=${REAPER_FD}`),
+    title: selfCommand("__launcher", socketPath),
+    lockPath: `${socketPath}.lock`,
+    logFd,
+  };
+}
+
+/**
+ * The agent's side: one connection to the launcher, started if none answers. It connects
+ * at once to a launcher that is already there (one that outlived an agent restart), so
+ * exit reports of recovered containers, and those the launcher could not write down, reach
+ * this agent too; and it closes the connection once the launcher has had no container
+ * running for a while (CLIENT_IDLE_MS), so an idle launcher can exit.
+ */
 export class LauncherClient {
   private socket: Bun.Socket<undefined> | undefined;
   private connecting: Promise<Bun.Socket<undefined>> | undefined;
@@ -708,7 +732,6 @@ export class LauncherClient {
 
   constructor(
     readonly socketPath: string,
-    private readonly command: string[],
     /** Told when a workload ends: its container's key and raw wait status. */
     private readonly onExit: (container: string, status: number) => void = () => {},
   ) {
@@ -839,8 +862,7 @@ export class LauncherClient {
       // agent's output would otherwise wait for it too.
       const log = openSync(`${this.socketPath}.log`, "a", 0o640);
       try {
-        const proc = Bun.spawn(this.command, { stdio: ["ignore", "ignore", log], env: {}, detached: true });
-        proc.unref();
+        startReaper(reaperStart(this.socketPath, log));
       } finally {
         closeSync(log);
       }

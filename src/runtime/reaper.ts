@@ -1,176 +1,153 @@
-// `ucr __launcher SOCKET`: the launcher's parent, whose only job is to make the launcher's
-// death survivable. It is a child subreaper (PR_SET_CHILD_SUBREAPER): when the launcher dies
+// The launcher's reaper: its parent, whose only job is to make the launcher's death
+// survivable. It is a child subreaper (PR_SET_CHILD_SUBREAPER): when the launcher dies
 // (SIGKILL, a crash), the kernel gives the launcher's children, the containers' workloads,
-// to it instead of to init. The launcher tells it on fd 3 which pid is which container
-// (and which exit statuses it could not write yet), so it can write each adopted
-// workload's status file when that workload ends, where the agent finds it. It exits once
-// the launcher is gone and every container it knew of is recorded.
+// to it instead of to init. The launcher tells it on fd 3 which pid is which container (and
+// which exit statuses it could not write yet), so it can write each adopted workload's
+// status file when that workload ends, where the agent finds it. It exits once the launcher
+// is gone and every container it knew of is recorded.
 //
-// It does no launches and parses no agent input: little that can fail. A new launcher (the
-// agent starts one when this one's socket stops answering) comes with a reaper of its own.
-import { closeSync, openSync, readFileSync } from "node:fs";
-import { setChildSubreaper, setParentDeathSignal } from "../ffi/libc.ts";
-import { giveBackMemory } from "../util/idle-memory.ts";
-import { onUnclaimedExit, pipe, reap, spawnProcess } from "../ffi/spawn.ts";
-import { Records } from "./records.ts";
-import { selfCommand } from "./spec.ts";
+// It is native code forked from the process that starts it (reaper.c.ts): no start of the
+// binary, and a few pages of memory where a whole runtime took ~10 MiB PSS for a process
+// that waits. It does no launches and parses no agent input: little that can fail. A new
+// launcher (the agent starts one when this one's socket stops answering) comes with a reaper
+// of its own. While it lives it holds a shared lock on `<socket>.lock` (reaperAlive).
+import { dlopen } from "bun:ffi";
+import { closeSync, existsSync, openSync, readFileSync, readSync } from "node:fs";
+import { LOCK_EX, LOCK_NB, flock } from "../ffi/libc.ts";
+import { addressesOf, compileC } from "../ffi/tcc.ts";
+import { MAX_KEY, MAX_STATUS_FILE, RECORD_HEADER, REQ_FIELDS, ReaperRecord, reaperSource } from "./reaper.c.ts";
 
-/** What the launcher tells its reaper, one JSON object per line. */
-export type ReaperMessage =
-  /** A container's init stage started. */
-  | { pid: number; key: string; statusFile: string }
-  /** It ended with `status`, and the launcher could not write that down yet. */
-  | { exited: number; status: number }
-  /** Its status file is written: forget it. */
-  | { done: number }
-  /** Nothing runs: give memory back. */
-  | { quiet: true };
+const libc = dlopen("libc.so.6", {
+  syscall: { args: [], returns: "i64" },
+  clone: { args: [], returns: "i32" },
+  __errno_location: { args: [], returns: "ptr" },
+  pipe2: { args: ["ptr", "i32"], returns: "i32" },
+  strerror: { args: ["i32"], returns: "cstring" },
+});
 
-interface Known {
-  key: string;
-  statusFile: string;
-  status?: number;
-}
+const O_CLOEXEC = 0o2000000;
 
-function say(message: string): void {
-  try {
-    process.stderr.write(`ucr launcher reaper[${process.pid}] ${new Date().toISOString()}: ${message}\n`);
-  } catch {
-    // nowhere left to say it
-  }
-}
+type Native = {
+  start: (req: Uint8Array, len: bigint, report: number) => number;
+  wait: (pid: number) => number;
+};
+let native: Native | undefined;
 
-export async function reaperMain(socketPath: string): Promise<number> {
-  setParentDeathSignal(0);
-  setChildSubreaper();
-  process.on("uncaughtException", (err) => say(`unexpected error (carrying on): ${err.stack ?? err}`));
-
-  const known = new Map<number, Known>();
-  /** Adopted workloads that ended before the launcher's last messages were read. */
-  const adopted: Array<{ pid: number; status: number }> = [];
-  const records = new Records(say);
-  let launcherGone = false;
-  let launcherPid = 0;
-
-  const record = (pid: number, k: Known, status: number) => {
-    known.delete(pid);
-    pendingWrites++;
-    records.write(k.key, k.statusFile, `${status}\n`, () => {
-      pendingWrites--;
-      maybeExit();
-    });
-    say(`container ${k.key} (pid ${pid}) ended with status ${status} after its launcher; recorded`);
-  };
-  let pendingWrites = 0;
-  const settleAdopted = () => {
-    for (const { pid, status } of adopted.splice(0)) {
-      const k = known.get(pid);
-      if (k) record(pid, k, status);
-      // else a warm init stage that had no container yet, or a launch the launcher died in
-      // the middle of (the agent was told the launcher went away)
-    }
-    // Containers that ended before the launcher died but whose status it could not write.
-    for (const [pid, k] of known) if (k.status !== undefined) record(pid, k, k.status);
-    maybeExit();
-  };
-  const maybeExit = () => {
-    if (launcherGone && known.size === 0 && pendingWrites === 0) process.exit(0);
-  };
-  // Signal listeners do not keep Bun's event loop alive; we stay until maybeExit says so.
-  setInterval(() => {}, 1 << 30);
-
-  // The launcher is gone once both its messages have ended (EOF) and it has been reaped:
-  // its descriptors close before the kernel hands its children over, so EOF alone is early.
-  let launcherReaped!: () => void;
-  const reaped = new Promise<void>((resolve) => (launcherReaped = resolve));
-  onUnclaimedExit((pid, status) => {
-    if (pid === launcherPid) {
-      if (status !== 0) say(`the launcher (pid ${pid}) ended with wait status ${status}; its containers are in my care`);
-      launcherReaped();
-      return;
-    }
-    adopted.push({ pid, status });
-    if (launcherGone) settleAdopted();
+function load(): Native {
+  if (native) return native;
+  const lib = compileC("the launcher's reaper", reaperSource(process.arch), {
+    ucr_reaper_init: { args: ["ptr"], returns: "void" },
+    ucr_reaper_start: { args: ["ptr", "u64", "i32"], returns: "i32" },
+    ucr_reaper_wait: { args: ["i32"], returns: "i32" },
   });
-
-  const [fromLauncher, toReaper] = pipe();
-  const devnull = openSync("/dev/null", "r+");
-  try {
-    launcherPid = spawnProcess({
-      argv: selfCommand("__launcher", "--serve", socketPath, "--reaper-fd=3"),
-      env: {},
-      fds: [devnull, devnull, 2, toReaper],
-    });
-  } finally {
-    closeSync(toReaper);
-    closeSync(devnull);
-  }
-
-  // The launcher's messages, until EOF (its death or exit: nobody else holds the pipe).
-  let buffer = "";
-  try {
-    for await (const chunk of Bun.file(fromLauncher).stream()) {
-      buffer += Buffer.from(chunk).toString();
-      let nl: number;
-      while ((nl = buffer.indexOf("\n")) >= 0) {
-        const line = buffer.slice(0, nl);
-        buffer = buffer.slice(nl + 1);
-        let m: ReaperMessage;
-        try {
-          m = JSON.parse(line) as ReaperMessage;
-        } catch {
-          say(`ignoring a malformed message from the launcher: ${line.slice(0, 200)}`);
-          continue;
-        }
-        if ("pid" in m) known.set(m.pid, { key: m.key, statusFile: m.statusFile });
-        else if ("exited" in m) {
-          const k = known.get(m.exited);
-          if (k) k.status = m.status;
-        } else if ("done" in m) known.delete(m.done);
-        else if ("quiet" in m) {
-          try {
-            giveBackMemory();
-          } catch (err) {
-            say(`idle: could not give back the binary's pages: ${(err as Error).message}`);
-          }
-        }
-      }
-    }
-  } catch (err) {
-    say(`reading the launcher's messages failed: ${(err as Error).message}`);
-  }
-  try {
-    closeSync(fromLauncher);
-  } catch {
-    // already closed
-  }
-  await reaped;
-  launcherGone = true;
-  reap();
-  // A container the launcher reaped but died before saying so is not ours to wait for: its
-  // status file is written or not, but nothing here knows the status. (One that we reaped
-  // ourselves, adopted and ended while the launcher's end was still being read, is no longer
-  // our child either, but its status is in `adopted`.)
-  const ours = new Set(adopted.map((a) => a.pid));
-  for (const [pid, k] of known) {
-    if (k.status === undefined && !ours.has(pid) && !isChildOfMine(pid)) {
-      say(`container ${k.key} (pid ${pid}) ended before its launcher, which left no word of its status`);
-      known.delete(pid);
-    }
-  }
-  settleAdopted();
-  // Adopted workloads still running keep us here (the reaper's SIGCHLD handler does the rest).
-  await new Promise<never>(() => {});
-  return 0;
+  const s = libc.symbols;
+  lib.symbols.ucr_reaper_init(
+    addressesOf([
+      ["syscall", s.syscall],
+      ["clone", s.clone],
+      ["__errno_location", s.__errno_location],
+    ]),
+  );
+  native = { start: lib.symbols.ucr_reaper_start, wait: lib.symbols.ucr_reaper_wait };
+  return native;
 }
 
-/** Is `pid` our child (running, or ended and not reaped yet)? */
-function isChildOfMine(pid: number): boolean {
+/** Where this process's argv and environment are (fields 48-51 of /proc/self/stat), for the reaper's title. */
+function commandLineArea(): { argStart: bigint; argEnd: bigint; envEnd: bigint } {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so from the last ')'.
-    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === process.pid;
+    const stat = readFileSync("/proc/self/stat", "latin1");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // f[0] is field 3 (state): field N is f[N - 3].
+    const [argStart, argEnd, envEnd] = [f[45], f[46], f[48]].map((v) => BigInt(v ?? "0"));
+    if (argStart! > 0n && argEnd! > argStart! && envEnd! >= argEnd!) return { argStart: argStart!, argEnd: argEnd!, envEnd: envEnd! };
+  } catch {
+    // no title then
+  }
+  return { argStart: 0n, argEnd: 0n, envEnd: 0n };
+}
+
+export interface ReaperStart {
+  /** The launcher's command (argv[0] is the binary's absolute path); its environment is empty. */
+  launcher: readonly string[];
+  /** The reaper's command line as ps shows it (where the caller's own command line has room). */
+  title: readonly string[];
+  /** Held (a shared flock) while the reaper lives. */
+  lockPath: string;
+  /** The reaper's and the launcher's stderr (fd 0 and 1 are /dev/null). */
+  logFd: number;
+}
+
+/**
+ * Forks the reaper from this process (see the top of this file), which starts the launcher.
+ * Returns once the reaper runs (a few ms: the fork, and the copy's unmapping of this process).
+ */
+export function startReaper(opts: ReaperStart): void {
+  const n = load();
+  const area = commandLineArea();
+  const strings = Buffer.from([opts.launcher[0]!, ...opts.launcher, ...opts.title, opts.lockPath].map((s) => `${s}\0`).join(""));
+  const req = Buffer.alloc(REQ_FIELDS * 8 + strings.length);
+  const fields = [BigInt(opts.logFd), BigInt(opts.launcher.length), BigInt(opts.title.length), area.argStart, area.argEnd, area.envEnd, 0n];
+  fields.push(BigInt(strings.length));
+  for (const [i, v] of fields.entries()) req.writeBigUInt64LE(v, i * 8);
+  strings.copy(req, REQ_FIELDS * 8);
+
+  const fds = new Int32Array(2);
+  if (libc.symbols.pipe2(fds, O_CLOEXEC) !== 0) throw new Error("cannot start the launcher's reaper: pipe2 failed");
+  const [reportR, reportW] = [fds[0]!, fds[1]!];
+  let pid: number;
+  try {
+    pid = n.start(req, BigInt(req.length), reportW);
+  } finally {
+    closeSync(reportW);
+  }
+  const result = Buffer.alloc(8);
+  let got = 0;
+  try {
+    while (got < 8) {
+      const r = readSync(reportR, result, got, 8 - got, null);
+      if (r === 0) break;
+      got += r;
+    }
+  } finally {
+    closeSync(reportR);
+  }
+  if (pid < 0) throw new Error(`cannot start the launcher's reaper: fork: ${libc.symbols.strerror(-pid)}`);
+  const status = n.wait(pid);
+  if (got < 8) throw new Error(`cannot start the launcher's reaper: its first fork ended (wait status ${status}) before it ran`);
+  const rc = Number(result.readBigInt64LE(0));
+  if (rc !== 0) throw new Error(`cannot start the launcher's reaper: ${libc.symbols.strerror(-rc)}`);
+}
+
+/** Is a reaper holding `lockPath` alive? */
+export function reaperAlive(lockPath: string): boolean {
+  if (!existsSync(lockPath)) return false;
+  let fd: number;
+  try {
+    fd = openSync(lockPath, "r");
   } catch {
     return false;
   }
+  try {
+    // Taken: nobody holds it (and we let go at once, by closing).
+    return !flock(fd, LOCK_EX | LOCK_NB);
+  } finally {
+    closeSync(fd);
+  }
 }
+
+/** A record for the reaper (the launcher's side of fd 3). */
+export function reaperRecord(kind: number, pid: number, status = 0, statusFile = "", key = ""): Buffer {
+  const file = Buffer.from(statusFile);
+  const k = Buffer.from(key).subarray(0, MAX_KEY);
+  if (file.length > MAX_STATUS_FILE) throw new Error(`status file path over ${MAX_STATUS_FILE} bytes: ${statusFile.slice(0, 80)}...`);
+  const b = Buffer.alloc(RECORD_HEADER + file.length + k.length);
+  b.writeUInt32LE(kind, 0);
+  b.writeInt32LE(pid, 4);
+  b.writeInt32LE(status, 8);
+  b.writeUInt32LE(file.length | (k.length << 16), 12);
+  file.copy(b, RECORD_HEADER);
+  k.copy(b, RECORD_HEADER + file.length);
+  return b;
+}
+
+export { ReaperRecord };

@@ -1,5 +1,5 @@
 // What a process of ucr gives back once it has nothing to do: the agent when its worker
-// threads stop, the launcher and its reaper when no container runs.
+// threads stop, the launcher when no container runs.
 import { readFileSync, realpathSync } from "node:fs";
 import { dropCleanFilePages } from "../ffi/libc.ts";
 

@@ -3,7 +3,7 @@
 // SIGKILL loses no exit status; its descriptors stay flat over thousands of launches, also
 // under a 256-file limit. Containers here run without an image (on the host's filesystem).
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type RunningAgent, startAgent, tempDir } from "../helpers/agent.ts";
 import { runCommand } from "../helpers/command.ts";
@@ -11,6 +11,7 @@ import { UCR, requireBinary } from "../helpers/agent.ts";
 import { Confinement } from "../../src/agent/confinement.ts";
 import { loadFlags } from "../../src/config/flags.ts";
 import { call as api } from "../agent/support.ts";
+import { launcherAlive } from "../../src/runtime/launcher.ts";
 
 const DEFAULT_CONFINE = new Confinement(loadFlags(["--work_dir=/tmp"], {}).values).forLaunch(undefined, "launcher-test");
 
@@ -237,6 +238,65 @@ describe.skipIf(!isRoot)("the launcher survives (needs root)", () => {
       expect(await waitStatus(agent, "later")).toBe(2 << 8);
     } finally {
       await removeAll(agent, ids).catch(() => {});
+      expect(await agent.stop()).toBe(0);
+    }
+  });
+  test("the reaper is a few pages forked from the agent (no binary mapped, one thread, none of the agent's descriptors); its launcher killed, it writes a status it could not write at first once it can, then exits and lets go of its lock", async () => {
+    const wd = join(work, "reaper");
+    const run = join(wd, "run");
+    const agent = await startAgent({ args: [`--work_dir=${wd}`, `--runtime_dir=${run}`], keepWorkDir: true });
+    const dirOf = join(run, "containers", "slow");
+    try {
+      const socket = join(run, "launcher.sock");
+      expect((await api(agent, gated("slow", "exit 9"))).status).toBe(200);
+      const { launcher, reaper } = await findLauncher(socket);
+      expect(cmdline(reaper)).toEndWith(`__launcher ${socket}`);
+      expect(readFileSync(`/proc/${reaper}/comm`, "utf8").trim()).toBe("ucr-reaper");
+      const binary = readlinkSync(`/proc/${launcher}/exe`);
+      expect(readFileSync(`/proc/${reaper}/maps`, "utf8")).not.toContain(binary);
+      expect(readdirSync(`/proc/${reaper}/task`)).toHaveLength(1);
+      const pssKiB = Number(/^Pss:\s+(\d+)/m.exec(readFileSync(`/proc/${reaper}/smaps_rollup`, "utf8"))![1]);
+      expect(pssKiB).toBeLessThan(1024);
+      // Its stdio (/dev/null and the launcher's log), its lock, its signalfd and the launcher's pipe: nothing of the agent's.
+      const fds = readdirSync(`/proc/${reaper}/fd`).map((fd) => readlinkSync(`/proc/${reaper}/fd/${fd}`));
+      expect(fds.filter((f) => !/^(\/dev\/null|anon_inode:\[signalfd\]|pipe:\[\d+\])$/.test(f)).sort()).toEqual([
+        `${socket}.lock`,
+        `${socket}.log`,
+      ]);
+      // No signal handler of the runtime it was forked from; only SIGCHLD blocked (for its signalfd).
+      const status = readFileSync(`/proc/${reaper}/status`, "utf8");
+      expect(/^SigCgt:\s+(\w+)/m.exec(status)![1]).toMatch(/^0+$/);
+      expect(/^SigBlk:\s+(\w+)/m.exec(status)![1]).toBe("0000000000010000");
+      expect(launcherAlive(socket)).toBe(true);
+
+      process.kill(launcher, "SIGKILL");
+      const workload = Number(readFileSync(join(dirOf, "pid"), "utf8"));
+      await until("the workload's adoption", () => ppid(workload) === reaper);
+      // The launcher gone, its reaper's lock says someone will still write the status.
+      await until("the launcher's exit", () => !alive(launcher));
+      expect(launcherAlive(socket)).toBe(true);
+      expect((await runCommand(["mount", "--bind", dirOf, dirOf])).code).toBe(0);
+      mounted.push(dirOf);
+      expect((await runCommand(["mount", "-o", "remount,bind,ro", dirOf])).code).toBe(0);
+      writeFileSync(join(wd, "containers", "slow", "go"), "");
+      const log = join(run, "launcher.sock.log");
+      await until("the reaper's first try", () => readFileSync(log, "utf8").includes("container slow (pid"));
+      expect(readFileSync(log, "utf8")).toMatch(/container slow \(pid \d+\): cannot write .*status \(errno 30\); trying again/);
+      expect(existsSync(join(dirOf, "status"))).toBe(false);
+      expect(alive(reaper)).toBe(true);
+      expect((await runCommand(["umount", dirOf])).code).toBe(0);
+      mounted.splice(mounted.indexOf(dirOf), 1);
+      await until("the status file once writable", () => existsSync(join(dirOf, "status")), 20_000);
+      expect(readFileSync(join(dirOf, "status"), "utf8")).toBe("2304\n");
+      expect(readdirSync(dirOf).filter((f) => f.includes(".tmp"))).toEqual([]);
+      expect(readFileSync(log, "utf8")).toMatch(/container slow \(pid \d+\): .*status written after all/);
+      // Its last container recorded, it exits, and its lock is free.
+      await until("the reaper's exit", () => !alive(reaper));
+      expect(launcherAlive(socket)).toBe(false);
+      expect(await waitStatus(agent, "slow")).toBe(9 << 8);
+    } finally {
+      if (mounted.includes(dirOf)) await runCommand(["umount", dirOf]);
+      await removeAll(agent, ["slow"]).catch(() => {});
       expect(await agent.stop()).toBe(0);
     }
   });
