@@ -56,15 +56,15 @@ const IDLE_EXIT_MS = 2_000;
  * An agent closes its connection after this long with no container of its own running, and
  * the launcher then exits: an agent idle for a minute is back to its own footprint. Until
  * then the launcher stays, quiet (QUIET_MS), so that a launch after a pause does not pay a
- * new launcher's start (its reaper's and its own start of the binary and a compile: ~140 ms
- * against ~30 here) and a burst after a pause finds its code warm.
+ * new launcher's start (a start of the binary and a compile: ~40-100 ms against ~7-30 on
+ * the VMs measured) and a burst after a pause finds its code warm.
  */
 const CLIENT_IDLE_MS = 60_000;
 /**
  * With nothing running (an agent connected), the launcher goes quiet after this long, as
  * the agent does when its worker threads stop: the setup lane stops (its threads and native
- * code), and the launcher and its reaper give memory back (giveBackMemory; the code pages
- * they drop come back as the next launch runs, ~15 ms more for it here). Every ucr process
+ * code), and the launcher gives memory back (giveBackMemory; the code pages it drops come
+ * back as the next launch runs, ~15 ms more for it here). Every ucr process
  * together, measured here 30 s after the last launch: 57.5 MiB PSS after launches one at a
  * time, 60-64 after a burst of ten clients; 47.5 for the agent alone once the launcher has
  * gone.

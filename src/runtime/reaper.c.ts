@@ -466,6 +466,9 @@ static int reaper_main(void *unused) {
   char *lock;
   u64 i;
   SYS3(NR_dup3, 0, 3, O_CLOEXEC); /* the first fork's report pipe closed, fd 3 kept taken */
+  /* What the first fork used and this process never will: its stack, the maps it read. */
+  SYS3(NR_madvise, arena + A_STACK1, STACK_BYTES, MADV_DONTNEED);
+  SYS3(NR_madvise, arena + A_MAPS, MAPS_BYTES + MAX_RANGES * 16UL, MADV_DONTNEED);
   SYS5(NR_prctl, PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
   SYS5(NR_prctl, PR_SET_NAME, "ucr-reaper", 0, 0, 0);
   /* The lock file: held (shared) while this reaper lives, so the agent can tell. */
