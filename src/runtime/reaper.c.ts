@@ -61,6 +61,7 @@ mremap 25 216
 pwrite64 18 68
 mmap 9 222
 fcntl 72 25
+prlimit64 302 261
 O_DIRECTORY 0o200000 0o40000
 O_NOFOLLOW 0o400000 0o100000
 `;
@@ -640,16 +641,22 @@ static int first_main(void *unused) {
   reset_signals(1);
   SYS0(NR_setsid);
   /* fds: 0 and 1 /dev/null, 2 the log, 3 the report to the caller; nothing else of the caller's */
-  rep = SYS3(NR_fcntl, report_fd, 1030 /* F_DUPFD_CLOEXEC */, 100);
-  log = SYS3(NR_fcntl, rq->log_fd, 1030, 100);
+  rep = SYS3(NR_fcntl, report_fd, 1030 /* F_DUPFD_CLOEXEC */, 4);
+  log = SYS3(NR_fcntl, rq->log_fd, 1030, 4);
   nul = SYS4(NR_openat, AT_FDCWD, "/dev/null", O_RDWR | O_CLOEXEC, 0);
-  if (nul >= 0) nul = SYS3(NR_fcntl, nul, 1030, 100);
+  if (nul >= 0) nul = SYS3(NR_fcntl, nul, 1030, 4);
   if (rep < 0 || log < 0 || nul < 0) SYS1(NR_exit_group, 2);
   SYS3(NR_dup3, nul, 0, 0);
   SYS3(NR_dup3, nul, 1, 0);
   SYS3(NR_dup3, log, 2, 0);
   SYS3(NR_dup3, rep, 3, O_CLOEXEC);
-  SYS3(NR_close_range, 4, ~0U, 0);
+  if (SYS3(NR_close_range, 4, ~0U, 0) < 0) {
+    /* before Linux 5.9: one by one, as far as a descriptor can be */
+    u64 lim[2], fd;
+    lim[1] = 65536;
+    if (SYS4(NR_prlimit64, 0, 7 /* RLIMIT_NOFILE */, 0, lim) < 0 || lim[1] > 1048576) lim[1] = 1048576;
+    for (fd = 4; fd < lim[1]; fd++) SYS1(NR_close, fd);
+  }
   rc = shed();
   if (rc == 0) {
     set_title();
