@@ -681,11 +681,14 @@ const REMEMBERED_EXITS = 10_000;
  */
 export function launcherAlive(socketPath: string): boolean {
   if (reaperAlive(`${socketPath}.lock`)) return true;
-  const serving = `__launcher\0--serve\0${socketPath}\0`;
+  // Without its lock (a runtime dir it could not write), the reaper is still told by its
+  // title: NUL-separated as an argv, or one line where it took the environment's room too.
+  const patterns = [`__launcher\0--serve\0${socketPath}\0`, `__launcher\0${socketPath}\0`, `__launcher ${socketPath}\0`];
   for (const name of readdirSync("/proc")) {
     if (name.charCodeAt(0) > 57) continue; // not a pid
     try {
-      if (readFileSync(`/proc/${name}/cmdline`, "latin1").includes(serving)) return true;
+      const cmdline = readFileSync(`/proc/${name}/cmdline`, "latin1");
+      if (patterns.some((p) => cmdline.includes(p))) return true;
     } catch {
       // gone meanwhile
     }

@@ -3,7 +3,7 @@
 // SIGKILL loses no exit status; its descriptors stay flat over thousands of launches, also
 // under a 256-file limit. Containers here run without an image (on the host's filesystem).
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type RunningAgent, startAgent, tempDir } from "../helpers/agent.ts";
 import { runCommand } from "../helpers/command.ts";
@@ -275,6 +275,10 @@ describe.skipIf(!isRoot)("the launcher survives (needs root)", () => {
       // The launcher gone, its reaper's lock says someone will still write the status.
       await until("the launcher's exit", () => !alive(launcher));
       expect(launcherAlive(socket)).toBe(true);
+      // Without the lock file, its title still says so.
+      renameSync(`${socket}.lock`, `${socket}.lock.away`);
+      expect(launcherAlive(socket)).toBe(true);
+      renameSync(`${socket}.lock.away`, `${socket}.lock`);
       expect((await runCommand(["mount", "--bind", dirOf, dirOf])).code).toBe(0);
       mounted.push(dirOf);
       expect((await runCommand(["mount", "-o", "remount,bind,ro", dirOf])).code).toBe(0);
