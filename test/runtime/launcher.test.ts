@@ -3,7 +3,20 @@
 // SIGKILL loses no exit status; its descriptors stay flat over thousands of launches, also
 // under a 256-file limit. Containers here run without an image (on the host's filesystem).
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import { join } from "node:path";
 import { type RunningAgent, startAgent, tempDir } from "../helpers/agent.ts";
 import { runCommand } from "../helpers/command.ts";
@@ -512,6 +525,40 @@ describe.skipIf(!isRoot)("a launcher killed while it sets containers up (needs r
       } finally {
         stop();
       }
+    }
+  }, 120_000);
+});
+
+describe.skipIf(!isRoot)("the reaper with many containers (needs root)", () => {
+  test("150 containers running when the launcher is SIGKILLed: the reaper (its table grown past its first 64 entries) adopts each and records each one's own status as it ends, then exits", async () => {
+    const dir = join(work, "many");
+    const { conn, launcher, stop } = await ownLauncher(dir);
+    const reaper = ppid(launcher);
+    try {
+      const N = 150;
+      const runs = Array.from({ length: N }, (_, i) => {
+        const key = `k${i}`;
+        // Each waits on a FIFO of its own (no CPU while it waits), then exits with its own code.
+        const spec = writeSpec(dir, key, `read go < ${join(dir, "c", key, "gate")}; exit ${i % 200}`);
+        return { key, spec };
+      });
+      expect((await runCommand(["mkfifo", ...runs.map((r) => join(dir, "c", r.key, "gate"))])).code).toBe(0);
+      const { pids } = await conn.runTogether(runs);
+      expect(pids.every((p) => alive(p))).toBe(true);
+      process.kill(launcher, "SIGKILL");
+      await until("every workload's adoption", () => pids.every((p) => ppid(p) === reaper), 30_000);
+      expect(readdirSync(`/proc/${reaper}/task`)).toHaveLength(1);
+      for (const r of runs) {
+        const fd = openSync(join(dir, "c", r.key, "gate"), constants.O_WRONLY | constants.O_NONBLOCK);
+        writeSync(fd, "go\n");
+        closeSync(fd);
+      }
+      await until("every status file", () => runs.every((r) => existsSync(join(dir, "c", r.key, "status"))), 60_000);
+      for (const [i, r] of runs.entries()) expect(readFileSync(join(dir, "c", r.key, "status"), "utf8")).toBe(`${(i % 200) << 8}\n`);
+      await until("the reaper's exit", () => !alive(reaper));
+      expect(readFileSync(join(dir, "launcher.log"), "utf8").split("after its launcher; recording it").length - 1).toBe(N);
+    } finally {
+      stop();
     }
   }, 120_000);
 });
