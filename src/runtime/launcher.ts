@@ -64,10 +64,10 @@ const CLIENT_IDLE_MS = 60_000;
  * With nothing running (an agent connected), the launcher goes quiet after this long, as
  * the agent does when its worker threads stop: the setup lane stops (its threads and native
  * code), and the launcher gives memory back (giveBackMemory; the code pages it drops come
- * back as the next launch runs, ~15 ms more for it here). Every ucr process
- * together, measured here 30 s after the last launch: 57.5 MiB PSS after launches one at a
- * time, 60-64 after a burst of ten clients; 47.5 for the agent alone once the launcher has
- * gone.
+ * back as the next launch runs, ~15 ms more for it here). Every ucr process together
+ * (the agent, this launcher, its native reaper at 0.1 MiB), measured 10-30 s after the last
+ * launch: 56.8-61.0 MiB PSS after bursts of ten clients; 43-48 for the agent alone once the
+ * launcher has gone.
  */
 const QUIET_MS = 10_000;
 /** fd 3 of the launcher: where it tells the reaper about its children. */

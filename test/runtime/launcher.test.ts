@@ -689,6 +689,9 @@ describe.skipIf(!isRoot)("the launcher's descriptors (needs root)", () => {
         await until("the launcher quiet", () => quietLines() > before && laneThreads() === 0, 30_000);
         expect(alive(launcher) && alive(reaper)).toBe(true);
         expect(rssKiB()).toBeLessThan(busyRss);
+        // A thread the runtime starts is named after its creator ("ucr") until it names itself:
+        // the launcher's own two are what stays (a forking thread left behind would too).
+        await until("the launcher's own threads", () => named("ucr") === 2, 5_000);
         spells.push({ ucrThreads: named("ucr"), fds: fdCount(launcher) });
       }
       // Each spell ends where the first did: no forking thread or pipe left per lane.
