@@ -122,9 +122,9 @@ static int *(*f_errno)(void);
 #define A_STACK3 (A_STACK2 + STACK_BYTES)      /* the launcher's, until its exec */
 #define A_MAPS (A_STACK3 + STACK_BYTES)        /* /proc/self/maps, a chunk at a time */
 #define MAPS_BYTES 65536UL
-#define A_RANGES (A_MAPS + MAPS_BYTES)         /* what to unmap: start, end pairs */
+#define A_RANGES (A_MAPS + MAPS_BYTES)         /* what to unmap: start, end, file */
 #define MAX_RANGES 16384UL
-#define A_MSG (A_RANGES + MAX_RANGES * 16UL)   /* the launcher's records, as read */
+#define A_MSG (A_RANGES + MAX_RANGES * 24UL)   /* the launcher's records, as read */
 #define MSG_BYTES 16384UL
 #define A_LOG (A_MSG + MSG_BYTES)              /* one log line */
 #define LOG_BYTES 8192UL
@@ -469,7 +469,7 @@ static int reaper_main(void *unused) {
   SYS3(NR_dup3, 0, 3, O_CLOEXEC); /* the first fork's report pipe closed, fd 3 kept taken */
   /* What the first fork used and this process never will: its stack, the maps it read. */
   SYS3(NR_madvise, arena + A_STACK1, STACK_BYTES, MADV_DONTNEED);
-  SYS3(NR_madvise, arena + A_MAPS, MAPS_BYTES + MAX_RANGES * 16UL, MADV_DONTNEED);
+  SYS3(NR_madvise, arena + A_MAPS, MAPS_BYTES + MAX_RANGES * 24UL, MADV_DONTNEED);
   SYS5(NR_prctl, PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
   SYS5(NR_prctl, PR_SET_NAME, "ucr-reaper", 0, 0, 0);
   /* The lock file: held (shared) while this reaper lives, so the agent can tell. */
@@ -547,56 +547,48 @@ static u64 hex(const char **p) {
    stack that holds the command line, keeps only those pages. 0, or -errno. */
 static i64 shed(void) {
   char *buf = arena + A_MAPS;
-  u64 *ranges = (u64 *)(arena + A_RANGES), nr = 0, len = 0, i;
-  u64 keep[6];
-  char libc_id[64];
-  u64 libc_id_len = 0;
+  u64 *ranges = (u64 *)(arena + A_RANGES), nr = 0, len = 0, i, libc_file = 0;
+  u64 keep[5];
   i64 fd, n;
   keep[0] = (u64)&shed;            /* this code and its statics */
   keep[1] = (u64)arena;
   keep[2] = rq->tls;
   keep[3] = (u64)&table_len;       /* this code's data, */
   keep[4] = (u64)"ucr-reaper";     /* and its constants */
-  keep[5] = (u64)f_syscall;        /* libc: its text, and the rest of it by file */
   fd = SYS4(NR_openat, AT_FDCWD, "/proc/self/maps", O_RDONLY | O_CLOEXEC, 0);
   if (fd < 0) return fd;
   for (;;) {
-    char *line, *nl;
+    char *line;
     n = SYS3(NR_read, fd, buf + len, MAPS_BYTES - 1 - len);
     if (n < 0) { SYS1(NR_close, fd); return n; }
     len += (u64)n;
     buf[len] = 0;
     line = buf;
-    while ((nl = line) && *nl) {
-      u64 start, end;
-      const char *p = line, *dev;
+    while (*line) {
+      u64 start, end, file = 0, anon = 1;
+      const char *p = line, *name;
       char *eol = line;
       while (*eol && *eol != '\\n') eol++;
       if (!*eol && n > 0) break; /* a partial line: read on */
       start = hex(&p); p++; end = hex(&p);
-      /* "perms offset dev inode path": the file's identity is dev and inode */
+      /* "perms offset dev inode path": the file's identity is its dev and inode (FNV-1a) */
       p++; while (*p && *p != ' ') p++; p++; while (*p && *p != ' ') p++; p++;
-      dev = p; while (*p && *p != ' ') p++; p++; while (*p && *p != ' ') p++;
-      if (keep_line(start, end, keep + 5, 1) && !libc_id_len) {
-        libc_id_len = (u64)(p - dev);
-        if (libc_id_len > 63) libc_id_len = 63;
-        copy(libc_id, dev, libc_id_len);
-      }
-      {
-        const char *name = p; while (*name == ' ') name++;
-        int special = name[0] == '[' && (name[1] == 'v');  /* [vdso], [vvar], [vsyscall] */
-        int same_file = libc_id_len && (u64)(p - dev) == libc_id_len;
-        u64 j;
-        for (j = 0; same_file && j < libc_id_len; j++) if (dev[j] != libc_id[j]) same_file = 0;
-        if (same_file && libc_id_len == 3 && dev[0] == '0') same_file = 0; /* "0 0": anonymous */
-        if (rq->arg_start >= start && rq->arg_start < end) {
-          /* the stack with the command line: only the command line's pages stay */
-          u64 lo = rq->arg_start & ~(PAGE - 1), hi = (rq->env_end + PAGE - 1) & ~(PAGE - 1);
-          if (lo > start) SYS3(NR_madvise, start, lo - start, MADV_DONTNEED);
-          if (hi < end) SYS3(NR_madvise, hi, end - hi, MADV_DONTNEED);
-        } else if (!special && !same_file && !keep_line(start, end, keep, 6) && nr < MAX_RANGES) {
-          ranges[nr * 2] = start; ranges[nr * 2 + 1] = end; nr++;
-        }
+      file = 14695981039346656037UL;
+      while (*p && *p != ' ') file = (file ^ (u64)(unsigned char)*p++) * 1099511628211UL;
+      p++;
+      while (*p && *p != ' ' && *p != '\\n') { if (*p != '0') anon = 0; file = (file ^ (u64)(unsigned char)*p++) * 1099511628211UL; }
+      if (anon) file = 0; /* inode 0: not a file */
+      name = p; while (*name == ' ') name++;
+      /* libc: the file of the mapping with syscall() in it; all of its mappings stay */
+      if ((u64)f_syscall >= start && (u64)f_syscall < end) libc_file = file;
+      if (rq->arg_start >= start && rq->arg_start < end) {
+        /* the stack with the command line: only the command line's pages stay */
+        u64 lo = rq->arg_start & ~(PAGE - 1), hi = (rq->env_end + PAGE - 1) & ~(PAGE - 1);
+        if (lo > start) SYS3(NR_madvise, start, lo - start, MADV_DONTNEED);
+        if (hi < end) SYS3(NR_madvise, hi, end - hi, MADV_DONTNEED);
+      } else if (!(name[0] == '[' && name[1] == 'v') /* [vdso], [vvar], [vsyscall] */
+                 && !keep_line(start, end, keep, 5) && nr < MAX_RANGES) {
+        ranges[nr * 3] = start; ranges[nr * 3 + 1] = end; ranges[nr * 3 + 2] = file; nr++;
       }
       line = *eol ? eol + 1 : eol;
     }
@@ -606,7 +598,8 @@ static i64 shed(void) {
     if (n == 0) break;
   }
   SYS1(NR_close, fd);
-  for (i = 0; i < nr; i++) SYS2(NR_munmap, ranges[i * 2], ranges[i * 2 + 1] - ranges[i * 2]);
+  for (i = 0; i < nr; i++)
+    if (!libc_file || ranges[i * 3 + 2] != libc_file) SYS2(NR_munmap, ranges[i * 3], ranges[i * 3 + 1] - ranges[i * 3]);
   return 0;
 }
 

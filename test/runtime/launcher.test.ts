@@ -267,6 +267,15 @@ describe.skipIf(!isRoot)("the launcher survives (needs root)", () => {
       expect(readFileSync(`/proc/${reaper}/comm`, "utf8").trim()).toBe("ucr-reaper");
       const binary = readlinkSync(`/proc/${launcher}/exe`);
       expect(readFileSync(`/proc/${reaper}/maps`, "utf8")).not.toContain(binary);
+      // libc stays whole (each of its segments, as the launcher maps them): its code runs there.
+      const libcSegments = (pid: number) =>
+        readFileSync(`/proc/${pid}/maps`, "utf8")
+          .split("\n")
+          .filter((l) => /\/libc\.so\.6$/.test(l))
+          .map((l) => l.split(/\s+/)[2])
+          .sort();
+      expect(libcSegments(reaper).length).toBeGreaterThan(1);
+      expect(libcSegments(reaper)).toEqual(libcSegments(launcher));
       expect(readdirSync(`/proc/${reaper}/task`)).toHaveLength(1);
       const pssKiB = Number(/^Pss:\s+(\d+)/m.exec(readFileSync(`/proc/${reaper}/smaps_rollup`, "utf8"))![1]);
       expect(pssKiB).toBeLessThan(1024);
