@@ -538,6 +538,53 @@ describe.skipIf(!isRoot)("a launcher killed while it sets containers up (needs r
   }, 120_000);
 });
 
+describe.skipIf(!isRoot)("the reaper's title (needs root)", () => {
+  test("forked from a process whose own command line is too short for it, the reaper's title takes the environment's room too, as one line (cut where even that is short), and still tells the agent it lives", async () => {
+    const dir = join(work, "title");
+    mkdirSync(dir, { recursive: true });
+    const socket = join(dir, "launcher.sock");
+    const src = join(import.meta.dir, "..", "..", "src", "runtime");
+    const script = join(dir, "s.ts");
+    writeFileSync(
+      script,
+      `import { startReaper } from ${JSON.stringify(join(src, "reaper.ts"))};\nimport { reaperStart } from ${JSON.stringify(join(src, "launcher.ts"))};\nstartReaper(reaperStart(${JSON.stringify(socket)}, 2));\n`,
+    );
+    // argv is `bun <script>`; the title (`bun <main.ts> __launcher <socket>`) is longer. With
+    // room in the environment it is whole; without (env -i, no variable), cut.
+    for (const pad of [400, 0]) {
+      const env = pad ? [`PAD=${"x".repeat(pad)}`] : [];
+      const starter = Bun.spawn(["env", "-i", ...env, process.execPath, script], {
+        stdio: ["ignore", "ignore", "inherit"],
+      });
+      expect(await starter.exited).toBe(0);
+      const { launcher, reaper } = await findLauncher(socket);
+      try {
+        const raw = readFileSync(`/proc/${reaper}/cmdline`, "utf8");
+        const title = `${process.execPath} ${join(src, "..", "main.ts")} __launcher ${socket}`;
+        // One line (no NUL inside), never the starter's own command line.
+        const shown = raw.split("\0")[0]!;
+        expect(raw.replace(/\0+$/, "")).toBe(shown);
+        if (pad) expect(shown).toBe(title);
+        else {
+          expect(shown.length).toBeGreaterThan(process.execPath.length);
+          expect(shown.length).toBeLessThan(title.length);
+          expect(title.startsWith(shown)).toBe(true);
+        }
+        if (pad) {
+          renameSync(`${socket}.lock`, `${socket}.lock.away`);
+          expect(launcherAlive(socket)).toBe(true);
+          renameSync(`${socket}.lock.away`, `${socket}.lock`);
+        }
+      } finally {
+        process.kill(launcher, "SIGKILL");
+      }
+      // No container: with its launcher gone, the reaper is done.
+      await until("the reaper's exit", () => !alive(reaper));
+      expect(launcherAlive(socket)).toBe(false);
+    }
+  });
+});
+
 describe.skipIf(!isRoot)("the reaper with many containers (needs root)", () => {
   test("150 containers running when the launcher is SIGKILLed: the reaper (its table grown past its first 64 entries) adopts each and records each one's own status as it ends, then exits", async () => {
     const dir = join(work, "many");
