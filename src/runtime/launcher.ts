@@ -203,7 +203,8 @@ async function serve(socketPath: string, withReaper: boolean): Promise<number> {
       return;
     }
     try {
-      writeSync(reaper, record);
+      // Whole records only: a write over PIPE_BUF may be cut short, the rest follows.
+      for (let at = 0; at < record.length; ) at += writeSync(reaper, record, at);
     } catch (err) {
       say(`the reaper is gone (${(err as Error).message}); going on without it`);
       closeSync(reaper);

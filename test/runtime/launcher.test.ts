@@ -619,6 +619,41 @@ describe.skipIf(!isRoot)("the reaper with many containers (needs root)", () => {
   }, 120_000);
 });
 
+describe.skipIf(!isRoot)("the reaper's records (needs root)", () => {
+  test("a status file path of 4,000 bytes and a 255-byte key (a record over PIPE_BUF): the reaper records it after the launcher's SIGKILL", async () => {
+    const dir = join(work, "longpath");
+    const { conn, launcher, stop } = await ownLauncher(dir);
+    const reaper = ppid(launcher);
+    try {
+      const key = "k".repeat(255);
+      // <long>/c/<key>/status 4,000 bytes: 14 components of 250 bytes, then padding.
+      let long = join(dir, "l");
+      for (let i = 0; i < 14; i++) long = join(long, String(i).padEnd(250, "d"));
+      long = join(long, "p".repeat(4000 - (long.length + "/".length + "/c/".length + key.length + "/status".length)));
+      const status = join(long, "c", key, "status");
+      expect(status.length).toBe(4000);
+      // The record: a 16-byte header, the path, the key: over PIPE_BUF (4096).
+      expect(16 + status.length + key.length).toBeGreaterThan(4096);
+      const spec = writeSpec(long, key, `read go < ${join(long, "c", key, "gate")}; exit 42`);
+      // A hostname is at most 64 bytes: not the key here.
+      writeFileSync(spec, JSON.stringify({ ...JSON.parse(readFileSync(spec, "utf8")), hostname: "long" }));
+      expect((await runCommand(["mkfifo", join(long, "c", key, "gate")])).code).toBe(0);
+      const { pids } = await conn.runTogether([{ key, spec }]);
+      process.kill(launcher, "SIGKILL");
+      await until("the workload's adoption", () => ppid(pids[0]!) === reaper);
+      const fd = openSync(join(long, "c", key, "gate"), constants.O_WRONLY | constants.O_NONBLOCK);
+      writeSync(fd, "go\n");
+      closeSync(fd);
+      await until("its status file", () => existsSync(status));
+      expect(readFileSync(status, "utf8")).toBe(`${42 << 8}\n`);
+      await until("the reaper's exit", () => !alive(reaper));
+      expect(readFileSync(join(dir, "launcher.log"), "utf8")).toContain(`container ${key} (pid ${pids[0]}) ended with status ${42 << 8}`);
+    } finally {
+      stop();
+    }
+  });
+});
+
 describe.skipIf(!isRoot)("what a workload inherits (needs root)", () => {
   test("no signal ignored or blocked, no descriptor beyond its stdio, PID 1 of its own namespace", async () => {
     const dir = join(work, "inherit");
