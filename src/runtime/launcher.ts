@@ -46,7 +46,8 @@ import { WorkerError } from "../threads/rpc.ts";
 import { openDir, openInRoot } from "./inroot.ts";
 import { Records } from "./records.ts";
 import { dropBinaryPages, giveBackMemory } from "../util/idle-memory.ts";
-import { ReaperRecord, reaperAlive, reaperRecord, startReaper } from "./reaper.ts";
+import { ReaperRecord } from "./reaper.c.ts";
+import { reaperAlive, reaperRecord, startReaper } from "./reaper.ts";
 import { pidNamespaceOf, selfCommand, type LaunchSpec } from "./spec.ts";
 import type { SwitchboardIo } from "./switchboard.ts";
 

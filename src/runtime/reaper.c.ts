@@ -327,7 +327,6 @@ static void record(struct known *k) {
 
 /* ---- the reaper's loop */
 static int gone;
-static void settle(void);
 static void ended(int pid, int status) {
   struct known *k;
   if (pid == launcher_pid) {

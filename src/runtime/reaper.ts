@@ -12,20 +12,18 @@
 // launcher (the agent starts one when this one's socket stops answering) comes with a reaper
 // of its own. While it lives it holds a shared lock on `<socket>.lock` (reaperAlive).
 import { dlopen } from "bun:ffi";
-import { closeSync, existsSync, openSync, readFileSync, readSync } from "node:fs";
+import { closeSync, openSync, readFileSync, readSync } from "node:fs";
 import { LOCK_EX, LOCK_NB, flock } from "../ffi/libc.ts";
+import { pipe } from "../ffi/spawn.ts";
 import { addressesOf, compileC } from "../ffi/tcc.ts";
-import { MAX_KEY, MAX_STATUS_FILE, RECORD_HEADER, REQ_FIELDS, ReaperRecord, reaperSource } from "./reaper.c.ts";
+import { MAX_KEY, MAX_STATUS_FILE, RECORD_HEADER, REQ_FIELDS, reaperSource } from "./reaper.c.ts";
 
 const libc = dlopen("libc.so.6", {
   syscall: { args: [], returns: "i64" },
   clone: { args: [], returns: "i32" },
   __errno_location: { args: [], returns: "ptr" },
-  pipe2: { args: ["ptr", "i32"], returns: "i32" },
   strerror: { args: ["i32"], returns: "cstring" },
 });
-
-const O_CLOEXEC = 0o2000000;
 
 type Native = {
   start: (req: Uint8Array, len: bigint, report: number) => number;
@@ -86,14 +84,12 @@ export function startReaper(opts: ReaperStart): void {
   const area = commandLineArea();
   const strings = Buffer.from([opts.launcher[0]!, ...opts.launcher, ...opts.title, opts.lockPath].map((s) => `${s}\0`).join(""));
   const req = Buffer.alloc(REQ_FIELDS * 8 + strings.length);
-  const fields = [BigInt(opts.logFd), BigInt(opts.launcher.length), BigInt(opts.title.length), area.argStart, area.argEnd, area.envEnd, 0n];
-  fields.push(BigInt(strings.length));
-  for (const [i, v] of fields.entries()) req.writeBigUInt64LE(v, i * 8);
+  // struct req: log_fd, argc, titlec, arg_start, arg_end, env_end, tls (the C side's), strings_len.
+  const fields = [opts.logFd, opts.launcher.length, opts.title.length, area.argStart, area.argEnd, area.envEnd, 0, strings.length];
+  for (const [i, v] of fields.entries()) req.writeBigUInt64LE(BigInt(v), i * 8);
   strings.copy(req, REQ_FIELDS * 8);
 
-  const fds = new Int32Array(2);
-  if (libc.symbols.pipe2(fds, O_CLOEXEC) !== 0) throw new Error("cannot start the launcher's reaper: pipe2 failed");
-  const [reportR, reportW] = [fds[0]!, fds[1]!];
+  const [reportR, reportW] = pipe();
   let pid: number;
   try {
     pid = n.start(req, BigInt(req.length), reportW);
@@ -103,6 +99,7 @@ export function startReaper(opts: ReaperStart): void {
   const result = Buffer.alloc(8);
   let got = 0;
   try {
+    if (pid < 0) throw new Error(`cannot start the launcher's reaper: fork: ${libc.symbols.strerror(-pid)}`);
     while (got < 8) {
       const r = readSync(reportR, result, got, 8 - got, null);
       if (r === 0) break;
@@ -111,7 +108,6 @@ export function startReaper(opts: ReaperStart): void {
   } finally {
     closeSync(reportR);
   }
-  if (pid < 0) throw new Error(`cannot start the launcher's reaper: fork: ${libc.symbols.strerror(-pid)}`);
   const status = n.wait(pid);
   if (got < 8) throw new Error(`cannot start the launcher's reaper: its first fork ended (wait status ${status}) before it ran`);
   const rc = Number(result.readBigInt64LE(0));
@@ -120,7 +116,6 @@ export function startReaper(opts: ReaperStart): void {
 
 /** Is a reaper holding `lockPath` alive? */
 export function reaperAlive(lockPath: string): boolean {
-  if (!existsSync(lockPath)) return false;
   let fd: number;
   try {
     fd = openSync(lockPath, "r");
@@ -149,5 +144,3 @@ export function reaperRecord(kind: number, pid: number, status = 0, statusFile =
   k.copy(b, RECORD_HEADER + file.length);
   return b;
 }
-
-export { ReaperRecord };

@@ -585,6 +585,16 @@ describe.skipIf(!isRoot)("the reaper's title (needs root)", () => {
   });
 });
 
+/** Lets a workload waiting with `read go < GATE` (a FIFO) go on. */
+function openGate(gate: string): void {
+  const fd = openSync(gate, constants.O_WRONLY | constants.O_NONBLOCK);
+  try {
+    writeSync(fd, "go\n");
+  } finally {
+    closeSync(fd);
+  }
+}
+
 describe.skipIf(!isRoot)("the reaper with many containers (needs root)", () => {
   test("150 containers running when the launcher is SIGKILLed: the reaper (its table grown past its first 64 entries) adopts each and records each one's own status as it ends, then exits", async () => {
     const dir = join(work, "many");
@@ -605,9 +615,7 @@ describe.skipIf(!isRoot)("the reaper with many containers (needs root)", () => {
       await until("every workload's adoption", () => pids.every((p) => ppid(p) === reaper), 30_000);
       expect(readdirSync(`/proc/${reaper}/task`)).toHaveLength(1);
       for (const r of runs) {
-        const fd = openSync(join(dir, "c", r.key, "gate"), constants.O_WRONLY | constants.O_NONBLOCK);
-        writeSync(fd, "go\n");
-        closeSync(fd);
+        openGate(join(dir, "c", r.key, "gate"));
       }
       await until("every status file", () => runs.every((r) => existsSync(join(dir, "c", r.key, "status"))), 60_000);
       for (const [i, r] of runs.entries()) expect(readFileSync(join(dir, "c", r.key, "status"), "utf8")).toBe(`${(i % 200) << 8}\n`);
@@ -641,9 +649,7 @@ describe.skipIf(!isRoot)("the reaper's records (needs root)", () => {
       const { pids } = await conn.runTogether([{ key, spec }]);
       process.kill(launcher, "SIGKILL");
       await until("the workload's adoption", () => ppid(pids[0]!) === reaper);
-      const fd = openSync(join(long, "c", key, "gate"), constants.O_WRONLY | constants.O_NONBLOCK);
-      writeSync(fd, "go\n");
-      closeSync(fd);
+      openGate(join(long, "c", key, "gate"));
       await until("its status file", () => existsSync(status));
       expect(readFileSync(status, "utf8")).toBe(`${42 << 8}\n`);
       await until("the reaper's exit", () => !alive(reaper));
